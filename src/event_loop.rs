@@ -1,0 +1,859 @@
+//! [`EventLoop`]: scheduling, the `run_once` iteration, and the loop's
+//! lifecycle.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, Location};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use polling::Poller;
+use slotmap::SlotMap;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result, panic_message};
+use crate::exception::{ExceptionContext, report};
+use crate::handle::{CallbackCell, Handle, IN_HEAP, Runnable, TimerHandle};
+use crate::remote::{RemoteItem, RemoteLoop, RemoteShared};
+use crate::selector::{FdCallback, Interest, Selector};
+use crate::stats::{LoopStats, StatsCells};
+use crate::task::{TaskKey, TaskSlot};
+use crate::timers::TimerHeap;
+
+/// Longest single wait, as asyncio's `MAXIMUM_SELECT_TIMEOUT`: a timer far in
+/// the future is re-checked once a day rather than trusted to a huge timeout.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Default `slow_callback_duration`, as asyncio's.
+const DEFAULT_SLOW_CALLBACK: Duration = Duration::from_millis(100);
+
+type ExceptionHandler = Rc<dyn Fn(&EventLoop, &ExceptionContext)>;
+
+static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The loop currently inside a `run_*` call on this thread, if any.
+    static RUNNING: RefCell<Option<Rc<LoopInner>>> = const { RefCell::new(None) };
+}
+
+/// The loop's state. One `Cell`/`RefCell` per field, each borrowed only for
+/// the statement that needs it, never across a call into user code.
+pub(crate) struct LoopInner {
+    pub(crate) id: u64,
+    pub(crate) ready: RefCell<VecDeque<Rc<dyn Runnable>>>,
+    pub(crate) timers: RefCell<TimerHeap>,
+    selector: RefCell<Selector>,
+    pub(crate) remote: Arc<RemoteShared>,
+    /// Reused buffer for draining the remote queue without allocating.
+    remote_buf: RefCell<Vec<RemoteItem>>,
+    pub(crate) clock: Clock,
+    running: Cell<bool>,
+    stopping: Cell<bool>,
+    closed: Cell<bool>,
+    debug: Cell<bool>,
+    slow_callback_duration: Cell<Duration>,
+    exception_handler: RefCell<Option<ExceptionHandler>>,
+    pub(crate) stats: StatsCells,
+    /// Every task that has not finished: the loop owns them (a dropped
+    /// `Task` keeps running, as in asyncio).
+    pub(crate) tasks: RefCell<SlotMap<TaskKey, TaskSlot>>,
+    pub(crate) executor: RefCell<Option<crate::executor::Executor>>,
+}
+
+impl LoopInner {
+    /// Called by `TimerHandle::cancel` for a timer still in the heap.
+    pub(crate) fn timer_cancelled(&self) {
+        let removed = self.timers.borrow_mut().note_cancelled();
+        drop(removed); // outside the borrow; their closures are already gone
+    }
+
+    /// Pushes a runnable onto the ready queue (the loop thread only).
+    #[inline]
+    pub(crate) fn push_ready(&self, item: Rc<dyn Runnable>) {
+        self.ready.borrow_mut().push_back(item);
+    }
+
+    /// Runs `f` with the loop that is running on this thread, if any.
+    pub(crate) fn with_running<R>(f: impl FnOnce(Option<&Rc<LoopInner>>) -> R) -> R {
+        RUNNING.with(|r| f(r.borrow().as_ref()))
+    }
+}
+
+/// A single-threaded event loop: asyncio's `AbstractEventLoop` in Rust.
+///
+/// `EventLoop` is a cheap handle (`Clone` copies an `Rc`) and is `!Send`: the
+/// loop and everything scheduled on it belong to the thread that created it.
+/// Use [`EventLoop::remote`] to reach it from other threads.
+///
+/// Each iteration ([`run_once`](EventLoop::run_once)) follows asyncio's
+/// `_run_once`: compute a timeout, poll for I/O, move due timers to the ready
+/// queue, then run exactly the callbacks that were ready when the pass began.
+///
+/// A loop whose callbacks hold clones of it forms a reference cycle; call
+/// [`close`](EventLoop::close) (or use [`run`](crate::run)) to release it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let lp = evloop::EventLoop::new()?;
+/// let stopper = lp.clone();
+/// lp.call_soon(|| println!("first"));
+/// lp.call_later(Duration::from_millis(10), move || stopper.stop());
+/// lp.run_forever()?;
+/// lp.close()?;
+/// # Ok::<(), evloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct EventLoop {
+    pub(crate) inner: Rc<LoopInner>,
+}
+
+/// Configures an [`EventLoop`] before it is built.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let lp = evloop::EventLoop::builder()
+///     .debug(true)
+///     .slow_callback_duration(Duration::from_millis(50))
+///     .manual_clock()
+///     .build()?;
+/// assert!(lp.get_debug());
+/// # Ok::<(), evloop::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    debug: bool,
+    slow_callback_duration: Duration,
+    manual_clock: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder { debug: false, slow_callback_duration: DEFAULT_SLOW_CALLBACK, manual_clock: false }
+    }
+}
+
+impl Builder {
+    /// Turns debug mode on or off (see [`EventLoop::set_debug`]).
+    pub fn debug(mut self, on: bool) -> Builder {
+        self.debug = on;
+        self
+    }
+
+    /// In debug mode, callbacks that run at least this long are reported
+    /// (default 100 ms).
+    pub fn slow_callback_duration(mut self, d: Duration) -> Builder {
+        self.slow_callback_duration = d;
+        self
+    }
+
+    /// Uses a manual clock: [`EventLoop::time`] starts at the moment the loop
+    /// is built and moves only with [`EventLoop::advance_time`]. The loop
+    /// then never waits for a timer; drive it with `advance_time` and
+    /// [`EventLoop::run_until_idle`]. Meant for tests of timing logic.
+    pub fn manual_clock(mut self) -> Builder {
+        self.manual_clock = true;
+        self
+    }
+
+    /// Builds the loop.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the OS poller (epoll and its eventfd) cannot be
+    /// created, e.g. when the process is out of file descriptors.
+    pub fn build(self) -> Result<EventLoop> {
+        let poller = Arc::new(Poller::new()?);
+        let clock = if self.manual_clock { Clock::manual() } else { Clock::Real };
+        let epoch = clock.now();
+        let inner = LoopInner {
+            id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
+            ready: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(TimerHeap::new(epoch)),
+            selector: RefCell::new(Selector::new(poller.clone())),
+            remote: Arc::new(RemoteShared::new(poller)),
+            remote_buf: RefCell::new(Vec::new()),
+            clock,
+            running: Cell::new(false),
+            stopping: Cell::new(false),
+            closed: Cell::new(false),
+            debug: Cell::new(self.debug),
+            slow_callback_duration: Cell::new(self.slow_callback_duration),
+            exception_handler: RefCell::new(None),
+            stats: StatsCells::default(),
+            tasks: RefCell::new(SlotMap::with_key()),
+            executor: RefCell::new(None),
+        };
+        Ok(EventLoop { inner: Rc::new(inner) })
+    }
+}
+
+/// Marks a loop as running on this thread for the length of a `run_*` call,
+/// and undoes that on every exit path, panics included.
+struct RunningGuard<'a> {
+    lp: &'a EventLoop,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        let inner = &self.lp.inner;
+        inner.running.set(false);
+        inner.stopping.set(false);
+        inner.stats.end_run();
+        RUNNING.with(|r| r.borrow_mut().take());
+    }
+}
+
+/// Returns the loop running on the current thread (asyncio's
+/// `get_running_loop`).
+///
+/// # Errors
+///
+/// [`Error::NoRunningLoop`] when called outside a callback or task.
+///
+/// # Examples
+///
+/// ```
+/// assert!(evloop::get_running_loop().is_err());
+/// let lp = evloop::EventLoop::new()?;
+/// lp.call_soon(|| assert!(evloop::get_running_loop().is_ok()));
+/// lp.run_until_idle()?;
+/// # Ok::<(), evloop::Error>(())
+/// ```
+pub fn get_running_loop() -> Result<EventLoop> {
+    RUNNING
+        .try_with(|r| r.borrow().clone())
+        .ok()
+        .flatten()
+        .map(|inner| EventLoop { inner })
+        .ok_or(Error::NoRunningLoop)
+}
+
+impl EventLoop {
+    /// Creates a loop with the default settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the OS poller cannot be created.
+    pub fn new() -> Result<EventLoop> {
+        Builder::default().build()
+    }
+
+    /// Returns a [`Builder`] to configure debug mode, the slow-callback
+    /// threshold and the manual clock.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    // ---------------------------------------------------------------- running
+
+    fn enter(&self) -> Result<RunningGuard<'_>> {
+        let inner = &self.inner;
+        if inner.closed.get() {
+            return Err(Error::Closed);
+        }
+        if inner.running.get() {
+            return Err(Error::AlreadyRunning);
+        }
+        RUNNING.with(|r| {
+            let mut r = r.borrow_mut();
+            if r.is_some() {
+                return Err(Error::AlreadyRunning);
+            }
+            *r = Some(inner.clone());
+            Ok(())
+        })?;
+        inner.running.set(true);
+        inner.stats.start_run(Instant::now());
+        Ok(RunningGuard { lp: self })
+    }
+
+    /// Runs until [`stop`](EventLoop::stop) is called (asyncio's
+    /// `run_forever`). If `stop` was called before, runs one iteration with a
+    /// zero timeout and returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] on a closed loop; [`Error::AlreadyRunning`] if this
+    /// or another loop is already running on this thread; [`Error::Io`] if
+    /// waiting on the OS poller fails.
+    pub fn run_forever(&self) -> Result<()> {
+        let _running = self.enter()?;
+        loop {
+            self.iterate(None)?;
+            if self.inner.stopping.get() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs a single iteration, blocking at most `timeout` (`None`: as long as
+    /// the loop needs to, until the next timer, I/O event or wake-up). Meant
+    /// for embedding the loop in another one (a GUI toolkit's idle hook) and
+    /// for tests.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_forever`](EventLoop::run_forever).
+    pub fn run_once(&self, timeout: Option<Duration>) -> Result<()> {
+        let _running = self.enter()?;
+        self.iterate(timeout)
+    }
+
+    /// Runs iterations with a zero timeout until nothing is ready and no timer
+    /// is due, then returns without waiting for later timers. With the manual
+    /// clock this makes timer logic testable without sleeping: advance the
+    /// clock, then run until idle. `stop()` also ends it.
+    ///
+    /// An fd that stays ready does not keep it going: its callback runs once
+    /// per call, because readiness is only polled at the start of a pass.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_forever`](EventLoop::run_forever).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// let lp = evloop::EventLoop::builder().manual_clock().build()?;
+    /// let fired = Rc::new(Cell::new(0));
+    /// for secs in [1, 2, 3] {
+    ///     let f = fired.clone();
+    ///     lp.call_later(Duration::from_secs(secs), move || f.set(f.get() + 1));
+    /// }
+    /// lp.advance_time(Duration::from_secs(2));
+    /// lp.run_until_idle()?;
+    /// assert_eq!(fired.get(), 2);
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn run_until_idle(&self) -> Result<()> {
+        let _running = self.enter()?;
+        loop {
+            self.iterate(Some(Duration::ZERO))?;
+            if self.inner.stopping.get() || self.is_idle() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        let inner = &self.inner;
+        if !inner.ready.borrow().is_empty() || inner.remote.has_pending() {
+            return false;
+        }
+        let next = inner.timers.borrow_mut().next_deadline();
+        next.is_none_or(|when| when > inner.clock.now())
+    }
+
+    /// One pass of the loop: CPython's `BaseEventLoop._run_once`.
+    fn iterate(&self, max_wait: Option<Duration>) -> Result<()> {
+        let wait = self.compute_timeout(max_wait);
+        self.poll_io(wait)?;
+        self.schedule_due_timers();
+        self.run_ready();
+        self.inner.stats.iterations.set(self.inner.stats.iterations.get() + 1);
+        Ok(())
+    }
+
+    /// Step 1: don't block if there is work or we are stopping; otherwise
+    /// block until the earliest timer (never, with the manual clock: only
+    /// `advance_time` moves it), or indefinitely.
+    fn compute_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
+        let inner = &self.inner;
+        if !inner.ready.borrow().is_empty() || inner.stopping.get() || inner.remote.has_pending() {
+            return Some(Duration::ZERO);
+        }
+        let deadline = inner.timers.borrow_mut().next_deadline();
+        let until_timer = deadline.and_then(|when| {
+            let now = inner.clock.now();
+            if when <= now {
+                Some(Duration::ZERO)
+            } else if inner.clock.is_manual() {
+                None
+            } else {
+                Some((when - now).min(MAX_WAIT))
+            }
+        });
+        match (until_timer, max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Step 2: poll the selector and drain the cross-thread queue. With no fd
+    /// registered and no time to wait, the poll could only report a wake-up,
+    /// which the `pending` flag already tells: skip the syscalls.
+    fn poll_io(&self, timeout: Option<Duration>) -> Result<()> {
+        let inner = &self.inner;
+        let mut selector = inner.selector.borrow_mut();
+        if timeout == Some(Duration::ZERO) {
+            if !selector.is_empty() {
+                selector.poll(timeout, &inner.ready)?;
+                inner.stats.polls.set(inner.stats.polls.get() + 1);
+            }
+        } else {
+            let started = Instant::now();
+            selector.poll(timeout, &inner.ready)?;
+            inner.stats.polls.set(inner.stats.polls.get() + 1);
+            inner.stats.add_idle_time(started.elapsed());
+        }
+        drop(selector);
+        self.drain_remote();
+        Ok(())
+    }
+
+    fn drain_remote(&self) {
+        let inner = &self.inner;
+        if !inner.remote.has_pending() {
+            return;
+        }
+        let mut items = std::mem::take(&mut *inner.remote_buf.borrow_mut());
+        inner.remote.take_into(&mut items);
+        for item in items.drain(..) {
+            match item {
+                RemoteItem::Call(f, at) => inner.push_ready(CallbackCell::new(f, at, 0)),
+                RemoteItem::Wake(key) => crate::task::wake_on_loop(inner, key),
+            }
+        }
+        *inner.remote_buf.borrow_mut() = items;
+    }
+
+    /// Step 3: move every due timer to the ready queue, earliest first, equal
+    /// deadlines in scheduling order. Due means `when <= now`: never early.
+    fn schedule_due_timers(&self) {
+        let inner = &self.inner;
+        let mut timers = inner.timers.borrow_mut();
+        if timers.len() == 0 {
+            return;
+        }
+        let now = inner.clock.now();
+        let mut ready = inner.ready.borrow_mut();
+        while let Some(timer) = timers.pop_due(now) {
+            ready.push_back(timer);
+        }
+    }
+
+    /// Step 4: run exactly the handles that are ready now; whatever they
+    /// schedule waits for the next pass, after another poll.
+    fn run_ready(&self) {
+        let inner = &self.inner;
+        let n = inner.ready.borrow().len();
+        let debug = inner.debug.get();
+        let mut ran = 0;
+        for _ in 0..n {
+            // Pop as its own statement: the borrow ends before user code runs.
+            let item = inner.ready.borrow_mut().pop_front();
+            let Some(item) = item else { break };
+            if item.cancelled() {
+                continue;
+            }
+            ran += 1;
+            let started = debug.then(Instant::now);
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| item.run()));
+            if let Some(started) = started {
+                self.check_slow(&*item, started.elapsed());
+            }
+            if let Err(payload) = outcome {
+                let ctx = ExceptionContext::new("panic in a callback")
+                    .with_error(Error::Panicked(panic_message(&*payload)))
+                    .with_location(item.location());
+                drop(payload);
+                self.call_exception_handler(&ctx);
+            }
+            drop(item);
+        }
+        inner.stats.callbacks_run.set(inner.stats.callbacks_run.get() + ran);
+    }
+
+    fn check_slow(&self, item: &dyn Runnable, took: Duration) {
+        let inner = &self.inner;
+        if took < inner.slow_callback_duration.get() {
+            return;
+        }
+        inner.stats.slow_callbacks.set(inner.stats.slow_callbacks.get() + 1);
+        report(
+            log::Level::Warn,
+            format_args!(
+                "executing the callback scheduled at {} took {:.3} seconds",
+                item.location(),
+                took.as_secs_f64()
+            ),
+        );
+    }
+
+    /// Asks the loop to stop: the current iteration finishes, then
+    /// `run_forever` (or `run_until_complete`) returns. Called while the loop
+    /// is not running, it makes the next `run_forever` run one iteration with
+    /// a zero timeout and return.
+    pub fn stop(&self) {
+        self.inner.stopping.set(true);
+    }
+
+    /// Whether a `run_*` method is executing.
+    pub fn is_running(&self) -> bool {
+        self.inner.running.get()
+    }
+
+    /// Whether [`close`](EventLoop::close) has been called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.get()
+    }
+
+    /// Closes the loop: pending callbacks, timers, fd callbacks and
+    /// unfinished tasks are dropped without running, the executor's threads
+    /// are told to finish, and later calls from other threads fail with
+    /// [`Error::Closed`]. Calling it again does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Running`] if the loop is running; call
+    /// [`stop`](EventLoop::stop) first.
+    pub fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        if inner.running.get() {
+            return Err(Error::Running);
+        }
+        if inner.closed.replace(true) {
+            return Ok(());
+        }
+        // Take everything out first, then drop it with no borrow alive: the
+        // closures' destructors are user code.
+        let remote = inner.remote.close();
+        let ready = std::mem::take(&mut *inner.ready.borrow_mut());
+        let timers = inner.timers.borrow_mut().take_all();
+        let fds = inner.selector.borrow_mut().clear();
+        let tasks = crate::task::take_all(inner);
+        let executor = inner.executor.borrow_mut().take();
+        drop(remote);
+        drop(ready);
+        for t in &timers {
+            t.cancel();
+        }
+        drop(timers);
+        drop(fds);
+        drop(tasks);
+        drop(executor);
+        Ok(())
+    }
+
+    /// The loop's clock: `Instant::now()`, or the manual clock's time.
+    pub fn time(&self) -> Instant {
+        self.inner.clock.now()
+    }
+
+    /// Moves the manual clock forward by `d`. Timers that become due run on
+    /// the loop's next pass.
+    ///
+    /// # Panics
+    ///
+    /// If the loop was not built with [`Builder::manual_clock`].
+    pub fn advance_time(&self, d: Duration) {
+        assert!(
+            self.inner.clock.advance(d),
+            "advance_time needs a loop built with EventLoop::builder().manual_clock()"
+        );
+    }
+
+    // ------------------------------------------------------------- scheduling
+
+    #[track_caller]
+    pub(crate) fn check_open(&self) {
+        if self.inner.closed.get() {
+            panic!("event loop is closed");
+        }
+    }
+
+    /// Schedules `f` to run on the next pass of the loop (asyncio's
+    /// `call_soon`). Callbacks run in the order they were scheduled.
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// let lp = evloop::EventLoop::new()?;
+    /// let order = Rc::new(RefCell::new(Vec::new()));
+    /// for i in 0..3 {
+    ///     let o = order.clone();
+    ///     lp.call_soon(move || o.borrow_mut().push(i));
+    /// }
+    /// lp.run_until_idle()?;
+    /// assert_eq!(*order.borrow(), [0, 1, 2]);
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn call_soon(&self, f: impl FnOnce() + 'static) -> Handle {
+        self.check_open();
+        let cell = CallbackCell::new(f, Location::caller(), 0);
+        self.inner.push_ready(cell.clone());
+        Handle { inner: cell }
+    }
+
+    /// Schedules `f` to run once `delay` has passed (asyncio's
+    /// `call_later`). A zero delay runs it on the next pass, after the
+    /// callbacks already ready.
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let lp = evloop::EventLoop::new()?;
+    /// let stopper = lp.clone();
+    /// let start = lp.time();
+    /// lp.call_later(Duration::from_millis(20), move || stopper.stop());
+    /// lp.run_forever()?;
+    /// assert!(lp.time() - start >= Duration::from_millis(20));
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> TimerHandle {
+        let when = self.time().checked_add(delay).unwrap_or_else(|| self.time() + MAX_WAIT * 365);
+        self.call_at(when, f)
+    }
+
+    /// Schedules `f` to run when the loop's clock reaches `when` (asyncio's
+    /// `call_at`). A time in the past runs it on the next pass; timers that
+    /// are due together run in deadline order, and equal deadlines in the
+    /// order they were scheduled. A timer never runs before `when`.
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    #[track_caller]
+    pub fn call_at(&self, when: Instant, f: impl FnOnce() + 'static) -> TimerHandle {
+        self.check_open();
+        let cell = CallbackCell::new(f, Location::caller(), IN_HEAP);
+        self.inner.timers.borrow_mut().push(when, cell.clone());
+        TimerHandle { inner: cell, when, event_loop: Rc::downgrade(&self.inner) }
+    }
+
+    // ----------------------------------------------------------------- fds
+
+    fn add_fd(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        f: Box<dyn FnMut()>,
+        at: &'static Location<'static>,
+    ) -> Result<()> {
+        self.check_open();
+        let callback = FdCallback::new(f, at);
+        let replaced = self.inner.selector.borrow_mut().add(fd, interest, callback);
+        // Any replaced callback is dropped here, after the borrow ended.
+        replaced.map(drop).map_err(Error::from)
+    }
+
+    fn remove_fd(&self, fd: RawFd, interest: Interest) -> bool {
+        let removed = self.inner.selector.borrow_mut().remove(fd, interest);
+        removed.is_some()
+    }
+
+    /// Calls `f` whenever `fd` is readable, until
+    /// [`remove_reader`](EventLoop::remove_reader) (asyncio's `add_reader`).
+    /// Level-triggered: while unread data remains, `f` runs again on every
+    /// pass. Replaces an existing reader of `fd`. The reader and writer of an
+    /// fd share one poller registration.
+    ///
+    /// The loop does not own `fd`. Remove the reader before closing the fd:
+    /// if the fd is closed first, Linux's epoll drops the registration by
+    /// itself, so `f` simply stops being called, and the loop's bookkeeping
+    /// stays until `remove_reader` frees it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the poller refuses the fd (`EBADF` for a closed fd,
+    /// `EPERM` for a regular file); an existing reader is then kept.
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{io::{Read, Write}, os::fd::AsRawFd, os::unix::net::UnixStream};
+    /// let lp = evloop::EventLoop::new()?;
+    /// let (mut a, mut b) = UnixStream::pair()?;
+    /// let fd = b.as_raw_fd();
+    /// let reader_loop = lp.clone();
+    /// lp.add_reader(fd, move || {
+    ///     let mut buf = [0u8; 5];
+    ///     b.read_exact(&mut buf).unwrap();
+    ///     assert_eq!(&buf, b"hello");
+    ///     reader_loop.remove_reader(fd);
+    ///     reader_loop.stop();
+    /// })?;
+    /// a.write_all(b"hello")?;
+    /// lp.run_forever()?;
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn add_reader(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
+        self.add_fd(fd, Interest::Read, Box::new(f), Location::caller())
+    }
+
+    /// Stops watching `fd` for reading; returns whether a reader was
+    /// registered. Always frees the bookkeeping, even if the fd was already
+    /// closed. A copy of the callback already queued for this pass is
+    /// skipped.
+    pub fn remove_reader(&self, fd: RawFd) -> bool {
+        self.remove_fd(fd, Interest::Read)
+    }
+
+    /// Calls `f` whenever `fd` is writable, until
+    /// [`remove_writer`](EventLoop::remove_writer) (asyncio's `add_writer`).
+    /// Same rules as [`add_reader`](EventLoop::add_reader).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the poller refuses the fd.
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    #[track_caller]
+    pub fn add_writer(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
+        self.add_fd(fd, Interest::Write, Box::new(f), Location::caller())
+    }
+
+    /// Stops watching `fd` for writing; returns whether a writer was
+    /// registered. Same rules as [`remove_reader`](EventLoop::remove_reader).
+    pub fn remove_writer(&self, fd: RawFd) -> bool {
+        self.remove_fd(fd, Interest::Write)
+    }
+
+    // ------------------------------------------------------------- threads
+
+    /// A `Send + Sync` handle for scheduling callbacks from other threads.
+    pub fn remote(&self) -> RemoteLoop {
+        RemoteLoop { shared: self.inner.remote.clone() }
+    }
+
+    // ---------------------------------------------------- errors and debug
+
+    /// Sets the function called with errors nobody else will see: panicking
+    /// callbacks, failed tasks nobody awaits (asyncio's
+    /// `set_exception_handler`). `None` restores the default, which logs.
+    ///
+    /// A handler that panics is reported through the default handler.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// let lp = evloop::EventLoop::new()?;
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let s = seen.clone();
+    /// lp.set_exception_handler(Some(move |_: &evloop::EventLoop, ctx: &evloop::ExceptionContext| {
+    ///     s.borrow_mut().push(ctx.error.clone());
+    /// }));
+    /// lp.call_soon(|| panic!("boom"));
+    /// lp.run_until_idle()?;
+    /// assert!(matches!(&seen.borrow()[0], Some(evloop::Error::Panicked(m)) if m == "boom"));
+    /// // Restore the default handler:
+    /// lp.set_exception_handler(None::<fn(&evloop::EventLoop, &evloop::ExceptionContext)>);
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn set_exception_handler<F>(&self, handler: Option<F>)
+    where
+        F: Fn(&EventLoop, &ExceptionContext) + 'static,
+    {
+        let new = handler.map(|h| Rc::new(h) as ExceptionHandler);
+        let old = self.inner.exception_handler.replace(new);
+        drop(old);
+    }
+
+    /// Passes `ctx` to the exception handler, or to the default one if none
+    /// is set or the handler panics.
+    pub fn call_exception_handler(&self, ctx: &ExceptionContext) {
+        let handler = self.inner.exception_handler.borrow().clone();
+        let Some(handler) = handler else {
+            self.default_exception_handler(ctx);
+            return;
+        };
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler(self, ctx)));
+        if let Err(payload) = outcome {
+            let mut fallback = ExceptionContext::new(format!(
+                "the exception handler panicked while handling: {}",
+                ctx.message
+            ))
+            .with_error(Error::Panicked(panic_message(&*payload)));
+            fallback.location = ctx.location;
+            fallback.task = ctx.task.clone();
+            self.default_exception_handler(&fallback);
+        }
+    }
+
+    /// The default exception handler: logs `ctx` at error level through the
+    /// `log` crate, or prints it to stderr if no logger is listening.
+    pub fn default_exception_handler(&self, ctx: &ExceptionContext) {
+        report(log::Level::Error, format_args!("{ctx}"));
+    }
+
+    /// Turns debug mode on or off: in debug mode every callback is timed and
+    /// those that take at least `slow_callback_duration` are reported
+    /// (`log` warning, or stderr) with the place they were scheduled.
+    pub fn set_debug(&self, on: bool) {
+        self.inner.debug.set(on);
+    }
+
+    /// Whether debug mode is on.
+    pub fn get_debug(&self) -> bool {
+        self.inner.debug.get()
+    }
+
+    /// Sets the debug-mode threshold for slow callbacks.
+    pub fn set_slow_callback_duration(&self, d: Duration) {
+        self.inner.slow_callback_duration.set(d);
+    }
+
+    /// A snapshot of the loop's counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lp = evloop::EventLoop::new()?;
+    /// lp.call_soon(|| {});
+    /// assert_eq!(lp.stats().ready, 1);
+    /// lp.run_until_idle()?;
+    /// let stats = lp.stats();
+    /// assert_eq!((stats.ready, stats.callbacks_run), (0, 1));
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn stats(&self) -> LoopStats {
+        let inner = &self.inner;
+        let selector = inner.selector.borrow();
+        let mut stats = inner.stats.snapshot();
+        stats.ready = inner.ready.borrow().len();
+        stats.timers = inner.timers.borrow().live();
+        stats.readers = selector.readers();
+        stats.writers = selector.writers();
+        stats.tasks = inner.tasks.borrow().len();
+        stats
+    }
+}
+
+impl fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("running", &self.is_running())
+            .field("closed", &self.is_closed())
+            .field("debug", &self.get_debug())
+            .finish_non_exhaustive()
+    }
+}

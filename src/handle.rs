@@ -1,0 +1,249 @@
+//! [`Handle`] and [`TimerHandle`]: what `call_soon`, `call_later` and
+//! `call_at` return, and the [`Runnable`] items that sit in the ready queue.
+
+use std::cell::Cell;
+use std::fmt;
+use std::panic::Location;
+use std::rc::{Rc, Weak};
+use std::time::Instant;
+
+use crate::event_loop::LoopInner;
+
+/// Anything the loop can put on its ready queue: a scheduled callback, a
+/// timer's callback, an fd callback, or a task step.
+///
+/// `run` is always called with no `RefCell` borrow of the loop alive.
+pub(crate) trait Runnable {
+    /// Runs the item once.
+    fn run(&self);
+    /// Whether the item was cancelled; cancelled items are skipped.
+    fn cancelled(&self) -> bool {
+        false
+    }
+    /// Cancels the item, dropping its callback; returns false if it was
+    /// already cancelled or has already run.
+    fn cancel(&self) -> bool {
+        false
+    }
+    /// Where the item was created, for debug reports.
+    fn location(&self) -> &'static Location<'static>;
+}
+
+const CANCELLED: u8 = 1;
+/// The callback was consumed by running it.
+const DONE: u8 = 2;
+/// A timer that is still in the loop's heap (counts towards compaction).
+pub(crate) const IN_HEAP: u8 = 4;
+
+/// A one-shot callback: the allocation behind a [`Handle`] or [`TimerHandle`].
+pub(crate) struct CallbackCell<F> {
+    state: Cell<u8>,
+    location: &'static Location<'static>,
+    callback: Cell<Option<F>>,
+}
+
+impl<F: FnOnce() + 'static> CallbackCell<F> {
+    pub(crate) fn new(callback: F, location: &'static Location<'static>, state: u8) -> Rc<Self> {
+        Rc::new(CallbackCell { state: Cell::new(state), location, callback: Cell::new(Some(callback)) })
+    }
+}
+
+/// State bits shared by every callback cell, so the timer heap can ask
+/// whether an entry still counts without knowing its closure type.
+pub(crate) trait TimerState {
+    fn clear_in_heap(&self);
+    fn is_in_heap(&self) -> bool;
+}
+
+impl<F: FnOnce() + 'static> TimerState for CallbackCell<F> {
+    fn clear_in_heap(&self) {
+        self.state.set(self.state.get() & !IN_HEAP);
+    }
+    fn is_in_heap(&self) -> bool {
+        self.state.get() & IN_HEAP != 0
+    }
+}
+
+impl<F: FnOnce() + 'static> Runnable for CallbackCell<F> {
+    #[inline]
+    fn run(&self) {
+        let state = self.state.get();
+        if state & (CANCELLED | DONE) != 0 {
+            return;
+        }
+        self.state.set(state | DONE);
+        if let Some(f) = self.callback.take() {
+            f();
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.state.get() & CANCELLED != 0
+    }
+
+    fn cancel(&self) -> bool {
+        let state = self.state.get();
+        if state & (CANCELLED | DONE) != 0 {
+            return false;
+        }
+        self.state.set(state | CANCELLED);
+        // Like asyncio, a cancelled handle lets go of its callback at once, so
+        // whatever the closure captured is freed now, not when the loop gets
+        // around to skipping it.
+        drop(self.callback.take());
+        true
+    }
+
+    fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+}
+
+/// A callback scheduled with [`EventLoop::call_soon`](crate::EventLoop::call_soon)
+/// (asyncio's `Handle`).
+///
+/// Dropping a `Handle` does not cancel the callback; call [`Handle::cancel`].
+///
+/// # Examples
+///
+/// ```
+/// use std::{cell::Cell, rc::Rc};
+/// let lp = evloop::EventLoop::new()?;
+/// let ran = Rc::new(Cell::new(false));
+/// let r = ran.clone();
+/// let handle = lp.call_soon(move || r.set(true));
+/// handle.cancel();
+/// assert!(handle.cancelled());
+/// lp.run_until_idle()?;
+/// assert!(!ran.get());
+/// # Ok::<(), evloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) inner: Rc<dyn Runnable>,
+}
+
+impl Handle {
+    /// Cancels the callback if it has not run yet; it will never run, and
+    /// the closure is dropped now. Cancelling twice, or after the callback
+    /// ran, does nothing.
+    pub fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    /// Whether [`cancel`](Handle::cancel) was called before the callback ran.
+    pub fn cancelled(&self) -> bool {
+        self.inner.cancelled()
+    }
+
+    /// Where the callback was scheduled (the caller of `call_soon`).
+    pub fn location(&self) -> &'static Location<'static> {
+        self.inner.location()
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("cancelled", &self.cancelled())
+            .field("created_at", &format_args!("{}", self.location()))
+            .finish()
+    }
+}
+
+/// A callback scheduled for a point in time with
+/// [`EventLoop::call_later`](crate::EventLoop::call_later) or
+/// [`EventLoop::call_at`](crate::EventLoop::call_at) (asyncio's `TimerHandle`).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let lp = evloop::EventLoop::builder().manual_clock().build()?;
+/// let timer = lp.call_later(Duration::from_secs(5), || unreachable!());
+/// assert_eq!(timer.when(), lp.time() + Duration::from_secs(5));
+/// timer.cancel();
+/// lp.advance_time(Duration::from_secs(10));
+/// lp.run_until_idle()?; // the cancelled timer does not run
+/// # Ok::<(), evloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct TimerHandle {
+    pub(crate) inner: Rc<dyn TimerRunnable>,
+    pub(crate) when: Instant,
+    pub(crate) event_loop: Weak<LoopInner>,
+}
+
+/// A runnable that also carries timer-heap bookkeeping.
+pub(crate) trait TimerRunnable: Runnable + TimerState {}
+impl<T: Runnable + TimerState> TimerRunnable for T {}
+
+impl TimerHandle {
+    /// Cancels the timer if it has not fired yet. The closure is dropped
+    /// now; the heap entry is removed lazily (see the crate docs on
+    /// compaction). Cancelling twice, or after the timer fired, does nothing.
+    pub fn cancel(&self) {
+        let was_in_heap = self.inner.is_in_heap();
+        if self.inner.cancel()
+            && was_in_heap
+            && let Some(lp) = self.event_loop.upgrade()
+        {
+            lp.timer_cancelled();
+        }
+    }
+
+    /// Whether [`cancel`](TimerHandle::cancel) was called before it fired.
+    pub fn cancelled(&self) -> bool {
+        self.inner.cancelled()
+    }
+
+    /// The loop time at which the timer is due.
+    pub fn when(&self) -> Instant {
+        self.when
+    }
+
+    /// Where the timer was scheduled (the caller of `call_later`/`call_at`).
+    pub fn location(&self) -> &'static Location<'static> {
+        self.inner.location()
+    }
+}
+
+impl fmt::Debug for TimerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimerHandle")
+            .field("when", &self.when)
+            .field("cancelled", &self.cancelled())
+            .field("created_at", &format_args!("{}", self.location()))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_drops_the_closure_and_skips_the_run() {
+        let token = Rc::new(());
+        let held = token.clone();
+        let cell = CallbackCell::new(move || drop(held), Location::caller(), 0);
+        assert_eq!(Rc::strong_count(&token), 2);
+        assert!(cell.cancel());
+        assert_eq!(Rc::strong_count(&token), 1, "closure freed at cancel time");
+        assert!(!cell.cancel(), "second cancel is a no-op");
+        cell.run();
+        assert!(cell.cancelled());
+    }
+
+    #[test]
+    fn run_consumes_once_and_cancel_after_run_is_false() {
+        let count = Rc::new(Cell::new(0));
+        let c = count.clone();
+        let cell = CallbackCell::new(move || c.set(c.get() + 1), Location::caller(), 0);
+        cell.run();
+        cell.run();
+        assert_eq!(count.get(), 1);
+        assert!(!cell.cancel());
+        assert!(!cell.cancelled());
+    }
+}

@@ -1,0 +1,94 @@
+//! evloop is a single-threaded, callback-driven event loop modeled on
+//! Python's `asyncio`: `call_soon`, `call_later`, `add_reader`, `Future`,
+//! `Task`, `run_until_complete` — with Rust types in place of Python objects.
+//! Plain closures and `async` code share one loop.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use evloop::EventLoop;
+//!
+//! let lp = EventLoop::new()?;
+//! lp.call_soon(|| println!("Hello"));
+//! lp.call_later(Duration::from_millis(10), || println!("World"));
+//! let answer = lp.run_until_complete(async {
+//!     evloop::sleep(Duration::from_millis(20)).await;
+//!     42
+//! })?;
+//! assert_eq!(answer, 42);
+//! lp.close()?;
+//! # Ok::<(), evloop::Error>(())
+//! ```
+//!
+//! # How an iteration runs
+//!
+//! [`EventLoop::run_once`] is CPython's `BaseEventLoop._run_once`:
+//!
+//! 1. The timeout is zero if callbacks are ready or the loop is stopping,
+//!    otherwise the time until the earliest timer (at most 24 h), otherwise
+//!    unbounded.
+//! 2. The loop polls its fds (skipped when no fd is registered and the
+//!    timeout is zero: nothing could be reported) and queues the callbacks
+//!    of ready fds; then it takes what other threads sent.
+//! 3. Every timer with `when <= now` moves to the ready queue, earliest
+//!    first, equal deadlines first-in first-out. A timer never fires early.
+//! 4. Exactly the callbacks ready at that point run; what they schedule runs
+//!    in the next iteration, after another poll.
+//!
+//! No `RefCell` borrow of the loop is alive while user code runs, so every
+//! method can be called from inside any callback, waker or task. A panicking
+//! callback is caught and passed to the exception handler; the loop goes
+//! on.
+//!
+//! # Timers and memory
+//!
+//! Cancelling a timer drops its closure at once. Its heap entry is removed
+//! lazily: when it reaches the top of the heap, or when more than half of a
+//! heap of over 100 entries is cancelled, at which point the heap is rebuilt
+//! without them.
+//!
+//! # Testing timing logic
+//!
+//! A loop built with [`Builder::manual_clock`] has a clock that moves only
+//! with [`EventLoop::advance_time`]; [`EventLoop::run_until_idle`] then runs
+//! everything due, instantly. See [`asyncio`] for the asyncio → evloop name
+//! table.
+//!
+//! # Portability
+//!
+//! Unix with a 64-bit target (the poller key carries a generation count);
+//! developed and tested on Linux (epoll).
+#![deny(missing_docs, unsafe_op_in_unsafe_fn)]
+#![warn(missing_debug_implementations)]
+
+pub mod asyncio;
+mod clock;
+mod error;
+mod event_loop;
+mod exception;
+pub mod executor;
+mod future;
+mod handle;
+mod helpers;
+mod remote;
+mod run;
+mod selector;
+mod stats;
+pub mod sync;
+mod task;
+mod timers;
+
+pub use error::{Error, Result};
+pub use event_loop::{Builder, EventLoop, get_running_loop};
+pub use exception::ExceptionContext;
+pub use future::{CallbackId, Future, FutureOwned, FutureRef};
+pub use handle::{Handle, TimerHandle};
+pub use helpers::{
+    Gather, Sleep, TaskGroup, TaskGroupWait, WaitFor, YieldNow, gather, gather_results, sleep, sleep_until,
+    wait_for, yield_now,
+};
+pub use remote::RemoteLoop;
+pub use run::run;
+pub use stats::LoopStats;
+pub use task::{Task, TaskJoin, spawn};

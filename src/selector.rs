@@ -1,0 +1,298 @@
+//! The selector: fd registrations on top of `polling::Poller`.
+//!
+//! This is the only module that calls `Poller::add`, `modify` and `delete`.
+//! Each fd has one entry holding its reader and writer callbacks and one
+//! level-triggered poller registration whose interest is "readable if there is
+//! a reader, writable if there is a writer". The poller key of an entry is its
+//! slotmap key, version included, so an event that was reported for an entry
+//! that has since been removed (say, its fd was closed and the number reused
+//! for a new registration) finds no entry and is dropped.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::panic::Location;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use polling::{Event, Events, PollMode, Poller};
+use slotmap::{Key, KeyData, SlotMap};
+
+use crate::handle::Runnable;
+
+// Poller keys carry the slotmap key's version in their upper 32 bits.
+const _: () = assert!(usize::BITS == 64, "evloop needs 64-bit poller keys");
+
+slotmap::new_key_type! {
+    /// Identifies one fd registration; stale after `remove`.
+    pub(crate) struct FdKey;
+}
+
+/// Which side of an fd a callback watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+/// A reader or writer callback. It stays registered (level-triggered) until
+/// removed or replaced; `cancelled` marks one that was, so a copy already on
+/// the ready queue is skipped.
+pub(crate) struct FdCallback {
+    cancelled: Cell<bool>,
+    location: &'static Location<'static>,
+    callback: RefCell<Box<dyn FnMut()>>,
+}
+
+impl FdCallback {
+    pub(crate) fn new(callback: Box<dyn FnMut()>, location: &'static Location<'static>) -> Rc<FdCallback> {
+        Rc::new(FdCallback { cancelled: Cell::new(false), location, callback: RefCell::new(callback) })
+    }
+}
+
+impl Runnable for FdCallback {
+    fn run(&self) {
+        if self.cancelled.get() {
+            return;
+        }
+        // The callback can only be running once: nested `run_*` calls are
+        // refused, so this borrow never collides.
+        (self.callback.borrow_mut())();
+    }
+    fn cancelled(&self) -> bool {
+        self.cancelled.get()
+    }
+    fn cancel(&self) -> bool {
+        !self.cancelled.replace(true)
+    }
+    fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+}
+
+struct FdEntry {
+    fd: RawFd,
+    reader: Option<Rc<FdCallback>>,
+    writer: Option<Rc<FdCallback>>,
+}
+
+impl FdEntry {
+    fn interest(&self, key: FdKey) -> Event {
+        Event::new(poller_key(key), self.reader.is_some(), self.writer.is_some())
+    }
+}
+
+fn poller_key(key: FdKey) -> usize {
+    key.data().as_ffi() as usize
+}
+
+/// The fd registry plus the poller.
+pub(crate) struct Selector {
+    poller: Arc<Poller>,
+    entries: SlotMap<FdKey, FdEntry>,
+    by_fd: HashMap<RawFd, FdKey>,
+    events: Events,
+    readers: usize,
+    writers: usize,
+}
+
+/// Borrows a raw fd for one `epoll_ctl` call.
+///
+/// # Safety
+///
+/// The returned `BorrowedFd` must not outlive the call it is passed to. The fd
+/// may already be closed (the user closed it before removing it); the kernel
+/// then answers `EBADF` or `ENOENT`, which callers treat as "already gone".
+unsafe fn borrow(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the caller uses the fd for a single syscall and tolerates
+    // errors for a closed fd; no memory is reached through it.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+impl Selector {
+    pub(crate) fn new(poller: Arc<Poller>) -> Selector {
+        Selector {
+            poller,
+            entries: SlotMap::with_key(),
+            by_fd: HashMap::new(),
+            events: Events::new(),
+            readers: 0,
+            writers: 0,
+        }
+    }
+
+    /// Whether no fd is registered: then polling can only report a wake-up.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn readers(&self) -> usize {
+        self.readers
+    }
+
+    pub(crate) fn writers(&self) -> usize {
+        self.writers
+    }
+
+    /// Installs `callback` as the reader or writer of `fd`, replacing any
+    /// previous one, which is returned (cancelled) for the caller to drop
+    /// after releasing its borrow.
+    pub(crate) fn add(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        callback: Rc<FdCallback>,
+    ) -> io::Result<Option<Rc<FdCallback>>> {
+        if fd < 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative file descriptor"));
+        }
+        let Some(&key) = self.by_fd.get(&fd) else {
+            let key = self.entries.insert(FdEntry { fd, reader: None, writer: None });
+            let entry = &mut self.entries[key];
+            match interest {
+                Interest::Read => entry.reader = Some(callback),
+                Interest::Write => entry.writer = Some(callback),
+            }
+            let ev = entry.interest(key);
+            // SAFETY: `remove` deletes the fd from the poller before the entry
+            // is forgotten; an fd the user closes without removing it is
+            // dropped by epoll itself (see `EventLoop::add_reader`).
+            let added = unsafe { self.poller.add_with_mode(fd, ev, PollMode::Level) };
+            if let Err(e) = added {
+                self.entries.remove(key);
+                return Err(e);
+            }
+            self.by_fd.insert(fd, key);
+            self.count(interest, 1);
+            return Ok(None);
+        };
+        let entry = &mut self.entries[key];
+        let slot = match interest {
+            Interest::Read => &mut entry.reader,
+            Interest::Write => &mut entry.writer,
+        };
+        let old = slot.replace(callback);
+        let ev = entry.interest(key);
+        if let Err(e) = self.rearm(fd, ev) {
+            // Put things back as they were: the caller keeps its old callback.
+            let entry = &mut self.entries[key];
+            let slot = match interest {
+                Interest::Read => &mut entry.reader,
+                Interest::Write => &mut entry.writer,
+            };
+            *slot = old;
+            return Err(e);
+        }
+        match &old {
+            Some(old) => {
+                old.cancel();
+            }
+            None => self.count(interest, 1),
+        }
+        Ok(old)
+    }
+
+    /// Changes the interest of a registered fd. If the kernel no longer knows
+    /// the fd (it was closed and its number reused), registers it afresh.
+    fn rearm(&self, fd: RawFd, ev: Event) -> io::Result<()> {
+        // SAFETY: borrowed for this one call only.
+        let modified = self.poller.modify_with_mode(unsafe { borrow(fd) }, ev, PollMode::Level);
+        match modified {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // SAFETY: as in `add`: deleted before the entry is forgotten.
+                unsafe { self.poller.add_with_mode(fd, ev, PollMode::Level) }
+            }
+            other => other,
+        }
+    }
+
+    /// Removes the reader or writer of `fd`, returning it (cancelled) for the
+    /// caller to drop after releasing its borrow. Frees the entry, and the
+    /// poller registration, when neither side is left. Never fails: an fd the
+    /// user already closed still has its bookkeeping freed.
+    pub(crate) fn remove(&mut self, fd: RawFd, interest: Interest) -> Option<Rc<FdCallback>> {
+        let &key = self.by_fd.get(&fd)?;
+        let entry = &mut self.entries[key];
+        let removed = match interest {
+            Interest::Read => entry.reader.take(),
+            Interest::Write => entry.writer.take(),
+        }?;
+        removed.cancel();
+        let now_unused = entry.reader.is_none() && entry.writer.is_none();
+        let ev = entry.interest(key);
+        self.count(interest, -1);
+        if now_unused {
+            // SAFETY: borrowed for this one call; a closed fd gives EBADF.
+            let _ = self.poller.delete(unsafe { borrow(fd) });
+            self.entries.remove(key);
+            self.by_fd.remove(&fd);
+        } else {
+            // An error means the fd is closed; the entry stays until the
+            // other side is removed too.
+            let _ = self.rearm(fd, ev);
+        }
+        Some(removed)
+    }
+
+    fn count(&mut self, interest: Interest, delta: isize) {
+        let n = match interest {
+            Interest::Read => &mut self.readers,
+            Interest::Write => &mut self.writers,
+        };
+        *n = n.checked_add_signed(delta).expect("fd callback count");
+    }
+
+    /// Waits for readiness (at most `timeout`; `None` blocks until an event
+    /// or a notify) and queues the callbacks of ready fds: the reader first,
+    /// then the writer, like asyncio's selector loop.
+    pub(crate) fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        ready: &RefCell<VecDeque<Rc<dyn Runnable>>>,
+    ) -> io::Result<()> {
+        self.events.clear();
+        self.poller.wait(&mut self.events, timeout)?;
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        let mut ready = ready.borrow_mut();
+        for ev in self.events.iter() {
+            let key = FdKey::from(KeyData::from_ffi(ev.key as u64));
+            // A missing entry is a stale event: its registration was removed.
+            let Some(entry) = self.entries.get(key) else { continue };
+            if ev.readable
+                && let Some(reader) = &entry.reader
+            {
+                ready.push_back(reader.clone());
+            }
+            if ev.writable
+                && let Some(writer) = &entry.writer
+            {
+                ready.push_back(writer.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Unregisters everything (on `close`) and returns the callbacks for the
+    /// caller to drop after releasing its borrow.
+    pub(crate) fn clear(&mut self) -> Vec<Rc<FdCallback>> {
+        let mut callbacks = Vec::new();
+        for (_, entry) in self.entries.drain() {
+            // SAFETY: borrowed for this one call; a closed fd gives EBADF.
+            let _ = self.poller.delete(unsafe { borrow(entry.fd) });
+            for cb in [entry.reader, entry.writer].into_iter().flatten() {
+                cb.cancel();
+                callbacks.push(cb);
+            }
+        }
+        self.by_fd.clear();
+        self.readers = 0;
+        self.writers = 0;
+        callbacks
+    }
+}

@@ -1,0 +1,469 @@
+//! [`Task`]: drives a `std::future::Future` on the loop, one step per
+//! wake-up (asyncio's `Task`).
+//!
+//! The loop owns every unfinished task in a slotmap. A task's waker holds
+//! only the task's key and the loop's cross-thread queue, so it is
+//! `Send + Sync`: woken on the loop thread while the loop runs, it pushes the
+//! task onto the ready queue directly (FIFO with callbacks); woken from
+//! anywhere else, it goes through the remote queue and `Poller::notify()`.
+//! A stale key (finished task, closed loop) makes a wake a no-op.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::IntoFuture;
+use std::panic::{AssertUnwindSafe, Location};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use slotmap::{Key, KeyData};
+
+use crate::error::{Error, Result, panic_message};
+use crate::event_loop::{EventLoop, LoopInner, get_running_loop};
+use crate::future::{CallbackId, Future, FutureOwned};
+use crate::handle::Runnable;
+use crate::remote::{RemoteItem, RemoteShared};
+
+slotmap::new_key_type! {
+    /// A task's place in its loop.
+    pub(crate) struct TaskKey;
+}
+
+/// What the loop keeps of a task, type-erased.
+pub(crate) type TaskSlot = Rc<dyn TaskStep>;
+
+/// A task as the loop sees it.
+pub(crate) trait TaskStep: Runnable {
+    /// Marks the task as queued; false if it already was.
+    fn mark_scheduled(&self) -> bool;
+    /// Drops the wrapped future and everything waiting on the task, for
+    /// `close`. Returns what must be dropped outside any borrow.
+    fn abandon(&self) -> Box<dyn Any>;
+    /// `Task::cancel` without knowing `T`.
+    fn request_cancel(self: Rc<Self>);
+}
+
+static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The waker of one task.
+struct TaskWaker {
+    loop_id: u64,
+    key: u64,
+    remote: Arc<RemoteShared>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let woken_here = LoopInner::with_running(|running| match running {
+            Some(inner) if inner.id == self.loop_id => {
+                wake_on_loop(inner, self.key);
+                true
+            }
+            _ => false,
+        });
+        if !woken_here {
+            // Another thread, or the loop is not running right now. After
+            // `close` the push fails, and a wake of a dead task is a no-op.
+            let _ = self.remote.push(RemoteItem::Wake(self.key));
+        }
+    }
+}
+
+/// Schedules the task with `key` on `inner`'s ready queue, unless it has
+/// finished or is already scheduled.
+pub(crate) fn wake_on_loop(inner: &LoopInner, key: u64) {
+    let key = TaskKey::from(KeyData::from_ffi(key));
+    let task = inner.tasks.borrow().get(key).cloned();
+    if let Some(task) = task
+        && task.mark_scheduled()
+    {
+        inner.push_ready(task);
+    }
+}
+
+/// Removes every task from the loop (on `close`), dropping their futures;
+/// returns what must be dropped after the caller's borrows end.
+pub(crate) fn take_all(inner: &LoopInner) -> Vec<Box<dyn Any>> {
+    let tasks: Vec<TaskSlot> = inner.tasks.borrow_mut().drain().map(|(_, t)| t).collect();
+    let mut leftovers: Vec<Box<dyn Any>> = tasks.iter().map(|t| t.abandon()).collect();
+    leftovers.push(Box::new(tasks));
+    leftovers
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T>>>;
+
+/// The loop-owned half of a task.
+struct TaskCore<T: 'static> {
+    key: Cell<TaskKey>,
+    location: &'static Location<'static>,
+    id: u64,
+    /// Empty until `set_name`: the default name is formatted on demand.
+    name: RefCell<String>,
+    coro: Cell<Option<BoxFuture<T>>>,
+    output: Future<T>,
+    waker: Waker,
+    scheduled: Cell<bool>,
+    cancel_requested: Cell<bool>,
+    event_loop: EventLoop,
+}
+
+impl<T: 'static> TaskCore<T> {
+    /// Removes the task from its loop: it will never step again.
+    fn unregister(&self) {
+        let removed = self.event_loop.inner.tasks.borrow_mut().remove(self.key.get());
+        drop(removed);
+    }
+
+    fn finish(&self, outcome: std::result::Result<T, Error>) {
+        self.unregister();
+        let _ = match outcome {
+            Ok(v) => self.output.set_result(v),
+            Err(Error::Cancelled) => {
+                self.output.cancel();
+                Ok(())
+            }
+            Err(e) => self.output.set_exception(e),
+        };
+    }
+
+    fn schedule(self: &Rc<Self>) {
+        if self.mark_scheduled() {
+            self.event_loop.inner.push_ready(self.clone());
+        }
+    }
+}
+
+impl<T: 'static> Runnable for TaskCore<T> {
+    /// One step: poll the wrapped future once.
+    fn run(&self) {
+        self.scheduled.set(false);
+        let Some(mut coro) = self.coro.take() else { return };
+        if self.cancel_requested.get() {
+            drop(coro);
+            self.finish(Err(Error::Cancelled));
+            return;
+        }
+        let mut cx = Context::from_waker(&self.waker);
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| coro.as_mut().poll(&mut cx)));
+        match polled {
+            Ok(Poll::Pending) => self.coro.set(Some(coro)),
+            Ok(Poll::Ready(value)) => {
+                drop(coro);
+                // asyncio: a task that cancelled itself and then returned
+                // still ends cancelled.
+                if self.cancel_requested.get() {
+                    drop(value);
+                    self.finish(Err(Error::Cancelled));
+                } else {
+                    self.finish(Ok(value));
+                }
+            }
+            Err(payload) => {
+                // Dropping a future that panicked may panic again; that
+                // second panic must not escape the loop.
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(coro)));
+                self.finish(Err(Error::Panicked(panic_message(&*payload))));
+            }
+        }
+    }
+
+    fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+}
+
+impl<T: 'static> TaskStep for TaskCore<T> {
+    fn mark_scheduled(&self) -> bool {
+        !self.scheduled.replace(true)
+    }
+
+    fn request_cancel(self: Rc<Self>) {
+        Task { core: self }.cancel();
+    }
+
+    fn abandon(&self) -> Box<dyn Any> {
+        let coro = self.coro.take();
+        let waiting = self.output.abandon();
+        Box::new((coro, waiting))
+    }
+}
+
+/// A future running on the loop (asyncio's `Task`).
+///
+/// Created by [`EventLoop::create_task`] or [`spawn`]. The first step is
+/// scheduled with `call_soon`; each wake-up schedules one more step. The
+/// loop keeps the task alive: dropping a `Task` does not stop it.
+///
+/// A `Task<T>` has the inspection API of [`Future<T>`] and is awaited the
+/// same way: `task.await` gives `Result<T>` ([`Error::Cancelled`] if it was
+/// cancelled, [`Error::Panicked`] if it panicked).
+///
+/// # Examples
+///
+/// ```
+/// let lp = evloop::EventLoop::new()?;
+/// let task = lp.create_task(async { 6 * 7 });
+/// assert_eq!(task.name(), format!("Task-{}", task.id()));
+/// assert_eq!(lp.run_until_complete(task)??, 42);
+/// # Ok::<(), evloop::Error>(())
+/// ```
+pub struct Task<T: 'static> {
+    core: Rc<TaskCore<T>>,
+}
+
+impl<T: 'static> Clone for Task<T> {
+    fn clone(&self) -> Self {
+        Task { core: self.core.clone() }
+    }
+}
+
+impl EventLoop {
+    /// Wraps `fut` in a [`Task`] and schedules its first step (asyncio's
+    /// `loop.create_task`).
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    #[track_caller]
+    pub fn create_task<F>(&self, fut: F) -> Task<F::Output>
+    where
+        F: std::future::Future + 'static,
+    {
+        self.check_open();
+        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+        let inner = &self.inner;
+        let coro: BoxFuture<F::Output> = Box::pin(fut);
+        let mut created = None;
+        inner.tasks.borrow_mut().insert_with_key(|key| {
+            let waker = Waker::from(Arc::new(TaskWaker {
+                loop_id: inner.id,
+                key: key.data().as_ffi(),
+                remote: inner.remote.clone(),
+            }));
+            let core = Rc::new(TaskCore {
+                key: Cell::new(key),
+                location: Location::caller(),
+                name: RefCell::new(String::new()),
+                id,
+                coro: Cell::new(Some(coro)),
+                output: Future::new(self.clone()),
+                waker,
+                scheduled: Cell::new(false),
+                cancel_requested: Cell::new(false),
+                event_loop: self.clone(),
+            });
+            created = Some(core.clone());
+            core
+        });
+        let core = created.expect("insert_with_key calls its closure");
+        core.schedule();
+        Task { core }
+    }
+}
+
+/// Wraps `fut` in a [`Task`] on the running loop (asyncio's
+/// `asyncio.create_task`).
+///
+/// # Panics
+///
+/// If no loop is running on this thread ("spawn needs a running event loop").
+///
+/// # Examples
+///
+/// ```
+/// let answer = evloop::run(async {
+///     let child = evloop::spawn(async { 21 * 2 });
+///     child.await
+/// })?;
+/// assert_eq!(answer?, 42);
+/// # Ok::<(), evloop::Error>(())
+/// ```
+#[track_caller]
+pub fn spawn<F>(fut: F) -> Task<F::Output>
+where
+    F: std::future::Future + 'static,
+{
+    match get_running_loop() {
+        Ok(lp) => lp.create_task(fut),
+        Err(_) => panic!("spawn needs a running event loop; use EventLoop::create_task outside one"),
+    }
+}
+
+impl<T: 'static> Task<T> {
+    /// The task's number, unique in the process; the default name is
+    /// `Task-<id>`.
+    pub fn id(&self) -> u64 {
+        self.core.id
+    }
+
+    /// The task's name (`Task-N` unless set).
+    pub fn name(&self) -> String {
+        let name = self.core.name.borrow();
+        if name.is_empty() { format!("Task-{}", self.core.id) } else { name.clone() }
+    }
+
+    /// Renames the task; the name appears in debug output and reports.
+    pub fn set_name(&self, name: impl Into<String>) {
+        *self.core.name.borrow_mut() = name.into();
+    }
+
+    /// The loop the task runs on.
+    pub fn get_loop(&self) -> EventLoop {
+        self.core.event_loop.clone()
+    }
+
+    /// Asks the task to stop: at its next step the wrapped future is dropped
+    /// (which cancels whatever it was awaiting) and the task completes as
+    /// cancelled. Returns false if the task is already done. A task may
+    /// cancel itself; the cancellation then happens at its next step.
+    ///
+    /// Unlike Python, the future gets no chance to catch the cancellation:
+    /// clean-up belongs in `Drop`.
+    pub fn cancel(&self) -> bool {
+        if self.done() || self.core.cancel_requested.replace(true) {
+            return !self.done();
+        }
+        self.core.schedule();
+        true
+    }
+
+    /// Whether the task is finished (result, panic, or cancelled).
+    pub fn done(&self) -> bool {
+        self.core.output.done()
+    }
+
+    /// Whether the task was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.core.output.cancelled()
+    }
+
+    /// The task's result, as [`Future::result`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] while running, [`Error::Cancelled`],
+    /// [`Error::Panicked`].
+    pub fn result(&self) -> Result<T>
+    where
+        T: Clone,
+    {
+        self.core.output.result()
+    }
+
+    /// The error the task ended with, as [`Future::exception`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Future::exception`].
+    pub fn exception(&self) -> Result<Option<Error>> {
+        self.core.output.exception()
+    }
+
+    /// Calls `f` (through `call_soon`) once the task is done.
+    pub fn add_done_callback(&self, f: impl FnOnce(&Task<T>) + 'static) -> CallbackId {
+        // The strong handle in the task's own callback list is released when
+        // the callbacks are scheduled (completion) or dropped (`close`).
+        let task = self.clone();
+        self.core.output.add_done_callback(move |_| f(&task))
+    }
+
+    /// Removes a done callback; returns whether it was found.
+    pub fn remove_done_callback(&self, id: CallbackId) -> bool {
+        self.core.output.remove_done_callback(id)
+    }
+
+    /// The task's result as a [`Future`] (shares its state).
+    pub fn as_future(&self) -> &Future<T> {
+        &self.core.output
+    }
+
+    /// The loop's type-erased view of this task.
+    pub(crate) fn slot(&self) -> TaskSlot {
+        self.core.clone()
+    }
+
+    /// Where the task was created.
+    pub fn location(&self) -> &'static Location<'static> {
+        self.core.location
+    }
+}
+
+impl<T: 'static> fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("name", &self.name())
+            .field("done", &self.done())
+            .field("cancelled", &self.cancelled())
+            .field("created_at", &format_args!("{}", self.location()))
+            .finish()
+    }
+}
+
+/// The future of `task.await`: the task's result. Dropping it before the
+/// task finishes cancels the task, as asyncio cancels the task a cancelled
+/// awaiter was waiting on.
+pub struct TaskJoin<T: 'static> {
+    task: Task<T>,
+    result: FutureOwned<T>,
+}
+
+impl<T: 'static> std::future::Future for TaskJoin<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        // `FutureOwned` is `Unpin`; so is `TaskJoin`.
+        let this = self.get_mut();
+        Pin::new(&mut this.result).poll(cx)
+    }
+}
+
+impl<T: 'static> Drop for TaskJoin<T> {
+    fn drop(&mut self) {
+        // The task's own `finish` completes its result future; the join must
+        // not cancel that future behind the task's back.
+        self.result.disarm();
+        if !self.task.done() {
+            self.task.cancel();
+        }
+    }
+}
+
+impl<T: 'static> IntoFuture for Task<T> {
+    type Output = Result<T>;
+    type IntoFuture = TaskJoin<T>;
+
+    fn into_future(self) -> TaskJoin<T> {
+        let result = self.core.output.clone().into_future();
+        TaskJoin { task: self, result }
+    }
+}
+
+impl<'a, T: Clone + 'static> IntoFuture for &'a Task<T> {
+    type Output = Result<T>;
+    type IntoFuture = crate::future::FutureRef<'a, T>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        (&self.core.output).into_future()
+    }
+}
+
+/// Asks every unfinished task of `lp` to cancel (for `evloop::run`).
+pub(crate) fn cancel_all(lp: &EventLoop) {
+    let tasks: Vec<TaskSlot> = lp.inner.tasks.borrow().values().cloned().collect();
+    for task in tasks {
+        task.request_cancel();
+    }
+}
+
+impl<T: 'static> fmt::Debug for TaskJoin<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskJoin").field("task", &self.task).finish()
+    }
+}

@@ -1,0 +1,242 @@
+//! The timer heap: a min-heap ordered by (deadline, scheduling order), with
+//! lazy deletion of cancelled timers and compaction that bounds its memory.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::handle::TimerRunnable;
+
+/// Compaction runs only above this many entries (asyncio's
+/// `_MIN_SCHEDULED_TIMER_HANDLES`)...
+const MIN_ENTRIES_TO_COMPACT: usize = 100;
+
+/// One heap entry: 32 bytes, so a million pending timers stay small.
+struct Entry {
+    /// Deadline in nanoseconds relative to the heap's epoch; negative for
+    /// deadlines before the loop was created (`call_at` in the past).
+    when: i64,
+    /// Scheduling order: equal deadlines fire first-in, first-out.
+    seq: u64,
+    timer: Rc<dyn TimerRunnable>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: `BinaryHeap` is a max-heap and we want the earliest first.
+        (other.when, other.seq).cmp(&(self.when, self.seq))
+    }
+}
+
+/// Pending timers. Cancelled entries stay until they reach the top or the
+/// heap is compacted.
+pub(crate) struct TimerHeap {
+    epoch: Instant,
+    heap: BinaryHeap<Entry>,
+    next_seq: u64,
+    /// Entries in `heap` whose timer was cancelled.
+    cancelled: usize,
+}
+
+impl TimerHeap {
+    pub(crate) fn new(epoch: Instant) -> TimerHeap {
+        TimerHeap { epoch, heap: BinaryHeap::new(), next_seq: 0, cancelled: 0 }
+    }
+
+    fn to_offset(&self, when: Instant) -> i64 {
+        fn nanos(d: Duration) -> i64 {
+            i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+        }
+        match when.checked_duration_since(self.epoch) {
+            Some(d) => nanos(d),
+            None => -nanos(self.epoch - when),
+        }
+    }
+
+    fn to_instant(&self, offset: i64) -> Instant {
+        if offset >= 0 {
+            self.epoch + Duration::from_nanos(offset as u64)
+        } else {
+            self.epoch.checked_sub(Duration::from_nanos(offset.unsigned_abs())).unwrap_or(self.epoch)
+        }
+    }
+
+    pub(crate) fn push(&mut self, when: Instant, timer: Rc<dyn TimerRunnable>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let when = self.to_offset(when);
+        self.heap.push(Entry { when, seq, timer });
+    }
+
+    /// Number of entries, cancelled ones included.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Number of timers still due to run.
+    pub(crate) fn live(&self) -> usize {
+        self.heap.len() - self.cancelled
+    }
+
+    /// Records that a timer in the heap was cancelled; compacts when the heap
+    /// is mostly dead weight. Returns the entries removed, to be dropped by
+    /// the caller after it releases its borrow.
+    pub(crate) fn note_cancelled(&mut self) -> Vec<Rc<dyn TimerRunnable>> {
+        self.cancelled += 1;
+        if self.heap.len() > MIN_ENTRIES_TO_COMPACT && self.cancelled * 2 > self.heap.len() {
+            self.compact()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Removes every cancelled entry and rebuilds the heap in O(n).
+    fn compact(&mut self) -> Vec<Rc<dyn TimerRunnable>> {
+        let mut removed = Vec::with_capacity(self.cancelled);
+        let mut entries = std::mem::take(&mut self.heap).into_vec();
+        entries.retain(|e| {
+            if e.timer.cancelled() {
+                removed.push(e.timer.clone());
+                false
+            } else {
+                true
+            }
+        });
+        entries.shrink_to_fit();
+        self.heap = BinaryHeap::from(entries);
+        self.cancelled = 0;
+        for t in &removed {
+            t.clear_in_heap();
+        }
+        removed
+    }
+
+    /// Drops cancelled entries off the top, then returns the deadline of the
+    /// earliest live timer.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(top) = self.heap.peek() {
+            if top.timer.cancelled() {
+                let e = self.heap.pop().expect("peeked");
+                e.timer.clear_in_heap();
+                self.cancelled -= 1;
+                continue;
+            }
+            return Some(self.to_instant(top.when));
+        }
+        None
+    }
+
+    /// Pops the earliest timer if it is due at `now`, skipping cancelled
+    /// ones. Equal deadlines come out in scheduling order.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Rc<dyn TimerRunnable>> {
+        let now = self.to_offset(now);
+        while let Some(top) = self.heap.peek() {
+            let cancelled = top.timer.cancelled();
+            if !cancelled && top.when > now {
+                return None;
+            }
+            let e = self.heap.pop().expect("peeked");
+            e.timer.clear_in_heap();
+            if cancelled {
+                self.cancelled -= 1;
+                continue;
+            }
+            return Some(e.timer);
+        }
+        None
+    }
+
+    /// Empties the heap (on `close`); the caller drops the returned timers.
+    pub(crate) fn take_all(&mut self) -> Vec<Rc<dyn TimerRunnable>> {
+        self.cancelled = 0;
+        let entries = std::mem::take(&mut self.heap).into_vec();
+        entries.into_iter().map(|e| e.timer).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.heap.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handle::{CallbackCell, IN_HEAP};
+    use std::cell::RefCell;
+    use std::panic::Location;
+
+    fn timer(log: &Rc<RefCell<Vec<u32>>>, id: u32) -> Rc<dyn TimerRunnable> {
+        let log = log.clone();
+        CallbackCell::new(move || log.borrow_mut().push(id), Location::caller(), IN_HEAP)
+    }
+
+    #[test]
+    fn pops_by_deadline_then_fifo() {
+        let t0 = Instant::now();
+        let mut heap = TimerHeap::new(t0);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        heap.push(t0 + Duration::from_secs(2), timer(&log, 1));
+        heap.push(t0 + Duration::from_secs(1), timer(&log, 2));
+        heap.push(t0 + Duration::from_secs(2), timer(&log, 3));
+        heap.push(t0 + Duration::from_secs(1), timer(&log, 4));
+        assert_eq!(heap.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert!(heap.pop_due(t0).is_none(), "nothing is due early");
+        while let Some(t) = heap.pop_due(t0 + Duration::from_secs(2)) {
+            t.run();
+        }
+        assert_eq!(*log.borrow(), vec![2, 4, 1, 3]);
+    }
+
+    #[test]
+    fn deadlines_before_the_epoch_keep_their_order() {
+        let t0 = Instant::now();
+        let mut heap = TimerHeap::new(t0);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        if let (Some(a), Some(b)) =
+            (t0.checked_sub(Duration::from_millis(5)), t0.checked_sub(Duration::from_millis(10)))
+        {
+            heap.push(a, timer(&log, 1));
+            heap.push(b, timer(&log, 2));
+            assert_eq!(heap.next_deadline(), Some(b));
+            while let Some(t) = heap.pop_due(t0) {
+                t.run();
+            }
+            assert_eq!(*log.borrow(), vec![2, 1]);
+        }
+    }
+
+    #[test]
+    fn compaction_bounds_the_heap() {
+        let t0 = Instant::now();
+        let mut heap = TimerHeap::new(t0);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut handles = Vec::new();
+        for i in 0..10_000 {
+            let t = timer(&log, i);
+            heap.push(t0 + Duration::from_secs(1), t.clone());
+            handles.push(t);
+        }
+        for t in handles.drain(..) {
+            assert!(t.cancel());
+            drop(heap.note_cancelled());
+        }
+        assert!(heap.len() <= MIN_ENTRIES_TO_COMPACT + 1, "len {}", heap.len());
+        assert!(heap.capacity() < 1000, "capacity {}", heap.capacity());
+        assert_eq!(heap.live(), 0);
+        assert!(heap.next_deadline().is_none());
+        assert_eq!(heap.len(), 0);
+    }
+}
