@@ -62,6 +62,9 @@ pub(crate) struct LoopInner {
     /// `Task` keeps running, as in asyncio).
     pub(crate) tasks: RefCell<SlotMap<TaskKey, TaskSlot>>,
     pub(crate) executor: RefCell<Option<crate::executor::Executor>>,
+    /// One receive buffer shared by every transport of the loop: reads
+    /// happen one at a time, so 10k connections need one buffer, not 10k.
+    read_buf: Cell<Vec<u8>>,
 }
 
 impl LoopInner {
@@ -190,6 +193,7 @@ impl Builder {
             stats: StatsCells::default(),
             tasks: RefCell::new(SlotMap::with_key()),
             executor: RefCell::new(None),
+            read_buf: Cell::new(Vec::new()),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
     }
@@ -652,6 +656,19 @@ impl EventLoop {
         at: &'static Location<'static>,
     ) -> Result<()> {
         self.check_open();
+        if self.inner.selector.borrow().is_owned(fd) {
+            return Err(Error::InvalidState("the fd is used by a transport"));
+        }
+        self.add_fd_unchecked(fd, interest, f, at)
+    }
+
+    fn add_fd_unchecked(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        f: Box<dyn FnMut()>,
+        at: &'static Location<'static>,
+    ) -> Result<()> {
         let callback = FdCallback::new(f, at);
         let replaced = self.inner.selector.borrow_mut().add(fd, interest, callback);
         // Any replaced callback is dropped here, after the borrow ended.
@@ -659,6 +676,13 @@ impl EventLoop {
     }
 
     fn remove_fd(&self, fd: RawFd, interest: Interest) -> bool {
+        if self.inner.selector.borrow().is_owned(fd) {
+            return false;
+        }
+        self.remove_fd_unchecked(fd, interest)
+    }
+
+    fn remove_fd_unchecked(&self, fd: RawFd, interest: Interest) -> bool {
         let removed = self.inner.selector.borrow_mut().remove(fd, interest);
         removed.is_some()
     }
@@ -710,7 +734,7 @@ impl EventLoop {
     /// Stops watching `fd` for reading; returns whether a reader was
     /// registered. Always frees the bookkeeping, even if the fd was already
     /// closed. A copy of the callback already queued for this pass is
-    /// skipped.
+    /// skipped. An fd owned by a transport is left alone (returns false).
     pub fn remove_reader(&self, fd: RawFd) -> bool {
         self.remove_fd(fd, Interest::Read)
     }
@@ -735,6 +759,52 @@ impl EventLoop {
     /// registered. Same rules as [`remove_reader`](EventLoop::remove_reader).
     pub fn remove_writer(&self, fd: RawFd) -> bool {
         self.remove_fd(fd, Interest::Write)
+    }
+
+    // ------------------------------------------- transport-owned fds (net)
+
+    /// Marks `fd` as owned by a transport: user readers/writers are refused.
+    pub(crate) fn claim_fd(&self, fd: RawFd) {
+        self.inner.selector.borrow_mut().set_owned(fd, true);
+    }
+
+    /// Ends a transport's ownership of `fd` (its readers/writers are gone).
+    pub(crate) fn release_fd(&self, fd: RawFd) {
+        self.inner.selector.borrow_mut().set_owned(fd, false);
+    }
+
+    #[track_caller]
+    pub(crate) fn add_owned_reader(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
+        self.add_fd_unchecked(fd, Interest::Read, Box::new(f), Location::caller())
+    }
+
+    #[track_caller]
+    pub(crate) fn add_owned_writer(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
+        self.add_fd_unchecked(fd, Interest::Write, Box::new(f), Location::caller())
+    }
+
+    pub(crate) fn remove_owned_reader(&self, fd: RawFd) -> bool {
+        self.remove_fd_unchecked(fd, Interest::Read)
+    }
+
+    pub(crate) fn remove_owned_writer(&self, fd: RawFd) -> bool {
+        self.remove_fd_unchecked(fd, Interest::Write)
+    }
+
+    /// Lends out the loop's shared receive buffer (a fresh one if it is
+    /// already lent).
+    pub(crate) fn take_read_buffer(&self) -> Vec<u8> {
+        let buf = self.inner.read_buf.take();
+        if buf.len() >= crate::net::transport::READ_SIZE {
+            buf
+        } else {
+            vec![0; crate::net::transport::READ_SIZE]
+        }
+    }
+
+    /// Returns the buffer lent by `take_read_buffer`.
+    pub(crate) fn put_read_buffer(&self, buf: Vec<u8>) {
+        self.inner.read_buf.set(buf);
     }
 
     // ------------------------------------------------------------- threads

@@ -169,6 +169,16 @@ pub struct Gather<F: std::future::Future + 'static> {
     unstarted: Vec<F>,
     tasks: Vec<Task<F::Output>>,
     results: Vec<F::Output>,
+    failure: Rc<GatherFailure>,
+}
+
+/// Set by the tasks' done callbacks: a failure of any task, not only of
+/// the one `poll_next` waits on, must reach the `Gather` at once.
+#[derive(Default)]
+struct GatherFailure {
+    /// The index of the first task that failed or was cancelled.
+    first: Cell<Option<usize>>,
+    waker: RefCell<Option<Waker>>,
 }
 
 /// Runs every future of `futures` concurrently, each as its own task, and
@@ -207,6 +217,7 @@ where
         unstarted: futures.into_iter().map(IntoFuture::into_future).collect(),
         tasks: Vec::new(),
         results: Vec::new(),
+        failure: Rc::default(),
     }
 }
 
@@ -220,6 +231,15 @@ impl<F: std::future::Future + 'static> Gather<F> {
             let lp = running_loop("gather");
             self.tasks = self.unstarted.drain(..).map(|f| lp.create_task(f)).collect();
             self.results.reserve(self.tasks.len());
+            for (i, task) in self.tasks.iter().enumerate() {
+                let failure = self.failure.clone();
+                task.as_future().add_done_callback(move |f| {
+                    if (f.cancelled() || matches!(f.exception(), Ok(Some(_)))) && failure.first.get().is_none() {
+                        failure.first.set(Some(i));
+                        wake(&failure.waker);
+                    }
+                });
+            }
         }
     }
 
@@ -243,6 +263,15 @@ impl<F: std::future::Future + 'static> std::future::Future for Gather<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<F::Output>> {
         let this = self.get_mut();
         this.start();
+        remember(&this.failure.waker, cx.waker());
+        if let Some(i) = this.failure.first.get()
+            && let Some(Err(e)) = this.tasks[i].as_future().take_outcome()
+        {
+            for task in &this.tasks {
+                task.cancel();
+            }
+            panic!("gather: a task failed: {e}");
+        }
         loop {
             match this.poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -429,11 +458,16 @@ impl TaskGroup {
         F: std::future::Future<Output = Result<T>> + 'static,
     {
         let lp = running_loop("TaskGroup::spawn");
-        let state = self.state.clone();
+        // The child's error is acted on in its done callback, once the child
+        // has finished (asyncio's `_on_task_done`): failing from inside the
+        // child would cancel the child itself too, and a task that cancels
+        // itself ends cancelled instead of with its error.
+        let error = Rc::new(RefCell::new(None));
+        let child_error = error.clone();
         let task = lp.create_task(async move {
             let out = fut.await;
             if let Err(e) = &out {
-                state.fail(e.clone());
+                *child_error.borrow_mut() = Some(e.clone());
             }
             out
         });
@@ -441,7 +475,8 @@ impl TaskGroup {
         self.state.children.borrow_mut().push(task.slot());
         let state = self.state.clone();
         task.add_done_callback(move |t| {
-            if let Ok(Some(e)) = t.exception() {
+            let returned = error.borrow_mut().take();
+            if let Some(e) = returned.or_else(|| t.exception().ok().flatten()) {
                 state.fail(e);
             }
             state.running.set(state.running.get() - 1);

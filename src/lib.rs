@@ -71,6 +71,7 @@ pub mod executor;
 mod future;
 mod handle;
 mod helpers;
+pub mod net;
 mod remote;
 mod run;
 mod selector;

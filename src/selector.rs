@@ -9,8 +9,8 @@
 //! for a new registration) finds no entry and is dropped.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::panic::Location;
@@ -94,6 +94,8 @@ pub(crate) struct Selector {
     poller: Arc<Poller>,
     entries: SlotMap<FdKey, FdEntry>,
     by_fd: HashMap<RawFd, FdKey>,
+    /// Fds owned by transports: user `add_reader`/`add_writer` is refused.
+    owned: HashSet<RawFd>,
     events: Events,
     readers: usize,
     writers: usize,
@@ -118,6 +120,7 @@ impl Selector {
             poller,
             entries: SlotMap::with_key(),
             by_fd: HashMap::new(),
+            owned: HashSet::new(),
             events: Events::new(),
             readers: 0,
             writers: 0,
@@ -128,6 +131,19 @@ impl Selector {
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Marks `fd` as owned by a transport (or releases it).
+    pub(crate) fn set_owned(&mut self, fd: RawFd, owned: bool) {
+        if owned {
+            self.owned.insert(fd);
+        } else {
+            self.owned.remove(&fd);
+        }
+    }
+
+    pub(crate) fn is_owned(&self, fd: RawFd) -> bool {
+        self.owned.contains(&fd)
     }
 
     pub(crate) fn readers(&self) -> usize {
@@ -291,6 +307,7 @@ impl Selector {
             }
         }
         self.by_fd.clear();
+        self.owned.clear();
         self.readers = 0;
         self.writers = 0;
         callbacks

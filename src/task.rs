@@ -240,6 +240,9 @@ impl EventLoop {
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         let inner = &self.inner;
         let coro: BoxFuture<F::Output> = Box::pin(fut);
+        // Read the caller here: `#[track_caller]` does not reach into the
+        // closure below, where `Location::caller()` would name this file.
+        let location = Location::caller();
         let mut created = None;
         inner.tasks.borrow_mut().insert_with_key(|key| {
             let waker = Waker::from(Arc::new(TaskWaker {
@@ -249,7 +252,7 @@ impl EventLoop {
             }));
             let core = Rc::new(TaskCore {
                 key: Cell::new(key),
-                location: Location::caller(),
+                location,
                 name: RefCell::new(String::new()),
                 id,
                 coro: Cell::new(Some(coro)),

@@ -1,0 +1,27 @@
+//! asyncio's networking layer on evloop: low-level `sock_*` coroutines,
+//! transports and protocols, servers, UDP and Unix sockets, and name
+//! resolution. Everything is built on the loop's own readers, writers,
+//! futures and tasks.
+//!
+//! Every socket the layer creates is nonblocking and close-on-exec, and
+//! every send uses `MSG_NOSIGNAL`: a peer that has gone gives an error
+//! (through `connection_lost` for transports), never a `SIGPIPE`.
+//!
+//! The `sock_*` methods, [`create_connection`](crate::EventLoop::create_connection),
+//! [`create_server`](crate::EventLoop::create_server) and the rest are
+//! methods of [`EventLoop`](crate::EventLoop); this module holds the types.
+
+mod dns;
+mod protocol;
+mod server;
+pub(crate) mod sock;
+pub(crate) mod transport;
+mod udp;
+
+pub use protocol::{Buffered, BufferedProtocol, DatagramProtocol, Protocol, StreamProtocol};
+pub use server::{ACCEPT_RETRY_DELAY, Server, ServerOptions};
+pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};
+pub use udp::{DatagramOptions, DatagramTransport};
+
+/// The socket types the `sock_*` methods and servers use, re-exported.
+pub use socket2::{self, Domain, SockAddr, Socket, Type};

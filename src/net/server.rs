@@ -1,0 +1,584 @@
+//! Connections and servers: `create_connection`, `create_server`, their
+//! Unix twins, `connect_accepted_socket`, and [`Server`].
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use slotmap::SlotMap;
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::error::{Error, Result};
+use crate::event_loop::EventLoop;
+use crate::exception::ExceptionContext;
+use crate::future::Future;
+use crate::handle::TimerHandle;
+use crate::net::protocol::StreamProtocol;
+use crate::net::transport::Transport;
+
+/// How long accepting pauses after the process ran out of fds or memory
+/// (asyncio's `ACCEPT_RETRY_DELAY`).
+pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Options of [`EventLoop::create_server_with`] and
+/// [`EventLoop::create_unix_server_with`].
+///
+/// # Examples
+///
+/// ```
+/// let opts = evloop::net::ServerOptions { backlog: 512, reuse_port: true, ..Default::default() };
+/// assert!(opts.reuse_address && opts.start_serving);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// `listen(2)` backlog, and the most connections accepted per readiness
+    /// event (asyncio's default: 100).
+    pub backlog: i32,
+    /// `SO_REUSEADDR` (TCP only; asyncio's default on Unix: on).
+    pub reuse_address: bool,
+    /// `SO_REUSEPORT`: several sockets (processes) share the port.
+    pub reuse_port: bool,
+    /// Start accepting at once (otherwise call [`Server::start_serving`]).
+    pub start_serving: bool,
+    /// Unix servers: remove an existing socket file at the path first (a
+    /// stale one left by a crashed process). Off by default: binding to a
+    /// path that exists fails with `AddrInUse`.
+    pub remove_stale_socket: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            backlog: 100,
+            reuse_address: true,
+            reuse_port: false,
+            start_serving: true,
+            remove_stale_socket: false,
+        }
+    }
+}
+
+slotmap::new_key_type! {
+    struct ConnKey;
+}
+
+type StartConnection = Box<dyn Fn(Socket, Box<dyn FnOnce()>) -> Result<Transport>>;
+
+struct ServerInner {
+    lp: EventLoop,
+    listeners: RefCell<Vec<Socket>>,
+    start_connection: StartConnection,
+    backlog: i32,
+    serving: Cell<bool>,
+    closed: Cell<bool>,
+    /// Accepting paused after EMFILE & co., until this timer fires.
+    backoff: RefCell<Option<TimerHandle>>,
+    /// Accepted connections still open; `None` for the instant between
+    /// accepting and starting the transport (its `on_lost` needs the key).
+    connections: RefCell<SlotMap<ConnKey, Option<Transport>>>,
+    waiters: RefCell<Vec<Future<()>>>,
+    unix_path: Option<PathBuf>,
+}
+
+/// A listening server (asyncio's `Server`): accepts connections and runs a
+/// protocol for each.
+///
+/// # Examples
+///
+/// ```
+/// use evloop::net::{Protocol, Transport};
+/// struct Echo(Option<Transport>);
+/// impl Protocol for Echo {
+///     fn connection_made(&mut self, t: &Transport) { self.0 = Some(t.clone()); }
+///     fn data_received(&mut self, data: &[u8]) { self.0.as_ref().unwrap().write(data).unwrap(); }
+/// }
+///
+/// let lp = evloop::EventLoop::new()?;
+/// let l = lp.clone();
+/// let echoed = lp.run_until_complete(async move {
+///     let server = l.create_server(|| Echo(None), "127.0.0.1", 0).await?;
+///     let addr = server.local_addr().unwrap();
+///     let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+///     client.set_nonblocking(true)?;
+///     l.sock_connect(&client, &addr.into()).await?;
+///     l.sock_sendall(&client, b"hi").await?;
+///     let echoed = l.sock_recv(&client, 16).await?;
+///     server.close();
+///     Ok::<_, evloop::Error>(echoed)
+/// })??;
+/// assert_eq!(echoed, b"hi");
+/// # Ok::<(), evloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Rc<ServerInner>,
+}
+
+impl ServerInner {
+    fn fds(&self) -> Vec<RawFd> {
+        self.listeners.borrow().iter().map(|s| s.as_raw_fd()).collect()
+    }
+
+    fn start_accepting(self: &Rc<Self>) {
+        for fd in self.fds() {
+            let me = Rc::downgrade(self);
+            let added = self.lp.add_owned_reader(fd, move || {
+                if let Some(me) = me.upgrade() {
+                    me.accept_ready(fd);
+                }
+            });
+            if let Err(e) = added {
+                let ctx = ExceptionContext::new("server: could not watch a listening socket").with_error(e);
+                self.lp.call_exception_handler(&ctx);
+            }
+        }
+    }
+
+    fn stop_accepting(&self) {
+        for fd in self.fds() {
+            self.lp.remove_owned_reader(fd);
+        }
+    }
+
+    /// Accepts up to `backlog` connections (asyncio's `_accept_connection`).
+    fn accept_ready(self: &Rc<Self>, fd: RawFd) {
+        for _ in 0..self.backlog.max(1) {
+            let accepted = {
+                let listeners = self.listeners.borrow();
+                let Some(listener) = listeners.iter().find(|s| s.as_raw_fd() == fd) else { return };
+                listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            };
+            match accepted {
+                Ok((socket, _)) => self.start(socket),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The peer gave up between SYN and accept: try the next.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    self.back_off(e);
+                    return;
+                }
+                Err(e) => {
+                    let ctx = ExceptionContext::new("server: accept failed").with_error(e.into());
+                    self.lp.call_exception_handler(&ctx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Out of fds or memory: report it, stop accepting for a second, then
+    /// resume. Established connections are not touched.
+    fn back_off(self: &Rc<Self>, e: io::Error) {
+        let ctx = ExceptionContext::new(format!(
+            "server: accept ran out of a system resource; pausing accepts for {} s",
+            ACCEPT_RETRY_DELAY.as_secs_f64()
+        ))
+        .with_error(e.into());
+        self.lp.call_exception_handler(&ctx);
+        self.stop_accepting();
+        let me = Rc::downgrade(self);
+        let timer = self.lp.call_later(ACCEPT_RETRY_DELAY, move || {
+            if let Some(me) = me.upgrade() {
+                me.backoff.borrow_mut().take();
+                if me.serving.get() {
+                    me.start_accepting();
+                }
+            }
+        });
+        let old = self.backoff.borrow_mut().replace(timer);
+        if let Some(old) = old {
+            old.cancel();
+        }
+    }
+
+    fn start(self: &Rc<Self>, socket: Socket) {
+        let key = self.connections.borrow_mut().insert(None);
+        let me: Weak<ServerInner> = Rc::downgrade(self);
+        let on_lost: Box<dyn FnOnce()> = Box::new(move || {
+            if let Some(me) = me.upgrade() {
+                let removed = me.connections.borrow_mut().remove(key);
+                drop(removed);
+                me.wake_waiters();
+            }
+        });
+        match (self.start_connection)(socket, on_lost) {
+            Ok(transport) => {
+                if let Some(slot) = self.connections.borrow_mut().get_mut(key) {
+                    *slot = Some(transport);
+                }
+            }
+            Err(e) => {
+                self.connections.borrow_mut().remove(key);
+                let ctx = ExceptionContext::new("server: could not start a connection").with_error(e);
+                self.lp.call_exception_handler(&ctx);
+            }
+        }
+    }
+
+    fn wake_waiters(&self) {
+        if !self.closed.get() || !self.connections.borrow().is_empty() {
+            return;
+        }
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            let _ = w.set_result(());
+        }
+    }
+}
+
+impl Server {
+    /// Starts accepting connections (if not already).
+    pub fn start_serving(&self) {
+        let inner = &self.inner;
+        if inner.closed.get() || inner.serving.replace(true) {
+            return;
+        }
+        inner.start_accepting();
+    }
+
+    /// Whether the server is accepting connections.
+    pub fn is_serving(&self) -> bool {
+        self.inner.serving.get()
+    }
+
+    /// Stops listening and closes the listening sockets (removing a Unix
+    /// server's socket file). Connections already accepted stay open; see
+    /// [`close_clients`](Server::close_clients).
+    pub fn close(&self) {
+        let inner = &self.inner;
+        if inner.closed.replace(true) {
+            return;
+        }
+        inner.serving.set(false);
+        if let Some(timer) = inner.backoff.borrow_mut().take() {
+            timer.cancel();
+        }
+        inner.stop_accepting();
+        for fd in inner.fds() {
+            inner.lp.release_fd(fd);
+        }
+        let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
+        drop(listeners);
+        if let Some(path) = &inner.unix_path {
+            let _ = std::fs::remove_file(path);
+        }
+        inner.wake_waiters();
+    }
+
+    /// Waits until the server is closed and every connection it accepted is
+    /// gone (asyncio 3.12's `wait_closed`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cancelled`] if the waiting future is cancelled.
+    pub async fn wait_closed(&self) -> Result<()> {
+        let inner = &self.inner;
+        if inner.closed.get() && inner.connections.borrow().is_empty() {
+            return Ok(());
+        }
+        let fut = inner.lp.create_future::<()>();
+        inner.waiters.borrow_mut().push(fut.clone());
+        fut.await
+    }
+
+    /// Accepts connections until the server is closed (asyncio's
+    /// `serve_forever`). If the awaiting task is cancelled, the server is
+    /// closed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] if the server is already closed.
+    pub async fn serve_forever(&self) -> Result<()> {
+        if self.inner.closed.get() {
+            return Err(Error::InvalidState("the server is closed"));
+        }
+        self.start_serving();
+        struct CloseOnDrop<'a>(&'a Server);
+        impl Drop for CloseOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _guard = CloseOnDrop(self);
+        let closed = self.inner.lp.create_future::<()>();
+        self.inner.waiters.borrow_mut().push(closed.clone());
+        // Resolves once the server is closed and its connections are gone.
+        (&closed).await.or(Ok(()))
+    }
+
+    /// The listening sockets' addresses (asyncio returns the sockets).
+    pub fn sockets(&self) -> Vec<SockAddr> {
+        self.inner.listeners.borrow().iter().filter_map(|s| s.local_addr().ok()).collect()
+    }
+
+    /// The first listening socket's IP address (handy with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.sockets().iter().find_map(|a| a.as_socket())
+    }
+
+    /// Open connections accepted by this server.
+    pub fn connections(&self) -> usize {
+        self.inner.connections.borrow().len()
+    }
+
+    /// Closes every accepted connection gracefully (flushing writes).
+    pub fn close_clients(&self) {
+        for t in self.transports() {
+            t.close();
+        }
+    }
+
+    /// Aborts every accepted connection.
+    pub fn abort_clients(&self) {
+        for t in self.transports() {
+            t.abort();
+        }
+    }
+
+    fn transports(&self) -> Vec<Transport> {
+        self.inner.connections.borrow().values().flatten().cloned().collect()
+    }
+
+    /// The loop the server runs on.
+    pub fn get_loop(&self) -> EventLoop {
+        self.inner.lp.clone()
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("sockets", &self.sockets())
+            .field("serving", &self.is_serving())
+            .field("connections", &self.connections())
+            .finish()
+    }
+}
+
+fn nonblocking_stream(domain: Domain) -> io::Result<Socket> {
+    Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)
+}
+
+impl EventLoop {
+    /// Connects to `host:port` and runs the protocol made by `factory` on
+    /// the connection (asyncio's `create_connection`). `host` is resolved
+    /// with [`getaddrinfo`](EventLoop::getaddrinfo); each address is tried in
+    /// turn until one connects. Returns once `connection_made` has run.
+    ///
+    /// # Errors
+    ///
+    /// The last connection error if no address connects (e.g.
+    /// `ConnectionRefused`), or the resolver's error.
+    pub async fn create_connection<P: StreamProtocol>(
+        &self,
+        factory: impl FnOnce() -> P,
+        host: &str,
+        port: u16,
+    ) -> Result<(Transport, Rc<RefCell<P>>)> {
+        let mut last_error = None;
+        for addr in self.getaddrinfo(host, port).await? {
+            let socket = nonblocking_stream(Domain::for_address(addr))?;
+            match self.sock_connect(&socket, &addr.into()).await {
+                Ok(()) => return self.start_transport(socket, factory()).await,
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound).into()))
+    }
+
+    /// Connects to the Unix socket at `path` (asyncio's
+    /// `create_unix_connection`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] from `connect`.
+    pub async fn create_unix_connection<P: StreamProtocol>(
+        &self,
+        factory: impl FnOnce() -> P,
+        path: impl AsRef<Path>,
+    ) -> Result<(Transport, Rc<RefCell<P>>)> {
+        let socket = nonblocking_stream(Domain::UNIX)?;
+        self.sock_connect(&socket, &SockAddr::unix(path)?).await?;
+        self.start_transport(socket, factory()).await
+    }
+
+    /// Runs a protocol on a socket that is already connected, e.g. one
+    /// accepted elsewhere (asyncio's `connect_accepted_socket`). The socket
+    /// is switched to nonblocking mode; the transport owns it from now on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the socket cannot be made nonblocking.
+    pub async fn connect_accepted_socket<P: StreamProtocol>(
+        &self,
+        factory: impl FnOnce() -> P,
+        socket: impl Into<Socket>,
+    ) -> Result<(Transport, Rc<RefCell<P>>)> {
+        self.start_transport(socket.into(), factory()).await
+    }
+
+    async fn start_transport<P: StreamProtocol>(
+        &self,
+        socket: Socket,
+        protocol: P,
+    ) -> Result<(Transport, Rc<RefCell<P>>)> {
+        let made = self.create_future::<()>();
+        let started = Transport::start(self, socket, protocol, None, Some(made.clone()))?;
+        made.await?;
+        Ok(started)
+    }
+
+    /// Listens on `host:port` and runs a protocol made by `factory` for each
+    /// connection (asyncio's `create_server` with default options). An
+    /// empty `host` listens on every interface (IPv4 and IPv6); port 0
+    /// picks a free port (see [`Server::local_addr`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] from resolving, `bind` or `listen` (e.g. `AddrInUse`).
+    pub async fn create_server<P, F>(&self, factory: F, host: &str, port: u16) -> Result<Server>
+    where
+        P: StreamProtocol,
+        F: Fn() -> P + 'static,
+    {
+        self.create_server_with(factory, host, port, ServerOptions::default()).await
+    }
+
+    /// [`create_server`](EventLoop::create_server) with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`create_server`](EventLoop::create_server).
+    pub async fn create_server_with<P, F>(
+        &self,
+        factory: F,
+        host: &str,
+        port: u16,
+        options: ServerOptions,
+    ) -> Result<Server>
+    where
+        P: StreamProtocol,
+        F: Fn() -> P + 'static,
+    {
+        let addrs = if host.is_empty() {
+            vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from(([0u16; 8], port))]
+        } else {
+            self.getaddrinfo(host, port).await?
+        };
+        let mut listeners = Vec::new();
+        for addr in addrs {
+            let socket = nonblocking_stream(Domain::for_address(addr))?;
+            if options.reuse_address {
+                socket.set_reuse_address(true)?;
+            }
+            if options.reuse_port {
+                socket.set_reuse_port(true)?;
+            }
+            if addr.is_ipv6() {
+                // Keep the IPv4 and IPv6 sockets of "all interfaces" apart.
+                socket.set_only_v6(true)?;
+            }
+            socket.bind(&addr.into())?;
+            socket.listen(options.backlog)?;
+            listeners.push(socket);
+        }
+        Ok(self.serve(listeners, factory, &options, None))
+    }
+
+    /// Listens on the Unix socket `path` (asyncio's `create_unix_server`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] from `bind` (e.g. `AddrInUse` if the path exists) or
+    /// `listen`.
+    pub async fn create_unix_server<P, F>(&self, factory: F, path: impl AsRef<Path>) -> Result<Server>
+    where
+        P: StreamProtocol,
+        F: Fn() -> P + 'static,
+    {
+        self.create_unix_server_with(factory, path, ServerOptions::default()).await
+    }
+
+    /// [`create_unix_server`](EventLoop::create_unix_server) with options;
+    /// `remove_stale_socket` removes an existing socket file first (only a
+    /// socket: any other kind of file is an error).
+    ///
+    /// # Errors
+    ///
+    /// As [`create_unix_server`](EventLoop::create_unix_server).
+    pub async fn create_unix_server_with<P, F>(
+        &self,
+        factory: F,
+        path: impl AsRef<Path>,
+        options: ServerOptions,
+    ) -> Result<Server>
+    where
+        P: StreamProtocol,
+        F: Fn() -> P + 'static,
+    {
+        let path = path.as_ref();
+        if options.remove_stale_socket {
+            use std::os::unix::fs::FileTypeExt;
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_socket() {
+                    let msg = format!("{} exists and is not a socket", path.display());
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, msg).into());
+                }
+                std::fs::remove_file(path)?;
+            }
+        }
+        let socket = nonblocking_stream(Domain::UNIX)?;
+        socket.bind(&SockAddr::unix(path)?)?;
+        socket.listen(options.backlog)?;
+        Ok(self.serve(vec![socket], factory, &options, Some(path.to_owned())))
+    }
+
+    fn serve<P, F>(
+        &self,
+        listeners: Vec<Socket>,
+        factory: F,
+        options: &ServerOptions,
+        unix_path: Option<PathBuf>,
+    ) -> Server
+    where
+        P: StreamProtocol,
+        F: Fn() -> P + 'static,
+    {
+        let lp = self.clone();
+        let start_connection: StartConnection = Box::new(move |socket, on_lost| {
+            Transport::start(&lp, socket, factory(), Some(on_lost), None).map(|(t, _)| t)
+        });
+        for s in &listeners {
+            self.claim_fd(s.as_raw_fd());
+        }
+        let server = Server {
+            inner: Rc::new(ServerInner {
+                lp: self.clone(),
+                listeners: RefCell::new(listeners),
+                start_connection,
+                backlog: options.backlog,
+                serving: Cell::new(false),
+                closed: Cell::new(false),
+                backoff: RefCell::new(None),
+                connections: RefCell::new(SlotMap::with_key()),
+                waiters: RefCell::new(Vec::new()),
+                unix_path,
+            }),
+        };
+        if options.start_serving {
+            server.start_serving();
+        }
+        server
+    }
+}
