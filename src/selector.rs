@@ -7,6 +7,18 @@
 //! slotmap key, version included, so an event that was reported for an entry
 //! that has since been removed (say, its fd was closed and the number reused
 //! for a new registration) finds no entry and is dropped.
+//!
+//! # One syscall per wait
+//!
+//! `Poller::wait` in polling 3.x costs five syscalls on Linux (timerfd set,
+//! timerfd re-arm, `epoll_wait`, eventfd read, eventfd re-arm). On Linux the
+//! selector therefore calls `epoll_wait` on the poller's own epoll fd, with
+//! a millisecond timeout rounded up (so timers are never early), and hands
+//! control back to `Poller::wait` only when the poller's internal notifier
+//! fired: that call clears and re-arms the notifier. This relies on two
+//! facts of polling's epoll backend, pinned by the `~3.11` requirement and
+//! exercised by the cross-thread wake-up tests: the event's `u64` data is
+//! the key given at registration, and the notifier's key is `usize::MAX`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -97,6 +109,8 @@ pub(crate) struct Selector {
     /// Fds owned by transports: user `add_reader`/`add_writer` is refused.
     owned: HashSet<RawFd>,
     events: Events,
+    #[cfg(target_os = "linux")]
+    raw_events: Vec<libc::epoll_event>,
     readers: usize,
     writers: usize,
 }
@@ -122,6 +136,8 @@ impl Selector {
             by_fd: HashMap::new(),
             owned: HashSet::new(),
             events: Events::new(),
+            #[cfg(target_os = "linux")]
+            raw_events: Vec::with_capacity(1024),
             readers: 0,
             writers: 0,
         }
@@ -265,6 +281,7 @@ impl Selector {
     /// Waits for readiness (at most `timeout`; `None` blocks until an event
     /// or a notify) and queues the callbacks of ready fds: the reader first,
     /// then the writer, like asyncio's selector loop.
+    #[cfg(not(target_os = "linux"))]
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
@@ -272,26 +289,87 @@ impl Selector {
     ) -> io::Result<()> {
         self.events.clear();
         self.poller.wait(&mut self.events, timeout)?;
-        if self.events.is_empty() {
-            return Ok(());
-        }
         let mut ready = ready.borrow_mut();
         for ev in self.events.iter() {
-            let key = FdKey::from(KeyData::from_ffi(ev.key as u64));
-            // A missing entry is a stale event: its registration was removed.
-            let Some(entry) = self.entries.get(key) else { continue };
-            if ev.readable
-                && let Some(reader) = &entry.reader
-            {
-                ready.push_back(reader.clone());
-            }
-            if ev.writable
-                && let Some(writer) = &entry.writer
-            {
-                ready.push_back(writer.clone());
-            }
+            self.dispatch(ev.key as u64, ev.readable, ev.writable, &mut ready);
         }
         Ok(())
+    }
+
+    /// Waits for readiness (at most `timeout`; `None` blocks until an event
+    /// or a notify) and queues the callbacks of ready fds: the reader first,
+    /// then the writer, like asyncio's selector loop. See the module docs for
+    /// why this calls `epoll_wait` itself.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        ready: &RefCell<VecDeque<Rc<dyn Runnable>>>,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let timeout_ms = match timeout {
+            None => -1,
+            Some(d) => {
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                i32::try_from(ms).unwrap_or(i32::MAX)
+            }
+        };
+        let capacity = self.raw_events.capacity();
+        // SAFETY: the poller's epoll fd stays open while `self.poller` lives;
+        // `raw_events` has room for `capacity` entries, and the kernel
+        // initializes the first `n` it reports.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.poller.as_raw_fd(),
+                self.raw_events.as_mut_ptr(),
+                capacity as libc::c_int,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+        }
+        // SAFETY: the kernel wrote `n <= capacity` events.
+        unsafe { self.raw_events.set_len(n as usize) };
+        const READ: u32 = (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let mut notified = false;
+        let events = std::mem::take(&mut self.raw_events);
+        {
+            let mut ready = ready.borrow_mut();
+            for ev in &events {
+                let (data, flags) = (ev.u64, ev.events);
+                if data == usize::MAX as u64 {
+                    notified = true;
+                    continue;
+                }
+                self.dispatch(data, flags & READ != 0, flags & WRITE != 0, &mut ready);
+            }
+        }
+        self.raw_events = events;
+        self.raw_events.clear();
+        if notified {
+            // Let polling clear and re-arm its notifier. Fd events it reports
+            // now are level-triggered and will be seen on the next pass.
+            self.events.clear();
+            self.poller.wait(&mut self.events, Some(Duration::ZERO))?;
+        }
+        Ok(())
+    }
+
+    /// Queues the callbacks of the entry with poller key `data`, if it still
+    /// exists (a missing entry is a stale event: its registration was
+    /// removed).
+    fn dispatch(&self, data: u64, readable: bool, writable: bool, ready: &mut VecDeque<Rc<dyn Runnable>>) {
+        let key = FdKey::from(KeyData::from_ffi(data));
+        let Some(entry) = self.entries.get(key) else { return };
+        if readable && let Some(reader) = &entry.reader {
+            ready.push_back(reader.clone());
+        }
+        if writable && let Some(writer) = &entry.writer {
+            ready.push_back(writer.clone());
+        }
     }
 
     /// Unregisters everything (on `close`) and returns the callbacks for the
