@@ -43,6 +43,25 @@ pub enum Error {
     /// A callback or task panicked; the string is the panic message.
     #[error("panicked: {0}")]
     Panicked(String),
+    /// EOF came before a stream read got what it needed (asyncio's
+    /// `IncompleteReadError`). `partial` holds the bytes that were read;
+    /// `expected` is the count `readexactly` wanted (`None` for
+    /// `readuntil`).
+    #[error("{} bytes read before EOF, {} expected", partial.len(), match expected { Some(n) => n.to_string(), None => "more".to_owned() })]
+    IncompleteRead {
+        /// What was read before EOF.
+        partial: Vec<u8>,
+        /// How many bytes were wanted, if known.
+        expected: Option<usize>,
+    },
+    /// A stream's separator was not found within its limit (asyncio's
+    /// `LimitOverrunError`); the data stays in the buffer.
+    #[error("separator not found within the stream limit ({consumed} bytes examined)")]
+    LimitOverrun {
+        /// How many bytes are buffered up to the point the limit was hit
+        /// (or to the separator, if it was found past the limit).
+        consumed: usize,
+    },
     /// An operating-system error.
     #[error("I/O error: {0}")]
     Io(std::sync::Arc<io::Error>),

@@ -234,7 +234,9 @@ impl<F: std::future::Future + 'static> Gather<F> {
             for (i, task) in self.tasks.iter().enumerate() {
                 let failure = self.failure.clone();
                 task.as_future().add_done_callback(move |f| {
-                    if (f.cancelled() || matches!(f.exception(), Ok(Some(_)))) && failure.first.get().is_none() {
+                    if (f.cancelled() || matches!(f.exception(), Ok(Some(_))))
+                        && failure.first.get().is_none()
+                    {
                         failure.first.set(Some(i));
                         wake(&failure.waker);
                     }

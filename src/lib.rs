@@ -76,6 +76,7 @@ mod remote;
 mod run;
 mod selector;
 mod stats;
+mod streams;
 pub mod sync;
 mod task;
 mod timers;
@@ -92,4 +93,9 @@ pub use helpers::{
 pub use remote::RemoteLoop;
 pub use run::run;
 pub use stats::LoopStats;
+pub use streams::{
+    DEFAULT_LIMIT, StreamReader, StreamServerOptions, StreamWriter, open_connection,
+    open_connection_with_limit, open_unix_connection, start_server, start_server_with, start_unix_server,
+    start_unix_server_with,
+};
 pub use task::{Task, TaskJoin, spawn};
