@@ -70,8 +70,7 @@ pub(crate) struct LoopInner {
 impl LoopInner {
     /// Called by `TimerHandle::cancel` for a timer still in the heap.
     pub(crate) fn timer_cancelled(&self) {
-        let removed = self.timers.borrow_mut().note_cancelled();
-        drop(removed); // outside the borrow; their closures are already gone
+        self.timers.borrow_mut().note_cancelled();
     }
 
     /// Pushes a runnable onto the ready queue (the loop thread only).

@@ -91,36 +91,34 @@ impl TimerHeap {
     }
 
     /// Records that a timer in the heap was cancelled; compacts when the heap
-    /// is mostly dead weight. Returns the entries removed, to be dropped by
-    /// the caller after it releases its borrow.
-    pub(crate) fn note_cancelled(&mut self) -> Vec<Rc<dyn TimerRunnable>> {
+    /// is mostly dead weight.
+    pub(crate) fn note_cancelled(&mut self) {
         self.cancelled += 1;
         if self.heap.len() > MIN_ENTRIES_TO_COMPACT && self.cancelled * 2 > self.heap.len() {
-            self.compact()
-        } else {
-            Vec::new()
+            self.compact();
         }
     }
 
-    /// Removes every cancelled entry and rebuilds the heap in O(n).
-    fn compact(&mut self) -> Vec<Rc<dyn TimerRunnable>> {
-        let mut removed = Vec::with_capacity(self.cancelled);
+    /// Removes every cancelled entry and rebuilds the heap in O(n). The
+    /// entries are dropped in place: a cancelled timer let go of its closure
+    /// when it was cancelled, so no user code runs here.
+    fn compact(&mut self) {
         let mut entries = std::mem::take(&mut self.heap).into_vec();
         entries.retain(|e| {
-            if e.timer.cancelled() {
-                removed.push(e.timer.clone());
-                false
-            } else {
-                true
+            let keep = !e.timer.cancelled();
+            if !keep {
+                e.timer.clear_in_heap();
             }
+            keep
         });
-        entries.shrink_to_fit();
+        // Give memory back after a mass cancel, but keep room for the usual
+        // churn: freeing and regrowing the buffer every compaction is slow.
+        let floor = entries.len().max(MIN_ENTRIES_TO_COMPACT);
+        if entries.capacity() > 4 * floor {
+            entries.shrink_to(2 * floor);
+        }
         self.heap = BinaryHeap::from(entries);
         self.cancelled = 0;
-        for t in &removed {
-            t.clear_in_heap();
-        }
-        removed
     }
 
     /// Drops cancelled entries off the top, then returns the deadline of the
@@ -231,7 +229,7 @@ mod tests {
         }
         for t in handles.drain(..) {
             assert!(t.cancel());
-            drop(heap.note_cancelled());
+            heap.note_cancelled();
         }
         assert!(heap.len() <= MIN_ENTRIES_TO_COMPACT + 1, "len {}", heap.len());
         assert!(heap.capacity() < 1000, "capacity {}", heap.capacity());
