@@ -133,6 +133,11 @@ impl DatagramTransport {
         Ok(socket.as_ref().ok_or(Error::Closed)?.local_addr()?)
     }
 
+    /// The loop the endpoint runs on.
+    pub fn get_loop(&self) -> EventLoop {
+        self.inner.lp.clone()
+    }
+
     /// The connected peer's address.
     ///
     /// # Errors
@@ -369,13 +374,29 @@ impl EventLoop {
         });
         self.claim_fd(fd);
         let transport = DatagramTransport { inner: inner.clone() };
-        let handle = transport.clone();
-        inner.call_protocol(|p| p.connection_made(&handle));
-        let me = inner.clone();
-        if let Err(e) = self.add_owned_reader(fd, move || me.on_readable()) {
-            transport.abort();
-            return Err(e);
-        }
+        // As asyncio (and the stream transports): connection_made and the
+        // start of reading happen on the next pass, not inside this call.
+        let made = self.create_future::<()>();
+        let (handle, made_setter) = (transport.clone(), made.clone());
+        self.call_soon(move || {
+            let inner = &handle.inner;
+            if inner.lost.get() {
+                let _ = made_setter.set_exception(io::Error::from(io::ErrorKind::ConnectionAborted));
+                return;
+            }
+            inner.call_protocol(|p| p.connection_made(&handle));
+            let me = inner.clone();
+            match inner.lp.add_owned_reader(inner.fd, move || me.on_readable()) {
+                Ok(()) => {
+                    let _ = made_setter.set_result(());
+                }
+                Err(e) => {
+                    handle.abort();
+                    let _ = made_setter.set_exception(e);
+                }
+            }
+        });
+        made.await?;
         Ok((transport, protocol))
     }
 }
