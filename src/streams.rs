@@ -25,6 +25,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, get_running_loop};
+use crate::exception::ExceptionContext;
 use crate::future::Future;
 use crate::net::{Protocol, Server, ServerOptions, Transport};
 
@@ -537,6 +538,11 @@ impl Protocol for StreamProtocolImpl {
 
 /// The writing half of a stream connection (asyncio's `StreamWriter`).
 /// Cheap to clone.
+///
+/// Dropping the reader and every writer handle does not close the
+/// connection (the loop owns the transport); call
+/// [`close`](StreamWriter::close) when done. A stream server's connection
+/// is also closed when its handler task panics or is cancelled.
 #[derive(Clone)]
 pub struct StreamWriter {
     transport: Transport,
@@ -573,9 +579,9 @@ impl StreamWriter {
     ///
     /// # Errors
     ///
-    /// The connection's error if it was lost (e.g. `ConnectionReset` when
-    /// the peer reset it), or `ConnectionReset` for a connection lost
-    /// without one while data was still to be written.
+    /// The connection's error if it was lost to one (e.g. `ConnectionReset`
+    /// when the peer reset it), and `ConnectionReset` once the connection is
+    /// gone for any other reason, a local `close()` included (as asyncio).
     pub async fn drain(&self) -> Result<()> {
         if let Some(reader) = &self.reader {
             let error = reader.error.borrow().clone();
@@ -839,15 +845,42 @@ where
     Fut: std::future::Future<Output = ()> + 'static,
 {
     let lp = lp.clone();
-    Rc::new(move |reader, writer| {
-        // Each connection is its own task, as in asyncio.
-        lp.create_task(client_connected(reader, writer));
+    let client_connected = Rc::new(client_connected);
+    Rc::new(move |reader, writer: StreamWriter| {
+        let transport = writer.transport().clone();
+        // Each connection is its own task, as in asyncio. The user's closure
+        // is called inside the task, not here in `connection_made`, where
+        // the transport's protocol is borrowed.
+        let handler = client_connected.clone();
+        let task = lp.create_task(async move { handler(reader, writer).await });
+        // asyncio (`StreamReaderProtocol`): a handler task that panics or
+        // is cancelled closes its connection, and a panic is reported.
+        // Without this the peer waited forever on a connection nobody
+        // owned, and the panic went unseen.
+        task.add_done_callback(move |task| {
+            let failed = match task.exception() {
+                Ok(Some(e)) => {
+                    let ctx =
+                        ExceptionContext::new("unhandled panic in a stream server's client_connected task")
+                            .with_error(e)
+                            .with_task(task.name());
+                    task.get_loop().call_exception_handler(&ctx);
+                    true
+                }
+                _ => task.cancelled(),
+            };
+            if failed {
+                transport.close();
+            }
+        });
     })
 }
 
 /// Starts a server on `host:port` that runs `client_connected(reader,
 /// writer)` as a new task for each connection (asyncio's `start_server`).
-/// An empty `host` listens on every interface.
+/// An empty `host` listens on every interface. If a connection's task
+/// panics or is cancelled, its connection is closed, and a panic is passed
+/// to the loop's exception handler.
 ///
 /// # Errors
 ///
