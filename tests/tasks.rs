@@ -1,0 +1,452 @@
+//! Behaviour of `evloop::Task`: scheduling, cancellation, panics, wakers,
+//! names, `run_until_complete` and `evloop::run`.
+
+// `util` is shared with other test files; its `DropCounter::new` returns the
+// counter rather than `Self`.
+#[allow(clippy::new_ret_no_self)]
+mod util;
+
+use std::cell::{Cell, RefCell};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use evloop::{Error, EventLoop, Task};
+use util::{DropCounter, Recorder, Watchdog, capture_exceptions, manual_loop};
+
+const ZERO: Option<Duration> = Some(Duration::ZERO);
+
+#[test]
+fn task_steps_interleave_fairly_with_call_soon_callbacks() {
+    // Design: the first step is scheduled with call_soon (so it sits between
+    // callbacks scheduled before and after create_task), each wake-up pushes
+    // the task to the back of the ready queue, and each pass runs only what
+    // was ready when it began.
+    let lp = manual_loop();
+    let log = Recorder::<String>::new();
+
+    lp.call_soon(log.pusher("A".into()));
+    let l = log.clone();
+    let task = lp.create_task(async move {
+        for i in 0..3 {
+            l.push(format!("T{i}"));
+            evloop::yield_now().await;
+        }
+        l.push("T3".into());
+        "finished"
+    });
+    let l = log.clone();
+    task.add_done_callback(move |t| l.push(format!("T-done:{}", t.result().unwrap())));
+
+    // B reschedules itself three times: B0..B3.
+    fn chain(lp: EventLoop, log: Recorder<String>, n: u32) {
+        log.push(format!("B{n}"));
+        if n < 3 {
+            let next = lp.clone();
+            lp.call_soon(move || chain(next, log, n + 1));
+        }
+    }
+    let (lp2, l) = (lp.clone(), log.clone());
+    lp.call_soon(move || chain(lp2, l, 0));
+    assert_eq!(lp.stats().ready, 3, "A, the task's first step, B0");
+
+    let passes: [&[&str]; 5] =
+        [&["A", "T0", "B0"], &["T1", "B1"], &["T2", "B2"], &["T3", "B3"], &["T-done:finished"]];
+    let mut expected = Vec::new();
+    for (i, pass) in passes.iter().enumerate() {
+        lp.run_once(ZERO).unwrap();
+        expected.extend(pass.iter().map(|s| s.to_string()));
+        assert_eq!(log.get(), expected, "after pass {i}");
+    }
+    assert_eq!(task.result().unwrap(), "finished");
+    let stats = lp.stats();
+    assert_eq!((stats.ready, stats.tasks), (0, 0));
+}
+
+#[test]
+fn cancelling_a_task_drops_its_future_and_cancels_what_it_awaited() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let inner = lp.create_future::<u32>();
+
+    let (token, awaited) = (DropCounter::token(&drops), inner.clone());
+    let waiting = lp.create_task(async move {
+        let _token = token;
+        awaited.await
+    });
+    let token = DropCounter::token(&drops);
+    let sleeping = lp.create_task(async move {
+        let _token = token;
+        evloop::sleep(Duration::from_secs(3600)).await;
+    });
+    lp.run_until_idle().unwrap();
+    assert_eq!(lp.stats().timers, 1);
+    assert_eq!(lp.stats().tasks, 2);
+    assert_eq!(drops.get(), 0);
+
+    assert!(waiting.cancel());
+    assert!(sleeping.cancel());
+    assert!(waiting.cancel(), "a cancel already requested still reports a pending task");
+    // The cancellation happens at the task's next step, not inline.
+    assert!(!waiting.done() && !sleeping.done());
+    assert_eq!(drops.get(), 0);
+
+    lp.run_until_idle().unwrap();
+    assert!(waiting.cancelled() && sleeping.cancelled());
+    assert_eq!(drops.get(), 2, "both async blocks were dropped");
+    assert!(inner.cancelled(), "the future awaited by value was cancelled");
+    assert_eq!(lp.stats().timers, 0, "the sleep's timer was cancelled");
+    assert_eq!(lp.stats().tasks, 0);
+    assert!(!waiting.cancel(), "cancel of a finished task returns false");
+    assert!(matches!(waiting.result(), Err(Error::Cancelled)));
+    assert!(matches!(waiting.exception(), Err(Error::Cancelled)));
+    assert!(matches!(lp.run_until_complete(sleeping), Ok(Err(Error::Cancelled))));
+}
+
+#[test]
+fn cancelling_the_awaiter_of_a_task_cancels_that_task() {
+    let lp = manual_loop();
+    let inner = lp.create_task(evloop::sleep(Duration::from_secs(3600)));
+    let awaited = inner.clone();
+    let outer = lp.create_task(async move { awaited.await });
+    lp.run_until_idle().unwrap();
+    outer.cancel();
+    lp.run_until_idle().unwrap();
+    assert!(outer.cancelled());
+    assert!(inner.cancelled());
+    assert_eq!(lp.stats().timers, 0);
+}
+
+#[test]
+fn a_task_can_cancel_itself_and_ends_cancelled_at_its_next_step() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let log = Recorder::<&'static str>::new();
+    let me: Rc<RefCell<Option<Task<()>>>> = Rc::default();
+
+    let (token, l, handle) = (DropCounter::token(&drops), log.clone(), me.clone());
+    let task = lp.create_task(async move {
+        let _token = token;
+        let this = handle.borrow().clone().expect("handle set before the first step");
+        assert!(this.cancel());
+        assert!(!this.done(), "self-cancellation is not inline");
+        l.push("after cancel");
+        evloop::yield_now().await;
+        l.push("never: resumed after cancel");
+    });
+    *me.borrow_mut() = Some(task.clone());
+    lp.run_until_idle().unwrap();
+    assert!(task.cancelled());
+    assert_eq!(log.get(), ["after cancel"]);
+    assert_eq!(drops.get(), 1);
+    me.borrow_mut().take();
+
+    // Cancelled itself and then returned without awaiting: still cancelled.
+    let me: Rc<RefCell<Option<Task<u8>>>> = Rc::default();
+    let handle = me.clone();
+    let task = lp.create_task(async move {
+        handle.borrow().clone().unwrap().cancel();
+        5
+    });
+    *me.borrow_mut() = Some(task.clone());
+    lp.run_until_idle().unwrap();
+    assert!(task.cancelled());
+    assert!(matches!(task.result(), Err(Error::Cancelled)));
+    me.borrow_mut().take();
+}
+
+#[test]
+fn cancel_before_the_first_step_never_polls_the_future() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let polled = Rc::new(Cell::new(false));
+    let (token, p) = (DropCounter::token(&drops), polled.clone());
+    let task = lp.create_task(async move {
+        p.set(true);
+        drop(token);
+    });
+    assert!(task.cancel());
+    assert_eq!(drops.get(), 0, "dropped at the next step, not inside cancel()");
+    lp.run_until_idle().unwrap();
+    assert!(!polled.get(), "the async block never ran");
+    assert_eq!(drops.get(), 1, "the async block was dropped");
+    assert!(task.cancelled());
+    assert_eq!(lp.stats().tasks, 0);
+}
+
+#[test]
+fn a_panic_in_a_task_fails_it_and_the_loop_goes_on() {
+    let lp = EventLoop::new().unwrap();
+    let out = lp.run_until_complete(async {
+        let child = evloop::spawn(async {
+            evloop::yield_now().await;
+            panic!("task exploded");
+        });
+        child.await
+    });
+    assert!(matches!(out, Ok(Err(Error::Panicked(m))) if m == "task exploded"));
+
+    // The panic inside the task was not a panic of the outer task or loop.
+    assert!(matches!(lp.run_until_complete(async { 1 + 1 }), Ok(2)));
+    let direct = lp.run_until_complete(async { panic!("direct") });
+    assert!(matches!(direct, Err(Error::Panicked(m)) if m == "direct"));
+    assert!(matches!(lp.run_until_complete(async { 3 }), Ok(3)));
+    lp.close().unwrap();
+}
+
+#[test]
+fn a_panicking_task_nobody_awaits_is_reported_to_the_exception_handler() {
+    let lp = manual_loop();
+    let seen = capture_exceptions(&lp);
+    let task = lp.create_task(async { panic!("nobody listens") });
+    drop(task);
+    lp.run_until_idle().unwrap();
+    {
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].message.contains("never retrieved"), "{}", seen[0].message);
+        assert!(matches!(&seen[0].error, Some(Error::Panicked(m)) if m == "nobody listens"));
+    }
+
+    // A failure that was looked at is not reported.
+    let task = lp.create_task(async { panic!("looked at") });
+    lp.run_until_idle().unwrap();
+    assert!(matches!(task.exception(), Ok(Some(Error::Panicked(m))) if m == "looked at"));
+    drop(task);
+    lp.run_until_idle().unwrap();
+    assert_eq!(seen.borrow().len(), 1);
+}
+
+/// A std future whose waker is handed to another thread; ready once the
+/// flag is set.
+struct RemoteWake {
+    flag: Arc<AtomicBool>,
+    wakers: mpsc::Sender<Waker>,
+    sent: bool,
+}
+
+impl std::future::Future for RemoteWake {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.flag.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        if !self.sent {
+            self.sent = true;
+            self.wakers.send(cx.waker().clone()).unwrap();
+        }
+        Poll::Pending
+    }
+}
+
+/// The scheduler state of thread `tid` of this process ('R', 'S', ...).
+fn thread_state(tid: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The state follows the parenthesised command name.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+#[test]
+fn a_wake_from_another_thread_wakes_a_blocked_loop() {
+    let _watchdog = Watchdog::new("a_wake_from_another_thread_wakes_a_blocked_loop", Duration::from_secs(30));
+    let lp = EventLoop::new().unwrap();
+    let loop_tid = std::fs::read_link("/proc/thread-self").unwrap();
+    let loop_tid = loop_tid.file_name().unwrap().to_string_lossy().into_owned();
+
+    let flag = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Waker>();
+    let waker_thread = {
+        let flag = flag.clone();
+        std::thread::spawn(move || {
+            let waker = rx.recv_timeout(Duration::from_secs(20)).expect("the task sends its waker");
+            // Wait (bounded) until the loop thread sleeps in the poller: its
+            // only possible blocking point with nothing ready and no timer.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while thread_state(&loop_tid) != Some('S') {
+                assert!(Instant::now() < deadline, "the loop thread never blocked");
+                std::thread::yield_now();
+            }
+            flag.store(true, Ordering::SeqCst);
+            waker.wake();
+        })
+    };
+    let idle_before = lp.stats().idle_time;
+    let out = lp.run_until_complete(RemoteWake { flag, wakers: tx, sent: false });
+    assert!(out.is_ok());
+    waker_thread.join().unwrap();
+    assert!(lp.stats().idle_time > idle_before, "the loop blocked in the poller before the wake");
+    lp.close().unwrap();
+}
+
+#[test]
+fn a_waker_outlives_its_task_and_its_loop() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let stash: Rc<RefCell<Option<Waker>>> = Rc::default();
+    let (token, s) = (DropCounter::token(&drops), stash.clone());
+    let task = lp.create_task(std::future::poll_fn(move |cx| {
+        let _keep = &token;
+        *s.borrow_mut() = Some(cx.waker().clone());
+        Poll::Ready(())
+    }));
+    lp.run_until_idle().unwrap();
+    assert!(task.done());
+    assert_eq!(drops.get(), 1, "the finished task's future was freed");
+    let waker = stash.borrow_mut().take().unwrap();
+
+    // Waking a finished task on a live loop is a no-op.
+    waker.wake_by_ref();
+    lp.run_until_idle().unwrap();
+    let stats = lp.stats();
+    assert_eq!((stats.ready, stats.tasks), (0, 0));
+
+    drop(task);
+    lp.close().unwrap();
+    drop(lp);
+    waker.wake_by_ref();
+    let by_value = waker.clone();
+    by_value.wake();
+    let other = waker.clone();
+    std::thread::spawn(move || {
+        other.wake_by_ref();
+        other.wake();
+    })
+    .join()
+    .unwrap();
+    drop(waker);
+    assert_eq!(drops.get(), 1);
+
+    // The same with a loop that is dropped without being closed.
+    let lp = manual_loop();
+    let stash: Rc<RefCell<Option<Waker>>> = Rc::default();
+    let s = stash.clone();
+    lp.create_task(std::future::poll_fn(move |cx| {
+        *s.borrow_mut() = Some(cx.waker().clone());
+        Poll::Ready(())
+    }));
+    lp.run_until_idle().unwrap();
+    drop(lp);
+    let waker = stash.borrow_mut().take().unwrap();
+    waker.wake_by_ref();
+    std::thread::spawn(move || waker.wake()).join().unwrap();
+}
+
+#[test]
+fn task_names_default_to_task_n_and_can_be_set() {
+    let lp = manual_loop();
+    let a = lp.create_task(async {});
+    let b = lp.create_task(async {});
+    assert_eq!(a.name(), format!("Task-{}", a.id()));
+    assert_eq!(b.name(), format!("Task-{}", b.id()));
+    assert!(b.id() > a.id(), "ids increase");
+    b.set_name("worker");
+    assert_eq!(b.name(), "worker");
+    assert_eq!(a.name(), format!("Task-{}", a.id()), "renaming one task leaves the others");
+    assert!(format!("{b:?}").contains("worker"));
+    assert!(a.location().file().ends_with("tasks.rs"), "{}", a.location());
+    lp.run_until_idle().unwrap();
+    assert_eq!(b.name(), "worker", "the name survives completion");
+}
+
+#[test]
+#[should_panic(expected = "spawn needs a running event loop")]
+fn spawn_outside_a_running_loop_panics() {
+    let _ = evloop::spawn(async {});
+}
+
+#[test]
+fn a_task_sleeping_an_hour_on_the_manual_clock_completes_without_real_waiting() {
+    let started = Instant::now();
+    let lp = manual_loop();
+    let t0 = lp.time();
+    let task = lp.create_task(async {
+        evloop::sleep(Duration::from_secs(3600)).await;
+        evloop::get_running_loop().unwrap().time()
+    });
+    lp.run_until_idle().unwrap();
+    assert!(!task.done());
+    lp.advance_time(Duration::from_secs(3599));
+    lp.run_until_idle().unwrap();
+    assert!(!task.done(), "a sleep never ends early");
+    lp.advance_time(Duration::from_secs(1));
+    assert!(!task.done(), "advance_time alone runs nothing");
+    lp.run_until_idle().unwrap();
+    assert!(task.done());
+    assert_eq!(task.result().unwrap() - t0, Duration::from_secs(3600));
+    assert!(started.elapsed() < Duration::from_secs(60), "no real waiting");
+}
+
+#[test]
+fn run_until_complete_returns_stopped_before_complete_when_stopped_first() {
+    let lp = EventLoop::new().unwrap();
+    let stopper = lp.clone();
+    lp.call_soon(move || stopper.stop());
+    let never = lp.create_future::<()>();
+    let out = lp.run_until_complete(never.clone());
+    assert!(matches!(out, Err(Error::StoppedBeforeComplete)), "{out:?}");
+    assert!(!lp.is_running());
+    assert_eq!(lp.stats().tasks, 1, "the task stays scheduled");
+
+    // The loop can still be run: completing the future finishes the work.
+    let setter = never.clone();
+    lp.call_soon(move || setter.set_result(()).unwrap());
+    assert!(matches!(lp.run_until_complete(async move { (&never).await }), Ok(Ok(()))));
+    lp.close().unwrap();
+}
+
+#[test]
+fn evloop_run_cancels_leftover_tasks_and_closes_the_loop() {
+    let drops = DropCounter::new();
+    let token = DropCounter::token(&drops);
+    let (value, lp) = evloop::run(async move {
+        evloop::spawn(async move {
+            let _token = token;
+            std::future::pending::<()>().await;
+        });
+        let sleeper = evloop::spawn(evloop::sleep(Duration::from_secs(3600)));
+        evloop::yield_now().await;
+        drop(sleeper);
+        (7, evloop::get_running_loop().unwrap())
+    })
+    .unwrap();
+    assert_eq!(value, 7);
+    assert_eq!(drops.get(), 1, "the leftover task's future was dropped before run returned");
+    assert!(lp.is_closed());
+    assert_eq!(lp.stats().tasks, 0);
+    assert_eq!(lp.stats().timers, 0);
+}
+
+#[test]
+fn one_hundred_thousand_tasks_complete_and_leave_nothing_behind() {
+    const N: usize = 100_000;
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let finished = Rc::new(Cell::new(0usize));
+    for i in 0..N {
+        let (token, finished) = (DropCounter::token(&drops), finished.clone());
+        lp.create_task(async move {
+            let _token = token;
+            if i % 10 == 0 {
+                evloop::sleep(Duration::from_millis((i % 7) as u64)).await;
+            } else {
+                evloop::yield_now().await;
+            }
+            finished.set(finished.get() + 1);
+        });
+    }
+    assert_eq!(lp.stats().tasks, N);
+    lp.run_until_idle().unwrap();
+    assert!(lp.stats().timers > 0, "the sleepers wait for the clock");
+    lp.advance_time(Duration::from_millis(10));
+    lp.run_until_idle().unwrap();
+    assert_eq!(finished.get(), N);
+    assert_eq!(drops.get(), N, "every future was dropped");
+    let stats = lp.stats();
+    assert_eq!((stats.tasks, stats.ready, stats.timers), (0, 0, 0));
+    lp.close().unwrap();
+}
