@@ -536,6 +536,11 @@ impl EventLoop {
         let tasks = crate::task::take_all(inner);
         let executor = inner.executor.borrow_mut().take();
         drop(remote);
+        // Cancel, don't just drop: a `Handle` the caller still holds shares
+        // the callback, which would otherwise outlive close() (as timers do).
+        for item in &ready {
+            item.cancel();
+        }
         drop(ready);
         for t in &timers {
             t.cancel();

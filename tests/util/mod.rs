@@ -30,7 +30,8 @@ pub fn manual_loop() -> EventLoop {
 pub struct DropCounter(Rc<Cell<usize>>);
 
 impl DropCounter {
-    /// A new counter at zero, and a way to make tokens that bump it.
+    /// A new counter at zero; make tokens that bump it with `token`.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Rc<Cell<usize>> {
         Rc::new(Cell::new(0))
     }
@@ -312,7 +313,7 @@ pub fn raise_fd_limit() -> u64 {
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0, "setrlimit");
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// Runs the test `name` alone in a child process (the test binary re-run
@@ -471,6 +472,7 @@ impl ConnState {
 }
 
 type TransportHook = Box<dyn FnMut(&evloop::net::Transport)>;
+type DataHook = Box<dyn FnMut(&evloop::net::Transport, &[u8])>;
 
 /// A [`Protocol`](evloop::net::Protocol) that records every call in a
 /// shared [`ConnState`] and then runs the optional hook for it.
@@ -479,7 +481,7 @@ pub struct RecProto {
     /// What `eof_received` returns.
     pub keep_open_on_eof: bool,
     pub on_made: Option<TransportHook>,
-    pub on_data: Option<Box<dyn FnMut(&evloop::net::Transport, &[u8])>>,
+    pub on_data: Option<DataHook>,
     pub on_eof: Option<TransportHook>,
     pub on_lost: Option<TransportHook>,
     pub on_pause: Option<TransportHook>,

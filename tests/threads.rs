@@ -1,0 +1,214 @@
+//! `RemoteLoop::call_soon_threadsafe`: every call runs exactly once, in
+//! order per sending thread, and wakes a loop blocked with nothing to do.
+
+mod util;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use evloop::{Error, EventLoop, RemoteLoop};
+use util::{Recorder, SendDropCounter, Watchdog, fail_on_callback_errors, manual_loop};
+
+const THREADS: usize = 4;
+const PER_THREAD: u64 = 100_000;
+
+/// What the callbacks check on the loop thread. Atomics only because the
+/// closures must be `Send`; they are all run by the loop thread.
+struct Tally {
+    loop_thread: thread::ThreadId,
+    next: [AtomicU64; THREADS],
+    out_of_order: AtomicU64,
+    wrong_thread: AtomicU64,
+    total: AtomicU64,
+}
+
+#[test]
+fn call_soon_threadsafe_from_four_threads_runs_each_call_once_in_order() {
+    let _dog = Watchdog::new("call_soon_threadsafe_from_four_threads", Duration::from_secs(120));
+    let lp = EventLoop::new().unwrap();
+    let _strict = fail_on_callback_errors(&lp);
+    let tally = Arc::new(Tally {
+        loop_thread: thread::current().id(),
+        next: Default::default(),
+        out_of_order: AtomicU64::new(0),
+        wrong_thread: AtomicU64::new(0),
+        total: AtomicU64::new(0),
+    });
+    let start = Arc::new(Barrier::new(THREADS));
+    let senders: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (remote, tally, start) = (lp.remote(), tally.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                for seq in 0..PER_THREAD {
+                    let tally = tally.clone();
+                    remote
+                        .call_soon_threadsafe(move || {
+                            if thread::current().id() != tally.loop_thread {
+                                tally.wrong_thread.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // Runs exactly once and in order: each call finds
+                            // the counter at its own sequence number.
+                            if tally.next[t].fetch_add(1, Ordering::Relaxed) != seq {
+                                tally.out_of_order.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let total = tally.total.fetch_add(1, Ordering::Relaxed) + 1;
+                            if total == THREADS as u64 * PER_THREAD {
+                                evloop::get_running_loop().unwrap().stop();
+                            }
+                        })
+                        .expect("loop is open");
+                }
+            })
+        })
+        .collect();
+    lp.run_forever().unwrap();
+    for s in senders {
+        s.join().unwrap();
+    }
+    // Nothing else is queued: no call runs twice.
+    lp.run_until_idle().unwrap();
+    for t in 0..THREADS {
+        assert_eq!(tally.next[t].load(Ordering::Relaxed), PER_THREAD, "thread {t}");
+    }
+    assert_eq!(tally.out_of_order.load(Ordering::Relaxed), 0);
+    assert_eq!(tally.wrong_thread.load(Ordering::Relaxed), 0);
+    assert_eq!(tally.total.load(Ordering::Relaxed), THREADS as u64 * PER_THREAD);
+    assert_eq!(lp.stats().callbacks_run, THREADS as u64 * PER_THREAD);
+}
+
+/// The syscall numbers of the epoll waits (`/proc/<tid>/syscall` shows the
+/// one a blocked thread is in).
+#[cfg(target_arch = "x86_64")]
+const EPOLL_WAITS: &[&str] = &["232", "281", "441"];
+#[cfg(target_arch = "aarch64")]
+const EPOLL_WAITS: &[&str] = &["22", "441"];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const EPOLL_WAITS: &[&str] = &[];
+
+/// Waits until the thread whose `/proc` task path is `task` is blocked in
+/// an epoll wait. Returns false if that can't be observed here.
+fn wait_until_blocked_in_epoll(task: &str) -> bool {
+    let path = format!("/proc/{task}/syscall");
+    loop {
+        let Ok(text) = std::fs::read_to_string(&path) else { return false };
+        let nr = text.split_whitespace().next().unwrap_or("");
+        if EPOLL_WAITS.is_empty() {
+            return false;
+        }
+        if EPOLL_WAITS.contains(&nr) {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(1)); // polling, not an assertion
+    }
+}
+
+/// The loop is blocked in `run_forever` with nothing to do (no timer, no
+/// fd); another thread's `call_soon_threadsafe(stop)` wakes it, and
+/// `run_forever` returns.
+#[test]
+fn call_soon_threadsafe_wakes_an_idle_loop() {
+    let _dog = Watchdog::new("call_soon_threadsafe_wakes_an_idle_loop", Duration::from_secs(30));
+    let lp = EventLoop::new().unwrap();
+    let _strict = fail_on_callback_errors(&lp);
+    let task = std::fs::read_link("/proc/thread-self").ok().map(|p| p.display().to_string());
+    let remote = lp.remote();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let waker = thread::spawn(move || {
+        started_rx.recv().unwrap();
+        // Make sure the loop really is asleep in the poller before waking it.
+        let observed = task.as_deref().is_some_and(wait_until_blocked_in_epoll);
+        let sent = Instant::now();
+        remote.call_soon_threadsafe(|| evloop::get_running_loop().unwrap().stop()).unwrap();
+        (observed, sent)
+    });
+    // Runs in the first iteration; after it, the loop has nothing to do.
+    lp.call_soon(move || started_tx.send(()).unwrap());
+    lp.run_forever().unwrap();
+    let returned = Instant::now();
+    let (observed, sent) = waker.join().unwrap();
+    assert!(returned >= sent);
+    let stats = lp.stats();
+    assert_eq!(stats.iterations, 2);
+    if observed {
+        // The first iteration had work, so it did not poll (no fd is
+        // registered); the second blocked in the poller until woken.
+        assert_eq!(stats.polls, 1);
+        assert!(stats.idle_time > Duration::ZERO);
+    }
+}
+
+#[test]
+fn call_soon_threadsafe_after_close_is_refused() {
+    let lp = manual_loop();
+    let remote = lp.remote();
+    assert!(!remote.is_closed());
+    lp.close().unwrap();
+    assert!(remote.is_closed());
+    let drops = Arc::new(AtomicUsize::new(0));
+    let token = SendDropCounter::token(&drops);
+    let out = remote.call_soon_threadsafe(move || drop(token));
+    assert!(matches!(out, Err(Error::Closed)), "{out:?}");
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "the refused closure is dropped");
+    // From another thread too.
+    let r: RemoteLoop = remote.clone();
+    let out = thread::spawn(move || r.call_soon_threadsafe(|| {})).join().unwrap();
+    assert!(matches!(out, Err(Error::Closed)), "{out:?}");
+}
+
+/// Called from the loop thread during a pass, it runs in the next pass.
+#[test]
+fn call_soon_threadsafe_from_the_loop_thread_runs_next_pass() {
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let rec = Recorder::new();
+    let remote = lp.remote();
+    let ran = Arc::new(AtomicUsize::new(0));
+    {
+        let (rec, ran) = (rec.clone(), ran.clone());
+        lp.call_soon(move || {
+            rec.push("callback");
+            remote
+                .call_soon_threadsafe(move || {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap();
+        });
+    }
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(rec.get(), ["callback"]);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn run_until_idle_runs_calls_that_arrived_before_it() {
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let remote = lp.remote();
+    let r = ran.clone();
+    thread::spawn(move || {
+        for _ in 0..10 {
+            let r = r.clone();
+            remote
+                .call_soon_threadsafe(move || {
+                    r.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    lp.run_until_idle().unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 10);
+}
+
+#[test]
+fn remote_loop_is_send_sync_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<RemoteLoop>();
+}
