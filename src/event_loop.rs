@@ -160,6 +160,10 @@ impl Builder {
     /// is built and moves only with [`EventLoop::advance_time`]. The loop
     /// then never waits for a timer; drive it with `advance_time` and
     /// [`EventLoop::run_until_idle`]. Meant for tests of timing logic.
+    ///
+    /// `run_forever` (or `run_once(None)`) on such a loop with nothing but
+    /// future timers pending blocks until I/O or another thread wakes it:
+    /// nothing else can move the clock.
     pub fn manual_clock(mut self) -> Builder {
         self.manual_clock = true;
         self
@@ -825,6 +829,10 @@ impl EventLoop {
     /// `set_exception_handler`). `None` restores the default, which logs.
     ///
     /// A handler that panics is reported through the default handler.
+    ///
+    /// Rust's panic hook still prints its own "thread … panicked at" line
+    /// to stderr when a callback panics; install a quieter hook with
+    /// `std::panic::set_hook` if that is unwanted.
     ///
     /// # Examples
     ///
