@@ -677,6 +677,11 @@ impl EventLoop {
         f: Box<dyn FnMut()>,
         at: &'static Location<'static>,
     ) -> Result<()> {
+        // Transports call this directly; after close() they get an error
+        // (and close themselves) instead of re-filling the cleared selector.
+        if self.inner.closed.get() {
+            return Err(Error::Closed);
+        }
         let callback = FdCallback::new(f, at);
         let replaced = self.inner.selector.borrow_mut().add(fd, interest, callback);
         // Any replaced callback is dropped here, after the borrow ended.

@@ -6,6 +6,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use slotmap::SlotMap;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, panic_message};
 use crate::event_loop::EventLoop;
 use crate::exception::ExceptionContext;
 use crate::future::Future;
@@ -82,7 +83,9 @@ struct ServerInner {
     /// accepting and starting the transport (its `on_lost` needs the key).
     connections: RefCell<SlotMap<ConnKey, Option<Transport>>>,
     waiters: RefCell<Vec<Future<()>>>,
-    unix_path: Option<PathBuf>,
+    /// A Unix server's socket path and the (device, inode) it was bound
+    /// as, so `close` removes it only if it is still ours.
+    unix_path: Option<(PathBuf, (u64, u64))>,
 }
 
 /// A listening server (asyncio's `Server`): accepts connections and runs a
@@ -212,7 +215,11 @@ impl ServerInner {
                 me.wake_waiters();
             }
         });
-        match (self.start_connection)(socket, on_lost) {
+        // The protocol factory is user code: a panic in it must not leave
+        // the reserved slot behind (wait_closed would never return).
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| (self.start_connection)(socket, on_lost)))
+            .unwrap_or_else(|payload| Err(Error::Panicked(panic_message(&*payload))));
+        match started {
             Ok(transport) => {
                 if let Some(slot) = self.connections.borrow_mut().get_mut(key) {
                     *slot = Some(transport);
@@ -233,6 +240,21 @@ impl ServerInner {
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for w in waiters {
             let _ = w.set_result(());
+        }
+    }
+}
+
+impl Drop for ServerInner {
+    fn drop(&mut self) {
+        // Dropped without `close()`: the listening sockets close with this
+        // struct, so take them off the loop first; otherwise their readers
+        // and the transport claim would stay on fd numbers the next
+        // sockets reuse.
+        if !self.closed.get() && !self.lp.is_closed() {
+            self.stop_accepting();
+            for fd in self.fds() {
+                self.lp.release_fd(fd);
+            }
         }
     }
 }
@@ -270,7 +292,9 @@ impl Server {
         }
         let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
         drop(listeners);
-        if let Some(path) = &inner.unix_path {
+        if let Some((path, id)) = &inner.unix_path
+            && file_id(path) == Some(*id)
+        {
             let _ = std::fs::remove_file(path);
         }
         inner.wake_waiters();
@@ -366,6 +390,29 @@ impl fmt::Debug for Server {
     }
 }
 
+fn listen_on(addr: SocketAddr, options: &ServerOptions) -> io::Result<Socket> {
+    let socket = nonblocking_stream(Domain::for_address(addr))?;
+    if options.reuse_address {
+        socket.set_reuse_address(true)?;
+    }
+    if options.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        // Keep the IPv4 and IPv6 sockets of "all interfaces" apart.
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(options.backlog)?;
+    Ok(socket)
+}
+
+/// The (device, inode) of the file at `path`, if any.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn nonblocking_stream(domain: Domain) -> io::Result<Socket> {
     Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)
 }
@@ -435,7 +482,20 @@ impl EventLoop {
     ) -> Result<(Transport, Rc<RefCell<P>>)> {
         let made = self.create_future::<()>();
         let started = Transport::start(self, socket, protocol, None, Some(made.clone()))?;
+        // If the caller is cancelled before connection_made has run, nobody
+        // will ever get this transport: abort it rather than leak an open
+        // connection (asyncio closes it too).
+        struct AbortOnDrop(Option<Transport>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                if let Some(t) = self.0.take() {
+                    t.abort();
+                }
+            }
+        }
+        let mut guard = AbortOnDrop(Some(started.0.clone()));
         made.await?;
+        guard.0 = None;
         Ok(started)
     }
 
@@ -476,22 +536,18 @@ impl EventLoop {
         } else {
             self.getaddrinfo(host, port).await?
         };
+        let all_interfaces = host.is_empty();
         let mut listeners = Vec::new();
         for addr in addrs {
-            let socket = nonblocking_stream(Domain::for_address(addr))?;
-            if options.reuse_address {
-                socket.set_reuse_address(true)?;
+            match listen_on(addr, &options) {
+                Ok(socket) => listeners.push(socket),
+                // "All interfaces" on a machine without IPv6: IPv4 alone.
+                Err(e)
+                    if all_interfaces
+                        && addr.is_ipv6()
+                        && matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)) => {}
+                Err(e) => return Err(e.into()),
             }
-            if options.reuse_port {
-                socket.set_reuse_port(true)?;
-            }
-            if addr.is_ipv6() {
-                // Keep the IPv4 and IPv6 sockets of "all interfaces" apart.
-                socket.set_only_v6(true)?;
-            }
-            socket.bind(&addr.into())?;
-            socket.listen(options.backlog)?;
-            listeners.push(socket);
         }
         Ok(self.serve(listeners, factory, &options, None))
     }
@@ -541,7 +597,8 @@ impl EventLoop {
         let socket = nonblocking_stream(Domain::UNIX)?;
         socket.bind(&SockAddr::unix(path)?)?;
         socket.listen(options.backlog)?;
-        Ok(self.serve(vec![socket], factory, &options, Some(path.to_owned())))
+        let id = file_id(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        Ok(self.serve(vec![socket], factory, &options, Some((path.to_owned(), id))))
     }
 
     fn serve<P, F>(
@@ -549,7 +606,7 @@ impl EventLoop {
         listeners: Vec<Socket>,
         factory: F,
         options: &ServerOptions,
-        unix_path: Option<PathBuf>,
+        unix_path: Option<(PathBuf, (u64, u64))>,
     ) -> Server
     where
         P: StreamProtocol,

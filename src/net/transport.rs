@@ -89,6 +89,9 @@ pub(crate) struct StreamInner {
     lost: Cell<bool>,
     eof_pending: Cell<bool>,
     eof_sent: Cell<bool>,
+    /// The peer's EOF was read: reading never restarts (a `resume_reading`
+    /// would report the EOF again).
+    eof_received: Cell<bool>,
     reading: Cell<bool>,
     reader_on: Cell<bool>,
     writer_on: Cell<bool>,
@@ -139,6 +142,7 @@ impl Transport {
             lost: Cell::new(false),
             eof_pending: Cell::new(false),
             eof_sent: Cell::new(false),
+            eof_received: Cell::new(false),
             reading: Cell::new(true),
             reader_on: Cell::new(false),
             writer_on: Cell::new(false),
@@ -152,15 +156,20 @@ impl Transport {
         // next pass.
         let t = transport.clone();
         lp.call_soon(move || {
-            if t.inner.lost.get() {
+            // Closed (say by `Server::abort_clients`) before this pass:
+            // connection_made still runs, so the protocol never gets
+            // connection_lost (already queued behind this callback) without
+            // it, as in asyncio.
+            let lost_before = t.inner.lost.get();
+            let handle = t.clone();
+            t.inner.call_protocol(|p| p.connection_made(&handle));
+            if lost_before {
                 if let Some(made) = made {
                     let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
                     let _ = made.set_exception(aborted);
                 }
                 return;
             }
-            let handle = t.clone();
-            t.inner.call_protocol(|p| p.connection_made(&handle));
             if !t.inner.closing.get() && t.inner.reading.get() {
                 t.inner.register_reader();
             }
@@ -418,7 +427,7 @@ impl StreamInner {
     }
 
     fn register_reader(self: &Rc<Self>) {
-        if self.reader_on.replace(true) {
+        if self.eof_received.get() || self.reader_on.replace(true) {
             return;
         }
         let me = self.clone();
@@ -460,7 +469,13 @@ impl StreamInner {
         let mut received = None;
         self.call_protocol(|p| {
             if let Some(buf) = p.get_buffer(READ_SIZE) {
-                received = Some(self.recv(buf));
+                // recv into an empty slice returns 0, which would pass for
+                // the peer's EOF: refuse it, as asyncio does.
+                received = Some(if buf.is_empty() {
+                    Err(io::Error::new(io::ErrorKind::InvalidInput, "get_buffer() returned an empty buffer"))
+                } else {
+                    self.recv(buf)
+                });
             }
         });
         if self.lost.get() {
@@ -506,6 +521,7 @@ impl StreamInner {
 
     /// The peer sent EOF: asyncio's `_read_ready__on_eof`.
     fn on_eof(self: &Rc<Self>) {
+        self.eof_received.set(true);
         self.unregister_reader();
         let mut keep_open = false;
         self.call_protocol(|p| keep_open = p.eof_received());
@@ -576,6 +592,12 @@ impl StreamInner {
         }
         self.unregister_writer();
         self.maybe_resume_protocol();
+        // resume_writing may have written more (and registered the writer
+        // again) before calling close() or write_eof(): finish those only
+        // once that is flushed too (asyncio: "may append to buffer").
+        if self.lost.get() || self.write_buf.borrow().len() > 0 {
+            return;
+        }
         if self.closing.get() {
             self.connection_lost(None);
         } else if self.eof_pending.get() {

@@ -74,6 +74,19 @@ impl DatagramTransport {
         if addr.is_none() && !inner.connected {
             return Err(Error::InvalidState("no address given and the endpoint is not connected"));
         }
+        if let (true, Some(addr)) = (inner.connected, addr) {
+            // send(2) on a connected socket ignores `addr`: without this
+            // check a datagram meant for another peer would silently go to
+            // the connected one (asyncio raises ValueError here).
+            let peer = self.peer_addr()?;
+            let same = match (addr.as_socket(), peer.as_socket()) {
+                (Some(a), Some(b)) => a == b,
+                _ => addr.as_pathname().is_some() && addr.as_pathname() == peer.as_pathname(),
+            };
+            if !same {
+                return Err(Error::InvalidState("the address differs from the connected peer's"));
+            }
+        }
         if inner.queue.borrow().is_empty() {
             match inner.send(data, addr) {
                 Ok(_) => return Ok(()),
@@ -110,6 +123,7 @@ impl DatagramTransport {
     /// Closes at once, dropping queued datagrams.
     pub fn abort(&self) {
         self.inner.queue.borrow_mut().clear();
+        self.inner.queued_bytes.set(0);
         self.inner.connection_lost(None);
     }
 

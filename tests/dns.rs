@@ -1,0 +1,59 @@
+//! Name resolution: getaddrinfo and getnameinfo.
+
+mod util;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use evloop::EventLoop;
+use util::within;
+
+fn new_loop() -> EventLoop {
+    EventLoop::new().expect("new loop")
+}
+
+#[test]
+fn getaddrinfo_localhost_gives_loopback_addresses() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let addrs = lp
+        .run_until_complete(async move { within("getaddrinfo", l.getaddrinfo("localhost", 8080)).await })
+        .unwrap()
+        .unwrap();
+    assert!(!addrs.is_empty());
+    for a in &addrs {
+        assert!(a.ip().is_loopback(), "{a}");
+        assert_eq!(a.port(), 8080);
+    }
+}
+
+#[test]
+fn getaddrinfo_of_numeric_addresses_answers_them_as_they_are() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let (v4, v6) = lp
+        .run_until_complete(async move {
+            (l.getaddrinfo("127.0.0.1", 1).await.unwrap(), l.getaddrinfo("[::1]", 2).await.unwrap())
+        })
+        .unwrap();
+    assert_eq!(v4, [SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1)]);
+    assert_eq!(v6, [SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 2)]);
+}
+
+#[test]
+fn getnameinfo_numeric_gives_the_address_and_port() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let flags = libc::NI_NUMERICHOST | libc::NI_NUMERICSERV;
+    let (v4, v6) = lp
+        .run_until_complete(async move {
+            let v4 =
+                within("getnameinfo", l.getnameinfo(SocketAddr::from(([127, 0, 0, 1], 5353)), flags)).await;
+            let v6 =
+                within("getnameinfo", l.getnameinfo(SocketAddr::from((Ipv6Addr::LOCALHOST, 443)), flags))
+                    .await;
+            (v4, v6)
+        })
+        .unwrap();
+    assert_eq!(v4.unwrap(), ("127.0.0.1".to_owned(), "5353".to_owned()));
+    assert_eq!(v6.unwrap(), ("::1".to_owned(), "443".to_owned()));
+}

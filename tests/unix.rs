@@ -1,0 +1,160 @@
+//! Unix stream servers and connections: round trip, addresses, stale
+//! socket files, removal on close, half-close.
+
+mod util;
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+
+use evloop::EventLoop;
+use evloop::net::{ServerOptions, SockAddr};
+use util::{NetTempDir, RecProto, fail_on_callback_errors, net_connect, net_read_exact, within};
+
+fn new_loop() -> EventLoop {
+    EventLoop::new().expect("new loop")
+}
+
+fn is_socket(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
+}
+
+#[test]
+fn unix_server_and_connection_round_trip() {
+    let dir = NetTempDir::new("unix-rt");
+    let path = dir.join("echo.sock");
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let conns = evloop::sync::Queue::unbounded();
+        let q = conns.clone();
+        let server = l
+            .create_unix_server(
+                move || {
+                    let (p, s) = RecProto::echo();
+                    q.put_nowait(s).ok().unwrap();
+                    p
+                },
+                &path,
+            )
+            .await
+            .unwrap();
+        assert!(is_socket(&path));
+        assert!(server.is_serving());
+        assert_eq!(server.sockets()[0].as_pathname(), Some(path.as_path()));
+        assert_eq!(server.local_addr(), None, "not an IP server");
+
+        let (t, client) = l.create_unix_connection(|| RecProto::new().0, &path).await.unwrap();
+        let cs = client.borrow().state.clone();
+        assert_eq!(cs.names(), ["made"]);
+        let ss = within("accept", conns.get()).await;
+        assert!(!t.is_tcp());
+        assert_eq!(t.peer_addr(), None);
+        assert_eq!(t.peer_sockaddr().unwrap().as_pathname(), Some(path.as_path()));
+        ss.until("made", |s| !s.names().is_empty()).await;
+        assert_eq!(ss.transport().local_sockaddr().unwrap().as_pathname(), Some(path.as_path()));
+
+        let data = util::pattern(1024 * 1024);
+        t.write(&data).unwrap();
+        cs.until_data(data.len()).await;
+        assert!(cs.data() == data);
+
+        // Half-close works on Unix sockets too.
+        assert!(t.can_write_eof());
+        t.write_eof();
+        ss.until_lost().await;
+        cs.until_lost().await;
+        // (Both ends may pause and resume writing on the way.)
+        for s in [&ss, &cs] {
+            let mut names = s.names();
+            names.retain(|n| !matches!(*n, "pause" | "resume"));
+            names.dedup();
+            assert_eq!(names, ["made", "data", "eof", "lost"]);
+            assert!(matches!(s.lost()[..], [None]));
+        }
+        server.close();
+        within("wait_closed", server.wait_closed()).await.unwrap();
+    })
+    .unwrap();
+}
+
+#[test]
+fn binding_to_an_existing_path_fails_unless_remove_stale_socket() {
+    let dir = NetTempDir::new("unix-stale");
+    let path = dir.join("stale.sock");
+    // A socket file left behind by a listener that is gone.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(is_socket(&path));
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    let file = dir.join("not-a-socket");
+    std::fs::write(&file, b"precious").unwrap();
+    lp.run_until_complete(async move {
+        let e = l.create_unix_server(|| RecProto::echo().0, &path).await.unwrap_err();
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::AddrInUse), "{e}");
+        assert!(is_socket(&path));
+
+        let opts = ServerOptions { remove_stale_socket: true, ..Default::default() };
+        let server = l.create_unix_server_with(|| RecProto::echo().0, &path, opts.clone()).await.unwrap();
+        let c = net_connect(&l, &SockAddr::unix(&path).unwrap()).await;
+        l.sock_sendall(&c, b"fresh").await.unwrap();
+        assert_eq!(net_read_exact(&l, &c, 5).await, b"fresh");
+        server.close();
+
+        // Only a socket is removed: a regular file is an error, and kept.
+        let e = l.create_unix_server_with(|| RecProto::echo().0, &file, opts).await.unwrap_err();
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::AlreadyExists), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    })
+    .unwrap();
+}
+
+#[test]
+fn closing_a_unix_server_removes_its_socket_file() {
+    let dir = NetTempDir::new("unix-close");
+    let path = dir.join("server.sock");
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let server = l.create_unix_server(|| RecProto::echo().0, &path).await.unwrap();
+        let c = net_connect(&l, &SockAddr::unix(&path).unwrap()).await;
+        l.sock_sendall(&c, b"x").await.unwrap();
+        assert_eq!(net_read_exact(&l, &c, 1).await, b"x");
+        assert!(is_socket(&path));
+        server.close();
+        assert!(!path.exists(), "the socket file outlived the server");
+        let e = l.create_unix_connection(|| RecProto::new().0, &path).await.err().expect("connected");
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::NotFound), "{e}");
+        // The accepted connection is still served until it closes.
+        l.sock_sendall(&c, b"y").await.unwrap();
+        assert_eq!(net_read_exact(&l, &c, 1).await, b"y");
+        drop(c);
+        within("wait_closed", server.wait_closed()).await.unwrap();
+        // And a new server may bind the path again.
+        let again = l.create_unix_server(|| RecProto::echo().0, &path).await.unwrap();
+        again.close();
+        assert!(!path.exists());
+    })
+    .unwrap();
+}
+
+#[test]
+fn closing_a_unix_server_leaves_a_socket_file_someone_else_bound_since() {
+    let dir = NetTempDir::new("unix-rebound");
+    let path = dir.join("server.sock");
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let server = l.create_unix_server(|| RecProto::echo().0, &path).await.unwrap();
+        // Another process replaces the path with its own socket.
+        std::fs::remove_file(&path).unwrap();
+        let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        server.close();
+        assert!(is_socket(&path), "close() removed a socket file that was not the server's");
+        drop(other);
+    })
+    .unwrap();
+}
