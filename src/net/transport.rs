@@ -97,6 +97,10 @@ pub(crate) struct StreamInner {
     writer_on: Cell<bool>,
     writing_paused: Cell<bool>,
     is_tcp: bool,
+    /// `EventLoop::sendfile` owns the socket for now: `write` is refused.
+    sendfile_active: Cell<bool>,
+    /// Tasks waiting for the write buffer to empty (`sendfile`).
+    empty_waiters: RefCell<Vec<std::task::Waker>>,
     /// Called once when the connection is gone (server bookkeeping).
     on_lost: RefCell<Option<Box<dyn FnOnce()>>>,
 }
@@ -143,6 +147,8 @@ impl Transport {
             eof_pending: Cell::new(false),
             eof_sent: Cell::new(false),
             eof_received: Cell::new(false),
+            sendfile_active: Cell::new(false),
+            empty_waiters: RefCell::new(Vec::new()),
             reading: Cell::new(true),
             reader_on: Cell::new(false),
             writer_on: Cell::new(false),
@@ -531,6 +537,9 @@ impl StreamInner {
     }
 
     fn write(self: &Rc<Self>, data: &[u8]) -> Result<()> {
+        if self.sendfile_active.get() {
+            return Err(Error::InvalidState("cannot write while sendfile() is in progress"));
+        }
         if self.eof_pending.get() {
             return Err(Error::InvalidState("cannot write after write_eof()"));
         }
@@ -591,6 +600,7 @@ impl StreamInner {
             }
         }
         self.unregister_writer();
+        self.wake_empty_waiters();
         self.maybe_resume_protocol();
         // resume_writing may have written more (and registered the writer
         // again) before calling close() or write_eof(): finish those only
@@ -602,6 +612,13 @@ impl StreamInner {
             self.connection_lost(None);
         } else if self.eof_pending.get() {
             self.shutdown_write();
+        }
+    }
+
+    fn wake_empty_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.empty_waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
         }
     }
 
@@ -659,6 +676,7 @@ impl StreamInner {
     }
 
     fn finish_connection_lost(self: &Rc<Self>, error: Option<Error>) {
+        self.wake_empty_waiters();
         self.call_protocol(|p| p.connection_lost(error));
         self.lp.release_fd(self.fd);
         let socket = self.socket.borrow_mut().take();
@@ -667,5 +685,77 @@ impl StreamInner {
         if let Some(on_lost) = on_lost {
             on_lost();
         }
+    }
+}
+
+/// Restores a transport after `sendfile`, however that ends (even if the
+/// awaiting task is cancelled midway).
+struct SendfileGuard {
+    inner: Rc<StreamInner>,
+    resume_reading: bool,
+}
+
+impl Drop for SendfileGuard {
+    fn drop(&mut self) {
+        self.inner.sendfile_active.set(false);
+        if self.resume_reading {
+            Transport { inner: self.inner.clone() }.resume_reading();
+        }
+    }
+}
+
+impl EventLoop {
+    /// Sends `count` bytes of `file` from `offset` (all of it from `offset`
+    /// when `None`) over a stream transport (asyncio's `loop.sendfile`):
+    /// flushes what the transport has buffered, then uses the kernel's
+    /// zero-copy `sendfile(2)` ([`sock_sendfile`](EventLoop::sock_sendfile))
+    /// on the transport's socket. Meanwhile reading is paused and `write`
+    /// is refused; both are restored afterwards. Returns the bytes sent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] if the transport is closing or another
+    /// `sendfile` is running on it; [`Error::Io`] from the file or socket;
+    /// the connection's loss as `ConnectionReset`.
+    pub async fn sendfile(
+        &self,
+        transport: &Transport,
+        file: &std::fs::File,
+        offset: u64,
+        count: Option<usize>,
+    ) -> Result<usize> {
+        let inner = &transport.inner;
+        if inner.closing.get() {
+            return Err(Error::InvalidState("cannot sendfile() on a closing transport"));
+        }
+        if inner.sendfile_active.replace(true) {
+            return Err(Error::InvalidState("another sendfile() is in progress on this transport"));
+        }
+        let resume_reading = transport.is_reading();
+        transport.pause_reading();
+        let _guard = SendfileGuard { inner: inner.clone(), resume_reading };
+        std::future::poll_fn(|cx| {
+            if inner.lost.get() || inner.write_buf.borrow().len() == 0 {
+                return std::task::Poll::Ready(());
+            }
+            inner.empty_waiters.borrow_mut().push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await;
+        if inner.lost.get() {
+            return Err(io::Error::from(io::ErrorKind::ConnectionReset).into());
+        }
+        // A duplicate of the fd: the transport keeps its own (and may close
+        // it if the connection is lost meanwhile) without pulling the socket
+        // out from under this call.
+        let socket = inner.with_socket(|s| s.try_clone())?;
+        let sent = self.sock_sendfile(&socket, file, offset, count).await;
+        if let Err(e) = &sent
+            && e.io_kind().is_some()
+        {
+            // The socket failed: the transport learns it too.
+            inner.force_close(Some(e.clone()));
+        }
+        sent
     }
 }
