@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, get_running_loop};
 use crate::exception::ExceptionContext;
 use crate::future::Future;
-use crate::net::{Protocol, Server, ServerOptions, Transport};
+use crate::net::transport::READ_SIZE;
+use crate::net::{Server, ServerOptions, StreamProtocol, Transport};
 
 /// Default buffer limit of a stream (asyncio's 64 KiB).
 pub const DEFAULT_LIMIT: usize = 64 * 1024;
@@ -60,7 +61,12 @@ impl ReaderShared {
             return;
         }
         self.incoming.borrow_mut().extend_from_slice(data);
-        self.buffered.set(self.buffered.get() + data.len());
+        self.received(data.len());
+    }
+
+    /// `n` more bytes are in `incoming`: wake the reader, apply flow control.
+    fn received(&self, n: usize) {
+        self.buffered.set(self.buffered.get() + n);
         self.wake();
         if !self.paused.get() && self.buffered.get() > 2 * self.limit {
             let transport = self.transport.borrow().clone();
@@ -232,6 +238,15 @@ impl StreamReader {
     }
 
     fn take_bytes(&mut self, n: usize) -> Vec<u8> {
+        self.pull();
+        if n > 0 && self.pos == 0 && n == self.buf.len() && n >= self.buf.capacity() / 2 {
+            // Everything buffered goes out and the buffer is not mostly
+            // slack: hand over the buffer itself instead of copying it.
+            let out = std::mem::take(&mut self.buf);
+            self.shared.buffered.set(self.shared.buffered.get() - n);
+            self.shared.maybe_resume(false);
+            return out;
+        }
         let out = self.data()[..n].to_vec();
         self.consume_bytes(n);
         out
@@ -487,7 +502,41 @@ struct StreamProtocolImpl {
     on_connect: Option<ClientConnected>,
 }
 
-impl Protocol for StreamProtocolImpl {
+// Implemented directly (not through `Protocol`) to receive straight into
+// the reader's buffer: one copy per byte fewer than `data_received`.
+impl crate::net::protocol::sealed::Sealed for StreamProtocolImpl {}
+
+impl StreamProtocol for StreamProtocolImpl {
+    fn receive(&mut self, socket: &socket2::Socket) -> Option<io::Result<usize>> {
+        let shared = &self.reader_shared;
+        let received = {
+            let mut incoming = shared.incoming.borrow_mut();
+            incoming.reserve(READ_SIZE);
+            let spare = &mut incoming.spare_capacity_mut()[..READ_SIZE];
+            let received = socket.recv(spare);
+            if let Ok(n) = received {
+                let len = incoming.len() + n;
+                // SAFETY: `recv` initialized the first `n` bytes of the
+                // spare capacity, which directly follow the `len` bytes
+                // already initialized.
+                unsafe { incoming.set_len(len) };
+            }
+            received
+        };
+        if let Ok(n) = received
+            && n > 0
+        {
+            shared.received(n);
+        }
+        Some(received)
+    }
+
+    fn get_buffer(&mut self, _: usize) -> Option<&mut [u8]> {
+        None
+    }
+
+    fn buffer_updated(&mut self, _: usize) {}
+
     fn connection_made(&mut self, transport: &Transport) {
         *self.reader_shared.transport.borrow_mut() = Some(transport.clone());
         if let Some(on_connect) = self.on_connect.take()

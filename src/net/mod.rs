@@ -12,7 +12,7 @@
 //! methods of [`EventLoop`](crate::EventLoop); this module holds the types.
 
 mod dns;
-mod protocol;
+pub(crate) mod protocol;
 mod server;
 pub(crate) mod sock;
 pub(crate) mod transport;

@@ -116,6 +116,14 @@ pub trait StreamProtocol: sealed::Sealed + 'static {
     fn connection_made(&mut self, transport: &Transport);
     /// `Some(buffer)` for a buffered protocol, `None` to use the loop's
     /// shared receive buffer and `data_received`.
+    /// Receives from `socket` straight into the protocol's own storage and
+    /// processes it; `None` (the default) when the protocol has no such
+    /// fast path. `Some(Ok(0))` is EOF.
+    #[doc(hidden)]
+    fn receive(&mut self, socket: &socket2::Socket) -> Option<std::io::Result<usize>> {
+        let _ = socket;
+        None
+    }
     #[doc(hidden)]
     fn get_buffer(&mut self, size_hint: usize) -> Option<&mut [u8]>;
     #[doc(hidden)]
@@ -132,7 +140,7 @@ pub trait StreamProtocol: sealed::Sealed + 'static {
     fn resume_writing(&mut self);
 }
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
     impl<P: super::Protocol> Sealed for P {}
     impl<P: super::BufferedProtocol> Sealed for super::Buffered<P> {}

@@ -267,7 +267,10 @@ impl Transport {
         if inner.closing.get() || !inner.reading.replace(false) {
             return;
         }
-        inner.unregister_reader();
+        // Lazily: the reader stays registered, and `on_readable`
+        // unregisters it only if the fd reports readable while paused. A
+        // pause that is resumed before the next readiness (a stream
+        // reader's flow control, every 256 KiB read) costs no epoll_ctl.
     }
 
     /// Resumes reading after [`pause_reading`](Transport::pause_reading).
@@ -468,15 +471,27 @@ impl StreamInner {
 
     /// The reader callback: one receive, handed to the protocol.
     fn on_readable(self: &Rc<Self>) {
-        if self.lost.get() || !self.reading.get() {
+        if self.lost.get() {
             return;
         }
-        // A buffered protocol gives its own buffer; `None` means a plain one.
+        if !self.reading.get() {
+            // Paused (see `pause_reading`): stop watching the fd now.
+            self.unregister_reader();
+            return;
+        }
+        // A protocol may receive into its own storage (streams), or give a
+        // buffer to fill (BufferedProtocol); `None` means a plain one.
+        let mut direct = None;
         let mut received = None;
         self.call_protocol(|p| {
-            if let Some(buf) = p.get_buffer(READ_SIZE) {
-                // recv into an empty slice returns 0, which would pass for
-                // the peer's EOF: refuse it, as asyncio does.
+            let open = self.socket.borrow();
+            let Some(socket) = open.as_ref() else { return };
+            direct = p.receive(socket);
+            // `recv` below borrows the socket again.
+            drop(open);
+            if direct.is_none()
+                && let Some(buf) = p.get_buffer(READ_SIZE)
+            {
                 received = Some(if buf.is_empty() {
                     Err(io::Error::new(io::ErrorKind::InvalidInput, "get_buffer() returned an empty buffer"))
                 } else {
@@ -486,6 +501,12 @@ impl StreamInner {
         });
         if self.lost.get() {
             return;
+        }
+        match direct {
+            Some(Ok(0)) => return self.on_eof(),
+            Some(Ok(_)) => return,
+            Some(Err(e)) => return self.on_read_error(e),
+            None => {}
         }
         match received {
             // A buffered protocol: the bytes are already in its buffer.
