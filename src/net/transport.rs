@@ -263,14 +263,14 @@ impl Transport {
     /// [`resume_reading`](Transport::resume_reading). No-op if already
     /// paused or closing.
     pub fn pause_reading(&self) {
-        let inner = &self.inner;
-        if inner.closing.get() || !inner.reading.replace(false) {
-            return;
-        }
         // Lazily: the reader stays registered, and `on_readable`
         // unregisters it only if the fd reports readable while paused. A
         // pause that is resumed before the next readiness (a stream
         // reader's flow control, every 256 KiB read) costs no epoll_ctl.
+        let inner = &self.inner;
+        if !inner.closing.get() {
+            inner.reading.set(false);
+        }
     }
 
     /// Resumes reading after [`pause_reading`](Transport::pause_reading).
