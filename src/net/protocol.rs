@@ -66,6 +66,12 @@ pub trait Protocol: 'static {
     fn pause_writing(&mut self) {}
 
     /// The write buffer drained to its low-water mark.
+    ///
+    /// A `pause_writing` caused by writes made in here arrives only after
+    /// this method returns (the protocol is busy until then), so a loop that
+    /// writes until paused should check
+    /// [`Transport::get_write_buffer_size`] against the high-water mark
+    /// instead of waiting for the notification.
     fn resume_writing(&mut self) {}
 }
 
