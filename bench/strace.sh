@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Syscalls per loop iteration, counted by `strace -c -f` (exact, noise-free).
+# Syscalls per loop iteration or per I/O op, counted by `strace -c -f`
+# (exact, noise-free).
 #
-#   bench/strace.sh
+#   bench/strace.sh [core|io]      (default: both)
 #
 # Scenarios (each a harness benchmark run with `--ops N --rounds 1`, no
 # warm-up; the same run with a smaller op count is subtracted, so loop
@@ -11,7 +12,11 @@
 #                        reader that never fires)
 #   c) timer_wait_chain  call_later(1 ms) chain: the loop blocks in the poller
 #                        once per link
-# Prints each syscall's count per iteration and the total.
+#   d)-g) echo_protocol_1k, echo_raw_epoll_1k, echo_streams_1k, echo_tokio_1k:
+#                        per 1 KiB round trip (expected for the epoll loops:
+#                        recv + send per side, one epoll_wait per iteration)
+#   h)-j) bulk_protocol, bulk_streams, bulk_raw_epoll: per 256 KiB chunk
+# Prints each syscall's count per iteration (or op) and the total.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -34,13 +39,13 @@ counts() {
          }' "$file.raw" >"$file"
 }
 
-# scenario title, benchmark, ops, base
+# scenario title, benchmark, ops, base [unit]
 scenario() {
-    local title="$1" name="$2" n="$3" m="$4"
+    local title="$1" name="$2" n="$3" m="$4" unit="${5:-iter}"
     counts "$name" "$n"
     counts "$name" "$m"
-    echo "$title  ($name: ${n} vs ${m} iterations)"
-    awk -v n="$n" -v m="$m" '
+    echo "$title  ($name: ${n} vs ${m} ${unit}s)"
+    awk -v n="$n" -v m="$m" -v unit="$unit" '
         FNR == NR { big[$1] = $2; bigerr[$1] = $3; next }
         { small[$1] = $2; smallerr[$1] = $3 }
         END {
@@ -50,16 +55,29 @@ scenario() {
                 d = (big[s] - small[s]) / (n - m)
                 e = (bigerr[s] - smallerr[s]) / (n - m)
                 if (d > 0.0005 || d < -0.0005) {
-                    line = sprintf("    %-18s %8.3f /iter", s, d)
+                    line = sprintf("    %-18s %8.3f /%s", s, d, unit)
                     if (e > 0.0005) line = line sprintf("   (%.3f failing, EAGAIN etc.)", e)
                     print line
                     total += d
                 }
             }
-            printf "    %-18s %8.3f /iter\n", "TOTAL", total
+            printf "    %-18s %8.3f /%s\n", "TOTAL", total, unit
         }' "$out_dir/$name.$n" "$out_dir/$name.$m" | sort -k1,1 | awk '/TOTAL/ {t = $0; next} {print} END {print t}'
 }
 
-scenario "a) call_soon chain, no fd" call_soon_chain 20000 2000
-scenario "b) call_soon chain, one idle fd registered" fd_chain 20000 2000
-scenario "c) blocking timer wait, call_later(1ms) chain" timer_wait_chain 60 10
+which="${1:-all}"
+case "$which" in core|io|all) ;; *) sed -n '2,20p' "$0"; exit 2 ;; esac
+if [ "$which" != io ]; then
+    scenario "a) call_soon chain, no fd" call_soon_chain 20000 2000
+    scenario "b) call_soon chain, one idle fd registered" fd_chain 20000 2000
+    scenario "c) blocking timer wait, call_later(1ms) chain" timer_wait_chain 60 10
+fi
+if [ "$which" != core ]; then
+    scenario "d) 1 KiB echo, evloop Protocol server and client" echo_protocol_1k 4000 400 "round trip"
+    scenario "e) 1 KiB echo, raw level-triggered epoll loop" echo_raw_epoll_1k 4000 400 "round trip"
+    scenario "f) 1 KiB echo, evloop streams server and client" echo_streams_1k 4000 400 "round trip"
+    scenario "g) 1 KiB echo, tokio current-thread runtime" echo_tokio_1k 4000 400 "round trip"
+    scenario "h) bulk, evloop Protocol pair" bulk_protocol 512 64 chunk
+    scenario "i) bulk, evloop streams" bulk_streams 512 64 chunk
+    scenario "j) bulk, raw epoll loop" bulk_raw_epoll 512 64 chunk
+fi
