@@ -61,6 +61,8 @@ pub(crate) struct LoopInner {
     /// Every task that has not finished: the loop owns them (a dropped
     /// `Task` keeps running, as in asyncio).
     pub(crate) tasks: RefCell<SlotMap<TaskKey, TaskSlot>>,
+    /// Finished tasks' wakers, reused by new tasks.
+    pub(crate) waker_pool: RefCell<Vec<Arc<crate::task::TaskWaker>>>,
     pub(crate) executor: RefCell<Option<crate::executor::Executor>>,
     /// One receive buffer shared by every transport of the loop: reads
     /// happen one at a time, so 10k connections need one buffer, not 10k.
@@ -195,6 +197,7 @@ impl Builder {
             exception_handler: RefCell::new(None),
             stats: StatsCells::default(),
             tasks: RefCell::new(SlotMap::with_key()),
+            waker_pool: RefCell::new(Vec::new()),
             executor: RefCell::new(None),
             read_buf: Cell::new(Vec::new()),
         };
@@ -459,12 +462,12 @@ impl EventLoop {
             // Pop as its own statement: the borrow ends before user code runs.
             let item = inner.ready.borrow_mut().pop_front();
             let Some(item) = item else { break };
-            if item.cancelled() {
-                continue;
-            }
-            ran += 1;
             let started = debug.then(Instant::now);
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| item.run()));
+            if let Ok(false) = outcome {
+                continue; // cancelled: skipped
+            }
+            ran += 1;
             if let Some(started) = started {
                 self.check_slow(&*item, started.elapsed());
             }

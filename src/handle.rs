@@ -14,8 +14,9 @@ use crate::event_loop::LoopInner;
 ///
 /// `run` is always called with no `RefCell` borrow of the loop alive.
 pub(crate) trait Runnable {
-    /// Runs the item once.
-    fn run(&self);
+    /// Runs the item once; false if it was skipped (cancelled, or a
+    /// one-shot callback that already ran).
+    fn run(&self) -> bool;
     /// Whether the item was cancelled; cancelled items are skipped.
     fn cancelled(&self) -> bool {
         false
@@ -66,15 +67,16 @@ impl<F: FnOnce() + 'static> TimerState for CallbackCell<F> {
 
 impl<F: FnOnce() + 'static> Runnable for CallbackCell<F> {
     #[inline]
-    fn run(&self) {
+    fn run(&self) -> bool {
         let state = self.state.get();
         if state & (CANCELLED | DONE) != 0 {
-            return;
+            return false;
         }
         self.state.set(state | DONE);
         if let Some(f) = self.callback.take() {
             f();
         }
+        true
     }
 
     fn cancelled(&self) -> bool {

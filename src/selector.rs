@@ -66,13 +66,14 @@ impl FdCallback {
 }
 
 impl Runnable for FdCallback {
-    fn run(&self) {
+    fn run(&self) -> bool {
         if self.cancelled.get() {
-            return;
+            return false;
         }
         // The callback can only be running once: nested `run_*` calls are
         // refused, so this borrow never collides.
         (self.callback.borrow_mut())();
+        true
     }
     fn cancelled(&self) -> bool {
         self.cancelled.get()

@@ -48,8 +48,14 @@ pub(crate) trait TaskStep: Runnable {
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
-/// The waker of one task.
-struct TaskWaker {
+/// Wakers kept for reuse per loop: a spawn then costs one allocation less.
+/// Sized for bursts of a few thousand tasks (about 400 KiB at most).
+const WAKER_POOL_MAX: usize = 8192;
+
+/// The waker of one task. Recycled through the loop's pool when the task
+/// finishes and nobody else holds a clone (no stale wake can reach the next
+/// task that gets it).
+pub(crate) struct TaskWaker {
     loop_id: u64,
     key: u64,
     remote: Arc<RemoteShared>,
@@ -108,7 +114,10 @@ struct TaskCore<T: 'static> {
     name: RefCell<String>,
     coro: Cell<Option<BoxFuture<T>>>,
     output: Future<T>,
-    waker: Waker,
+    /// Taken out while the future is polled (no borrow held meanwhile).
+    waker: Cell<Option<Waker>>,
+    /// The waker's allocation, for recycling.
+    waker_arc: Cell<Option<Arc<TaskWaker>>>,
     scheduled: Cell<bool>,
     cancel_requested: Cell<bool>,
     event_loop: EventLoop,
@@ -133,6 +142,20 @@ impl<T: 'static> TaskCore<T> {
         };
     }
 
+    /// Returns the waker's allocation to the loop's pool if nobody else
+    /// holds the waker (a finished task's key must not reach a new task).
+    fn recycle_waker(&self, waker: Option<Waker>) {
+        drop(waker);
+        if let Some(mut arc) = self.waker_arc.take()
+            && Arc::get_mut(&mut arc).is_some()
+        {
+            let mut pool = self.event_loop.inner.waker_pool.borrow_mut();
+            if pool.len() < WAKER_POOL_MAX {
+                pool.push(arc);
+            }
+        }
+    }
+
     fn schedule(self: &Rc<Self>) {
         if self.mark_scheduled() {
             self.event_loop.inner.push_ready(self.clone());
@@ -142,18 +165,28 @@ impl<T: 'static> TaskCore<T> {
 
 impl<T: 'static> Runnable for TaskCore<T> {
     /// One step: poll the wrapped future once.
-    fn run(&self) {
+    fn run(&self) -> bool {
         self.scheduled.set(false);
-        let Some(mut coro) = self.coro.take() else { return };
+        let Some(mut coro) = self.coro.take() else { return false };
+        let waker = self.waker.take();
         if self.cancel_requested.get() {
             drop(coro);
             self.finish(Err(Error::Cancelled));
-            return;
+            self.recycle_waker(waker);
+            return true;
         }
-        let mut cx = Context::from_waker(&self.waker);
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| coro.as_mut().poll(&mut cx)));
+        let polled = {
+            let waker = waker.as_ref().unwrap_or(Waker::noop());
+            let mut cx = Context::from_waker(waker);
+            std::panic::catch_unwind(AssertUnwindSafe(|| coro.as_mut().poll(&mut cx)))
+        };
+        if let Ok(Poll::Pending) = polled {
+            self.coro.set(Some(coro));
+            self.waker.set(waker);
+            return true;
+        }
         match polled {
-            Ok(Poll::Pending) => self.coro.set(Some(coro)),
+            Ok(Poll::Pending) => unreachable!("handled above"),
             Ok(Poll::Ready(value)) => {
                 drop(coro);
                 // asyncio: a task that cancelled itself and then returned
@@ -172,6 +205,8 @@ impl<T: 'static> Runnable for TaskCore<T> {
                 self.finish(Err(Error::Panicked(panic_message(&*payload))));
             }
         }
+        self.recycle_waker(waker);
+        true
     }
 
     fn location(&self) -> &'static Location<'static> {
@@ -244,12 +279,22 @@ impl EventLoop {
         // closure below, where `Location::caller()` would name this file.
         let location = Location::caller();
         let mut created = None;
+        let recycled = inner.waker_pool.borrow_mut().pop();
         inner.tasks.borrow_mut().insert_with_key(|key| {
-            let waker = Waker::from(Arc::new(TaskWaker {
-                loop_id: inner.id,
-                key: key.data().as_ffi(),
-                remote: inner.remote.clone(),
-            }));
+            let key_bits = key.data().as_ffi();
+            let arc = match recycled {
+                Some(mut arc) => {
+                    // Unique: only arcs nobody else held went into the pool.
+                    if let Some(w) = Arc::get_mut(&mut arc) {
+                        w.key = key_bits;
+                    }
+                    arc
+                }
+                None => {
+                    Arc::new(TaskWaker { loop_id: inner.id, key: key_bits, remote: inner.remote.clone() })
+                }
+            };
+            let waker = Waker::from(arc.clone());
             let core = Rc::new(TaskCore {
                 key: Cell::new(key),
                 location,
@@ -257,7 +302,8 @@ impl EventLoop {
                 id,
                 coro: Cell::new(Some(coro)),
                 output: Future::new(self.clone()),
-                waker,
+                waker: Cell::new(Some(waker)),
+                waker_arc: Cell::new(Some(arc)),
                 scheduled: Cell::new(false),
                 cancel_requested: Cell::new(false),
                 event_loop: self.clone(),

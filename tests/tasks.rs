@@ -450,3 +450,36 @@ fn one_hundred_thousand_tasks_complete_and_leave_nothing_behind() {
     assert_eq!((stats.tasks, stats.ready, stats.timers), (0, 0, 0));
     lp.close().unwrap();
 }
+
+#[test]
+fn a_kept_waker_of_a_finished_task_never_wakes_a_later_task() {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    use std::task::{Poll, Waker};
+    // Finished tasks hand their waker allocation to the next task; one that
+    // someone kept must not be handed on, or its wake would reach that task.
+    let lp = evloop::EventLoop::new().unwrap();
+    let kept: Rc<RefCell<Option<Waker>>> = Rc::default();
+    let k = kept.clone();
+    lp.run_until_complete(std::future::poll_fn(move |cx| {
+        *k.borrow_mut() = Some(cx.waker().clone());
+        Poll::Ready(())
+    }))
+    .unwrap();
+    for _ in 0..10 {
+        lp.run_until_complete(async {}).unwrap();
+    }
+    let polls = Rc::new(Cell::new(0));
+    let p = polls.clone();
+    let waiting = lp.create_task(std::future::poll_fn(move |_| {
+        p.set(p.get() + 1);
+        Poll::<()>::Pending
+    }));
+    lp.run_until_idle().unwrap();
+    assert_eq!(polls.get(), 1);
+    kept.borrow_mut().take().unwrap().wake();
+    lp.run_until_idle().unwrap();
+    assert_eq!(polls.get(), 1, "the stale waker reached a new task");
+    waiting.cancel();
+    lp.run_until_idle().unwrap();
+}
