@@ -888,6 +888,22 @@ impl Default for StreamServerOptions {
     }
 }
 
+/// The protocol factory of a stream server: a reader/writer pair per
+/// connection, handed to `client_connected` in its own task.
+fn server_protocol_factory<F, Fut>(
+    lp: &EventLoop,
+    client_connected: F,
+    limit: usize,
+) -> impl Fn() -> StreamProtocolImpl + 'static
+where
+    F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let on_connect = connected_callback(lp, client_connected);
+    let lp = lp.clone();
+    move || stream_protocol(&lp, limit, Some(on_connect.clone()))
+}
+
 fn connected_callback<F, Fut>(lp: &EventLoop, client_connected: F) -> ClientConnected
 where
     F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
@@ -966,10 +982,7 @@ where
     Fut: std::future::Future<Output = ()> + 'static,
 {
     let lp = running_loop();
-    let on_connect = connected_callback(&lp, client_connected);
-    let l = lp.clone();
-    let limit = options.limit;
-    let factory = move || stream_protocol(&l, limit, Some(on_connect.clone()));
+    let factory = server_protocol_factory(&lp, client_connected, options.limit);
     lp.create_server_with(factory, host, port, options.server).await
 }
 
@@ -1009,9 +1022,6 @@ where
     Fut: std::future::Future<Output = ()> + 'static,
 {
     let lp = running_loop();
-    let on_connect = connected_callback(&lp, client_connected);
-    let l = lp.clone();
-    let limit = options.limit;
-    let factory = move || stream_protocol(&l, limit, Some(on_connect.clone()));
+    let factory = server_protocol_factory(&lp, client_connected, options.limit);
     lp.create_unix_server_with(factory, path, options.server).await
 }
