@@ -41,6 +41,15 @@
 //! callback is caught and passed to the exception handler; the loop goes
 //! on.
 //!
+//! # Networking and streams
+//!
+//! [`net`] has asyncio's networking layer — the `sock_*` coroutines,
+//! [`Protocol`](net::Protocol)s driven by [`Transport`](net::Transport)s,
+//! servers, UDP and Unix sockets, name resolution — as methods of
+//! [`EventLoop`]. The high-level streams ([`open_connection`],
+//! [`start_server`], [`StreamReader`], [`StreamWriter`]) sit on top and
+//! implement the `futures-io` traits.
+//!
 //! # Timers and memory
 //!
 //! Cancelling a timer drops its closure at once. Its heap entry is removed
