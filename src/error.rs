@@ -83,6 +83,14 @@ impl Error {
         Error::Other(std::sync::Arc::new(e))
     }
 
+    /// The OS error number, if this is an [`Error::Io`] from the OS.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io(e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+
     /// The OS error kind, if this is an [`Error::Io`].
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {

@@ -309,7 +309,7 @@ impl EventLoop {
                 {
                     Ok(0) => break,
                     Ok(n) => sent += n,
-                    Err(e) if matches!(e.io_raw(), Some(libc::EINVAL | libc::ENOSYS)) && sent == 0 => {
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) && sent == 0 => {
                         zero_copy = false;
                     }
                     Err(e) => return Err(e),
@@ -325,15 +325,6 @@ impl EventLoop {
             }
         }
         Ok(sent)
-    }
-}
-
-impl crate::Error {
-    fn io_raw(&self) -> Option<i32> {
-        match self {
-            crate::Error::Io(e) => e.raw_os_error(),
-            _ => None,
-        }
     }
 }
 
