@@ -484,6 +484,27 @@ struct WriterShared {
 }
 
 impl WriterShared {
+    /// Queues `cx`'s waker for the next drain or connection loss.
+    fn register(&self, cx: &Context<'_>) {
+        let mut wakers = self.drain_wakers.borrow_mut();
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+    }
+
+    /// Ready once writing is not paused; the connection's error (or
+    /// `gone` for a loss without one) once it is lost.
+    fn poll_writable(&self, cx: &Context<'_>, gone: io::ErrorKind) -> Poll<Result<()>> {
+        if let Some(lost) = &*self.lost.borrow() {
+            return Poll::Ready(Err(lost.clone().unwrap_or_else(|| io::Error::from(gone).into())));
+        }
+        if !self.write_paused.get() {
+            return Poll::Ready(Ok(()));
+        }
+        self.register(cx);
+        Poll::Pending
+    }
+
     fn wake_drainers(&self) {
         let wakers = std::mem::take(&mut *self.drain_wakers.borrow_mut());
         for w in wakers {
@@ -642,22 +663,7 @@ impl StreamWriter {
             // Let connection_lost run if it is due, as asyncio does.
             crate::yield_now().await;
         }
-        poll_fn(|cx| {
-            if let Some(lost) = &*self.shared.lost.borrow() {
-                let e =
-                    lost.clone().unwrap_or_else(|| io::Error::from(io::ErrorKind::ConnectionReset).into());
-                return Poll::Ready(Err(e));
-            }
-            if !self.shared.write_paused.get() {
-                return Poll::Ready(Ok(()));
-            }
-            let mut wakers = self.shared.drain_wakers.borrow_mut();
-            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                wakers.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.shared.poll_writable(cx, io::ErrorKind::ConnectionReset)).await
     }
 
     /// Closes the write side after the buffer is flushed (half-close).
@@ -736,10 +742,7 @@ impl futures_io::AsyncWrite for StreamWriter {
         if self.shared.lost.borrow().is_some() {
             return Poll::Ready(Ok(()));
         }
-        let mut wakers = self.shared.drain_wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
-        }
+        self.shared.register(cx);
         Poll::Pending
     }
 }
@@ -747,18 +750,7 @@ impl futures_io::AsyncWrite for StreamWriter {
 impl StreamWriter {
     /// Ready when not paused for writing; the connection's error if lost.
     fn poll_ready(self: Pin<&Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Some(lost) = &*self.shared.lost.borrow() {
-            let e = lost.clone().unwrap_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe).into());
-            return Poll::Ready(Err(into_io(e)));
-        }
-        if !self.shared.write_paused.get() {
-            return Poll::Ready(Ok(()));
-        }
-        let mut wakers = self.shared.drain_wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
-        }
-        Poll::Pending
+        self.shared.poll_writable(cx, io::ErrorKind::BrokenPipe).map_err(into_io)
     }
 }
 
