@@ -62,7 +62,7 @@ pub(crate) struct LoopInner {
     /// `Task` keeps running, as in asyncio).
     pub(crate) tasks: RefCell<SlotMap<TaskKey, TaskSlot>>,
     /// Finished tasks' wakers, reused by new tasks.
-    pub(crate) waker_pool: RefCell<Vec<Arc<crate::task::TaskWaker>>>,
+    pub(crate) waker_pool: RefCell<Vec<crate::task::PooledWaker>>,
     pub(crate) executor: RefCell<Option<crate::executor::Executor>>,
     /// One receive buffer shared by every transport of the loop: reads
     /// happen one at a time, so 10k connections need one buffer, not 10k.

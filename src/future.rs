@@ -27,12 +27,22 @@ enum State<T> {
 
 type DoneCallback<T> = Box<dyn FnOnce(&Future<T>)>;
 
+/// Someone to tell when the future completes, in the order they asked (as
+/// asyncio, where an awaiting task's wake-up is one more done callback).
+pub(crate) enum Waiter<T> {
+    /// A done callback: scheduled with `call_soon`.
+    Callback(CallbackId, DoneCallback<T>),
+    /// An awaiting task: woken.
+    Wake(Waker),
+}
+
 pub(crate) struct FutureInner<T> {
-    event_loop: EventLoop,
+    pub(crate) event_loop: EventLoop,
     state: RefCell<State<T>>,
-    callbacks: RefCell<Vec<(CallbackId, DoneCallback<T>)>>,
+    /// One list for callbacks and wakers keeps the future small (a task's
+    /// result future is allocated with every task).
+    waiters: RefCell<Vec<Waiter<T>>>,
     next_callback: Cell<u64>,
-    wakers: RefCell<Vec<Waker>>,
     /// Whether someone looked at the outcome; an exception nobody retrieved
     /// is reported when the future is dropped, as asyncio does.
     retrieved: Cell<bool>,
@@ -44,8 +54,9 @@ pub(crate) struct FutureInner<T> {
 /// handle: clones share one state. Completing it with
 /// [`set_result`](Future::set_result), [`set_exception`](Future::set_exception)
 /// or [`cancel`](Future::cancel) schedules its done callbacks with
-/// `call_soon`, in the order they were added, and wakes every task awaiting
-/// it. Done callbacks never run inline.
+/// `call_soon` and wakes every task awaiting it, all in the order they were
+/// added (as in asyncio, where an awaiting task is one more done callback).
+/// Done callbacks never run inline.
 ///
 /// Awaiting gives `Result<T>`: `Ok` with the result, or the exception, or
 /// [`Error::Cancelled`].
@@ -95,9 +106,8 @@ impl<T: 'static> Future<T> {
             inner: Rc::new(FutureInner {
                 event_loop,
                 state: RefCell::new(State::Pending),
-                callbacks: RefCell::new(Vec::new()),
+                waiters: RefCell::new(Vec::new()),
                 next_callback: Cell::new(0),
-                wakers: RefCell::new(Vec::new()),
                 retrieved: Cell::new(false),
             }),
         }
@@ -157,21 +167,27 @@ impl<T: 'static> Future<T> {
     }
 
     /// Schedules every done callback with `call_soon` and wakes every
-    /// awaiter; no borrow is held while either runs user code.
+    /// awaiter, in the order they were added; no borrow is held while either
+    /// runs user code.
     fn schedule_callbacks(&self) {
-        let callbacks = std::mem::take(&mut *self.inner.callbacks.borrow_mut());
-        let lp = &self.inner.event_loop;
-        if !lp.is_closed() {
-            for (_, callback) in callbacks {
-                let fut = self.clone();
-                lp.call_soon(move || callback(&fut));
-            }
+        let waiters = std::mem::take(&mut *self.inner.waiters.borrow_mut());
+        if waiters.is_empty() {
+            return;
         }
-        // On a closed loop the callbacks cannot be scheduled; they are
-        // dropped unrun, like the rest of the loop's pending work.
-        let wakers = std::mem::take(&mut *self.inner.wakers.borrow_mut());
-        for waker in wakers {
-            waker.wake();
+        let lp = &self.inner.event_loop;
+        let open = !lp.is_closed();
+        for waiter in waiters {
+            match waiter {
+                // On a closed loop the callbacks cannot be scheduled; they
+                // are dropped unrun, like the rest of the loop's pending work.
+                Waiter::Callback(_, callback) => {
+                    if open {
+                        let fut = self.clone();
+                        lp.call_soon(move || callback(&fut));
+                    }
+                }
+                Waiter::Wake(waker) => waker.wake(),
+            }
         }
     }
 
@@ -240,7 +256,7 @@ impl<T: 'static> Future<T> {
             let fut = self.clone();
             self.inner.event_loop.call_soon(move || f(&fut));
         } else {
-            self.inner.callbacks.borrow_mut().push((id, Box::new(f)));
+            self.inner.waiters.borrow_mut().push(Waiter::Callback(id, Box::new(f)));
         }
         id
     }
@@ -249,26 +265,25 @@ impl<T: 'static> Future<T> {
     /// whether it was found.
     pub fn remove_done_callback(&self, id: CallbackId) -> bool {
         let removed = {
-            let mut callbacks = self.inner.callbacks.borrow_mut();
-            let pos = callbacks.iter().position(|(cid, _)| *cid == id);
-            pos.map(|i| callbacks.remove(i))
+            let mut waiters = self.inner.waiters.borrow_mut();
+            let pos = waiters.iter().position(|w| matches!(w, Waiter::Callback(cid, _) if *cid == id));
+            pos.map(|i| waiters.remove(i))
         };
         removed.is_some()
     }
 
     /// Registers `waker` to be woken on completion (once per task).
     pub(crate) fn register(&self, waker: &Waker) {
-        let mut wakers = self.inner.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
+        let mut waiters = self.inner.waiters.borrow_mut();
+        if !waiters.iter().any(|w| matches!(w, Waiter::Wake(w) if w.will_wake(waker))) {
+            waiters.push(Waiter::Wake(waker.clone()));
         }
     }
 
-    /// Drops callbacks and wakers without running them (loop close).
-    pub(crate) fn abandon(&self) -> (Vec<(CallbackId, DoneCallback<T>)>, Vec<Waker>) {
-        let callbacks = std::mem::take(&mut *self.inner.callbacks.borrow_mut());
-        let wakers = std::mem::take(&mut *self.inner.wakers.borrow_mut());
-        (callbacks, wakers)
+    /// Takes callbacks and wakers out without running them (loop close);
+    /// the caller drops them outside its borrows.
+    pub(crate) fn abandon(&self) -> Vec<Waiter<T>> {
+        std::mem::take(&mut *self.inner.waiters.borrow_mut())
     }
 }
 

@@ -9,7 +9,7 @@
 //! A stale key (finished task, closed loop) makes a wake a no-op.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::future::IntoFuture;
 use std::panic::{AssertUnwindSafe, Location};
@@ -57,8 +57,19 @@ const WAKER_POOL_MAX: usize = 8192;
 /// task that gets it).
 pub(crate) struct TaskWaker {
     loop_id: u64,
-    key: u64,
+    /// The task's key. Only written while the task core holds the only
+    /// handles to this waker (see [`PooledWaker`]), so no wake can race it.
+    key: AtomicU64,
     remote: Arc<RemoteShared>,
+}
+
+/// A task's waker together with its allocation: the `Arc` shows whether
+/// anyone else kept a clone (`strong_count` is 2 when the pair is all there
+/// is), without the atomic read-modify-writes of rebuilding the `Waker`
+/// for every task.
+pub(crate) struct PooledWaker {
+    arc: Arc<TaskWaker>,
+    waker: Waker,
 }
 
 impl Wake for TaskWaker {
@@ -69,7 +80,7 @@ impl Wake for TaskWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         let woken_here = LoopInner::with_running(|running| match running {
             Some(inner) if inner.id == self.loop_id => {
-                wake_on_loop(inner, self.key);
+                wake_on_loop(inner, self.key.load(Ordering::Relaxed));
                 true
             }
             _ => false,
@@ -77,7 +88,7 @@ impl Wake for TaskWaker {
         if !woken_here {
             // Another thread, or the loop is not running right now. After
             // `close` the push fails, and a wake of a dead task is a no-op.
-            let _ = self.remote.push(RemoteItem::Wake(self.key));
+            let _ = self.remote.push(RemoteItem::Wake(self.key.load(Ordering::Relaxed)));
         }
     }
 }
@@ -110,23 +121,20 @@ struct TaskCore<T: 'static> {
     key: Cell<TaskKey>,
     location: &'static Location<'static>,
     id: u64,
-    /// Empty until `set_name`: the default name is formatted on demand.
-    name: RefCell<String>,
+    /// `None` until `set_name`: the default name is formatted on demand.
+    name: Cell<Option<Box<str>>>,
     coro: Cell<Option<BoxFuture<T>>>,
     output: Future<T>,
     /// Taken out while the future is polled (no borrow held meanwhile).
-    waker: Cell<Option<Waker>>,
-    /// The waker's allocation, for recycling.
-    waker_arc: Cell<Option<Arc<TaskWaker>>>,
+    waker: Cell<Option<PooledWaker>>,
     scheduled: Cell<bool>,
     cancel_requested: Cell<bool>,
-    event_loop: EventLoop,
 }
 
 impl<T: 'static> TaskCore<T> {
     /// Removes the task from its loop: it will never step again.
     fn unregister(&self) {
-        let removed = self.event_loop.inner.tasks.borrow_mut().remove(self.key.get());
+        let removed = self.event_loop().inner.tasks.borrow_mut().remove(self.key.get());
         drop(removed);
     }
 
@@ -142,24 +150,31 @@ impl<T: 'static> TaskCore<T> {
         };
     }
 
-    /// Returns the waker's allocation to the loop's pool if nobody else
-    /// holds the waker (a finished task's key must not reach a new task).
-    fn recycle_waker(&self, waker: Option<Waker>) {
-        drop(waker);
-        if let Some(mut arc) = self.waker_arc.take()
-            && Arc::get_mut(&mut arc).is_some()
+    /// Returns the waker to the loop's pool if nobody else holds a clone
+    /// of it (a finished task's key must not reach a new task).
+    fn recycle_waker(&self, waker: Option<PooledWaker>) {
+        // The pair itself accounts for two strong counts. Nobody can clone
+        // the waker meanwhile: this task holds the only handles.
+        if let Some(waker) = waker
+            && Arc::strong_count(&waker.arc) == 2
         {
-            let mut pool = self.event_loop.inner.waker_pool.borrow_mut();
+            let mut pool = self.event_loop().inner.waker_pool.borrow_mut();
             if pool.len() < WAKER_POOL_MAX {
-                pool.push(arc);
+                pool.push(waker);
             }
         }
     }
 
     fn schedule(self: &Rc<Self>) {
         if self.mark_scheduled() {
-            self.event_loop.inner.push_ready(self.clone());
+            self.event_loop().inner.push_ready(self.clone());
         }
+    }
+
+    /// The task's loop (its result future's: no second handle kept here,
+    /// which keeps the task small).
+    fn event_loop(&self) -> &EventLoop {
+        &self.output.inner.event_loop
     }
 }
 
@@ -176,7 +191,7 @@ impl<T: 'static> Runnable for TaskCore<T> {
             return true;
         }
         let polled = {
-            let waker = waker.as_ref().unwrap_or(Waker::noop());
+            let waker = waker.as_ref().map_or(Waker::noop(), |w| &w.waker);
             let mut cx = Context::from_waker(waker);
             std::panic::catch_unwind(AssertUnwindSafe(|| coro.as_mut().poll(&mut cx)))
         };
@@ -282,31 +297,31 @@ impl EventLoop {
         let recycled = inner.waker_pool.borrow_mut().pop();
         inner.tasks.borrow_mut().insert_with_key(|key| {
             let key_bits = key.data().as_ffi();
-            let arc = match recycled {
-                Some(mut arc) => {
-                    // Unique: only arcs nobody else held went into the pool.
-                    if let Some(w) = Arc::get_mut(&mut arc) {
-                        w.key = key_bits;
-                    }
-                    arc
+            let waker = match recycled {
+                Some(waker) => {
+                    // Only wakers nobody else held went into the pool.
+                    waker.arc.key.store(key_bits, Ordering::Relaxed);
+                    waker
                 }
                 None => {
-                    Arc::new(TaskWaker { loop_id: inner.id, key: key_bits, remote: inner.remote.clone() })
+                    let arc = Arc::new(TaskWaker {
+                        loop_id: inner.id,
+                        key: AtomicU64::new(key_bits),
+                        remote: inner.remote.clone(),
+                    });
+                    PooledWaker { waker: Waker::from(arc.clone()), arc }
                 }
             };
-            let waker = Waker::from(arc.clone());
             let core = Rc::new(TaskCore {
                 key: Cell::new(key),
                 location,
-                name: RefCell::new(String::new()),
+                name: Cell::new(None),
                 id,
                 coro: Cell::new(Some(coro)),
                 output: Future::new(self.clone()),
                 waker: Cell::new(Some(waker)),
-                waker_arc: Cell::new(Some(arc)),
                 scheduled: Cell::new(false),
                 cancel_requested: Cell::new(false),
-                event_loop: self.clone(),
             });
             created = Some(core.clone());
             core
@@ -354,18 +369,23 @@ impl<T: 'static> Task<T> {
 
     /// The task's name (`Task-N` unless set).
     pub fn name(&self) -> String {
-        let name = self.core.name.borrow();
-        if name.is_empty() { format!("Task-{}", self.core.id) } else { name.clone() }
+        let name = self.core.name.take();
+        let shown = match &name {
+            Some(name) => name.to_string(),
+            None => format!("Task-{}", self.core.id),
+        };
+        self.core.name.set(name);
+        shown
     }
 
     /// Renames the task; the name appears in debug output and reports.
     pub fn set_name(&self, name: impl Into<String>) {
-        *self.core.name.borrow_mut() = name.into();
+        self.core.name.set(Some(name.into().into_boxed_str()));
     }
 
     /// The loop the task runs on.
     pub fn get_loop(&self) -> EventLoop {
-        self.core.event_loop.clone()
+        self.core.event_loop().clone()
     }
 
     /// Asks the task to stop: at its next step the wrapped future is dropped

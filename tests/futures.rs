@@ -54,6 +54,29 @@ fn done_callbacks_run_after_callbacks_already_queued() {
 }
 
 #[test]
+fn awaiting_tasks_and_done_callbacks_are_told_in_the_order_they_came() {
+    // asyncio: a task awaiting a future is one more done callback, so it
+    // resumes in its place among the others.
+    let lp = manual_loop();
+    let fut = lp.create_future::<u32>();
+    let log = Recorder::new();
+    let l = log.clone();
+    fut.add_done_callback(move |f| l.push(format!("first callback:{}", f.result().unwrap())));
+    let (f, l) = (fut.clone(), log.clone());
+    lp.create_task(async move {
+        let value = (&f).await.unwrap();
+        l.push(format!("task:{value}"));
+    });
+    lp.run_until_idle().unwrap();
+    let l = log.clone();
+    fut.add_done_callback(move |f| l.push(format!("second callback:{}", f.result().unwrap())));
+    let setter = fut.clone();
+    lp.call_soon(move || setter.set_result(7).unwrap());
+    lp.run_until_idle().unwrap();
+    assert_eq!(log.get(), ["first callback:7", "task:7", "second callback:7"]);
+}
+
+#[test]
 fn done_callback_added_after_completion_is_scheduled_not_run_inline() {
     let lp = manual_loop();
     let fut = lp.create_future::<&'static str>();
