@@ -373,6 +373,11 @@ fn http_check(addr: &str) -> Result<(), String> {
 
 fn section_http(cfg: &Config, s: &mut Suite) {
     let mut row = Row::new("http", "HTTP hello, wrk -c100", "requests/s", false);
+    // The server's own CPU time per request, from /proc: user time is what
+    // the loop and the HTTP code cost, system time what the kernel's TCP
+    // path costs. Steadier than requests/s when both are CPU-bound.
+    let mut user = Row::new("http", "HTTP hello: server user CPU per request", "µs/request", true);
+    let mut system = Row::new("http", "HTTP hello: server system CPU per request", "µs/request", true);
     if !have("wrk") {
         s.notes.push("HTTP: `wrk` is not installed; the HTTP section was skipped.".into());
         for p in ["evloop http_hello", "uvloop+httptools", "tokio+hyper", "asyncio+httptools"] {
@@ -413,6 +418,10 @@ fn section_http(cfg: &Config, s: &mut Suite) {
     let mut c = pinned(0, &self_exe());
     c.args(["serve", "http-hyper", "0"]);
     row.cells.push(("tokio+hyper".into(), start("tokio+hyper", c)));
+    for (name, _) in &row.cells {
+        user.cells.push((name.clone(), Cell::Values(Vec::new())));
+        system.cells.push((name.clone(), Cell::Values(Vec::new())));
+    }
     say(format!("HTTP: wrk -t1 -c100, {rounds} rounds × {secs} s per server"));
     let mut errors: Vec<String> = Vec::new();
     for round in 0..rounds {
@@ -423,8 +432,24 @@ fn section_http(cfg: &Config, s: &mut Suite) {
                 cmd = Command::new("wrk");
             }
             cmd.args(["-t1", "-c100", &format!("-d{secs}s"), &format!("http://{}/", srv.addr())]);
+            let cpu_before = cpu_ticks(srv.child.id());
             let out = cmd.output().expect("run wrk");
+            let cpu_after = cpu_ticks(srv.child.id());
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let requests = text
+                .lines()
+                .find(|l| l.contains(" requests in "))
+                .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok());
+            if let (Some((u0, s0)), Some((u1, s1)), Some(n)) = (cpu_before, cpu_after, requests)
+                && n > 0.0
+            {
+                let us_per_tick = 1e6 / clock_ticks_per_second();
+                for (r, ticks) in [(&mut user, u1 - u0), (&mut system, s1 - s0)] {
+                    if let Some((_, Cell::Values(v))) = r.cells.iter_mut().find(|(p, _)| *p == srv.name) {
+                        v.push(ticks as f64 * us_per_tick / n);
+                    }
+                }
+            }
             let rps = text
                 .lines()
                 .find(|l| l.starts_with("Requests/sec:"))
@@ -457,7 +482,37 @@ fn section_http(cfg: &Config, s: &mut Suite) {
     for e in errors {
         row.notes.push(format!("wrk reported {e}"));
     }
+    for (r, field) in [(&mut user, "utime"), (&mut system, "stime")] {
+        r.notes.push(format!(
+            "the server process's {field} from /proc/PID/stat across each wrk run, divided by the requests wrk \
+             completed (clock-tick resolution: {:.0} ms)",
+            1e3 / clock_ticks_per_second()
+        ));
+        for (name, cell) in &mut r.cells {
+            if row.values(name).is_none() {
+                *cell = Cell::Failed("no wrk result".into());
+            }
+        }
+    }
     s.rows.push(row);
+    s.rows.push(user);
+    s.rows.push(system);
+}
+
+/// (utime, stime) of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces: split after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the file; `rest` starts at field 3.
+    Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf reads a configuration value; no memory is passed.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
 }
 
 fn section_memory(cfg: &Config, s: &mut Suite) {
@@ -1152,7 +1207,7 @@ pub fn draw_chart(rows: &[Row], path: &Path) {
             axis: "speed relative to evloop (log scale; right of 1 = faster than evloop)".into(),
         });
     }
-    let http = pick("http");
+    let http: Vec<&Row> = rows.iter().filter(|r| r.section == "http" && r.unit == "requests/s").collect();
     if !http.is_empty() {
         panels.push(Panel {
             title: "HTTP hello world (wrk): requests/s relative to evloop".into(),
