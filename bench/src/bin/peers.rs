@@ -30,6 +30,8 @@ mod python;
 mod report;
 #[path = "../peers/suite.rs"]
 mod suite;
+#[path = "../workloads.rs"]
+mod workloads;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -8,13 +8,12 @@
 //! returns a closure that runs `ops` operations, times only them, checks
 //! the result (panicking if it is wrong) and returns the time.
 
-use std::cell::Cell;
-use std::hint::black_box;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::common::Runner;
+use crate::workloads::{self, bump, counter, next_delay};
 
 /// A micro benchmark: its name, what one op is, default op counts, and
 /// how each peer implements it (`None`: the peer has no such operation).
@@ -106,22 +105,6 @@ pub const BENCHES: &[MicroBench] = &[
     },
 ];
 
-fn counter() -> Rc<Cell<u64>> {
-    Rc::new(Cell::new(0))
-}
-
-fn bump(c: &Cell<u64>) {
-    c.set(c.get() + 1);
-}
-
-/// A random-ish delay between 1 ms and ~10 s (xorshift64), as the harness.
-fn next_delay(state: &mut u64) -> Duration {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    Duration::from_micros(1_000 + *state % 10_000_000)
-}
-
 const TASK_BATCH: u64 = 5_000;
 /// tokio `sleep(ZERO)`s timed per run (each waits for a 1 ms timer tick).
 const TOKIO_SLEEPS: u64 = 200;
@@ -152,156 +135,26 @@ impl Drop for Closing {
     }
 }
 
-fn ev_chain_step(lp: evloop::EventLoop, ran: Rc<Cell<u64>>, left: u64) {
-    bump(&ran);
-    if left > 1 {
-        let next = lp.clone();
-        next.call_soon(move || ev_chain_step(lp, ran, left - 1));
-    }
+/// A runner for one of the shared evloop workloads, on the guarded loop.
+fn shared(guard: Closing, work: fn(&evloop::EventLoop, u64) -> workloads::Sample) -> Runner {
+    Box::new(move |ops| work(&guard.0, ops).elapsed)
 }
 
 pub fn evloop_runner(bench: &str) -> Option<Runner> {
     use evloop::EventLoop;
     let guard = Closing(EventLoop::new().expect("create an evloop loop"));
     let r: Runner = match bench {
-        "call_soon_batch" => Box::new(move |ops| {
-            let lp = &guard.0;
-            let ran = counter();
-            let start = Instant::now();
-            for _ in 0..ops {
-                let ran = ran.clone();
-                lp.call_soon(move || bump(&ran));
-            }
-            lp.run_until_idle().unwrap();
-            let t = start.elapsed();
-            assert_eq!(ran.get(), ops);
-            t
-        }),
-        "call_soon_chain" => Box::new(move |ops| {
-            let lp = &guard.0;
-            let ran = counter();
-            let before = lp.stats().iterations;
-            let start = Instant::now();
-            let (l, r) = (lp.clone(), ran.clone());
-            lp.call_soon(move || ev_chain_step(l, r, ops));
-            lp.run_until_idle().unwrap();
-            let t = start.elapsed();
-            assert_eq!(ran.get(), ops);
-            assert_eq!(lp.stats().iterations - before, ops, "one loop turn per link");
-            t
-        }),
-        "timer_schedule_cancel" => Box::new(move |ops| {
-            let lp = &guard.0;
-            let fired = counter();
-            let mut rng = 0x9E37_79B9_7F4A_7C15_u64;
-            let start = Instant::now();
-            for _ in 0..ops {
-                let f = fired.clone();
-                let t = lp.call_later(next_delay(&mut rng), move || bump(&f));
-                t.cancel();
-                black_box(&t);
-            }
-            let t = start.elapsed();
-            assert_eq!(lp.stats().timers, 0);
-            assert_eq!(Rc::strong_count(&fired), 1, "cancel dropped every closure");
-            lp.run_until_idle().unwrap();
-            assert_eq!(fired.get(), 0);
-            t
-        }),
-        "timer_fire" => Box::new(move |ops| {
-            let lp = &guard.0;
-            let fired = counter();
-            let start = Instant::now();
-            for _ in 0..ops {
-                let f = fired.clone();
-                lp.call_later(Duration::ZERO, move || bump(&f));
-            }
-            lp.run_until_idle().unwrap();
-            let t = start.elapsed();
-            assert_eq!(fired.get(), ops);
-            t
-        }),
-        "yield_now" => Box::new(move |ops| {
-            let lp = &guard.0;
-            let start = Instant::now();
-            let turns = lp
-                .run_until_complete(async move {
-                    let mut turns = 0u64;
-                    for _ in 0..ops {
-                        evloop::yield_now().await;
-                        turns += 1;
-                    }
-                    turns
-                })
-                .unwrap();
-            let t = start.elapsed();
-            assert_eq!(turns, ops);
-            t
-        }),
-        "sleep_zero" => Box::new(move |ops| {
-            let lp = &guard.0;
-            let start = Instant::now();
-            let turns = lp
-                .run_until_complete(async move {
-                    let mut turns = 0u64;
-                    for _ in 0..ops {
-                        evloop::sleep(Duration::ZERO).await;
-                        turns += 1;
-                    }
-                    turns
-                })
-                .unwrap();
-            let t = start.elapsed();
-            assert_eq!(turns, ops);
-            t
-        }),
-        "future_roundtrip" => Box::new(move |ops| {
-            let lp = &guard.0;
-            let inner = lp.clone();
-            let start = Instant::now();
-            let sum = lp
-                .run_until_complete(async move {
-                    let mut sum = 0u64;
-                    for i in 0..ops {
-                        let fut = inner.create_future::<u64>();
-                        let setter = fut.clone();
-                        inner.call_soon(move || setter.set_result(i).unwrap());
-                        sum += fut.await.unwrap();
-                    }
-                    sum
-                })
-                .unwrap();
-            let t = start.elapsed();
-            assert_eq!(sum, ops * ops.saturating_sub(1) / 2);
-            t
-        }),
-        "task_spawn" => Box::new(move |ops| {
-            let lp = &guard.0;
-            let ran = counter();
-            let mut tasks = Vec::with_capacity(TASK_BATCH as usize);
-            let (mut sum, mut done) = (0u64, 0u64);
-            let start = Instant::now();
-            while done < ops {
-                let n = TASK_BATCH.min(ops - done);
-                for i in done..done + n {
-                    let r = ran.clone();
-                    tasks.push(lp.create_task(async move {
-                        bump(&r);
-                        i
-                    }));
-                }
-                lp.run_until_idle().unwrap();
-                for t in tasks.drain(..) {
-                    sum += t.result().expect("the task finished");
-                }
-                done += n;
-            }
-            let t = start.elapsed();
-            assert_eq!(ran.get(), ops);
-            assert_eq!(sum, ops * (ops - 1) / 2);
-            assert_eq!(lp.stats().tasks, 0);
-            t
-        }),
+        // The harness's own workloads (`bench/src/workloads.rs`): the
+        // suite's evloop column times exactly what `evloop-bench` and
+        // `callgrind.sh` measure.
+        "call_soon_batch" => shared(guard, workloads::call_soon_batch),
+        "call_soon_chain" => shared(guard, workloads::call_soon_chain),
+        "timer_schedule_cancel" => shared(guard, workloads::timer_schedule_cancel),
+        "timer_fire" => shared(guard, workloads::timer_fire),
+        "yield_now" => shared(guard, workloads::yield_now),
+        "sleep_zero" => shared(guard, workloads::sleep_zero),
+        "future_roundtrip" => shared(guard, workloads::future_roundtrip),
+        "task_spawn" => shared(guard, workloads::task_spawn),
         "talk_run_until_complete" => Box::new(move |ops| {
             let lp = &guard.0;
             let mut done = 0u64;

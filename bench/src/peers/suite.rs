@@ -641,7 +641,9 @@ fn section_counts(cfg: &Config, s: &mut Suite) {
             "`bench/callgrind.sh --ops {ops} --base {base}`: user-space instructions of the measured round \
              only, `(Ir(N) − Ir(M)) / (N − M)`; stable across noisy runs, the number to watch for regressions.\n"
         );
-        md.push_str("| path | benchmark (bench/src/main.rs) | instructions/op |\n| --- | --- | ---: |\n");
+        md.push_str(
+            "| path | benchmark (bench/src/workloads.rs) | instructions/op |\n| --- | --- | ---: |\n",
+        );
         let benches = [
             ("call_soon", "call_soon_batch"),
             ("call_soon, one loop turn each", "call_soon_chain"),
