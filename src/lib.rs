@@ -68,43 +68,28 @@
 //!
 //! Unix with a 64-bit target (the poller key carries a generation count);
 //! developed and tested on Linux (epoll).
-#![deny(missing_docs, unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs, unsafe_op_in_unsafe_fn, unsafe_code)]
 #![warn(missing_debug_implementations)]
 
 pub mod asyncio;
-mod clock;
 mod error;
-mod event_loop;
 mod exception;
-pub mod executor;
-mod future;
-mod handle;
-mod helpers;
 pub mod net;
-mod remote;
-mod run;
-mod selector;
-mod stats;
-mod streams;
+pub mod runtime;
 pub mod sync;
-mod task;
-mod timers;
+#[allow(unsafe_code)]
+mod sys;
+pub mod task;
 
 pub use error::{Error, Result};
-pub use event_loop::{Builder, EventLoop, get_running_loop};
 pub use exception::ExceptionContext;
-pub use future::{CallbackId, Future, FutureOwned, FutureRef};
-pub use handle::{Handle, TimerHandle};
-pub use helpers::{
-    Gather, Sleep, TaskGroup, TaskGroupWait, WaitFor, YieldNow, gather, gather_results, sleep, sleep_until,
-    wait_for, yield_now,
+pub use net::stream::{
+    StreamReader, StreamWriter, open_connection, open_connection_with_limit, open_unix_connection,
+    start_server, start_server_with, start_unix_server, start_unix_server_with,
 };
-pub use remote::RemoteLoop;
-pub use run::run;
-pub use stats::LoopStats;
-pub use streams::{
-    DEFAULT_LIMIT, StreamReader, StreamServerOptions, StreamWriter, open_connection,
-    open_connection_with_limit, open_unix_connection, start_server, start_server_with, start_unix_server,
-    start_unix_server_with,
+pub use runtime::{Builder, EventLoop, Handle, LoopStats, RemoteLoop, TimerHandle, get_running_loop};
+pub use task::executor;
+pub use task::{
+    CallbackId, Future, Task, TaskGroup, gather, gather_results, run, sleep, sleep_until, spawn, wait_for,
+    yield_now,
 };
-pub use task::{Task, TaskJoin, spawn};

@@ -17,12 +17,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use evloop::net::stream::{DEFAULT_LIMIT, StreamServerOptions};
 use evloop::net::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Server, ServerOptions};
 use evloop::sync::{Event, Queue};
 use evloop::{
-    DEFAULT_LIMIT, Error, StreamReader, StreamServerOptions, StreamWriter, gather, open_connection,
-    open_connection_with_limit, open_unix_connection, spawn, start_server, start_server_with,
-    start_unix_server, yield_now,
+    Error, StreamReader, StreamWriter, gather, open_connection, open_connection_with_limit,
+    open_unix_connection, spawn, start_server, start_server_with, start_unix_server, yield_now,
 };
 use futures_util::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use futures_util::stream::StreamExt;

@@ -1,14 +1,11 @@
 //! Name resolution off the loop thread: `getaddrinfo` and `getnameinfo`
 //! run on the loop's executor, as asyncio does.
 
-use std::ffi::CStr;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
-use socket2::SockAddr;
-
-use crate::error::{Error, Result};
-use crate::event_loop::EventLoop;
+use crate::error::Result;
+use crate::runtime::event_loop::EventLoop;
 
 impl EventLoop {
     /// Resolves `host` and `port` to socket addresses (asyncio's
@@ -18,7 +15,7 @@ impl EventLoop {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the name does not resolve (or resolves to nothing).
+    /// [`Error::Io`](crate::Error::Io) if the name does not resolve (or resolves to nothing).
     ///
     /// # Examples
     ///
@@ -52,36 +49,12 @@ impl EventLoop {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] with the resolver's message if the lookup fails.
+    /// [`Error::Io`](crate::Error::Io) with the resolver's message if the lookup fails.
     pub async fn getnameinfo(&self, addr: SocketAddr, flags: i32) -> Result<(String, String)> {
         self.run_in_executor(move || lookup_name(addr, flags)).await?
     }
 }
 
 fn lookup_name(addr: SocketAddr, flags: i32) -> Result<(String, String)> {
-    let sa = SockAddr::from(addr);
-    let mut host = [0 as libc::c_char; 1025];
-    let mut serv = [0 as libc::c_char; 32];
-    // SAFETY: `sa` is a valid sockaddr of `sa.len()` bytes; the output
-    // buffers are writable for the lengths passed, and getnameinfo
-    // NUL-terminates what it writes into them.
-    let rc = unsafe {
-        libc::getnameinfo(
-            sa.as_ptr().cast(),
-            sa.len(),
-            host.as_mut_ptr(),
-            host.len() as libc::socklen_t,
-            serv.as_mut_ptr(),
-            serv.len() as libc::socklen_t,
-            flags,
-        )
-    };
-    if rc != 0 {
-        // SAFETY: gai_strerror returns a static NUL-terminated string.
-        let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) }.to_string_lossy().into_owned();
-        return Err(Error::from(io::Error::other(format!("getnameinfo: {msg}"))));
-    }
-    // SAFETY: both buffers were NUL-terminated by a successful getnameinfo.
-    let (host, serv) = unsafe { (CStr::from_ptr(host.as_ptr()), CStr::from_ptr(serv.as_ptr())) };
-    Ok((host.to_string_lossy().into_owned(), serv.to_string_lossy().into_owned()))
+    Ok(crate::sys::dns::getnameinfo(addr, flags)?)
 }

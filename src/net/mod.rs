@@ -15,6 +15,7 @@ mod dns;
 pub(crate) mod protocol;
 mod server;
 pub(crate) mod sock;
+pub mod stream;
 pub(crate) mod transport;
 mod udp;
 

@@ -15,12 +15,12 @@ use slotmap::SlotMap;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::error::{Error, Result, panic_message};
-use crate::event_loop::EventLoop;
 use crate::exception::ExceptionContext;
-use crate::future::Future;
-use crate::handle::TimerHandle;
 use crate::net::protocol::StreamProtocol;
 use crate::net::transport::Transport;
+use crate::runtime::event_loop::EventLoop;
+use crate::runtime::handle::TimerHandle;
+use crate::task::future::Future;
 
 /// How long accepting pauses after the process ran out of fds or memory
 /// (asyncio's `ACCEPT_RETRY_DELAY`).

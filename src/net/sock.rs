@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 use socket2::{SockAddr, SockRef, Socket};
 
 use crate::error::Result;
-use crate::event_loop::EventLoop;
+use crate::runtime::event_loop::EventLoop;
 
 /// Which readiness to wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,8 +304,10 @@ impl EventLoop {
             let pos = offset + sent as u64;
             let chunk = (total - sent).min(1 << 30);
             if zero_copy {
-                match retry(self, fd, Readiness::Writable, || sendfile(fd, file.as_raw_fd(), pos, chunk))
-                    .await
+                match retry(self, fd, Readiness::Writable, || {
+                    crate::sys::socket::sendfile(sock.as_fd(), file.as_fd(), pos, chunk)
+                })
+                .await
                 {
                     Ok(0) => break,
                     Ok(n) => sent += n,
@@ -328,20 +330,4 @@ impl EventLoop {
     }
 }
 
-/// `recvfrom(2)` into an initialized buffer.
-pub(crate) fn recv_from(sock: &SockRef<'_>, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
-    // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and
-    // `recv_from` only writes initialized bytes into the buffer, so the
-    // slice stays fully initialized for the caller.
-    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
-    sock.recv_from(uninit)
-}
-
-/// One `sendfile(2)` call from `file_fd` at `offset` to `sock_fd`.
-fn sendfile(sock_fd: RawFd, file_fd: RawFd, offset: u64, count: usize) -> io::Result<usize> {
-    let mut off = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: plain syscall on two fds the caller keeps open for the call;
-    // `off` is a valid, exclusively borrowed offset.
-    let n = unsafe { libc::sendfile(sock_fd, file_fd, &mut off, count) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-}
+pub(crate) use crate::sys::socket::recv_from;

@@ -21,10 +21,10 @@ use std::rc::Rc;
 use socket2::{SockAddr, SockRef, Socket};
 
 use crate::error::{Error, Result, panic_message};
-use crate::event_loop::EventLoop;
 use crate::exception::ExceptionContext;
 use crate::net::protocol::StreamProtocol;
 use crate::net::sock::send_nosignal;
+use crate::runtime::event_loop::EventLoop;
 
 /// Default high-water mark of the write buffer (asyncio's 64 KiB).
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;

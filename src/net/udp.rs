@@ -14,11 +14,11 @@ use std::rc::Rc;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use crate::error::{Error, Result, panic_message};
-use crate::event_loop::EventLoop;
 use crate::exception::ExceptionContext;
 use crate::net::protocol::DatagramProtocol;
 use crate::net::sock::recv_from;
 use crate::net::transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
+use crate::runtime::event_loop::EventLoop;
 
 /// Options of [`EventLoop::create_datagram_endpoint`].
 #[derive(Debug, Clone, Default)]

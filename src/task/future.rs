@@ -9,8 +9,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
-use crate::event_loop::EventLoop;
 use crate::exception::ExceptionContext;
+use crate::runtime::event_loop::EventLoop;
 
 /// Identifies a done callback, for [`Future::remove_done_callback`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

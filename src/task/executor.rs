@@ -14,9 +14,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use slotmap::{Key, KeyData, SlotMap};
 
 use crate::error::{Error, panic_message};
-use crate::event_loop::{EventLoop, get_running_loop};
-use crate::future::Future;
-use crate::remote::RemoteLoop;
+use crate::runtime::event_loop::{EventLoop, get_running_loop};
+use crate::runtime::remote::RemoteLoop;
+use crate::task::future::Future;
 
 /// Upper bound on worker threads per loop.
 pub const MAX_WORKERS: usize = 8;
@@ -113,7 +113,7 @@ impl EventLoop {
     /// the future's exception to [`Error::Panicked`].
     ///
     /// The pool starts with the first call, grows to at most
-    /// [`MAX_WORKERS`](crate::executor::MAX_WORKERS) threads, and is shut
+    /// [`MAX_WORKERS`](crate::task::executor::MAX_WORKERS) threads, and is shut
     /// down by [`close`](EventLoop::close): running jobs finish, queued
     /// ones are dropped.
     ///

@@ -7,7 +7,7 @@ use std::panic::Location;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
-use crate::event_loop::LoopInner;
+use crate::runtime::event_loop::LoopInner;
 
 /// Anything the loop can put on its ready queue: a scheduled callback, a
 /// timer's callback, an fd callback, or a task step.

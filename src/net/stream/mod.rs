@@ -24,11 +24,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, get_running_loop};
 use crate::exception::ExceptionContext;
-use crate::future::Future;
 use crate::net::transport::READ_SIZE;
 use crate::net::{Server, ServerOptions, StreamProtocol, Transport};
+use crate::runtime::event_loop::{EventLoop, get_running_loop};
+use crate::task::future::Future;
+use socket2::SockRef;
 
 /// Default buffer limit of a stream (asyncio's 64 KiB).
 pub const DEFAULT_LIMIT: usize = 64 * 1024;
@@ -532,17 +533,7 @@ impl StreamProtocol for StreamProtocolImpl {
         let shared = &self.reader_shared;
         let received = {
             let mut incoming = shared.incoming.borrow_mut();
-            incoming.reserve(READ_SIZE);
-            let spare = &mut incoming.spare_capacity_mut()[..READ_SIZE];
-            let received = socket.recv(spare);
-            if let Ok(n) = received {
-                let len = incoming.len() + n;
-                // SAFETY: `recv` initialized the first `n` bytes of the
-                // spare capacity, which directly follow the `len` bytes
-                // already initialized.
-                unsafe { incoming.set_len(len) };
-            }
-            received
+            crate::sys::socket::recv_append(&SockRef::from(socket), &mut incoming, READ_SIZE)
         };
         if let Ok(n) = received
             && n > 0

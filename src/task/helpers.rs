@@ -10,9 +10,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::event_loop::{EventLoop, get_running_loop};
-use crate::handle::TimerHandle;
-use crate::task::{Task, TaskSlot};
+use crate::runtime::event_loop::{EventLoop, get_running_loop};
+use crate::runtime::handle::TimerHandle;
+use crate::task::task::{Task, TaskSlot};
 
 #[track_caller]
 fn running_loop(what: &str) -> EventLoop {

@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::handle::TimerRunnable;
+use crate::runtime::handle::TimerRunnable;
 
 /// Compaction runs only above this many entries (asyncio's
 /// `_MIN_SCHEDULED_TIMER_HANDLES`)...
@@ -172,7 +172,7 @@ impl TimerHeap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handle::{CallbackCell, IN_HEAP};
+    use crate::runtime::handle::{CallbackCell, IN_HEAP};
     use std::cell::RefCell;
     use std::panic::Location;
 

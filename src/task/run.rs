@@ -3,7 +3,7 @@
 use std::future::IntoFuture;
 
 use crate::error::{Error, Result};
-use crate::event_loop::EventLoop;
+use crate::runtime::event_loop::EventLoop;
 
 impl EventLoop {
     /// Runs the loop until `fut` completes and returns its output (asyncio's
@@ -90,7 +90,7 @@ fn cancel_leftover_tasks(lp: &EventLoop) -> Result<()> {
     // Cancelled tasks finish at their next step; re-cancel each pass in
     // case dropping one future spawned another task.
     while lp.stats().tasks > 0 {
-        crate::task::cancel_all(lp);
+        crate::task::task::cancel_all(lp);
         lp.run_once(Some(std::time::Duration::ZERO))?;
     }
     Ok(())

@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 use polling::Poller;
 use slotmap::SlotMap;
 
-use crate::clock::Clock;
 use crate::error::{Error, Result, panic_message};
 use crate::exception::{ExceptionContext, report};
-use crate::handle::{CallbackCell, Handle, IN_HEAP, Runnable, TimerHandle};
-use crate::remote::{RemoteItem, RemoteLoop, RemoteShared};
-use crate::selector::{FdCallback, Interest, Selector};
-use crate::stats::{LoopStats, StatsCells};
-use crate::task::{TaskKey, TaskSlot};
-use crate::timers::TimerHeap;
+use crate::runtime::clock::Clock;
+use crate::runtime::handle::{CallbackCell, Handle, IN_HEAP, Runnable, TimerHandle};
+use crate::runtime::remote::{RemoteItem, RemoteLoop, RemoteShared};
+use crate::runtime::selector::{FdCallback, Interest, Selector};
+use crate::runtime::stats::{LoopStats, StatsCells};
+use crate::runtime::timers::TimerHeap;
+use crate::task::task::{TaskKey, TaskSlot};
 
 /// Longest single wait, as asyncio's `MAXIMUM_SELECT_TIMEOUT`: a timer far in
 /// the future is re-checked once a day rather than trusted to a huge timeout.
@@ -62,8 +62,8 @@ pub(crate) struct LoopInner {
     /// `Task` keeps running, as in asyncio).
     pub(crate) tasks: RefCell<SlotMap<TaskKey, TaskSlot>>,
     /// Finished tasks' wakers, reused by new tasks.
-    pub(crate) waker_pool: RefCell<Vec<crate::task::PooledWaker>>,
-    pub(crate) executor: RefCell<Option<crate::executor::Executor>>,
+    pub(crate) waker_pool: RefCell<Vec<crate::task::task::PooledWaker>>,
+    pub(crate) executor: RefCell<Option<crate::task::executor::Executor>>,
     /// One receive buffer shared by every transport of the loop: reads
     /// happen one at a time, so 10k connections need one buffer, not 10k.
     read_buf: Cell<Vec<u8>>,
@@ -430,7 +430,7 @@ impl EventLoop {
         for item in items.drain(..) {
             match item {
                 RemoteItem::Call(f, at) => inner.push_ready(CallbackCell::new(f, at, 0)),
-                RemoteItem::Wake(key) => crate::task::wake_on_loop(inner, key),
+                RemoteItem::Wake(key) => crate::task::task::wake_on_loop(inner, key),
             }
         }
         *inner.remote_buf.borrow_mut() = items;
@@ -540,7 +540,7 @@ impl EventLoop {
         let ready = std::mem::take(&mut *inner.ready.borrow_mut());
         let timers = inner.timers.borrow_mut().take_all();
         let fds = inner.selector.borrow_mut().clear();
-        let tasks = crate::task::take_all(inner);
+        let tasks = crate::task::task::take_all(inner);
         let executor = inner.executor.borrow_mut().take();
         drop(remote);
         // Cancel, don't just drop: a `Handle` the caller still holds shares

@@ -22,10 +22,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use slotmap::{Key, KeyData};
 
 use crate::error::{Error, Result, panic_message};
-use crate::event_loop::{EventLoop, LoopInner, get_running_loop};
-use crate::future::{CallbackId, Future, FutureOwned};
-use crate::handle::Runnable;
-use crate::remote::{RemoteItem, RemoteShared};
+use crate::runtime::event_loop::{EventLoop, LoopInner, get_running_loop};
+use crate::runtime::handle::Runnable;
+use crate::runtime::remote::{RemoteItem, RemoteShared};
+use crate::task::future::{CallbackId, Future, FutureOwned};
 
 slotmap::new_key_type! {
     /// A task's place in its loop.
@@ -516,7 +516,7 @@ impl<T: 'static> IntoFuture for Task<T> {
 
 impl<'a, T: Clone + 'static> IntoFuture for &'a Task<T> {
     type Output = Result<T>;
-    type IntoFuture = crate::future::FutureRef<'a, T>;
+    type IntoFuture = crate::task::future::FutureRef<'a, T>;
 
     fn into_future(self) -> Self::IntoFuture {
         (&self.core.output).into_future()

@@ -1,39 +1,29 @@
 //! The selector: fd registrations on top of `polling::Poller`.
 //!
-//! This is the only module that calls `Poller::add`, `modify` and `delete`.
-//! Each fd has one entry holding its reader and writer callbacks and one
-//! level-triggered poller registration whose interest is "readable if there is
-//! a reader, writable if there is a writer". The poller key of an entry is its
-//! slotmap key, version included, so an event that was reported for an entry
-//! that has since been removed (say, its fd was closed and the number reused
-//! for a new registration) finds no entry and is dropped.
-//!
-//! # One syscall per wait
-//!
-//! `Poller::wait` in polling 3.x costs five syscalls on Linux (timerfd set,
-//! timerfd re-arm, `epoll_wait`, eventfd read, eventfd re-arm). On Linux the
-//! selector therefore calls `epoll_wait` on the poller's own epoll fd, with
-//! a millisecond timeout rounded up (so timers are never early), and hands
-//! control back to `Poller::wait` only when the poller's internal notifier
-//! fired: that call clears and re-arms the notifier. This relies on two
-//! facts of polling's epoll backend, pinned by the `~3.11` requirement and
-//! exercised by the cross-thread wake-up tests: the event's `u64` data is
-//! the key given at registration, and the notifier's key is `usize::MAX`.
+//! This is the only module that registers fds with the poller (through
+//! [`crate::sys::poller`]). Each fd has one entry holding its reader and
+//! writer callbacks and one level-triggered poller registration whose
+//! interest is "readable if there is a reader, writable if there is a
+//! writer". The poller key of an entry is its slotmap key, version
+//! included, so an event that was reported for an entry that has since been
+//! removed (say, its fd was closed and the number reused for a new
+//! registration) finds no entry and is dropped.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 use std::panic::Location;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use polling::{Event, Events, PollMode, Poller};
+use polling::Poller;
 use slotmap::{Key, KeyData, SlotMap};
 
-use crate::handle::Runnable;
+use crate::runtime::handle::Runnable;
+use crate::sys::poller::{self, Events};
 
 // Poller keys carry the slotmap key's version in their upper 32 bits.
 const _: () = assert!(usize::BITS == 64, "evloop needs 64-bit poller keys");
@@ -93,13 +83,13 @@ struct FdEntry {
 }
 
 impl FdEntry {
-    fn interest(&self, key: FdKey) -> Event {
-        Event::new(poller_key(key), self.reader.is_some(), self.writer.is_some())
+    fn sides(&self) -> (bool, bool) {
+        (self.reader.is_some(), self.writer.is_some())
     }
 }
 
-fn poller_key(key: FdKey) -> usize {
-    key.data().as_ffi() as usize
+fn poller_key(key: FdKey) -> u64 {
+    key.data().as_ffi()
 }
 
 /// The fd registry plus the poller.
@@ -110,23 +100,8 @@ pub(crate) struct Selector {
     /// Fds owned by transports: user `add_reader`/`add_writer` is refused.
     owned: HashSet<RawFd>,
     events: Events,
-    #[cfg(target_os = "linux")]
-    raw_events: Vec<libc::epoll_event>,
     readers: usize,
     writers: usize,
-}
-
-/// Borrows a raw fd for one `epoll_ctl` call.
-///
-/// # Safety
-///
-/// The returned `BorrowedFd` must not outlive the call it is passed to. The fd
-/// may already be closed (the user closed it before removing it); the kernel
-/// then answers `EBADF` or `ENOENT`, which callers treat as "already gone".
-unsafe fn borrow(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: the caller uses the fd for a single syscall and tolerates
-    // errors for a closed fd; no memory is reached through it.
-    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 impl Selector {
@@ -137,8 +112,6 @@ impl Selector {
             by_fd: HashMap::new(),
             owned: HashSet::new(),
             events: Events::new(),
-            #[cfg(target_os = "linux")]
-            raw_events: Vec::with_capacity(1024),
             readers: 0,
             writers: 0,
         }
@@ -180,9 +153,6 @@ impl Selector {
         interest: Interest,
         callback: Rc<FdCallback>,
     ) -> io::Result<Option<Rc<FdCallback>>> {
-        if fd < 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative file descriptor"));
-        }
         let Some(&key) = self.by_fd.get(&fd) else {
             let key = self.entries.insert(FdEntry { fd, reader: None, writer: None });
             let entry = &mut self.entries[key];
@@ -190,11 +160,8 @@ impl Selector {
                 Interest::Read => entry.reader = Some(callback),
                 Interest::Write => entry.writer = Some(callback),
             }
-            let ev = entry.interest(key);
-            // SAFETY: `remove` deletes the fd from the poller before the entry
-            // is forgotten; an fd the user closes without removing it is
-            // dropped by epoll itself (see `EventLoop::add_reader`).
-            let added = unsafe { self.poller.add_with_mode(fd, ev, PollMode::Level) };
+            let (read, write) = entry.sides();
+            let added = poller::register(&self.poller, fd, poller_key(key), read, write);
             if let Err(e) = added {
                 self.entries.remove(key);
                 return Err(e);
@@ -209,8 +176,8 @@ impl Selector {
             Interest::Write => &mut entry.writer,
         };
         let old = slot.replace(callback);
-        let ev = entry.interest(key);
-        if let Err(e) = self.rearm(fd, ev) {
+        let sides = entry.sides();
+        if let Err(e) = self.rearm(fd, key, sides) {
             // Put things back as they were: the caller keeps its old callback.
             let entry = &mut self.entries[key];
             let slot = match interest {
@@ -231,13 +198,10 @@ impl Selector {
 
     /// Changes the interest of a registered fd. If the kernel no longer knows
     /// the fd (it was closed and its number reused), registers it afresh.
-    fn rearm(&self, fd: RawFd, ev: Event) -> io::Result<()> {
-        // SAFETY: borrowed for this one call only.
-        let modified = self.poller.modify_with_mode(unsafe { borrow(fd) }, ev, PollMode::Level);
-        match modified {
+    fn rearm(&self, fd: RawFd, key: FdKey, (read, write): (bool, bool)) -> io::Result<()> {
+        match poller::reregister(&self.poller, fd, poller_key(key), read, write) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // SAFETY: as in `add`: deleted before the entry is forgotten.
-                unsafe { self.poller.add_with_mode(fd, ev, PollMode::Level) }
+                poller::register(&self.poller, fd, poller_key(key), read, write)
             }
             other => other,
         }
@@ -256,17 +220,16 @@ impl Selector {
         }?;
         removed.cancel();
         let now_unused = entry.reader.is_none() && entry.writer.is_none();
-        let ev = entry.interest(key);
+        let sides = entry.sides();
         self.count(interest, -1);
         if now_unused {
-            // SAFETY: borrowed for this one call; a closed fd gives EBADF.
-            let _ = self.poller.delete(unsafe { borrow(fd) });
+            poller::deregister(&self.poller, fd);
             self.entries.remove(key);
             self.by_fd.remove(&fd);
         } else {
             // An error means the fd is closed; the entry stays until the
             // other side is removed too.
-            let _ = self.rearm(fd, ev);
+            let _ = self.rearm(fd, key, sides);
         }
         Some(removed)
     }
@@ -282,79 +245,15 @@ impl Selector {
     /// Waits for readiness (at most `timeout`; `None` blocks until an event
     /// or a notify) and queues the callbacks of ready fds: the reader first,
     /// then the writer, like asyncio's selector loop.
-    #[cfg(not(target_os = "linux"))]
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
         ready: &RefCell<VecDeque<Rc<dyn Runnable>>>,
     ) -> io::Result<()> {
-        self.events.clear();
-        self.poller.wait(&mut self.events, timeout)?;
+        poller::wait(&self.poller, &mut self.events, timeout)?;
         let mut ready = ready.borrow_mut();
-        for ev in self.events.iter() {
-            self.dispatch(ev.key as u64, ev.readable, ev.writable, &mut ready);
-        }
-        Ok(())
-    }
-
-    /// Waits for readiness (at most `timeout`; `None` blocks until an event
-    /// or a notify) and queues the callbacks of ready fds: the reader first,
-    /// then the writer, like asyncio's selector loop. See the module docs for
-    /// why this calls `epoll_wait` itself.
-    #[cfg(target_os = "linux")]
-    pub(crate) fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        ready: &RefCell<VecDeque<Rc<dyn Runnable>>>,
-    ) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let timeout_ms = match timeout {
-            None => -1,
-            Some(d) => {
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                i32::try_from(ms).unwrap_or(i32::MAX)
-            }
-        };
-        let capacity = self.raw_events.capacity();
-        // SAFETY: the poller's epoll fd stays open while `self.poller` lives;
-        // `raw_events` has room for `capacity` entries, and the kernel
-        // initializes the first `n` it reports.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.poller.as_raw_fd(),
-                self.raw_events.as_mut_ptr(),
-                capacity as libc::c_int,
-                timeout_ms,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
-        }
-        // SAFETY: the kernel wrote `n <= capacity` events.
-        unsafe { self.raw_events.set_len(n as usize) };
-        const READ: u32 = (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLHUP | libc::EPOLLERR) as u32;
-        const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
-        let mut notified = false;
-        let events = std::mem::take(&mut self.raw_events);
-        {
-            let mut ready = ready.borrow_mut();
-            for ev in &events {
-                let (data, flags) = (ev.u64, ev.events);
-                if data == usize::MAX as u64 {
-                    notified = true;
-                    continue;
-                }
-                self.dispatch(data, flags & READ != 0, flags & WRITE != 0, &mut ready);
-            }
-        }
-        self.raw_events = events;
-        self.raw_events.clear();
-        if notified {
-            // Let polling clear and re-arm its notifier. Fd events it reports
-            // now are level-triggered and will be seen on the next pass.
-            self.events.clear();
-            self.poller.wait(&mut self.events, Some(Duration::ZERO))?;
+        for ev in self.events.ready() {
+            self.dispatch(ev.key, ev.readable, ev.writable, &mut ready);
         }
         Ok(())
     }
@@ -378,8 +277,7 @@ impl Selector {
     pub(crate) fn clear(&mut self) -> Vec<Rc<FdCallback>> {
         let mut callbacks = Vec::new();
         for (_, entry) in self.entries.drain() {
-            // SAFETY: borrowed for this one call; a closed fd gives EBADF.
-            let _ = self.poller.delete(unsafe { borrow(entry.fd) });
+            poller::deregister(&self.poller, entry.fd);
             for cb in [entry.reader, entry.writer].into_iter().flatten() {
                 cb.cancel();
                 callbacks.push(cb);

@@ -1,0 +1,19 @@
+//! The loop itself: the [`EventLoop`] and its `run_once` pass, the fd
+//! selector, the timer heap, handles, the clock, statistics and the
+//! cross-thread door ([`RemoteLoop`]).
+//!
+//! This layer knows nothing of networking: transports and servers reach it
+//! through the fd and ownership API the selector offers.
+
+pub(crate) mod clock;
+pub(crate) mod event_loop;
+pub(crate) mod handle;
+pub(crate) mod remote;
+pub(crate) mod selector;
+pub(crate) mod stats;
+pub(crate) mod timers;
+
+pub use event_loop::{Builder, EventLoop, get_running_loop};
+pub use handle::{Handle, TimerHandle};
+pub use remote::RemoteLoop;
+pub use stats::LoopStats;
