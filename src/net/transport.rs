@@ -33,6 +33,24 @@ pub const DEFAULT_LOW_WATER: usize = DEFAULT_HIGH_WATER / 4;
 /// How much one read asks for (asyncio's `max_size`).
 pub(crate) const READ_SIZE: usize = 256 * 1024;
 
+thread_local! {
+    /// One receive buffer shared by every transport of the thread's loop:
+    /// reads happen one at a time, so 10k connections need one buffer, not
+    /// 10k. (A loop belongs to one thread, so per-thread is per-loop.)
+    static READ_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Lends out the shared receive buffer (a fresh one if it is already lent).
+pub(crate) fn take_read_buffer() -> Vec<u8> {
+    let buf = READ_BUF.with(|b| b.take());
+    if buf.len() >= READ_SIZE { buf } else { vec![0; READ_SIZE] }
+}
+
+/// Returns the buffer lent by [`take_read_buffer`].
+pub(crate) fn put_read_buffer(buf: Vec<u8>) {
+    READ_BUF.with(|b| b.set(buf));
+}
+
 /// A protocol notification that could not be delivered because the
 /// protocol was busy in another method; delivered when that one returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -514,18 +532,18 @@ impl StreamInner {
             Some(Ok(n)) => self.call_protocol(|p| p.buffer_updated(n)),
             Some(Err(e)) => self.on_read_error(e),
             None => {
-                let mut buf = self.lp.take_read_buffer();
+                let mut buf = take_read_buffer();
                 match self.recv(&mut buf) {
                     Ok(0) => {
-                        self.lp.put_read_buffer(buf);
+                        put_read_buffer(buf);
                         self.on_eof();
                     }
                     Ok(n) => {
                         self.call_protocol(|p| p.data_received(&buf[..n]));
-                        self.lp.put_read_buffer(buf);
+                        put_read_buffer(buf);
                     }
                     Err(e) => {
-                        self.lp.put_read_buffer(buf);
+                        put_read_buffer(buf);
                         self.on_read_error(e);
                     }
                 }

@@ -230,7 +230,7 @@ impl DatagramInner {
         if self.lost.get() {
             return;
         }
-        let mut buf = self.lp.take_read_buffer();
+        let mut buf = crate::net::transport::take_read_buffer();
         let received = {
             let socket = self.socket.borrow();
             match socket.as_ref() {
@@ -243,7 +243,7 @@ impl DatagramInner {
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
             Err(e) => self.error_received(e.into()),
         }
-        self.lp.put_read_buffer(buf);
+        crate::net::transport::put_read_buffer(buf);
     }
 
     fn on_writable(self: &Rc<Self>) {

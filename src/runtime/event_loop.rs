@@ -4,9 +4,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
-use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, Location};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use crate::exception::{ExceptionContext, report};
 use crate::runtime::clock::Clock;
 use crate::runtime::handle::{CallbackCell, Handle, IN_HEAP, Runnable, TimerHandle};
 use crate::runtime::remote::{RemoteItem, RemoteLoop, RemoteShared};
-use crate::runtime::selector::{FdCallback, Interest, Selector};
+use crate::runtime::selector::Selector;
 use crate::runtime::stats::{LoopStats, StatsCells};
 use crate::runtime::timers::TimerHeap;
 use crate::task::task::{TaskKey, TaskSlot};
@@ -46,14 +45,14 @@ pub(crate) struct LoopInner {
     pub(crate) id: u64,
     pub(crate) ready: RefCell<VecDeque<Rc<dyn Runnable>>>,
     pub(crate) timers: RefCell<TimerHeap>,
-    selector: RefCell<Selector>,
+    pub(crate) selector: RefCell<Selector>,
     pub(crate) remote: Arc<RemoteShared>,
     /// Reused buffer for draining the remote queue without allocating.
     remote_buf: RefCell<Vec<RemoteItem>>,
     pub(crate) clock: Clock,
     running: Cell<bool>,
     stopping: Cell<bool>,
-    closed: Cell<bool>,
+    pub(crate) closed: Cell<bool>,
     debug: Cell<bool>,
     slow_callback_duration: Cell<Duration>,
     exception_handler: RefCell<Option<ExceptionHandler>>,
@@ -64,9 +63,67 @@ pub(crate) struct LoopInner {
     /// Finished tasks' wakers, reused by new tasks.
     pub(crate) waker_pool: RefCell<Vec<crate::task::task::PooledWaker>>,
     pub(crate) executor: RefCell<Option<crate::task::executor::Executor>>,
-    /// One receive buffer shared by every transport of the loop: reads
-    /// happen one at a time, so 10k connections need one buffer, not 10k.
-    read_buf: Cell<Vec<u8>>,
+    /// What `close()` must shut first: transports and servers register a
+    /// closer so the loop can close them (and drop their protocols)
+    /// without knowing what they are.
+    closers: RefCell<SlotMap<CloserKey, Box<dyn FnOnce()>>>,
+}
+
+slotmap::new_key_type! {
+    /// A closer registered with [`EventLoop::on_close`].
+    pub(crate) struct CloserKey;
+}
+
+/// A loop handle that does not keep the loop alive: what loop-owned
+/// objects (futures, tasks, transports, servers) hold, so that dropping the
+/// last [`EventLoop`] frees the loop and everything in it.
+#[derive(Clone)]
+#[allow(dead_code)] // being adopted by task/ and net/
+pub(crate) struct WeakLoop(Weak<LoopInner>);
+
+#[allow(dead_code)] // being adopted by task/ and net/
+impl WeakLoop {
+    /// The loop, unless it has been dropped.
+    #[inline]
+    pub(crate) fn upgrade(&self) -> Option<EventLoop> {
+        self.0.upgrade().map(|inner| EventLoop { inner })
+    }
+
+    /// The loop; panics with a clear message if it was dropped.
+    #[track_caller]
+    pub(crate) fn get(&self) -> EventLoop {
+        self.upgrade().expect("the event loop was dropped")
+    }
+
+    /// Whether the loop is closed or gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.upgrade().is_none_or(|inner| inner.closed.get())
+    }
+
+    /// Whether both handles name the same loop.
+    pub(crate) fn ptr_eq(&self, other: &EventLoop) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Rc::as_ptr(&other.inner))
+    }
+}
+
+impl fmt::Debug for WeakLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakLoop").field("alive", &(self.0.strong_count() > 0)).finish()
+    }
+}
+
+impl Drop for LoopInner {
+    /// The last handle went without `close()`: refuse later cross-thread
+    /// calls and wakes, then let the fields drop (closures, tasks and
+    /// transports with them; transports close their sockets). Closers are
+    /// dropped unrun: there is no loop left to call protocols from.
+    fn drop(&mut self) {
+        drop(self.remote.close());
+        let closers = std::mem::take(self.closers.get_mut());
+        for (_, closer) in closers {
+            let _ = crate::runtime::guard::drop_user(closer);
+        }
+    }
 }
 
 impl LoopInner {
@@ -186,7 +243,7 @@ impl Builder {
             ready: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerHeap::new(epoch)),
             selector: RefCell::new(Selector::new(poller.clone())),
-            remote: Arc::new(RemoteShared::new(poller)),
+            remote: Arc::new(RemoteShared::new(&poller)),
             remote_buf: RefCell::new(Vec::new()),
             clock,
             running: Cell::new(false),
@@ -199,7 +256,7 @@ impl Builder {
             tasks: RefCell::new(SlotMap::with_key()),
             waker_pool: RefCell::new(Vec::new()),
             executor: RefCell::new(None),
-            read_buf: Cell::new(Vec::new()),
+            closers: RefCell::new(SlotMap::with_key()),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
     }
@@ -534,29 +591,81 @@ impl EventLoop {
         if inner.closed.replace(true) {
             return Ok(());
         }
-        // Take everything out first, then drop it with no borrow alive: the
+        // Transports and servers first: they close their sockets and call
+        // their protocols' `connection_lost`, with no borrow alive.
+        loop {
+            let closers: Vec<_> = inner.closers.borrow_mut().drain().map(|(_, c)| c).collect();
+            if closers.is_empty() {
+                break;
+            }
+            for closer in closers {
+                if let Err(message) = crate::runtime::guard::run_user(closer) {
+                    self.report_panic("panic while closing a transport or server", message);
+                }
+            }
+        }
+        // Take everything else out, then drop it with no borrow alive: the
         // closures' destructors are user code.
         let remote = inner.remote.close();
         let ready = std::mem::take(&mut *inner.ready.borrow_mut());
         let timers = inner.timers.borrow_mut().take_all();
-        let fds = inner.selector.borrow_mut().clear();
+        let fds = inner.selector.borrow_mut().shutdown();
         let tasks = crate::task::task::take_all(inner);
         let executor = inner.executor.borrow_mut().take();
-        drop(remote);
+        self.drop_reporting(remote);
         // Cancel, don't just drop: a `Handle` the caller still holds shares
         // the callback, which would otherwise outlive close() (as timers do).
         for item in &ready {
-            item.cancel();
+            if let Err(message) = crate::runtime::guard::run_user(|| item.cancel()) {
+                self.report_panic("panic in the destructor of a callback", message);
+            }
         }
-        drop(ready);
+        self.drop_reporting(ready);
         for t in &timers {
-            t.cancel();
+            if let Err(message) = crate::runtime::guard::run_user(|| t.cancel()) {
+                self.report_panic("panic in the destructor of a callback", message);
+            }
         }
-        drop(timers);
-        drop(fds);
-        drop(tasks);
-        drop(executor);
+        self.drop_reporting(timers);
+        self.drop_reporting(fds);
+        self.drop_reporting(tasks);
+        self.drop_reporting(executor);
         Ok(())
+    }
+
+    /// Drops what `close` took out; a destructor that panics is reported,
+    /// not propagated.
+    fn drop_reporting<T>(&self, value: T) {
+        if let Err(message) = crate::runtime::guard::drop_user(value) {
+            self.report_panic("panic in a destructor while closing the loop", message);
+        }
+    }
+
+    fn report_panic(&self, what: &str, message: String) {
+        let ctx = ExceptionContext::new(what).with_error(Error::Panicked(message));
+        self.default_exception_handler(&ctx);
+    }
+
+    /// Registers `f` to run first thing in `close()` (transports and
+    /// servers close themselves there). Forget it with
+    /// [`forget_on_close`](EventLoop::forget_on_close) once it no longer
+    /// applies.
+    #[allow(dead_code)] // being adopted by net/
+    pub(crate) fn on_close(&self, f: impl FnOnce() + 'static) -> CloserKey {
+        self.inner.closers.borrow_mut().insert(Box::new(f))
+    }
+
+    /// Unregisters a closer; it is dropped unrun.
+    #[allow(dead_code)] // being adopted by net/
+    pub(crate) fn forget_on_close(&self, key: CloserKey) {
+        let removed = self.inner.closers.borrow_mut().remove(key);
+        drop(removed);
+    }
+
+    /// A handle that does not keep the loop alive.
+    #[allow(dead_code)] // being adopted by task/ and net/
+    pub(crate) fn downgrade(&self) -> WeakLoop {
+        WeakLoop(Rc::downgrade(&self.inner))
     }
 
     /// The loop's clock: `Instant::now()`, or the manual clock's time.
@@ -655,172 +764,6 @@ impl EventLoop {
         let cell = CallbackCell::new(f, Location::caller(), IN_HEAP);
         self.inner.timers.borrow_mut().push(when, cell.clone());
         TimerHandle { inner: cell, when, event_loop: Rc::downgrade(&self.inner) }
-    }
-
-    // ----------------------------------------------------------------- fds
-
-    fn add_fd(
-        &self,
-        fd: RawFd,
-        interest: Interest,
-        f: Box<dyn FnMut()>,
-        at: &'static Location<'static>,
-    ) -> Result<()> {
-        self.check_open();
-        if self.inner.selector.borrow().is_owned(fd) {
-            return Err(Error::InvalidState("the fd is used by a transport"));
-        }
-        self.add_fd_unchecked(fd, interest, f, at)
-    }
-
-    fn add_fd_unchecked(
-        &self,
-        fd: RawFd,
-        interest: Interest,
-        f: Box<dyn FnMut()>,
-        at: &'static Location<'static>,
-    ) -> Result<()> {
-        // Transports call this directly; after close() they get an error
-        // (and close themselves) instead of re-filling the cleared selector.
-        if self.inner.closed.get() {
-            return Err(Error::Closed);
-        }
-        let callback = FdCallback::new(f, at);
-        let replaced = self.inner.selector.borrow_mut().add(fd, interest, callback);
-        // Any replaced callback is dropped here, after the borrow ended.
-        replaced.map(drop).map_err(Error::from)
-    }
-
-    fn remove_fd(&self, fd: RawFd, interest: Interest) -> bool {
-        if self.inner.selector.borrow().is_owned(fd) {
-            return false;
-        }
-        self.remove_fd_unchecked(fd, interest)
-    }
-
-    fn remove_fd_unchecked(&self, fd: RawFd, interest: Interest) -> bool {
-        let removed = self.inner.selector.borrow_mut().remove(fd, interest);
-        removed.is_some()
-    }
-
-    /// Calls `f` whenever `fd` is readable, until
-    /// [`remove_reader`](EventLoop::remove_reader) (asyncio's `add_reader`).
-    /// Level-triggered: while unread data remains, `f` runs again on every
-    /// pass. Replaces an existing reader of `fd`. The reader and writer of an
-    /// fd share one poller registration.
-    ///
-    /// The loop does not own `fd`. Remove the reader before closing the fd:
-    /// if the fd is closed first, Linux's epoll drops the registration by
-    /// itself, so `f` simply stops being called, and the loop's bookkeeping
-    /// stays until `remove_reader` frees it.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] if the poller refuses the fd (`EBADF` for a closed fd,
-    /// `EPERM` for a regular file); an existing reader is then kept.
-    ///
-    /// # Panics
-    ///
-    /// With "event loop is closed" if the loop was closed.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::{io::{Read, Write}, os::fd::AsRawFd, os::unix::net::UnixStream};
-    /// let lp = evloop::EventLoop::new()?;
-    /// let (mut a, mut b) = UnixStream::pair()?;
-    /// let fd = b.as_raw_fd();
-    /// let reader_loop = lp.clone();
-    /// lp.add_reader(fd, move || {
-    ///     let mut buf = [0u8; 5];
-    ///     b.read_exact(&mut buf).unwrap();
-    ///     assert_eq!(&buf, b"hello");
-    ///     reader_loop.remove_reader(fd);
-    ///     reader_loop.stop();
-    /// })?;
-    /// a.write_all(b"hello")?;
-    /// lp.run_forever()?;
-    /// # Ok::<(), evloop::Error>(())
-    /// ```
-    #[track_caller]
-    pub fn add_reader(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.add_fd(fd, Interest::Read, Box::new(f), Location::caller())
-    }
-
-    /// Stops watching `fd` for reading; returns whether a reader was
-    /// registered. Always frees the bookkeeping, even if the fd was already
-    /// closed. A copy of the callback already queued for this pass is
-    /// skipped. An fd owned by a transport is left alone (returns false).
-    pub fn remove_reader(&self, fd: RawFd) -> bool {
-        self.remove_fd(fd, Interest::Read)
-    }
-
-    /// Calls `f` whenever `fd` is writable, until
-    /// [`remove_writer`](EventLoop::remove_writer) (asyncio's `add_writer`).
-    /// Same rules as [`add_reader`](EventLoop::add_reader).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] if the poller refuses the fd.
-    ///
-    /// # Panics
-    ///
-    /// With "event loop is closed" if the loop was closed.
-    #[track_caller]
-    pub fn add_writer(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.add_fd(fd, Interest::Write, Box::new(f), Location::caller())
-    }
-
-    /// Stops watching `fd` for writing; returns whether a writer was
-    /// registered. Same rules as [`remove_reader`](EventLoop::remove_reader).
-    pub fn remove_writer(&self, fd: RawFd) -> bool {
-        self.remove_fd(fd, Interest::Write)
-    }
-
-    // ------------------------------------------- transport-owned fds (net)
-
-    /// Marks `fd` as owned by a transport: user readers/writers are refused.
-    pub(crate) fn claim_fd(&self, fd: RawFd) {
-        self.inner.selector.borrow_mut().set_owned(fd, true);
-    }
-
-    /// Ends a transport's ownership of `fd` (its readers/writers are gone).
-    pub(crate) fn release_fd(&self, fd: RawFd) {
-        self.inner.selector.borrow_mut().set_owned(fd, false);
-    }
-
-    #[track_caller]
-    pub(crate) fn add_owned_reader(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.add_fd_unchecked(fd, Interest::Read, Box::new(f), Location::caller())
-    }
-
-    #[track_caller]
-    pub(crate) fn add_owned_writer(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.add_fd_unchecked(fd, Interest::Write, Box::new(f), Location::caller())
-    }
-
-    pub(crate) fn remove_owned_reader(&self, fd: RawFd) -> bool {
-        self.remove_fd_unchecked(fd, Interest::Read)
-    }
-
-    pub(crate) fn remove_owned_writer(&self, fd: RawFd) -> bool {
-        self.remove_fd_unchecked(fd, Interest::Write)
-    }
-
-    /// Lends out the loop's shared receive buffer (a fresh one if it is
-    /// already lent).
-    pub(crate) fn take_read_buffer(&self) -> Vec<u8> {
-        let buf = self.inner.read_buf.take();
-        if buf.len() >= crate::net::transport::READ_SIZE {
-            buf
-        } else {
-            vec![0; crate::net::transport::READ_SIZE]
-        }
-    }
-
-    /// Returns the buffer lent by `take_read_buffer`.
-    pub(crate) fn put_read_buffer(&self, buf: Vec<u8>) {
-        self.inner.read_buf.set(buf);
     }
 
     // ------------------------------------------------------------- threads

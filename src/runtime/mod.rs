@@ -7,6 +7,8 @@
 
 pub(crate) mod clock;
 pub(crate) mod event_loop;
+mod fds;
+pub(crate) mod guard;
 pub(crate) mod handle;
 pub(crate) mod remote;
 pub(crate) mod selector;

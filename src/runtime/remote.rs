@@ -9,7 +9,7 @@
 use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use polling::Poller;
 
@@ -33,15 +33,17 @@ pub(crate) struct RemoteShared {
     queue: Mutex<Queue>,
     /// Set by senders after they push; cleared by the loop before it drains.
     pending: AtomicBool,
-    pub(crate) poller: Arc<Poller>,
+    /// Weak: a `RemoteLoop` or task waker that outlives its loop must not
+    /// keep the loop's epoll and eventfd open.
+    poller: Weak<Poller>,
 }
 
 impl RemoteShared {
-    pub(crate) fn new(poller: Arc<Poller>) -> RemoteShared {
+    pub(crate) fn new(poller: &Arc<Poller>) -> RemoteShared {
         RemoteShared {
             queue: Mutex::new(Queue { items: Vec::new(), closed: false }),
             pending: AtomicBool::new(false),
-            poller,
+            poller: Arc::downgrade(poller),
         }
     }
 
@@ -62,9 +64,12 @@ impl RemoteShared {
             q.items.push(item);
         }
         if !self.pending.swap(true, Ordering::AcqRel) {
-            // The loop may be blocked in `wait`: wake it. A notify error only
-            // happens if the eventfd is gone, i.e. the loop is being torn down.
-            let _ = self.poller.notify();
+            // The loop may be blocked in `wait`: wake it. The poller is gone
+            // only while the loop is being torn down; a notify error means
+            // the same.
+            if let Some(poller) = self.poller.upgrade() {
+                let _ = poller.notify();
+            }
         }
         Ok(())
     }

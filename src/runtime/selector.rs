@@ -94,7 +94,9 @@ fn poller_key(key: FdKey) -> u64 {
 
 /// The fd registry plus the poller.
 pub(crate) struct Selector {
-    poller: Arc<Poller>,
+    /// `None` once the loop is closed: its epoll fd and eventfd are freed
+    /// then, not when the last handle goes.
+    poller: Option<Arc<Poller>>,
     entries: SlotMap<FdKey, FdEntry>,
     by_fd: HashMap<RawFd, FdKey>,
     /// Fds owned by transports: user `add_reader`/`add_writer` is refused.
@@ -107,7 +109,7 @@ pub(crate) struct Selector {
 impl Selector {
     pub(crate) fn new(poller: Arc<Poller>) -> Selector {
         Selector {
-            poller,
+            poller: Some(poller),
             entries: SlotMap::with_key(),
             by_fd: HashMap::new(),
             owned: HashSet::new(),
@@ -115,6 +117,18 @@ impl Selector {
             readers: 0,
             writers: 0,
         }
+    }
+
+    fn poller(&self) -> io::Result<&Poller> {
+        self.poller.as_deref().ok_or_else(|| io::Error::other("event loop is closed"))
+    }
+
+    /// Unregisters everything and frees the poller (on `close`); returns
+    /// the callbacks for the caller to drop after releasing its borrow.
+    pub(crate) fn shutdown(&mut self) -> Vec<Rc<FdCallback>> {
+        let callbacks = self.clear();
+        self.poller = None;
+        callbacks
     }
 
     /// Whether no fd is registered: then polling can only report a wake-up.
@@ -161,7 +175,7 @@ impl Selector {
                 Interest::Write => entry.writer = Some(callback),
             }
             let (read, write) = entry.sides();
-            let added = poller::register(&self.poller, fd, poller_key(key), read, write);
+            let added = poller::register(self.poller()?, fd, poller_key(key), read, write);
             if let Err(e) = added {
                 self.entries.remove(key);
                 return Err(e);
@@ -199,9 +213,10 @@ impl Selector {
     /// Changes the interest of a registered fd. If the kernel no longer knows
     /// the fd (it was closed and its number reused), registers it afresh.
     fn rearm(&self, fd: RawFd, key: FdKey, (read, write): (bool, bool)) -> io::Result<()> {
-        match poller::reregister(&self.poller, fd, poller_key(key), read, write) {
+        let p = self.poller()?;
+        match poller::reregister(p, fd, poller_key(key), read, write) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                poller::register(&self.poller, fd, poller_key(key), read, write)
+                poller::register(p, fd, poller_key(key), read, write)
             }
             other => other,
         }
@@ -223,7 +238,9 @@ impl Selector {
         let sides = entry.sides();
         self.count(interest, -1);
         if now_unused {
-            poller::deregister(&self.poller, fd);
+            if let Some(p) = &self.poller {
+                poller::deregister(p, fd);
+            }
             self.entries.remove(key);
             self.by_fd.remove(&fd);
         } else {
@@ -250,7 +267,8 @@ impl Selector {
         timeout: Option<Duration>,
         ready: &RefCell<VecDeque<Rc<dyn Runnable>>>,
     ) -> io::Result<()> {
-        poller::wait(&self.poller, &mut self.events, timeout)?;
+        let p = self.poller.as_deref().ok_or_else(|| io::Error::other("event loop is closed"))?;
+        poller::wait(p, &mut self.events, timeout)?;
         let mut ready = ready.borrow_mut();
         for ev in self.events.ready() {
             self.dispatch(ev.key, ev.readable, ev.writable, &mut ready);
@@ -277,7 +295,9 @@ impl Selector {
     pub(crate) fn clear(&mut self) -> Vec<Rc<FdCallback>> {
         let mut callbacks = Vec::new();
         for (_, entry) in self.entries.drain() {
-            poller::deregister(&self.poller, entry.fd);
+            if let Some(p) = &self.poller {
+                poller::deregister(p, entry.fd);
+            }
             for cb in [entry.reader, entry.writer].into_iter().flatten() {
                 cb.cancel();
                 callbacks.push(cb);
