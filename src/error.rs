@@ -1,6 +1,8 @@
 //! The crate's one error type.
 
+use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 /// Everything that can go wrong in evloop.
 ///
@@ -62,9 +64,11 @@ pub enum Error {
         /// (or to the separator, if it was found past the limit).
         consumed: usize,
     },
-    /// An operating-system error.
-    #[error("I/O error: {0}")]
-    Io(std::sync::Arc<io::Error>),
+    /// An operating-system error, with what was being done when it
+    /// happened where that helps ("connect to 127.0.0.1:1"). Its
+    /// [`source`](std::error::Error::source) is the `io::Error`.
+    #[error("{0}")]
+    Io(#[source] IoError),
     /// Any other error, supplied by user code.
     #[error("{0}")]
     Other(std::sync::Arc<dyn std::error::Error + Send + Sync>),
@@ -86,7 +90,7 @@ impl Error {
     /// The OS error number, if this is an [`Error::Io`] from the OS.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io(e) => e.raw_os_error(),
+            Error::Io(e) => e.get_ref().raw_os_error(),
             _ => None,
         }
     }
@@ -94,7 +98,7 @@ impl Error {
     /// The OS error kind, if this is an [`Error::Io`].
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
-            Error::Io(e) => Some(e.kind()),
+            Error::Io(e) => Some(e.get_ref().kind()),
             _ => None,
         }
     }
@@ -113,9 +117,111 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
-        Error::Io(std::sync::Arc::new(e))
+        Error::Io(IoError(Arc::new(IoErrorInner { error: e, context: None })))
+    }
+}
+
+impl Error {
+    /// An [`Error::Io`] that says what was being done: `context` comes
+    /// first in the message ("connect to 127.0.0.1:1: Connection refused").
+    #[allow(dead_code)] // adopted by net/ (connect errors name the address)
+    pub(crate) fn io_context(error: io::Error, context: impl fmt::Display) -> Error {
+        let context = Some(context.to_string().into_boxed_str());
+        Error::Io(IoError(Arc::new(IoErrorInner { error, context })))
+    }
+}
+
+/// The `io::Error` inside [`Error::Io`], shared (so `Error` stays `Clone`)
+/// and with an optional description of what failed. Derefs to the
+/// `io::Error`, so `e.kind()` and `e.raw_os_error()` work on it directly.
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// let e = evloop::Error::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+/// let evloop::Error::Io(inner) = &e else { unreachable!() };
+/// assert_eq!(inner.kind(), io::ErrorKind::ConnectionRefused);
+/// assert!(std::error::Error::source(&e).is_some());
+/// ```
+#[derive(Clone)]
+pub struct IoError(Arc<IoErrorInner>);
+
+struct IoErrorInner {
+    error: io::Error,
+    context: Option<Box<str>>,
+}
+
+impl IoError {
+    /// The OS error.
+    pub fn get_ref(&self) -> &io::Error {
+        &self.0.error
+    }
+
+    /// What was being done when the error happened, if recorded.
+    pub fn context(&self) -> Option<&str> {
+        self.0.context.as_deref()
+    }
+}
+
+impl std::ops::Deref for IoError {
+    type Target = io::Error;
+
+    fn deref(&self) -> &io::Error {
+        &self.0.error
+    }
+}
+
+impl fmt::Debug for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.context {
+            Some(context) => {
+                f.debug_struct("IoError").field("context", context).field("error", &self.0.error).finish()
+            }
+            None => fmt::Debug::fmt(&self.0.error, f),
+        }
+    }
+}
+
+/// The message includes the `io::Error`'s own (so printing the error alone
+/// says everything); [`source`](std::error::Error::source) returns it too.
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.context {
+            Some(context) => write!(f, "{context}: {}", self.0.error),
+            None => write!(f, "I/O error: {}", self.0.error),
+        }
+    }
+}
+
+impl std::error::Error for IoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0.error)
     }
 }
 
 /// `Result<T, evloop::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_have_a_source_and_say_what_failed() {
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let e = Error::io_context(refused, "connect to 127.0.0.1:1");
+        let text = e.to_string();
+        assert!(text.starts_with("connect to 127.0.0.1:1: "), "{text}");
+        assert!(text.contains("os error 111"), "{text}");
+        let source = std::error::Error::source(&e).expect("Error::Io has a source");
+        let io = source.downcast_ref::<IoError>().expect("the source is the IoError");
+        assert_eq!(io.context(), Some("connect to 127.0.0.1:1"));
+        assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED));
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::ConnectionRefused));
+        let os = std::error::Error::source(io).expect("IoError's source is the io::Error");
+        assert!(os.downcast_ref::<io::Error>().is_some());
+        // Without context, the message is as before.
+        assert_eq!(Error::from(io::Error::other("x")).to_string(), "I/O error: x");
+    }
+}

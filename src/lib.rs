@@ -81,7 +81,7 @@ pub mod sync;
 mod sys;
 pub mod task;
 
-pub use error::{Error, Result};
+pub use error::{Error, IoError, Result};
 pub use exception::ExceptionContext;
 pub use net::stream::{
     StreamReader, StreamWriter, open_connection, open_connection_with_limit, open_unix_connection,

@@ -259,3 +259,30 @@ fn every_public_method_is_callable_from_inside_a_callback() {
     assert!(done.get());
     drop(a);
 }
+
+/// asyncio keeps one ready deque: `call_soon_threadsafe` on the loop's own
+/// thread runs before a `call_soon` made after it (it used to run after).
+#[test]
+fn call_soon_threadsafe_on_the_loop_thread_keeps_fifo_order_with_call_soon() {
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let remote = lp.remote();
+    let push = |v: u32| {
+        let order = order.clone();
+        move || order.lock().unwrap().push(v)
+    };
+    remote.call_soon_threadsafe(push(1)).unwrap();
+    lp.call_soon(push(2));
+    remote.call_soon_threadsafe(push(3)).unwrap();
+    lp.call_soon(push(4));
+    // And from inside a callback, while the loop runs.
+    let (inner_remote, inner_lp) = (remote.clone(), lp.clone());
+    let (p5, p6) = (push(5), push(6));
+    lp.call_soon(move || {
+        inner_remote.call_soon_threadsafe(p5).unwrap();
+        inner_lp.call_soon(p6);
+    });
+    lp.run_until_idle().unwrap();
+    assert_eq!(*order.lock().unwrap(), [1, 2, 3, 4, 5, 6]);
+}

@@ -154,8 +154,27 @@ impl LoopInner {
 /// `_run_once`: compute a timeout, poll for I/O, move due timers to the ready
 /// queue, then run exactly the callbacks that were ready when the pass began.
 ///
-/// A loop whose callbacks hold clones of it forms a reference cycle; call
-/// [`close`](EventLoop::close) (or use [`run`](crate::run)) to release it.
+/// Loop-owned objects (futures, tasks, transports, servers, fd callbacks)
+/// do not keep the loop alive: dropping the last `EventLoop` frees the loop
+/// and everything in it, even without [`close`](EventLoop::close). A
+/// callback or task that holds a clone of the `EventLoop` itself does keep
+/// it alive (a reference cycle through user code); `close()` (or
+/// [`run`](crate::run), which closes) breaks it.
+///
+/// # Methods by concern
+///
+/// | concern | methods |
+/// |---|---|
+/// | building | [`new`](EventLoop::new), [`builder`](EventLoop::builder) |
+/// | running and stopping | [`run_forever`](EventLoop::run_forever), [`run_until_complete`](EventLoop::run_until_complete), [`run_once`](EventLoop::run_once), [`run_until_idle`](EventLoop::run_until_idle), [`stop`](EventLoop::stop), [`is_running`](EventLoop::is_running), [`close`](EventLoop::close), [`is_closed`](EventLoop::is_closed) |
+/// | scheduling callbacks | [`call_soon`](EventLoop::call_soon), [`call_later`](EventLoop::call_later), [`call_at`](EventLoop::call_at), [`time`](EventLoop::time), [`advance_time`](EventLoop::advance_time) |
+/// | futures and tasks | [`create_future`](EventLoop::create_future), [`create_task`](EventLoop::create_task) |
+/// | threads | [`remote`](EventLoop::remote) (`call_soon_threadsafe`), [`run_in_executor`](EventLoop::run_in_executor) |
+/// | file descriptors | [`add_reader`](EventLoop::add_reader), [`remove_reader`](EventLoop::remove_reader), [`add_writer`](EventLoop::add_writer), [`remove_writer`](EventLoop::remove_writer) |
+/// | low-level sockets | [`sock_recv`](EventLoop::sock_recv), [`sock_recv_into`](EventLoop::sock_recv_into), [`sock_sendall`](EventLoop::sock_sendall), [`sock_connect`](EventLoop::sock_connect), [`sock_accept`](EventLoop::sock_accept), [`sock_recvfrom`](EventLoop::sock_recvfrom), [`sock_recvfrom_into`](EventLoop::sock_recvfrom_into), [`sock_sendto`](EventLoop::sock_sendto), [`sock_sendfile`](EventLoop::sock_sendfile) |
+/// | transports and servers | [`create_connection`](EventLoop::create_connection), [`create_unix_connection`](EventLoop::create_unix_connection), [`connect_accepted_socket`](EventLoop::connect_accepted_socket), [`create_server`](EventLoop::create_server), [`create_unix_server`](EventLoop::create_unix_server), [`create_datagram_endpoint`](EventLoop::create_datagram_endpoint), [`create_unix_datagram_endpoint`](EventLoop::create_unix_datagram_endpoint), [`sendfile`](EventLoop::sendfile) |
+/// | name resolution | [`getaddrinfo`](EventLoop::getaddrinfo), [`getnameinfo`](EventLoop::getnameinfo) |
+/// | errors and debugging | [`set_exception_handler`](EventLoop::set_exception_handler), [`call_exception_handler`](EventLoop::call_exception_handler), [`default_exception_handler`](EventLoop::default_exception_handler), [`set_debug`](EventLoop::set_debug), [`get_debug`](EventLoop::get_debug), [`set_slow_callback_duration`](EventLoop::set_slow_callback_duration), [`stats`](EventLoop::stats) |
 ///
 /// # Examples
 ///
@@ -477,11 +496,18 @@ impl EventLoop {
         Ok(())
     }
 
+    /// Moves what other threads sent (and `call_soon_threadsafe` calls made
+    /// on this thread) onto the ready queue.
+    #[inline]
     fn drain_remote(&self) {
-        let inner = &self.inner;
-        if !inner.remote.has_pending() {
-            return;
+        if self.inner.remote.has_pending() {
+            self.drain_remote_now();
         }
+    }
+
+    #[cold]
+    fn drain_remote_now(&self) {
+        let inner = &self.inner;
         let mut items = std::mem::take(&mut *inner.remote_buf.borrow_mut());
         inner.remote.take_into(&mut items);
         for item in items.drain(..) {
@@ -719,6 +745,9 @@ impl EventLoop {
     #[track_caller]
     pub fn call_soon(&self, f: impl FnOnce() + 'static) -> Handle {
         self.check_open();
+        // One FIFO with `call_soon_threadsafe`, as asyncio's single ready
+        // deque: what other threads (or this one) sent first goes first.
+        self.drain_remote();
         let cell = CallbackCell::new(f, Location::caller(), 0);
         self.inner.push_ready(cell.clone());
         Handle { inner: cell }

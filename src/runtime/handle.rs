@@ -91,8 +91,15 @@ impl<F: FnOnce() + 'static> Runnable for CallbackCell<F> {
         self.state.set(state | CANCELLED);
         // Like asyncio, a cancelled handle lets go of its callback at once, so
         // whatever the closure captured is freed now, not when the loop gets
-        // around to skipping it.
-        drop(self.callback.take());
+        // around to skipping it. A destructor that panics is reported, not
+        // passed on to whoever called cancel() (or close()).
+        if let Err(message) = crate::runtime::guard::drop_user(self.callback.take()) {
+            let ctx =
+                crate::exception::ExceptionContext::new("panic in the destructor of a cancelled callback")
+                    .with_error(crate::error::Error::Panicked(message))
+                    .with_location(self.location);
+            crate::exception::report(log::Level::Error, format_args!("{ctx}"));
+        }
         true
     }
 
@@ -235,6 +242,21 @@ mod tests {
         assert!(!cell.cancel(), "second cancel is a no-op");
         cell.run();
         assert!(cell.cancelled());
+    }
+
+    #[test]
+    fn cancel_reports_a_panicking_destructor_instead_of_panicking() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("destructor panics");
+            }
+        }
+        let bomb = Bomb;
+        let cell = CallbackCell::new(move || drop(bomb), Location::caller(), 0);
+        assert!(cell.cancel(), "cancel returns normally");
+        assert!(cell.cancelled());
+        assert!(!cell.run(), "a cancelled callback never runs");
     }
 
     #[test]
