@@ -286,3 +286,28 @@ fn call_soon_threadsafe_on_the_loop_thread_keeps_fifo_order_with_call_soon() {
     lp.run_until_idle().unwrap();
     assert_eq!(*order.lock().unwrap(), [1, 2, 3, 4, 5, 6]);
 }
+
+/// A closure whose destructor panics is user code like any other: `close()`
+/// reports it and still frees everything else.
+#[test]
+fn close_survives_a_closure_whose_destructor_panics_and_frees_the_rest() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("destructor panics");
+        }
+    }
+    let lp = manual_loop();
+    let dropped = DropCounter::new();
+    let bomb = PanicsOnDrop;
+    lp.call_soon(move || drop(bomb));
+    let token = DropCounter::token(&dropped);
+    lp.call_soon(move || drop(token));
+    let bomb = PanicsOnDrop;
+    lp.call_later(std::time::Duration::from_secs(1), move || drop(bomb));
+    let token = DropCounter::token(&dropped);
+    lp.call_later(std::time::Duration::from_secs(1), move || drop(token));
+    lp.close().expect("close returns normally");
+    assert_eq!(dropped.get(), 2, "the other closures were freed too");
+    assert!(lp.is_closed());
+}
