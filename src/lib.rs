@@ -64,6 +64,17 @@
 //! everything due, instantly. See [`asyncio`] for the asyncio → evloop name
 //! table.
 //!
+//! # Layout
+//!
+//! The modules are the layers, bottom up: `sys` (private: every syscall
+//! wrapper and every `unsafe` block; the rest of the crate denies unsafe
+//! code), [`runtime`] (the loop, its selector, timers, handles, clock,
+//! statistics and [`RemoteLoop`]; it knows nothing of networking),
+//! [`task`] (futures, tasks and the helpers built on them), [`sync`], and
+//! [`net`] with the streams in [`net::stream`]. The names used every day are
+//! re-exported here; the future types that adapters return live in
+//! [`task`].
+//!
 //! # Portability
 //!
 //! Unix with a 64-bit target (the poller key carries a generation count);
