@@ -60,8 +60,12 @@ pub(crate) fn register(poller: &Poller, fd: RawFd, key: u64, read: bool, write: 
 ///
 /// # Errors
 ///
-/// `NotFound` if the kernel no longer knows the fd (it was closed);
-/// `EBADF` if the number is not open at all.
+/// `NotFound` (`ENOENT`) if the kernel does not watch the file that `fd`
+/// names now: on Linux, epoll forgets a registration when its file is
+/// closed, and looks registrations up by file as well as by number, so
+/// this also answers for a number that was closed and reused. The
+/// selector relies on it to detect stale registrations. `EBADF` if the
+/// number is not open at all.
 pub(crate) fn reregister(poller: &Poller, fd: RawFd, key: u64, read: bool, write: bool) -> io::Result<()> {
     // SAFETY: borrowed for this one call only.
     poller.modify_with_mode(unsafe { borrow(fd) }, interest(key, read, write), PollMode::Level)
@@ -122,6 +126,7 @@ impl Events {
 ///
 /// The poller's error, other than `EINTR`.
 #[cfg(target_os = "linux")]
+#[inline] // once per pass: keep it inside the selector's poll
 pub(crate) fn wait(poller: &Poller, events: &mut Events, timeout: Option<Duration>) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     let timeout_ms = match timeout {
