@@ -85,7 +85,10 @@ impl EventLoop {
             self.inner.selector.borrow_mut().add_callback(fd, owner, interest, callback, &mut released);
         // A replaced (or refused) callback is dropped here, after the borrow.
         self.finish(released);
-        added
+        if let Some(now) = added? {
+            self.inner.push_ready(now);
+        }
+        Ok(())
     }
 
     fn remove_fd(&self, fd: RawFd, owner: Owner, interest: Interest) -> bool {
@@ -209,9 +212,45 @@ impl EventLoop {
     #[allow(dead_code)] // for net/ to adopt in place of `claim_fd`
     pub(crate) fn claim_source(&self, fd: RawFd) -> Result<OwnedSource> {
         let mut released = Released::default();
-        let claimed = self.inner.selector.borrow_mut().claim(fd, &mut released);
+        let claimed = self.inner.selector.borrow_mut().claim(fd, false, &mut released);
         self.finish(released);
         claimed.map(OwnedSource)
+    }
+
+    /// [`claim_source`](EventLoop::claim_source), edge-triggered (Linux
+    /// epoll's `EPOLLET`, through polling's `PollMode::Edge`): the fd is
+    /// registered once, for both directions, and never re-armed, so
+    /// installing or removing a callback costs no syscall. A callback is
+    /// queued when its direction *becomes* ready, not on every pass while
+    /// it stays ready. What the owner must do in return:
+    ///
+    /// - read (accept, receive) until `WouldBlock`, then call
+    ///   [`source_would_block`](EventLoop::source_would_block) for
+    ///   `Interest::Read`; a reader that stops early (pausing, a budget)
+    ///   gets no new event for the bytes left, so it must reschedule itself
+    ///   or set its callback again later (setting a callback on a direction
+    ///   still marked ready queues it at once);
+    /// - likewise call `source_would_block(Interest::Write)` when a write
+    ///   returns `WouldBlock`, before (or after) setting its writer.
+    ///
+    /// # Errors
+    ///
+    /// As [`claim_source`](EventLoop::claim_source), and [`Error::Io`] if
+    /// the poller refuses the fd.
+    #[allow(dead_code)] // for net/ to try edge-triggered transports
+    pub(crate) fn claim_edge_source(&self, fd: RawFd) -> Result<OwnedSource> {
+        let mut released = Released::default();
+        let claimed = self.inner.selector.borrow_mut().claim(fd, true, &mut released);
+        self.finish(released);
+        claimed.map(OwnedSource)
+    }
+
+    /// The owner of an edge-triggered Source saw `WouldBlock` in
+    /// `interest`'s direction: from now on its callback runs at the next
+    /// edge only. (No effect on a level-triggered Source.)
+    #[allow(dead_code)] // for net/ to try edge-triggered transports
+    pub(crate) fn source_would_block(&self, source: OwnedSource, interest: Interest) {
+        self.inner.selector.borrow_mut().clear_ready(source.0, interest);
     }
 
     /// Installs (or replaces) the transport's reader or writer callback.
@@ -269,7 +308,7 @@ impl EventLoop {
             if !owned.is_some_and(|key| selector.still_registered(key)) {
                 // Errors (a closed loop, a negative fd) show when the
                 // transport registers a callback.
-                let _ = selector.claim(fd, &mut released);
+                let _ = selector.claim(fd, false, &mut released);
             }
         }
         self.finish(released);

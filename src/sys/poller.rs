@@ -56,6 +56,19 @@ pub(crate) fn register(poller: &Poller, fd: RawFd, key: u64, read: bool, write: 
     unsafe { poller.add_with_mode(fd, interest(key, read, write), PollMode::Level) }
 }
 
+/// Registers `fd` edge-triggered under `key`, watching both directions:
+/// an event comes when a direction *becomes* ready, not while it stays
+/// ready, so the registration never needs changing (see the selector's
+/// edge Sources).
+pub(crate) fn register_edge(poller: &Poller, fd: RawFd, key: u64) -> io::Result<()> {
+    if fd < 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative file descriptor"));
+    }
+    // SAFETY: as in `register`: the selector deletes the fd before the
+    // transport that owns it closes it.
+    unsafe { poller.add_with_mode(fd, interest(key, true, true), PollMode::Edge) }
+}
+
 /// Changes what `fd` (registered under `key`) is watched for.
 ///
 /// # Errors
@@ -197,6 +210,7 @@ mod tests {
     /// a polling release changes how it encodes keys, this fails.
     #[test]
     fn epoll_data_is_the_registration_key() {
+        let _g = crate::runtime::selector::tests::fd_lock();
         let poller = Poller::new().unwrap();
         let (mut a, b) = UnixStream::pair().unwrap();
         let key = (7u64 << 32) | 3;
@@ -212,6 +226,7 @@ mod tests {
     /// ...and tells polling's notifier apart by its key.
     #[test]
     fn the_notifier_reports_under_its_own_key() {
+        let _g = crate::runtime::selector::tests::fd_lock();
         let poller = Poller::new().unwrap();
         poller.notify().unwrap();
         let mut events = Events::new();
