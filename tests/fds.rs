@@ -1024,3 +1024,77 @@ fn wait_readable_errors() {
     drop(lp);
     assert!(matches!(poll_once(&mut other), std::task::Poll::Ready(Err(Error::Closed))));
 }
+
+// ------------------------------------------------------------ nothing outlives the loop
+
+/// Readers, writers and tasks blocked in `wait_*` and `sock_*` pending at
+/// `close()` are all freed, and the loop's fds with them.
+#[test]
+fn pending_fd_callbacks_and_waits_are_freed_by_close() {
+    let _g = fd_lock();
+    let fds_before = util::open_fd_count();
+    let drops = DropCounter::new();
+    let (a, b) = socketpair();
+    let b = Rc::new(b);
+    let lp = manual_loop();
+    let token = DropCounter::token(&drops);
+    lp.add_reader(b.as_raw_fd(), move || {
+        let _t = &token;
+    })
+    .unwrap();
+    let token = DropCounter::token(&drops);
+    lp.add_writer(a.as_raw_fd(), move || {
+        let _t = &token;
+    })
+    .unwrap();
+    for _ in 0..2 {
+        let (wait, token) = (lp.wait_readable(b.as_raw_fd()), DropCounter::token(&drops));
+        lp.create_task(async move {
+            let _t = token;
+            let _ = wait.await;
+        });
+        let (l, s, token) = (lp.clone(), b.clone(), DropCounter::token(&drops));
+        lp.create_task(async move {
+            let _t = token;
+            let _ = l.sock_recv(&*s, 10).await;
+        });
+    }
+    lp.run_until_idle().unwrap();
+    assert_eq!(drops.get(), 0, "everything is still waiting");
+    assert_eq!(lp.stats().readers, 1, "one fd watched for reading");
+    lp.close().unwrap();
+    assert_eq!(drops.get(), 6, "close() freed the callbacks and the waiting tasks");
+    assert_eq!((lp.stats().readers, lp.stats().writers), (0, 0));
+    drop(lp);
+    drop((a, b));
+    assert_eq!(util::open_fd_count(), fds_before, "the loop's fds are closed");
+}
+
+/// Dropping the last handle without `close()` frees the fd callbacks and
+/// the loop's fds even while `wait_*` futures are pending: they hold the
+/// loop weakly, and fail with `Closed` afterwards.
+#[test]
+fn a_loop_dropped_with_pending_waits_frees_everything() {
+    let _g = fd_lock();
+    let fds_before = util::open_fd_count();
+    let drops = DropCounter::new();
+    let (a, b) = socketpair();
+    let lp = manual_loop();
+    let token = DropCounter::token(&drops);
+    lp.add_reader(b.as_raw_fd(), move || {
+        let _t = &token;
+    })
+    .unwrap();
+    let mut waits = [lp.wait_readable(b.as_raw_fd()), lp.wait_writable(a.as_raw_fd())];
+    for w in &mut waits {
+        assert!(poll_once(w).is_pending());
+    }
+    drop(lp);
+    assert_eq!(drops.get(), 1, "the reader was freed with the loop");
+    for w in &mut waits {
+        assert!(matches!(poll_once(w), std::task::Poll::Ready(Err(Error::Closed))));
+    }
+    drop(waits);
+    drop((a, b));
+    assert_eq!(util::open_fd_count(), fds_before, "the loop's fds are closed");
+}

@@ -7,6 +7,12 @@
 //! loses nothing: bytes that arrived stay in the socket for the next read.
 //! A cancelled wait removes only its own waiter: other tasks waiting on the
 //! same socket still wake.
+//!
+//! Every `sock_*` method fails with [`Error::InvalidState`](crate::Error)
+//! on a socket a transport owns (checked before the first try, so the
+//! transport's bytes are never read from under it), with
+//! [`Error::Closed`](crate::Error) on a closed loop, and with
+//! [`Error::Io`](crate::Error) (`EBADF`) for a closed fd.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -76,7 +82,9 @@ impl EventLoop {
     /// # Errors
     ///
     /// [`Error::Io`](crate::Error::Io) from `recv`, or for a socket that is
-    /// not nonblocking.
+    /// not nonblocking; [`Error::InvalidState`](crate::Error::InvalidState)
+    /// if a transport owns the socket; [`Error::Closed`](crate::Error::Closed)
+    /// if the loop is closed. The other `sock_*` methods fail the same way.
     ///
     /// # Examples
     ///
