@@ -10,7 +10,10 @@
 //! - A Source's poller key is its slotmap key, generation included: an
 //!   event reported for a Source that has since been removed finds nothing.
 //! - The poller watches (level-triggered) exactly the directions that have
-//!   a callback or a waiter; a user Source with neither is removed.
+//!   a callback or a waiter; a user Source with neither is removed. A
+//!   transport may instead claim an edge-triggered Source, registered once
+//!   for both directions from claim to release, whose sides remember being
+//!   reported ready until the owner says `WouldBlock`.
 //! - A Source whose file the kernel no longer knows is *detached* before
 //!   anything else uses its number: on Linux, `epoll_ctl(MOD)` answers
 //!   `ENOENT` once the registered file was closed, even if the number now
