@@ -686,3 +686,415 @@ fn replacing_the_reader_of_a_closed_fd_fails_and_keeps_the_old_one() {
     assert_eq!(drops.get(), 1);
     drop(a);
 }
+
+// ------------------------------------------------------------ stale registrations
+
+/// Fills the send buffer of `s` (nonblocking) so that it is not writable.
+fn fill(s: &UnixStream) {
+    let chunk = [0u8; 64 * 1024];
+    loop {
+        match (&*s).write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+}
+
+/// Opens `/dev/null` until a number above `fd` comes back, holding every
+/// free number below `fd`: once `fd` is closed, it is the lowest free
+/// number, so the next socket gets it.
+fn hold_numbers_below(fd: RawFd) -> Vec<std::fs::File> {
+    let mut held = Vec::new();
+    loop {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        if f.as_raw_fd() > fd {
+            return held;
+        }
+        held.push(f);
+    }
+}
+
+/// Defect: a writer left on a closed fd came back when the number was
+/// reused, because registering on the new file re-armed the old entry.
+/// Here the old writer is queued for the very pass in which a callback
+/// closes its socket (no `remove_writer`), takes the number for a new
+/// socket and puts a reader on it: the queued copy is skipped, the old
+/// closure is dropped, and it never runs again; the new reader works and
+/// `remove_*` act on the new registration only.
+#[test]
+fn stale_writer_never_runs_after_its_number_is_reused_for_a_user_reader() {
+    let _g = fd_lock();
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let (old, _old_peer) = socketpair();
+    let fd = old.as_raw_fd();
+    let drops = DropCounter::new();
+    let token = DropCounter::token(&drops);
+    let (old_runs, mut bump) = counter();
+    // An empty socket buffer: writable on every pass.
+    lp.add_writer(fd, move || {
+        let _t = &token;
+        bump();
+    })
+    .unwrap();
+    pass(&lp);
+    assert_eq!(old_runs.get(), 1);
+
+    let (new_runs, new_reader) = counter();
+    let new_pair = Rc::new(RefCell::new(None));
+    let (lp2, slot) = (lp.clone(), new_pair.clone());
+    lp.call_soon(move || {
+        assert_eq!(lp2.stats().ready, 1, "the old writer is queued behind this callback");
+        drop(old); // closed without remove_writer
+        let (new, peer) = pair_with_fd(fd);
+        (&peer).write_all(b"x").unwrap(); // readable, and writable too
+        lp2.add_reader(fd, new_reader).unwrap();
+        *slot.borrow_mut() = Some((new, peer));
+    });
+    pass(&lp);
+    assert_eq!(old_runs.get(), 1, "the queued copy of the stale writer was skipped");
+    assert_eq!(drops.get(), 1, "the stale writer was dropped when its number was reused");
+    for _ in 0..5 {
+        pass(&lp);
+    }
+    assert_eq!(old_runs.get(), 1, "the stale writer never came back");
+    assert_eq!(new_runs.get(), 5, "the new reader runs on every pass");
+    assert_eq!((lp.stats().readers, lp.stats().writers), (1, 0));
+    assert!(!lp.remove_writer(fd), "the new file has no writer");
+    assert!(lp.remove_reader(fd));
+    pass(&lp);
+    assert_eq!(new_runs.get(), 5);
+    assert_eq!((lp.stats().readers, lp.stats().writers), (0, 0));
+}
+
+/// The same with the directions swapped: a reader left on a closed fd
+/// (queued, with data unread) and a writer on the file that reuses its
+/// number. The new file has data waiting too, so a resurrected reader
+/// would run.
+#[test]
+fn stale_reader_never_runs_after_its_number_is_reused_for_a_user_writer() {
+    let _g = fd_lock();
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let (old, old_peer) = socketpair();
+    (&old_peer).write_all(b"unread").unwrap();
+    let fd = old.as_raw_fd();
+    let drops = DropCounter::new();
+    let token = DropCounter::token(&drops);
+    let (old_runs, mut bump) = counter();
+    lp.add_reader(fd, move || {
+        let _t = &token;
+        bump();
+    })
+    .unwrap();
+    pass(&lp);
+    assert_eq!(old_runs.get(), 1);
+
+    let (new_runs, new_writer) = counter();
+    let new_pair = Rc::new(RefCell::new(None));
+    let (lp2, slot) = (lp.clone(), new_pair.clone());
+    lp.call_soon(move || {
+        assert_eq!(lp2.stats().ready, 1, "the old reader is queued behind this callback");
+        drop(old);
+        let (new, peer) = pair_with_fd(fd);
+        (&peer).write_all(b"new data").unwrap();
+        lp2.add_writer(fd, new_writer).unwrap();
+        *slot.borrow_mut() = Some((new, peer));
+    });
+    pass(&lp);
+    assert_eq!(old_runs.get(), 1, "the queued copy of the stale reader was skipped");
+    assert_eq!(drops.get(), 1);
+    for _ in 0..5 {
+        pass(&lp);
+    }
+    assert_eq!(old_runs.get(), 1, "the stale reader never came back");
+    assert_eq!(new_runs.get(), 5);
+    assert_eq!((lp.stats().readers, lp.stats().writers), (0, 1));
+    assert!(!lp.remove_reader(fd), "the new file has no reader");
+    assert!(lp.remove_writer(fd));
+    assert_eq!((lp.stats().readers, lp.stats().writers), (0, 0));
+}
+
+/// The reported case: a writer left on a closed fd whose number then goes
+/// to a connection a server accepts (in the same pass as the close). The
+/// stale writer — which, like the program that found the bug, writes to
+/// the fd by number — must never run: no bytes of it reach the client, the
+/// transport echoes normally, and the user's `remove_writer`/`add_writer`
+/// leave the transport's fd alone.
+#[test]
+fn stale_writer_never_runs_after_its_number_goes_to_an_accepted_transport() {
+    let _g = fd_lock();
+    let _dog = Watchdog::new("stale_writer_never_runs_after_…_accepted_transport", Duration::from_secs(30));
+    let lp = EventLoop::new().unwrap();
+    let _strict = fail_on_callback_errors(&lp);
+    let conns: Rc<RefCell<Vec<Rc<util::ConnState>>>> = Rc::new(RefCell::new(Vec::new()));
+    let server = {
+        let (l, conns) = (lp.clone(), conns.clone());
+        lp.run_until_complete(async move {
+            let factory = move || {
+                let (proto, state) = util::RecProto::echo();
+                conns.borrow_mut().push(state);
+                proto
+            };
+            l.create_server(factory, "127.0.0.1", 0).await
+        })
+        .unwrap()
+        .unwrap()
+    };
+    let addr = server.local_addr().unwrap();
+
+    let (old, _old_peer) = socketpair();
+    fill(&old); // not writable: the writer waits while the fd is open
+    let fd = old.as_raw_fd();
+    let drops = DropCounter::new();
+    let token = DropCounter::token(&drops);
+    let (old_runs, mut bump) = counter();
+    lp.add_writer(fd, move || {
+        let _t = &token;
+        bump();
+        // SAFETY: writes from a valid buffer; a closed fd gives EBADF.
+        unsafe { libc::write(fd, b"stale".as_ptr().cast(), 5) };
+    })
+    .unwrap();
+    pass(&lp);
+    assert_eq!(old_runs.get(), 0);
+
+    let held = hold_numbers_below(fd);
+    let mut client = TcpStream::connect(addr).unwrap(); // waits in the backlog
+    // Queued ahead of the listener's reader: the accept in this same pass
+    // gets the number just freed.
+    lp.call_soon(move || drop(old));
+    pass(&lp);
+    drop(held);
+    assert_eq!(conns.borrow().len(), 1, "the server accepted in the pass that closed the fd");
+    assert_eq!(drops.get(), 1, "the stale writer was dropped when a transport took its number");
+    pass(&lp); // connection_made
+    let transport = conns.borrow()[0].transport();
+    assert_eq!(transport.fd(), fd, "the accepted socket reuses the number");
+    assert!(!lp.remove_writer(fd), "the user has no writer on the transport's fd");
+    assert!(matches!(lp.add_writer(fd, || {}), Err(Error::InvalidState(_))));
+    assert!(!lp.remove_reader(fd), "the transport's reader is not the user's to remove");
+
+    let remote = lp.remote();
+    let peer = std::thread::spawn(move || {
+        client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        client.write_all(b"hello").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        let read = client.read_to_end(&mut got);
+        remote.call_soon_threadsafe(|| evloop::get_running_loop().unwrap().stop()).unwrap();
+        read.map(|_| got)
+    });
+    lp.run_forever().unwrap();
+    let got = peer.join().unwrap().unwrap();
+    assert_eq!(got, b"hello", "only the echo reached the client");
+    assert_eq!(old_runs.get(), 0, "the stale writer never ran");
+    server.close();
+    lp.close().unwrap();
+}
+
+// ------------------------------------------------------------ wait_readable / wait_writable
+
+fn poll_once(fut: &mut evloop::runtime::WaitReady) -> std::task::Poll<evloop::Result<()>> {
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(fut).poll(&mut cx)
+}
+
+#[test]
+fn wait_readable_completes_when_data_arrives() {
+    let _g = fd_lock();
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let (a, b) = socketpair();
+    let fd = b.as_raw_fd();
+    let task = lp.create_task({
+        let lp = lp.clone();
+        async move { lp.wait_readable(fd).await }
+    });
+    lp.run_until_idle().unwrap();
+    assert!(!task.done(), "nothing to read yet");
+    assert_eq!(lp.stats().readers, 1);
+    (&a).write_all(b"x").unwrap();
+    lp.run_until_complete(task).unwrap().unwrap().unwrap();
+    assert_eq!(lp.stats().readers, 0, "a finished wait leaves nothing registered");
+    // A writable socket is ready at once.
+    lp.run_until_complete(lp.wait_writable(fd)).unwrap().unwrap();
+    drop(b);
+}
+
+/// Every waiter on one fd is told, a reader callback on it too; dropping
+/// one waiter leaves the others (and the callback) registered.
+#[test]
+fn waiters_and_a_reader_share_one_fd() {
+    let _g = fd_lock();
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let (a, b) = socketpair();
+    let fd = b.as_raw_fd();
+    let (reader_runs, reader) = counter();
+    lp.add_reader(fd, reader).unwrap();
+    let woke = Rc::new(Cell::new(0));
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let (lp, woke) = (lp.clone(), woke.clone());
+            lp.clone().create_task(async move {
+                lp.wait_readable(fd).await.unwrap();
+                woke.set(woke.get() + 1);
+            })
+        })
+        .collect();
+    lp.run_until_idle().unwrap();
+    assert_eq!(lp.stats().readers, 1, "one fd, one registration");
+    assert!(tasks[1].cancel());
+    lp.run_until_idle().unwrap();
+    assert_eq!(woke.get(), 0);
+    (&a).write_all(b"x").unwrap();
+    pass(&lp); // the poll wakes the waiters and queues the reader
+    pass(&lp); // the woken tasks finish
+    assert_eq!(woke.get(), 2, "both remaining waiters woke");
+    assert!(reader_runs.get() >= 1);
+    assert!(tasks[0].done() && tasks[2].done() && tasks[1].cancelled());
+    assert_eq!(lp.stats().readers, 1, "the reader stays");
+    assert!(lp.remove_reader(fd));
+    assert_eq!(lp.stats().readers, 0);
+}
+
+/// Cancel safety at the future level: a dropped wait frees its
+/// registration and nothing else.
+#[test]
+fn dropping_a_pending_wait_removes_only_its_registration() {
+    let _g = fd_lock();
+    let lp = manual_loop();
+    let (_a, b) = socketpair();
+    let fd = b.as_raw_fd();
+    let mut first = lp.wait_readable(fd);
+    let mut second = lp.wait_readable(fd);
+    assert!(poll_once(&mut first).is_pending());
+    assert!(poll_once(&mut second).is_pending());
+    assert_eq!(lp.stats().readers, 1);
+    drop(first);
+    assert_eq!(lp.stats().readers, 1, "the second wait is still registered");
+    drop(second);
+    assert_eq!(lp.stats().readers, 0);
+    // An unpolled future never registered anything.
+    drop(lp.wait_writable(fd));
+    assert_eq!(lp.stats().writers, 0);
+}
+
+#[test]
+fn wait_readable_errors() {
+    let _g = fd_lock();
+    let lp = manual_loop();
+    // A closed fd.
+    let (a, b) = socketpair();
+    let closed = b.as_raw_fd();
+    drop(b);
+    let out = lp.run_until_complete(lp.wait_readable(closed)).unwrap();
+    assert!(matches!(&out, Err(Error::Io(e)) if e.raw_os_error() == Some(libc::EBADF)), "{out:?}");
+    // A regular file.
+    let path = std::env::temp_dir().join(format!("evloop-wait-test-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let out = lp.run_until_complete(lp.wait_writable(file.as_raw_fd())).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(out, Err(Error::Io(_))), "{out:?}");
+    assert_eq!((lp.stats().readers, lp.stats().writers), (0, 0));
+
+    // Waiting on a socket whose number is closed and reused meanwhile:
+    // the first registration on the new file ends the old wait.
+    let fd = a.as_raw_fd();
+    let mut wait = lp.wait_readable(fd);
+    assert!(poll_once(&mut wait).is_pending());
+    drop(a);
+    let (new, _peer) = pair_with_fd(fd);
+    lp.add_writer(fd, || {}).unwrap();
+    let out = poll_once(&mut wait);
+    assert!(matches!(&out, std::task::Poll::Ready(Err(Error::Io(_)))), "{out:?}");
+    assert!(lp.remove_writer(fd));
+    assert_eq!((lp.stats().readers, lp.stats().writers), (0, 0));
+
+    // The loop closes (or goes) while a wait is pending.
+    let mut wait = lp.wait_writable(new.as_raw_fd());
+    let mut other = lp.wait_readable(new.as_raw_fd());
+    assert!(poll_once(&mut wait).is_pending());
+    assert!(poll_once(&mut other).is_pending());
+    lp.close().unwrap();
+    assert!(matches!(poll_once(&mut wait), std::task::Poll::Ready(Err(Error::Closed))));
+    drop(lp);
+    assert!(matches!(poll_once(&mut other), std::task::Poll::Ready(Err(Error::Closed))));
+}
+
+// ------------------------------------------------------------ nothing outlives the loop
+
+/// Readers, writers and tasks blocked in `wait_*` and `sock_*` pending at
+/// `close()` are all freed, and the loop's fds with them.
+#[test]
+fn pending_fd_callbacks_and_waits_are_freed_by_close() {
+    let _g = fd_lock();
+    let fds_before = util::open_fd_count();
+    let drops = DropCounter::new();
+    let (a, b) = socketpair();
+    let b = Rc::new(b);
+    let lp = manual_loop();
+    let token = DropCounter::token(&drops);
+    lp.add_reader(b.as_raw_fd(), move || {
+        let _t = &token;
+    })
+    .unwrap();
+    let token = DropCounter::token(&drops);
+    lp.add_writer(a.as_raw_fd(), move || {
+        let _t = &token;
+    })
+    .unwrap();
+    for _ in 0..2 {
+        let (wait, token) = (lp.wait_readable(b.as_raw_fd()), DropCounter::token(&drops));
+        lp.create_task(async move {
+            let _t = token;
+            let _ = wait.await;
+        });
+        let (l, s, token) = (lp.clone(), b.clone(), DropCounter::token(&drops));
+        lp.create_task(async move {
+            let _t = token;
+            let _ = l.sock_recv(&*s, 10).await;
+        });
+    }
+    lp.run_until_idle().unwrap();
+    assert_eq!(drops.get(), 0, "everything is still waiting");
+    assert_eq!(lp.stats().readers, 1, "one fd watched for reading");
+    lp.close().unwrap();
+    assert_eq!(drops.get(), 6, "close() freed the callbacks and the waiting tasks");
+    assert_eq!((lp.stats().readers, lp.stats().writers), (0, 0));
+    drop(lp);
+    drop((a, b));
+    assert_eq!(util::open_fd_count(), fds_before, "the loop's fds are closed");
+}
+
+/// Dropping the last handle without `close()` frees the fd callbacks and
+/// the loop's fds even while `wait_*` futures are pending: they hold the
+/// loop weakly, and fail with `Closed` afterwards.
+#[test]
+fn a_loop_dropped_with_pending_waits_frees_everything() {
+    let _g = fd_lock();
+    let fds_before = util::open_fd_count();
+    let drops = DropCounter::new();
+    let (a, b) = socketpair();
+    let lp = manual_loop();
+    let token = DropCounter::token(&drops);
+    lp.add_reader(b.as_raw_fd(), move || {
+        let _t = &token;
+    })
+    .unwrap();
+    let mut waits = [lp.wait_readable(b.as_raw_fd()), lp.wait_writable(a.as_raw_fd())];
+    for w in &mut waits {
+        assert!(poll_once(w).is_pending());
+    }
+    drop(lp);
+    assert_eq!(drops.get(), 1, "the reader was freed with the loop");
+    for w in &mut waits {
+        assert!(matches!(poll_once(w), std::task::Poll::Ready(Err(Error::Closed))));
+    }
+    drop(waits);
+    drop((a, b));
+    assert_eq!(util::open_fd_count(), fds_before, "the loop's fds are closed");
+}

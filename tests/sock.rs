@@ -269,3 +269,74 @@ fn sock_sendfile_sends_a_10_mib_file_intact() {
     })
     .unwrap();
 }
+
+// ------------------------------------------------------------ waiters and owners
+
+/// Defect: two tasks `sock_recv` on one socket; the first times out and its
+/// cleanup removed the second one's reader, so the second never woke
+/// although data arrived. Each wait is its own waiter now: the timed-out
+/// one removes only itself.
+#[test]
+fn two_sock_recv_on_one_socket_and_the_first_times_out() {
+    let lp = util::manual_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let (a, b) = util::socketpair();
+    let b = std::rc::Rc::new(b);
+    let first = {
+        let (l, b) = (lp.clone(), b.clone());
+        lp.create_task(async move { evloop::wait_for(l.sock_recv(&*b, 100), Duration::from_secs(1)).await })
+    };
+    let second = {
+        let (l, b) = (lp.clone(), b.clone());
+        lp.create_task(async move { l.sock_recv(&*b, 100).await })
+    };
+    lp.run_until_idle().unwrap();
+    assert!(!first.done() && !second.done());
+    assert_eq!(lp.stats().readers, 1, "one socket, one registration");
+    lp.advance_time(Duration::from_secs(1));
+    lp.run_until_idle().unwrap();
+    assert!(first.done(), "the first receive timed out");
+    assert!(matches!(first.result(), Ok(Err(Error::Timeout))), "{:?}", first.result());
+    assert!(!second.done());
+    assert_eq!(lp.stats().readers, 1, "the second receive is still waiting");
+    (&a).write_all(b"for the second").unwrap();
+    let got = lp.run_until_complete(second).unwrap().unwrap().unwrap();
+    assert_eq!(got, b"for the second");
+    assert_eq!(lp.stats().readers, 0);
+}
+
+/// `sock_*` and `wait_*` refuse an fd a transport owns — before trying
+/// the operation, so the transport's bytes are not read from under it —
+/// and report a closed fd as `EBADF`.
+#[test]
+fn sock_methods_refuse_a_transports_fd_and_a_closed_fd() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let (listener, addr) = listener();
+        let (transport, _proto) =
+            l.create_connection(|| util::RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+        let (accepted, _) = within("accept", l.sock_accept(&listener)).await.unwrap();
+        l.sock_sendall(&accepted, b"for the transport").await.unwrap();
+        let fd = transport.fd();
+        // SAFETY: the transport keeps the fd open for this block.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let r = l.sock_recv(&borrowed, 100).await;
+        assert!(matches!(r, Err(Error::InvalidState(_))), "{r:?}");
+        let r = l.sock_sendall(&borrowed, b"x").await;
+        assert!(matches!(r, Err(Error::InvalidState(_))), "{r:?}");
+        let r = l.wait_readable(fd).await;
+        assert!(matches!(r, Err(Error::InvalidState(_))), "{r:?}");
+        transport.close();
+
+        let s = nonblocking(Domain::IPV4, Type::STREAM);
+        let closed = s.as_raw_fd();
+        drop(s);
+        // SAFETY: the number is closed; the calls only get EBADF for it.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(closed) };
+        let r = l.sock_recv(&borrowed, 100).await;
+        assert!(matches!(&r, Err(Error::Io(e)) if e.raw_os_error() == Some(libc::EBADF)), "{r:?}");
+    })
+    .unwrap();
+}

@@ -1,23 +1,28 @@
 //! Low-level socket coroutines (asyncio's `loop.sock_*`): each tries the
 //! operation at once and, if the socket is not ready, waits for readiness
-//! with a one-shot reader or writer on the loop, then tries again.
+//! as one waiter on the fd's Source ([`WaitReady`]), then tries again.
 //!
-//! Data is only ever read inside the awaiting future's `poll`, never in the
-//! readiness callback, so dropping (cancelling) a pending operation loses
-//! nothing: bytes that arrived stay in the socket for the next read.
+//! Data is only ever read inside the awaiting future's `poll`, never when
+//! readiness is reported, so dropping (cancelling) a pending operation
+//! loses nothing: bytes that arrived stay in the socket for the next read.
+//! A cancelled wait removes only its own waiter: other tasks waiting on the
+//! same socket still wake.
+//!
+//! Every `sock_*` method fails with [`Error::InvalidState`](crate::Error)
+//! on a socket a transport owns (checked before the first try, so the
+//! transport's bytes are never read from under it), with
+//! [`Error::Closed`](crate::Error) on a closed loop, and with
+//! [`Error::Io`](crate::Error) (`EBADF`) for a closed fd.
 
-use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 
 use socket2::{SockAddr, SockRef, Socket};
 
 use crate::error::Result;
-use crate::runtime::event_loop::EventLoop;
+use crate::runtime::EventLoop;
+use crate::runtime::WaitReady;
 
 /// Which readiness to wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,78 +31,10 @@ pub(crate) enum Readiness {
     Writable,
 }
 
-#[derive(Default)]
-struct ReadyState {
-    fired: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-/// Waits until `fd` is readable or writable, through a temporary reader or
-/// writer on the loop that is removed when the wait ends or is dropped.
-pub(crate) struct WaitReady {
-    lp: EventLoop,
-    fd: RawFd,
-    readiness: Readiness,
-    state: Option<Rc<ReadyState>>,
-}
-
-impl WaitReady {
-    pub(crate) fn new(lp: &EventLoop, fd: RawFd, readiness: Readiness) -> WaitReady {
-        WaitReady { lp: lp.clone(), fd, readiness, state: None }
-    }
-
-    fn unregister(&mut self) {
-        if self.state.take().is_some() {
-            match self.readiness {
-                Readiness::Readable => self.lp.remove_reader(self.fd),
-                Readiness::Writable => self.lp.remove_writer(self.fd),
-            };
-        }
-    }
-}
-
-impl std::future::Future for WaitReady {
-    type Output = Result<()>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let state = match &self.state {
-            Some(state) => state.clone(),
-            None => {
-                let state = Rc::new(ReadyState::default());
-                let fire = state.clone();
-                let callback = move || {
-                    fire.fired.set(true);
-                    let waker = fire.waker.borrow_mut().take();
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
-                };
-                let added = match self.readiness {
-                    Readiness::Readable => self.lp.add_reader(self.fd, callback),
-                    Readiness::Writable => self.lp.add_writer(self.fd, callback),
-                };
-                if let Err(e) = added {
-                    return Poll::Ready(Err(e));
-                }
-                self.state = Some(state.clone());
-                state
-            }
-        };
-        if state.fired.get() {
-            self.unregister();
-            return Poll::Ready(Ok(()));
-        }
-        let mut waker = state.waker.borrow_mut();
-        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            *waker = Some(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for WaitReady {
-    fn drop(&mut self) {
-        self.unregister();
+fn wait(lp: &EventLoop, fd: RawFd, readiness: Readiness) -> WaitReady {
+    match readiness {
+        Readiness::Readable => lp.wait_readable(fd),
+        Readiness::Writable => lp.wait_writable(fd),
     }
 }
 
@@ -112,9 +49,7 @@ pub(crate) async fn retry<T>(
     loop {
         match op() {
             Ok(v) => return Ok(v),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                WaitReady::new(lp, fd, readiness).await?;
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(lp, fd, readiness).await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
@@ -127,9 +62,12 @@ pub(crate) fn send_nosignal(sock: &SockRef<'_>, data: &[u8]) -> io::Result<usize
     sock.send_with_flags(data, libc::MSG_NOSIGNAL)
 }
 
-/// Checks that the socket is in nonblocking mode; the `sock_*` methods need
-/// it (asyncio raises for blocking sockets too).
-fn check_nonblocking(sock: &SockRef<'_>) -> Result<()> {
+/// Checks that the loop may use the socket — open loop, no transport owns
+/// it — and that it is in nonblocking mode, as the `sock_*` methods need
+/// (asyncio raises for blocking sockets too). Done before the first try, so
+/// a transport's data is never read from under it.
+fn check_socket(lp: &EventLoop, sock: &SockRef<'_>) -> Result<()> {
+    lp.check_user_fd(sock.as_raw_fd())?;
     if sock.nonblocking()? {
         Ok(())
     } else {
@@ -144,7 +82,9 @@ impl EventLoop {
     /// # Errors
     ///
     /// [`Error::Io`](crate::Error::Io) from `recv`, or for a socket that is
-    /// not nonblocking.
+    /// not nonblocking; [`Error::InvalidState`](crate::Error::InvalidState)
+    /// if a transport owns the socket; [`Error::Closed`](crate::Error::Closed)
+    /// if the loop is closed. The other `sock_*` methods fail the same way.
     ///
     /// # Examples
     ///
@@ -177,7 +117,7 @@ impl EventLoop {
     /// As [`sock_recv`](EventLoop::sock_recv).
     pub async fn sock_recv_into(&self, sock: &impl AsFd, buf: &mut [u8]) -> Result<usize> {
         let s = SockRef::from(sock);
-        check_nonblocking(&s)?;
+        check_socket(self, &s)?;
         let fd = sock.as_fd().as_raw_fd();
         retry(self, fd, Readiness::Readable, || (&*s).read(buf)).await
     }
@@ -192,7 +132,7 @@ impl EventLoop {
     /// peer has gone; never a `SIGPIPE`).
     pub async fn sock_sendall(&self, sock: &impl AsFd, data: &[u8]) -> Result<()> {
         let s = SockRef::from(sock);
-        check_nonblocking(&s)?;
+        check_socket(self, &s)?;
         let fd = sock.as_fd().as_raw_fd();
         let mut sent = 0;
         while sent < data.len() {
@@ -209,7 +149,7 @@ impl EventLoop {
     /// `ConnectionRefused`.
     pub async fn sock_connect(&self, sock: &impl AsFd, addr: &SockAddr) -> Result<()> {
         let s = SockRef::from(sock);
-        check_nonblocking(&s)?;
+        check_socket(self, &s)?;
         match s.connect(addr) {
             Ok(()) => return Ok(()),
             Err(e)
@@ -217,7 +157,7 @@ impl EventLoop {
             Err(e) => return Err(e.into()),
         }
         let fd = sock.as_fd().as_raw_fd();
-        WaitReady::new(self, fd, Readiness::Writable).await?;
+        self.wait_writable(fd).await?;
         match s.take_error()? {
             None => Ok(()),
             Some(e) => Err(e.into()),
@@ -232,7 +172,7 @@ impl EventLoop {
     /// [`Error::Io`](crate::Error::Io) from `accept4`.
     pub async fn sock_accept(&self, listener: &impl AsFd) -> Result<(Socket, SockAddr)> {
         let s = SockRef::from(listener);
-        check_nonblocking(&s)?;
+        check_socket(self, &s)?;
         let fd = listener.as_fd().as_raw_fd();
         retry(self, fd, Readiness::Readable, || s.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)).await
     }
@@ -257,7 +197,7 @@ impl EventLoop {
     /// [`Error::Io`](crate::Error::Io) from `recvfrom`.
     pub async fn sock_recvfrom_into(&self, sock: &impl AsFd, buf: &mut [u8]) -> Result<(usize, SockAddr)> {
         let s = SockRef::from(sock);
-        check_nonblocking(&s)?;
+        check_socket(self, &s)?;
         let fd = sock.as_fd().as_raw_fd();
         retry(self, fd, Readiness::Readable, || recv_from(&s, buf)).await
     }
@@ -269,7 +209,7 @@ impl EventLoop {
     /// [`Error::Io`](crate::Error::Io) from `sendto`.
     pub async fn sock_sendto(&self, sock: &impl AsFd, data: &[u8], addr: &SockAddr) -> Result<usize> {
         let s = SockRef::from(sock);
-        check_nonblocking(&s)?;
+        check_socket(self, &s)?;
         let fd = sock.as_fd().as_raw_fd();
         retry(self, fd, Readiness::Writable, || s.send_to_with_flags(data, addr, libc::MSG_NOSIGNAL)).await
     }
@@ -292,7 +232,7 @@ impl EventLoop {
         count: Option<usize>,
     ) -> Result<usize> {
         let s = SockRef::from(sock);
-        check_nonblocking(&s)?;
+        check_socket(self, &s)?;
         let fd = sock.as_fd().as_raw_fd();
         let total = match count {
             Some(n) => n,

@@ -491,7 +491,11 @@ impl EventLoop {
             inner.stats.polls.set(inner.stats.polls.get() + 1);
             inner.stats.add_idle_time(started.elapsed());
         }
+        let woken = selector.has_woken();
         drop(selector);
+        if woken {
+            self.wake_fd_waiters();
+        }
         self.drain_remote();
         Ok(())
     }
@@ -653,7 +657,9 @@ impl EventLoop {
             }
         }
         self.drop_reporting(timers);
-        self.drop_reporting(fds);
+        // Fd callbacks are dropped and waiters woken (to find the loop
+        // closed) only now that no task is left to schedule.
+        self.finish(fds);
         self.drop_reporting(tasks);
         self.drop_reporting(executor);
         Ok(())

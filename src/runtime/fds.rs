@@ -1,57 +1,107 @@
 //! The fd half of [`EventLoop`]: asyncio's `add_reader`/`add_writer` for
-//! user fds, and the transport-owned registrations the networking layer
-//! uses.
+//! user fds, and the transport-owned Sources the networking layer uses.
+//!
+//! Both go through the selector's Sources (one per fd: owner, per direction
+//! a callback and waiters). Every call here takes what the selector
+//! released (replaced or cancelled callbacks, wakers) out of its borrow and
+//! only then drops or wakes it, under the user-code guard.
 
 use std::os::fd::RawFd;
 use std::panic::Location;
+use std::task::Waker;
 
 use crate::error::{Error, Result};
+use crate::exception::ExceptionContext;
 use crate::runtime::event_loop::EventLoop;
-use crate::runtime::selector::{FdCallback, Interest};
+use crate::runtime::guard::{drop_user, run_user};
+use crate::runtime::selector::{FdCallback, FdKey, Interest, Owner, Released};
+
+/// A transport's registration of its fd with the loop, from
+/// [`EventLoop::claim_source`]. It names one Source, generation included,
+/// so it can never reach a later registration of the same fd number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // for net/ to adopt in place of the fd-number API
+pub(crate) struct OwnedSource(FdKey);
 
 impl EventLoop {
-    fn add_fd(
-        &self,
-        fd: RawFd,
-        interest: Interest,
-        f: Box<dyn FnMut()>,
-        at: &'static Location<'static>,
-    ) -> Result<()> {
-        self.check_open();
-        if self.inner.selector.borrow().is_owned(fd) {
-            return Err(Error::InvalidState("the fd is used by a transport"));
+    /// Drops and wakes what a selector call released, with no borrow alive;
+    /// a panic there is reported, not propagated.
+    pub(crate) fn finish(&self, released: Released) {
+        if released.is_empty() {
+            return;
         }
-        self.add_fd_unchecked(fd, interest, f, at)
+        let Released { callbacks, wake, dropped } = released;
+        for waker in wake {
+            if let Err(message) = run_user(move || waker.wake()) {
+                self.report_fd_panic("panic in a waker woken by the event loop", message);
+            }
+        }
+        if let Err(message) = drop_user((callbacks, dropped)) {
+            self.report_fd_panic("panic in the destructor of an fd callback", message);
+        }
     }
 
-    fn add_fd_unchecked(
-        &self,
-        fd: RawFd,
-        interest: Interest,
-        f: Box<dyn FnMut()>,
-        at: &'static Location<'static>,
-    ) -> Result<()> {
-        // Transports call this directly; after close() they get an error
-        // (and close themselves) instead of re-filling the cleared selector.
+    fn report_fd_panic(&self, what: &str, message: String) {
+        self.call_exception_handler(&ExceptionContext::new(what).with_error(Error::Panicked(message)));
+    }
+
+    /// Wakes the waiters whose fds the last poll found ready (step 2 of a
+    /// pass, after the selector borrow ended).
+    pub(crate) fn wake_fd_waiters(&self) {
+        let mut wakers: Vec<Waker> = Vec::new();
+        self.inner.selector.borrow_mut().take_woken(&mut wakers);
+        for waker in wakers.drain(..) {
+            if let Err(message) = run_user(move || waker.wake()) {
+                self.report_fd_panic("panic in a waker woken by the event loop", message);
+            }
+        }
+        // Hand the (empty) vector back so that its capacity is reused.
+        self.inner.selector.borrow_mut().take_woken(&mut wakers);
+    }
+
+    /// Errors for a user operation on `fd` the loop cannot do: the loop is
+    /// closed, or a transport owns the fd.
+    pub(crate) fn check_user_fd(&self, fd: RawFd) -> Result<()> {
         if self.inner.closed.get() {
             return Err(Error::Closed);
         }
-        let callback = FdCallback::new(f, at);
-        let replaced = self.inner.selector.borrow_mut().add(fd, interest, callback);
-        // Any replaced callback is dropped here, after the borrow ended.
-        replaced.map(drop).map_err(Error::from)
-    }
-
-    fn remove_fd(&self, fd: RawFd, interest: Interest) -> bool {
-        if self.inner.selector.borrow().is_owned(fd) {
-            return false;
+        match self.inner.selector.borrow().owner(fd) {
+            Some(Owner::Transport) => Err(crate::runtime::selector::owned_by_transport()),
+            _ => Ok(()),
         }
-        self.remove_fd_unchecked(fd, interest)
     }
 
-    fn remove_fd_unchecked(&self, fd: RawFd, interest: Interest) -> bool {
-        let removed = self.inner.selector.borrow_mut().remove(fd, interest);
-        removed.is_some()
+    fn add_fd(
+        &self,
+        fd: RawFd,
+        owner: Owner,
+        interest: Interest,
+        f: Box<dyn FnMut()>,
+        at: &'static Location<'static>,
+    ) -> Result<()> {
+        let callback = FdCallback::new(f, at);
+        let mut released = Released::default();
+        let added =
+            self.inner.selector.borrow_mut().add_callback(fd, owner, interest, callback, &mut released);
+        // A replaced (or refused) callback is dropped here, after the borrow.
+        self.finish(released);
+        if let Some(now) = added? {
+            self.inner.push_ready(now);
+        }
+        Ok(())
+    }
+
+    fn remove_fd(&self, fd: RawFd, owner: Owner, interest: Interest) -> bool {
+        let mut released = Released::default();
+        let removed = {
+            let mut selector = self.inner.selector.borrow_mut();
+            match selector.key_of(fd, owner) {
+                Some(key) => selector.remove_callback(key, interest, &mut released),
+                None => false,
+            }
+        };
+        self.finish(released);
+        removed
     }
 
     /// Calls `f` whenever `fd` is readable, until
@@ -60,15 +110,29 @@ impl EventLoop {
     /// pass. Replaces an existing reader of `fd`. The reader and writer of an
     /// fd share one poller registration.
     ///
-    /// The loop does not own `fd`. Remove the reader before closing the fd:
-    /// if the fd is closed first, Linux's epoll drops the registration by
-    /// itself, so `f` simply stops being called, and the loop's bookkeeping
-    /// stays until `remove_reader` frees it.
+    /// The loop does not own `fd`: remove the reader before closing the
+    /// fd. If it is closed first, `f` is not called from the next pass on
+    /// (Linux's epoll drops the registration of a closed file by itself; a
+    /// call already queued for the current pass still happens), and the
+    /// loop's bookkeeping stays until `remove_reader` frees it or the
+    /// number is reused. The first registration on the reused number —
+    /// `add_reader`/`add_writer`, a `sock_*` or
+    /// [`wait_readable`](EventLoop::wait_readable) wait, a transport — finds
+    /// the old file gone, cancels `f` (even a call already queued) and
+    /// drops it: a stale callback never runs on the file that took its
+    /// number. This relies on Linux's `epoll_ctl` answering `ENOENT` for a
+    /// file it no longer watches. A file still open through another fd (a
+    /// `dup`, a forked child's copy) keeps reporting until every copy is
+    /// closed: remove the reader first in that case.
+    ///
+    /// A reader and [`wait_readable`](EventLoop::wait_readable) waiters on
+    /// the same fd coexist: all of them are told when it is readable.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] if the poller refuses the fd (`EBADF` for a closed fd,
     /// `EPERM` for a regular file); an existing reader is then kept.
+    /// [`Error::InvalidState`] if a transport owns the fd.
     ///
     /// # Panics
     ///
@@ -95,15 +159,18 @@ impl EventLoop {
     /// ```
     #[track_caller]
     pub fn add_reader(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.add_fd(fd, Interest::Read, Box::new(f), Location::caller())
+        self.check_open();
+        self.add_fd(fd, Owner::User, Interest::Read, Box::new(f), Location::caller())
     }
 
     /// Stops watching `fd` for reading; returns whether a reader was
     /// registered. Always frees the bookkeeping, even if the fd was already
     /// closed. A copy of the callback already queued for this pass is
-    /// skipped. An fd owned by a transport is left alone (returns false).
+    /// skipped, and the closure is dropped. An fd owned by a transport is
+    /// left alone (returns false), and so is a reader that was already
+    /// cancelled because the fd's number was reused (returns false).
     pub fn remove_reader(&self, fd: RawFd) -> bool {
-        self.remove_fd(fd, Interest::Read)
+        self.remove_fd(fd, Owner::User, Interest::Read)
     }
 
     /// Calls `f` whenever `fd` is writable, until
@@ -112,49 +179,183 @@ impl EventLoop {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the poller refuses the fd.
+    /// [`Error::Io`] if the poller refuses the fd;
+    /// [`Error::InvalidState`] if a transport owns it.
     ///
     /// # Panics
     ///
     /// With "event loop is closed" if the loop was closed.
     #[track_caller]
     pub fn add_writer(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.add_fd(fd, Interest::Write, Box::new(f), Location::caller())
+        self.check_open();
+        self.add_fd(fd, Owner::User, Interest::Write, Box::new(f), Location::caller())
     }
 
     /// Stops watching `fd` for writing; returns whether a writer was
     /// registered. Same rules as [`remove_reader`](EventLoop::remove_reader).
     pub fn remove_writer(&self, fd: RawFd) -> bool {
-        self.remove_fd(fd, Interest::Write)
+        self.remove_fd(fd, Owner::User, Interest::Write)
     }
 
     // ------------------------------------------- transport-owned fds (net)
 
-    /// Marks `fd` as owned by a transport: user readers/writers are refused.
-    pub(crate) fn claim_fd(&self, fd: RawFd) {
-        self.inner.selector.borrow_mut().set_owned(fd, true);
+    /// Gives `fd` to a transport: a fresh Source it owns, watched for
+    /// nothing yet; user readers, writers, `sock_*` and `wait_*` on it are
+    /// refused until [`release_source`](EventLoop::release_source).
+    /// Whatever was registered on that number before is cancelled: its
+    /// file was closed (the number is being reused), or a user fd is being
+    /// handed to a transport.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after `close()`; [`Error::Io`] for a negative fd.
+    #[allow(dead_code)] // for net/ to adopt in place of `claim_fd`
+    pub(crate) fn claim_source(&self, fd: RawFd) -> Result<OwnedSource> {
+        let mut released = Released::default();
+        let claimed = self.inner.selector.borrow_mut().claim(fd, false, &mut released);
+        self.finish(released);
+        claimed.map(OwnedSource)
     }
 
-    /// Ends a transport's ownership of `fd` (its readers/writers are gone).
+    /// [`claim_source`](EventLoop::claim_source), edge-triggered (Linux
+    /// epoll's `EPOLLET`, through polling's `PollMode::Edge`): the fd is
+    /// registered once, for both directions, and never re-armed, so
+    /// installing or removing a callback costs no syscall. A callback is
+    /// queued when its direction *becomes* ready, not on every pass while
+    /// it stays ready. What the owner must do in return:
+    ///
+    /// - read (accept, receive) until `WouldBlock`, then call
+    ///   [`source_would_block`](EventLoop::source_would_block) for
+    ///   `Interest::Read`; a reader that stops early (pausing, a budget)
+    ///   gets no new event for the bytes left, so it must reschedule itself
+    ///   or set its callback again later (setting a callback on a direction
+    ///   still marked ready queues it at once);
+    /// - likewise call `source_would_block(Interest::Write)` when a write
+    ///   returns `WouldBlock`, before (or after) setting its writer.
+    ///
+    /// # Errors
+    ///
+    /// As [`claim_source`](EventLoop::claim_source), and [`Error::Io`] if
+    /// the poller refuses the fd.
+    #[allow(dead_code)] // for net/ to try edge-triggered transports
+    pub(crate) fn claim_edge_source(&self, fd: RawFd) -> Result<OwnedSource> {
+        let mut released = Released::default();
+        let claimed = self.inner.selector.borrow_mut().claim(fd, true, &mut released);
+        self.finish(released);
+        claimed.map(OwnedSource)
+    }
+
+    /// The owner of an edge-triggered Source saw `WouldBlock` in
+    /// `interest`'s direction: from now on its callback runs at the next
+    /// edge only. (No effect on a level-triggered Source.)
+    #[allow(dead_code)] // for net/ to try edge-triggered transports
+    pub(crate) fn source_would_block(&self, source: OwnedSource, interest: Interest) {
+        self.inner.selector.borrow_mut().clear_ready(source.0, interest);
+    }
+
+    /// Installs (or replaces) the transport's reader or writer callback.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after `close()`; [`Error::InvalidState`] if the
+    /// Source was released; [`Error::Io`] if the poller refuses the fd.
+    #[allow(dead_code)] // for net/ to adopt
+    #[track_caller]
+    pub(crate) fn set_source_callback(
+        &self,
+        source: OwnedSource,
+        interest: Interest,
+        f: impl FnMut() + 'static,
+    ) -> Result<()> {
+        if self.inner.closed.get() {
+            return Err(Error::Closed);
+        }
+        let fd = self.inner.selector.borrow().fd_of(source.0);
+        let fd = fd.ok_or(Error::InvalidState("the transport's fd registration was released"))?;
+        self.add_fd(fd, Owner::Transport, interest, Box::new(f), Location::caller())
+    }
+
+    /// Removes the transport's reader or writer callback; returns whether
+    /// there was one.
+    #[allow(dead_code)] // for net/ to adopt
+    pub(crate) fn clear_source_callback(&self, source: OwnedSource, interest: Interest) -> bool {
+        let mut released = Released::default();
+        let removed = self.inner.selector.borrow_mut().remove_callback(source.0, interest, &mut released);
+        self.finish(released);
+        removed
+    }
+
+    /// Ends the transport's ownership: callbacks and registration go.
+    /// Call it before closing the fd. Releasing twice does nothing.
+    #[allow(dead_code)] // for net/ to adopt
+    pub(crate) fn release_source(&self, source: OwnedSource) {
+        let mut released = Released::default();
+        self.inner.selector.borrow_mut().release(source.0, &mut released);
+        self.finish(released);
+    }
+
+    // The fd-number forms below are what transports use today; they are
+    // the `*_source` API keyed by the fd's current Source.
+
+    /// Marks `fd` as owned by a transport: user readers/writers are
+    /// refused. Claiming an fd a transport already owns keeps that Source,
+    /// unless the kernel says its file is gone (the number was reused).
+    pub(crate) fn claim_fd(&self, fd: RawFd) {
+        let mut released = Released::default();
+        {
+            let mut selector = self.inner.selector.borrow_mut();
+            let owned = selector.key_of(fd, Owner::Transport);
+            if !owned.is_some_and(|key| selector.still_registered(key)) {
+                // Errors (a closed loop, a negative fd) show when the
+                // transport registers a callback.
+                let _ = selector.claim(fd, false, &mut released);
+            }
+        }
+        self.finish(released);
+    }
+
+    /// Ends a transport's ownership of `fd` (its readers/writers go too).
     pub(crate) fn release_fd(&self, fd: RawFd) {
-        self.inner.selector.borrow_mut().set_owned(fd, false);
+        let key = self.inner.selector.borrow().key_of(fd, Owner::Transport);
+        if let Some(key) = key {
+            self.release_source(OwnedSource(key));
+        }
+    }
+
+    fn add_owned(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        f: Box<dyn FnMut()>,
+        at: &'static Location<'static>,
+    ) -> Result<()> {
+        // After close() transports get an error (and close themselves)
+        // instead of re-filling the cleared selector.
+        if self.inner.closed.get() {
+            return Err(Error::Closed);
+        }
+        let owned = self.inner.selector.borrow().key_of(fd, Owner::Transport);
+        if owned.is_none() {
+            self.claim_source(fd)?;
+        }
+        self.add_fd(fd, Owner::Transport, interest, f, at)
     }
 
     #[track_caller]
     pub(crate) fn add_owned_reader(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.add_fd_unchecked(fd, Interest::Read, Box::new(f), Location::caller())
+        self.add_owned(fd, Interest::Read, Box::new(f), Location::caller())
     }
 
     #[track_caller]
     pub(crate) fn add_owned_writer(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.add_fd_unchecked(fd, Interest::Write, Box::new(f), Location::caller())
+        self.add_owned(fd, Interest::Write, Box::new(f), Location::caller())
     }
 
     pub(crate) fn remove_owned_reader(&self, fd: RawFd) -> bool {
-        self.remove_fd_unchecked(fd, Interest::Read)
+        self.remove_fd(fd, Owner::Transport, Interest::Read)
     }
 
     pub(crate) fn remove_owned_writer(&self, fd: RawFd) -> bool {
-        self.remove_fd_unchecked(fd, Interest::Write)
+        self.remove_fd(fd, Owner::Transport, Interest::Write)
     }
 }

@@ -1,6 +1,7 @@
 //! The loop itself: the [`EventLoop`] and its `run_once` pass, the fd
-//! selector, the timer heap, handles, the clock, statistics and the
-//! cross-thread door ([`RemoteLoop`]).
+//! selector (one lasting Source per fd, and the [`WaitReady`] future), the
+//! timer heap, handles, the clock, statistics and the cross-thread door
+//! ([`RemoteLoop`]).
 //!
 //! This layer knows nothing of networking: transports and servers reach it
 //! through the fd and ownership API the selector offers.
@@ -10,6 +11,7 @@ pub(crate) mod event_loop;
 mod fds;
 pub(crate) mod guard;
 pub(crate) mod handle;
+pub(crate) mod readiness;
 pub(crate) mod remote;
 pub(crate) mod selector;
 pub(crate) mod stats;
@@ -17,5 +19,6 @@ pub(crate) mod timers;
 
 pub use event_loop::{Builder, EventLoop, get_running_loop};
 pub use handle::{Handle, TimerHandle};
+pub use readiness::WaitReady;
 pub use remote::RemoteLoop;
 pub use stats::LoopStats;

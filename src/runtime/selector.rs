@@ -1,27 +1,45 @@
-//! The selector: fd registrations on top of `polling::Poller`.
+//! The selector: lasting fd Sources on top of `polling::Poller`.
 //!
-//! This is the only module that registers fds with the poller (through
-//! [`crate::sys::poller`]). Each fd has one entry holding its reader and
-//! writer callbacks and one level-triggered poller registration whose
-//! interest is "readable if there is a reader, writable if there is a
-//! writer". The poller key of an entry is its slotmap key, version
-//! included, so an event that was reported for an entry that has since been
-//! removed (say, its fd was closed and the number reused for a new
-//! registration) finds no entry and is dropped.
+//! One Source per fd number the loop watches. It holds its owner (the user,
+//! or a transport), per direction an optional callback (`add_reader`,
+//! transports) and a list of waiting wakers (`sock_*`, `wait_readable`),
+//! and what the poller watches for it. This is the only module that
+//! registers fds with the poller (through [`crate::sys::poller`]).
+//!
+//! Invariants:
+//! - A Source's poller key is its slotmap key, generation included: an
+//!   event reported for a Source that has since been removed finds nothing.
+//! - The poller watches (level-triggered) exactly the directions that have
+//!   a callback or a waiter; a user Source with neither is removed. A
+//!   transport may instead claim an edge-triggered Source, registered once
+//!   for both directions from claim to release, whose sides remember being
+//!   reported ready until the owner says `WouldBlock`.
+//! - A Source whose file the kernel no longer knows is *detached* before
+//!   anything else uses its number: on Linux, `epoll_ctl(MOD)` answers
+//!   `ENOENT` once the registered file was closed, even if the number now
+//!   names another file. Every user registration on an existing Source
+//!   asks that question, and a transport's claim replaces whatever was
+//!   there. Detaching cancels the callbacks (a copy already queued for this
+//!   pass is skipped) and wakes the waiters, which then find their Source
+//!   gone: a stale registration never runs again.
+//! - No user code runs here: replaced callbacks and wakers leave in a
+//!   [`Released`] for the caller to drop or wake once its borrow has ended.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::collections::VecDeque;
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::RawFd;
 use std::panic::Location;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 use polling::Poller;
 use slotmap::{Key, KeyData, SlotMap};
 
+use crate::error::{Error, Result};
 use crate::runtime::handle::Runnable;
 use crate::sys::poller::{self, Events};
 
@@ -29,15 +47,30 @@ use crate::sys::poller::{self, Events};
 const _: () = assert!(usize::BITS == 64, "evloop needs 64-bit poller keys");
 
 slotmap::new_key_type! {
-    /// Identifies one fd registration; stale after `remove`.
+    /// Identifies one Source; stale once it is removed, even if its fd
+    /// number is registered again.
     pub(crate) struct FdKey;
 }
 
-/// Which side of an fd a callback watches.
+/// Which side of an fd a callback or waiter watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Interest {
     Read,
     Write,
+}
+
+/// Who registers callbacks on a Source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// `add_reader`/`add_writer`, `sock_*` and `wait_*`: the fd is the user's.
+    User,
+    /// A transport or server: user callbacks and waiters are refused.
+    Transport,
+}
+
+/// The error for user registrations on an fd a transport owns.
+pub(crate) fn owned_by_transport() -> Error {
+    Error::InvalidState("the fd is used by a transport")
 }
 
 /// A reader or writer callback. It stays registered (level-triggered) until
@@ -76,32 +109,196 @@ impl Runnable for FdCallback {
     }
 }
 
-struct FdEntry {
-    fd: RawFd,
-    reader: Option<Rc<FdCallback>>,
-    writer: Option<Rc<FdCallback>>,
+/// What a selector call took out and the caller must drop (callbacks,
+/// wakers) or wake, after its borrow of the selector ended.
+#[derive(Default)]
+#[must_use = "callbacks and wakers must be dropped or woken outside the selector borrow"]
+pub(crate) struct Released {
+    pub(crate) callbacks: Vec<Rc<FdCallback>>,
+    /// Waiters of a detached Source: woken so that they see it is gone.
+    pub(crate) wake: Vec<Waker>,
+    /// Wakers replaced or refused: dropped, not woken.
+    pub(crate) dropped: Vec<Waker>,
 }
 
-impl FdEntry {
-    fn sides(&self) -> (bool, bool) {
-        (self.reader.is_some(), self.writer.is_some())
+impl Released {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.callbacks.is_empty() && self.wake.is_empty() && self.dropped.is_empty()
     }
+}
+
+struct Waiter {
+    id: u64,
+    /// Taken when the waiter fires.
+    waker: Option<Waker>,
+    fired: bool,
+}
+
+/// One direction of a Source.
+#[derive(Default)]
+struct Side {
+    callback: Option<Rc<FdCallback>>,
+    waiters: Vec<Waiter>,
+    /// Edge Sources: the poller said this direction became ready and the
+    /// owner has not yet reported `WouldBlock` since.
+    ready: bool,
+}
+
+impl Side {
+    fn wanted(&self) -> bool {
+        self.callback.is_some() || !self.waiters.is_empty()
+    }
+
+    /// Queues the callback and fires the waiters that have not fired yet.
+    fn ready(&mut self, ready: &mut VecDeque<Rc<dyn Runnable>>, woken: &mut Vec<Waker>) {
+        self.ready = true;
+        if let Some(cb) = &self.callback {
+            ready.push_back(cb.clone());
+        }
+        for w in &mut self.waiters {
+            if !w.fired {
+                w.fired = true;
+                woken.extend(w.waker.take());
+            }
+        }
+    }
+
+    /// Empties the side: callbacks cancelled, waiters to be woken.
+    fn take_all(&mut self, released: &mut Released) {
+        if let Some(cb) = self.callback.take() {
+            cb.cancel();
+            released.callbacks.push(cb);
+        }
+        released.wake.extend(self.waiters.drain(..).filter_map(|w| w.waker));
+    }
+}
+
+/// The directions the poller watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Sides {
+    read: bool,
+    write: bool,
+}
+
+impl Sides {
+    fn any(self) -> bool {
+        self.read || self.write
+    }
+}
+
+struct Source {
+    fd: RawFd,
+    owner: Owner,
+    /// Registered edge-triggered for both directions from claim to release
+    /// (transports only); otherwise level-triggered per `armed`.
+    edge: bool,
+    /// What the poller watches for this Source: `None`, not registered.
+    /// For an edge Source: the directions with a callback (for the stats).
+    armed: Option<Sides>,
+    read: Side,
+    write: Side,
+}
+
+impl Source {
+    fn side(&mut self, interest: Interest) -> &mut Side {
+        match interest {
+            Interest::Read => &mut self.read,
+            Interest::Write => &mut self.write,
+        }
+    }
+
+    fn wanted(&self) -> Sides {
+        Sides { read: self.read.wanted(), write: self.write.wanted() }
+    }
+
+    /// Whether the poller has a registration for it.
+    fn registered(&self) -> bool {
+        self.edge || self.armed.is_some()
+    }
+}
+
+/// What a user registration adds to a Source.
+enum Item {
+    Callback(Rc<FdCallback>),
+    Waiter(u64, Waker),
+}
+
+impl Item {
+    fn release(self, released: &mut Released) {
+        match self {
+            Item::Callback(cb) => released.callbacks.push(cb),
+            Item::Waiter(_, w) => released.dropped.push(w),
+        }
+    }
+}
+
+/// How to take an [`Item`] back off a side.
+enum Undo {
+    /// The callback it replaced.
+    Callback(Option<Rc<FdCallback>>),
+    Waiter,
+}
+
+fn put(side: &mut Side, item: Item) -> Undo {
+    match item {
+        Item::Callback(cb) => Undo::Callback(side.callback.replace(cb)),
+        Item::Waiter(id, waker) => {
+            side.waiters.push(Waiter { id, waker: Some(waker), fired: false });
+            Undo::Waiter
+        }
+    }
+}
+
+fn take_back(side: &mut Side, undo: Undo) -> Item {
+    match undo {
+        Undo::Callback(previous) => {
+            Item::Callback(std::mem::replace(&mut side.callback, previous).expect("the callback just put"))
+        }
+        Undo::Waiter => {
+            let w = side.waiters.pop().expect("the waiter just put");
+            Item::Waiter(w.id, w.waker.expect("a waiter that has not fired"))
+        }
+    }
+}
+
+/// Why the poller could not be brought in line with a Source.
+enum SyncError {
+    /// The kernel no longer knows the registered file.
+    Stale,
+    Io(io::Error),
+}
+
+/// What [`Selector::poll_waiter`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitState {
+    Pending,
+    /// The fd became ready; the waiter is removed.
+    Ready,
+    /// The Source was detached (its fd closed and the number reused, or
+    /// taken by a transport) or the loop closed.
+    Gone,
 }
 
 fn poller_key(key: FdKey) -> u64 {
     key.data().as_ffi()
 }
 
-/// The fd registry plus the poller.
+fn closed_error() -> io::Error {
+    io::Error::other("event loop is closed")
+}
+
+/// The Sources plus the poller.
 pub(crate) struct Selector {
     /// `None` once the loop is closed: its epoll fd and eventfd are freed
     /// then, not when the last handle goes.
     poller: Option<Arc<Poller>>,
-    entries: SlotMap<FdKey, FdEntry>,
+    sources: SlotMap<FdKey, Source>,
     by_fd: HashMap<RawFd, FdKey>,
-    /// Fds owned by transports: user `add_reader`/`add_writer` is refused.
-    owned: HashSet<RawFd>,
     events: Events,
+    /// Wakers of waiters that fired in the last poll, for the loop to wake
+    /// once its borrow has ended.
+    woken: Vec<Waker>,
+    next_waiter: u64,
     readers: usize,
     writers: usize,
 }
@@ -110,203 +307,548 @@ impl Selector {
     pub(crate) fn new(poller: Arc<Poller>) -> Selector {
         Selector {
             poller: Some(poller),
-            entries: SlotMap::with_key(),
+            sources: SlotMap::with_key(),
             by_fd: HashMap::new(),
-            owned: HashSet::new(),
             events: Events::new(),
+            woken: Vec::new(),
+            next_waiter: 0,
             readers: 0,
             writers: 0,
         }
     }
 
-    fn poller(&self) -> io::Result<&Poller> {
-        self.poller.as_deref().ok_or_else(|| io::Error::other("event loop is closed"))
-    }
-
-    /// Unregisters everything and frees the poller (on `close`); returns
-    /// the callbacks for the caller to drop after releasing its borrow.
-    pub(crate) fn shutdown(&mut self) -> Vec<Rc<FdCallback>> {
-        let callbacks = self.clear();
-        self.poller = None;
-        callbacks
-    }
-
     /// Whether no fd is registered: then polling can only report a wake-up.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.sources.is_empty()
     }
 
-    /// Marks `fd` as owned by a transport (or releases it).
-    pub(crate) fn set_owned(&mut self, fd: RawFd, owned: bool) {
-        if owned {
-            self.owned.insert(fd);
-        } else {
-            self.owned.remove(&fd);
-        }
-    }
-
-    pub(crate) fn is_owned(&self, fd: RawFd) -> bool {
-        self.owned.contains(&fd)
-    }
-
+    /// Fds watched for reading (by a callback or a waiter).
     pub(crate) fn readers(&self) -> usize {
         self.readers
     }
 
+    /// Fds watched for writing.
     pub(crate) fn writers(&self) -> usize {
         self.writers
     }
 
-    /// Installs `callback` as the reader or writer of `fd`, replacing any
-    /// previous one, which is returned (cancelled) for the caller to drop
-    /// after releasing its borrow.
-    pub(crate) fn add(
+    /// Who owns `fd`'s Source, if it has one.
+    pub(crate) fn owner(&self, fd: RawFd) -> Option<Owner> {
+        self.by_fd.get(&fd).map(|&key| self.sources[key].owner)
+    }
+
+    /// The key of `fd`'s Source, if `owner` owns it.
+    pub(crate) fn key_of(&self, fd: RawFd, owner: Owner) -> Option<FdKey> {
+        self.by_fd.get(&fd).copied().filter(|&key| self.sources[key].owner == owner)
+    }
+
+    /// The fd of a live Source.
+    pub(crate) fn fd_of(&self, key: FdKey) -> Option<RawFd> {
+        self.sources.get(key).map(|s| s.fd)
+    }
+
+    // -------------------------------------------------------- the poller
+
+    /// Tells the poller what `key`'s Source wants. With `verify`, asks the
+    /// kernel even when nothing changed, to learn whether it still knows
+    /// the registered file. On error the poller state is unchanged.
+    fn sync(&mut self, key: FdKey, verify: bool) -> std::result::Result<(), SyncError> {
+        let poller = self.poller.as_deref().ok_or_else(|| SyncError::Io(closed_error()))?;
+        let src = &mut self.sources[key];
+        let want = src.wanted();
+        let (fd, pk) = (src.fd, poller_key(key));
+        match src.armed {
+            // Registered once for both directions: nothing to tell.
+            _ if src.edge => {}
+            None if !want.any() => return Ok(()),
+            None => match poller::register(poller, fd, pk, want.read, want.write) {
+                // Only if a registration escaped our bookkeeping; take it over.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    poller::reregister(poller, fd, pk, want.read, want.write).map_err(SyncError::Io)?
+                }
+                other => other.map_err(SyncError::Io)?,
+            },
+            Some(_) if !want.any() => poller::deregister(poller, fd),
+            Some(armed) if armed == want && !verify => return Ok(()),
+            Some(_) => match poller::reregister(poller, fd, pk, want.read, want.write) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SyncError::Stale),
+                other => other.map_err(SyncError::Io)?,
+            },
+        }
+        let old = src.armed.unwrap_or_default();
+        src.armed = want.any().then_some(want);
+        self.readers = self.readers + usize::from(want.read) - usize::from(old.read);
+        self.writers = self.writers + usize::from(want.write) - usize::from(old.write);
+        Ok(())
+    }
+
+    fn insert(&mut self, fd: RawFd, owner: Owner, edge: bool) -> FdKey {
+        let source = Source { fd, owner, edge, armed: None, read: Side::default(), write: Side::default() };
+        let key = self.sources.insert(source);
+        self.by_fd.insert(fd, key);
+        key
+    }
+
+    /// Removes a Source from the books (the caller has dealt with the
+    /// poller): callbacks cancelled, waiters to be woken.
+    fn detach(&mut self, key: FdKey, released: &mut Released) {
+        let Some(mut src) = self.sources.remove(key) else { return };
+        if self.by_fd.get(&src.fd) == Some(&key) {
+            self.by_fd.remove(&src.fd);
+        }
+        let armed = src.armed.unwrap_or_default();
+        self.readers -= usize::from(armed.read);
+        self.writers -= usize::from(armed.write);
+        src.read.take_all(released);
+        src.write.take_all(released);
+    }
+
+    /// Removes a user Source nothing is registered on any more (the poller
+    /// no longer watches it: `sync` deregistered it).
+    fn remove_if_unused(&mut self, key: FdKey) {
+        if let Some(src) = self.sources.get(key)
+            && src.owner == Owner::User
+            && !src.wanted().any()
+            && src.armed.is_none()
+        {
+            self.by_fd.remove(&src.fd);
+            self.sources.remove(key);
+        }
+    }
+
+    /// After a removal: brings the poller in line, detaching the Source if
+    /// its file is gone, and drops it if nothing is left on it.
+    fn after_removal(&mut self, key: FdKey, released: &mut Released) {
+        match self.sync(key, false) {
+            Err(SyncError::Stale) => self.detach(key, released),
+            // The fd is closed (`EBADF`): the kernel dropped the
+            // registration; what is left stays until removed or until the
+            // number is reused (then `ENOENT` detaches it).
+            Err(SyncError::Io(_)) | Ok(()) => self.remove_if_unused(key),
+        }
+    }
+
+    // ------------------------------------------------ registrations
+
+    /// Adds `item` on `fd` for `owner`, making the Source if needed, and
+    /// detaching a stale one first. A callback replaces the side's previous
+    /// one (into `released`, cancelled). On error nothing changed and the
+    /// item is in `released`.
+    fn attach(
+        &mut self,
+        fd: RawFd,
+        owner: Owner,
+        interest: Interest,
+        mut item: Item,
+        released: &mut Released,
+    ) -> Result<FdKey> {
+        if self.poller.is_none() {
+            item.release(released);
+            return Err(Error::Closed);
+        }
+        if let Some(&key) = self.by_fd.get(&fd)
+            && self.sources[key].owner != owner
+        {
+            // A transport that closed its fd without releasing it must not
+            // hold the number forever: if the kernel says the file is gone,
+            // the Source is stale like any other.
+            let src = &self.sources[key];
+            if src.armed.is_some() && !src.edge && matches!(self.sync(key, true), Err(SyncError::Stale)) {
+                self.detach(key, released);
+            } else {
+                item.release(released);
+                return Err(owned_by_transport());
+            }
+        }
+        if let Some(&key) = self.by_fd.get(&fd) {
+            let undo = put(self.sources[key].side(interest), item);
+            // A transport keeps its fd open while it owns it: no need to
+            // ask the kernel whether the file is still the same.
+            match self.sync(key, owner == Owner::User) {
+                Ok(()) => {
+                    if let Undo::Callback(Some(previous)) = undo {
+                        previous.cancel();
+                        released.callbacks.push(previous);
+                    }
+                    return Ok(key);
+                }
+                Err(e) => {
+                    item = take_back(self.sources[key].side(interest), undo);
+                    match e {
+                        // The number names another file now: start afresh.
+                        SyncError::Stale => self.detach(key, released),
+                        SyncError::Io(e) => {
+                            item.release(released);
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
+        }
+        let key = self.insert(fd, owner, false);
+        let undo = put(self.sources[key].side(interest), item);
+        if let Err(e) = self.sync(key, false) {
+            let item = take_back(self.sources[key].side(interest), undo);
+            item.release(released);
+            self.sources.remove(key);
+            self.by_fd.remove(&fd);
+            return Err(match e {
+                SyncError::Io(e) => e.into(),
+                SyncError::Stale => io::Error::from(io::ErrorKind::NotFound).into(),
+            });
+        }
+        Ok(key)
+    }
+
+    /// Installs `callback` as the reader or writer of `fd` for `owner`,
+    /// replacing any previous one. Returns the callback if it must be
+    /// queued now: on an edge Source whose direction is already ready, no
+    /// new event would come for it.
+    pub(crate) fn add_callback(
+        &mut self,
+        fd: RawFd,
+        owner: Owner,
+        interest: Interest,
+        callback: Rc<FdCallback>,
+        released: &mut Released,
+    ) -> Result<Option<Rc<FdCallback>>> {
+        let key = self.attach(fd, owner, interest, Item::Callback(callback), released)?;
+        let src = &mut self.sources[key];
+        let edge = src.edge;
+        let side = src.side(interest);
+        Ok(if edge && side.ready { side.callback.clone() } else { None })
+    }
+
+    /// The owner of an edge Source saw `WouldBlock` in `interest`'s
+    /// direction: its callback waits for the next edge from now on.
+    pub(crate) fn clear_ready(&mut self, key: FdKey, interest: Interest) {
+        if let Some(src) = self.sources.get_mut(key) {
+            src.side(interest).ready = false;
+        }
+    }
+
+    /// Removes the reader or writer callback of `key`'s Source. Never
+    /// fails: an fd the user already closed still has its bookkeeping
+    /// freed. Returns whether there was one.
+    pub(crate) fn remove_callback(
+        &mut self,
+        key: FdKey,
+        interest: Interest,
+        released: &mut Released,
+    ) -> bool {
+        let Some(src) = self.sources.get_mut(key) else { return false };
+        let Some(cb) = src.side(interest).callback.take() else { return false };
+        cb.cancel();
+        released.callbacks.push(cb);
+        self.after_removal(key, released);
+        true
+    }
+
+    /// Adds a waiter for `interest` on `fd` (a user fd). Returns the Source
+    /// and the waiter's id.
+    pub(crate) fn add_waiter(
         &mut self,
         fd: RawFd,
         interest: Interest,
-        callback: Rc<FdCallback>,
-    ) -> io::Result<Option<Rc<FdCallback>>> {
-        let Some(&key) = self.by_fd.get(&fd) else {
-            let key = self.entries.insert(FdEntry { fd, reader: None, writer: None });
-            let entry = &mut self.entries[key];
-            match interest {
-                Interest::Read => entry.reader = Some(callback),
-                Interest::Write => entry.writer = Some(callback),
-            }
-            let (read, write) = entry.sides();
-            let added = poller::register(self.poller()?, fd, poller_key(key), read, write);
-            if let Err(e) = added {
-                self.entries.remove(key);
-                return Err(e);
-            }
-            self.by_fd.insert(fd, key);
-            self.count(interest, 1);
-            return Ok(None);
-        };
-        let entry = &mut self.entries[key];
-        let slot = match interest {
-            Interest::Read => &mut entry.reader,
-            Interest::Write => &mut entry.writer,
-        };
-        let old = slot.replace(callback);
-        let sides = entry.sides();
-        if let Err(e) = self.rearm(fd, key, sides) {
-            // Put things back as they were: the caller keeps its old callback.
-            let entry = &mut self.entries[key];
-            let slot = match interest {
-                Interest::Read => &mut entry.reader,
-                Interest::Write => &mut entry.writer,
-            };
-            *slot = old;
-            return Err(e);
-        }
-        match &old {
-            Some(old) => {
-                old.cancel();
-            }
-            None => self.count(interest, 1),
-        }
-        Ok(old)
+        waker: Waker,
+        released: &mut Released,
+    ) -> Result<(FdKey, u64)> {
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        let key = self.attach(fd, Owner::User, interest, Item::Waiter(id, waker), released)?;
+        Ok((key, id))
     }
 
-    /// Changes the interest of a registered fd. If the kernel no longer knows
-    /// the fd (it was closed and its number reused), registers it afresh.
-    fn rearm(&self, fd: RawFd, key: FdKey, (read, write): (bool, bool)) -> io::Result<()> {
-        let p = self.poller()?;
-        match poller::reregister(p, fd, poller_key(key), read, write) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                poller::register(p, fd, poller_key(key), read, write)
-            }
-            other => other,
+    /// Checks a waiter: ready (and then removed), still pending (its waker
+    /// updated), or gone with its Source.
+    pub(crate) fn poll_waiter(
+        &mut self,
+        key: FdKey,
+        interest: Interest,
+        id: u64,
+        waker: &Waker,
+        released: &mut Released,
+    ) -> WaitState {
+        let Some(src) = self.sources.get_mut(key) else { return WaitState::Gone };
+        let side = src.side(interest);
+        let Some(at) = side.waiters.iter().position(|w| w.id == id) else { return WaitState::Gone };
+        let waiter = &mut side.waiters[at];
+        if waiter.fired {
+            side.waiters.remove(at);
+            self.after_removal(key, released);
+            return WaitState::Ready;
         }
+        if !waiter.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            released.dropped.extend(waiter.waker.replace(waker.clone()));
+        }
+        WaitState::Pending
     }
 
-    /// Removes the reader or writer of `fd`, returning it (cancelled) for the
-    /// caller to drop after releasing its borrow. Frees the entry, and the
-    /// poller registration, when neither side is left. Never fails: an fd the
-    /// user already closed still has its bookkeeping freed.
-    pub(crate) fn remove(&mut self, fd: RawFd, interest: Interest) -> Option<Rc<FdCallback>> {
-        let &key = self.by_fd.get(&fd)?;
-        let entry = &mut self.entries[key];
-        let removed = match interest {
-            Interest::Read => entry.reader.take(),
-            Interest::Write => entry.writer.take(),
-        }?;
-        removed.cancel();
-        let now_unused = entry.reader.is_none() && entry.writer.is_none();
-        let sides = entry.sides();
-        self.count(interest, -1);
-        if now_unused {
-            if let Some(p) = &self.poller {
-                poller::deregister(p, fd);
+    /// Removes a waiter that is no longer wanted (its future was dropped).
+    pub(crate) fn remove_waiter(&mut self, key: FdKey, interest: Interest, id: u64, released: &mut Released) {
+        let Some(src) = self.sources.get_mut(key) else { return };
+        let side = src.side(interest);
+        let Some(at) = side.waiters.iter().position(|w| w.id == id) else { return };
+        let waiter = side.waiters.remove(at);
+        released.dropped.extend(waiter.waker);
+        self.after_removal(key, released);
+    }
+
+    // ------------------------------------------------ transport ownership
+
+    /// Gives `fd` to a transport: a fresh Source it owns, not yet watched
+    /// (level-triggered), or with `edge` registered at once for both
+    /// directions, edge-triggered. Whatever was registered on the number
+    /// before is detached (its file is gone, or — a user fd handed to a
+    /// transport — superseded).
+    pub(crate) fn claim(&mut self, fd: RawFd, edge: bool, released: &mut Released) -> Result<FdKey> {
+        // A handle of its own: `detach` below needs `self` mutably.
+        let Some(poller) = self.poller.clone() else { return Err(Error::Closed) };
+        if fd < 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative file descriptor").into());
+        }
+        if let Some(&key) = self.by_fd.get(&fd) {
+            if self.sources[key].registered() {
+                // If the file is still there, stop watching it under the
+                // old key; if not, the kernel already did (ENOENT).
+                poller::deregister(&poller, fd);
             }
-            self.entries.remove(key);
+            self.detach(key, released);
+        }
+        let key = self.insert(fd, Owner::Transport, edge);
+        if edge && let Err(e) = poller::register_edge(&poller, fd, poller_key(key)) {
+            self.sources.remove(key);
             self.by_fd.remove(&fd);
-        } else {
-            // An error means the fd is closed; the entry stays until the
-            // other side is removed too.
-            let _ = self.rearm(fd, key, sides);
+            return Err(e.into());
         }
-        Some(removed)
+        Ok(key)
     }
 
-    fn count(&mut self, interest: Interest, delta: isize) {
-        let n = match interest {
-            Interest::Read => &mut self.readers,
-            Interest::Write => &mut self.writers,
-        };
-        *n = n.checked_add_signed(delta).expect("fd callback count");
+    /// Ends a transport's ownership: its callbacks and the Source go.
+    pub(crate) fn release(&mut self, key: FdKey, released: &mut Released) {
+        let Some(src) = self.sources.get(key) else { return };
+        if src.registered()
+            && let Some(poller) = self.poller.as_deref()
+        {
+            poller::deregister(poller, src.fd);
+        }
+        self.detach(key, released);
     }
+
+    /// Whether the kernel still knows the file `key`'s Source registered
+    /// (true for a Source the poller does not watch: nothing to ask).
+    pub(crate) fn still_registered(&mut self, key: FdKey) -> bool {
+        !matches!(self.sync(key, true), Err(SyncError::Stale))
+    }
+
+    // ------------------------------------------------ polling
 
     /// Waits for readiness (at most `timeout`; `None` blocks until an event
-    /// or a notify) and queues the callbacks of ready fds: the reader first,
-    /// then the writer, like asyncio's selector loop.
+    /// or a notify) and queues the callbacks of ready fds — the reader
+    /// first, then the writer, like asyncio's selector loop — and collects
+    /// the wakers of their waiters (see [`take_woken`](Selector::take_woken)).
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
         ready: &RefCell<VecDeque<Rc<dyn Runnable>>>,
     ) -> io::Result<()> {
-        let p = self.poller.as_deref().ok_or_else(|| io::Error::other("event loop is closed"))?;
+        let p = self.poller.as_deref().ok_or_else(closed_error)?;
         poller::wait(p, &mut self.events, timeout)?;
         let mut ready = ready.borrow_mut();
-        for ev in self.events.ready() {
-            self.dispatch(ev.key, ev.readable, ev.writable, &mut ready);
+        let Selector { sources, events, woken, .. } = self;
+        for ev in events.ready() {
+            // A missing Source is a stale event: it was removed since.
+            let key = FdKey::from(KeyData::from_ffi(ev.key));
+            let Some(src) = sources.get_mut(key) else { continue };
+            if ev.readable {
+                src.read.ready(&mut ready, woken);
+            }
+            if ev.writable {
+                src.write.ready(&mut ready, woken);
+            }
         }
         Ok(())
     }
 
-    /// Queues the callbacks of the entry with poller key `data`, if it still
-    /// exists (a missing entry is a stale event: its registration was
-    /// removed).
-    fn dispatch(&self, data: u64, readable: bool, writable: bool, ready: &mut VecDeque<Rc<dyn Runnable>>) {
-        let key = FdKey::from(KeyData::from_ffi(data));
-        let Some(entry) = self.entries.get(key) else { return };
-        if readable && let Some(reader) = &entry.reader {
-            ready.push_back(reader.clone());
-        }
-        if writable && let Some(writer) = &entry.writer {
-            ready.push_back(writer.clone());
-        }
+    /// The wakers whose fds became ready in the last poll, swapped with
+    /// `into` (an empty vector, so both keep their capacity).
+    pub(crate) fn take_woken(&mut self, into: &mut Vec<Waker>) {
+        std::mem::swap(&mut self.woken, into);
     }
 
-    /// Unregisters everything (on `close`) and returns the callbacks for the
-    /// caller to drop after releasing its borrow.
-    pub(crate) fn clear(&mut self) -> Vec<Rc<FdCallback>> {
-        let mut callbacks = Vec::new();
-        for (_, entry) in self.entries.drain() {
-            if let Some(p) = &self.poller {
-                poller::deregister(p, entry.fd);
-            }
-            for cb in [entry.reader, entry.writer].into_iter().flatten() {
-                cb.cancel();
-                callbacks.push(cb);
-            }
+    /// Whether the last poll fired waiters.
+    #[inline]
+    pub(crate) fn has_woken(&self) -> bool {
+        !self.woken.is_empty()
+    }
+
+    /// Unregisters everything and frees the poller (on `close`).
+    pub(crate) fn shutdown(&mut self) -> Released {
+        let mut released = Released::default();
+        let keys: Vec<FdKey> = self.sources.keys().collect();
+        for key in keys {
+            self.release(key, &mut released);
         }
-        self.by_fd.clear();
-        self.owned.clear();
-        self.readers = 0;
-        self.writers = 0;
-        callbacks
+        released.wake.append(&mut self.woken);
+        self.poller = None;
+        released
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::{Mutex, MutexGuard};
+
+    /// Unit tests that open fds take this lock: some of them close an fd
+    /// and count on getting its number back, which a test opening fds on
+    /// another thread meanwhile would take.
+    pub(crate) fn fd_lock() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn selector() -> Selector {
+        Selector::new(Arc::new(Poller::new().unwrap()))
+    }
+
+    /// A socket with the number `fd`: other tests of this binary may take
+    /// numbers meanwhile, so make pairs until one gets it.
+    fn socket_with_fd(fd: RawFd) -> (UnixStream, Vec<UnixStream>) {
+        let mut spare = Vec::new();
+        for _ in 0..1000 {
+            let (x, y) = UnixStream::pair().unwrap();
+            if x.as_raw_fd() == fd {
+                spare.push(y);
+                return (x, spare);
+            }
+            if y.as_raw_fd() == fd {
+                spare.push(x);
+                return (y, spare);
+            }
+            spare.extend([x, y]);
+        }
+        panic!("fd {fd} was not reused");
+    }
+
+    fn callback() -> Rc<FdCallback> {
+        FdCallback::new(Box::new(|| {}), Location::caller())
+    }
+
+    /// A transport Source whose fd was closed without `release` does not
+    /// keep the number from the user once the kernel says the file is gone.
+    #[test]
+    fn a_stale_transport_source_gives_way_to_a_user_registration() {
+        let _g = fd_lock();
+        let mut sel = selector();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let mut released = Released::default();
+        let key = sel.claim(fd, false, &mut released).unwrap();
+        sel.add_callback(fd, Owner::Transport, Interest::Read, callback(), &mut released).unwrap();
+        // While the file is open, the user is refused.
+        let refused = sel.add_callback(fd, Owner::User, Interest::Write, callback(), &mut released);
+        assert!(matches!(refused, Err(Error::InvalidState(_))));
+        drop(a);
+        let (_c, _spare) = socket_with_fd(fd);
+        sel.add_callback(fd, Owner::User, Interest::Write, callback(), &mut released).unwrap();
+        assert_eq!(sel.owner(fd), Some(Owner::User));
+        assert_eq!(sel.fd_of(key), None, "the stale Source is gone");
+        assert_eq!((sel.readers(), sel.writers()), (0, 1));
+        assert_eq!(released.callbacks.len(), 2, "the refused and the stale callbacks");
+        assert!(released.callbacks[1].cancelled(), "the stale one was cancelled");
+        drop(sel.shutdown());
+    }
+
+    /// A waiter added to a Source that turns out stale lands on a fresh
+    /// Source with a new key; the old waiters are woken to find theirs gone.
+    #[test]
+    fn a_stale_source_is_replaced_with_a_new_generation() {
+        let _g = fd_lock();
+        let mut sel = selector();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let mut released = Released::default();
+        let (old, old_id) = sel.add_waiter(fd, Interest::Read, Waker::noop().clone(), &mut released).unwrap();
+        drop(a);
+        let (_c, _spare) = socket_with_fd(fd);
+        let (new, _) = sel.add_waiter(fd, Interest::Read, Waker::noop().clone(), &mut released).unwrap();
+        assert_ne!(old, new);
+        assert_eq!(released.wake.len(), 1, "the old waiter is woken");
+        let state = sel.poll_waiter(old, Interest::Read, old_id, Waker::noop(), &mut released);
+        assert_eq!(state, WaitState::Gone);
+        assert_eq!(sel.readers(), 1);
+        drop(sel.shutdown());
+    }
+
+    fn poll(sel: &mut Selector) -> usize {
+        let ready = RefCell::new(VecDeque::new());
+        sel.poll(Some(Duration::ZERO), &ready).unwrap();
+        ready.into_inner().len()
+    }
+
+    /// Edge-triggered: a callback is queued when its direction becomes
+    /// ready, once, not on every poll while it stays ready; a callback set
+    /// on a direction already ready must be queued at once, until the
+    /// owner reports `WouldBlock`.
+    #[test]
+    fn an_edge_source_reports_each_change_once() {
+        let _g = fd_lock();
+        use std::io::Write;
+        let mut sel = selector();
+        let (a, b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let mut released = Released::default();
+        let key = sel.claim(fd, true, &mut released).unwrap();
+        let now = sel.add_callback(fd, Owner::Transport, Interest::Read, callback(), &mut released).unwrap();
+        assert!(now.is_none(), "nothing to read yet");
+        assert_eq!(poll(&mut sel), 0, "writable, but there is no writer");
+        (&b).write_all(b"one").unwrap();
+        assert_eq!(poll(&mut sel), 1, "the reader, for the new bytes");
+        assert_eq!(poll(&mut sel), 0, "still readable, but no new edge");
+        (&b).write_all(b"two").unwrap();
+        assert_eq!(poll(&mut sel), 1, "more bytes: a new edge");
+        // The socket became writable when registered: a writer set now is
+        // queued at once, until the owner says the socket is full.
+        let now = sel.add_callback(fd, Owner::Transport, Interest::Write, callback(), &mut released).unwrap();
+        assert!(now.is_some());
+        sel.clear_ready(key, Interest::Write);
+        let now = sel.add_callback(fd, Owner::Transport, Interest::Write, callback(), &mut released).unwrap();
+        assert!(now.is_none(), "after WouldBlock, the writer waits for an edge");
+        assert_eq!((sel.readers(), sel.writers()), (1, 1));
+        assert!(sel.remove_callback(key, Interest::Write, &mut released));
+        assert_eq!((sel.readers(), sel.writers()), (1, 0));
+        sel.release(key, &mut released);
+        assert!(sel.is_empty());
+        (&b).write_all(b"three").unwrap();
+        assert_eq!(poll(&mut sel), 0, "released: deregistered");
+        drop(sel.shutdown());
+    }
+
+    /// Through the loop: a callback set on an edge Source whose direction
+    /// is ready runs on the next pass without any new event.
+    #[test]
+    fn the_loop_queues_a_callback_set_on_a_ready_edge_direction() {
+        let _g = fd_lock();
+        use std::cell::Cell;
+        let lp = crate::runtime::EventLoop::new().unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let source = lp.claim_edge_source(a.as_raw_fd()).unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap(); // the writable edge
+        let runs = Rc::new(Cell::new(0));
+        let r = runs.clone();
+        lp.set_source_callback(source, Interest::Write, move || r.set(r.get() + 1)).unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(runs.get(), 1, "queued at once: the socket was writable");
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(runs.get(), 1, "no new edge");
+        lp.source_would_block(source, Interest::Write);
+        assert!(lp.clear_source_callback(source, Interest::Write));
+        lp.release_source(source);
+        assert_eq!(lp.stats().writers, 0);
+        lp.close().unwrap();
     }
 }

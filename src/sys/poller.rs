@@ -56,12 +56,29 @@ pub(crate) fn register(poller: &Poller, fd: RawFd, key: u64, read: bool, write: 
     unsafe { poller.add_with_mode(fd, interest(key, read, write), PollMode::Level) }
 }
 
+/// Registers `fd` edge-triggered under `key`, watching both directions:
+/// an event comes when a direction *becomes* ready, not while it stays
+/// ready, so the registration never needs changing (see the selector's
+/// edge Sources).
+pub(crate) fn register_edge(poller: &Poller, fd: RawFd, key: u64) -> io::Result<()> {
+    if fd < 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative file descriptor"));
+    }
+    // SAFETY: as in `register`: the selector deletes the fd before the
+    // transport that owns it closes it.
+    unsafe { poller.add_with_mode(fd, interest(key, true, true), PollMode::Edge) }
+}
+
 /// Changes what `fd` (registered under `key`) is watched for.
 ///
 /// # Errors
 ///
-/// `NotFound` if the kernel no longer knows the fd (it was closed);
-/// `EBADF` if the number is not open at all.
+/// `NotFound` (`ENOENT`) if the kernel does not watch the file that `fd`
+/// names now: on Linux, epoll forgets a registration when its file is
+/// closed, and looks registrations up by file as well as by number, so
+/// this also answers for a number that was closed and reused. The
+/// selector relies on it to detect stale registrations. `EBADF` if the
+/// number is not open at all.
 pub(crate) fn reregister(poller: &Poller, fd: RawFd, key: u64, read: bool, write: bool) -> io::Result<()> {
     // SAFETY: borrowed for this one call only.
     poller.modify_with_mode(unsafe { borrow(fd) }, interest(key, read, write), PollMode::Level)
@@ -122,6 +139,7 @@ impl Events {
 ///
 /// The poller's error, other than `EINTR`.
 #[cfg(target_os = "linux")]
+#[inline] // once per pass: keep it inside the selector's poll
 pub(crate) fn wait(poller: &Poller, events: &mut Events, timeout: Option<Duration>) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     let timeout_ms = match timeout {
@@ -192,6 +210,7 @@ mod tests {
     /// a polling release changes how it encodes keys, this fails.
     #[test]
     fn epoll_data_is_the_registration_key() {
+        let _g = crate::runtime::selector::tests::fd_lock();
         let poller = Poller::new().unwrap();
         let (mut a, b) = UnixStream::pair().unwrap();
         let key = (7u64 << 32) | 3;
@@ -207,6 +226,7 @@ mod tests {
     /// ...and tells polling's notifier apart by its key.
     #[test]
     fn the_notifier_reports_under_its_own_key() {
+        let _g = crate::runtime::selector::tests::fd_lock();
         let poller = Poller::new().unwrap();
         poller.notify().unwrap();
         let mut events = Events::new();
