@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use evloop::net::{Buffered, BufferedProtocol, Protocol, Transport};
 use evloop::{EventLoop, StreamReader, StreamWriter};
 
-use crate::Sample;
+use crate::common::Sample;
 
 /// Size of a bulk chunk, of the receive buffers, and of one bulk read.
 pub const CHUNK: usize = 256 * 1024;
