@@ -184,7 +184,8 @@ fn bulk_syscalls(total: u64, s: &mut Suite) {
     }
     rows[0].notes.push(format!(
         "syscalls per MiB moved: `strace -f -c evloop-bench bulk-count PEER BYTES` for {} MiB minus {} MiB \
-         (one count per peer, not timed); reads: {}; writes: {}",
+         (one count per peer, not timed; how much one read finds depends on the kernel's socket buffers, so \
+         reads per MiB can move between runs); reads: {}; writes: {}",
         total >> 20,
         small >> 20,
         READS.join("/"),
