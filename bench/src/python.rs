@@ -90,3 +90,15 @@ pub fn runner(worker: &Shared, command: impl Fn(u64) -> String + 'static) -> Run
         w.borrow_mut().call_ns(&cmd).unwrap_or_else(|| panic!("{cmd}: not available"))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_exits_at_start_does_not_answer() {
+        // What a worker does when `import uvloop` fails: it exits at once.
+        let mut w = Worker::spawn(Path::new("false"), Path::new("micro.py"), "uvloop").unwrap();
+        assert!(!w.answers());
+    }
+}

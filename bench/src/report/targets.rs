@@ -213,3 +213,77 @@ fn against_previous(rows: &[Row], previous: &[Row]) -> Vec<Target> {
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::Cell;
+
+    fn row(section: &'static str, bench: &str, unit: &str, lower: bool, cells: &[(&str, &[f64])]) -> Row {
+        let mut r = Row::new(section, bench, unit, lower);
+        for (p, v) in cells {
+            r.cells.push((p.to_string(), Cell::Values(v.to_vec())));
+        }
+        r
+    }
+
+    #[test]
+    fn the_best_peer_is_the_fastest_whichever_way_the_unit_points() {
+        let times = row(
+            "micro",
+            "task_spawn",
+            "ns/task",
+            true,
+            &[("evloop", &[200.0]), ("tokio", &[300.0]), ("smol", &[100.0])],
+        );
+        let (best, speed) = best_peer(&times, "evloop", &["tokio", "smol", "calloop"]).unwrap();
+        assert_eq!(best, "smol");
+        assert!((speed - 0.5).abs() < 1e-9, "evloop takes twice smol's time: {speed}");
+        let rates = row(
+            "bulk",
+            "bulk 64 MiB",
+            "MiB/s",
+            false,
+            &[("evloop", &[900.0]), ("tokio", &[1000.0]), ("smol", &[800.0])],
+        );
+        let (best, speed) = best_peer(&rates, "evloop", &["tokio", "smol"]).unwrap();
+        assert_eq!(best, "tokio");
+        assert!((speed - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_rust_row_is_judged_on_the_best_rust_peer_and_python_is_ignored() {
+        let rows = [row(
+            "micro",
+            "task_spawn",
+            "ns/task",
+            true,
+            &[("evloop", &[150.0]), ("uvloop", &[1000.0]), ("tokio", &[200.0]), ("calloop", &[120.0])],
+        )];
+        let t = against_best(&rows, "task_spawn", &["tokio", "smol", "calloop"], 1.0, "t".into());
+        assert_eq!(t.pass, Some(false), "calloop is faster: {}", t.measured);
+        assert!(t.measured.contains("calloop"), "{}", t.measured);
+        let t = against_best(&rows, "task_spawn", &["tokio"], 1.0, "t".into());
+        assert_eq!(t.pass, Some(true));
+        let t = against_best(&rows, "run_until_complete", &["smol"], 0.5, "t".into());
+        assert_eq!(t.pass, None, "a row that did not run is not measured");
+    }
+
+    #[test]
+    fn echo_and_memory_rows_are_held_to_the_previous_run() {
+        let echo = |e: f64| {
+            row("echo", "echo 1 KiB", "µs/round trip", true, &[("evloop", &[e]), ("tokio", &[10.0])])
+        };
+        let mem = |e: f64| row("memory", "1M pending timers: RSS", "MiB", true, &[("evloop", &[e])]);
+        let previous = [echo(10.0), mem(80.0)];
+        // 2 % slower relative to tokio and 1 % more memory: within the slack.
+        let t = against_previous(&[echo(10.2), mem(80.8)], &previous);
+        assert_eq!(t.iter().map(|t| t.pass).collect::<Vec<_>>(), [Some(true), Some(true)]);
+        // 20 % slower and 20 % more memory: both fail.
+        let t = against_previous(&[echo(12.0), mem(96.0)], &previous);
+        assert_eq!(t.iter().map(|t| t.pass).collect::<Vec<_>>(), [Some(false), Some(false)]);
+        let t = against_previous(&[echo(10.0)], &[]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].pass, None, "no previous run: not measured");
+    }
+}
