@@ -8,7 +8,7 @@
 # (`--ops N --rounds 1 --warmup W`), and prints
 #     (Ir(N) - Ir(M)) / (N - M)
 # Only the measured round is counted (--toggle-collect on the harness's
-# `measured_round`), after W untimed warm-up rounds (default 1, so malloc
+# `measured_round`; `.ci/perf-gate` gates the core paths this way), after W untimed warm-up rounds (default 1, so malloc
 # works from a warm heap as in the timed runs; --warmup 0 for a cold
 # process); subtracting the M-op run removes the per-round constant (loop
 # construction and teardown). Defaults: N=100000, M=1000.
@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ ${#names[@]} -eq 0 ]; then
-    names=(call_soon_batch timer_schedule_cancel task_spawn future_roundtrip yield_now)
+    names=(call_soon_batch timer_schedule_cancel task_spawn future_roundtrip run_until_complete yield_now)
 fi
 if [ "$ops" -le "$base" ]; then
     echo "--ops ($ops) must be larger than --base ($base)" >&2
@@ -45,7 +45,7 @@ if [ "$ops" -le "$base" ]; then
 fi
 
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install -y valgrind)" >&2; exit 1; }
-(cd "$root" && cargo build --release -q -p evloop-bench)
+(cd "$root" && cargo build --release -q -p evloop-bench --bin evloop-bench)
 bin="$CARGO_TARGET_DIR/release/evloop-bench"
 mkdir -p "$out_dir"
 
@@ -54,7 +54,7 @@ instructions() {
     local name="$1" n="$2" file="$out_dir/callgrind.out.$1.$2"
     valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$file" \
         --collect-atstart=no --toggle-collect='*measured_round*' \
-        "$bin" "$name" --ops "$n" --rounds 1 --warmup "$warmup" >/dev/null 2>"$file.log"
+        "$bin" run "$name" --ops "$n" --rounds 1 --warmup "$warmup" >/dev/null 2>"$file.log"
     local ir
     ir="$(awk '/^summary:/ {print $2}' "$file")"
     [ -n "$ir" ] || { echo "no summary in $file (see $file.log)" >&2; exit 1; }

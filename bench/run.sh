@@ -7,7 +7,7 @@
 #   bench/run.sh --quick    # under 2 minutes (fewer ops, 3 rounds, shorter loads)
 #   bench/run.sh --only micro,echo      # sections: micro echo bulk cross http memory counts
 #
-# Other options go to `peers all` (see bench/src/bin/peers.rs): --rounds N,
+# Other options go to `evloop-bench suite` (see bench/src/main.rs): --rounds N,
 # --out FILE, --results DIR. On a fresh machine it installs what it needs:
 # wrk, strace and valgrind from the distribution's packages (when run as root
 # with apt-get; otherwise those sections are skipped with a note), and a
@@ -61,17 +61,17 @@ if ! "$venv/bin/python" -c 'import uvloop, httptools' 2>/dev/null; then
     "$venv/bin/python" -m pip install -q --disable-pip-version-check uvloop httptools
 fi
 
-# 3. Release builds: the suite, the evloop-bench harness (callgrind.sh and
-#    strace.sh use it) and the http_hello example.
+# 3. Release builds: the harness (the suite, and what callgrind.sh and
+#    strace.sh run) and the http_hello example.
 log "building (release)"
-cargo build --release -q -p evloop-bench --bins
+cargo build --release -q -p evloop-bench --bin evloop-bench
 cargo build --release -q --example http_hello
 target="$(cargo metadata --format-version 1 --no-deps |
     "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 
 # 4. The run.
 export CARGO_TARGET_DIR="$target"   # so callgrind.sh/strace.sh reuse this build
-exec "$target/release/peers" all \
+exec "$target/release/evloop-bench" suite \
     --python "$venv/bin/python" \
     --http-hello "$target/release/examples/http_hello" \
     "$@"

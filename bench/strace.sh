@@ -4,7 +4,7 @@
 #
 #   bench/strace.sh [core|io]      (default: both)
 #
-# Scenarios (each a harness benchmark run with `--ops N --rounds 1`, no
+# Scenarios (each a harness benchmark, `evloop-bench run NAME --ops N --rounds 1`, no
 # warm-up; the same run with a smaller op count is subtracted, so loop
 # construction and process start-up cancel out):
 #   a) call_soon_chain   one callback per iteration, no fd registered
@@ -25,14 +25,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-bench}"
 out_dir="${OUT_DIR:-/tmp/evloop-strace}"
 
 command -v strace >/dev/null || { echo "strace is not installed (apt-get install -y strace)" >&2; exit 1; }
-(cd "$root" && cargo build --release -q -p evloop-bench)
+(cd "$root" && cargo build --release -q -p evloop-bench --bin evloop-bench)
 bin="$CARGO_TARGET_DIR/release/evloop-bench"
 mkdir -p "$out_dir"
 
 # Writes "syscall calls errors" lines for one run.
 counts() {
     local name="$1" n="$2" file="$out_dir/$1.$2"
-    strace -f -c -o "$file.raw" "$bin" "$name" --ops "$n" --rounds 1 >/dev/null
+    strace -f -c -o "$file.raw" "$bin" run "$name" --ops "$n" --rounds 1 >/dev/null
     awk '$1 ~ /^[0-9.]+$/ && $NF != "total" {
             errors = (NF == 6) ? $5 : 0
             print $NF, $4, errors

@@ -1,9 +1,9 @@
 """asyncio / uvloop side of the evloop peer suite.
 
-The same workloads as bench/src/peers/{micro,io}.rs, written against the
+The same workloads as bench/src/micro/ and bench/src/io/, written against the
 asyncio loop API. Two ways to run it:
 
-  python micro.py --loop uvloop --worker      # driven by `peers all`: one
+  python micro.py --loop uvloop --worker      # driven by `evloop-bench suite`: one
                                               # command per line on stdin
   python micro.py --loop asyncio [NAME ...]   # standalone, prints ns/op
 
@@ -207,6 +207,18 @@ def task_spawn(loop, ops):
     return t.ns
 
 
+def run_until_complete(loop, ops):
+    async def trivial(i):
+        return i
+
+    total = 0
+    with Timed() as t:
+        for i in range(ops):
+            total += loop.run_until_complete(trivial(i))
+    assert total == ops * (ops - 1) // 2
+    return t.ns
+
+
 def talk_run_until_complete(loop, ops):
     done = 0
     with Timed() as t:
@@ -271,6 +283,7 @@ MICRO = {
         sleep_zero,
         future_roundtrip,
         task_spawn,
+        run_until_complete,
         talk_run_until_complete,
         talk_call_soon,
         talk_call_later0,
@@ -286,6 +299,7 @@ DEFAULT_OPS = {
     "sleep_zero": 100_000,
     "future_roundtrip": 100_000,
     "task_spawn": 50_000,
+    "run_until_complete": 50_000,
     "talk_run_until_complete": 20_000,
     "talk_call_soon": 200_000,
     "talk_call_later0": 200_000,

@@ -1,529 +1,194 @@
-//! Micro benchmarks for evloop: the core loop (this file) and loopback
-//! networking (`io.rs`).
+//! evloop's benchmark harness: one binary, one subcommand per use.
 //!
 //! ```text
-//! cargo run --release -p evloop-bench -- [all|core|io|NAME...] [--quick] [--ops N] [--rounds N] [--warmup N] [--list]
+//! evloop-bench run [all|core|io|NAME...] [--quick] [--ops N] [--rounds N] [--warmup N] [--list]
+//!     evloop's own benchmarks with rounds and targets (harness.rs); with
+//!     --ops N --rounds 1: exactly N ops, for callgrind.sh, strace.sh, .ci/perf-gate
+//! evloop-bench suite [--quick] [--rounds N] [--only SECTION,...] [--python PATH]
+//!                    [--http-hello PATH] [--out FILE] [--results DIR]
+//!     the side-by-side suite (bench/run.sh): writes BENCHMARKS.md, chart.svg, raw.tsv.
+//!     Sections: micro echo bulk cross http memory counts
+//! evloop-bench one micro NAME PEER OPS   one run of a Rust micro benchmark (for perf)
+//! evloop-bench one echo PEER SIZE N      one in-process echo session
+//! evloop-bench one bulk PEER BYTES       one in-process bulk transfer
+//! evloop-bench echo-count PEER SIZE N    an echo inside `measured_echo` (callgrind, strace)
+//! evloop-bench bulk-count PEER BYTES     a bulk transfer inside `measured_bulk` (strace)
+//! evloop-bench chart RAW.tsv OUT.svg     redraw the chart from a run's raw values
+//! evloop-bench serve KIND PORT           echo-evloop | echo-tokio | http-hyper
+//! evloop-bench loadgen PORT CONNS SIZE SECS [WARM]   the cross-process echo load generator
+//! evloop-bench mem-timers evloop|tokio N RSS with N pending timers
 //! ```
 //!
-//! Every benchmark builds its own loop, times only the work it measures,
-//! and checks its own result (callbacks counted, values summed, bytes
-//! echoed and compared): a run whose check fails panics instead of printing
-//! a number.
-//!
-//! Each benchmark runs `--rounds` times (7; 3 with `--quick`) after one
-//! untimed warm-up round, the rounds of all selected benchmarks interleaved
-//! (A B C A B C ...), and prints the median and the min–max per operation
-//! (ns, µs or GB/s). `--ops N --rounds 1` (warm-up off unless `--warmup`
-//! says so) runs exactly N operations once, for `callgrind.sh` and
-//! `strace.sh`.
+//! Layout: one module per workload family, the peer (evloop, tokio, smol,
+//! calloop, raw epoll, asyncio/uvloop) a parameter of each: `micro/`,
+//! `io/` (in-process echo and bulk), `net.rs` (cross-process echo),
+//! `http.rs`, `memory.rs`, `counts.rs` (callgrind and strace), `python.rs`
+//! (the asyncio/uvloop workers). `suite.rs` runs the sections; `report/`
+//! writes the markdown, the targets, the chart and the raw values.
 
-use std::cell::Cell;
-use std::hint::black_box;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::rc::Rc;
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
-
-use evloop::EventLoop;
-
+mod common;
+mod counts;
+mod harness;
+mod http;
 mod io;
-mod workloads;
+mod memory;
+mod micro;
+mod net;
+mod process;
+mod python;
+mod report;
+mod suite;
 
-use workloads::*;
-
-/// How a benchmark's per-op figure is printed.
-#[derive(Clone, Copy)]
-enum Show {
-    /// Nanoseconds per op.
-    Ns,
-    /// Microseconds per op.
-    Us,
-    /// Throughput: GB/s (10^9 bytes per second) with this many bytes per op.
-    GBps(u64),
-}
-
-/// Core loop micro benchmarks, or the networking ones (`io.rs`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Group {
-    Core,
-    Io,
-}
-
-struct Bench {
-    name: &'static str,
-    group: Group,
-    /// Operations per round by default.
-    ops: u64,
-    /// Operations per round with `--quick`, if not `ops`.
-    quick_ops: Option<u64>,
-    /// What one operation is.
-    unit: &'static str,
-    show: Show,
-    /// Target median in ns/op, if the project set one.
-    target: Option<f64>,
-    run: fn(&EventLoop, u64) -> Sample,
-}
-
-/// A core benchmark, printed in ns/op.
-const fn core_bench(
-    name: &'static str,
-    ops: u64,
-    unit: &'static str,
-    target: Option<f64>,
-    run: fn(&EventLoop, u64) -> Sample,
-) -> Bench {
-    Bench { name, group: Group::Core, ops, quick_ops: None, unit, show: Show::Ns, target, run }
-}
-
-/// An I/O benchmark (its targets are in `IO_TARGETS`).
-const fn io_bench(
-    name: &'static str,
-    ops: u64,
-    quick_ops: Option<u64>,
-    unit: &'static str,
-    show: Show,
-    run: fn(&EventLoop, u64) -> Sample,
-) -> Bench {
-    Bench { name, group: Group::Io, ops, quick_ops, unit, show, target: None, run }
-}
-
-const BULK_CHUNK: u64 = io::CHUNK as u64;
-
-const BENCHES: &[Bench] = &[
-    core_bench("call_soon_batch", 200_000, "callback", Some(40.0), call_soon_batch),
-    core_bench("call_soon_chain", 200_000, "turn", None, call_soon_chain),
-    core_bench("timer_schedule_cancel", 200_000, "pair", Some(120.0), timer_schedule_cancel),
-    core_bench("timer_fire", 100_000, "timer", None, timer_fire),
-    core_bench("fd_chain", 200_000, "turn", None, fd_chain),
-    core_bench("task_spawn", 50_000, "task", Some(300.0), task_spawn),
-    core_bench("future_roundtrip", 200_000, "round trip", Some(300.0), future_roundtrip),
-    core_bench("yield_now", 200_000, "turn", Some(350.0), yield_now),
-    core_bench("sleep_zero", 200_000, "turn", None, sleep_zero),
-    core_bench("remote_calls", 400_000, "call", None, remote_calls),
-    core_bench("timer_wait_chain", 100, "1ms wait", None, timer_wait_chain),
-    io_bench("echo_protocol_1k", 20_000, None, "round trip", Show::Us, io::echo_protocol_1k),
-    io_bench("echo_protocol_10k", 10_000, None, "round trip", Show::Us, io::echo_protocol_10k),
-    io_bench("echo_protocol_100k", 2_000, None, "round trip", Show::Us, io::echo_protocol_100k),
-    io_bench("echo_buffered_1k", 20_000, None, "round trip", Show::Us, io::echo_buffered_1k),
-    io_bench("echo_streams_1k", 20_000, None, "round trip", Show::Us, io::echo_streams_1k),
-    io_bench("echo_raw_epoll_1k", 20_000, None, "round trip", Show::Us, io::echo_raw_epoll_1k),
-    io_bench("echo_tokio_1k", 20_000, None, "round trip", Show::Us, io::echo_tokio_1k),
-    // 4096 × 256 KiB = 1 GiB (--quick: 256 MiB).
-    io_bench("bulk_streams", 4096, Some(1024), "256KiB", Show::GBps(BULK_CHUNK), io::bulk_streams),
-    io_bench("bulk_protocol", 4096, Some(1024), "256KiB", Show::GBps(BULK_CHUNK), io::bulk_protocol),
-    io_bench("bulk_raw_epoll", 4096, Some(1024), "256KiB", Show::GBps(BULK_CHUNK), io::bulk_raw_epoll),
-];
-
-/// A target relating two benchmarks of the same run (or a throughput).
-enum IoTarget {
-    /// median(name) ≤ max × median(base) (`<` if `strict`).
-    Ratio { name: &'static str, base: &'static str, max: f64, strict: bool },
-    /// At least this many GB/s (median).
-    MinGBps { name: &'static str, gbps: f64 },
-}
-
-const IO_TARGETS: &[IoTarget] = &[
-    IoTarget::Ratio { name: "echo_protocol_1k", base: "echo_raw_epoll_1k", max: 1.2, strict: false },
-    IoTarget::Ratio { name: "echo_protocol_1k", base: "echo_tokio_1k", max: 1.0, strict: true },
-    IoTarget::Ratio { name: "echo_streams_1k", base: "echo_protocol_1k", max: 1.5, strict: false },
-    IoTarget::MinGBps { name: "bulk_streams", gbps: 1.5 },
-];
-
-fn new_loop() -> EventLoop {
-    EventLoop::new().expect("create the event loop")
-}
-
-// ------------------------------------------------------------------ benches
-
-/// As `call_soon_chain` with one idle reader registered (a socketpair end
-/// nobody writes to), so every iteration really polls the OS.
-fn fd_chain(lp: &EventLoop, ops: u64) -> Sample {
-    let (_a, b) = UnixStream::pair().unwrap();
-    let fired = counter();
-    let f = fired.clone();
-    lp.add_reader(b.as_raw_fd(), move || bump(&f)).unwrap();
-    let polls_before = lp.stats().polls;
-    let (elapsed, _) = run_chain(lp, ops);
-    let polls = lp.stats().polls - polls_before;
-    assert_eq!(fired.get(), 0, "the idle reader never fires");
-    assert!(polls >= ops, "every iteration polls the fd ({polls} polls for {ops} turns)");
-    assert!(lp.remove_reader(b.as_raw_fd()));
-    Sample::new(elapsed).metric("polls/turn", polls as f64 / ops as f64)
-}
-
-thread_local! {
-    static REMOTE_RAN: Cell<u64> = const { Cell::new(0) };
-}
-
-/// 4 threads × ops/4 `call_soon_threadsafe` into a running loop; the last
-/// callback stops it. Reports polls to show how wake-ups are batched.
-fn remote_calls(lp: &EventLoop, ops: u64) -> Sample {
-    const THREADS: u64 = 4;
-    REMOTE_RAN.with(|c| c.set(0));
-    let go = Arc::new(Barrier::new(THREADS as usize + 1));
-    let mut workers = Vec::new();
-    for t in 0..THREADS {
-        let remote = lp.remote();
-        let go = go.clone();
-        let n = ops / THREADS + u64::from(t < ops % THREADS);
-        workers.push(std::thread::spawn(move || {
-            go.wait();
-            for _ in 0..n {
-                remote
-                    .call_soon_threadsafe(move || {
-                        let ran = REMOTE_RAN.with(|c| {
-                            c.set(c.get() + 1);
-                            c.get()
-                        });
-                        if ran == ops {
-                            evloop::get_running_loop().unwrap().stop();
-                        }
-                    })
-                    .unwrap();
-            }
-        }));
-    }
-    let before = lp.stats();
-    // Release the senders from inside the running loop.
-    lp.call_soon(move || {
-        go.wait();
-    });
-    let start = Instant::now();
-    if ops > 0 {
-        lp.run_forever().unwrap();
-    } else {
-        lp.run_until_idle().unwrap();
-    }
-    let elapsed = start.elapsed();
-    for w in workers {
-        w.join().unwrap();
-    }
-    let after = lp.stats();
-    assert_eq!(REMOTE_RAN.with(Cell::get), ops, "every remote call ran once");
-    let polls = (after.polls - before.polls) as f64;
-    let iterations = (after.iterations - before.iterations) as f64;
-    Sample::new(elapsed).metric("polls", polls).metric("calls/iter", ops as f64 / iterations.max(1.0))
-}
-
-fn timer_step(lp: EventLoop, ran: Rc<Cell<u64>>, left: u64) {
-    bump(&ran);
-    if left > 1 {
-        let next = lp.clone();
-        next.call_later(Duration::from_millis(1), move || timer_step(lp, ran, left - 1));
-    }
-}
-
-/// A chain of `call_later(1 ms)`: the loop blocks in the poller for each
-/// link. Measures timer latency (ns per link ≈ 1 ms + overshoot); used by
-/// `strace.sh` for syscalls per blocking wait.
-fn timer_wait_chain(lp: &EventLoop, ops: u64) -> Sample {
-    let ran = counter();
-    let polls_before = lp.stats().polls;
-    let start = Instant::now();
-    {
-        let (l, r) = (lp.clone(), ran.clone());
-        lp.call_later(Duration::from_millis(1), move || timer_step(l, r, ops));
-    }
-    if ops > 0 {
-        while ran.get() < ops {
-            lp.run_once(None).unwrap();
-        }
-    }
-    let elapsed = start.elapsed();
-    assert_eq!(ran.get(), ops);
-    assert!(elapsed >= Duration::from_millis(ops), "timers never fire early");
-    Sample::new(elapsed).metric("polls/link", (lp.stats().polls - polls_before) as f64 / ops.max(1) as f64)
-}
-
-// ------------------------------------------------------------------ harness
-
-struct Options {
-    names: Vec<String>,
-    rounds: usize,
-    warmup: usize,
-    ops: Option<u64>,
-    quick: bool,
-}
+use std::path::PathBuf;
+use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: evloop-bench [all|core|io|NAME...] [--quick] [--rounds N] [--warmup N] [--ops N] [--list]\n\
-         benchmarks: {}",
-        BENCHES.iter().map(|b| b.name).collect::<Vec<_>>().join(", ")
+        "{}",
+        include_str!("main.rs")
+            .lines()
+            .skip(3)
+            .take(17)
+            .map(|l| l.trim_start_matches("//! "))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     std::process::exit(2);
 }
 
-fn parse_args() -> Options {
-    let mut names: Vec<String> = Vec::new();
-    let mut rounds = None;
-    let mut warmup = None;
-    let mut ops = None;
-    let mut quick = false;
-    let mut args = std::env::args().skip(1);
-    let number = |v: Option<String>| -> u64 {
-        v.and_then(|s| s.replace('_', "").parse().ok()).unwrap_or_else(|| usage())
-    };
-    let group = |g: Option<Group>| BENCHES.iter().filter(move |b| g.is_none_or(|g| b.group == g));
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--rounds" => rounds = Some(number(args.next()) as usize),
-            "--warmup" => warmup = Some(number(args.next()) as usize),
-            "--ops" => ops = Some(number(args.next())),
-            "--list" => {
-                for b in BENCHES {
-                    let group = if b.group == Group::Io { "io" } else { "core" };
-                    println!("{:<22} {:<4} {:>8} ops/round  (1 op = {})", b.name, group, b.ops, b.unit);
-                }
-                std::process::exit(0);
-            }
-            "-h" | "--help" => usage(),
-            "all" => names.extend(group(None).map(|b| b.name.to_string())),
-            "core" => names.extend(group(Some(Group::Core)).map(|b| b.name.to_string())),
-            "io" => names.extend(group(Some(Group::Io)).map(|b| b.name.to_string())),
-            s if s.starts_with('-') => usage(),
-            s => {
-                if !BENCHES.iter().any(|b| b.name == s) {
-                    eprintln!("unknown benchmark {s:?}");
-                    usage();
-                }
-                names.push(s.to_string());
-            }
-        }
-    }
-    if names.is_empty() {
-        names.extend(BENCHES.iter().map(|b| b.name.to_string()));
-    }
-    let mut seen = std::collections::HashSet::new();
-    names.retain(|n| seen.insert(n.clone()));
-    let rounds = rounds.unwrap_or(if quick { 3 } else { 7 }).max(1);
-    // An exact op count is for instruction/syscall counting: no warm-up.
-    let warmup = warmup.unwrap_or(if ops.is_some() { 0 } else { 1 });
-    Options { names, rounds, warmup, ops, quick }
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+    let s = args.get(i).unwrap_or_else(|| usage());
+    s.parse().ok().or_else(|| s.replace('_', "").parse().ok()).unwrap_or_else(|| usage())
 }
 
-/// The 1-minute load average: on a shared machine, numbers taken under load
-/// are not comparable with numbers taken on an idle one.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 100.0 { format!("{ns:.0}") } else { format!("{ns:.1}") }
-}
-
-fn fmt_metric(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v:.3}") }
-}
-
-impl Show {
-    /// The printed figure for `ns` per op, and its unit.
-    fn value(self, ns: f64) -> f64 {
-        match self {
-            Show::Ns => ns,
-            Show::Us => ns / 1000.0,
-            Show::GBps(bytes) => bytes as f64 / ns.max(f64::MIN_POSITIVE),
-        }
-    }
-    fn unit(self) -> &'static str {
-        match self {
-            Show::Ns => "ns/op",
-            Show::Us => "us/op",
-            Show::GBps(_) => "GB/s",
-        }
-    }
-    fn fmt(self, v: f64) -> String {
-        match self {
-            Show::Ns => fmt_ns(v),
-            Show::Us | Show::GBps(_) => format!("{v:.2}"),
-        }
-    }
-}
-
-/// One timed round. Not inlined so that `callgrind.sh` can count only the
-/// measured rounds (`--toggle-collect=*measured_round*`), leaving the
-/// warm-up round out.
+/// One echo session, not inlined so that callgrind can count only it.
 #[inline(never)]
-fn measured_round(bench: &Bench, lp: &EventLoop, ops: u64) -> Sample {
-    (bench.run)(lp, ops)
+fn measured_echo(peer: &str, size: usize, n: u64) -> Duration {
+    let mut r = io::echo_runner(peer, size).unwrap_or_else(|| usage());
+    r(n)
 }
 
-/// One benchmark of this invocation: its loop and its rounds, in order.
-struct Run {
-    bench: &'static Bench,
-    lp: EventLoop,
-    ops: u64,
-    samples: Vec<Sample>,
-    /// ns per op of each round, in round order.
-    per_op: Vec<f64>,
-    median: f64,
+/// One bulk transfer, not inlined so that callgrind can count only it.
+#[inline(never)]
+fn measured_bulk(peer: &str, bytes: u64) -> Duration {
+    let mut r = io::bulk_runner(peer).unwrap_or_else(|| usage());
+    r(bytes)
 }
 
 fn main() {
-    let opts = parse_args();
-    println!(
-        "evloop-bench: {} round(s) per benchmark, interleaved (A B C A B C ...), {} warm-up; \
-         median and min-max per op; load average {}",
-        opts.rounds,
-        opts.warmup,
-        load_average()
-    );
-    let mut runs: Vec<Run> = opts
-        .names
-        .iter()
-        .map(|name| {
-            let bench = BENCHES.iter().find(|b| b.name == name).expect("checked in parse_args");
-            let default_ops = if opts.quick { bench.quick_ops.unwrap_or(bench.ops) } else { bench.ops };
-            // One loop per benchmark, shared by its warm-up and timed rounds:
-            // a real loop lives long, so its queues keep their capacity and
-            // the allocator is warm. Every round leaves the loop idle.
-            Run {
-                bench,
-                lp: new_loop(),
-                ops: opts.ops.unwrap_or(default_ops),
-                samples: Vec::new(),
-                per_op: Vec::new(),
-                median: 0.0,
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("run") => harness::main(args[1..].to_vec()),
+        Some("suite") => suite::run_all(parse_suite(&args[1..])),
+        Some("one") => match args.get(1).map(String::as_str) {
+            Some("micro") => {
+                let (name, peer, ops): (String, String, u64) = (arg(&args, 2), arg(&args, 3), arg(&args, 4));
+                let mut r = micro::runner(&peer, &name).unwrap_or_else(|| usage());
+                let d = r(ops);
+                println!("{name} {peer}: {:.1} ns/op", d.as_nanos() as f64 / ops as f64);
             }
-        })
-        .collect();
-    for run in &runs {
-        for _ in 0..opts.warmup {
-            black_box((run.bench.run)(&run.lp, run.ops));
-        }
-    }
-    // Round by round across the benchmarks, so that a burst of load on the
-    // shared machine hits every peer alike and ratios stay comparable.
-    for _ in 0..opts.rounds {
-        for run in &mut runs {
-            let sample = measured_round(run.bench, &run.lp, black_box(run.ops));
-            run.samples.push(sample);
-        }
-    }
-    println!(
-        "{:<22} {:>8} {:>10} {:>21} {:<6} {:<11} extra",
-        "benchmark", "ops", "median", "min-max", "unit", "op"
-    );
-    for run in &mut runs {
-        run.lp.close().expect("close the loop");
-        let (bench, ops, samples) = (run.bench, run.ops, &run.samples);
-        run.per_op = samples.iter().map(|s| s.elapsed.as_nanos() as f64 / ops.max(1) as f64).collect();
-        let per_op = sorted(run.per_op.clone());
-        run.median = median(&per_op);
-        let mut extra = Vec::new();
-        for (i, (metric, _)) in samples[0].metrics.iter().enumerate() {
-            let vals = sorted(samples.iter().map(|s| s.metrics[i].1).collect());
-            let (lo, hi) = (vals[0], vals[vals.len() - 1]);
-            if lo == hi {
-                extra.push(format!("{metric}={}", fmt_metric(lo)));
-            } else {
-                extra.push(format!(
-                    "{metric}={} ({}-{})",
-                    fmt_metric(median(&vals)),
-                    fmt_metric(lo),
-                    fmt_metric(hi)
-                ));
+            Some("echo") => {
+                let (peer, size, n): (String, usize, u64) = (arg(&args, 2), arg(&args, 3), arg(&args, 4));
+                let d = measured_echo(&peer, size, n);
+                println!("echo {peer} {size} B: {:.2} µs/round trip", d.as_nanos() as f64 / 1e3 / n as f64);
             }
+            Some("bulk") => {
+                let (peer, bytes): (String, u64) = (arg(&args, 2), arg(&args, 3));
+                let d = measured_bulk(&peer, bytes);
+                println!(
+                    "bulk {peer} {bytes} B: {:.0} MiB/s",
+                    bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+                );
+            }
+            _ => usage(),
+        },
+        Some("echo-count") => {
+            let (peer, size, n): (String, usize, u64) = (arg(&args, 1), arg(&args, 2), arg(&args, 3));
+            std::hint::black_box(measured_echo(&peer, size, n));
         }
-        let show = bench.show;
-        // Throughput: the slowest round gives the lowest figure.
-        let (a, b) = (show.value(per_op[0]), show.value(per_op[per_op.len() - 1]));
-        let range = format!("{}-{}", show.fmt(a.min(b)), show.fmt(a.max(b)));
-        println!(
-            "{:<22} {:>8} {:>10} {:>21} {:<6} {:<11} {}",
-            bench.name,
-            ops,
-            show.fmt(show.value(run.median)),
-            range,
-            show.unit(),
-            bench.unit,
-            extra.join(" ")
-        );
-    }
-    println!("load average at the end: {}", load_average());
-    let targeted: Vec<&Run> = runs.iter().filter(|r| r.bench.target.is_some()).collect();
-    let mut failed = 0;
-    if !targeted.is_empty() {
-        println!("\ntargets (median ns/op):");
-        for r in targeted {
-            let target = r.bench.target.expect("filtered");
-            let pass = r.median <= target;
-            failed += usize::from(!pass);
-            println!(
-                "  {:<22} <= {:>5.0}   measured {:>8}   {}",
-                r.bench.name,
-                target,
-                fmt_ns(r.median),
-                if pass { "PASS" } else { "FAIL" }
-            );
+        Some("bulk-count") => {
+            let (peer, bytes): (String, u64) = (arg(&args, 1), arg(&args, 2));
+            std::hint::black_box(measured_bulk(&peer, bytes));
         }
-    }
-    failed += io_targets(&runs);
-    if failed > 0 {
-        println!("  {failed} target(s) missed");
+        Some("chart") => {
+            let (tsv, svg): (String, String) = (arg(&args, 1), arg(&args, 2));
+            let rows = report::chart::rows_from_tsv(std::path::Path::new(&tsv));
+            report::chart::draw_chart(&rows, std::path::Path::new(&svg));
+        }
+        Some("serve") => net::serve(&arg::<String>(&args, 1), arg(&args, 2)),
+        Some("loadgen") => {
+            let warm = args.get(5).and_then(|w| w.parse().ok()).unwrap_or(0.2);
+            net::loadgen(arg(&args, 1), arg(&args, 2), arg(&args, 3), arg(&args, 4), warm)
+        }
+        Some("mem-timers") => memory::mem_timers(&arg::<String>(&args, 1), arg(&args, 2)),
+        _ => usage(),
     }
 }
 
-/// Prints the I/O targets whose benchmarks ran; returns how many failed.
-/// A ratio target is judged on the median of the paired per-round ratios
-/// (round i of one against round i of the other, taken back to back, so a
-/// burst of load on the shared machine hits both); the ratio of the two
-/// medians is printed beside it.
-fn io_targets(runs: &[Run]) -> usize {
-    let find = |name: &str| runs.iter().find(|r| r.bench.name == name);
-    let mut lines = Vec::new();
-    let mut failed = 0;
-    for t in IO_TARGETS {
-        match *t {
-            IoTarget::Ratio { name, base, max, strict } => {
-                let (Some(a), Some(b)) = (find(name), find(base)) else { continue };
-                let paired = sorted(a.per_op.iter().zip(&b.per_op).map(|(x, y)| x / y).collect());
-                let ratio = median(&paired);
-                let pass = if strict { ratio < max } else { ratio <= max };
-                failed += usize::from(!pass);
-                let op = if strict { "<" } else { "<=" };
-                lines.push(format!(
-                    "  {name:<18} {op:>2} {max:.1} x {base:<18} measured {ratio:.3} x \
-                     (rounds {:.3}-{:.3}; ratio of medians {:.3})   {}",
-                    paired[0],
-                    paired[paired.len() - 1],
-                    a.median / b.median,
-                    if pass { "PASS" } else { "FAIL" }
-                ));
+fn parse_suite(args: &[String]) -> suite::Config {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf();
+    let exe_dir =
+        std::env::current_exe().ok().and_then(|e| e.parent().map(PathBuf::from)).unwrap_or_default();
+    let venv_python = root.join("bench/.venv/bin/python");
+    let mut cfg = suite::Config {
+        quick: false,
+        rounds: 0,
+        python: if venv_python.exists() { venv_python } else { PathBuf::from("python3") },
+        http_hello: exe_dir.join("examples/http_hello"),
+        out_md: root.join("BENCHMARKS.md"),
+        results: root.join("bench/results"),
+        root,
+        only: Vec::new(),
+        command_line: String::new(),
+    };
+    let mut i = 0;
+    let mut shown = vec!["bench/run.sh".to_string()];
+    while i < args.len() {
+        let value = || args.get(i + 1).cloned().unwrap_or_else(|| usage());
+        match args[i].as_str() {
+            "--quick" => {
+                cfg.quick = true;
+                shown.push("--quick".into());
             }
-            IoTarget::MinGBps { name, gbps } => {
-                let Some(a) = find(name) else { continue };
-                let measured = a.bench.show.value(a.median);
-                let pass = measured >= gbps;
-                failed += usize::from(!pass);
-                lines.push(format!(
-                    "  {name:<18} >= {gbps:.1} GB/s {:<22}measured {measured:.2} GB/s   {}",
-                    "",
-                    if pass { "PASS" } else { "FAIL" }
-                ));
+            "--rounds" => {
+                cfg.rounds = value().parse().unwrap_or_else(|_| usage());
+                shown.push(format!("--rounds {}", cfg.rounds));
+                i += 1;
             }
+            "--only" => {
+                cfg.only = value().split(',').map(str::to_string).collect();
+                for s in &cfg.only {
+                    if !suite::SECTIONS.contains(&s.as_str()) {
+                        eprintln!("unknown section {s:?}; sections: {}", suite::SECTIONS.join(" "));
+                        std::process::exit(2);
+                    }
+                }
+                shown.push(format!("--only {}", value()));
+                i += 1;
+            }
+            "--python" => {
+                cfg.python = PathBuf::from(value());
+                i += 1;
+            }
+            "--http-hello" => {
+                cfg.http_hello = PathBuf::from(value());
+                i += 1;
+            }
+            "--out" => {
+                cfg.out_md = PathBuf::from(value());
+                i += 1;
+            }
+            "--results" => {
+                cfg.results = PathBuf::from(value());
+                i += 1;
+            }
+            _ => usage(),
         }
+        i += 1;
     }
-    if !lines.is_empty() {
-        println!("\nI/O targets (ratios: median of the paired per-round ratios):");
-        for l in lines {
-            println!("{l}");
-        }
+    if cfg.rounds == 0 {
+        cfg.rounds = if cfg.quick { 3 } else { 7 };
     }
-    failed
+    cfg.command_line = shown.join(" ");
+    cfg
 }

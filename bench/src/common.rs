@@ -1,10 +1,38 @@
-//! Shared pieces of the peer suite: result rows, statistics, /proc readers,
-//! CPU pinning and fd limits.
+//! Pieces every family shares: what a timed run returns, result rows,
+//! statistics, /proc readers, fd limits and the echo check.
 
+use std::cell::Cell as StdCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// One timed run of a workload: the measured time of `ops` operations.
 pub type Runner = Box<dyn FnMut(u64) -> Duration>;
+
+/// What one round of a `run` benchmark reports.
+pub struct Sample {
+    /// Time of the measured part only (loop construction excluded).
+    pub elapsed: Duration,
+    /// Extra per-round figures, printed as median (min–max).
+    pub metrics: Vec<(&'static str, f64)>,
+}
+
+impl Sample {
+    pub fn new(elapsed: Duration) -> Sample {
+        Sample { elapsed, metrics: Vec::new() }
+    }
+    pub fn metric(mut self, name: &'static str, value: f64) -> Sample {
+        self.metrics.push((name, value));
+        self
+    }
+}
+
+pub fn counter() -> Rc<StdCell<u64>> {
+    Rc::new(StdCell::new(0))
+}
+
+pub fn bump(c: &StdCell<u64>) {
+    c.set(c.get() + 1);
+}
 
 /// What a table cell holds.
 #[derive(Clone, Debug)]

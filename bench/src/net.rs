@@ -1,5 +1,6 @@
-//! Cross-process pieces: the Rust servers (evloop and tokio echo, tokio +
-//! hyper HTTP hello), the epoll load generator, and the memory probes.
+//! The cross-process echo section: the Rust servers (evloop and tokio echo;
+//! `serve http-hyper` is in `http.rs`), the epoll load generator, and the
+//! section driving them.
 //!
 //! Every server prints `listening on 127.0.0.1:PORT` on stdout once it
 //! accepts, then serves until killed.
@@ -9,12 +10,14 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::common::{pattern, raise_fd_limit, rss_kib};
+use std::process::Command;
 
-/// The body every HTTP hello server answers (as `examples/http_hello.rs`).
-pub const HTTP_BODY: &str = r#"{"message": "Hello World"}"#;
+use crate::common::{Cell, Row, pattern, raise_fd_limit};
+use crate::io::blocking_roundtrip;
+use crate::process::{Server, pinned, say, self_exe};
+use crate::suite::{Config, Suite};
 
-fn announce(port: u16) {
+pub fn announce(port: u16) {
     println!("listening on 127.0.0.1:{port}");
     std::io::stdout().flush().unwrap();
 }
@@ -24,7 +27,7 @@ pub fn serve(kind: &str, port: u16) {
     match kind {
         "echo-evloop" => serve_echo_evloop(port),
         "echo-tokio" => serve_echo_tokio(port),
-        "http-hyper" => serve_http_hyper(port),
+        "http-hyper" => crate::http::serve_http_hyper(port),
         _ => panic!("unknown server {kind:?} (echo-evloop, echo-tokio, http-hyper)"),
     }
 }
@@ -80,36 +83,6 @@ fn serve_echo_tokio(port: u16) {
                         }
                     }
                 }
-            });
-        }
-    });
-}
-
-fn serve_http_hyper(port: u16) {
-    use bytes::Bytes;
-    use http_body_util::Full;
-    use hyper::header::{CONTENT_TYPE, HeaderValue};
-    use hyper::{Request, Response, server::conn::http1, service::service_fn};
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        announce(listener.local_addr().unwrap().port());
-        loop {
-            let (s, _) = listener.accept().await.unwrap();
-            s.set_nodelay(true).unwrap();
-            tokio::spawn(async move {
-                let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
-                    let mut resp = Response::new(Full::new(Bytes::from_static(HTTP_BODY.as_bytes())));
-                    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    Ok::<_, std::convert::Infallible>(resp)
-                });
-                let _ = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    // evloop's http_hello and the httptools server send no Date header.
-                    .auto_date_header(false)
-                    .serve_connection(TokioIo::new(s), service)
-                    .await;
             });
         }
     });
@@ -197,82 +170,92 @@ fn write_all_nonblocking(mut s: &TcpStream, mut data: &[u8]) {
     }
 }
 
-// ------------------------------------------------------------------ memory
-
-/// `n` pending timers in a fresh process; prints `ok BEFORE RSS HWM` (KiB).
-pub fn mem_timers(kind: &str, n: u64) {
-    let before = rss_kib("self").unwrap().0;
-    match kind {
-        "evloop" => {
-            let lp = evloop::EventLoop::new().unwrap();
-            let fired = std::rc::Rc::new(std::cell::Cell::new(0u64));
-            for i in 0..n {
-                let f = fired.clone();
-                let h = lp.call_later(Duration::from_secs(3600) + Duration::from_micros(i), move || {
-                    f.set(f.get() + 1)
-                });
-                // Keep no handles: a real program drops most of them.
-                drop(h);
-            }
-            lp.run_once(Some(Duration::ZERO)).unwrap();
-            assert_eq!(lp.stats().timers as u64, n, "every timer is pending");
-            assert_eq!(fired.get(), 0);
-            let (rss, hwm) = rss_kib("self").unwrap();
-            println!("ok {before} {rss} {hwm}");
-            std::process::exit(0); // skip freeing a million closures
-        }
-        "tokio" => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let mut sleeps = Vec::with_capacity(n as usize);
-                let mut fired = 0;
-                for i in 0..n {
-                    let mut s =
-                        Box::pin(tokio::time::sleep(Duration::from_secs(3600) + Duration::from_micros(i)));
-                    if futures_lite::future::poll_once(s.as_mut()).await.is_some() {
-                        fired += 1;
-                    }
-                    sleeps.push(s);
-                }
-                tokio::task::yield_now().await;
-                assert_eq!(fired, 0);
-                assert_eq!(sleeps.len() as u64, n);
-                let (rss, hwm) = rss_kib("self").unwrap();
-                println!("ok {before} {rss} {hwm}");
-                std::process::exit(0);
-            });
-        }
-        _ => panic!("mem-timers: evloop or tokio"),
+/// Starts the cross-process echo servers, pinned to CPU 0.
+pub fn echo_servers(cfg: &Config, pin: bool) -> Vec<Result<Server, String>> {
+    let exe = self_exe();
+    let mut out = Vec::new();
+    for (name, kind) in [("evloop", "echo-evloop"), ("tokio", "echo-tokio")] {
+        let mut cmd = if pin { pinned(0, &exe) } else { Command::new(&exe) };
+        cmd.args(["serve", kind, "0"]);
+        out.push(Server::start(name, cmd));
     }
+    for lp in ["asyncio", "uvloop"] {
+        let mut cmd = if pin { pinned(0, &cfg.python) } else { Command::new(&cfg.python) };
+        cmd.arg(cfg.py_script("servers.py")).args(["echo", "--loop", lp]);
+        out.push(Server::start(lp, cmd));
+    }
+    out
 }
 
-/// Opens `n` connections to an echo server, checks each with a 1-byte
-/// echo, and returns them (kept open by the caller while it measures).
-pub fn open_idle_connections(port: u16, n: usize) -> std::io::Result<Vec<TcpStream>> {
-    raise_fd_limit(n as u64 + 1024);
-    let mut conns: Vec<TcpStream> = Vec::with_capacity(n);
-    // In batches, each checked before the next: connecting faster than the
-    // server accepts would overflow its accept queue (SYNs dropped, retried
-    // after a second).
-    const BATCH: usize = 100; // below every server's listen backlog (tokio: 128)
-    while conns.len() < n {
-        let first = conns.len();
-        for _ in first..(first + BATCH).min(n) {
-            let s = TcpStream::connect(("127.0.0.1", port))?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            conns.push(s);
+fn check_echo_server(srv: &Server) -> Result<(), String> {
+    let msg = crate::common::pattern(1024);
+    let got = blocking_roundtrip(&srv.addr(), &msg, &msg[1000..]).map_err(|e| e.to_string())?;
+    if got == msg { Ok(()) } else { Err(format!("{}: wrong echo", srv.name)) }
+}
+
+pub fn section_cross(cfg: &Config, s: &mut Suite) {
+    let (secs, warm) = if cfg.quick { (0.4, 0.1) } else { (2.0, 0.2) };
+    let reps = 3;
+    let servers = echo_servers(cfg, true);
+    let exe = self_exe();
+    let mut rows = Vec::new();
+    for conns in [1usize, 10] {
+        let mut row = Row::new("cross", format!("echo 1 KiB, {conns} conn"), "round trips/s", false);
+        for srv in &servers {
+            match srv {
+                Ok(srv) => match check_echo_server(srv) {
+                    Ok(()) => row.cells.push((srv.name.clone(), Cell::Values(Vec::new()))),
+                    Err(e) => row.cells.push((srv.name.clone(), Cell::Failed(e))),
+                },
+                Err(e) => {
+                    row.cells.push((e.split(':').next().unwrap_or("?").to_string(), Cell::Failed(e.clone())))
+                }
+            }
         }
-        for (i, mut s) in conns.iter().enumerate().skip(first) {
-            let b = [(i % 251) as u8];
-            s.write_all(&b)?;
-        }
-        for (i, mut s) in conns.iter().enumerate().skip(first) {
-            let mut r = [0u8; 1];
-            s.read_exact(&mut r)?;
-            if r[0] != (i % 251) as u8 {
-                return Err(std::io::Error::other("wrong echo"));
+        rows.push(row);
+    }
+    say(format!("cross-process echo: {reps} × {secs} s per server and concurrency"));
+    for rep in 0..reps {
+        for (ci, conns) in [1usize, 10].into_iter().enumerate() {
+            let live: Vec<&Server> = servers.iter().filter_map(|s| s.as_ref().ok()).collect();
+            for k in 0..live.len() {
+                let srv = live[(rep + k) % live.len()];
+                let mut cmd = pinned(1, &exe);
+                cmd.args([
+                    "loadgen",
+                    &srv.port.to_string(),
+                    &conns.to_string(),
+                    "1024",
+                    &secs.to_string(),
+                    &warm.to_string(),
+                ]);
+                let out = cmd.output().expect("run the load generator");
+                let text = String::from_utf8_lossy(&out.stdout);
+                let cell = rows[ci].cells.iter_mut().find(|(p, _)| *p == srv.name).map(|(_, c)| c).unwrap();
+                let parsed = text
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .as_slice()
+                    .get(0..3)
+                    .filter(|w| w[0] == "ok")
+                    .and_then(|w| Some((w[1].parse::<f64>().ok()?, w[2].parse::<f64>().ok()?)));
+                match (parsed, cell) {
+                    (Some((n, ns)), Cell::Values(v)) => v.push(n / (ns / 1e9)),
+                    (None, c) => {
+                        *c = Cell::Failed(format!(
+                            "load generator: {}",
+                            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("no output")
+                        ))
+                    }
+                    _ => {}
+                }
             }
         }
     }
-    Ok(conns)
+    for r in &mut rows {
+        r.notes.push(format!(
+            "servers pinned to CPU 0, the epoll load generator to CPU 1; median of {reps} × {secs} s, each after {warm} s of warm-up"
+        ));
+    }
+    s.rows.extend(rows);
 }

@@ -37,6 +37,15 @@ impl Worker {
         Ok(Worker { child, stdin, stdout, kind: kind.to_string() })
     }
 
+    /// Whether the worker answers (it exits at once when its loop, e.g.
+    /// uvloop, is not installed).
+    pub fn answers(&mut self) -> bool {
+        let mut line = String::new();
+        writeln!(self.stdin, "versions").and_then(|_| self.stdin.flush()).is_ok()
+            && self.stdout.read_line(&mut line).is_ok()
+            && line.starts_with("ok")
+    }
+
     /// Sends one command; panics on an "err" reply (a failed check).
     pub fn call(&mut self, cmd: &str) -> Reply {
         writeln!(self.stdin, "{cmd}").and_then(|_| self.stdin.flush()).expect("write to the Python worker");
@@ -80,4 +89,16 @@ pub fn runner(worker: &Shared, command: impl Fn(u64) -> String + 'static) -> Run
         let cmd = command(ops);
         w.borrow_mut().call_ns(&cmd).unwrap_or_else(|| panic!("{cmd}: not available"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_exits_at_start_does_not_answer() {
+        // What a worker does when `import uvloop` fails: it exits at once.
+        let mut w = Worker::spawn(Path::new("false"), Path::new("micro.py"), "uvloop").unwrap();
+        assert!(!w.answers());
+    }
 }

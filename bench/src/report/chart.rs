@@ -1,83 +1,13 @@
-//! BENCHMARKS.md tables and the chart (plotters, SVG backend).
+//! The chart of BENCHMARKS.md (plotters, SVG backend).
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::common::{Cell, Row, fmt_num, median, min_max};
-
-/// The peer's speed relative to `base` (above 1: faster than `base`): the
-/// median over the rounds of the per-round ratio when both have one value
-/// per round (the peers of a round run back to back, so the ratio of a
-/// round cancels most of the machine's load changes), else the ratio of
-/// the medians.
-pub fn relative_speed(row: &Row, peer: &str, base: &str) -> Option<f64> {
-    let (p, b) = (row.values(peer)?, row.values(base)?);
-    let speed = |p: f64, b: f64| if row.lower_is_better { b / p } else { p / b };
-    if p.len() == b.len() && p.len() > 1 {
-        let ratios: Vec<f64> = p.iter().zip(b).map(|(p, b)| speed(*p, *b)).collect();
-        Some(median(&ratios))
-    } else {
-        Some(speed(median(p), median(b)))
-    }
-}
-
-/// A markdown table: one line per row, one column per peer; each cell the
-/// median, the min–max over the rounds, and the speed relative to `base`.
-pub fn table(rows: &[&Row], peers: &[&str], base: &str, out: &mut String) {
-    let _ = write!(out, "| benchmark | unit |");
-    for p in peers {
-        let _ = write!(out, " {p} |");
-    }
-    out.push('\n');
-    out.push_str("| --- | --- |");
-    for _ in peers {
-        out.push_str(" ---: |");
-    }
-    out.push('\n');
-    for row in rows {
-        let dir = if row.lower_is_better { "lower is better" } else { "higher is better" };
-        let _ = write!(out, "| `{}` | {} <sub>({dir})</sub> |", row.bench, row.unit);
-        for p in peers {
-            let cell = row.cells.iter().find(|(q, _)| q == p).map(|(_, c)| c);
-            let text = match cell {
-                None | Some(Cell::Na) => "n/a".to_string(),
-                Some(Cell::Failed(why)) => format!("failed: {why}"),
-                Some(Cell::Values(v)) if v.is_empty() => "n/a".to_string(),
-                Some(Cell::Values(v)) => {
-                    let med = median(v);
-                    let mut s = format!("**{}**", fmt_num(med));
-                    if v.len() > 1 {
-                        let (lo, hi) = min_max(v);
-                        let _ = write!(s, "<br><sub>{}–{}</sub>", fmt_num(lo), fmt_num(hi));
-                    }
-                    if *p != base
-                        && let Some(r) = relative_speed(row, p, base)
-                    {
-                        let _ = write!(s, "<br><sub>{}× {base}</sub>", fmt_ratio(r));
-                    }
-                    s
-                }
-            };
-            let _ = write!(out, " {text} |");
-        }
-        out.push('\n');
-    }
-}
-
-pub fn fmt_ratio(r: f64) -> String {
-    if r >= 10.0 {
-        format!("{r:.0}")
-    } else if r >= 1.0 {
-        format!("{r:.2}")
-    } else if r >= 0.001 {
-        format!("{r:.3}")
-    } else {
-        format!("{r:.1e}")
-    }
-}
+use super::{fmt_ratio, relative_speed};
+use crate::common::{Cell, Row};
+use crate::suite::SECTIONS;
 
 /// One panel of the chart: groups (rows) of bars (peers), each bar the
 /// peer's speed relative to `base`.
@@ -248,4 +178,99 @@ fn draw_panel(
         .label_font(("sans-serif", 13))
         .draw()?;
     Ok(())
+}
+
+/// The chart of BENCHMARKS.md: one panel per group of sections.
+pub fn draw_chart(rows: &[Row], path: &Path) {
+    let pick = |key: &str| -> Vec<&Row> { rows.iter().filter(|r| r.section == key).collect() };
+    let mut panels = Vec::new();
+    let micro_rows = pick("micro");
+    if !micro_rows.is_empty() {
+        panels.push(Panel {
+            title: "Loop micro benchmarks: speed relative to evloop".into(),
+            rows: micro_rows,
+            peers: vec!["evloop", "asyncio", "uvloop", "tokio", "smol", "calloop"],
+            base: "evloop",
+            axis: "speed relative to evloop (log scale; right of 1 = faster than evloop)".into(),
+        });
+    }
+    // Speeds only: the bulk section's syscall counts stay in the tables.
+    let io_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| (r.section == "echo" || r.section == "bulk") && !r.unit.ends_with("/MiB"))
+        .collect();
+    if !io_rows.is_empty() {
+        panels.push(Panel {
+            title: "In-process I/O on one loop: speed relative to evloop".into(),
+            rows: io_rows,
+            peers: vec!["evloop", "evloop-streams", "asyncio", "uvloop", "tokio", "smol", "raw-epoll"],
+            base: "evloop",
+            axis: "speed relative to evloop (log scale; right of 1 = faster than evloop)".into(),
+        });
+    }
+    let cross = pick("cross");
+    if !cross.is_empty() {
+        panels.push(Panel {
+            title: "Cross-process echo: round trips/s relative to evloop".into(),
+            rows: cross,
+            peers: vec!["evloop", "tokio", "asyncio", "uvloop"],
+            base: "evloop",
+            axis: "speed relative to evloop (log scale; right of 1 = faster than evloop)".into(),
+        });
+    }
+    let http: Vec<&Row> = rows.iter().filter(|r| r.section == "http" && r.unit == "requests/s").collect();
+    if !http.is_empty() {
+        panels.push(Panel {
+            title: "HTTP hello world (wrk): requests/s relative to evloop".into(),
+            rows: http,
+            peers: vec!["evloop http_hello", "tokio+hyper", "uvloop+httptools", "asyncio+httptools"],
+            base: "evloop http_hello",
+            axis: "requests/s relative to evloop's http_hello (log scale; right of 1 = more than evloop)"
+                .into(),
+        });
+    }
+    let memory: Vec<&Row> =
+        rows.iter().filter(|r| r.section == "memory" && r.bench.ends_with("RSS")).collect();
+    if !memory.is_empty() {
+        panels.push(Panel {
+            title: "Memory: resident set relative to evloop".into(),
+            rows: memory,
+            peers: vec!["evloop", "tokio", "asyncio", "uvloop"],
+            base: "evloop",
+            axis: "evloop's RSS ÷ the peer's (log scale; right of 1 = smaller than evloop)".into(),
+        });
+    }
+    if !panels.is_empty()
+        && let Err(e) = chart(path, &panels)
+    {
+        eprintln!("chart: {e}");
+    }
+}
+
+/// Reads bench/results/raw.tsv back (for `evloop-bench chart`: redraw without a run).
+pub fn rows_from_tsv(path: &Path) -> Vec<Row> {
+    let text = std::fs::read_to_string(path).expect("read the raw.tsv");
+    let mut rows: Vec<Row> = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() != 6 {
+            continue;
+        }
+        let section =
+            SECTIONS.iter().chain(["memory"].iter()).find(|s| **s == f[0]).copied().unwrap_or("micro");
+        let value: f64 = f[5].parse().unwrap_or(f64::NAN);
+        let i = match rows.iter().position(|r| r.section == section && r.bench == f[1]) {
+            Some(i) => i,
+            None => {
+                rows.push(Row::new(section, f[1], f[2], !f[2].ends_with("/s")));
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[i];
+        match row.cells.iter_mut().find(|(p, _)| p == f[3]) {
+            Some((_, Cell::Values(v))) => v.push(value),
+            _ => row.cells.push((f[3].to_string(), Cell::Values(vec![value]))),
+        }
+    }
+    rows
 }
