@@ -123,6 +123,11 @@ impl Drop for LoopInner {
         for (_, closer) in closers {
             let _ = crate::runtime::guard::drop_user(closer);
         }
+        // A `Task` handle the caller still holds would keep its future (and
+        // whatever it owns) alive past the loop: drop every task's future
+        // and waiters now, as `close` does.
+        let tasks = crate::task::task::take_all(self);
+        let _ = crate::runtime::guard::drop_user(tasks);
     }
 }
 
@@ -301,6 +306,24 @@ pub fn get_running_loop() -> Result<EventLoop> {
         .flatten()
         .map(|inner| EventLoop { inner })
         .ok_or(Error::NoRunningLoop)
+}
+
+/// The loop running on this thread, for the free functions and futures
+/// that only make sense inside one (`spawn`, `sleep`, `gather`, the stream
+/// openers…). One message for all of them, naming the caller.
+///
+/// # Panics
+///
+/// If no loop is running on this thread.
+#[track_caller]
+pub(crate) fn running_loop(what: &str) -> EventLoop {
+    match get_running_loop() {
+        Ok(lp) => lp,
+        Err(_) => panic!(
+            "{what} needs a running event loop: call it from a task or callback on a running \
+             evloop loop (outside one, use the EventLoop methods)"
+        ),
+    }
 }
 
 impl EventLoop {

@@ -14,7 +14,7 @@ use std::fmt;
 use std::future::IntoFuture;
 use std::panic::{AssertUnwindSafe, Location};
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
@@ -22,10 +22,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use slotmap::{Key, KeyData};
 
 use crate::error::{Error, Result, panic_message};
-use crate::runtime::event_loop::{EventLoop, LoopInner, get_running_loop};
+use crate::exception::ExceptionContext;
+use crate::runtime::event_loop::{EventLoop, LoopInner, running_loop};
 use crate::runtime::handle::Runnable;
 use crate::runtime::remote::{RemoteItem, RemoteShared};
-use crate::task::future::{CallbackId, Future, FutureOwned};
+use crate::task::future::{CallbackId, Future, FutureCell, FutureOwned, FutureState, report_unretrieved};
 
 slotmap::new_key_type! {
     /// A task's place in its loop.
@@ -43,7 +44,7 @@ pub(crate) trait TaskStep: Runnable {
     /// `close`. Returns what must be dropped outside any borrow.
     fn abandon(&self) -> Box<dyn Any>;
     /// `Task::cancel` without knowing `T`.
-    fn request_cancel(self: Rc<Self>);
+    fn request_cancel(&self);
 }
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
@@ -116,7 +117,18 @@ pub(crate) fn take_all(inner: &LoopInner) -> Vec<Box<dyn Any>> {
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T>>>;
 
-/// The loop-owned half of a task.
+/// A task as its [`Future`] handles see it (through
+/// `FutureCell::task`): what `Task<T>`'s own methods need.
+pub(crate) trait TaskControl {
+    /// `Task::cancel`.
+    fn cancel(&self) -> bool;
+    fn id(&self) -> u64;
+    fn name(&self) -> String;
+    fn set_name(&self, name: Box<str>);
+    fn location(&self) -> &'static Location<'static>;
+}
+
+/// The task: header, wrapped future and result state in one `Rc` block.
 struct TaskCore<T: 'static> {
     key: Cell<TaskKey>,
     location: &'static Location<'static>,
@@ -124,30 +136,35 @@ struct TaskCore<T: 'static> {
     /// `None` until `set_name`: the default name is formatted on demand.
     name: Cell<Option<Box<str>>>,
     coro: Cell<Option<BoxFuture<T>>>,
-    output: Future<T>,
+    /// The task's result; `Future<T>` handles of the task point here.
+    output: FutureState<T>,
     /// Taken out while the future is polled (no borrow held meanwhile).
     waker: Cell<Option<PooledWaker>>,
     scheduled: Cell<bool>,
     cancel_requested: Cell<bool>,
+    /// The block's own handle, for the ready queue and done callbacks.
+    this: Weak<TaskCore<T>>,
 }
 
 impl<T: 'static> TaskCore<T> {
     /// Removes the task from its loop: it will never step again.
     fn unregister(&self) {
-        let removed = self.event_loop().inner.tasks.borrow_mut().remove(self.key.get());
+        let Some(lp) = self.output.weak_loop().upgrade() else { return };
+        let removed = lp.inner.tasks.borrow_mut().remove(self.key.get());
+        drop(lp);
         drop(removed);
+    }
+
+    fn handle(&self) -> Option<Future<T>> {
+        let this: Rc<dyn FutureCell<T>> = self.this.upgrade()?;
+        Some(Future { inner: this })
     }
 
     fn finish(&self, outcome: std::result::Result<T, Error>) {
         self.unregister();
-        let _ = match outcome {
-            Ok(v) => self.output.set_result(v),
-            Err(Error::Cancelled) => {
-                self.output.cancel();
-                Ok(())
-            }
-            Err(e) => self.output.set_exception(e),
-        };
+        if let Some(handle) = self.handle() {
+            let _ = self.output.finish(outcome, &handle);
+        }
     }
 
     /// Returns the waker to the loop's pool if nobody else holds a clone
@@ -157,24 +174,37 @@ impl<T: 'static> TaskCore<T> {
         // the waker meanwhile: this task holds the only handles.
         if let Some(waker) = waker
             && Arc::strong_count(&waker.arc) == 2
+            && let Some(lp) = self.output.weak_loop().upgrade()
         {
-            let mut pool = self.event_loop().inner.waker_pool.borrow_mut();
+            let mut pool = lp.inner.waker_pool.borrow_mut();
             if pool.len() < WAKER_POOL_MAX {
                 pool.push(waker);
             }
         }
     }
 
-    fn schedule(self: &Rc<Self>) {
-        if self.mark_scheduled() {
-            self.event_loop().inner.push_ready(self.clone());
+    fn schedule(&self) {
+        if self.mark_scheduled()
+            && let Some(lp) = self.output.weak_loop().upgrade()
+            && let Some(this) = self.this.upgrade()
+        {
+            lp.inner.push_ready(this);
         }
     }
+}
 
-    /// The task's loop (its result future's: no second handle kept here,
-    /// which keeps the task small).
-    fn event_loop(&self) -> &EventLoop {
-        &self.output.inner.event_loop
+impl<T: 'static> Drop for TaskCore<T> {
+    fn drop(&mut self) {
+        // asyncio's wording for tasks, with the task named: the future's
+        // own report would not say which task failed.
+        if let Some(error) = self.output.unretrieved_error() {
+            let name = TaskControl::name(self);
+            let ctx = ExceptionContext::new("Task exception was never retrieved")
+                .with_error(error)
+                .with_task(name)
+                .with_location(self.location);
+            report_unretrieved(self.output.weak_loop(), ctx);
+        }
     }
 }
 
@@ -234,14 +264,63 @@ impl<T: 'static> TaskStep for TaskCore<T> {
         !self.scheduled.replace(true)
     }
 
-    fn request_cancel(self: Rc<Self>) {
-        Task { core: self }.cancel();
+    fn request_cancel(&self) {
+        TaskControl::cancel(self);
     }
 
     fn abandon(&self) -> Box<dyn Any> {
         let coro = self.coro.take();
+        let waker = self.waker.take();
         let waiting = self.output.abandon();
-        Box::new((coro, waiting))
+        Box::new((coro, waker, waiting))
+    }
+}
+
+impl<T: 'static> TaskControl for TaskCore<T> {
+    fn cancel(&self) -> bool {
+        if self.output.done() {
+            return false;
+        }
+        if !self.cancel_requested.replace(true) {
+            self.schedule();
+        }
+        true
+    }
+
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn name(&self) -> String {
+        let name = self.name.take();
+        let shown = match &name {
+            Some(name) => name.to_string(),
+            None => format!("Task-{}", self.id),
+        };
+        self.name.set(name);
+        shown
+    }
+
+    fn set_name(&self, name: Box<str>) {
+        self.name.set(Some(name));
+    }
+
+    fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+}
+
+impl<T: 'static> FutureCell<T> for TaskCore<T> {
+    fn state(&self) -> &FutureState<T> {
+        &self.output
+    }
+
+    fn task(&self) -> Option<&dyn TaskControl> {
+        Some(self)
+    }
+
+    fn task_slot(self: Rc<Self>) -> Option<TaskSlot> {
+        Some(self)
     }
 }
 
@@ -253,7 +332,11 @@ impl<T: 'static> TaskStep for TaskCore<T> {
 ///
 /// A `Task<T>` has the inspection API of [`Future<T>`] and is awaited the
 /// same way: `task.await` gives `Result<T>` ([`Error::Cancelled`] if it was
-/// cancelled, [`Error::Panicked`] if it panicked).
+/// cancelled, [`Error::Panicked`] if it panicked). Only the task itself
+/// sets its result: [`Task::cancel`] is the one way to end it early.
+///
+/// A task does not keep its loop alive: dropping the last [`EventLoop`]
+/// without `close()` drops every unfinished task's future.
 ///
 /// # Examples
 ///
@@ -261,16 +344,17 @@ impl<T: 'static> TaskStep for TaskCore<T> {
 /// let lp = evloop::EventLoop::new()?;
 /// let task = lp.create_task(async { 6 * 7 });
 /// assert_eq!(task.name(), format!("Task-{}", task.id()));
-/// assert_eq!(lp.run_until_complete(task)??, 42);
+/// assert_eq!(lp.run_until_complete(task.clone())??, 42);
+/// assert_eq!(task.result()?, 42);
 /// # Ok::<(), evloop::Error>(())
 /// ```
 pub struct Task<T: 'static> {
-    core: Rc<TaskCore<T>>,
+    fut: Future<T>,
 }
 
 impl<T: 'static> Clone for Task<T> {
     fn clone(&self) -> Self {
-        Task { core: self.core.clone() }
+        Task { fut: self.fut.clone() }
     }
 }
 
@@ -281,6 +365,17 @@ impl EventLoop {
     /// # Panics
     ///
     /// With "event loop is closed" if the loop was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lp = evloop::EventLoop::new()?;
+    /// let task = lp.create_task(async { "hello" });
+    /// task.set_name("greeter");
+    /// assert_eq!(lp.run_until_complete(task.clone())??, "hello");
+    /// assert_eq!(task.name(), "greeter");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
     #[track_caller]
     pub fn create_task<F>(&self, fut: F) -> Task<F::Output>
     where
@@ -295,6 +390,7 @@ impl EventLoop {
         let location = Location::caller();
         let mut created = None;
         let recycled = inner.waker_pool.borrow_mut().pop();
+        let weak_loop = self.downgrade();
         inner.tasks.borrow_mut().insert_with_key(|key| {
             let key_bits = key.data().as_ffi();
             let waker = match recycled {
@@ -312,23 +408,24 @@ impl EventLoop {
                     PooledWaker { waker: Waker::from(arc.clone()), arc }
                 }
             };
-            let core = Rc::new(TaskCore {
+            let core = Rc::new_cyclic(|this| TaskCore {
                 key: Cell::new(key),
                 location,
                 name: Cell::new(None),
                 id,
                 coro: Cell::new(Some(coro)),
-                output: Future::new(self.clone()),
+                output: FutureState::new(weak_loop),
                 waker: Cell::new(Some(waker)),
                 scheduled: Cell::new(false),
                 cancel_requested: Cell::new(false),
+                this: this.clone(),
             });
             created = Some(core.clone());
             core
         });
         let core = created.expect("insert_with_key calls its closure");
         core.schedule();
-        Task { core }
+        Task { fut: Future { inner: core } }
     }
 }
 
@@ -337,7 +434,7 @@ impl EventLoop {
 ///
 /// # Panics
 ///
-/// If no loop is running on this thread ("spawn needs a running event loop").
+/// If no loop is running on this thread.
 ///
 /// # Examples
 ///
@@ -354,38 +451,39 @@ pub fn spawn<F>(fut: F) -> Task<F::Output>
 where
     F: std::future::Future + 'static,
 {
-    match get_running_loop() {
-        Ok(lp) => lp.create_task(fut),
-        Err(_) => panic!("spawn needs a running event loop; use EventLoop::create_task outside one"),
-    }
+    running_loop("spawn").create_task(fut)
 }
 
 impl<T: 'static> Task<T> {
+    fn control(&self) -> &dyn TaskControl {
+        self.fut.inner.task().expect("a Task's future is a task block")
+    }
+
     /// The task's number, unique in the process; the default name is
     /// `Task-<id>`.
     pub fn id(&self) -> u64 {
-        self.core.id
+        self.control().id()
     }
 
     /// The task's name (`Task-N` unless set).
     pub fn name(&self) -> String {
-        let name = self.core.name.take();
-        let shown = match &name {
-            Some(name) => name.to_string(),
-            None => format!("Task-{}", self.core.id),
-        };
-        self.core.name.set(name);
-        shown
+        self.control().name()
     }
 
     /// Renames the task; the name appears in debug output and reports.
     pub fn set_name(&self, name: impl Into<String>) {
-        self.core.name.set(Some(name.into().into_boxed_str()));
+        self.control().set_name(name.into().into_boxed_str());
     }
 
     /// The loop the task runs on.
+    ///
+    /// # Panics
+    ///
+    /// If every handle to the loop was dropped ("the event loop was
+    /// dropped"): a task does not keep its loop alive.
+    #[track_caller]
     pub fn get_loop(&self) -> EventLoop {
-        self.core.event_loop().clone()
+        self.fut.get_loop()
     }
 
     /// Asks the task to stop: at its next step the wrapped future is dropped
@@ -396,21 +494,17 @@ impl<T: 'static> Task<T> {
     /// Unlike Python, the future gets no chance to catch the cancellation:
     /// clean-up belongs in `Drop`.
     pub fn cancel(&self) -> bool {
-        if self.done() || self.core.cancel_requested.replace(true) {
-            return !self.done();
-        }
-        self.core.schedule();
-        true
+        self.control().cancel()
     }
 
     /// Whether the task is finished (result, panic, or cancelled).
     pub fn done(&self) -> bool {
-        self.core.output.done()
+        self.fut.done()
     }
 
     /// Whether the task was cancelled.
     pub fn cancelled(&self) -> bool {
-        self.core.output.cancelled()
+        self.fut.cancelled()
     }
 
     /// The task's result, as [`Future::result`].
@@ -423,7 +517,7 @@ impl<T: 'static> Task<T> {
     where
         T: Clone,
     {
-        self.core.output.result()
+        self.fut.result()
     }
 
     /// The error the task ended with, as [`Future::exception`].
@@ -432,35 +526,37 @@ impl<T: 'static> Task<T> {
     ///
     /// As [`Future::exception`].
     pub fn exception(&self) -> Result<Option<Error>> {
-        self.core.output.exception()
+        self.fut.exception()
     }
 
     /// Calls `f` (through `call_soon`) once the task is done.
     pub fn add_done_callback(&self, f: impl FnOnce(&Task<T>) + 'static) -> CallbackId {
-        // The strong handle in the task's own callback list is released when
-        // the callbacks are scheduled (completion) or dropped (`close`).
-        let task = self.clone();
-        self.core.output.add_done_callback(move |_| f(&task))
+        // The callback gets a handle made from the one it is called with:
+        // capturing `self` would make the task own a handle on itself.
+        self.fut.add_done_callback(move |fut| f(&Task { fut: fut.clone() }))
     }
 
     /// Removes a done callback; returns whether it was found.
     pub fn remove_done_callback(&self, id: CallbackId) -> bool {
-        self.core.output.remove_done_callback(id)
+        self.fut.remove_done_callback(id)
     }
 
-    /// The task's result as a [`Future`] (shares its state).
+    /// The task's result as a [`Future`]: a view of the task, not a copy.
+    /// Its `set_result` and `set_exception` fail with
+    /// [`Error::InvalidState`] (only the task sets its result) and its
+    /// `cancel` is [`Task::cancel`].
     pub fn as_future(&self) -> &Future<T> {
-        &self.core.output
+        &self.fut
     }
 
     /// The loop's type-erased view of this task.
     pub(crate) fn slot(&self) -> TaskSlot {
-        self.core.clone()
+        self.fut.inner.clone().task_slot().expect("a Task's future is a task block")
     }
 
     /// Where the task was created.
     pub fn location(&self) -> &'static Location<'static> {
-        self.core.location
+        self.control().location()
     }
 }
 
@@ -479,7 +575,6 @@ impl<T: 'static> fmt::Debug for Task<T> {
 /// task finishes cancels the task, as asyncio cancels the task a cancelled
 /// awaiter was waiting on.
 pub struct TaskJoin<T: 'static> {
-    task: Task<T>,
     result: FutureOwned<T>,
 }
 
@@ -487,20 +582,9 @@ impl<T: 'static> std::future::Future for TaskJoin<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        // `FutureOwned` is `Unpin`; so is `TaskJoin`.
-        let this = self.get_mut();
-        Pin::new(&mut this.result).poll(cx)
-    }
-}
-
-impl<T: 'static> Drop for TaskJoin<T> {
-    fn drop(&mut self) {
-        // The task's own `finish` completes its result future; the join must
-        // not cancel that future behind the task's back.
-        self.result.disarm();
-        if !self.task.done() {
-            self.task.cancel();
-        }
+        // `FutureOwned` is `Unpin`; so is `TaskJoin`. Dropping it early
+        // cancels the task's view, which is `Task::cancel`.
+        Pin::new(&mut self.get_mut().result).poll(cx)
     }
 }
 
@@ -509,8 +593,7 @@ impl<T: 'static> IntoFuture for Task<T> {
     type IntoFuture = TaskJoin<T>;
 
     fn into_future(self) -> TaskJoin<T> {
-        let result = self.core.output.clone().into_future();
-        TaskJoin { task: self, result }
+        TaskJoin { result: self.fut.into_future() }
     }
 }
 
@@ -519,7 +602,7 @@ impl<'a, T: Clone + 'static> IntoFuture for &'a Task<T> {
     type IntoFuture = crate::task::future::FutureRef<'a, T>;
 
     fn into_future(self) -> Self::IntoFuture {
-        (&self.core.output).into_future()
+        (&self.fut).into_future()
     }
 }
 
@@ -533,6 +616,6 @@ pub(crate) fn cancel_all(lp: &EventLoop) {
 
 impl<T: 'static> fmt::Debug for TaskJoin<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskJoin").field("task", &self.task).finish()
+        f.debug_struct("TaskJoin").field("result", &self.result).finish()
     }
 }
