@@ -720,3 +720,43 @@ fn wait_for_zero_times_out_unless_the_result_is_ready_at_once() {
     assert!(child.cancelled(), "the task that was not done was cancelled, as asyncio");
     assert_eq!(drops.get(), 1);
 }
+
+// ------------------------------------------------------------ wakers without a pool
+
+#[test]
+fn tasks_wake_on_and_off_the_loop_thread_even_with_300_loops_alive() {
+    // Task wakers are bits naming a slot of a process-wide table (256
+    // slots); loops beyond that fall back to allocated wakers. Both kinds
+    // must wake, from the loop thread and from another one.
+    util::raise_fd_limit();
+    let _watchdog = Watchdog::new("300 loops", Duration::from_secs(60));
+    let loops: Vec<EventLoop> = (0..300).map(|_| manual_loop()).collect();
+    for lp in &loops {
+        // The first task claims the loop's slot, while there is one.
+        lp.run_until_complete(async {}).unwrap();
+    }
+    for lp in loops.iter().step_by(37).chain(loops.last()) {
+        let (tx, rx) = mpsc::channel::<Waker>();
+        let flag = Arc::new(AtomicBool::new(false));
+        let task = lp.create_task(RemoteWake { flag: flag.clone(), wakers: tx, sent: false });
+        lp.run_until_idle().unwrap();
+        let waker = rx.recv().unwrap();
+        assert!(!task.done());
+        let f = flag.clone();
+        let w = waker.clone();
+        std::thread::spawn(move || {
+            f.store(true, Ordering::SeqCst);
+            w.wake();
+        })
+        .join()
+        .unwrap();
+        assert!(matches!(lp.run_until_complete(task.clone()), Ok(Ok(()))), "woken from another thread");
+
+        let local = lp.create_task(async { evloop::yield_now().await });
+        lp.run_until_idle().unwrap();
+        assert!(local.done(), "woken on the loop thread");
+        waker.wake_by_ref(); // a finished task: a no-op
+        lp.run_until_idle().unwrap();
+        assert_eq!(lp.stats().tasks, 0);
+    }
+}

@@ -60,8 +60,9 @@ pub(crate) struct LoopInner {
     /// Every task that has not finished: the loop owns them (a dropped
     /// `Task` keeps running, as in asyncio).
     pub(crate) tasks: RefCell<SlotMap<TaskKey, TaskSlot>>,
-    /// Finished tasks' wakers, reused by new tasks.
-    pub(crate) waker_pool: RefCell<Vec<crate::task::task::PooledWaker>>,
+    /// This loop's slot in the process-wide table task wakers name it by
+    /// (claimed by the first task, freed when the loop is dropped).
+    pub(crate) waker_slot: Cell<u16>,
     pub(crate) executor: RefCell<Option<crate::task::executor::Executor>>,
     /// What `close()` must shut first: transports and servers register a
     /// closer so the loop can close them (and drop their protocols)
@@ -128,6 +129,7 @@ impl Drop for LoopInner {
         // and waiters now, as `close` does.
         let tasks = crate::task::task::take_all(self);
         let _ = crate::runtime::guard::drop_user(tasks);
+        crate::task::task::release_waker_slot(self);
     }
 }
 
@@ -259,7 +261,7 @@ impl Builder {
             exception_handler: RefCell::new(None),
             stats: StatsCells::default(),
             tasks: RefCell::new(SlotMap::with_key()),
-            waker_pool: RefCell::new(Vec::new()),
+            waker_slot: Cell::new(crate::task::task::SLOT_UNCLAIMED),
             executor: RefCell::new(None),
             closers: RefCell::new(SlotMap::with_key()),
         };

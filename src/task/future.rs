@@ -18,7 +18,7 @@ use std::task::{Context, Poll, Waker};
 use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
 use crate::runtime::event_loop::{EventLoop, WeakLoop};
-use crate::task::task::{TaskControl, TaskSlot};
+use crate::task::task::TaskControl;
 
 /// Identifies a done callback, for [`Future::remove_done_callback`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,18 +26,41 @@ pub struct CallbackId(u64);
 
 enum State<T> {
     Pending,
-    /// The result, or the exception set with `set_exception`.
-    Done(Result<T>),
+    Value(T),
+    /// The exception set with `set_exception`, boxed: failures are rare
+    /// and every task carries a `State`.
+    Failed(Box<Error>),
     Cancelled,
     /// A by-value awaiter moved the result out.
     Taken,
 }
 
+impl<T> State<T> {
+    fn done(outcome: Result<T>) -> State<T> {
+        match outcome {
+            Ok(v) => State::Value(v),
+            Err(e) => State::Failed(Box::new(e)),
+        }
+    }
+}
+
+/// `FutureState::flags`: whether someone looked at the outcome (an
+/// exception nobody retrieved is reported when the future is dropped, as
+/// asyncio does).
+const RETRIEVED: u8 = 1;
+/// Task bits, kept here so a task's block needs no field of its own for
+/// them: the task is on the ready queue.
+pub(crate) const SCHEDULED: u8 = 2;
+/// Task bit: `Task::cancel` was called.
+pub(crate) const CANCEL_REQUESTED: u8 = 4;
+/// The state is a task's result: only the task completes it.
+pub(crate) const IS_TASK: u8 = 8;
+
 type DoneCallback<T> = Box<dyn FnOnce(&Future<T>)>;
 
 /// Someone to tell when the future completes, in the order they asked (as
 /// asyncio, where an awaiting task's wake-up is one more done callback).
-pub(crate) enum Waiter<T> {
+pub(crate) enum Waiter<T: 'static> {
     /// A done callback: scheduled with `call_soon`.
     Callback(CallbackId, DoneCallback<T>),
     /// An awaiting task: woken.
@@ -45,37 +68,36 @@ pub(crate) enum Waiter<T> {
 }
 
 /// The state of one future: outcome, waiters, and whether anyone looked.
-pub(crate) struct FutureState<T> {
+pub(crate) struct FutureState<T: 'static> {
     event_loop: WeakLoop,
     state: RefCell<State<T>>,
     /// One list for callbacks and wakers keeps the state small (every task
-    /// carries one).
-    waiters: RefCell<Vec<Waiter<T>>>,
-    next_callback: Cell<u64>,
-    /// Whether someone looked at the outcome; an exception nobody retrieved
-    /// is reported when the future is dropped, as asyncio does.
-    retrieved: Cell<bool>,
+    /// carries one). A `Cell`: taken out, changed, put back.
+    waiters: Cell<Vec<Waiter<T>>>,
+    next_callback: Cell<u32>,
+    flags: Cell<u8>,
+    /// Task only, in what would be padding: the loop's wake-table slot,
+    /// so a step makes its waker without reaching for the loop.
+    pub(crate) waker_slot: Cell<u16>,
 }
 
-/// What a [`Future`] handle points at: a plain future's state, or a task's
-/// block (which embeds the state and can say which task it is).
-pub(crate) trait FutureCell<T>: 'static {
-    fn state(&self) -> &FutureState<T>;
+/// What a [`Future`] handle points at: the state first, at a fixed place
+/// (no virtual call to reach it), then the rest of the block — nothing for
+/// a plain future, the task for a task's result.
+pub(crate) struct Shared<T: 'static, X: ?Sized + TaskPart<T> = dyn TaskPart<T>> {
+    pub(crate) state: FutureState<T>,
+    pub(crate) rest: X,
+}
+
+/// The part of a future's block after its state.
+pub(crate) trait TaskPart<T: 'static>: 'static {
     /// The task this is the result of, if any.
-    fn task(&self) -> Option<&dyn TaskControl> {
-        None
-    }
-    /// The loop's view of that task.
-    fn task_slot(self: Rc<Self>) -> Option<TaskSlot> {
+    fn as_task(&self) -> Option<&dyn TaskControl<T>> {
         None
     }
 }
 
-impl<T: 'static> FutureCell<T> for FutureState<T> {
-    fn state(&self) -> &FutureState<T> {
-        self
-    }
-}
+impl<T: 'static> TaskPart<T> for () {}
 
 /// A value that will be available later (asyncio's `Future`).
 ///
@@ -116,11 +138,11 @@ impl<T: 'static> FutureCell<T> for FutureState<T> {
 /// assert_eq!(fut.result()?, 42, "run_until_complete leaves the result in place");
 /// # Ok::<(), evloop::Error>(())
 /// ```
-pub struct Future<T> {
-    pub(crate) inner: Rc<dyn FutureCell<T>>,
+pub struct Future<T: 'static> {
+    pub(crate) inner: Rc<Shared<T>>,
 }
 
-impl<T> Clone for Future<T> {
+impl<T: 'static> Clone for Future<T> {
     fn clone(&self) -> Self {
         Future { inner: self.inner.clone() }
     }
@@ -130,7 +152,9 @@ impl EventLoop {
     /// Creates a pending [`Future`] attached to this loop (asyncio's
     /// `loop.create_future`).
     pub fn create_future<T: 'static>(&self) -> Future<T> {
-        Future { inner: Rc::new(FutureState::new(self.downgrade())) }
+        let block: Rc<Shared<T, ()>> =
+            Rc::new(Shared { state: FutureState::new(self.downgrade()), rest: () });
+        Future { inner: block }
     }
 }
 
@@ -139,10 +163,24 @@ impl<T: 'static> FutureState<T> {
         FutureState {
             event_loop,
             state: RefCell::new(State::Pending),
-            waiters: RefCell::new(Vec::new()),
+            waiters: Cell::new(Vec::new()),
             next_callback: Cell::new(0),
-            retrieved: Cell::new(false),
+            flags: Cell::new(0),
+            waker_slot: Cell::new(u16::MAX),
         }
+    }
+
+    #[inline]
+    pub(crate) fn flag(&self, bit: u8) -> bool {
+        self.flags.get() & bit != 0
+    }
+
+    /// Sets or clears `bit`; returns whether it was set before.
+    #[inline]
+    pub(crate) fn set_flag(&self, bit: u8, on: bool) -> bool {
+        let old = self.flags.get();
+        self.flags.set(if on { old | bit } else { old & !bit });
+        old & bit != 0
     }
 
     pub(crate) fn weak_loop(&self) -> &WeakLoop {
@@ -162,9 +200,26 @@ impl<T: 'static> FutureState<T> {
     pub(crate) fn finish(&self, outcome: Result<T>, handle: &Future<T>) -> Result<()> {
         let state = match outcome {
             Err(Error::Cancelled) => State::Cancelled,
-            outcome => State::Done(outcome),
+            outcome => State::done(outcome),
         };
         self.complete(state, handle)
+    }
+
+    /// [`finish`](Self::finish) when the loop is gone: the outcome is
+    /// recorded, waiters are dropped (nothing could run them).
+    pub(crate) fn finish_unscheduled(&self, outcome: Result<T>) {
+        let state = match outcome {
+            Err(Error::Cancelled) => State::Cancelled,
+            outcome => State::done(outcome),
+        };
+        {
+            let mut current = self.state.borrow_mut();
+            if !matches!(*current, State::Pending) {
+                return;
+            }
+            *current = state;
+        }
+        let _ = crate::runtime::guard::drop_user(self.waiters.take());
     }
 
     fn complete(&self, outcome: State<T>, handle: &Future<T>) -> Result<()> {
@@ -183,7 +238,7 @@ impl<T: 'static> FutureState<T> {
     /// awaiter, in the order they were added; no borrow is held while either
     /// runs user code.
     fn schedule_callbacks(&self, handle: &Future<T>) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        let waiters = self.waiters.take();
         if waiters.is_empty() {
             return;
         }
@@ -207,41 +262,43 @@ impl<T: 'static> FutureState<T> {
 
     /// Moves the outcome out (for by-value awaiters); `None` while pending.
     pub(crate) fn take_outcome(&self) -> Option<Result<T>> {
-        self.retrieved.set(true);
+        self.set_flag(RETRIEVED, true);
         let mut state = self.state.borrow_mut();
         match &*state {
             State::Pending => None,
             State::Cancelled => Some(Err(Error::Cancelled)),
             State::Taken => Some(Err(Error::InvalidState("the result was taken by another awaiter"))),
-            State::Done(_) => match std::mem::replace(&mut *state, State::Taken) {
-                State::Done(outcome) => Some(outcome),
-                _ => unreachable!("matched Done above"),
+            State::Value(_) | State::Failed(_) => match std::mem::replace(&mut *state, State::Taken) {
+                State::Value(v) => Some(Ok(v)),
+                State::Failed(e) => Some(Err(*e)),
+                _ => unreachable!("matched Value or Failed above"),
             },
         }
     }
 
     /// Registers `waker` to be woken on completion (once per task).
     pub(crate) fn register(&self, waker: &Waker) {
-        let mut waiters = self.waiters.borrow_mut();
+        let mut waiters = self.waiters.take();
         if !waiters.iter().any(|w| matches!(w, Waiter::Wake(w) if w.will_wake(waker))) {
             waiters.push(Waiter::Wake(waker.clone()));
         }
+        self.waiters.set(waiters);
     }
 
     /// Takes callbacks and wakers out without running them (loop close or
     /// drop); the caller drops them outside its borrows.
     pub(crate) fn abandon(&self) -> Vec<Waiter<T>> {
-        std::mem::take(&mut *self.waiters.borrow_mut())
+        self.waiters.take()
     }
 
     /// The error nobody retrieved, if the future failed and nobody looked;
     /// marks it retrieved so it is reported once.
     pub(crate) fn unretrieved_error(&mut self) -> Option<Error> {
-        if self.retrieved.replace(true) {
+        if self.set_flag(RETRIEVED, true) {
             return None;
         }
         match self.state.get_mut() {
-            State::Done(Err(error)) => Some(error.clone()),
+            State::Failed(error) => Some((**error).clone()),
             _ => None,
         }
     }
@@ -261,20 +318,24 @@ pub(crate) fn report_unretrieved(event_loop: &WeakLoop, ctx: ExceptionContext) {
     }
 }
 
-impl<T> Drop for FutureState<T> {
+impl<T: 'static, X: ?Sized + TaskPart<T>> Drop for Shared<T, X> {
     fn drop(&mut self) {
-        if self.retrieved.get() {
-            return;
-        }
-        let State::Done(Err(error)) = self.state.get_mut() else { return };
-        let ctx = ExceptionContext::new("Future exception was never retrieved").with_error(error.clone());
-        report_unretrieved(&self.event_loop, ctx);
+        let Some(error) = self.state.unretrieved_error() else { return };
+        // asyncio's wording for each, a task named with where it was made.
+        let ctx = match self.rest.as_task() {
+            Some(task) => ExceptionContext::new("Task exception was never retrieved")
+                .with_task(task.name())
+                .with_location(task.location()),
+            None => ExceptionContext::new("Future exception was never retrieved"),
+        };
+        report_unretrieved(&self.state.event_loop, ctx.with_error(error));
     }
 }
 
 impl<T: 'static> Future<T> {
+    #[inline]
     fn state(&self) -> &FutureState<T> {
-        self.inner.state()
+        &self.inner.state
     }
 
     /// The loop this future belongs to.
@@ -304,10 +365,12 @@ impl<T: 'static> Future<T> {
     /// this is [`Task::cancel`](crate::Task::cancel): the task is asked to
     /// stop and is done once it has.
     pub fn cancel(&self) -> bool {
-        match self.inner.task() {
-            Some(task) => task.cancel(),
-            None => self.state().complete(State::Cancelled, self).is_ok(),
+        if self.state().flag(IS_TASK)
+            && let Some(task) = self.inner.rest.as_task()
+        {
+            return task.cancel(&self.inner.state);
         }
+        self.state().complete(State::Cancelled, self).is_ok()
     }
 
     /// Sets the result and schedules the done callbacks.
@@ -332,12 +395,12 @@ impl<T: 'static> Future<T> {
     }
 
     fn set_outcome(&self, outcome: Result<T>) -> Result<()> {
-        if self.inner.task().is_some() {
+        if self.state().flag(IS_TASK) {
             return Err(Error::InvalidState(
                 "a task's result is set by the task; use Task::cancel to end it",
             ));
         }
-        self.state().complete(State::Done(outcome), self)
+        self.state().complete(State::done(outcome), self)
     }
 
     /// The result: a clone of it, the exception, [`Error::Cancelled`], or
@@ -352,10 +415,11 @@ impl<T: 'static> Future<T> {
         T: Clone,
     {
         let st = self.state();
-        st.retrieved.set(true);
+        st.set_flag(RETRIEVED, true);
         match &*st.state.borrow() {
             State::Pending => Err(Error::InvalidState("the result is not set yet")),
-            State::Done(outcome) => outcome.clone(),
+            State::Value(v) => Ok(v.clone()),
+            State::Failed(e) => Err((**e).clone()),
             State::Cancelled => Err(Error::Cancelled),
             State::Taken => Err(Error::InvalidState("the result was taken by an awaiter")),
         }
@@ -369,11 +433,11 @@ impl<T: 'static> Future<T> {
     /// [`Error::Cancelled`] if cancelled, [`Error::InvalidState`] if pending.
     pub fn exception(&self) -> Result<Option<Error>> {
         let st = self.state();
-        st.retrieved.set(true);
+        st.set_flag(RETRIEVED, true);
         match &*st.state.borrow() {
             State::Pending => Err(Error::InvalidState("the result is not set yet")),
-            State::Done(Err(e)) => Ok(Some(e.clone())),
-            State::Done(Ok(_)) | State::Taken => Ok(None),
+            State::Failed(e) => Ok(Some((**e).clone())),
+            State::Value(_) | State::Taken => Ok(None),
             State::Cancelled => Err(Error::Cancelled),
         }
     }
@@ -392,13 +456,16 @@ impl<T: 'static> Future<T> {
     /// or dropped.
     pub fn add_done_callback(&self, f: impl FnOnce(&Future<T>) + 'static) -> CallbackId {
         let st = self.state();
-        let id = CallbackId(st.next_callback.get());
-        st.next_callback.set(id.0 + 1);
+        let next = st.next_callback.get();
+        st.next_callback.set(next.wrapping_add(1));
+        let id = CallbackId(u64::from(next));
         if self.done() {
             let fut = self.clone();
             self.get_loop().call_soon(move || f(&fut));
         } else {
-            st.waiters.borrow_mut().push(Waiter::Callback(id, Box::new(f)));
+            let mut waiters = st.waiters.take();
+            waiters.push(Waiter::Callback(id, Box::new(f)));
+            st.waiters.set(waiters);
         }
         id
     }
@@ -406,11 +473,12 @@ impl<T: 'static> Future<T> {
     /// Removes a done callback that has not been scheduled yet; returns
     /// whether it was found.
     pub fn remove_done_callback(&self, id: CallbackId) -> bool {
-        let removed = {
-            let mut waiters = self.state().waiters.borrow_mut();
-            let pos = waiters.iter().position(|w| matches!(w, Waiter::Callback(cid, _) if *cid == id));
-            pos.map(|i| waiters.remove(i))
-        };
+        let st = self.state();
+        let mut waiters = st.waiters.take();
+        let pos = waiters.iter().position(|w| matches!(w, Waiter::Callback(cid, _) if *cid == id));
+        let removed = pos.map(|i| waiters.remove(i));
+        st.waiters.set(waiters);
+        // Dropped with the list back in place: its destructor is user code.
         removed.is_some()
     }
 
@@ -421,13 +489,14 @@ impl<T: 'static> Future<T> {
 
     /// Calls `f` with the outcome without taking it (`None` while pending
     /// or after a by-value awaiter took it); marks it retrieved.
-    pub(crate) fn with_outcome<R>(&self, f: impl FnOnce(Option<&Result<T>>) -> R) -> R {
+    pub(crate) fn with_outcome<R>(&self, f: impl FnOnce(Option<std::result::Result<&T, &Error>>) -> R) -> R {
         let st = self.state();
-        st.retrieved.set(true);
+        st.set_flag(RETRIEVED, true);
         match &*st.state.borrow() {
             State::Pending | State::Taken => f(None),
-            State::Done(outcome) => f(Some(outcome)),
-            State::Cancelled => f(Some(&Err(Error::Cancelled))),
+            State::Value(v) => f(Some(Ok(v))),
+            State::Failed(e) => f(Some(Err(&**e))),
+            State::Cancelled => f(Some(Err(&Error::Cancelled))),
         }
     }
 
@@ -439,10 +508,10 @@ impl<T: 'static> Future<T> {
 
 impl<T: 'static> fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &*self.inner.state().state.borrow() {
+        let state = match &*self.inner.state.state.borrow() {
             State::Pending => "pending",
-            State::Done(Ok(_)) | State::Taken => "finished",
-            State::Done(Err(_)) => "failed",
+            State::Value(_) | State::Taken => "finished",
+            State::Failed(_) => "failed",
             State::Cancelled => "cancelled",
         };
         f.debug_struct("Future").field("state", &state).finish()

@@ -523,7 +523,9 @@ impl TaskGroup {
             out
         });
         self.state.running.set(self.state.running.get() + 1);
-        self.state.children.borrow_mut().push(task.slot());
+        if let Some(slot) = task.slot() {
+            self.state.children.borrow_mut().push(slot);
+        }
         let state = self.state.clone();
         task.add_done_callback(move |t| {
             let returned = error.borrow_mut().take();

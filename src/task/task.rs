@@ -1,12 +1,15 @@
 //! [`Task`]: drives a `std::future::Future` on the loop, one step per
 //! wake-up (asyncio's `Task`).
 //!
-//! The loop owns every unfinished task in a slotmap. A task's waker holds
-//! only the task's key and the loop's cross-thread queue, so it is
-//! `Send + Sync`: woken on the loop thread while the loop runs, it pushes the
-//! task onto the ready queue directly (FIFO with callbacks); woken from
-//! anywhere else, it goes through the remote queue and `Poller::notify()`.
-//! A stale key (finished task, closed loop) makes a wake a no-op.
+//! The loop owns every unfinished task in a slotmap. A task's waker is
+//! plain bits — the loop's slot in a process-wide wake table and the task's
+//! key — so it allocates nothing, holds nothing and is `Send + Sync`: woken
+//! on the loop thread while the loop runs, it pushes the task onto the ready
+//! queue directly (FIFO with callbacks); woken from anywhere else, it finds
+//! the loop's cross-thread queue in the table and goes through it and
+//! `Poller::notify()`. A stale key (finished task, closed or dropped loop)
+//! makes a wake a no-op, or at worst a spurious wake-up of another task,
+//! which the `Future` contract allows.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -14,19 +17,21 @@ use std::fmt;
 use std::future::IntoFuture;
 use std::panic::{AssertUnwindSafe, Location};
 use std::pin::Pin;
-use std::rc::{Rc, Weak};
-use std::sync::Arc;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use slotmap::{Key, KeyData};
 
 use crate::error::{Error, Result, panic_message};
-use crate::exception::ExceptionContext;
 use crate::runtime::event_loop::{EventLoop, LoopInner, running_loop};
 use crate::runtime::handle::Runnable;
 use crate::runtime::remote::{RemoteItem, RemoteShared};
-use crate::task::future::{CallbackId, Future, FutureCell, FutureOwned, FutureState, report_unretrieved};
+use crate::sys::waker::{BitsWaker, bits_waker};
+use crate::task::future::{
+    CANCEL_REQUESTED, CallbackId, Future, FutureOwned, FutureState, IS_TASK, SCHEDULED, Shared, TaskPart,
+};
 
 slotmap::new_key_type! {
     /// A task's place in its loop.
@@ -45,32 +50,109 @@ pub(crate) trait TaskStep: Runnable {
     fn abandon(&self) -> Box<dyn Any>;
     /// `Task::cancel` without knowing `T`.
     fn request_cancel(&self);
+    /// For `finish`, to get its typed handle back from the loop's slot.
+    fn into_any(self: Rc<Self>) -> Rc<dyn Any>;
 }
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Wakers kept for reuse per loop: a spawn then costs one allocation less.
-/// Sized for bursts of a few thousand tasks (about 400 KiB at most).
-const WAKER_POOL_MAX: usize = 8192;
+/// Live loops whose task wakers are bits: a waker's top 8 bits index this
+/// table. A loop claims a slot for its first task and frees it when dropped.
+static WAKE_TABLE: Mutex<Vec<Option<std::sync::Weak<RemoteShared>>>> = Mutex::new(Vec::new());
 
-/// The waker of one task. Recycled through the loop's pool when the task
-/// finishes and nobody else holds a clone (no stale wake can reach the next
-/// task that gets it).
-pub(crate) struct TaskWaker {
-    loop_id: u64,
-    /// The task's key. Only written while the task core holds the only
-    /// handles to this waker (see [`PooledWaker`]), so no wake can race it.
-    key: AtomicU64,
-    remote: Arc<RemoteShared>,
+/// Loops that can have bits wakers at once; later ones fall back to
+/// allocated wakers.
+const WAKE_SLOTS: usize = 256;
+/// `LoopInner::waker_slot` before the first task: no slot claimed yet.
+pub(crate) const SLOT_UNCLAIMED: u16 = u16::MAX;
+/// `LoopInner::waker_slot` when the table was full.
+const SLOT_NONE: u16 = u16::MAX - 1;
+/// Task indexes that fit next to the loop slot and the key's version.
+const MAX_BITS_INDEX: u64 = 1 << 24;
+
+fn wake_table() -> std::sync::MutexGuard<'static, Vec<Option<std::sync::Weak<RemoteShared>>>> {
+    WAKE_TABLE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A task's waker together with its allocation: the `Arc` shows whether
-/// anyone else kept a clone (`strong_count` is 2 when the pair is all there
-/// is), without the atomic read-modify-writes of rebuilding the `Waker`
-/// for every task.
-pub(crate) struct PooledWaker {
-    arc: Arc<TaskWaker>,
-    waker: Waker,
+/// The loop's slot in the wake table, claiming one on first use.
+fn waker_slot(inner: &LoopInner) -> Option<u16> {
+    let mut slot = inner.waker_slot.get();
+    if slot == SLOT_UNCLAIMED {
+        let mut table = wake_table();
+        let free = table.iter().position(Option::is_none);
+        slot = match free {
+            Some(i) => i as u16,
+            None if table.len() < WAKE_SLOTS => {
+                table.push(None);
+                (table.len() - 1) as u16
+            }
+            None => SLOT_NONE,
+        };
+        if let Some(entry) = table.get_mut(slot as usize) {
+            *entry = Some(Arc::downgrade(&inner.remote));
+        }
+        inner.waker_slot.set(slot);
+    }
+    (slot != SLOT_NONE).then_some(slot)
+}
+
+/// Frees the loop's wake-table slot (the loop is being dropped). Wakers
+/// still naming it become no-ops, or spurious wakes of a later loop's task.
+pub(crate) fn release_waker_slot(inner: &LoopInner) {
+    let slot = inner.waker_slot.replace(SLOT_UNCLAIMED);
+    if (slot as usize) < WAKE_SLOTS
+        && let Some(entry) = wake_table().get_mut(slot as usize)
+    {
+        *entry = None;
+    }
+}
+
+/// The bits of a task waker: slot (8) | key index (24) | key version (32);
+/// `None` for a loop without a slot or a key that does not fit.
+#[inline]
+fn encode(slot: u16, key: TaskKey) -> Option<usize> {
+    let ffi = key.data().as_ffi();
+    let (index, version) = (ffi & 0xffff_ffff, ffi >> 32);
+    (index < MAX_BITS_INDEX && (slot as usize) < WAKE_SLOTS)
+        .then_some((((slot as u64) << 56) | (index << 32) | version) as usize)
+}
+
+fn decode(bits: usize) -> (u16, u64) {
+    let bits = bits as u64;
+    let (index, version) = ((bits >> 32) & (MAX_BITS_INDEX - 1), bits & 0xffff_ffff);
+    ((bits >> 56) as u16, (version << 32) | index)
+}
+
+/// What a task's bits waker does.
+struct TaskWake;
+
+impl BitsWaker for TaskWake {
+    fn wake(bits: usize) {
+        let (slot, key) = decode(bits);
+        let woken_here = LoopInner::with_running(|running| match running {
+            Some(inner) if inner.waker_slot.get() == slot => {
+                wake_on_loop(inner, key);
+                true
+            }
+            _ => false,
+        });
+        if !woken_here {
+            // Another thread, or the loop is not running right now.
+            let remote = wake_table().get(slot as usize).and_then(|e| e.as_ref()?.upgrade());
+            if let Some(remote) = remote {
+                let _ = remote.push(RemoteItem::Wake(key));
+            }
+        }
+    }
+}
+
+/// The waker of a task whose loop has no wake-table slot (more than
+/// [`WAKE_SLOTS`] loops alive) or whose key does not fit in the bits: one
+/// allocation per poll, the slow path nobody should normally take.
+struct TaskWaker {
+    loop_id: u64,
+    key: u64,
+    remote: Arc<RemoteShared>,
 }
 
 impl Wake for TaskWaker {
@@ -81,17 +163,26 @@ impl Wake for TaskWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         let woken_here = LoopInner::with_running(|running| match running {
             Some(inner) if inner.id == self.loop_id => {
-                wake_on_loop(inner, self.key.load(Ordering::Relaxed));
+                wake_on_loop(inner, self.key);
                 true
             }
             _ => false,
         });
         if !woken_here {
-            // Another thread, or the loop is not running right now. After
-            // `close` the push fails, and a wake of a dead task is a no-op.
-            let _ = self.remote.push(RemoteItem::Wake(self.key.load(Ordering::Relaxed)));
+            // After `close` the push fails, and a wake of a dead task is a
+            // no-op.
+            let _ = self.remote.push(RemoteItem::Wake(self.key));
         }
     }
+}
+
+/// The allocated waker for the task `key` of `inner`.
+fn fallback_waker(inner: &LoopInner, key: TaskKey) -> Waker {
+    Waker::from(Arc::new(TaskWaker {
+        loop_id: inner.id,
+        key: key.data().as_ffi(),
+        remote: inner.remote.clone(),
+    }))
 }
 
 /// Schedules the task with `key` on `inner`'s ready queue, unless it has
@@ -117,93 +208,77 @@ pub(crate) fn take_all(inner: &LoopInner) -> Vec<Box<dyn Any>> {
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T>>>;
 
-/// A task as its [`Future`] handles see it (through
-/// `FutureCell::task`): what `Task<T>`'s own methods need.
-pub(crate) trait TaskControl {
+/// A task as its [`Future`] handles see it (through `TaskPart::as_task`):
+/// what `Task<T>`'s own methods need. `state` is the block's result state.
+pub(crate) trait TaskControl<T: 'static> {
     /// `Task::cancel`.
-    fn cancel(&self) -> bool;
+    fn cancel(&self, state: &FutureState<T>) -> bool;
     fn id(&self) -> u64;
     fn name(&self) -> String;
     fn set_name(&self, name: Box<str>);
     fn location(&self) -> &'static Location<'static>;
+    /// The loop's `Rc` of the task, while it is unfinished.
+    fn slot(&self, state: &FutureState<T>) -> Option<TaskSlot>;
 }
 
-/// The task: header, wrapped future and result state in one `Rc` block.
-struct TaskCore<T: 'static> {
-    key: Cell<TaskKey>,
-    location: &'static Location<'static>,
+/// A task's number and name: asked for rarely, so kept out of line and
+/// made on first use.
+struct TaskInfo {
     id: u64,
-    /// `None` until `set_name`: the default name is formatted on demand.
-    name: Cell<Option<Box<str>>>,
+    name: Option<Box<str>>,
+}
+
+/// What a task's block holds after its result state.
+struct TaskRest<T: 'static> {
+    key: TaskKey,
+    location: &'static Location<'static>,
+    info: Cell<Option<Box<TaskInfo>>>,
     coro: Cell<Option<BoxFuture<T>>>,
-    /// The task's result; `Future<T>` handles of the task point here.
-    output: FutureState<T>,
-    /// Taken out while the future is polled (no borrow held meanwhile).
-    waker: Cell<Option<PooledWaker>>,
-    scheduled: Cell<bool>,
-    cancel_requested: Cell<bool>,
-    /// The block's own handle, for the ready queue and done callbacks.
-    this: Weak<TaskCore<T>>,
+}
+
+/// The task: result state, header and wrapped future in one `Rc` block;
+/// its `Future<T>` handles are the same block seen as `Shared<T>`.
+///
+/// Kept small on purpose (104 bytes, 120 with the `Rc` counts): that is
+/// the largest request glibc serves from its fast bins, and a task that
+/// misses them costs a few hundred instructions more in `malloc`/`free`
+/// when tasks are made in bursts. Hence the lazy [`TaskInfo`], the task
+/// flags living in the result state's flag byte, and no self handle (the
+/// loop's slot map has the `Rc` while the task is unfinished).
+type TaskCore<T> = Shared<T, TaskRest<T>>;
+
+impl<T: 'static> TaskRest<T> {
+    /// The task's `Rc` in its loop, while it is unfinished.
+    fn registered(&self, state: &FutureState<T>) -> Option<(EventLoop, TaskSlot)> {
+        let lp = state.weak_loop().upgrade()?;
+        let slot = lp.inner.tasks.borrow().get(self.key).cloned()?;
+        Some((lp, slot))
+    }
+
+    fn info<R>(&self, f: impl FnOnce(&mut TaskInfo) -> R) -> R {
+        let mut info = self.info.take().unwrap_or_else(|| {
+            Box::new(TaskInfo { id: NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed), name: None })
+        });
+        let out = f(&mut info);
+        self.info.set(Some(info));
+        out
+    }
 }
 
 impl<T: 'static> TaskCore<T> {
-    /// Removes the task from its loop: it will never step again.
-    fn unregister(&self) {
-        let Some(lp) = self.output.weak_loop().upgrade() else { return };
-        let removed = lp.inner.tasks.borrow_mut().remove(self.key.get());
-        drop(lp);
-        drop(removed);
-    }
-
-    fn handle(&self) -> Option<Future<T>> {
-        let this: Rc<dyn FutureCell<T>> = self.this.upgrade()?;
-        Some(Future { inner: this })
-    }
-
     fn finish(&self, outcome: std::result::Result<T, Error>) {
-        self.unregister();
-        if let Some(handle) = self.handle() {
-            let _ = self.output.finish(outcome, &handle);
-        }
-    }
-
-    /// Returns the waker to the loop's pool if nobody else holds a clone
-    /// of it (a finished task's key must not reach a new task).
-    fn recycle_waker(&self, waker: Option<PooledWaker>) {
-        // The pair itself accounts for two strong counts. Nobody can clone
-        // the waker meanwhile: this task holds the only handles.
-        if let Some(waker) = waker
-            && Arc::strong_count(&waker.arc) == 2
-            && let Some(lp) = self.output.weak_loop().upgrade()
-        {
-            let mut pool = lp.inner.waker_pool.borrow_mut();
-            if pool.len() < WAKER_POOL_MAX {
-                pool.push(waker);
+        // Removed from the loop: it will never step again. The removed
+        // `Rc` is the handle done callbacks get.
+        let removed =
+            self.state.weak_loop().upgrade().and_then(|lp| lp.inner.tasks.borrow_mut().remove(self.rest.key));
+        let handle = removed.and_then(|slot| slot.into_any().downcast::<TaskCore<T>>().ok());
+        match handle {
+            Some(core) => {
+                let handle = Future { inner: core as Rc<Shared<T>> };
+                let _ = self.state.finish(outcome, &handle);
             }
-        }
-    }
-
-    fn schedule(&self) {
-        if self.mark_scheduled()
-            && let Some(lp) = self.output.weak_loop().upgrade()
-            && let Some(this) = self.this.upgrade()
-        {
-            lp.inner.push_ready(this);
-        }
-    }
-}
-
-impl<T: 'static> Drop for TaskCore<T> {
-    fn drop(&mut self) {
-        // asyncio's wording for tasks, with the task named: the future's
-        // own report would not say which task failed.
-        if let Some(error) = self.output.unretrieved_error() {
-            let name = TaskControl::name(self);
-            let ctx = ExceptionContext::new("Task exception was never retrieved")
-                .with_error(error)
-                .with_task(name)
-                .with_location(self.location);
-            report_unretrieved(self.output.weak_loop(), ctx);
+            // No loop left to run callbacks: just record the outcome.
+            None => self.state.finish_unscheduled(outcome),
         }
     }
 }
@@ -211,32 +286,31 @@ impl<T: 'static> Drop for TaskCore<T> {
 impl<T: 'static> Runnable for TaskCore<T> {
     /// One step: poll the wrapped future once.
     fn run(&self) -> bool {
-        self.scheduled.set(false);
-        let Some(mut coro) = self.coro.take() else { return false };
-        let waker = self.waker.take();
-        if self.cancel_requested.get() {
+        self.state.set_flag(SCHEDULED, false);
+        let Some(mut coro) = self.rest.coro.take() else { return false };
+        if self.state.flag(CANCEL_REQUESTED) {
             drop(coro);
             self.finish(Err(Error::Cancelled));
-            self.recycle_waker(waker);
             return true;
         }
+        let waker = match encode(self.state.waker_slot.get(), self.rest.key) {
+            Some(bits) => bits_waker::<TaskWake>(bits),
+            None => {
+                let Some(lp) = self.state.weak_loop().upgrade() else { return false };
+                fallback_waker(&lp.inner, self.rest.key)
+            }
+        };
         let polled = {
-            let waker = waker.as_ref().map_or(Waker::noop(), |w| &w.waker);
-            let mut cx = Context::from_waker(waker);
+            let mut cx = Context::from_waker(&waker);
             std::panic::catch_unwind(AssertUnwindSafe(|| coro.as_mut().poll(&mut cx)))
         };
-        if let Ok(Poll::Pending) = polled {
-            self.coro.set(Some(coro));
-            self.waker.set(waker);
-            return true;
-        }
         match polled {
-            Ok(Poll::Pending) => unreachable!("handled above"),
+            Ok(Poll::Pending) => self.rest.coro.set(Some(coro)),
             Ok(Poll::Ready(value)) => {
                 drop(coro);
                 // asyncio: a task that cancelled itself and then returned
                 // still ends cancelled.
-                if self.cancel_requested.get() {
+                if self.state.flag(CANCEL_REQUESTED) {
                     drop(value);
                     self.finish(Err(Error::Cancelled));
                 } else {
@@ -250,77 +324,75 @@ impl<T: 'static> Runnable for TaskCore<T> {
                 self.finish(Err(Error::Panicked(panic_message(&*payload))));
             }
         }
-        self.recycle_waker(waker);
         true
     }
 
     fn location(&self) -> &'static Location<'static> {
-        self.location
+        self.rest.location
     }
 }
 
 impl<T: 'static> TaskStep for TaskCore<T> {
     fn mark_scheduled(&self) -> bool {
-        !self.scheduled.replace(true)
+        !self.state.set_flag(SCHEDULED, true)
+    }
+
+    fn into_any(self: Rc<Self>) -> Rc<dyn Any> {
+        self
     }
 
     fn request_cancel(&self) {
-        TaskControl::cancel(self);
+        self.rest.cancel(&self.state);
     }
 
     fn abandon(&self) -> Box<dyn Any> {
-        let coro = self.coro.take();
-        let waker = self.waker.take();
-        let waiting = self.output.abandon();
-        Box::new((coro, waker, waiting))
+        let coro = self.rest.coro.take();
+        let waiting = self.state.abandon();
+        Box::new((coro, waiting))
     }
 }
 
-impl<T: 'static> TaskControl for TaskCore<T> {
-    fn cancel(&self) -> bool {
-        if self.output.done() {
+impl<T: 'static> TaskPart<T> for TaskRest<T> {
+    fn as_task(&self) -> Option<&dyn TaskControl<T>> {
+        Some(self)
+    }
+}
+
+impl<T: 'static> TaskControl<T> for TaskRest<T> {
+    fn cancel(&self, state: &FutureState<T>) -> bool {
+        if state.done() {
             return false;
         }
-        if !self.cancel_requested.replace(true) {
-            self.schedule();
+        if !state.set_flag(CANCEL_REQUESTED, true)
+            && let Some((lp, slot)) = self.registered(state)
+            && slot.mark_scheduled()
+        {
+            lp.inner.push_ready(slot);
         }
         true
     }
 
     fn id(&self) -> u64 {
-        self.id
+        self.info(|info| info.id)
     }
 
     fn name(&self) -> String {
-        let name = self.name.take();
-        let shown = match &name {
+        self.info(|info| match &info.name {
             Some(name) => name.to_string(),
-            None => format!("Task-{}", self.id),
-        };
-        self.name.set(name);
-        shown
+            None => format!("Task-{}", info.id),
+        })
     }
 
     fn set_name(&self, name: Box<str>) {
-        self.name.set(Some(name));
+        self.info(|info| info.name = Some(name));
     }
 
     fn location(&self) -> &'static Location<'static> {
         self.location
     }
-}
 
-impl<T: 'static> FutureCell<T> for TaskCore<T> {
-    fn state(&self) -> &FutureState<T> {
-        &self.output
-    }
-
-    fn task(&self) -> Option<&dyn TaskControl> {
-        Some(self)
-    }
-
-    fn task_slot(self: Rc<Self>) -> Option<TaskSlot> {
-        Some(self)
+    fn slot(&self, state: &FutureState<T>) -> Option<TaskSlot> {
+        self.registered(state).map(|(_, slot)| slot)
     }
 }
 
@@ -382,49 +454,25 @@ impl EventLoop {
         F: std::future::Future + 'static,
     {
         self.check_open();
-        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         let inner = &self.inner;
         let coro: BoxFuture<F::Output> = Box::pin(fut);
         // Read the caller here: `#[track_caller]` does not reach into the
         // closure below, where `Location::caller()` would name this file.
         let location = Location::caller();
         let mut created = None;
-        let recycled = inner.waker_pool.borrow_mut().pop();
         let weak_loop = self.downgrade();
         inner.tasks.borrow_mut().insert_with_key(|key| {
-            let key_bits = key.data().as_ffi();
-            let waker = match recycled {
-                Some(waker) => {
-                    // Only wakers nobody else held went into the pool.
-                    waker.arc.key.store(key_bits, Ordering::Relaxed);
-                    waker
-                }
-                None => {
-                    let arc = Arc::new(TaskWaker {
-                        loop_id: inner.id,
-                        key: AtomicU64::new(key_bits),
-                        remote: inner.remote.clone(),
-                    });
-                    PooledWaker { waker: Waker::from(arc.clone()), arc }
-                }
-            };
-            let core = Rc::new_cyclic(|this| TaskCore {
-                key: Cell::new(key),
-                location,
-                name: Cell::new(None),
-                id,
-                coro: Cell::new(Some(coro)),
-                output: FutureState::new(weak_loop),
-                waker: Cell::new(Some(waker)),
-                scheduled: Cell::new(false),
-                cancel_requested: Cell::new(false),
-                this: this.clone(),
+            let core = Rc::new(TaskCore {
+                state: FutureState::new(weak_loop),
+                rest: TaskRest { key, location, info: Cell::new(None), coro: Cell::new(Some(coro)) },
             });
             created = Some(core.clone());
             core
         });
         let core = created.expect("insert_with_key calls its closure");
-        core.schedule();
+        core.state.waker_slot.set(waker_slot(inner).unwrap_or(u16::MAX));
+        core.state.set_flag(SCHEDULED | IS_TASK, true);
+        self.inner.push_ready(core.clone());
         Task { fut: Future { inner: core } }
     }
 }
@@ -455,8 +503,8 @@ where
 }
 
 impl<T: 'static> Task<T> {
-    fn control(&self) -> &dyn TaskControl {
-        self.fut.inner.task().expect("a Task's future is a task block")
+    fn control(&self) -> &dyn TaskControl<T> {
+        self.fut.inner.rest.as_task().expect("a Task's future is a task block")
     }
 
     /// The task's number, unique in the process; the default name is
@@ -494,7 +542,7 @@ impl<T: 'static> Task<T> {
     /// Unlike Python, the future gets no chance to catch the cancellation:
     /// clean-up belongs in `Drop`.
     pub fn cancel(&self) -> bool {
-        self.control().cancel()
+        self.control().cancel(&self.fut.inner.state)
     }
 
     /// Whether the task is finished (result, panic, or cancelled).
@@ -549,9 +597,9 @@ impl<T: 'static> Task<T> {
         &self.fut
     }
 
-    /// The loop's type-erased view of this task.
-    pub(crate) fn slot(&self) -> TaskSlot {
-        self.fut.inner.clone().task_slot().expect("a Task's future is a task block")
+    /// The loop's type-erased view of this task, while it is unfinished.
+    pub(crate) fn slot(&self) -> Option<TaskSlot> {
+        self.control().slot(&self.fut.inner.state)
     }
 
     /// Where the task was created.
@@ -617,5 +665,26 @@ pub(crate) fn cancel_all(lp: &EventLoop) {
 impl<T: 'static> fmt::Debug for TaskJoin<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskJoin").field("result", &self.result).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_block_fits_glibcs_fast_bins() {
+        // `Rc` adds its two counts: 104 + 16 = 120 bytes, the largest
+        // request glibc's fast bins serve on 64-bit targets.
+        assert!(std::mem::size_of::<TaskCore<u64>>() <= 104, "{}", std::mem::size_of::<TaskCore<u64>>());
+    }
+
+    #[test]
+    fn waker_bits_round_trip() {
+        let key = TaskKey::from(KeyData::from_ffi((7u64 << 32) | 0x12_3456));
+        let bits = encode(200, key).expect("fits");
+        assert_eq!(decode(bits), (200, key.data().as_ffi()));
+        let too_big = TaskKey::from(KeyData::from_ffi((7u64 << 32) | (1 << 24)));
+        assert_eq!(encode(1, too_big), None);
     }
 }
