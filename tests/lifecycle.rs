@@ -454,3 +454,24 @@ fn close_drops_done_callbacks_that_hold_their_own_task() {
     lp.close().unwrap();
     assert_eq!(drops.get(), 2, "the future and the done callback (with its task handle) were dropped");
 }
+
+/// The same cycle, broken by dropping the loop without `close()`.
+#[test]
+fn dropping_the_loop_drops_done_callbacks_that_hold_their_own_task() {
+    let lp = manual_loop();
+    let drops = util::DropCounter::new();
+    let token = util::DropCounter::token(&drops);
+    let task = lp.create_task(async move {
+        let _token = token;
+        evloop::sleep(Duration::from_secs(3600)).await;
+    });
+    let again = task.clone();
+    let cb_token = util::DropCounter::token(&drops);
+    task.add_done_callback(move |_| {
+        let _ = (&again, &cb_token);
+    });
+    lp.run_until_idle().unwrap();
+    drop(task);
+    drop(lp);
+    assert_eq!(drops.get(), 2, "the task's future and its done callback were dropped");
+}

@@ -243,12 +243,14 @@ impl<T: 'static> FutureState<T> {
             return;
         }
         // A closed or dropped loop cannot run callbacks: they are dropped
-        // unrun, like the rest of the loop's pending work.
-        let lp = self.event_loop.upgrade().filter(|lp| !lp.is_closed());
+        // unrun, like the rest of the loop's pending work. Wakers need no
+        // loop handle: look it up only for the first callback.
+        let mut lp: Option<Option<EventLoop>> = None;
         for waiter in waiters {
             match waiter {
                 Waiter::Callback(_, callback) => {
-                    if let Some(lp) = &lp {
+                    let lp = lp.get_or_insert_with(|| self.event_loop.upgrade().filter(|lp| !lp.is_closed()));
+                    if let Some(lp) = lp {
                         let fut = handle.clone();
                         lp.call_soon(move || callback(&fut));
                     } else {
@@ -320,6 +322,10 @@ pub(crate) fn report_unretrieved(event_loop: &WeakLoop, ctx: ExceptionContext) {
 
 impl<T: 'static, X: ?Sized + TaskPart<T>> Drop for Shared<T, X> {
     fn drop(&mut self) {
+        // The common case first: nothing failed.
+        if !matches!(self.state.state.get_mut(), State::Failed(_)) {
+            return;
+        }
         let Some(error) = self.state.unretrieved_error() else { return };
         // asyncio's wording for each, a task named with where it was made.
         let ctx = match self.rest.as_task() {
