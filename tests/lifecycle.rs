@@ -475,3 +475,40 @@ fn dropping_the_loop_drops_done_callbacks_that_hold_their_own_task() {
     drop(lp);
     assert_eq!(drops.get(), 2, "the task's future and its done callback were dropped");
 }
+
+/// Tasks blocked in `sock_recv` on sockets they own, each holding a handle
+/// on the loop (as `lp.sock_recv(..)` in a task does): that is a cycle
+/// through the loop, which `close()` breaks — it drops the tasks, their
+/// sockets, and with the last handle the loop's own fds.
+#[test]
+fn close_frees_tasks_blocked_in_sock_recv_and_every_fd() {
+    if !util::run_test_in_child(
+        "close_frees_tasks_blocked_in_sock_recv_and_every_fd",
+        "EVLOOP_CHILD_CLOSE_SOCK_RECV",
+        "closed-sock-recv",
+    ) {
+        return;
+    }
+    let baseline = util::open_fd_count();
+    let lp = EventLoop::new().unwrap();
+    let drops = util::DropCounter::new();
+    let mut peers = Vec::new();
+    for _ in 0..50 {
+        let (mine, peer) = socketpair();
+        peers.push(peer);
+        let sock = evloop::net::Socket::from(std::os::fd::OwnedFd::from(mine));
+        let (l, token) = (lp.clone(), util::DropCounter::token(&drops));
+        lp.create_task(async move {
+            let _token = token;
+            let _ = l.sock_recv(&sock, 16).await;
+        });
+    }
+    lp.run_until_idle().unwrap();
+    assert_eq!(lp.stats().tasks, 50);
+    lp.close().unwrap();
+    assert_eq!(drops.get(), 50, "every blocked task's future was dropped");
+    drop(lp);
+    drop(peers);
+    assert_eq!(util::open_fd_count(), baseline, "sockets, epoll and eventfd all closed");
+    println!("closed-sock-recv");
+}

@@ -408,7 +408,10 @@ impl<T: 'static> TaskControl<T> for TaskRest<T> {
 /// sets its result: [`Task::cancel`] is the one way to end it early.
 ///
 /// A task does not keep its loop alive: dropping the last [`EventLoop`]
-/// without `close()` drops every unfinished task's future.
+/// without `close()` drops every unfinished task's future. A future that
+/// itself holds an `EventLoop` (a task that captured `lp` to call
+/// `lp.sock_recv(..)`) is such a handle, and keeps the loop alive until
+/// [`close`](EventLoop::close) drops it.
 ///
 /// # Examples
 ///
