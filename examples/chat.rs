@@ -276,7 +276,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (joined, done) = (Barrier::new(PEOPLE.len()), Barrier::new(PEOPLE.len()));
         let people =
             PEOPLE.map(|(name, lines)| person(addr.port(), name, lines, joined.clone(), done.clone()));
-        let outcomes = evloop::gather(people).await;
+        // `gather_results` waits for everyone, so a failure names who failed.
+        let outcomes = evloop::gather_results(people).await;
         server.close();
         server.wait_closed().await?;
         for ((name, _), outcome) in PEOPLE.iter().zip(&outcomes) {

@@ -187,10 +187,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 request(l, addr).await.map(|reply| (reply, sent.elapsed()))
             }
         }))
-        .await;
+        .await?;
         let concurrent = start.elapsed();
-        for (i, reply) in replies.into_iter().enumerate() {
-            let (reply, took) = reply?;
+        for (i, (reply, took)) in replies.into_iter().enumerate() {
             println!("  request {i}: {reply:?} after {}", ms(took));
         }
         let (_, longest) = delays_since(&state, before);

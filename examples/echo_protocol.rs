@@ -184,7 +184,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         let start = Instant::now();
         let clients = (0..CLIENTS).map(|id| run_client(l.clone(), id, addr.port()));
-        let results = evloop::gather(clients).await;
+        let results = evloop::gather_results(clients).await;
         println!("[demo] {CLIENTS} clients finished in {:.1} ms", start.elapsed().as_secs_f64() * 1000.0);
         // Stop listening, then wait until every accepted connection has
         // gone through connection_lost.

@@ -103,9 +103,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let outcomes = evloop::gather_results((0..clients).map(|id| client(id, addr.port()))).await;
         let mut failed = 0;
         for (id, outcome) in outcomes.into_iter().enumerate() {
-            // The outer Result is the task's (panic, cancellation), the inner
-            // one the client's own.
-            if let Err(e) = outcome.and_then(|inner| inner) {
+            // A client's own error, a panic or a cancellation.
+            if let Err(e) = outcome {
                 failed += 1;
                 println!("[demo] client {id} failed: {e}");
             }

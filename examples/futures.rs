@@ -29,8 +29,8 @@ fn main() -> evloop::Result<()> {
     let start = Instant::now();
     let results = lp.run_until_complete(evloop::gather(delays.map(|ms| async move {
         evloop::sleep(Duration::from_millis(ms)).await;
-        format!("slept {ms} ms")
-    })))?;
+        Ok(format!("slept {ms} ms"))
+    })))??;
     for result in &results {
         println!("{result}");
     }

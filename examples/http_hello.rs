@@ -392,7 +392,7 @@ async fn demo(lp: EventLoop, addr: SocketAddr) -> evloop::Result<()> {
             Ok::<_, Error>(())
         }
     });
-    let outcomes = evloop::gather(clients).await;
+    let outcomes = evloop::gather_results(clients).await;
     check(outcomes.iter().all(Result::is_ok), "1000 responses, all 200 with the JSON body")?;
     Ok(())
 }

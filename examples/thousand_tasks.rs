@@ -36,8 +36,7 @@ fn main() -> evloop::Result<()> {
             })
             .collect();
         // `gather` accepts tasks as well as plain futures.
-        let outputs = evloop::gather(tasks).await;
-        outputs.into_iter().map(|r| r.expect("no task fails")).collect::<Vec<_>>()
+        evloop::gather(tasks).await.expect("no task fails")
     })?;
 
     let total: u64 = slept.iter().sum();

@@ -256,8 +256,8 @@ fn main() -> evloop::Result<()> {
     let t = Instant::now();
     let results = lp.run_until_complete(evloop::gather([30u64, 10, 20].map(|delay| async move {
         evloop::sleep(Duration::from_millis(delay)).await;
-        delay * 10
-    })))?;
+        Ok(delay * 10)
+    })))??;
     println!("   results {results:?} after {}", ms(t.elapsed()));
 
     // ------------------------------------------------------------------

@@ -101,6 +101,6 @@ pub use net::stream::{
 pub use runtime::{Builder, EventLoop, Handle, LoopStats, RemoteLoop, TimerHandle, get_running_loop};
 pub use task::executor;
 pub use task::{
-    CallbackId, Future, Task, TaskGroup, gather, gather_results, run, sleep, sleep_until, spawn, wait_for,
-    yield_now,
+    Awaitable, CallbackId, Future, Task, TaskGroup, gather, gather_results, run, sleep, sleep_until, spawn,
+    wait_for, yield_now,
 };

@@ -298,8 +298,9 @@ fn non_clone_result_moves_through_await() {
     peer.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"ping");
 
-    // Take the connection out of the task by value too.
-    let conn = lp.run_until_complete(task).unwrap().unwrap();
+    // Take the connection out of the task by value too (run_until_complete
+    // of the task itself would clone its result: `Connection` is not Clone).
+    let conn = lp.run_until_complete(async move { task.await }).unwrap().unwrap();
     assert_eq!(drops.get(), 1);
     drop(conn);
     assert_eq!(drops.get(), 2);

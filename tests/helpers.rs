@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use evloop::{Error, TaskGroup};
-use util::{DropCounter, Recorder, manual_loop};
+use util::{DropCounter, Recorder, capture_exceptions, manual_loop};
 
 type BoxFut<T> = Pin<Box<dyn StdFuture<Output = T>>>;
 
@@ -84,7 +84,7 @@ fn gather_returns_outputs_in_input_order_though_they_finish_in_reverse() {
         async move {
             evloop::sleep(secs(10 * (5 - i))).await;
             f.push(i);
-            i * 100
+            Ok(i * 100)
         }
     })));
     lp.run_until_idle().unwrap();
@@ -95,61 +95,114 @@ fn gather_returns_outputs_in_input_order_though_they_finish_in_reverse() {
         lp.run_until_idle().unwrap();
     }
     assert_eq!(finished.get(), [4, 3, 2, 1]);
-    assert_eq!(task.result().unwrap(), [100, 200, 300, 400]);
+    assert_eq!(task.result().unwrap().unwrap(), [100, 200, 300, 400]);
     assert_eq!(lp.stats().tasks, 0);
 }
 
 #[test]
 fn gather_of_nothing_is_empty() {
     let lp = manual_loop();
-    let out = lp.run_until_complete(evloop::gather(Vec::<BoxFut<u8>>::new())).unwrap();
-    assert!(out.is_empty());
+    let out = lp.run_until_complete(evloop::gather(Vec::<BoxFut<Result<u8, Error>>>::new())).unwrap();
+    assert!(out.unwrap().is_empty());
 }
 
 #[test]
-fn gather_with_a_panicking_child_panics_the_awaiter_and_cancels_the_siblings() {
+fn gather_returns_the_first_error_and_lets_the_other_children_run_on() {
+    // asyncio: the first exception goes to the awaiter; the other children
+    // are not cancelled. Nothing panics.
     let lp = manual_loop();
+    let seen = capture_exceptions(&lp);
     let drops = DropCounter::new();
     let token = DropCounter::token(&drops);
-    let children: Vec<BoxFut<u32>> = vec![
+    let sibling_done = Rc::new(std::cell::Cell::new(false));
+    let s = sibling_done.clone();
+    let children: Vec<BoxFut<Result<u32, Error>>> = vec![
         Box::pin(async move {
             let _token = token;
             evloop::sleep(secs(3600)).await;
-            1
+            s.set(true);
+            Ok(1)
         }),
         Box::pin(async {
             evloop::sleep(secs(1)).await;
             panic!("child exploded");
         }),
-        Box::pin(async { 3 }),
+        Box::pin(async { Err(Error::Timeout) }),
     ];
     let awaiter = lp.create_task(evloop::gather(children));
     lp.run_until_idle().unwrap();
-    assert!(!awaiter.done());
-    assert_eq!(lp.stats().tasks, 3, "the third child already finished");
+    match awaiter.result() {
+        Ok(Err(Error::Timeout)) => {}
+        other => panic!("expected the third child's Err(Timeout), got {other:?}"),
+    }
+    assert_eq!(lp.stats().tasks, 2, "the sleeping and the panicking child run on");
     lp.advance_time(secs(1));
     lp.run_until_idle().unwrap();
-
-    match awaiter.result() {
-        Err(Error::Panicked(m)) => assert!(m.contains("child exploded"), "{m}"),
-        other => panic!("expected Panicked, got {other:?}"),
-    }
-    assert_eq!(drops.get(), 1, "the sleeping sibling was cancelled and dropped");
+    assert_eq!(lp.stats().tasks, 1, "the panicking child finished; the sleeper runs on");
+    assert_eq!(drops.get(), 0, "nobody cancelled the sleeping sibling");
+    lp.advance_time(secs(3600));
+    lp.run_until_idle().unwrap();
+    assert!(sibling_done.get(), "the sibling finished its work");
+    assert_eq!(drops.get(), 1);
     let stats = lp.stats();
     assert_eq!((stats.tasks, stats.timers), (0, 0));
+    drop(awaiter);
+    lp.run_until_idle().unwrap();
+    assert!(seen.borrow().is_empty(), "the late failure is not 'never retrieved': {:?}", seen.borrow());
+}
+
+#[test]
+fn gather_of_a_panicking_child_fails_with_panicked_instead_of_panicking() {
+    let lp = manual_loop();
+    let children: Vec<BoxFut<Result<u32, Error>>> = vec![
+        Box::pin(async {
+            evloop::yield_now().await;
+            panic!("child exploded")
+        }),
+        Box::pin(async { Ok(2) }),
+    ];
+    let out = lp.run_until_complete(evloop::gather(children)).unwrap();
+    assert!(matches!(&out, Err(Error::Panicked(m)) if m.contains("child exploded")), "{out:?}");
+}
+
+#[test]
+fn gather_fails_with_cancelled_when_someone_else_cancels_a_child_task() {
+    let lp = manual_loop();
+    let children: Vec<evloop::Task<u32>> = (0..3u32)
+        .map(|i| {
+            lp.create_task(async move {
+                evloop::sleep(secs(10)).await;
+                i
+            })
+        })
+        .collect();
+    let awaiter = lp.create_task(evloop::gather(children.clone()));
+    lp.run_until_idle().unwrap();
+    assert!(!awaiter.done());
+    assert!(children[1].cancel());
+    lp.run_until_idle().unwrap();
+    assert!(matches!(awaiter.result(), Ok(Err(Error::Cancelled))), "{:?}", awaiter.result());
+    assert!(!children[0].done() && !children[2].done(), "the other children run on");
+    lp.advance_time(secs(10));
+    lp.run_until_idle().unwrap();
+    // Finished, not cancelled (their values went to gather's by-value
+    // awaiters, which drop them).
+    assert!(children[0].done() && !children[0].cancelled());
+    assert!(children[2].done() && !children[2].cancelled());
 }
 
 #[test]
 fn dropping_a_pending_gather_cancels_its_children() {
     let lp = manual_loop();
     let drops = DropCounter::new();
-    let children: Vec<BoxFut<()>> = (0..3)
+    let children: Vec<BoxFut<Result<(), Error>>> = (0..3)
         .map(|_| {
             let token = DropCounter::token(&drops);
             Box::pin(async move {
                 let _token = token;
                 evloop::sleep(secs(3600)).await;
-            }) as BoxFut<()>
+                Ok(())
+            }) as BoxFut<Result<(), Error>>
         })
         .collect();
     let task = lp.create_task(evloop::gather(children));
@@ -162,18 +215,41 @@ fn dropping_a_pending_gather_cancels_its_children() {
 }
 
 #[test]
+fn dropping_a_pending_gather_results_cancels_every_child() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let children: Vec<BoxFut<Result<(), Error>>> = (0..3)
+        .map(|_| {
+            let token = DropCounter::token(&drops);
+            Box::pin(async move {
+                let _token = token;
+                evloop::sleep(secs(3600)).await;
+                Ok(())
+            }) as BoxFut<Result<(), Error>>
+        })
+        .collect();
+    let task = lp.create_task(evloop::gather_results(children));
+    lp.run_until_idle().unwrap();
+    task.cancel();
+    lp.run_until_idle().unwrap();
+    assert_eq!(drops.get(), 3, "not only the child being awaited");
+    assert_eq!(lp.stats().tasks, 0);
+}
+
+#[test]
 fn gather_results_returns_every_outcome_in_order() {
     let lp = manual_loop();
-    let children: Vec<BoxFut<&'static str>> = vec![
+    let children: Vec<BoxFut<Result<&'static str, Error>>> = vec![
         Box::pin(async {
             evloop::sleep(secs(2)).await;
-            "slow"
+            Ok("slow")
         }),
         Box::pin(async { panic!("second failed") }),
         Box::pin(async {
             evloop::yield_now().await;
-            "fast"
+            Ok("fast")
         }),
+        Box::pin(async { Err(Error::Timeout) }),
     ];
     let task = lp.create_task(evloop::gather_results(children));
     lp.run_until_idle().unwrap();
@@ -181,10 +257,11 @@ fn gather_results_returns_every_outcome_in_order() {
     lp.advance_time(secs(2));
     lp.run_until_idle().unwrap();
     let out = lp.run_until_complete(task).unwrap().unwrap();
-    assert_eq!(out.len(), 3);
+    assert_eq!(out.len(), 4);
     assert!(matches!(out[0], Ok("slow")));
     assert!(matches!(&out[1], Err(Error::Panicked(m)) if m == "second failed"));
     assert!(matches!(out[2], Ok("fast")));
+    assert!(matches!(out[3], Err(Error::Timeout)));
 }
 
 #[test]

@@ -367,3 +367,148 @@ fn remove_after_close_is_harmless() {
     assert!(!lp.remove_reader(a.as_raw_fd()), "close already removed it");
     assert!(!lp.remove_writer(a.as_raw_fd()));
 }
+
+// ------------------------------------------------------------ issue 10, defect 3
+
+/// Dropping the last `EventLoop` without `close()` while 100 tasks sleep:
+/// every task's future is dropped and the loop's fds are closed (tasks and
+/// futures hold the loop weakly, so nothing keeps it alive).
+#[test]
+fn dropping_the_loop_without_close_drops_100_sleeping_tasks_and_its_fds() {
+    if !util::run_test_in_child(
+        "dropping_the_loop_without_close_drops_100_sleeping_tasks_and_its_fds",
+        "EVLOOP_CHILD_DROP_TASKS",
+        "dropped-100-tasks",
+    ) {
+        return;
+    }
+    let baseline = util::open_fd_count();
+    let lp = EventLoop::new().unwrap();
+    let drops = util::DropCounter::new();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let token = util::DropCounter::token(&drops);
+        tasks.push(lp.create_task(async move {
+            let _token = token;
+            evloop::sleep(Duration::from_secs(3600)).await;
+        }));
+    }
+    lp.run_until_idle().unwrap();
+    assert_eq!(lp.stats().tasks, 100);
+    assert!(util::open_fd_count() > baseline, "the loop has its poller open");
+    drop(lp);
+    assert_eq!(drops.get(), 100, "every sleeping task's future was dropped");
+    assert_eq!(util::open_fd_count(), baseline, "the loop's fds were closed");
+    // Task handles kept past the loop are inert.
+    assert!(tasks.iter().all(|t| !t.done()));
+    assert!(tasks[0].cancel());
+    drop(tasks);
+    println!("dropped-100-tasks");
+}
+
+/// A task waker that outlives its loop is a no-op and holds no fd.
+#[test]
+fn a_task_waker_that_outlives_the_loop_holds_no_fd() {
+    if !util::run_test_in_child(
+        "a_task_waker_that_outlives_the_loop_holds_no_fd",
+        "EVLOOP_CHILD_WAKER_FD",
+        "waker-holds-no-fd",
+    ) {
+        return;
+    }
+    let baseline = util::open_fd_count();
+    let lp = EventLoop::new().unwrap();
+    let stash: Rc<RefCell<Option<std::task::Waker>>> = Rc::default();
+    let s = stash.clone();
+    lp.create_task(std::future::poll_fn(move |cx| {
+        *s.borrow_mut() = Some(cx.waker().clone());
+        std::task::Poll::<()>::Pending
+    }));
+    lp.run_until_idle().unwrap();
+    drop(lp);
+    assert_eq!(util::open_fd_count(), baseline);
+    let waker = stash.borrow_mut().take().expect("the task stored its waker");
+    waker.wake_by_ref();
+    std::thread::spawn(move || waker.wake()).join().unwrap();
+    assert_eq!(util::open_fd_count(), baseline);
+    println!("waker-holds-no-fd");
+}
+
+/// `close()` breaks the cycle a task's done callback can make with the task.
+#[test]
+fn close_drops_done_callbacks_that_hold_their_own_task() {
+    let lp = manual_loop();
+    let drops = util::DropCounter::new();
+    let token = util::DropCounter::token(&drops);
+    let task = lp.create_task(async move {
+        let _token = token;
+        evloop::sleep(Duration::from_secs(3600)).await;
+    });
+    let again = task.clone();
+    let cb_token = util::DropCounter::token(&drops);
+    task.add_done_callback(move |_| {
+        let _ = (&again, &cb_token);
+    });
+    lp.run_until_idle().unwrap();
+    drop(task);
+    lp.close().unwrap();
+    assert_eq!(drops.get(), 2, "the future and the done callback (with its task handle) were dropped");
+}
+
+/// The same cycle, broken by dropping the loop without `close()`.
+#[test]
+fn dropping_the_loop_drops_done_callbacks_that_hold_their_own_task() {
+    let lp = manual_loop();
+    let drops = util::DropCounter::new();
+    let token = util::DropCounter::token(&drops);
+    let task = lp.create_task(async move {
+        let _token = token;
+        evloop::sleep(Duration::from_secs(3600)).await;
+    });
+    let again = task.clone();
+    let cb_token = util::DropCounter::token(&drops);
+    task.add_done_callback(move |_| {
+        let _ = (&again, &cb_token);
+    });
+    lp.run_until_idle().unwrap();
+    drop(task);
+    drop(lp);
+    assert_eq!(drops.get(), 2, "the task's future and its done callback were dropped");
+}
+
+/// Tasks blocked in `sock_recv` on sockets they own, each holding a handle
+/// on the loop (as `lp.sock_recv(..)` in a task does): that is a cycle
+/// through the loop, which `close()` breaks — it drops the tasks, their
+/// sockets, and with the last handle the loop's own fds.
+#[test]
+fn close_frees_tasks_blocked_in_sock_recv_and_every_fd() {
+    if !util::run_test_in_child(
+        "close_frees_tasks_blocked_in_sock_recv_and_every_fd",
+        "EVLOOP_CHILD_CLOSE_SOCK_RECV",
+        "closed-sock-recv",
+    ) {
+        return;
+    }
+    let baseline = util::open_fd_count();
+    let lp = EventLoop::new().unwrap();
+    let drops = util::DropCounter::new();
+    let mut peers = Vec::new();
+    for _ in 0..50 {
+        let (mine, peer) = socketpair();
+        peers.push(peer);
+        let sock = evloop::net::Socket::from(std::os::fd::OwnedFd::from(mine));
+        let (l, token) = (lp.clone(), util::DropCounter::token(&drops));
+        lp.create_task(async move {
+            let _token = token;
+            let _ = l.sock_recv(&sock, 16).await;
+        });
+    }
+    lp.run_until_idle().unwrap();
+    assert_eq!(lp.stats().tasks, 50);
+    lp.close().unwrap();
+    assert_eq!(drops.get(), 50, "every blocked task's future was dropped");
+    drop(lp);
+    drop(peers);
+    assert_eq!(util::open_fd_count(), baseline, "sockets, epoll and eventfd all closed");
+    println!("closed-sock-recv");
+}

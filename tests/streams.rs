@@ -890,9 +890,10 @@ fn five_hundred_concurrent_clients_all_get_their_echoes() {
             }
             writer.close();
             writer.wait_closed().await.unwrap();
-            (messages.to_vec(), replies)
+            Ok((messages.to_vec(), replies))
         }))
-        .await;
+        .await
+        .unwrap();
         assert_eq!(results.len(), CLIENTS);
         for (sent, got) in &results {
             assert_eq!(sent, got);

@@ -203,13 +203,19 @@ fn a_panicking_task_nobody_awaits_is_reported_to_the_exception_handler() {
     let lp = manual_loop();
     let seen = capture_exceptions(&lp);
     let task = lp.create_task(async { panic!("nobody listens") });
+    task.set_name("lonely");
+    let (file, line) = (file!(), line!() - 2);
     drop(task);
     lp.run_until_idle().unwrap();
     {
         let seen = seen.borrow();
         assert_eq!(seen.len(), 1, "{seen:?}");
-        assert!(seen[0].message.contains("never retrieved"), "{}", seen[0].message);
         assert!(matches!(&seen[0].error, Some(Error::Panicked(m)) if m == "nobody listens"));
+        // asyncio's wording for a task, with the task and where it was made.
+        assert_eq!(seen[0].message, "Task exception was never retrieved");
+        assert_eq!(seen[0].task.as_deref(), Some("lonely"));
+        let at = seen[0].location.expect("the spawn location");
+        assert_eq!((at.file(), at.line()), (file, line));
     }
 
     // A failure that was looked at is not reported.
@@ -390,12 +396,15 @@ fn run_until_complete_returns_stopped_before_complete_when_stopped_first() {
     let out = lp.run_until_complete(never.clone());
     assert!(matches!(out, Err(Error::StoppedBeforeComplete)), "{out:?}");
     assert!(!lp.is_running());
-    assert_eq!(lp.stats().tasks, 1, "the task stays scheduled");
+    assert_eq!(lp.stats().tasks, 0, "a Future is awaited in place, not wrapped in a task");
+    assert!(!never.done(), "stopping leaves the future alone");
 
-    // The loop can still be run: completing the future finishes the work.
+    // The loop can still be run: completing the future finishes the work,
+    // and running the same future again returns its result.
     let setter = never.clone();
     lp.call_soon(move || setter.set_result(()).unwrap());
-    assert!(matches!(lp.run_until_complete(async move { (&never).await }), Ok(Ok(()))));
+    assert!(matches!(lp.run_until_complete(never.clone()), Ok(Ok(()))));
+    assert!(matches!(never.result(), Ok(())));
     lp.close().unwrap();
 }
 
@@ -482,4 +491,272 @@ fn a_kept_waker_of_a_finished_task_never_wakes_a_later_task() {
     assert_eq!(polls.get(), 1, "the stale waker reached a new task");
     waiting.cancel();
     lp.run_until_idle().unwrap();
+}
+
+// ------------------------------------------------------------ issue 10, defect 6
+
+#[test]
+fn run_until_complete_of_a_task_leaves_its_result_for_task_result() {
+    let lp = manual_loop();
+    let task = lp.create_task(async { String::from("kept") });
+    assert_eq!(lp.run_until_complete(task.clone()).unwrap().unwrap(), "kept");
+    assert_eq!(task.result().unwrap(), "kept", "run_until_complete did not take the result");
+    // And again: asyncio returns the result every time.
+    assert_eq!(lp.run_until_complete(task.clone()).unwrap().unwrap(), "kept");
+}
+
+#[test]
+fn run_until_complete_of_a_task_after_a_stop_returns_the_result_the_second_time() {
+    let lp = manual_loop();
+    let task = lp.create_task(async {
+        evloop::sleep(Duration::from_secs(5)).await;
+        7
+    });
+    let stopper = lp.clone();
+    lp.call_soon(move || stopper.stop());
+    let first = lp.run_until_complete(task.clone());
+    assert!(matches!(first, Err(Error::StoppedBeforeComplete)), "{first:?}");
+    assert_eq!(lp.stats().tasks, 1, "only the task itself: no wrapper was left behind");
+    lp.advance_time(Duration::from_secs(5));
+    assert_eq!(lp.run_until_complete(task.clone()).unwrap().unwrap(), 7);
+    assert_eq!(task.result().unwrap(), 7);
+}
+
+#[test]
+fn run_until_complete_refused_because_another_loop_runs_schedules_nothing() {
+    let outer = manual_loop();
+    let inner = manual_loop();
+    let polled = Rc::new(Cell::new(false));
+    let (i, p) = (inner.clone(), polled.clone());
+    let refused = Rc::new(RefCell::new(None));
+    let r = refused.clone();
+    outer.call_soon(move || {
+        let out = i.run_until_complete(async move { p.set(true) });
+        *r.borrow_mut() = Some(matches!(out, Err(Error::AlreadyRunning)));
+    });
+    outer.run_until_idle().unwrap();
+    assert_eq!(*refused.borrow(), Some(true));
+    for lp in [&outer, &inner] {
+        let stats = lp.stats();
+        assert_eq!((stats.tasks, stats.ready), (0, 0), "nothing scheduled anywhere");
+    }
+    inner.run_until_idle().unwrap();
+    outer.run_until_idle().unwrap();
+    assert!(!polled.get(), "the refused future never ran");
+
+    // A closed loop refuses too, without panicking.
+    inner.close().unwrap();
+    assert!(matches!(inner.run_until_complete(async {}), Err(Error::Closed)));
+    assert!(matches!(evloop::run(async {}), Ok(())));
+}
+
+#[test]
+fn run_until_complete_returns_one_pass_after_the_task_completes_as_asyncio() {
+    // asyncio: the task finishes in pass 1; `_run_until_complete_cb` (a done
+    // callback, scheduled with call_soon) stops the loop in pass 2.
+    let lp = manual_loop();
+    let before = lp.stats().iterations;
+    lp.run_until_complete(async { 1 }).unwrap();
+    assert_eq!(lp.stats().iterations - before, 2, "an async block");
+
+    let task = lp.create_task(async { 2 });
+    let before = lp.stats().iterations;
+    lp.run_until_complete(task).unwrap().unwrap();
+    assert_eq!(lp.stats().iterations - before, 2, "a task: no wrapper task, no extra pass");
+}
+
+#[test]
+fn run_until_complete_of_a_task_of_another_loop_is_refused() {
+    let (a, b) = (manual_loop(), manual_loop());
+    let task = a.create_task(async { 1 });
+    assert!(matches!(b.run_until_complete(task.clone()), Err(Error::InvalidState(_))));
+    assert_eq!(a.run_until_complete(task).unwrap().unwrap(), 1);
+}
+
+// ------------------------------------------------------------ issue 10, defect 7
+
+#[test]
+fn set_result_through_a_tasks_future_is_invalid_state_and_the_task_runs_on() {
+    let lp = manual_loop();
+    let task = lp.create_task(async {
+        evloop::yield_now().await;
+        "body"
+    });
+    assert!(matches!(task.as_future().set_result("outside"), Err(Error::InvalidState(_))));
+    assert!(matches!(task.as_future().set_exception(Error::Timeout), Err(Error::InvalidState(_))));
+    assert!(!task.done(), "the task was not completed from outside");
+    lp.run_until_idle().unwrap();
+    assert_eq!(task.result().unwrap(), "body", "the task's own result");
+}
+
+#[test]
+fn cancel_through_a_tasks_future_is_task_cancel() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let token = DropCounter::token(&drops);
+    let task = lp.create_task(async move {
+        let _token = token;
+        evloop::sleep(Duration::from_secs(3600)).await;
+    });
+    lp.run_until_idle().unwrap();
+    assert!(task.as_future().cancel());
+    assert!(!task.done(), "not marked done while the body still exists");
+    assert_eq!(drops.get(), 0);
+    lp.run_until_idle().unwrap();
+    assert!(task.done() && task.cancelled());
+    assert_eq!(drops.get(), 1, "the body was dropped at its next step");
+    assert!(!task.as_future().cancel(), "already done");
+    assert_eq!(lp.stats().timers, 0, "the sleep's timer went with it");
+}
+
+// ------------------------------------------------------------ issue 10, defect 3
+
+#[test]
+fn get_loop_after_the_loop_is_dropped_panics_with_a_clear_message() {
+    let lp = manual_loop();
+    let task = lp.create_task(async {});
+    let fut = lp.create_future::<u8>();
+    assert!(task.get_loop().is_closed() == lp.is_closed());
+    drop(lp);
+    for get in
+        [Box::new(move || drop(task.get_loop())) as Box<dyn FnOnce()>, Box::new(move || drop(fut.get_loop()))]
+    {
+        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(get)).unwrap_err();
+        let msg = err
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| err.downcast_ref::<String>().cloned());
+        assert_eq!(msg.as_deref(), Some("the event loop was dropped"));
+    }
+}
+
+#[test]
+fn a_task_done_callback_does_not_keep_the_task_alive() {
+    // Task::add_done_callback used to capture a handle on the task in the
+    // task's own callback list: a cycle no drop could break.
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let token = DropCounter::token(&drops);
+    let task = lp.create_task(async move {
+        let _token = token;
+        evloop::sleep(Duration::from_secs(3600)).await;
+    });
+    let weak = Rc::downgrade(&Rc::new(()));
+    task.add_done_callback(move |_| drop(weak));
+    lp.run_until_idle().unwrap();
+    drop(task);
+    drop(lp);
+    assert_eq!(drops.get(), 1, "dropping the loop dropped the task and its future");
+}
+
+#[test]
+fn futures_and_tasks_do_not_keep_the_loop_alive() {
+    let lp = manual_loop();
+    let fut = lp.create_future::<u8>();
+    let task = lp.create_task(async { evloop::sleep(Duration::from_secs(1)).await });
+    lp.run_until_idle().unwrap();
+    let probe = Rc::new(());
+    let p = probe.clone();
+    lp.call_later(Duration::from_secs(10), move || drop(p));
+    drop(lp);
+    assert_eq!(Rc::strong_count(&probe), 1, "the loop (and its timers) were freed");
+    assert!(!task.done(), "dropped with the loop, never finished");
+    fut.add_done_callback(|_| unreachable!("a dropped loop runs nothing"));
+    assert!(fut.set_result(1).is_ok(), "completing drops the callback unrun");
+}
+
+// ------------------------------------------------------------ issue 10, defect 9
+
+#[test]
+fn sleep_zero_resumes_on_the_next_pass_like_a_call_soon_chain() {
+    let lp = manual_loop();
+    let log = Recorder::<String>::new();
+    let l = log.clone();
+    lp.create_task(async move {
+        for i in 0..3 {
+            l.push(format!("S{i}"));
+            evloop::sleep(Duration::ZERO).await;
+        }
+        l.push("S3".into());
+    });
+    fn chain(lp: EventLoop, log: Recorder<String>, n: u32) {
+        log.push(format!("C{n}"));
+        if n < 3 {
+            let next = lp.clone();
+            lp.call_soon(move || chain(next, log, n + 1));
+        }
+    }
+    let (lp2, l) = (lp.clone(), log.clone());
+    lp.call_soon(move || chain(lp2, l, 0));
+    let mut expected = Vec::new();
+    for i in 0..4 {
+        lp.run_once(ZERO).unwrap();
+        expected.extend([format!("S{i}"), format!("C{i}")]);
+        assert_eq!(log.get(), expected, "pass {i}: one turn per pass, no timer in between");
+    }
+    assert_eq!(lp.stats().timers, 0);
+}
+
+#[test]
+fn wait_for_zero_times_out_unless_the_result_is_ready_at_once() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let token = DropCounter::token(&drops);
+    let child = lp.create_task(async move {
+        let _token = token;
+        evloop::yield_now().await;
+        1
+    });
+    let c = child.clone();
+    let out = lp.run_until_complete(async move {
+        let timed_out = evloop::wait_for(c, Duration::ZERO).await;
+        let ready = evloop::wait_for(async { 2 }, Duration::ZERO).await;
+        (timed_out, ready)
+    });
+    let (timed_out, ready) = out.unwrap();
+    assert!(matches!(timed_out, Err(Error::Timeout)), "{timed_out:?}");
+    assert!(matches!(ready, Ok(2)));
+    lp.run_until_idle().unwrap();
+    assert!(child.cancelled(), "the task that was not done was cancelled, as asyncio");
+    assert_eq!(drops.get(), 1);
+}
+
+// ------------------------------------------------------------ wakers without a pool
+
+#[test]
+fn tasks_wake_on_and_off_the_loop_thread_even_with_300_loops_alive() {
+    // Task wakers are bits naming a slot of a process-wide table (256
+    // slots); loops beyond that fall back to allocated wakers. Both kinds
+    // must wake, from the loop thread and from another one.
+    util::raise_fd_limit();
+    let _watchdog = Watchdog::new("300 loops", Duration::from_secs(60));
+    let loops: Vec<EventLoop> = (0..300).map(|_| manual_loop()).collect();
+    for lp in &loops {
+        // The first task claims the loop's slot, while there is one.
+        lp.run_until_complete(async {}).unwrap();
+    }
+    for lp in loops.iter().step_by(37).chain(loops.last()) {
+        let (tx, rx) = mpsc::channel::<Waker>();
+        let flag = Arc::new(AtomicBool::new(false));
+        let task = lp.create_task(RemoteWake { flag: flag.clone(), wakers: tx, sent: false });
+        lp.run_until_idle().unwrap();
+        let waker = rx.recv().unwrap();
+        assert!(!task.done());
+        let f = flag.clone();
+        let w = waker.clone();
+        std::thread::spawn(move || {
+            f.store(true, Ordering::SeqCst);
+            w.wake();
+        })
+        .join()
+        .unwrap();
+        assert!(matches!(lp.run_until_complete(task.clone()), Ok(Ok(()))), "woken from another thread");
+
+        let local = lp.create_task(async { evloop::yield_now().await });
+        lp.run_until_idle().unwrap();
+        assert!(local.done(), "woken on the loop thread");
+        waker.wake_by_ref(); // a finished task: a no-op
+        lp.run_until_idle().unwrap();
+        assert_eq!(lp.stats().tasks, 0);
+    }
 }

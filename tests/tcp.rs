@@ -1053,7 +1053,7 @@ fn a_thousand_concurrent_connections_echo() {
                 l.sock_sendall(&c, &msg).await.unwrap();
                 let back = net_read_exact(&l, &c, msg.len()).await;
                 assert_eq!(back, msg);
-                i
+                Ok(i)
             }
         });
         let waiter = {
@@ -1063,7 +1063,7 @@ fn a_thousand_concurrent_connections_echo() {
                 all_connected.set();
             })
         };
-        let done = within("1000 echoes", evloop::gather(clients)).await;
+        let done = within("1000 echoes", evloop::gather(clients)).await.unwrap();
         assert_eq!(done, (0..N).collect::<Vec<_>>());
         waiter.await.unwrap();
         assert_eq!(made.get(), N);
@@ -1157,9 +1157,10 @@ fn ten_thousand_connect_close_cycles_leave_the_fd_count_unchanged() {
                         lost.until(1).await;
                         assert!(t.is_closing());
                     }
+                    Ok(())
                 }
             });
-            within("a batch of cycles", evloop::gather(cycles)).await;
+            within("a batch of cycles", evloop::gather(cycles)).await.unwrap();
             server_lost.until((batch + 1) * BATCH).await;
         }
         assert_eq!(server.connections(), 0);

@@ -60,8 +60,9 @@ pub(crate) struct LoopInner {
     /// Every task that has not finished: the loop owns them (a dropped
     /// `Task` keeps running, as in asyncio).
     pub(crate) tasks: RefCell<SlotMap<TaskKey, TaskSlot>>,
-    /// Finished tasks' wakers, reused by new tasks.
-    pub(crate) waker_pool: RefCell<Vec<crate::task::task::PooledWaker>>,
+    /// This loop's slot in the process-wide table task wakers name it by
+    /// (claimed by the first task, freed when the loop is dropped).
+    pub(crate) waker_slot: Cell<u16>,
     pub(crate) executor: RefCell<Option<crate::task::executor::Executor>>,
     /// What `close()` must shut first: transports and servers register a
     /// closer so the loop can close them (and drop their protocols)
@@ -123,6 +124,12 @@ impl Drop for LoopInner {
         for (_, closer) in closers {
             let _ = crate::runtime::guard::drop_user(closer);
         }
+        // A `Task` handle the caller still holds would keep its future (and
+        // whatever it owns) alive past the loop: drop every task's future
+        // and waiters now, as `close` does.
+        let tasks = crate::task::task::take_all(self);
+        let _ = crate::runtime::guard::drop_user(tasks);
+        crate::task::task::release_waker_slot(self);
     }
 }
 
@@ -273,7 +280,7 @@ impl Builder {
             exception_handler: RefCell::new(None),
             stats: StatsCells::default(),
             tasks: RefCell::new(SlotMap::with_key()),
-            waker_pool: RefCell::new(Vec::new()),
+            waker_slot: Cell::new(crate::task::task::SLOT_UNCLAIMED),
             executor: RefCell::new(None),
             closers: RefCell::new(SlotMap::with_key()),
         };
@@ -320,6 +327,24 @@ pub fn get_running_loop() -> Result<EventLoop> {
         .flatten()
         .map(|inner| EventLoop { inner })
         .ok_or(Error::NoRunningLoop)
+}
+
+/// The loop running on this thread, for the free functions and futures
+/// that only make sense inside one (`spawn`, `sleep`, `gather`, the stream
+/// openers…). One message for all of them, naming the caller.
+///
+/// # Panics
+///
+/// If no loop is running on this thread.
+#[track_caller]
+pub(crate) fn running_loop(what: &str) -> EventLoop {
+    match get_running_loop() {
+        Ok(lp) => lp,
+        Err(_) => panic!(
+            "{what} needs a running event loop: call it from a task or callback on a running \
+             evloop loop (outside one, use the EventLoop methods)"
+        ),
+    }
 }
 
 impl EventLoop {

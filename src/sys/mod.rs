@@ -9,3 +9,4 @@
 pub(crate) mod dns;
 pub(crate) mod poller;
 pub(crate) mod socket;
+pub(crate) mod waker;

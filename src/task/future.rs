@@ -1,5 +1,12 @@
 //! [`Future`]: asyncio's `Future` — a result that will be set later, with
 //! done callbacks, and awaitable from tasks.
+//!
+//! A `Future<T>` is a handle on a [`FutureState<T>`]: either a plain
+//! future's own allocation or the state embedded in a task's block, so a
+//! task's result future costs no allocation of its own. Only the task may
+//! complete its embedded state; through a handle, `set_result` and
+//! `set_exception` are refused and `cancel` is `Task::cancel`. The state
+//! holds its loop weakly: futures never keep a loop alive.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -10,7 +17,8 @@ use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
-use crate::runtime::event_loop::EventLoop;
+use crate::runtime::event_loop::{EventLoop, WeakLoop};
+use crate::task::task::TaskControl;
 
 /// Identifies a done callback, for [`Future::remove_done_callback`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,35 +26,78 @@ pub struct CallbackId(u64);
 
 enum State<T> {
     Pending,
-    /// The result, or the exception set with `set_exception`.
-    Done(Result<T>),
+    Value(T),
+    /// The exception set with `set_exception`, boxed: failures are rare
+    /// and every task carries a `State`.
+    Failed(Box<Error>),
     Cancelled,
     /// A by-value awaiter moved the result out.
     Taken,
 }
 
+impl<T> State<T> {
+    fn done(outcome: Result<T>) -> State<T> {
+        match outcome {
+            Ok(v) => State::Value(v),
+            Err(e) => State::Failed(Box::new(e)),
+        }
+    }
+}
+
+/// `FutureState::flags`: whether someone looked at the outcome (an
+/// exception nobody retrieved is reported when the future is dropped, as
+/// asyncio does).
+const RETRIEVED: u8 = 1;
+/// Task bits, kept here so a task's block needs no field of its own for
+/// them: the task is on the ready queue.
+pub(crate) const SCHEDULED: u8 = 2;
+/// Task bit: `Task::cancel` was called.
+pub(crate) const CANCEL_REQUESTED: u8 = 4;
+/// The state is a task's result: only the task completes it.
+pub(crate) const IS_TASK: u8 = 8;
+
 type DoneCallback<T> = Box<dyn FnOnce(&Future<T>)>;
 
 /// Someone to tell when the future completes, in the order they asked (as
 /// asyncio, where an awaiting task's wake-up is one more done callback).
-pub(crate) enum Waiter<T> {
+pub(crate) enum Waiter<T: 'static> {
     /// A done callback: scheduled with `call_soon`.
     Callback(CallbackId, DoneCallback<T>),
     /// An awaiting task: woken.
     Wake(Waker),
 }
 
-pub(crate) struct FutureInner<T> {
-    pub(crate) event_loop: EventLoop,
+/// The state of one future: outcome, waiters, and whether anyone looked.
+pub(crate) struct FutureState<T: 'static> {
+    event_loop: WeakLoop,
     state: RefCell<State<T>>,
-    /// One list for callbacks and wakers keeps the future small (a task's
-    /// result future is allocated with every task).
-    waiters: RefCell<Vec<Waiter<T>>>,
-    next_callback: Cell<u64>,
-    /// Whether someone looked at the outcome; an exception nobody retrieved
-    /// is reported when the future is dropped, as asyncio does.
-    retrieved: Cell<bool>,
+    /// One list for callbacks and wakers keeps the state small (every task
+    /// carries one). A `Cell`: taken out, changed, put back.
+    waiters: Cell<Vec<Waiter<T>>>,
+    next_callback: Cell<u32>,
+    flags: Cell<u8>,
+    /// Task only, in what would be padding: the loop's wake-table slot,
+    /// so a step makes its waker without reaching for the loop.
+    pub(crate) waker_slot: Cell<u16>,
 }
+
+/// What a [`Future`] handle points at: the state first, at a fixed place
+/// (no virtual call to reach it), then the rest of the block — nothing for
+/// a plain future, the task for a task's result.
+pub(crate) struct Shared<T: 'static, X: ?Sized + TaskPart<T> = dyn TaskPart<T>> {
+    pub(crate) state: FutureState<T>,
+    pub(crate) rest: X,
+}
+
+/// The part of a future's block after its state.
+pub(crate) trait TaskPart<T: 'static>: 'static {
+    /// The task this is the result of, if any.
+    fn as_task(&self) -> Option<&dyn TaskControl<T>> {
+        None
+    }
+}
+
+impl<T: 'static> TaskPart<T> for () {}
 
 /// A value that will be available later (asyncio's `Future`).
 ///
@@ -68,7 +119,11 @@ pub(crate) struct FutureInner<T> {
 /// - `(&fut).await` clones the result (`T: Clone`) and never cancels.
 ///
 /// A future whose exception nobody retrieved is reported to the loop's
-/// exception handler when its last handle is dropped.
+/// exception handler ("Future exception was never retrieved") when its last
+/// handle is dropped.
+///
+/// A future does not keep its loop alive: once the last [`EventLoop`]
+/// handle is gone, completing it drops its callbacks unrun.
 ///
 /// # Examples
 ///
@@ -79,14 +134,15 @@ pub(crate) struct FutureInner<T> {
 /// fut.add_done_callback(|f| println!("Future is done! Result: {}", f.result().unwrap()));
 /// let setter = fut.clone();
 /// lp.call_later(Duration::from_millis(1), move || setter.set_result(42).unwrap());
-/// assert_eq!(lp.run_until_complete(fut)??, 42);
+/// assert_eq!(lp.run_until_complete(fut.clone())??, 42);
+/// assert_eq!(fut.result()?, 42, "run_until_complete leaves the result in place");
 /// # Ok::<(), evloop::Error>(())
 /// ```
-pub struct Future<T> {
-    pub(crate) inner: Rc<FutureInner<T>>,
+pub struct Future<T: 'static> {
+    pub(crate) inner: Rc<Shared<T>>,
 }
 
-impl<T> Clone for Future<T> {
+impl<T: 'static> Clone for Future<T> {
     fn clone(&self) -> Self {
         Future { inner: self.inner.clone() }
     }
@@ -96,99 +152,261 @@ impl EventLoop {
     /// Creates a pending [`Future`] attached to this loop (asyncio's
     /// `loop.create_future`).
     pub fn create_future<T: 'static>(&self) -> Future<T> {
-        Future::new(self.clone())
+        let block: Rc<Shared<T, ()>> =
+            Rc::new(Shared { state: FutureState::new(self.downgrade()), rest: () });
+        Future { inner: block }
     }
 }
 
-impl<T: 'static> Future<T> {
-    pub(crate) fn new(event_loop: EventLoop) -> Future<T> {
-        Future {
-            inner: Rc::new(FutureInner {
-                event_loop,
-                state: RefCell::new(State::Pending),
-                waiters: RefCell::new(Vec::new()),
-                next_callback: Cell::new(0),
-                retrieved: Cell::new(false),
-            }),
+impl<T: 'static> FutureState<T> {
+    pub(crate) fn new(event_loop: WeakLoop) -> FutureState<T> {
+        FutureState {
+            event_loop,
+            state: RefCell::new(State::Pending),
+            waiters: Cell::new(Vec::new()),
+            next_callback: Cell::new(0),
+            flags: Cell::new(0),
+            waker_slot: Cell::new(u16::MAX),
         }
     }
 
-    /// The loop this future belongs to.
-    pub fn get_loop(&self) -> EventLoop {
-        self.inner.event_loop.clone()
+    #[inline]
+    pub(crate) fn flag(&self, bit: u8) -> bool {
+        self.flags.get() & bit != 0
     }
 
-    /// Whether the future has a result, an exception, or was cancelled.
-    pub fn done(&self) -> bool {
-        !matches!(*self.inner.state.borrow(), State::Pending)
+    /// Sets or clears `bit`; returns whether it was set before.
+    #[inline]
+    pub(crate) fn set_flag(&self, bit: u8, on: bool) -> bool {
+        let old = self.flags.get();
+        self.flags.set(if on { old | bit } else { old & !bit });
+        old & bit != 0
     }
 
-    /// Whether the future was cancelled.
-    pub fn cancelled(&self) -> bool {
-        matches!(*self.inner.state.borrow(), State::Cancelled)
+    pub(crate) fn weak_loop(&self) -> &WeakLoop {
+        &self.event_loop
     }
 
-    /// Cancels the future if it is pending: its done callbacks are scheduled
-    /// and awaiters get [`Error::Cancelled`]. Returns false if it was
-    /// already done.
-    pub fn cancel(&self) -> bool {
-        self.complete(State::Cancelled).is_ok()
+    pub(crate) fn done(&self) -> bool {
+        !matches!(*self.state.borrow(), State::Pending)
     }
 
-    /// Sets the result and schedules the done callbacks.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidState`] if the future is already done; the value is
-    /// dropped.
-    pub fn set_result(&self, value: T) -> Result<()> {
-        self.complete(State::Done(Ok(value)))
+    pub(crate) fn cancelled(&self) -> bool {
+        matches!(*self.state.borrow(), State::Cancelled)
     }
 
-    /// Completes the future with an error (asyncio's `set_exception`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidState`] if the future is already done.
-    pub fn set_exception(&self, error: impl Into<Error>) -> Result<()> {
-        self.complete(State::Done(Err(error.into())))
+    /// Completes the state with a task's outcome ([`Error::Cancelled`]
+    /// means cancelled); `handle` is what done callbacks receive.
+    pub(crate) fn finish(&self, outcome: Result<T>, handle: &Future<T>) -> Result<()> {
+        let state = match outcome {
+            Err(Error::Cancelled) => State::Cancelled,
+            outcome => State::done(outcome),
+        };
+        self.complete(state, handle)
     }
 
-    fn complete(&self, outcome: State<T>) -> Result<()> {
+    /// [`finish`](Self::finish) when the loop is gone: the outcome is
+    /// recorded, waiters are dropped (nothing could run them).
+    pub(crate) fn finish_unscheduled(&self, outcome: Result<T>) {
+        let state = match outcome {
+            Err(Error::Cancelled) => State::Cancelled,
+            outcome => State::done(outcome),
+        };
         {
-            let mut state = self.inner.state.borrow_mut();
+            let mut current = self.state.borrow_mut();
+            if !matches!(*current, State::Pending) {
+                return;
+            }
+            *current = state;
+        }
+        let _ = crate::runtime::guard::drop_user(self.waiters.take());
+    }
+
+    fn complete(&self, outcome: State<T>, handle: &Future<T>) -> Result<()> {
+        {
+            let mut state = self.state.borrow_mut();
             if !matches!(*state, State::Pending) {
                 return Err(Error::InvalidState("the future is already done"));
             }
             *state = outcome;
         }
-        self.schedule_callbacks();
+        self.schedule_callbacks(handle);
         Ok(())
     }
 
     /// Schedules every done callback with `call_soon` and wakes every
     /// awaiter, in the order they were added; no borrow is held while either
     /// runs user code.
-    fn schedule_callbacks(&self) {
-        let waiters = std::mem::take(&mut *self.inner.waiters.borrow_mut());
+    fn schedule_callbacks(&self, handle: &Future<T>) {
+        let waiters = self.waiters.take();
         if waiters.is_empty() {
             return;
         }
-        let lp = &self.inner.event_loop;
-        let open = !lp.is_closed();
+        // A closed or dropped loop cannot run callbacks: they are dropped
+        // unrun, like the rest of the loop's pending work. Wakers need no
+        // loop handle: look it up only for the first callback.
+        let mut lp: Option<Option<EventLoop>> = None;
         for waiter in waiters {
             match waiter {
-                // On a closed loop the callbacks cannot be scheduled; they
-                // are dropped unrun, like the rest of the loop's pending work.
                 Waiter::Callback(_, callback) => {
-                    if open {
-                        let fut = self.clone();
+                    let lp = lp.get_or_insert_with(|| self.event_loop.upgrade().filter(|lp| !lp.is_closed()));
+                    if let Some(lp) = lp {
+                        let fut = handle.clone();
                         lp.call_soon(move || callback(&fut));
+                    } else {
+                        let _ = crate::runtime::guard::drop_user(callback);
                     }
                 }
                 Waiter::Wake(waker) => waker.wake(),
             }
         }
+    }
+
+    /// Moves the outcome out (for by-value awaiters); `None` while pending.
+    pub(crate) fn take_outcome(&self) -> Option<Result<T>> {
+        self.set_flag(RETRIEVED, true);
+        let mut state = self.state.borrow_mut();
+        match &*state {
+            State::Pending => None,
+            State::Cancelled => Some(Err(Error::Cancelled)),
+            State::Taken => Some(Err(Error::InvalidState("the result was taken by another awaiter"))),
+            State::Value(_) | State::Failed(_) => match std::mem::replace(&mut *state, State::Taken) {
+                State::Value(v) => Some(Ok(v)),
+                State::Failed(e) => Some(Err(*e)),
+                _ => unreachable!("matched Value or Failed above"),
+            },
+        }
+    }
+
+    /// Registers `waker` to be woken on completion (once per task).
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut waiters = self.waiters.take();
+        if !waiters.iter().any(|w| matches!(w, Waiter::Wake(w) if w.will_wake(waker))) {
+            waiters.push(Waiter::Wake(waker.clone()));
+        }
+        self.waiters.set(waiters);
+    }
+
+    /// Takes callbacks and wakers out without running them (loop close or
+    /// drop); the caller drops them outside its borrows.
+    pub(crate) fn abandon(&self) -> Vec<Waiter<T>> {
+        self.waiters.take()
+    }
+
+    /// The error nobody retrieved, if the future failed and nobody looked;
+    /// marks it retrieved so it is reported once.
+    pub(crate) fn unretrieved_error(&mut self) -> Option<Error> {
+        if self.set_flag(RETRIEVED, true) {
+            return None;
+        }
+        match self.state.get_mut() {
+            State::Failed(error) => Some((**error).clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Reports an exception nobody retrieved: from the loop (through its
+/// handler, in a later callback) if it can, else with the default handler.
+pub(crate) fn report_unretrieved(event_loop: &WeakLoop, ctx: ExceptionContext) {
+    match event_loop.upgrade() {
+        // Report from the loop, not from inside whatever is dropping us.
+        Some(lp) if !lp.is_closed() && lp.inner.ready.try_borrow_mut().is_ok() => {
+            let reporter = lp.clone();
+            lp.call_soon(move || reporter.call_exception_handler(&ctx));
+        }
+        Some(lp) => lp.default_exception_handler(&ctx),
+        None => crate::exception::report(log::Level::Error, format_args!("{ctx}")),
+    }
+}
+
+impl<T: 'static, X: ?Sized + TaskPart<T>> Drop for Shared<T, X> {
+    fn drop(&mut self) {
+        // The common case first: nothing failed.
+        if !matches!(self.state.state.get_mut(), State::Failed(_)) {
+            return;
+        }
+        let Some(error) = self.state.unretrieved_error() else { return };
+        // asyncio's wording for each, a task named with where it was made.
+        let ctx = match self.rest.as_task() {
+            Some(task) => ExceptionContext::new("Task exception was never retrieved")
+                .with_task(task.name())
+                .with_location(task.location()),
+            None => ExceptionContext::new("Future exception was never retrieved"),
+        };
+        report_unretrieved(&self.state.event_loop, ctx.with_error(error));
+    }
+}
+
+impl<T: 'static> Future<T> {
+    #[inline]
+    fn state(&self) -> &FutureState<T> {
+        &self.inner.state
+    }
+
+    /// The loop this future belongs to.
+    ///
+    /// # Panics
+    ///
+    /// If every handle to the loop was dropped ("the event loop was
+    /// dropped"): a future does not keep its loop alive.
+    #[track_caller]
+    pub fn get_loop(&self) -> EventLoop {
+        self.state().event_loop.get()
+    }
+
+    /// Whether the future has a result, an exception, or was cancelled.
+    pub fn done(&self) -> bool {
+        self.state().done()
+    }
+
+    /// Whether the future was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.state().cancelled()
+    }
+
+    /// Cancels the future if it is pending: its done callbacks are scheduled
+    /// and awaiters get [`Error::Cancelled`]. Returns false if it was
+    /// already done. On a task's future ([`Task::as_future`](crate::Task::as_future))
+    /// this is [`Task::cancel`](crate::Task::cancel): the task is asked to
+    /// stop and is done once it has.
+    pub fn cancel(&self) -> bool {
+        if self.state().flag(IS_TASK)
+            && let Some(task) = self.inner.rest.as_task()
+        {
+            return task.cancel(&self.inner.state);
+        }
+        self.state().complete(State::Cancelled, self).is_ok()
+    }
+
+    /// Sets the result and schedules the done callbacks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] if the future is already done, or if it is a
+    /// task's future (only the task sets its result, as asyncio's
+    /// `Task.set_result` raises); the value is dropped.
+    pub fn set_result(&self, value: T) -> Result<()> {
+        self.set_outcome(Ok(value))
+    }
+
+    /// Completes the future with an error (asyncio's `set_exception`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] if the future is already done or is a task's
+    /// future.
+    pub fn set_exception(&self, error: impl Into<Error>) -> Result<()> {
+        self.set_outcome(Err(error.into()))
+    }
+
+    fn set_outcome(&self, outcome: Result<T>) -> Result<()> {
+        if self.state().flag(IS_TASK) {
+            return Err(Error::InvalidState(
+                "a task's result is set by the task; use Task::cancel to end it",
+            ));
+        }
+        self.state().complete(State::done(outcome), self)
     }
 
     /// The result: a clone of it, the exception, [`Error::Cancelled`], or
@@ -202,10 +420,12 @@ impl<T: 'static> Future<T> {
     where
         T: Clone,
     {
-        self.inner.retrieved.set(true);
-        match &*self.inner.state.borrow() {
+        let st = self.state();
+        st.set_flag(RETRIEVED, true);
+        match &*st.state.borrow() {
             State::Pending => Err(Error::InvalidState("the result is not set yet")),
-            State::Done(outcome) => outcome.clone(),
+            State::Value(v) => Ok(v.clone()),
+            State::Failed(e) => Err((**e).clone()),
             State::Cancelled => Err(Error::Cancelled),
             State::Taken => Err(Error::InvalidState("the result was taken by an awaiter")),
         }
@@ -218,29 +438,19 @@ impl<T: 'static> Future<T> {
     ///
     /// [`Error::Cancelled`] if cancelled, [`Error::InvalidState`] if pending.
     pub fn exception(&self) -> Result<Option<Error>> {
-        self.inner.retrieved.set(true);
-        match &*self.inner.state.borrow() {
+        let st = self.state();
+        st.set_flag(RETRIEVED, true);
+        match &*st.state.borrow() {
             State::Pending => Err(Error::InvalidState("the result is not set yet")),
-            State::Done(Err(e)) => Ok(Some(e.clone())),
-            State::Done(Ok(_)) | State::Taken => Ok(None),
+            State::Failed(e) => Ok(Some((**e).clone())),
+            State::Value(_) | State::Taken => Ok(None),
             State::Cancelled => Err(Error::Cancelled),
         }
     }
 
-    /// Moves the outcome out (for by-value awaiters and
-    /// `run_until_complete`); `None` while pending.
+    /// Moves the outcome out (for by-value awaiters); `None` while pending.
     pub(crate) fn take_outcome(&self) -> Option<Result<T>> {
-        self.inner.retrieved.set(true);
-        let mut state = self.inner.state.borrow_mut();
-        match &*state {
-            State::Pending => None,
-            State::Cancelled => Some(Err(Error::Cancelled)),
-            State::Taken => Some(Err(Error::InvalidState("the result was taken by another awaiter"))),
-            State::Done(_) => match std::mem::replace(&mut *state, State::Taken) {
-                State::Done(outcome) => Some(outcome),
-                _ => unreachable!("matched Done above"),
-            },
-        }
+        self.state().take_outcome()
     }
 
     /// Adds `f` to be called (through `call_soon`) with this future once it
@@ -248,15 +458,20 @@ impl<T: 'static> Future<T> {
     ///
     /// # Panics
     ///
-    /// If the future is done and its loop is closed ("event loop is closed").
+    /// If the future is done and its loop is closed ("event loop is closed")
+    /// or dropped.
     pub fn add_done_callback(&self, f: impl FnOnce(&Future<T>) + 'static) -> CallbackId {
-        let id = CallbackId(self.inner.next_callback.get());
-        self.inner.next_callback.set(id.0 + 1);
+        let st = self.state();
+        let next = st.next_callback.get();
+        st.next_callback.set(next.wrapping_add(1));
+        let id = CallbackId(u64::from(next));
         if self.done() {
             let fut = self.clone();
-            self.inner.event_loop.call_soon(move || f(&fut));
+            self.get_loop().call_soon(move || f(&fut));
         } else {
-            self.inner.waiters.borrow_mut().push(Waiter::Callback(id, Box::new(f)));
+            let mut waiters = st.waiters.take();
+            waiters.push(Waiter::Callback(id, Box::new(f)));
+            st.waiters.set(waiters);
         }
         id
     }
@@ -264,53 +479,45 @@ impl<T: 'static> Future<T> {
     /// Removes a done callback that has not been scheduled yet; returns
     /// whether it was found.
     pub fn remove_done_callback(&self, id: CallbackId) -> bool {
-        let removed = {
-            let mut waiters = self.inner.waiters.borrow_mut();
-            let pos = waiters.iter().position(|w| matches!(w, Waiter::Callback(cid, _) if *cid == id));
-            pos.map(|i| waiters.remove(i))
-        };
+        let st = self.state();
+        let mut waiters = st.waiters.take();
+        let pos = waiters.iter().position(|w| matches!(w, Waiter::Callback(cid, _) if *cid == id));
+        let removed = pos.map(|i| waiters.remove(i));
+        st.waiters.set(waiters);
+        // Dropped with the list back in place: its destructor is user code.
         removed.is_some()
     }
 
     /// Registers `waker` to be woken on completion (once per task).
     pub(crate) fn register(&self, waker: &Waker) {
-        let mut waiters = self.inner.waiters.borrow_mut();
-        if !waiters.iter().any(|w| matches!(w, Waiter::Wake(w) if w.will_wake(waker))) {
-            waiters.push(Waiter::Wake(waker.clone()));
+        self.state().register(waker);
+    }
+
+    /// Calls `f` with the outcome without taking it (`None` while pending
+    /// or after a by-value awaiter took it); marks it retrieved.
+    pub(crate) fn with_outcome<R>(&self, f: impl FnOnce(Option<std::result::Result<&T, &Error>>) -> R) -> R {
+        let st = self.state();
+        st.set_flag(RETRIEVED, true);
+        match &*st.state.borrow() {
+            State::Pending | State::Taken => f(None),
+            State::Value(v) => f(Some(Ok(v))),
+            State::Failed(e) => f(Some(Err(&**e))),
+            State::Cancelled => f(Some(Err(&Error::Cancelled))),
         }
     }
 
-    /// Takes callbacks and wakers out without running them (loop close);
-    /// the caller drops them outside its borrows.
-    pub(crate) fn abandon(&self) -> Vec<Waiter<T>> {
-        std::mem::take(&mut *self.inner.waiters.borrow_mut())
-    }
-}
-
-impl<T> Drop for FutureInner<T> {
-    fn drop(&mut self) {
-        if self.retrieved.get() {
-            return;
-        }
-        let State::Done(Err(error)) = self.state.get_mut() else { return };
-        let ctx = ExceptionContext::new("future exception was never retrieved").with_error(error.clone());
-        // Report from the loop, not from inside whatever is dropping us.
-        let lp = &self.event_loop;
-        if lp.is_closed() || lp.inner.ready.try_borrow_mut().is_err() {
-            lp.default_exception_handler(&ctx);
-        } else {
-            let reporter = lp.clone();
-            lp.call_soon(move || reporter.call_exception_handler(&ctx));
-        }
+    /// Whether this future belongs to `lp`.
+    pub(crate) fn state_loop_is(&self, lp: &EventLoop) -> bool {
+        self.state().event_loop.ptr_eq(lp)
     }
 }
 
-impl<T> fmt::Debug for Future<T> {
+impl<T: 'static> fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &*self.inner.state.borrow() {
+        let state = match &*self.inner.state.state.borrow() {
             State::Pending => "pending",
-            State::Done(Ok(_)) | State::Taken => "finished",
-            State::Done(Err(_)) => "failed",
+            State::Value(_) | State::Taken => "finished",
+            State::Failed(_) => "failed",
             State::Cancelled => "cancelled",
         };
         f.debug_struct("Future").field("state", &state).finish()
@@ -338,13 +545,6 @@ impl<T: 'static> std::future::Future for FutureOwned<T> {
                 Poll::Pending
             }
         }
-    }
-}
-
-impl<T: 'static> FutureOwned<T> {
-    /// Makes dropping this awaiter leave the future alone.
-    pub(crate) fn disarm(&mut self) {
-        self.fut = None;
     }
 }
 

@@ -10,17 +10,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::runtime::event_loop::{EventLoop, get_running_loop};
+use crate::runtime::event_loop::running_loop;
 use crate::runtime::handle::TimerHandle;
 use crate::task::task::{Task, TaskSlot};
-
-#[track_caller]
-fn running_loop(what: &str) -> EventLoop {
-    match get_running_loop() {
-        Ok(lp) => lp,
-        Err(_) => panic!("{what} must be awaited inside a task on a running evloop loop"),
-    }
-}
 
 /// Stores `waker` in `slot` unless it would wake the same task already.
 fn remember(slot: &RefCell<Option<Waker>>, waker: &Waker) {
@@ -53,15 +45,17 @@ enum Deadline {
 pub struct Sleep {
     deadline: Deadline,
     timer: Option<(TimerHandle, Rc<SleepShared>)>,
+    /// A deadline already reached at the first poll: one turn, no timer.
+    yielded: bool,
 }
 
 /// Completes after `d` of loop time (asyncio's `asyncio.sleep`). The timer is
 /// scheduled on the running loop when first polled, and cancelled if the
-/// `Sleep` is dropped. `sleep(Duration::ZERO)` is [`yield_now`]'s cheaper
-/// cousin: it completes on the loop's next pass.
+/// `Sleep` is dropped. `sleep(Duration::ZERO)` is [`yield_now`], as
+/// `asyncio.sleep(0)`: no timer, the task resumes on the loop's next pass.
 ///
 /// With the manual clock, it completes once
-/// [`advance_time`](EventLoop::advance_time) has moved past its deadline.
+/// [`advance_time`](crate::EventLoop::advance_time) has moved past its deadline.
 ///
 /// # Panics
 ///
@@ -79,32 +73,45 @@ pub struct Sleep {
 /// # Ok::<(), evloop::Error>(())
 /// ```
 pub fn sleep(d: Duration) -> Sleep {
-    Sleep { deadline: Deadline::After(d), timer: None }
+    Sleep { deadline: Deadline::After(d), timer: None, yielded: false }
 }
 
-/// Completes when the loop's clock reaches `when`.
+/// Completes when the loop's clock reaches `when`; a `when` already
+/// reached at the first poll resumes on the next pass, as `sleep(ZERO)`.
 ///
 /// # Panics
 ///
 /// When polled outside a running loop.
 pub fn sleep_until(when: Instant) -> Sleep {
-    Sleep { deadline: Deadline::At(when), timer: None }
+    Sleep { deadline: Deadline::At(when), timer: None, yielded: false }
 }
 
 impl std::future::Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
         if self.timer.is_none() {
             let lp = running_loop("sleep");
-            let shared = Rc::new(SleepShared::default());
-            let fire = shared.clone();
+            let now = lp.time();
             let when = match self.deadline {
                 Deadline::After(d) => {
-                    lp.time().checked_add(d).unwrap_or_else(|| lp.time() + Duration::from_secs(1 << 40))
+                    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(1 << 40))
                 }
                 Deadline::At(when) => when,
             };
+            if when <= now {
+                // asyncio's `sleep(0)`: a bare yield. A timer would be moved
+                // to the ready queue on the next pass and resume the task
+                // one pass later still.
+                self.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let shared = Rc::new(SleepShared::default());
+            let fire = shared.clone();
             let timer = lp.call_at(when, move || {
                 fire.fired.set(true);
                 wake(&fire.waker);
@@ -164,36 +171,47 @@ impl std::future::Future for YieldNow {
     }
 }
 
-/// The future of [`gather`].
-pub struct Gather<F: std::future::Future + 'static> {
-    unstarted: Vec<F>,
-    tasks: Vec<Task<F::Output>>,
-    results: Vec<F::Output>,
-    failure: Rc<GatherFailure>,
-}
-
-/// Set by the tasks' done callbacks: a failure of any task, not only of
-/// the one `poll_next` waits on, must reach the `Gather` at once.
+/// What the children's done callbacks tell the [`Gather`].
 #[derive(Default)]
-struct GatherFailure {
-    /// The index of the first task that failed or was cancelled.
-    first: Cell<Option<usize>>,
+struct GatherShared {
+    /// The index of the first child that failed, was cancelled or panicked.
+    first_failure: Cell<Option<usize>>,
+    finished: Cell<usize>,
     waker: RefCell<Option<Waker>>,
 }
 
-/// Runs every future of `futures` concurrently, each as its own task, and
-/// completes with their outputs in input order (asyncio's `gather`). The
-/// tasks are started on the running loop when the `Gather` is first polled.
+/// The future of [`gather`] (and, inside [`GatherResults`], of
+/// [`gather_results`]).
+pub struct Gather<F: std::future::Future + 'static> {
+    unstarted: Vec<F>,
+    tasks: Vec<Task<F::Output>>,
+    shared: Rc<GatherShared>,
+    /// Completed: dropping it no longer cancels the children.
+    done: bool,
+}
+
+/// Runs every awaitable of `futures` concurrently, each as its own task,
+/// and completes with their results in input order (asyncio's `gather`).
+/// The tasks are started on the running loop when the `Gather` is first
+/// polled.
 ///
-/// If a task fails (panics, or is cancelled by someone else), the others are
-/// cancelled and the `Gather` panics with the same message, so the task
-/// awaiting it fails with [`Error::Panicked`] — asyncio's "the first
-/// exception propagates". Use [`gather_results`] to get every outcome
-/// instead. Dropping a pending `Gather` cancels its tasks.
+/// Each child gives a `Result<T>` (a [`Task`] or [`Future`](crate::Future)
+/// awaited by value does; an `async` block returns one), and `gather` gives
+/// `Result<Vec<T>>`:
+/// - `Ok` with every value, in input order, once all children succeeded;
+/// - the first failure as soon as it happens: a child's `Err`, a panic
+///   ([`Error::Panicked`]), or a child cancelled by someone else
+///   ([`Error::Cancelled`]). As in asyncio, the other children are *not*
+///   cancelled: they run on, and their outcomes are dropped.
+///
+/// Dropping a pending `Gather` (cancelling the task that awaits it, a
+/// timeout) cancels the children, as cancelling asyncio's gather does. Use
+/// [`gather_results`] for every outcome (asyncio's
+/// `return_exceptions=True`).
 ///
 /// # Panics
 ///
-/// When polled outside a running loop, and as described above.
+/// When polled outside a running loop (with at least one child).
 ///
 /// # Examples
 ///
@@ -201,23 +219,29 @@ struct GatherFailure {
 /// use std::time::Duration;
 /// let out = evloop::run(evloop::gather((1..=3).map(|i| async move {
 ///     evloop::sleep(Duration::from_millis(10 * (4 - i))).await;
-///     i * 10
+///     Ok(i * 10)
 /// })))?;
-/// assert_eq!(out, [10, 20, 30]);
+/// assert_eq!(out?, [10, 20, 30]);
+///
+/// let failed = evloop::run(evloop::gather([
+///     Box::pin(async { Ok(1) }) as std::pin::Pin<Box<dyn std::future::Future<Output = evloop::Result<i32>>>>,
+///     Box::pin(async { Err(evloop::Error::Timeout) }),
+/// ]))?;
+/// assert!(matches!(failed, Err(evloop::Error::Timeout)));
 /// # Ok::<(), evloop::Error>(())
 /// ```
-pub fn gather<I>(futures: I) -> Gather<<I::Item as IntoFuture>::IntoFuture>
+pub fn gather<I, T>(futures: I) -> Gather<<I::Item as IntoFuture>::IntoFuture>
 where
     I: IntoIterator,
-    I::Item: IntoFuture,
+    I::Item: IntoFuture<Output = Result<T>>,
     <I::Item as IntoFuture>::IntoFuture: 'static,
-    <I::Item as IntoFuture>::Output: 'static,
+    T: 'static,
 {
     Gather {
         unstarted: futures.into_iter().map(IntoFuture::into_future).collect(),
         tasks: Vec::new(),
-        results: Vec::new(),
-        failure: Rc::default(),
+        shared: Rc::default(),
+        done: false,
     }
 }
 
@@ -225,122 +249,145 @@ where
 // place, so `Gather` needs no pinning of its own.
 impl<F: std::future::Future + 'static> Unpin for Gather<F> {}
 
-impl<F: std::future::Future + 'static> Gather<F> {
+/// A child's outcome with the task's own failure (panic, cancellation)
+/// and the child's `Err` folded into one `Result`.
+fn flatten<T>(outcome: Result<Result<T>>) -> Result<T> {
+    outcome.and_then(|inner| inner)
+}
+
+impl<T: 'static, F: std::future::Future<Output = Result<T>> + 'static> Gather<F> {
+    #[track_caller]
     fn start(&mut self) {
-        if !self.unstarted.is_empty() {
-            let lp = running_loop("gather");
-            self.tasks = self.unstarted.drain(..).map(|f| lp.create_task(f)).collect();
-            self.results.reserve(self.tasks.len());
-            for (i, task) in self.tasks.iter().enumerate() {
-                let failure = self.failure.clone();
-                task.as_future().add_done_callback(move |f| {
-                    if (f.cancelled() || matches!(f.exception(), Ok(Some(_))))
-                        && failure.first.get().is_none()
-                    {
-                        failure.first.set(Some(i));
-                        wake(&failure.waker);
-                    }
-                });
-            }
+        if self.unstarted.is_empty() {
+            return;
+        }
+        let lp = running_loop("gather");
+        self.tasks = self.unstarted.drain(..).map(|f| lp.create_task(f)).collect();
+        for (i, task) in self.tasks.iter().enumerate() {
+            let shared = self.shared.clone();
+            task.as_future().add_done_callback(move |f| {
+                // Looking marks the outcome retrieved: a child failing after
+                // the gather returned is not "never retrieved" (asyncio).
+                let failed = f.with_outcome(|o| matches!(o, Some(Err(_) | Ok(Err(_)))));
+                if failed && shared.first_failure.get().is_none() {
+                    shared.first_failure.set(Some(i));
+                }
+                shared.finished.set(shared.finished.get() + 1);
+                wake(&shared.waker);
+            });
         }
     }
 
-    /// Polls tasks in order from the first unfinished one; returns the
-    /// outcome of the next task if it is done.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<F::Output>>> {
-        let Some(task) = self.tasks.get(self.results.len()) else { return Poll::Ready(None) };
-        match task.as_future().take_outcome() {
-            Some(outcome) => Poll::Ready(Some(outcome)),
-            None => {
-                task.as_future().register(cx.waker());
-                Poll::Pending
-            }
+    /// Ready once every child is done or, with `fail_fast`, one failed.
+    fn poll_children(&mut self, cx: &mut Context<'_>, fail_fast: bool) -> Poll<()> {
+        assert!(!self.done, "Gather polled after completion");
+        self.start();
+        let all_done = self.shared.finished.get() == self.tasks.len();
+        if all_done || (fail_fast && self.shared.first_failure.get().is_some()) {
+            self.done = true;
+            return Poll::Ready(());
         }
+        remember(&self.shared.waker, cx.waker());
+        Poll::Pending
+    }
+
+    fn take(&self, i: usize) -> Result<T> {
+        flatten(self.tasks[i].as_future().take_outcome().unwrap_or(Err(Error::InvalidState("unfinished"))))
     }
 }
 
-impl<F: std::future::Future + 'static> std::future::Future for Gather<F> {
-    type Output = Vec<F::Output>;
+impl<T: 'static, F: std::future::Future<Output = Result<T>> + 'static> std::future::Future for Gather<F> {
+    type Output = Result<Vec<T>>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<F::Output>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Vec<T>>> {
         let this = self.get_mut();
-        this.start();
-        remember(&this.failure.waker, cx.waker());
-        if let Some(i) = this.failure.first.get()
-            && let Some(Err(e)) = this.tasks[i].as_future().take_outcome()
-        {
-            for task in &this.tasks {
-                task.cancel();
-            }
-            panic!("gather: a task failed: {e}");
+        if this.poll_children(cx, true).is_pending() {
+            return Poll::Pending;
         }
-        loop {
-            match this.poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(std::mem::take(&mut this.results)),
-                Poll::Ready(Some(Ok(value))) => this.results.push(value),
-                Poll::Ready(Some(Err(e))) => {
-                    for task in &this.tasks {
-                        task.cancel();
-                    }
-                    panic!("gather: a task failed: {e}");
-                }
-            }
+        if let Some(i) = this.shared.first_failure.get() {
+            return Poll::Ready(Err(this.take(i).err().unwrap_or(Error::InvalidState("no failure"))));
         }
+        Poll::Ready((0..this.tasks.len()).map(|i| this.take(i)).collect())
     }
 }
 
 impl<F: std::future::Future + 'static> Drop for Gather<F> {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.cancel();
+        if !self.done {
+            for task in &self.tasks {
+                task.cancel();
+            }
         }
     }
 }
 
-/// Like [`gather`], but completes with every task's outcome, failures
-/// included (asyncio's `gather(..., return_exceptions=True)`).
+/// The future of [`gather_results`].
+pub struct GatherResults<F: std::future::Future + 'static> {
+    gather: Gather<F>,
+}
+
+/// Like [`gather`], but waits for every child and gives every outcome in
+/// input order, failures included (asyncio's
+/// `gather(..., return_exceptions=True)`): a child's `Err`, a panic as
+/// [`Error::Panicked`], a cancelled child as [`Error::Cancelled`].
+/// Dropping a pending `GatherResults` cancels the children.
 ///
 /// # Panics
 ///
-/// When polled outside a running loop.
+/// When polled outside a running loop (with at least one child).
 ///
 /// # Examples
 ///
 /// ```
 /// let out = evloop::run(evloop::gather_results([
-///     Box::pin(async { 1 }) as std::pin::Pin<Box<dyn std::future::Future<Output = i32>>>,
+///     Box::pin(async { Ok(1) }) as std::pin::Pin<Box<dyn std::future::Future<Output = evloop::Result<i32>>>>,
 ///     Box::pin(async { panic!("no") }),
+///     Box::pin(async { Err(evloop::Error::Timeout) }),
 /// ]))?;
 /// assert_eq!(out[0].as_ref().ok(), Some(&1));
 /// assert!(matches!(&out[1], Err(evloop::Error::Panicked(m)) if m == "no"));
+/// assert!(matches!(&out[2], Err(evloop::Error::Timeout)));
 /// # Ok::<(), evloop::Error>(())
 /// ```
-pub async fn gather_results<I>(futures: I) -> Vec<Result<<I::Item as IntoFuture>::Output>>
+pub fn gather_results<I, T>(futures: I) -> GatherResults<<I::Item as IntoFuture>::IntoFuture>
 where
     I: IntoIterator,
-    I::Item: IntoFuture,
+    I::Item: IntoFuture<Output = Result<T>>,
     <I::Item as IntoFuture>::IntoFuture: 'static,
-    <I::Item as IntoFuture>::Output: 'static,
+    T: 'static,
 {
-    let lp = running_loop("gather_results");
-    let tasks: Vec<_> = futures.into_iter().map(|f| lp.create_task(f.into_future())).collect();
-    let mut out = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        out.push(task.await);
+    GatherResults { gather: gather(futures) }
+}
+
+impl<T: 'static, F: std::future::Future<Output = Result<T>> + 'static> std::future::Future
+    for GatherResults<F>
+{
+    type Output = Vec<Result<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<Result<T>>> {
+        let gather = &mut self.get_mut().gather;
+        if gather.poll_children(cx, false).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready((0..gather.tasks.len()).map(|i| gather.take(i)).collect())
     }
-    out
 }
 
 /// The future of [`wait_for`].
 pub struct WaitFor<F> {
     fut: Option<Pin<Box<F>>>,
+    timeout: Duration,
     sleep: Sleep,
 }
 
 /// Awaits `fut` for at most `timeout` (asyncio's `wait_for`). On timeout the
 /// inner future is dropped — which cancels it, and a [`Task`] awaited by
 /// value is cancelled too — and the result is [`Error::Timeout`].
+///
+/// A zero `timeout` polls `fut` once: its output if it is ready at once,
+/// else [`Error::Timeout`] right away, as asyncio 3.12 does for
+/// `wait_for(aw, 0)` (the awaitable runs to its first suspension; a task
+/// that has not finished yet times out).
 ///
 /// # Errors
 ///
@@ -359,10 +406,12 @@ pub struct WaitFor<F> {
 ///     Duration::from_millis(10),
 /// ))?;
 /// assert!(matches!(out, Err(evloop::Error::Timeout)));
+/// let ready = evloop::run(evloop::wait_for(async { 7 }, Duration::ZERO))?;
+/// assert_eq!(ready?, 7);
 /// # Ok::<(), evloop::Error>(())
 /// ```
 pub fn wait_for<F: IntoFuture>(fut: F, timeout: Duration) -> WaitFor<F::IntoFuture> {
-    WaitFor { fut: Some(Box::pin(fut.into_future())), sleep: sleep(timeout) }
+    WaitFor { fut: Some(Box::pin(fut.into_future())), timeout, sleep: sleep(timeout) }
 }
 
 impl<F: std::future::Future> std::future::Future for WaitFor<F> {
@@ -375,7 +424,7 @@ impl<F: std::future::Future> std::future::Future for WaitFor<F> {
             this.fut = None;
             return Poll::Ready(Ok(v));
         }
-        if Pin::new(&mut this.sleep).poll(cx).is_ready() {
+        if this.timeout.is_zero() || Pin::new(&mut this.sleep).poll(cx).is_ready() {
             this.fut = None;
             return Poll::Ready(Err(Error::Timeout));
         }
@@ -474,7 +523,9 @@ impl TaskGroup {
             out
         });
         self.state.running.set(self.state.running.get() + 1);
-        self.state.children.borrow_mut().push(task.slot());
+        if let Some(slot) = task.slot() {
+            self.state.children.borrow_mut().push(slot);
+        }
         let state = self.state.clone();
         task.add_done_callback(move |t| {
             let returned = error.borrow_mut().take();
@@ -549,8 +600,14 @@ impl<F: std::future::Future + 'static> fmt::Debug for Gather<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gather")
             .field("tasks", &(self.unstarted.len() + self.tasks.len()))
-            .field("finished", &self.results.len())
+            .field("finished", &self.shared.finished.get())
             .finish()
+    }
+}
+
+impl<F: std::future::Future + 'static> fmt::Debug for GatherResults<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatherResults").field("gather", &self.gather).finish()
     }
 }
 

@@ -14,8 +14,8 @@ pub(crate) mod task;
 
 pub use future::{CallbackId, Future, FutureOwned, FutureRef};
 pub use helpers::{
-    Gather, Sleep, TaskGroup, TaskGroupWait, WaitFor, YieldNow, gather, gather_results, sleep, sleep_until,
-    wait_for, yield_now,
+    Gather, GatherResults, Sleep, TaskGroup, TaskGroupWait, WaitFor, YieldNow, gather, gather_results, sleep,
+    sleep_until, wait_for, yield_now,
 };
-pub use run::run;
+pub use run::{Awaitable, run};
 pub use task::{Task, TaskJoin, spawn};

@@ -1,12 +1,15 @@
 //! [`Task`]: drives a `std::future::Future` on the loop, one step per
 //! wake-up (asyncio's `Task`).
 //!
-//! The loop owns every unfinished task in a slotmap. A task's waker holds
-//! only the task's key and the loop's cross-thread queue, so it is
-//! `Send + Sync`: woken on the loop thread while the loop runs, it pushes the
-//! task onto the ready queue directly (FIFO with callbacks); woken from
-//! anywhere else, it goes through the remote queue and `Poller::notify()`.
-//! A stale key (finished task, closed loop) makes a wake a no-op.
+//! The loop owns every unfinished task in a slotmap. A task's waker is
+//! plain bits — the loop's slot in a process-wide wake table and the task's
+//! key — so it allocates nothing, holds nothing and is `Send + Sync`: woken
+//! on the loop thread while the loop runs, it pushes the task onto the ready
+//! queue directly (FIFO with callbacks); woken from anywhere else, it finds
+//! the loop's cross-thread queue in the table and goes through it and
+//! `Poller::notify()`. A stale key (finished task, closed or dropped loop)
+//! makes a wake a no-op, or at worst a spurious wake-up of another task,
+//! which the `Future` contract allows.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -15,17 +18,20 @@ use std::future::IntoFuture;
 use std::panic::{AssertUnwindSafe, Location};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use slotmap::{Key, KeyData};
 
 use crate::error::{Error, Result, panic_message};
-use crate::runtime::event_loop::{EventLoop, LoopInner, get_running_loop};
+use crate::runtime::event_loop::{EventLoop, LoopInner, running_loop};
 use crate::runtime::handle::Runnable;
 use crate::runtime::remote::{RemoteItem, RemoteShared};
-use crate::task::future::{CallbackId, Future, FutureOwned};
+use crate::sys::waker::{BitsWaker, bits_waker};
+use crate::task::future::{
+    CANCEL_REQUESTED, CallbackId, Future, FutureOwned, FutureState, IS_TASK, SCHEDULED, Shared, TaskPart,
+};
 
 slotmap::new_key_type! {
     /// A task's place in its loop.
@@ -43,33 +49,110 @@ pub(crate) trait TaskStep: Runnable {
     /// `close`. Returns what must be dropped outside any borrow.
     fn abandon(&self) -> Box<dyn Any>;
     /// `Task::cancel` without knowing `T`.
-    fn request_cancel(self: Rc<Self>);
+    fn request_cancel(&self);
+    /// For `finish`, to get its typed handle back from the loop's slot.
+    fn into_any(self: Rc<Self>) -> Rc<dyn Any>;
 }
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Wakers kept for reuse per loop: a spawn then costs one allocation less.
-/// Sized for bursts of a few thousand tasks (about 400 KiB at most).
-const WAKER_POOL_MAX: usize = 8192;
+/// Live loops whose task wakers are bits: a waker's top 8 bits index this
+/// table. A loop claims a slot for its first task and frees it when dropped.
+static WAKE_TABLE: Mutex<Vec<Option<std::sync::Weak<RemoteShared>>>> = Mutex::new(Vec::new());
 
-/// The waker of one task. Recycled through the loop's pool when the task
-/// finishes and nobody else holds a clone (no stale wake can reach the next
-/// task that gets it).
-pub(crate) struct TaskWaker {
-    loop_id: u64,
-    /// The task's key. Only written while the task core holds the only
-    /// handles to this waker (see [`PooledWaker`]), so no wake can race it.
-    key: AtomicU64,
-    remote: Arc<RemoteShared>,
+/// Loops that can have bits wakers at once; later ones fall back to
+/// allocated wakers.
+const WAKE_SLOTS: usize = 256;
+/// `LoopInner::waker_slot` before the first task: no slot claimed yet.
+pub(crate) const SLOT_UNCLAIMED: u16 = u16::MAX;
+/// `LoopInner::waker_slot` when the table was full.
+const SLOT_NONE: u16 = u16::MAX - 1;
+/// Task indexes that fit next to the loop slot and the key's version.
+const MAX_BITS_INDEX: u64 = 1 << 24;
+
+fn wake_table() -> std::sync::MutexGuard<'static, Vec<Option<std::sync::Weak<RemoteShared>>>> {
+    WAKE_TABLE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A task's waker together with its allocation: the `Arc` shows whether
-/// anyone else kept a clone (`strong_count` is 2 when the pair is all there
-/// is), without the atomic read-modify-writes of rebuilding the `Waker`
-/// for every task.
-pub(crate) struct PooledWaker {
-    arc: Arc<TaskWaker>,
-    waker: Waker,
+/// The loop's slot in the wake table, claiming one on first use.
+fn waker_slot(inner: &LoopInner) -> Option<u16> {
+    let mut slot = inner.waker_slot.get();
+    if slot == SLOT_UNCLAIMED {
+        let mut table = wake_table();
+        let free = table.iter().position(Option::is_none);
+        slot = match free {
+            Some(i) => i as u16,
+            None if table.len() < WAKE_SLOTS => {
+                table.push(None);
+                (table.len() - 1) as u16
+            }
+            None => SLOT_NONE,
+        };
+        if let Some(entry) = table.get_mut(slot as usize) {
+            *entry = Some(Arc::downgrade(&inner.remote));
+        }
+        inner.waker_slot.set(slot);
+    }
+    (slot != SLOT_NONE).then_some(slot)
+}
+
+/// Frees the loop's wake-table slot (the loop is being dropped). Wakers
+/// still naming it become no-ops, or spurious wakes of a later loop's task.
+pub(crate) fn release_waker_slot(inner: &LoopInner) {
+    let slot = inner.waker_slot.replace(SLOT_UNCLAIMED);
+    if (slot as usize) < WAKE_SLOTS
+        && let Some(entry) = wake_table().get_mut(slot as usize)
+    {
+        *entry = None;
+    }
+}
+
+/// The bits of a task waker: slot (8) | key index (24) | key version (32);
+/// `None` for a loop without a slot or a key that does not fit.
+#[inline]
+fn encode(slot: u16, key: TaskKey) -> Option<usize> {
+    let ffi = key.data().as_ffi();
+    let (index, version) = (ffi & 0xffff_ffff, ffi >> 32);
+    (index < MAX_BITS_INDEX && (slot as usize) < WAKE_SLOTS)
+        .then_some((((slot as u64) << 56) | (index << 32) | version) as usize)
+}
+
+fn decode(bits: usize) -> (u16, u64) {
+    let bits = bits as u64;
+    let (index, version) = ((bits >> 32) & (MAX_BITS_INDEX - 1), bits & 0xffff_ffff);
+    ((bits >> 56) as u16, (version << 32) | index)
+}
+
+/// What a task's bits waker does.
+struct TaskWake;
+
+impl BitsWaker for TaskWake {
+    fn wake(bits: usize) {
+        let (slot, key) = decode(bits);
+        let woken_here = LoopInner::with_running(|running| match running {
+            Some(inner) if inner.waker_slot.get() == slot => {
+                wake_on_loop(inner, key);
+                true
+            }
+            _ => false,
+        });
+        if !woken_here {
+            // Another thread, or the loop is not running right now.
+            let remote = wake_table().get(slot as usize).and_then(|e| e.as_ref()?.upgrade());
+            if let Some(remote) = remote {
+                let _ = remote.push(RemoteItem::Wake(key));
+            }
+        }
+    }
+}
+
+/// The waker of a task whose loop has no wake-table slot (more than
+/// [`WAKE_SLOTS`] loops alive) or whose key does not fit in the bits: one
+/// allocation per poll, the slow path nobody should normally take.
+struct TaskWaker {
+    loop_id: u64,
+    key: u64,
+    remote: Arc<RemoteShared>,
 }
 
 impl Wake for TaskWaker {
@@ -80,17 +163,26 @@ impl Wake for TaskWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         let woken_here = LoopInner::with_running(|running| match running {
             Some(inner) if inner.id == self.loop_id => {
-                wake_on_loop(inner, self.key.load(Ordering::Relaxed));
+                wake_on_loop(inner, self.key);
                 true
             }
             _ => false,
         });
         if !woken_here {
-            // Another thread, or the loop is not running right now. After
-            // `close` the push fails, and a wake of a dead task is a no-op.
-            let _ = self.remote.push(RemoteItem::Wake(self.key.load(Ordering::Relaxed)));
+            // After `close` the push fails, and a wake of a dead task is a
+            // no-op.
+            let _ = self.remote.push(RemoteItem::Wake(self.key));
         }
     }
+}
+
+/// The allocated waker for the task `key` of `inner`.
+fn fallback_waker(inner: &LoopInner, key: TaskKey) -> Waker {
+    Waker::from(Arc::new(TaskWaker {
+        loop_id: inner.id,
+        key: key.data().as_ffi(),
+        remote: inner.remote.clone(),
+    }))
 }
 
 /// Schedules the task with `key` on `inner`'s ready queue, unless it has
@@ -116,97 +208,109 @@ pub(crate) fn take_all(inner: &LoopInner) -> Vec<Box<dyn Any>> {
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T>>>;
 
-/// The loop-owned half of a task.
-struct TaskCore<T: 'static> {
-    key: Cell<TaskKey>,
-    location: &'static Location<'static>,
+/// A task as its [`Future`] handles see it (through `TaskPart::as_task`):
+/// what `Task<T>`'s own methods need. `state` is the block's result state.
+pub(crate) trait TaskControl<T: 'static> {
+    /// `Task::cancel`.
+    fn cancel(&self, state: &FutureState<T>) -> bool;
+    fn id(&self) -> u64;
+    fn name(&self) -> String;
+    fn set_name(&self, name: Box<str>);
+    fn location(&self) -> &'static Location<'static>;
+    /// The loop's `Rc` of the task, while it is unfinished.
+    fn slot(&self, state: &FutureState<T>) -> Option<TaskSlot>;
+}
+
+/// A task's number and name: asked for rarely, so kept out of line and
+/// made on first use.
+struct TaskInfo {
     id: u64,
-    /// `None` until `set_name`: the default name is formatted on demand.
-    name: Cell<Option<Box<str>>>,
+    name: Option<Box<str>>,
+}
+
+/// What a task's block holds after its result state.
+struct TaskRest<T: 'static> {
+    key: TaskKey,
+    location: &'static Location<'static>,
+    info: Cell<Option<Box<TaskInfo>>>,
     coro: Cell<Option<BoxFuture<T>>>,
-    output: Future<T>,
-    /// Taken out while the future is polled (no borrow held meanwhile).
-    waker: Cell<Option<PooledWaker>>,
-    scheduled: Cell<bool>,
-    cancel_requested: Cell<bool>,
+}
+
+/// The task: result state, header and wrapped future in one `Rc` block;
+/// its `Future<T>` handles are the same block seen as `Shared<T>`.
+///
+/// Kept small on purpose (104 bytes, 120 with the `Rc` counts): that is
+/// the largest request glibc serves from its fast bins, and a task that
+/// misses them costs a few hundred instructions more in `malloc`/`free`
+/// when tasks are made in bursts. Hence the lazy [`TaskInfo`], the task
+/// flags living in the result state's flag byte, and no self handle (the
+/// loop's slot map has the `Rc` while the task is unfinished).
+type TaskCore<T> = Shared<T, TaskRest<T>>;
+
+impl<T: 'static> TaskRest<T> {
+    /// The task's `Rc` in its loop, while it is unfinished.
+    fn registered(&self, state: &FutureState<T>) -> Option<(EventLoop, TaskSlot)> {
+        let lp = state.weak_loop().upgrade()?;
+        let slot = lp.inner.tasks.borrow().get(self.key).cloned()?;
+        Some((lp, slot))
+    }
+
+    fn info<R>(&self, f: impl FnOnce(&mut TaskInfo) -> R) -> R {
+        let mut info = self.info.take().unwrap_or_else(|| {
+            Box::new(TaskInfo { id: NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed), name: None })
+        });
+        let out = f(&mut info);
+        self.info.set(Some(info));
+        out
+    }
 }
 
 impl<T: 'static> TaskCore<T> {
-    /// Removes the task from its loop: it will never step again.
-    fn unregister(&self) {
-        let removed = self.event_loop().inner.tasks.borrow_mut().remove(self.key.get());
-        drop(removed);
-    }
-
     fn finish(&self, outcome: std::result::Result<T, Error>) {
-        self.unregister();
-        let _ = match outcome {
-            Ok(v) => self.output.set_result(v),
-            Err(Error::Cancelled) => {
-                self.output.cancel();
-                Ok(())
+        // Removed from the loop: it will never step again. The removed
+        // `Rc` is the handle done callbacks get.
+        let removed =
+            self.state.weak_loop().upgrade().and_then(|lp| lp.inner.tasks.borrow_mut().remove(self.rest.key));
+        let handle = removed.and_then(|slot| slot.into_any().downcast::<TaskCore<T>>().ok());
+        match handle {
+            Some(core) => {
+                let handle = Future { inner: core as Rc<Shared<T>> };
+                let _ = self.state.finish(outcome, &handle);
             }
-            Err(e) => self.output.set_exception(e),
-        };
-    }
-
-    /// Returns the waker to the loop's pool if nobody else holds a clone
-    /// of it (a finished task's key must not reach a new task).
-    fn recycle_waker(&self, waker: Option<PooledWaker>) {
-        // The pair itself accounts for two strong counts. Nobody can clone
-        // the waker meanwhile: this task holds the only handles.
-        if let Some(waker) = waker
-            && Arc::strong_count(&waker.arc) == 2
-        {
-            let mut pool = self.event_loop().inner.waker_pool.borrow_mut();
-            if pool.len() < WAKER_POOL_MAX {
-                pool.push(waker);
-            }
+            // No loop left to run callbacks: just record the outcome.
+            None => self.state.finish_unscheduled(outcome),
         }
-    }
-
-    fn schedule(self: &Rc<Self>) {
-        if self.mark_scheduled() {
-            self.event_loop().inner.push_ready(self.clone());
-        }
-    }
-
-    /// The task's loop (its result future's: no second handle kept here,
-    /// which keeps the task small).
-    fn event_loop(&self) -> &EventLoop {
-        &self.output.inner.event_loop
     }
 }
 
 impl<T: 'static> Runnable for TaskCore<T> {
     /// One step: poll the wrapped future once.
     fn run(&self) -> bool {
-        self.scheduled.set(false);
-        let Some(mut coro) = self.coro.take() else { return false };
-        let waker = self.waker.take();
-        if self.cancel_requested.get() {
+        self.state.set_flag(SCHEDULED, false);
+        let Some(mut coro) = self.rest.coro.take() else { return false };
+        if self.state.flag(CANCEL_REQUESTED) {
             drop(coro);
             self.finish(Err(Error::Cancelled));
-            self.recycle_waker(waker);
             return true;
         }
+        let waker = match encode(self.state.waker_slot.get(), self.rest.key) {
+            Some(bits) => bits_waker::<TaskWake>(bits),
+            None => {
+                let Some(lp) = self.state.weak_loop().upgrade() else { return false };
+                fallback_waker(&lp.inner, self.rest.key)
+            }
+        };
         let polled = {
-            let waker = waker.as_ref().map_or(Waker::noop(), |w| &w.waker);
-            let mut cx = Context::from_waker(waker);
+            let mut cx = Context::from_waker(&waker);
             std::panic::catch_unwind(AssertUnwindSafe(|| coro.as_mut().poll(&mut cx)))
         };
-        if let Ok(Poll::Pending) = polled {
-            self.coro.set(Some(coro));
-            self.waker.set(waker);
-            return true;
-        }
         match polled {
-            Ok(Poll::Pending) => unreachable!("handled above"),
+            Ok(Poll::Pending) => self.rest.coro.set(Some(coro)),
             Ok(Poll::Ready(value)) => {
                 drop(coro);
                 // asyncio: a task that cancelled itself and then returned
                 // still ends cancelled.
-                if self.cancel_requested.get() {
+                if self.state.flag(CANCEL_REQUESTED) {
                     drop(value);
                     self.finish(Err(Error::Cancelled));
                 } else {
@@ -220,28 +324,75 @@ impl<T: 'static> Runnable for TaskCore<T> {
                 self.finish(Err(Error::Panicked(panic_message(&*payload))));
             }
         }
-        self.recycle_waker(waker);
         true
     }
 
     fn location(&self) -> &'static Location<'static> {
-        self.location
+        self.rest.location
     }
 }
 
 impl<T: 'static> TaskStep for TaskCore<T> {
     fn mark_scheduled(&self) -> bool {
-        !self.scheduled.replace(true)
+        !self.state.set_flag(SCHEDULED, true)
     }
 
-    fn request_cancel(self: Rc<Self>) {
-        Task { core: self }.cancel();
+    fn into_any(self: Rc<Self>) -> Rc<dyn Any> {
+        self
+    }
+
+    fn request_cancel(&self) {
+        self.rest.cancel(&self.state);
     }
 
     fn abandon(&self) -> Box<dyn Any> {
-        let coro = self.coro.take();
-        let waiting = self.output.abandon();
+        let coro = self.rest.coro.take();
+        let waiting = self.state.abandon();
         Box::new((coro, waiting))
+    }
+}
+
+impl<T: 'static> TaskPart<T> for TaskRest<T> {
+    fn as_task(&self) -> Option<&dyn TaskControl<T>> {
+        Some(self)
+    }
+}
+
+impl<T: 'static> TaskControl<T> for TaskRest<T> {
+    fn cancel(&self, state: &FutureState<T>) -> bool {
+        if state.done() {
+            return false;
+        }
+        if !state.set_flag(CANCEL_REQUESTED, true)
+            && let Some((lp, slot)) = self.registered(state)
+            && slot.mark_scheduled()
+        {
+            lp.inner.push_ready(slot);
+        }
+        true
+    }
+
+    fn id(&self) -> u64 {
+        self.info(|info| info.id)
+    }
+
+    fn name(&self) -> String {
+        self.info(|info| match &info.name {
+            Some(name) => name.to_string(),
+            None => format!("Task-{}", info.id),
+        })
+    }
+
+    fn set_name(&self, name: Box<str>) {
+        self.info(|info| info.name = Some(name));
+    }
+
+    fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+
+    fn slot(&self, state: &FutureState<T>) -> Option<TaskSlot> {
+        self.registered(state).map(|(_, slot)| slot)
     }
 }
 
@@ -253,7 +404,14 @@ impl<T: 'static> TaskStep for TaskCore<T> {
 ///
 /// A `Task<T>` has the inspection API of [`Future<T>`] and is awaited the
 /// same way: `task.await` gives `Result<T>` ([`Error::Cancelled`] if it was
-/// cancelled, [`Error::Panicked`] if it panicked).
+/// cancelled, [`Error::Panicked`] if it panicked). Only the task itself
+/// sets its result: [`Task::cancel`] is the one way to end it early.
+///
+/// A task does not keep its loop alive: dropping the last [`EventLoop`]
+/// without `close()` drops every unfinished task's future. A future that
+/// itself holds an `EventLoop` (a task that captured `lp` to call
+/// `lp.sock_recv(..)`) is such a handle, and keeps the loop alive until
+/// [`close`](EventLoop::close) drops it.
 ///
 /// # Examples
 ///
@@ -261,16 +419,17 @@ impl<T: 'static> TaskStep for TaskCore<T> {
 /// let lp = evloop::EventLoop::new()?;
 /// let task = lp.create_task(async { 6 * 7 });
 /// assert_eq!(task.name(), format!("Task-{}", task.id()));
-/// assert_eq!(lp.run_until_complete(task)??, 42);
+/// assert_eq!(lp.run_until_complete(task.clone())??, 42);
+/// assert_eq!(task.result()?, 42);
 /// # Ok::<(), evloop::Error>(())
 /// ```
 pub struct Task<T: 'static> {
-    core: Rc<TaskCore<T>>,
+    fut: Future<T>,
 }
 
 impl<T: 'static> Clone for Task<T> {
     fn clone(&self) -> Self {
-        Task { core: self.core.clone() }
+        Task { fut: self.fut.clone() }
     }
 }
 
@@ -281,54 +440,43 @@ impl EventLoop {
     /// # Panics
     ///
     /// With "event loop is closed" if the loop was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lp = evloop::EventLoop::new()?;
+    /// let task = lp.create_task(async { "hello" });
+    /// task.set_name("greeter");
+    /// assert_eq!(lp.run_until_complete(task.clone())??, "hello");
+    /// assert_eq!(task.name(), "greeter");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
     #[track_caller]
     pub fn create_task<F>(&self, fut: F) -> Task<F::Output>
     where
         F: std::future::Future + 'static,
     {
         self.check_open();
-        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         let inner = &self.inner;
         let coro: BoxFuture<F::Output> = Box::pin(fut);
         // Read the caller here: `#[track_caller]` does not reach into the
         // closure below, where `Location::caller()` would name this file.
         let location = Location::caller();
         let mut created = None;
-        let recycled = inner.waker_pool.borrow_mut().pop();
+        let weak_loop = self.downgrade();
         inner.tasks.borrow_mut().insert_with_key(|key| {
-            let key_bits = key.data().as_ffi();
-            let waker = match recycled {
-                Some(waker) => {
-                    // Only wakers nobody else held went into the pool.
-                    waker.arc.key.store(key_bits, Ordering::Relaxed);
-                    waker
-                }
-                None => {
-                    let arc = Arc::new(TaskWaker {
-                        loop_id: inner.id,
-                        key: AtomicU64::new(key_bits),
-                        remote: inner.remote.clone(),
-                    });
-                    PooledWaker { waker: Waker::from(arc.clone()), arc }
-                }
-            };
             let core = Rc::new(TaskCore {
-                key: Cell::new(key),
-                location,
-                name: Cell::new(None),
-                id,
-                coro: Cell::new(Some(coro)),
-                output: Future::new(self.clone()),
-                waker: Cell::new(Some(waker)),
-                scheduled: Cell::new(false),
-                cancel_requested: Cell::new(false),
+                state: FutureState::new(weak_loop),
+                rest: TaskRest { key, location, info: Cell::new(None), coro: Cell::new(Some(coro)) },
             });
             created = Some(core.clone());
             core
         });
         let core = created.expect("insert_with_key calls its closure");
-        core.schedule();
-        Task { core }
+        core.state.waker_slot.set(waker_slot(inner).unwrap_or(u16::MAX));
+        core.state.set_flag(SCHEDULED | IS_TASK, true);
+        self.inner.push_ready(core.clone());
+        Task { fut: Future { inner: core } }
     }
 }
 
@@ -337,7 +485,7 @@ impl EventLoop {
 ///
 /// # Panics
 ///
-/// If no loop is running on this thread ("spawn needs a running event loop").
+/// If no loop is running on this thread.
 ///
 /// # Examples
 ///
@@ -354,38 +502,39 @@ pub fn spawn<F>(fut: F) -> Task<F::Output>
 where
     F: std::future::Future + 'static,
 {
-    match get_running_loop() {
-        Ok(lp) => lp.create_task(fut),
-        Err(_) => panic!("spawn needs a running event loop; use EventLoop::create_task outside one"),
-    }
+    running_loop("spawn").create_task(fut)
 }
 
 impl<T: 'static> Task<T> {
+    fn control(&self) -> &dyn TaskControl<T> {
+        self.fut.inner.rest.as_task().expect("a Task's future is a task block")
+    }
+
     /// The task's number, unique in the process; the default name is
     /// `Task-<id>`.
     pub fn id(&self) -> u64 {
-        self.core.id
+        self.control().id()
     }
 
     /// The task's name (`Task-N` unless set).
     pub fn name(&self) -> String {
-        let name = self.core.name.take();
-        let shown = match &name {
-            Some(name) => name.to_string(),
-            None => format!("Task-{}", self.core.id),
-        };
-        self.core.name.set(name);
-        shown
+        self.control().name()
     }
 
     /// Renames the task; the name appears in debug output and reports.
     pub fn set_name(&self, name: impl Into<String>) {
-        self.core.name.set(Some(name.into().into_boxed_str()));
+        self.control().set_name(name.into().into_boxed_str());
     }
 
     /// The loop the task runs on.
+    ///
+    /// # Panics
+    ///
+    /// If every handle to the loop was dropped ("the event loop was
+    /// dropped"): a task does not keep its loop alive.
+    #[track_caller]
     pub fn get_loop(&self) -> EventLoop {
-        self.core.event_loop().clone()
+        self.fut.get_loop()
     }
 
     /// Asks the task to stop: at its next step the wrapped future is dropped
@@ -396,21 +545,17 @@ impl<T: 'static> Task<T> {
     /// Unlike Python, the future gets no chance to catch the cancellation:
     /// clean-up belongs in `Drop`.
     pub fn cancel(&self) -> bool {
-        if self.done() || self.core.cancel_requested.replace(true) {
-            return !self.done();
-        }
-        self.core.schedule();
-        true
+        self.control().cancel(&self.fut.inner.state)
     }
 
     /// Whether the task is finished (result, panic, or cancelled).
     pub fn done(&self) -> bool {
-        self.core.output.done()
+        self.fut.done()
     }
 
     /// Whether the task was cancelled.
     pub fn cancelled(&self) -> bool {
-        self.core.output.cancelled()
+        self.fut.cancelled()
     }
 
     /// The task's result, as [`Future::result`].
@@ -423,7 +568,7 @@ impl<T: 'static> Task<T> {
     where
         T: Clone,
     {
-        self.core.output.result()
+        self.fut.result()
     }
 
     /// The error the task ended with, as [`Future::exception`].
@@ -432,35 +577,37 @@ impl<T: 'static> Task<T> {
     ///
     /// As [`Future::exception`].
     pub fn exception(&self) -> Result<Option<Error>> {
-        self.core.output.exception()
+        self.fut.exception()
     }
 
     /// Calls `f` (through `call_soon`) once the task is done.
     pub fn add_done_callback(&self, f: impl FnOnce(&Task<T>) + 'static) -> CallbackId {
-        // The strong handle in the task's own callback list is released when
-        // the callbacks are scheduled (completion) or dropped (`close`).
-        let task = self.clone();
-        self.core.output.add_done_callback(move |_| f(&task))
+        // The callback gets a handle made from the one it is called with:
+        // capturing `self` would make the task own a handle on itself.
+        self.fut.add_done_callback(move |fut| f(&Task { fut: fut.clone() }))
     }
 
     /// Removes a done callback; returns whether it was found.
     pub fn remove_done_callback(&self, id: CallbackId) -> bool {
-        self.core.output.remove_done_callback(id)
+        self.fut.remove_done_callback(id)
     }
 
-    /// The task's result as a [`Future`] (shares its state).
+    /// The task's result as a [`Future`]: a view of the task, not a copy.
+    /// Its `set_result` and `set_exception` fail with
+    /// [`Error::InvalidState`] (only the task sets its result) and its
+    /// `cancel` is [`Task::cancel`].
     pub fn as_future(&self) -> &Future<T> {
-        &self.core.output
+        &self.fut
     }
 
-    /// The loop's type-erased view of this task.
-    pub(crate) fn slot(&self) -> TaskSlot {
-        self.core.clone()
+    /// The loop's type-erased view of this task, while it is unfinished.
+    pub(crate) fn slot(&self) -> Option<TaskSlot> {
+        self.control().slot(&self.fut.inner.state)
     }
 
     /// Where the task was created.
     pub fn location(&self) -> &'static Location<'static> {
-        self.core.location
+        self.control().location()
     }
 }
 
@@ -479,7 +626,6 @@ impl<T: 'static> fmt::Debug for Task<T> {
 /// task finishes cancels the task, as asyncio cancels the task a cancelled
 /// awaiter was waiting on.
 pub struct TaskJoin<T: 'static> {
-    task: Task<T>,
     result: FutureOwned<T>,
 }
 
@@ -487,20 +633,9 @@ impl<T: 'static> std::future::Future for TaskJoin<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        // `FutureOwned` is `Unpin`; so is `TaskJoin`.
-        let this = self.get_mut();
-        Pin::new(&mut this.result).poll(cx)
-    }
-}
-
-impl<T: 'static> Drop for TaskJoin<T> {
-    fn drop(&mut self) {
-        // The task's own `finish` completes its result future; the join must
-        // not cancel that future behind the task's back.
-        self.result.disarm();
-        if !self.task.done() {
-            self.task.cancel();
-        }
+        // `FutureOwned` is `Unpin`; so is `TaskJoin`. Dropping it early
+        // cancels the task's view, which is `Task::cancel`.
+        Pin::new(&mut self.get_mut().result).poll(cx)
     }
 }
 
@@ -509,8 +644,7 @@ impl<T: 'static> IntoFuture for Task<T> {
     type IntoFuture = TaskJoin<T>;
 
     fn into_future(self) -> TaskJoin<T> {
-        let result = self.core.output.clone().into_future();
-        TaskJoin { task: self, result }
+        TaskJoin { result: self.fut.into_future() }
     }
 }
 
@@ -519,7 +653,7 @@ impl<'a, T: Clone + 'static> IntoFuture for &'a Task<T> {
     type IntoFuture = crate::task::future::FutureRef<'a, T>;
 
     fn into_future(self) -> Self::IntoFuture {
-        (&self.core.output).into_future()
+        (&self.fut).into_future()
     }
 }
 
@@ -533,6 +667,27 @@ pub(crate) fn cancel_all(lp: &EventLoop) {
 
 impl<T: 'static> fmt::Debug for TaskJoin<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskJoin").field("task", &self.task).finish()
+        f.debug_struct("TaskJoin").field("result", &self.result).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_block_fits_glibcs_fast_bins() {
+        // `Rc` adds its two counts: 104 + 16 = 120 bytes, the largest
+        // request glibc's fast bins serve on 64-bit targets.
+        assert!(std::mem::size_of::<TaskCore<u64>>() <= 104, "{}", std::mem::size_of::<TaskCore<u64>>());
+    }
+
+    #[test]
+    fn waker_bits_round_trip() {
+        let key = TaskKey::from(KeyData::from_ffi((7u64 << 32) | 0x12_3456));
+        let bits = encode(200, key).expect("fits");
+        assert_eq!(decode(bits), (200, key.data().as_ffi()));
+        let too_big = TaskKey::from(KeyData::from_ffi((7u64 << 32) | (1 << 24)));
+        assert_eq!(encode(1, too_big), None);
     }
 }
