@@ -11,8 +11,10 @@
 //! [`create_server`](crate::EventLoop::create_server) and the rest are
 //! methods of [`EventLoop`](crate::EventLoop); this module holds the types.
 
+pub(crate) mod core;
 mod dns;
 pub(crate) mod protocol;
+mod sendfile;
 mod server;
 pub(crate) mod sock;
 pub mod stream;

@@ -18,7 +18,7 @@ use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
 use crate::net::protocol::StreamProtocol;
 use crate::net::transport::Transport;
-use crate::runtime::event_loop::EventLoop;
+use crate::runtime::event_loop::{CloserKey, EventLoop, WeakLoop};
 use crate::runtime::handle::TimerHandle;
 use crate::task::future::Future;
 
@@ -68,10 +68,16 @@ slotmap::new_key_type! {
     struct ConnKey;
 }
 
-type StartConnection = Box<dyn Fn(Socket, Box<dyn FnOnce()>) -> Result<Transport>>;
+type StartConnection = Box<dyn Fn(&EventLoop, Socket, Box<dyn FnOnce()>) -> Result<Transport>>;
 
 struct ServerInner {
-    lp: EventLoop,
+    /// Weak, as transports hold it: the loop owns the server's
+    /// registrations, not the other way round.
+    lp: WeakLoop,
+    /// The loop's `close()` closes the server; see [`Server::close`].
+    closer: Cell<Option<CloserKey>>,
+    /// The future a running `serve_forever` waits on; `close()` cancels it.
+    forever: RefCell<Option<Future<()>>>,
     listeners: RefCell<Vec<Socket>>,
     start_connection: StartConnection,
     backlog: i32,
@@ -123,28 +129,40 @@ pub struct Server {
 }
 
 impl ServerInner {
+    fn lp(&self) -> Option<EventLoop> {
+        self.lp.upgrade()
+    }
+
+    fn report(&self, ctx: &ExceptionContext) {
+        if let Some(lp) = self.lp() {
+            lp.call_exception_handler(ctx);
+        }
+    }
+
     fn fds(&self) -> Vec<RawFd> {
         self.listeners.borrow().iter().map(|s| s.as_raw_fd()).collect()
     }
 
     fn start_accepting(self: &Rc<Self>) {
+        let Some(lp) = self.lp() else { return };
         for fd in self.fds() {
             let me = Rc::downgrade(self);
-            let added = self.lp.add_owned_reader(fd, move || {
+            let added = lp.add_owned_reader(fd, move || {
                 if let Some(me) = me.upgrade() {
                     me.accept_ready(fd);
                 }
             });
             if let Err(e) = added {
                 let ctx = ExceptionContext::new("server: could not watch a listening socket").with_error(e);
-                self.lp.call_exception_handler(&ctx);
+                self.report(&ctx);
             }
         }
     }
 
     fn stop_accepting(&self) {
+        let Some(lp) = self.lp() else { return };
         for fd in self.fds() {
-            self.lp.remove_owned_reader(fd);
+            lp.remove_owned_reader(fd);
         }
     }
 
@@ -173,7 +191,7 @@ impl ServerInner {
                 }
                 Err(e) => {
                     let ctx = ExceptionContext::new("server: accept failed").with_error(e.into());
-                    self.lp.call_exception_handler(&ctx);
+                    self.report(&ctx);
                     return;
                 }
             }
@@ -188,10 +206,11 @@ impl ServerInner {
             ACCEPT_RETRY_DELAY.as_secs_f64()
         ))
         .with_error(e.into());
-        self.lp.call_exception_handler(&ctx);
+        self.report(&ctx);
         self.stop_accepting();
+        let Some(lp) = self.lp().filter(|lp| !lp.is_closed()) else { return };
         let me = Rc::downgrade(self);
-        let timer = self.lp.call_later(ACCEPT_RETRY_DELAY, move || {
+        let timer = lp.call_later(ACCEPT_RETRY_DELAY, move || {
             if let Some(me) = me.upgrade() {
                 me.backoff.borrow_mut().take();
                 if me.serving.get() {
@@ -206,6 +225,7 @@ impl ServerInner {
     }
 
     fn start(self: &Rc<Self>, socket: Socket) {
+        let Some(lp) = self.lp() else { return };
         let key = self.connections.borrow_mut().insert(None);
         let me: Weak<ServerInner> = Rc::downgrade(self);
         let on_lost: Box<dyn FnOnce()> = Box::new(move || {
@@ -217,8 +237,9 @@ impl ServerInner {
         });
         // The protocol factory is user code: a panic in it must not leave
         // the reserved slot behind (wait_closed would never return).
-        let started = std::panic::catch_unwind(AssertUnwindSafe(|| (self.start_connection)(socket, on_lost)))
-            .unwrap_or_else(|payload| Err(Error::Panicked(panic_message(&*payload))));
+        let started =
+            std::panic::catch_unwind(AssertUnwindSafe(|| (self.start_connection)(&lp, socket, on_lost)))
+                .unwrap_or_else(|payload| Err(Error::Panicked(panic_message(&*payload))));
         match started {
             Ok(transport) => {
                 if let Some(slot) = self.connections.borrow_mut().get_mut(key) {
@@ -228,7 +249,7 @@ impl ServerInner {
             Err(e) => {
                 self.connections.borrow_mut().remove(key);
                 let ctx = ExceptionContext::new("server: could not start a connection").with_error(e);
-                self.lp.call_exception_handler(&ctx);
+                lp.call_exception_handler(&ctx);
             }
         }
     }
@@ -250,10 +271,16 @@ impl Drop for ServerInner {
         // struct, so take them off the loop first; otherwise their readers
         // and the transport claim would stay on fd numbers the next
         // sockets reuse.
-        if !self.closed.get() && !self.lp.is_closed() {
+        if self.closed.get() {
+            return;
+        }
+        if let Some(lp) = self.lp().filter(|lp| !lp.is_closed()) {
             self.stop_accepting();
             for fd in self.fds() {
-                self.lp.release_fd(fd);
+                lp.release_fd(fd);
+            }
+            if let Some(key) = self.closer.take() {
+                lp.forget_on_close(key);
             }
         }
     }
@@ -275,8 +302,11 @@ impl Server {
     }
 
     /// Stops listening and closes the listening sockets (removing a Unix
-    /// server's socket file). Connections already accepted stay open; see
-    /// [`close_clients`](Server::close_clients).
+    /// server's socket file), and makes a running
+    /// [`serve_forever`](Server::serve_forever) end. Connections already
+    /// accepted stay open; see [`close_clients`](Server::close_clients).
+    /// Closing the loop closes its servers too (and, separately, their
+    /// connections).
     pub fn close(&self) {
         let inner = &self.inner;
         if inner.closed.replace(true) {
@@ -287,8 +317,11 @@ impl Server {
             timer.cancel();
         }
         inner.stop_accepting();
-        for fd in inner.fds() {
-            inner.lp.release_fd(fd);
+        let lp = inner.lp();
+        if let Some(lp) = &lp {
+            for fd in inner.fds() {
+                lp.release_fd(fd);
+            }
         }
         let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
         drop(listeners);
@@ -296,6 +329,14 @@ impl Server {
             && file_id(path) == Some(*id)
         {
             let _ = std::fs::remove_file(path);
+        }
+        if let (Some(key), Some(lp)) = (inner.closer.take(), &lp) {
+            lp.forget_on_close(key);
+        }
+        // asyncio cancels the future serve_forever waits on.
+        let forever = inner.forever.borrow().clone();
+        if let Some(forever) = forever {
+            forever.cancel();
         }
         inner.wake_waiters();
     }
@@ -305,40 +346,73 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::Cancelled`] if the waiting future is cancelled.
+    /// [`Error::Cancelled`] if the waiting future is cancelled;
+    /// [`Error::Closed`] if the loop is gone.
     pub async fn wait_closed(&self) -> Result<()> {
         let inner = &self.inner;
         if inner.closed.get() && inner.connections.borrow().is_empty() {
             return Ok(());
         }
-        let fut = inner.lp.create_future::<()>();
+        let fut = inner.lp().ok_or(Error::Closed)?.create_future::<()>();
         inner.waiters.borrow_mut().push(fut.clone());
         fut.await
     }
 
     /// Accepts connections until the server is closed (asyncio's
-    /// `serve_forever`). If the awaiting task is cancelled, the server is
-    /// closed.
+    /// `serve_forever`). [`close`](Server::close) makes it end: once the
+    /// connections the server accepted are gone it returns
+    /// `Err(Error::Cancelled)`, as asyncio's raises `CancelledError`. If the
+    /// awaiting task is cancelled, the server is closed.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidState`] if the server is already closed.
+    /// [`Error::Cancelled`] when the server is closed;
+    /// [`Error::InvalidState`] if the server is already closed or another
+    /// `serve_forever` is running on it (asyncio's `RuntimeError`);
+    /// [`Error::Closed`] if the loop is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let ended = lp.run_until_complete(async move {
+    ///     let server = evloop::start_server(|_, _| async {}, "127.0.0.1", 0).await?;
+    ///     let s = server.clone();
+    ///     let serving = evloop::spawn(async move { s.serve_forever().await });
+    ///     evloop::yield_now().await;
+    ///     assert!(server.serve_forever().await.is_err(), "one serve_forever at a time");
+    ///     server.close();
+    ///     Ok::<_, evloop::Error>(serving.await?)
+    /// })??;
+    /// assert!(matches!(ended, Err(evloop::Error::Cancelled)));
+    /// # drop(l);
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
     pub async fn serve_forever(&self) -> Result<()> {
-        if self.inner.closed.get() {
+        let inner = &self.inner;
+        if inner.forever.borrow().is_some() {
+            return Err(Error::InvalidState("serve_forever() is already running on this server"));
+        }
+        if inner.closed.get() {
             return Err(Error::InvalidState("the server is closed"));
         }
+        let forever = inner.lp().ok_or(Error::Closed)?.create_future::<()>();
+        *inner.forever.borrow_mut() = Some(forever.clone());
         self.start_serving();
         struct CloseOnDrop<'a>(&'a Server);
         impl Drop for CloseOnDrop<'_> {
             fn drop(&mut self) {
+                let forever = self.0.inner.forever.borrow_mut().take();
+                drop(forever);
                 self.0.close();
             }
         }
         let _guard = CloseOnDrop(self);
-        let closed = self.inner.lp.create_future::<()>();
-        self.inner.waiters.borrow_mut().push(closed.clone());
-        // Resolves once the server is closed and its connections are gone.
-        (&closed).await.or(Ok(()))
+        let ended = (&forever).await;
+        // Like asyncio's `await self.wait_closed()` before re-raising.
+        self.wait_closed().await?;
+        ended
     }
 
     /// The listening sockets' addresses (asyncio returns the sockets).
@@ -375,8 +449,13 @@ impl Server {
     }
 
     /// The loop the server runs on.
+    ///
+    /// # Panics
+    ///
+    /// If the loop was dropped (the server holds it weakly).
+    #[track_caller]
     pub fn get_loop(&self) -> EventLoop {
-        self.inner.lp.clone()
+        self.inner.lp.get()
     }
 }
 
@@ -612,16 +691,17 @@ impl EventLoop {
         P: StreamProtocol,
         F: Fn() -> P + 'static,
     {
-        let lp = self.clone();
-        let start_connection: StartConnection = Box::new(move |socket, on_lost| {
-            Transport::start(&lp, socket, factory(), Some(on_lost), None).map(|(t, _)| t)
+        let start_connection: StartConnection = Box::new(move |lp, socket, on_lost| {
+            Transport::start(lp, socket, factory(), Some(on_lost), None).map(|(t, _)| t)
         });
         for s in &listeners {
             self.claim_fd(s.as_raw_fd());
         }
         let server = Server {
             inner: Rc::new(ServerInner {
-                lp: self.clone(),
+                lp: self.downgrade(),
+                closer: Cell::new(None),
+                forever: RefCell::new(None),
                 listeners: RefCell::new(listeners),
                 start_connection,
                 backlog: options.backlog,
@@ -633,6 +713,13 @@ impl EventLoop {
                 unix_path,
             }),
         };
+        let me = Rc::downgrade(&server.inner);
+        let key = self.on_close(move || {
+            if let Some(inner) = me.upgrade() {
+                Server { inner }.close();
+            }
+        });
+        server.inner.closer.set(Some(key));
         if options.start_serving {
             server.start_serving();
         }

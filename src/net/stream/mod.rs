@@ -25,6 +25,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
+use crate::net::protocol::ReadPath;
 use crate::net::transport::READ_SIZE;
 use crate::net::{Server, ServerOptions, StreamProtocol, Transport};
 use crate::runtime::event_loop::{EventLoop, get_running_loop};
@@ -529,7 +530,11 @@ struct StreamProtocolImpl {
 impl crate::net::protocol::sealed::Sealed for StreamProtocolImpl {}
 
 impl StreamProtocol for StreamProtocolImpl {
-    fn receive(&mut self, socket: &socket2::Socket) -> Option<io::Result<usize>> {
+    fn read_path(&self) -> ReadPath {
+        ReadPath::Direct
+    }
+
+    fn receive(&mut self, socket: &socket2::Socket) -> io::Result<usize> {
         let shared = &self.reader_shared;
         let received = {
             let mut incoming = shared.incoming.borrow_mut();
@@ -540,7 +545,7 @@ impl StreamProtocol for StreamProtocolImpl {
         {
             shared.received(n);
         }
-        Some(received)
+        received
     }
 
     fn get_buffer(&mut self, _: usize) -> Option<&mut [u8]> {
