@@ -687,3 +687,27 @@ fn emfile_pauses_accepting_then_resumes() {
     .unwrap();
     println!("{MARKER}");
 }
+
+#[test]
+fn a_second_concurrent_serve_forever_is_an_error() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let (server, _addr, _conns) = net_rec_server(&l, RecProto::echo).await;
+        let first = {
+            let server = server.clone();
+            evloop::spawn(async move { server.serve_forever().await })
+        };
+        net_passes(2).await;
+        let second = server.serve_forever().await;
+        assert!(matches!(second, Err(Error::InvalidState(_))), "asyncio raises RuntimeError: {second:?}");
+        assert!(!first.done(), "the refused call leaves the first one running");
+        assert!(server.is_serving());
+        server.close();
+        let ended = within("serve_forever", first).await.unwrap();
+        assert!(matches!(ended, Err(Error::Cancelled)), "{ended:?}");
+        assert!(matches!(server.serve_forever().await, Err(Error::InvalidState(_))), "closed");
+    })
+    .unwrap();
+}

@@ -690,14 +690,32 @@ fn pending_read_gets_the_transport_error_on_peer_reset() {
 }
 
 #[test]
-fn set_exception_reaches_a_reader_after_the_buffered_data() {
+fn with_an_exception_set_every_read_raises_it_first_even_with_data_buffered() {
+    // asyncio's streams.py: read, readline, readuntil and readexactly all
+    // check the exception before the buffer (issue 10: read, readline and
+    // readuntil returned the data while readexactly raised).
     run(async {
         let mut reader = StreamReader::new();
-        reader.feed_data(b"kept");
+        reader.feed_data(b"kept\nmore\n");
         reader.set_exception(Error::other(std::fmt::Error));
-        assert_eq!(reader.read(10).await.unwrap(), b"kept");
         assert!(matches!(reader.read(10).await, Err(Error::Other(_))));
+        assert!(matches!(reader.read(0).await, Err(Error::Other(_))));
+        assert!(matches!(reader.readline().await, Err(Error::Other(_))));
+        assert!(matches!(reader.readuntil(b"\n").await, Err(Error::Other(_))));
+        assert!(matches!(reader.readexactly(2).await, Err(Error::Other(_))));
+        assert!(matches!(reader.read_to_end().await, Err(Error::Other(_))));
+        let mut buf = [0u8; 4];
+        let got = futures_lite_read(&mut reader, &mut buf).await;
+        assert!(got.is_err(), "AsyncRead too: {got:?}");
+        // Nothing was consumed.
+        assert_eq!(reader.buffered(), 10);
     });
+}
+
+/// One `AsyncRead::poll_read`, awaited.
+async fn futures_lite_read(reader: &mut StreamReader, buf: &mut [u8]) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| futures_io::AsyncRead::poll_read(std::pin::Pin::new(&mut *reader), cx, buf))
+        .await
 }
 
 #[test]

@@ -26,5 +26,18 @@ pub use server::{ACCEPT_RETRY_DELAY, Server, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};
 pub use udp::{DatagramOptions, DatagramTransport};
 
+/// An error that says what was being done: "connect to 127.0.0.1:1:
+/// Connection refused (os error 111)". Errors other than I/O pass through.
+///
+/// Until [`Error::Io`](crate::Error::Io) carries a context of its own, the
+/// context goes into the `io::Error`'s message (its kind is kept; its OS
+/// error number is not).
+pub(crate) fn io_context(error: crate::Error, context: impl std::fmt::Display) -> crate::Error {
+    match error {
+        crate::Error::Io(inner) => std::io::Error::new(inner.kind(), format!("{context}: {inner}")).into(),
+        other => other,
+    }
+}
+
 /// The socket types the `sock_*` methods and servers use, re-exported.
 pub use socket2::{self, Domain, SockAddr, Socket, Type};

@@ -505,7 +505,8 @@ impl EventLoop {
     /// # Errors
     ///
     /// The last connection error if no address connects (e.g.
-    /// `ConnectionRefused`), or the resolver's error.
+    /// `ConnectionRefused`, its message naming the address: "connect to
+    /// 127.0.0.1:1: Connection refused"), or the resolver's error.
     pub async fn create_connection<P: StreamProtocol>(
         &self,
         factory: impl FnOnce() -> P,
@@ -517,7 +518,7 @@ impl EventLoop {
             let socket = nonblocking_stream(Domain::for_address(addr))?;
             match self.sock_connect(&socket, &addr.into()).await {
                 Ok(()) => return self.start_transport(socket, factory()).await,
-                Err(e) => last_error = Some(e),
+                Err(e) => last_error = Some(crate::net::io_context(e, format_args!("connect to {addr}"))),
             }
         }
         Err(last_error.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound).into()))
@@ -534,8 +535,10 @@ impl EventLoop {
         factory: impl FnOnce() -> P,
         path: impl AsRef<Path>,
     ) -> Result<(Transport, Rc<RefCell<P>>)> {
+        let path = path.as_ref();
         let socket = nonblocking_stream(Domain::UNIX)?;
-        self.sock_connect(&socket, &SockAddr::unix(path)?).await?;
+        let connected = self.sock_connect(&socket, &SockAddr::unix(path)?).await;
+        connected.map_err(|e| crate::net::io_context(e, format_args!("connect to {}", path.display())))?;
         self.start_transport(socket, factory()).await
     }
 

@@ -186,8 +186,9 @@ impl StreamReader {
         self.shared.feed_eof();
     }
 
-    /// Makes pending and later reads fail with `error` (once the buffer is
-    /// drained, for `read`).
+    /// Makes pending and later reads fail with `error`, even if data is
+    /// still buffered (asyncio's `set_exception`: every read method raises
+    /// it first).
     pub fn set_exception(&self, error: Error) {
         self.shared.set_error(error);
     }
@@ -284,18 +285,20 @@ impl StreamReader {
     ///
     /// # Errors
     ///
-    /// The connection's error, once the buffered data has been read.
+    /// The connection's error (or the one given to
+    /// [`set_exception`](StreamReader::set_exception)), even with data
+    /// still buffered: like every read method, as in asyncio.
     pub async fn read(&mut self, n: usize) -> Result<Vec<u8>> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
         loop {
+            if let Some(e) = self.take_error() {
+                return Err(e);
+            }
+            if n == 0 {
+                return Ok(Vec::new());
+            }
             let available = self.data().len();
             if available > 0 {
                 return Ok(self.take_bytes(available.min(n)));
-            }
-            if let Some(e) = self.take_error() {
-                return Err(e);
             }
             if self.shared.eof.get() {
                 return Ok(Vec::new());
@@ -361,6 +364,9 @@ impl StreamReader {
         let limit = self.shared.limit;
         let mut offset = 0;
         let found = loop {
+            if let Some(e) = self.take_error() {
+                return Err(e);
+            }
             let data = self.data();
             if data.len() >= offset + separator.len() {
                 if let Some(i) = find(&data[offset..], separator) {
@@ -372,9 +378,6 @@ impl StreamReader {
                 if offset > limit {
                     return Err(Error::LimitOverrun { consumed: offset });
                 }
-            }
-            if let Some(e) = self.take_error() {
-                return Err(e);
             }
             if self.shared.eof.get() {
                 let n = self.data().len();
@@ -449,15 +452,14 @@ impl futures_io::AsyncRead for StreamReader {
 impl futures_io::AsyncBufRead for StreamReader {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
-        if this.data().is_empty() {
-            if let Some(e) = this.take_error() {
-                return Poll::Ready(Err(into_io(e)));
-            }
-            if !this.shared.eof.get() {
-                let seen = this.shared.buffered.get();
-                if this.poll_wait(cx, seen).is_pending() {
-                    return Poll::Pending;
-                }
+        if let Some(e) = this.take_error() {
+            return Poll::Ready(Err(into_io(e)));
+        }
+        if this.data().is_empty() && !this.shared.eof.get() {
+            // Nothing new since `seen`: this registers the waker.
+            let seen = this.shared.buffered.get();
+            if this.poll_wait(cx, seen).is_pending() {
+                return Poll::Pending;
             }
         }
         Poll::Ready(Ok(this.data()))
