@@ -473,7 +473,7 @@ fn address_getters_of_a_closed_transport_say_the_transport_is_closed() {
     let lp = EventLoop::new().unwrap();
     let l = lp.clone();
     lp.run_until_complete(async move {
-        let server = l.create_server(|| Quiet, "127.0.0.1", 0).await.unwrap();
+        let server = l.create_server(|| Quiet, "127.0.0.1", 0, Default::default()).await.unwrap();
         let port = server.local_addr().unwrap().port();
         let (t, _) = l.create_connection(|| Quiet, "127.0.0.1", port).await.unwrap();
         t.abort();

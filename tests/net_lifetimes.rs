@@ -83,7 +83,10 @@ fn protocols_of_10000_closed_connections_are_all_dropped_while_the_loop_runs() {
         let (served, clients) = (NetCounter::new(), NetCounter::new());
         let lost = lost_log();
         let (d, s, lg) = (server_drops.clone(), served.clone(), lost.clone());
-        let server = l.create_server(move || Keeper::new(&d, &lg, &s), "127.0.0.1", 0).await.unwrap();
+        let server = l
+            .create_server(move || Keeper::new(&d, &lg, &s), "127.0.0.1", 0, Default::default())
+            .await
+            .unwrap();
         let port = server.local_addr().unwrap().port();
         let fds = open_fd_count();
         for batch in 0..CONNECTIONS / AT_ONCE {
@@ -174,7 +177,7 @@ fn closed_servers_and_their_factories_are_dropped() {
                 let _ = &token;
                 Keeper::new(&counts, &lost, &done)
             };
-            let server = l.create_server(factory, "127.0.0.1", 0).await.unwrap();
+            let server = l.create_server(factory, "127.0.0.1", 0, Default::default()).await.unwrap();
             let copy = server.clone();
             server.close();
             copy.wait_closed().await.unwrap();
@@ -207,7 +210,7 @@ fn loop_close_closes_50_open_pairs_and_drops_their_100_protocols() {
                 acc2.add();
                 Keeper::new(&d2, &lg2, &NetCounter::new())
             };
-            let server = l.create_server(factory, "127.0.0.1", 0).await.unwrap();
+            let server = l.create_server(factory, "127.0.0.1", 0, Default::default()).await.unwrap();
             let port = server.local_addr().unwrap().port();
             for _ in 0..50 {
                 let factory = || Keeper::new(&d, &lg, &NetCounter::new());
@@ -250,7 +253,8 @@ fn evloop_run_returning_with_an_open_stream_closes_it() {
             got
         });
         evloop::run(async move {
-            let (_reader, writer) = evloop::open_connection("127.0.0.1", port).await.unwrap();
+            let (_reader, writer) =
+                evloop::open_connection("127.0.0.1", port, Default::default()).await.unwrap();
             writer.write(b"left open").unwrap();
             writer.drain().await.unwrap();
         })
@@ -280,7 +284,7 @@ fn dropping_the_loop_without_close_closes_transports_and_servers() {
                 acc2.add();
                 Keeper::new(&d2, &lost_log(), &NetCounter::new())
             };
-            let server = l.create_server(factory, "127.0.0.1", 0).await.unwrap();
+            let server = l.create_server(factory, "127.0.0.1", 0, Default::default()).await.unwrap();
             let port = server.local_addr().unwrap().port();
             for _ in 0..10 {
                 let factory = || Keeper::new(&d, &lost_log(), &NetCounter::new());

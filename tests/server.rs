@@ -188,7 +188,7 @@ fn serve_forever_ends_cancelled_when_the_server_is_closed_from_another_task() {
         let q = conns.clone();
         let opts = ServerOptions { start_serving: false, ..Default::default() };
         let server = l
-            .create_server_with(
+            .create_server(
                 move || {
                     let (p, s) = RecProto::echo();
                     q.put_nowait(s).ok().unwrap();
@@ -281,7 +281,7 @@ fn start_serving_false_accepts_nothing_until_start_serving() {
         let m = made.clone();
         let opts = ServerOptions { start_serving: false, ..Default::default() };
         let server = l
-            .create_server_with(
+            .create_server(
                 move || {
                     m.add();
                     RecProto::echo().0
@@ -324,7 +324,7 @@ fn reuse_port_lets_two_servers_share_a_port() {
         let opts = ServerOptions { reuse_port: true, ..Default::default() };
         let m = made_a.clone();
         let a = l
-            .create_server_with(
+            .create_server(
                 move || {
                     m.add();
                     RecProto::echo().0
@@ -338,7 +338,7 @@ fn reuse_port_lets_two_servers_share_a_port() {
         let port = a.local_addr().unwrap().port();
         let m = made_b.clone();
         let b = l
-            .create_server_with(
+            .create_server(
                 move || {
                     m.add();
                     RecProto::echo().0
@@ -351,7 +351,7 @@ fn reuse_port_lets_two_servers_share_a_port() {
             .unwrap();
         assert_eq!(b.local_addr().unwrap().port(), port);
         // Without SO_REUSEPORT the port is taken.
-        let third = l.create_server(|| RecProto::echo().0, "127.0.0.1", port).await;
+        let third = l.create_server(|| RecProto::echo().0, "127.0.0.1", port, Default::default()).await;
         assert_eq!(third.err().and_then(|e| e.io_kind()), Some(io::ErrorKind::AddrInUse));
 
         let addr = a.local_addr().unwrap();
@@ -564,6 +564,7 @@ fn emfile_pauses_accepting_then_resumes() {
                 },
                 "127.0.0.1",
                 0,
+                Default::default(),
             )
             .await
             .unwrap();

@@ -412,6 +412,7 @@ fn buffered_protocol_echo() {
                 },
                 "127.0.0.1",
                 0,
+                Default::default(),
             )
             .await
             .unwrap();
@@ -1040,7 +1041,7 @@ fn a_thousand_concurrent_connections_echo() {
             RecProto::echo().0
         };
         let opts = ServerOptions { backlog: 1024, ..Default::default() };
-        let server = l.create_server_with(factory, "127.0.0.1", 0, opts).await.unwrap();
+        let server = l.create_server(factory, "127.0.0.1", 0, opts).await.unwrap();
         let addr = sockaddr(server.local_addr().unwrap());
         let all_connected = evloop::sync::Event::new();
         let clients = (0..N).map(|i| {
@@ -1131,8 +1132,15 @@ fn ten_thousand_connect_close_cycles_leave_the_fd_count_unchanged() {
         let fds_at_start = open_fd_count();
         let server_lost = NetCounter::new();
         let sl = server_lost.clone();
-        let server =
-            l.create_server(move || CountEcho { t: None, lost: sl.clone() }, "127.0.0.1", 0).await.unwrap();
+        let server = l
+            .create_server(
+                move || CountEcho { t: None, lost: sl.clone() },
+                "127.0.0.1",
+                0,
+                Default::default(),
+            )
+            .await
+            .unwrap();
         let port = server.local_addr().unwrap().port();
         let addr = sockaddr(server.local_addr().unwrap());
         let fds_with_server = open_fd_count();

@@ -26,8 +26,9 @@ use crate::task::future::Future;
 /// (asyncio's `ACCEPT_RETRY_DELAY`).
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// Options of [`EventLoop::create_server_with`] and
-/// [`EventLoop::create_unix_server_with`].
+/// Options of [`EventLoop::create_server`] and
+/// [`EventLoop::create_unix_server`] (asyncio's keyword arguments);
+/// `Default::default()` gives asyncio's defaults.
 ///
 /// # Examples
 ///
@@ -110,7 +111,7 @@ struct ServerInner {
 /// let lp = evloop::EventLoop::new()?;
 /// let l = lp.clone();
 /// let echoed = lp.run_until_complete(async move {
-///     let server = l.create_server(|| Echo(None), "127.0.0.1", 0).await?;
+///     let server = l.create_server(|| Echo(None), "127.0.0.1", 0, Default::default()).await?;
 ///     let addr = server.local_addr().unwrap();
 ///     let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
 ///     client.set_nonblocking(true)?;
@@ -377,7 +378,7 @@ impl Server {
     /// let lp = evloop::EventLoop::new()?;
     /// let l = lp.clone();
     /// let ended = lp.run_until_complete(async move {
-    ///     let server = evloop::start_server(|_, _| async {}, "127.0.0.1", 0).await?;
+    ///     let server = evloop::start_server(|_, _| async {}, "127.0.0.1", 0, Default::default()).await?;
     ///     let s = server.clone();
     ///     let serving = evloop::spawn(async move { s.serve_forever().await });
     ///     evloop::yield_now().await;
@@ -582,27 +583,47 @@ impl EventLoop {
     }
 
     /// Listens on `host:port` and runs a protocol made by `factory` for each
-    /// connection (asyncio's `create_server` with default options). An
-    /// empty `host` listens on every interface (IPv4 and IPv6); port 0
-    /// picks a free port (see [`Server::local_addr`]).
+    /// connection (asyncio's `create_server`). An empty `host` listens on
+    /// every interface (IPv4 and IPv6); port 0 picks a free port (see
+    /// [`Server::local_addr`]). `options` as asyncio's keyword arguments;
+    /// `Default::default()` for asyncio's defaults.
+    ///
+    /// The server holds its loop weakly; closing the loop closes it (and,
+    /// separately, every connection it accepted).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] from resolving, `bind` or `listen` (e.g. `AddrInUse`).
-    pub async fn create_server<P, F>(&self, factory: F, host: &str, port: u16) -> Result<Server>
-    where
-        P: StreamProtocol,
-        F: Fn() -> P + 'static,
-    {
-        self.create_server_with(factory, host, port, ServerOptions::default()).await
-    }
-
-    /// [`create_server`](EventLoop::create_server) with options.
     ///
-    /// # Errors
+    /// # Examples
     ///
-    /// As [`create_server`](EventLoop::create_server).
-    pub async fn create_server_with<P, F>(
+    /// ```
+    /// use evloop::net::{Protocol, ServerOptions, Transport};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"hello\n").unwrap();
+    ///         t.close();
+    ///     }
+    ///     fn data_received(&mut self, _: &[u8]) {}
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let greeting = lp.run_until_complete(async move {
+    ///     let options = ServerOptions { backlog: 512, ..Default::default() };
+    ///     let server = l.create_server(|| Hello, "127.0.0.1", 0, options).await?;
+    ///     let port = server.local_addr().unwrap().port();
+    ///     let (mut reader, _writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
+    ///     let greeting = reader.read_to_end().await?;
+    ///     server.close();
+    ///     Ok::<_, evloop::Error>(greeting)
+    /// })??;
+    /// assert_eq!(greeting, b"hello\n");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub async fn create_server<P, F>(
         &self,
         factory: F,
         host: &str,
@@ -634,28 +655,15 @@ impl EventLoop {
         Ok(self.serve(listeners, factory, &options, None))
     }
 
-    /// Listens on the Unix socket `path` (asyncio's `create_unix_server`).
+    /// Listens on the Unix socket `path` (asyncio's `create_unix_server`);
+    /// `options.remove_stale_socket` removes an existing socket file first
+    /// (only a socket: any other kind of file is an error).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] from `bind` (e.g. `AddrInUse` if the path exists) or
     /// `listen`.
-    pub async fn create_unix_server<P, F>(&self, factory: F, path: impl AsRef<Path>) -> Result<Server>
-    where
-        P: StreamProtocol,
-        F: Fn() -> P + 'static,
-    {
-        self.create_unix_server_with(factory, path, ServerOptions::default()).await
-    }
-
-    /// [`create_unix_server`](EventLoop::create_unix_server) with options;
-    /// `remove_stale_socket` removes an existing socket file first (only a
-    /// socket: any other kind of file is an error).
-    ///
-    /// # Errors
-    ///
-    /// As [`create_unix_server`](EventLoop::create_unix_server).
-    pub async fn create_unix_server_with<P, F>(
+    pub async fn create_unix_server<P, F>(
         &self,
         factory: F,
         path: impl AsRef<Path>,

@@ -176,9 +176,9 @@ impl TransportKind for StreamInner {
 /// let lp = evloop::EventLoop::new()?;
 /// let l = lp.clone();
 /// let reply = lp.run_until_complete(async move {
-///     let server = l.create_server(|| Count(None), "127.0.0.1", 0).await?;
+///     let server = l.create_server(|| Count(None), "127.0.0.1", 0, Default::default()).await?;
 ///     let port = server.local_addr().unwrap().port();
-///     let (mut reader, writer) = evloop::open_connection("127.0.0.1", port).await?;
+///     let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
 ///     writer.write(b"hello")?;
 ///     let reply = reader.read_to_end().await?;
 ///     server.close();

@@ -785,8 +785,30 @@ fn running_loop() -> EventLoop {
     }
 }
 
+/// Options of [`open_connection`] and [`open_unix_connection`];
+/// `Default::default()` gives asyncio's.
+///
+/// # Examples
+///
+/// ```
+/// let opts = evloop::net::stream::ConnectOptions { limit: 1 << 20 };
+/// assert_eq!(evloop::net::stream::ConnectOptions::default().limit, evloop::net::stream::DEFAULT_LIMIT);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// The reader's buffer limit (default 64 KiB, asyncio's `limit`).
+    pub limit: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions { limit: DEFAULT_LIMIT }
+    }
+}
+
 /// Connects to `host:port` and returns a reader/writer pair (asyncio's
-/// `open_connection`), with the default 64 KiB limit.
+/// `open_connection`).
 ///
 /// # Errors
 ///
@@ -794,7 +816,7 @@ fn running_loop() -> EventLoop {
 ///
 /// # Panics
 ///
-/// When awaited outside a running loop.
+/// When awaited outside a running loop, or if `options.limit` is 0.
 ///
 /// # Examples
 ///
@@ -808,10 +830,11 @@ fn running_loop() -> EventLoop {
 ///         },
 ///         "127.0.0.1",
 ///         0,
+///         Default::default(),
 ///     )
 ///     .await?;
 ///     let port = server.local_addr().unwrap().port();
-///     let (mut reader, writer) = evloop::open_connection("127.0.0.1", port).await?;
+///     let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
 ///     writer.write(b"hello\n")?;
 ///     let reply = reader.readline().await?;
 ///     server.close();
@@ -820,26 +843,14 @@ fn running_loop() -> EventLoop {
 /// assert_eq!(reply, b"hello\n");
 /// # Ok::<(), evloop::Error>(())
 /// ```
-pub async fn open_connection(host: &str, port: u16) -> Result<(StreamReader, StreamWriter)> {
-    open_connection_with_limit(host, port, DEFAULT_LIMIT).await
-}
-
-/// [`open_connection`] with a buffer limit.
-///
-/// # Errors
-///
-/// As [`EventLoop::create_connection`].
-///
-/// # Panics
-///
-/// When awaited outside a running loop, or if `limit` is 0.
-pub async fn open_connection_with_limit(
+pub async fn open_connection(
     host: &str,
     port: u16,
-    limit: usize,
+    options: ConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
     let lp = running_loop();
     let l = lp.clone();
+    let limit = options.limit;
     let (transport, protocol) =
         lp.create_connection(move || stream_protocol(&l, limit, None), host, port).await?;
     split(transport, &protocol)
@@ -854,16 +865,21 @@ pub async fn open_connection_with_limit(
 ///
 /// # Panics
 ///
-/// When awaited outside a running loop.
-pub async fn open_unix_connection(path: impl AsRef<Path>) -> Result<(StreamReader, StreamWriter)> {
+/// When awaited outside a running loop, or if `options.limit` is 0.
+pub async fn open_unix_connection(
+    path: impl AsRef<Path>,
+    options: ConnectOptions,
+) -> Result<(StreamReader, StreamWriter)> {
     let lp = running_loop();
     let l = lp.clone();
+    let limit = options.limit;
     let (transport, protocol) =
-        lp.create_unix_connection(move || stream_protocol(&l, DEFAULT_LIMIT, None), path).await?;
+        lp.create_unix_connection(move || stream_protocol(&l, limit, None), path).await?;
     split(transport, &protocol)
 }
 
-/// Options of [`start_server_with`] and [`start_unix_server_with`].
+/// Options of [`start_server`] and [`start_unix_server`];
+/// `Default::default()` gives asyncio's.
 #[derive(Debug, Clone)]
 pub struct StreamServerOptions {
     /// The readers' buffer limit (default 64 KiB).
@@ -944,24 +960,7 @@ where
 /// # Panics
 ///
 /// When awaited outside a running loop.
-pub async fn start_server<F, Fut>(client_connected: F, host: &str, port: u16) -> Result<Server>
-where
-    F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    start_server_with(client_connected, host, port, StreamServerOptions::default()).await
-}
-
-/// [`start_server`] with options.
-///
-/// # Errors
-///
-/// As [`EventLoop::create_server`].
-///
-/// # Panics
-///
-/// When awaited outside a running loop.
-pub async fn start_server_with<F, Fut>(
+pub async fn start_server<F, Fut>(
     client_connected: F,
     host: &str,
     port: u16,
@@ -973,7 +972,7 @@ where
 {
     let lp = running_loop();
     let factory = server_protocol_factory(&lp, client_connected, options.limit);
-    lp.create_server_with(factory, host, port, options.server).await
+    lp.create_server(factory, host, port, options.server).await
 }
 
 /// Starts a Unix-socket server at `path` (asyncio's `start_unix_server`).
@@ -985,24 +984,7 @@ where
 /// # Panics
 ///
 /// When awaited outside a running loop.
-pub async fn start_unix_server<F, Fut>(client_connected: F, path: impl AsRef<Path>) -> Result<Server>
-where
-    F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    start_unix_server_with(client_connected, path, StreamServerOptions::default()).await
-}
-
-/// [`start_unix_server`] with options.
-///
-/// # Errors
-///
-/// As [`EventLoop::create_unix_server`].
-///
-/// # Panics
-///
-/// When awaited outside a running loop.
-pub async fn start_unix_server_with<F, Fut>(
+pub async fn start_unix_server<F, Fut>(
     client_connected: F,
     path: impl AsRef<Path>,
     options: StreamServerOptions,
@@ -1013,5 +995,5 @@ where
 {
     let lp = running_loop();
     let factory = server_protocol_factory(&lp, client_connected, options.limit);
-    lp.create_unix_server_with(factory, path, options.server).await
+    lp.create_unix_server(factory, path, options.server).await
 }
