@@ -300,3 +300,41 @@ fn dropping_the_loop_without_close_closes_transports_and_servers() {
     assert_eq!(open_fd_count(), fds, "and closed every socket");
     println!("{MARKER}");
 }
+
+#[test]
+fn dropping_the_loop_without_close_closes_open_streams() {
+    const NAME: &str = "dropping_the_loop_without_close_closes_open_streams";
+    const MARKER: &str = "DROP-LOOP-STREAMS-CHILD-DONE";
+    if !run_test_in_child(NAME, "EVLOOP_TEST_DROP_LOOP_STREAMS_CHILD", MARKER) {
+        return;
+    }
+    let fds = open_fd_count();
+    let kept: Rc<RefCell<Vec<(evloop::StreamReader, evloop::StreamWriter)>>> = Rc::default();
+    {
+        let lp = EventLoop::new().unwrap();
+        let k = kept.clone();
+        lp.run_until_complete(async move {
+            let accepted = NetCounter::new();
+            let (k2, acc) = (k.clone(), accepted.clone());
+            // The handlers finish at once: no task is left pending.
+            let handler = move |r, w| {
+                k2.borrow_mut().push((r, w));
+                acc.add();
+                async {}
+            };
+            let server = evloop::start_server(handler, "127.0.0.1", 0, Default::default()).await.unwrap();
+            let port = server.local_addr().unwrap().port();
+            for _ in 0..5 {
+                let pair = evloop::open_connection("127.0.0.1", port, Default::default()).await.unwrap();
+                k.borrow_mut().push(pair);
+            }
+            within("accepts", accepted.until(5)).await;
+        })
+        .unwrap();
+    }
+    assert_eq!(kept.borrow().len(), 10);
+    assert!(kept.borrow().iter().all(|(_, w)| w.is_closing()), "the loop's drop closed every stream");
+    kept.borrow_mut().clear();
+    assert_eq!(open_fd_count(), fds, "and every socket");
+    println!("{MARKER}");
+}

@@ -5,7 +5,11 @@
 //! `connection_made → data_received* → eof_received? → connection_lost`,
 //! with `pause_writing`/`resume_writing` in between when the write buffer
 //! crosses its limits. `connection_lost` is called exactly once, after the
-//! last `data_received`.
+//! last `data_received`, and no method is called after it; then the
+//! transport drops the protocol. Closing the loop closes every transport
+//! still open: its protocol gets `connection_lost(Some(Error::Closed))`
+//! inside `close()` (a loop dropped without `close()` drops its protocols
+//! without that call).
 
 use crate::error::Error;
 use crate::net::transport::Transport;
@@ -56,7 +60,8 @@ pub trait Protocol: 'static {
     }
 
     /// The connection is closed: `None` after an orderly close, the error
-    /// otherwise (reset, broken pipe…). Called exactly once.
+    /// otherwise (reset, broken pipe…; [`Error::Closed`] when the loop was
+    /// closed with the connection open). Called exactly once, and last.
     fn connection_lost(&mut self, error: Option<Error>) {
         let _ = error;
     }

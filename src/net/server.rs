@@ -508,6 +508,52 @@ impl EventLoop {
     /// The last connection error if no address connects (e.g.
     /// `ConnectionRefused`, its message naming the address: "connect to
     /// 127.0.0.1:1: Connection refused"), or the resolver's error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::net::{Protocol, Transport};
+    ///
+    /// /// Sends a greeting and collects the reply.
+    /// #[derive(Default)]
+    /// struct Client(Vec<u8>);
+    /// impl Protocol for Client {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"ping").unwrap();
+    ///         t.write_eof();
+    ///     }
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         self.0.extend_from_slice(data);
+    ///     }
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let reply = lp.run_until_complete(async move {
+    ///     let echo = |mut r: evloop::StreamReader, w: evloop::StreamWriter| async move {
+    ///         let all = r.read_to_end().await.unwrap();
+    ///         w.write(&all).unwrap();
+    ///         w.close();
+    ///     };
+    ///     let server = evloop::start_server(echo, "127.0.0.1", 0, Default::default()).await?;
+    ///     let port = server.local_addr().unwrap().port();
+    ///     let (transport, client) = l.create_connection(Client::default, "127.0.0.1", port).await?;
+    ///     while !transport.is_closing() {
+    ///         evloop::yield_now().await; // the server closes after echoing
+    ///     }
+    ///     server.close();
+    ///     let reply = client.borrow().0.clone();
+    ///     Ok::<_, evloop::Error>(reply)
+    /// })??;
+    /// assert_eq!(reply, b"ping");
+    ///
+    /// let l = lp.clone();
+    /// let refused = lp.run_until_complete(async move {
+    ///     l.create_connection(Client::default, "127.0.0.1", 1).await.map(|_| ())
+    /// })?;
+    /// assert!(refused.unwrap_err().to_string().contains("connect to 127.0.0.1:1"));
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
     pub async fn create_connection<P: StreamProtocol>(
         &self,
         factory: impl FnOnce() -> P,

@@ -29,7 +29,6 @@ use crate::net::protocol::ReadPath;
 use crate::net::transport::READ_SIZE;
 use crate::net::{Server, ServerOptions, StreamProtocol, Transport};
 use crate::runtime::event_loop::{EventLoop, get_running_loop};
-use crate::task::future::Future;
 use socket2::SockRef;
 
 /// Default buffer limit of a stream (asyncio's 64 KiB).
@@ -484,7 +483,6 @@ struct WriterShared {
     drain_wakers: RefCell<Vec<Waker>>,
     /// `Some` once the connection is gone; the error, if any.
     lost: RefCell<Option<Option<Error>>>,
-    closed: RefCell<Option<Future<()>>>,
 }
 
 impl WriterShared {
@@ -588,10 +586,6 @@ impl StreamProtocol for StreamProtocolImpl {
         self.reader_shared.transport.borrow_mut().take();
         *self.writer.lost.borrow_mut() = Some(error);
         self.writer.wake_drainers();
-        let closed = self.writer.closed.borrow_mut().take();
-        if let Some(closed) = closed {
-            let _ = closed.set_result(());
-        }
     }
 
     fn pause_writing(&mut self) {
@@ -610,7 +604,39 @@ impl StreamProtocol for StreamProtocolImpl {
 /// Dropping the reader and every writer handle does not close the
 /// connection (the loop owns the transport); call
 /// [`close`](StreamWriter::close) when done. A stream server's connection
-/// is also closed when its handler task panics or is cancelled.
+/// is also closed when its handler task panics or is cancelled, and every
+/// connection is closed when the loop is (so `evloop::run` leaves none
+/// open).
+///
+/// # Examples
+///
+/// ```
+/// let got = evloop::run(async {
+///     let server = evloop::start_server(
+///         |mut reader, _writer| async move {
+///             let all = reader.read_to_end().await.unwrap();
+///             assert_eq!(all.len(), 3 * 100_000);
+///         },
+///         "127.0.0.1",
+///         0,
+///         Default::default(),
+///     )
+///     .await?;
+///     let port = server.local_addr().unwrap().port();
+///     let (_reader, writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
+///     for chunk in [b'a', b'b', b'c'] {
+///         writer.write(&vec![chunk; 100_000])?;
+///         // Waits while the buffer is over its high-water mark.
+///         writer.drain().await?;
+///     }
+///     writer.close();
+///     writer.wait_closed().await?;
+///     server.close();
+///     Ok::<_, evloop::Error>(writer.is_closing())
+/// })??;
+/// assert!(got);
+/// # Ok::<(), evloop::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct StreamWriter {
     transport: Transport,
@@ -690,10 +716,16 @@ impl StreamWriter {
     ///
     /// The connection's error, if it was lost to one.
     pub async fn wait_closed(&self) -> Result<()> {
-        let closed = self.shared.closed.borrow().clone();
-        if let Some(closed) = closed {
-            (&closed).await?;
-        }
+        // A waker, not a loop future: the protocol must not hold its loop
+        // (the loop would then be kept alive through its own fd table).
+        poll_fn(|cx| {
+            if self.shared.lost.borrow().is_some() {
+                return Poll::Ready(());
+            }
+            self.shared.register(cx);
+            Poll::Pending
+        })
+        .await;
         match &*self.shared.lost.borrow() {
             Some(Some(e)) => Err(e.clone()),
             _ => Ok(()),
@@ -752,7 +784,7 @@ impl StreamWriter {
     }
 }
 
-fn stream_protocol(lp: &EventLoop, limit: usize, on_connect: Option<ClientConnected>) -> StreamProtocolImpl {
+fn stream_protocol(limit: usize, on_connect: Option<ClientConnected>) -> StreamProtocolImpl {
     let reader = StreamReader::with_limit(limit);
     StreamProtocolImpl {
         reader_shared: reader.shared.clone(),
@@ -761,7 +793,6 @@ fn stream_protocol(lp: &EventLoop, limit: usize, on_connect: Option<ClientConnec
             write_paused: Cell::new(false),
             drain_wakers: RefCell::new(Vec::new()),
             lost: RefCell::new(None),
-            closed: RefCell::new(Some(lp.create_future())),
         }),
         on_connect,
     }
@@ -849,10 +880,9 @@ pub async fn open_connection(
     options: ConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
     let lp = running_loop();
-    let l = lp.clone();
     let limit = options.limit;
     let (transport, protocol) =
-        lp.create_connection(move || stream_protocol(&l, limit, None), host, port).await?;
+        lp.create_connection(move || stream_protocol(limit, None), host, port).await?;
     split(transport, &protocol)
 }
 
@@ -871,10 +901,8 @@ pub async fn open_unix_connection(
     options: ConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
     let lp = running_loop();
-    let l = lp.clone();
     let limit = options.limit;
-    let (transport, protocol) =
-        lp.create_unix_connection(move || stream_protocol(&l, limit, None), path).await?;
+    let (transport, protocol) = lp.create_unix_connection(move || stream_protocol(limit, None), path).await?;
     split(transport, &protocol)
 }
 
@@ -906,8 +934,7 @@ where
     Fut: std::future::Future<Output = ()> + 'static,
 {
     let on_connect = connected_callback(lp, client_connected);
-    let lp = lp.clone();
-    move || stream_protocol(&lp, limit, Some(on_connect.clone()))
+    move || stream_protocol(limit, Some(on_connect.clone()))
 }
 
 fn connected_callback<F, Fut>(lp: &EventLoop, client_connected: F) -> ClientConnected
@@ -915,7 +942,9 @@ where
     F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    let lp = lp.clone();
+    // Weak: the server holds this callback, and the loop may hold the
+    // server (a task awaiting serve_forever).
+    let lp = lp.downgrade();
     let client_connected = Rc::new(client_connected);
     Rc::new(move |reader, writer: StreamWriter| {
         let transport = writer.transport().clone();
@@ -923,7 +952,8 @@ where
         // is called inside the task, not here in `connection_made`, where
         // the transport's protocol is borrowed.
         let handler = client_connected.clone();
-        let task = lp.create_task(async move { handler(reader, writer).await });
+        // The connection is being made on this loop, so it exists.
+        let task = lp.get().create_task(async move { handler(reader, writer).await });
         // asyncio (`StreamReaderProtocol`): a handler task that panics or
         // is cancelled closes its connection, and a panic is reported.
         // Without this the peer waited forever on a connection nobody
