@@ -238,8 +238,11 @@ impl StreamReader {
         out
     }
 
+    /// The exception, if one is set. Every read checks it first, so the
+    /// common case (none) is kept to one test.
+    #[inline]
     fn take_error(&self) -> Option<Error> {
-        self.shared.error.borrow().clone()
+        self.shared.error.borrow().as_ref().cloned()
     }
 
     /// Waits until something new arrives (data, EOF or an error).
