@@ -338,3 +338,32 @@ fn dropping_the_loop_without_close_closes_open_streams() {
     assert_eq!(open_fd_count(), fds, "and every socket");
     println!("{MARKER}");
 }
+
+#[test]
+fn loop_close_closes_open_datagram_endpoints() {
+    let lp = EventLoop::new().unwrap();
+    let l = lp.clone();
+    let (drops, lost) = (DropCounter::new(), Rc::new(Cell::new(0)));
+    let (d, lo) = (drops.clone(), lost.clone());
+    let endpoints = lp
+        .run_until_complete(async move {
+            let mut endpoints = Vec::new();
+            for _ in 0..3 {
+                let (d, lo) = (d.clone(), lo.clone());
+                let options = DatagramOptions {
+                    local_addr: Some("127.0.0.1:0".parse().unwrap()),
+                    ..Default::default()
+                };
+                let factory =
+                    move || DatagramKeeper { transport: None, lost: lo, _drop: DropCounter::token(&d) };
+                endpoints.push(l.create_datagram_endpoint(factory, options).await.unwrap().0);
+            }
+            endpoints
+        })
+        .unwrap();
+    assert_eq!(drops.get(), 0);
+    lp.close().unwrap();
+    assert_eq!(lost.get(), 3, "connection_lost once each, inside close()");
+    assert_eq!(drops.get(), 3);
+    assert!(endpoints.iter().all(|t| t.is_closing()));
+}

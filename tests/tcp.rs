@@ -1514,3 +1514,37 @@ fn writelines_of_nothing_after_close_or_write_eof_errors_like_write() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_pause_raised_while_the_caller_borrows_the_protocol_comes_on_the_next_pass() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let (server, addr, conns) = net_rec_server(&l, || {
+            let (mut p, s) = RecProto::new();
+            p.on_made = Some(Box::new(|t| t.pause_reading()));
+            (p, s)
+        })
+        .await;
+        let (t, proto) = l.create_connection(|| RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+        let _accepted = within("accept", conns.get()).await;
+        let cs = {
+            // Borrowed outside any protocol method: before, the transport
+            // called pause_writing through this borrow, panicked, and
+            // closed the connection.
+            let borrowed = proto.borrow_mut();
+            t.write(&vec![3; 32 * MIB]).unwrap();
+            borrowed.state.clone()
+        };
+        assert_eq!(cs.names(), ["made"], "not delivered through the borrow");
+        net_passes(2).await;
+        assert_eq!(cs.names(), ["made", "pause"]);
+        assert!(!t.is_closing());
+        t.abort();
+        cs.until_lost().await;
+        assert!(matches!(cs.lost()[..], [None]));
+        server.close();
+    })
+    .unwrap();
+}
