@@ -94,6 +94,9 @@ pub(crate) trait TransportKind: 'static {
     fn core(&self) -> &Core<Self::Protocol>;
     /// Drops what is buffered for sending (a forced close).
     fn discard_buffered(&self);
+    /// The loop is closing: send what the socket takes now, without
+    /// waiting, before the rest is discarded.
+    fn flush_without_waiting(&self) {}
     /// Runs just before `connection_lost` (wake tasks waiting on the
     /// transport).
     fn before_lost(&self) {}
@@ -310,7 +313,10 @@ pub(crate) fn register_closer<K: TransportKind>(this: &Rc<K>) {
 /// The loop is closing: close now, telling the protocol so.
 fn loop_closing<K: TransportKind>(this: &Rc<K>) {
     match this.core().lifecycle.get() {
-        Lifecycle::Open | Lifecycle::Closing => force_close(this, Some(Error::Closed)),
+        Lifecycle::Open | Lifecycle::Closing => {
+            this.flush_without_waiting();
+            force_close(this, Some(Error::Closed))
+        }
         // Its `connection_lost` was scheduled on a pass that will not come.
         Lifecycle::Lost => finish_lost(this),
         Lifecycle::Gone => {}

@@ -133,6 +133,23 @@ impl TransportKind for StreamInner {
         drop(dropped);
     }
 
+    fn flush_without_waiting(&self) {
+        loop {
+            let sent = {
+                let buf = self.write_buf.borrow();
+                if buf.len() == 0 {
+                    return;
+                }
+                self.send(buf.pending())
+            };
+            match sent {
+                Ok(n) if n > 0 => self.write_buf.borrow_mut().consume(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => return,
+            }
+        }
+    }
+
     fn before_lost(&self) {
         self.wake_empty_waiters();
     }
