@@ -22,15 +22,16 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 
 use socket2::Socket;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
 use crate::net::protocol::{DatagramProtocol, StreamProtocol};
 use crate::runtime::event_loop::{CloserKey, EventLoop, WeakLoop};
-use crate::runtime::guard::{drop_user, run_user};
+use crate::runtime::guard::drop_user;
 
 /// Where a transport is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,7 +351,9 @@ fn invoke<K: TransportKind, R>(this: &Rc<K>, f: impl FnOnce(&mut K::Protocol) ->
     let protocol = core.protocol.borrow().clone()?;
     debug_assert!(!core.busy.get(), "a protocol method called re-entrantly");
     core.busy.set(true);
-    let outcome = run_user(|| f(&mut *protocol.borrow_mut()));
+    // catch_unwind itself, not `run_user`: this is the per-event path, and
+    // the panic's text is only needed when there is one.
+    let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *protocol.borrow_mut())));
     core.busy.set(false);
     drop(protocol);
     match outcome {
@@ -361,8 +364,10 @@ fn invoke<K: TransportKind, R>(this: &Rc<K>, f: impl FnOnce(&mut K::Protocol) ->
             }
             Some(value)
         }
-        Err(message) => {
-            let error = Error::Panicked(message);
+        Err(payload) => {
+            let error = Error::Panicked(panic_message(&*payload));
+            // The payload's destructor is user code too.
+            let _ = drop_user(payload);
             core.deferred.borrow_mut().clear();
             report(core.event_loop(), "panic in a protocol callback", error.clone());
             force_close(this, Some(error));

@@ -27,6 +27,8 @@ pub(super) struct ReaderShared {
     pub(super) limit: usize,
     pub(super) eof: Cell<bool>,
     pub(super) error: RefCell<Option<Error>>,
+    /// `error` is set: what every read tests first, so one load.
+    failed: Cell<bool>,
     pub(super) waker: RefCell<Option<Waker>>,
     pub(super) transport: RefCell<Option<Transport>>,
     /// Reading from the transport is paused by flow control.
@@ -69,6 +71,7 @@ impl ReaderShared {
 
     pub(super) fn set_error(&self, e: Error) {
         *self.error.borrow_mut() = Some(e);
+        self.failed.set(true);
         self.wake();
     }
 
@@ -145,6 +148,7 @@ impl StreamReader {
                 limit,
                 eof: Cell::new(false),
                 error: RefCell::new(None),
+                failed: Cell::new(false),
                 waker: RefCell::new(None),
                 transport: RefCell::new(None),
                 paused: Cell::new(false),
@@ -242,13 +246,15 @@ impl StreamReader {
     /// common case (none) is kept to one test.
     #[inline]
     fn take_error(&self) -> Option<Error> {
+        if !self.shared.failed.get() {
+            return None;
+        }
         self.shared.error.borrow().as_ref().cloned()
     }
 
     /// Waits until something new arrives (data, EOF or an error).
     fn poll_wait(&mut self, cx: &mut Context<'_>, seen: usize) -> Poll<()> {
-        if self.shared.buffered.get() != seen || self.shared.eof.get() || self.shared.error.borrow().is_some()
-        {
+        if self.shared.buffered.get() != seen || self.shared.eof.get() || self.shared.failed.get() {
             return Poll::Ready(());
         }
         // Waiting for more than is buffered: reading must go on even if
