@@ -7,6 +7,12 @@
 //! every send uses `MSG_NOSIGNAL`: a peer that has gone gives an error
 //! (through `connection_lost` for transports), never a `SIGPIPE`.
 //!
+//! Lifetimes: transports and servers hold their loop weakly and are closed
+//! by the loop's [`close`](crate::EventLoop::close); after
+//! `connection_lost` a transport keeps neither its socket nor its protocol,
+//! so nothing a connection owned outlives it (see the transport core,
+//! `net/core.rs`).
+//!
 //! The `sock_*` methods, [`create_connection`](crate::EventLoop::create_connection),
 //! [`create_server`](crate::EventLoop::create_server) and the rest are
 //! methods of [`EventLoop`](crate::EventLoop); this module holds the types.

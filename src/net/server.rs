@@ -96,7 +96,11 @@ struct ServerInner {
 }
 
 /// A listening server (asyncio's `Server`): accepts connections and runs a
-/// protocol for each.
+/// protocol for each. Cheap to clone.
+///
+/// The loop holds a server only weakly: dropping every `Server` handle
+/// stops listening (connections already accepted stay open), and closing
+/// the loop closes the server.
 ///
 /// # Examples
 ///
