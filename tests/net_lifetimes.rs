@@ -367,3 +367,33 @@ fn loop_close_closes_open_datagram_endpoints() {
     assert_eq!(drops.get(), 3);
     assert!(endpoints.iter().all(|t| t.is_closing()));
 }
+
+#[test]
+fn a_connection_lost_still_due_at_loop_close_is_delivered_once_inside_close() {
+    let lp = EventLoop::new().unwrap();
+    let l = lp.clone();
+    let (drops, lost, accepted) = (DropCounter::new(), lost_log(), NetCounter::new());
+    let (d, lg, acc) = (drops.clone(), lost.clone(), accepted.clone());
+    let (server, client) = lp
+        .run_until_complete(async move {
+            let (d2, acc2) = (d.clone(), acc.clone());
+            let factory = move || {
+                acc2.add();
+                Keeper::new(&d2, &lost_log(), &NetCounter::new())
+            };
+            let server = l.create_server(factory, "127.0.0.1", 0, Default::default()).await.unwrap();
+            let port = server.local_addr().unwrap().port();
+            let factory = || Keeper::new(&d, &lg, &NetCounter::new());
+            let (client, _) = l.create_connection(factory, "127.0.0.1", port).await.unwrap();
+            within("accept", acc.until(1)).await;
+            (server, client)
+        })
+        .unwrap();
+    // Scheduled for the next pass, which never comes.
+    client.abort();
+    assert!(lost.borrow().is_empty(), "not yet delivered");
+    lp.close().unwrap();
+    assert!(matches!(lost.borrow()[..], [None]), "the abort's connection_lost, once: {:?}", lost.borrow());
+    assert_eq!(drops.get(), 2, "both ends' protocols dropped");
+    assert!(client.is_closing() && !server.is_serving());
+}
