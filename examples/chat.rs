@@ -193,7 +193,7 @@ async fn person(
     joined: Barrier,
     done: Barrier,
 ) -> evloop::Result<()> {
-    let (mut reader, writer) = evloop::open_connection("127.0.0.1", port).await?;
+    let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
     read_line(&mut reader).await?; // The name prompt.
     writer.write(format!("{name}\n").as_bytes())?;
     println!("[{name}] {}", read_line(&mut reader).await?);
@@ -265,6 +265,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             move |reader, writer| handle_client(server_room.clone(), reader, writer),
             "127.0.0.1",
             port,
+            Default::default(),
         )
         .await?;
         let addr = server.local_addr().expect("a TCP server has an address");

@@ -157,7 +157,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let factory_state = state.clone();
         let factory =
             move || SlowConnection { server: factory_state.clone(), transport: None, pending: Vec::new() };
-        let server = l.create_server(factory, "127.0.0.1", 0).await?;
+        let server = l.create_server(factory, "127.0.0.1", 0, Default::default()).await?;
         let addr = server.local_addr().expect("a TCP server has an address");
         println!(
             "slow server on {addr}: answers each request after {}–{} (seed {seed})",

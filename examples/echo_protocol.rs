@@ -175,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let outcome = lp.run_until_complete(async move {
         let factory =
             move || EchoServer { transport: None, peer: String::new(), counters: server_counters.clone() };
-        let server = l.create_server(factory, "127.0.0.1", port).await?;
+        let server = l.create_server(factory, "127.0.0.1", port, Default::default()).await?;
         let addr = server.local_addr().expect("a TCP server has an address");
         println!("[server] echo server listening on {addr}");
         if serve_forever {

@@ -54,7 +54,7 @@ async fn handle_connection(mut reader: StreamReader, writer: StreamWriter) {
 
 /// A demo client: sends its lines, checks each echo, then quits.
 async fn client(id: usize, port: u16) -> evloop::Result<()> {
-    let (mut reader, writer) = evloop::open_connection("127.0.0.1", port).await?;
+    let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
     let lines = (0..LINES_PER_CLIENT).map(|n| format!("hello {n} from client {id}\n"));
     for line in lines.chain(["quit\n".to_owned()]) {
         writer.write(line.as_bytes())?;
@@ -92,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     evloop::run(async move {
-        let server = evloop::start_server(handle_connection, "127.0.0.1", port).await?;
+        let server = evloop::start_server(handle_connection, "127.0.0.1", port, Default::default()).await?;
         let addr = server.local_addr().expect("a TCP server has an address");
         println!("[server] serving on {addr}");
         if serve_forever {

@@ -416,8 +416,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let l = lp.clone();
     let server_stats = stats.clone();
     lp.run_until_complete(async move {
-        let server =
-            l.create_server(move || HttpConnection::new(server_stats.clone()), "127.0.0.1", port).await?;
+        let server = l
+            .create_server(
+                move || HttpConnection::new(server_stats.clone()),
+                "127.0.0.1",
+                port,
+                Default::default(),
+            )
+            .await?;
         let addr = server.local_addr().expect("a TCP server has an address");
         println!("serving HTTP on http://{addr}/");
         if serve_forever {

@@ -40,7 +40,7 @@ async fn shout_back(mut reader: StreamReader, writer: StreamWriter) {
 
 /// Sends each line and prints the reply; stops early if the server closes.
 async fn talk(host: &str, port: u16, lines: &[String]) -> evloop::Result<()> {
-    let (mut reader, writer) = evloop::open_connection(host, port).await?;
+    let (mut reader, writer) = evloop::open_connection(host, port, Default::default()).await?;
     let peer = writer.peer_addr().map_or_else(|| format!("{host}:{port}"), |a| a.to_string());
     println!("connected to {peer}");
     for line in lines {
@@ -86,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some((host, port)) = target {
             return talk(&host, port, &lines).await;
         }
-        let server = evloop::start_server(shout_back, "127.0.0.1", 0).await?;
+        let server = evloop::start_server(shout_back, "127.0.0.1", 0, Default::default()).await?;
         let port = server.local_addr().expect("a TCP server has an address").port();
         println!("(demo server listening on 127.0.0.1:{port})");
         let outcome = talk("127.0.0.1", port, &lines).await;

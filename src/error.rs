@@ -124,10 +124,25 @@ impl From<io::Error> for Error {
 impl Error {
     /// An [`Error::Io`] that says what was being done: `context` comes
     /// first in the message ("connect to 127.0.0.1:1: Connection refused").
-    #[allow(dead_code)] // adopted by net/ (connect errors name the address)
     pub(crate) fn io_context(error: io::Error, context: impl fmt::Display) -> Error {
         let context = Some(context.to_string().into_boxed_str());
         Error::Io(IoError(Arc::new(IoErrorInner { error, context })))
+    }
+
+    /// Adds `context` to an [`Error::Io`] (replacing any it had); other
+    /// errors pass through unchanged.
+    pub(crate) fn with_context(self, context: impl fmt::Display) -> Error {
+        let Error::Io(IoError(inner)) = self else { return self };
+        let error = match Arc::try_unwrap(inner) {
+            Ok(inner) => inner.error,
+            // Shared with another holder: an equal error (same OS number,
+            // or same kind and message).
+            Err(shared) => match shared.error.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(shared.error.kind(), shared.error.to_string()),
+            },
+        };
+        Error::io_context(error, context)
     }
 }
 
@@ -221,6 +236,10 @@ mod tests {
         assert_eq!(e.io_kind(), Some(io::ErrorKind::ConnectionRefused));
         let os = std::error::Error::source(io).expect("IoError's source is the io::Error");
         assert!(os.downcast_ref::<io::Error>().is_some());
+        // Context replaces context, and keeps the OS error.
+        let again = e.clone().with_context("connect to [::1]:1");
+        assert!(again.to_string().starts_with("connect to [::1]:1: "), "{again}");
+        assert_eq!(again.raw_os_error(), Some(libc::ECONNREFUSED));
         // Without context, the message is as before.
         assert_eq!(Error::from(io::Error::other("x")).to_string(), "I/O error: x");
     }

@@ -95,8 +95,7 @@ pub mod task;
 pub use error::{Error, IoError, Result};
 pub use exception::ExceptionContext;
 pub use net::stream::{
-    StreamReader, StreamWriter, open_connection, open_connection_with_limit, open_unix_connection,
-    start_server, start_server_with, start_unix_server, start_unix_server_with,
+    StreamReader, StreamWriter, open_connection, open_unix_connection, start_server, start_unix_server,
 };
 pub use runtime::{Builder, EventLoop, Handle, LoopStats, RemoteLoop, TimerHandle, get_running_loop};
 pub use task::executor;

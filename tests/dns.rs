@@ -57,3 +57,19 @@ fn getnameinfo_numeric_gives_the_address_and_port() {
     assert_eq!(v4.unwrap(), ("127.0.0.1".to_owned(), "5353".to_owned()));
     assert_eq!(v6.unwrap(), ("::1".to_owned(), "443".to_owned()));
 }
+
+#[test]
+fn getaddrinfo_accepts_only_well_formed_brackets() {
+    let lp = new_loop();
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let v6 = l.getaddrinfo("[::1]", 80).await.unwrap();
+        assert_eq!(v6, [SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 80)]);
+        for bad in ["[::1", "::1]", "[127.0.0.1]", "[]", "[::1]]", "[localhost]"] {
+            let e = l.getaddrinfo(bad, 80).await.expect_err(bad);
+            assert_eq!(e.io_kind(), Some(std::io::ErrorKind::InvalidInput), "{bad}: {e}");
+            assert!(e.to_string().contains("IPv6"), "{bad}: {e}");
+        }
+    })
+    .unwrap();
+}

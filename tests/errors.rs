@@ -440,3 +440,54 @@ fn stats_while_running_include_the_current_run() {
     lp.run_until_idle().unwrap();
     assert!(seen.get() >= Duration::from_millis(10), "{:?}", seen.get());
 }
+
+// ------------------------------------------------------------ networking
+
+struct Quiet;
+impl evloop::net::Protocol for Quiet {
+    fn data_received(&mut self, _: &[u8]) {}
+}
+
+#[test]
+fn connect_errors_name_the_address() {
+    let lp = EventLoop::new().unwrap();
+    let l = lp.clone();
+    let dir = util::NetTempDir::new("connect-error");
+    let missing = dir.join("nobody-listens");
+    let (tcp, unix) = lp
+        .run_until_complete(async move {
+            let tcp = l.create_connection(|| Quiet, "127.0.0.1", 1).await.err().expect("port 1 refuses");
+            let unix = l.create_unix_connection(|| Quiet, &missing).await.err().expect("no such socket");
+            (tcp, unix)
+        })
+        .unwrap();
+    assert_eq!(tcp.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
+    assert!(tcp.to_string().contains("connect to 127.0.0.1:1: "), "{tcp}");
+    assert!(tcp.to_string().contains("refused"), "{tcp}");
+    assert_eq!(tcp.raw_os_error(), Some(libc::ECONNREFUSED), "the OS error number is kept");
+    let source = std::error::Error::source(&tcp).expect("Error::Io has a source");
+    assert!(source.to_string().contains("127.0.0.1:1"), "{source}");
+    assert_eq!(unix.io_kind(), Some(std::io::ErrorKind::NotFound));
+    assert_eq!(unix.raw_os_error(), Some(libc::ENOENT));
+    assert!(unix.to_string().contains("nobody-listens"), "{unix}");
+}
+
+#[test]
+fn address_getters_of_a_closed_transport_say_the_transport_is_closed() {
+    let lp = EventLoop::new().unwrap();
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let server = l.create_server(|| Quiet, "127.0.0.1", 0, Default::default()).await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        let (t, _) = l.create_connection(|| Quiet, "127.0.0.1", port).await.unwrap();
+        t.abort();
+        evloop::yield_now().await;
+        for e in [t.peer_sockaddr().unwrap_err(), t.local_sockaddr().unwrap_err()] {
+            assert!(matches!(e, Error::InvalidState(_)), "{e:?}");
+            assert!(e.to_string().contains("transport is closed"), "{e}");
+        }
+        assert!(!l.is_closed());
+        server.close();
+    })
+    .unwrap();
+}

@@ -837,7 +837,7 @@ fn stale_writer_never_runs_after_its_number_goes_to_an_accepted_transport() {
                 conns.borrow_mut().push(state);
                 proto
             };
-            l.create_server(factory, "127.0.0.1", 0).await
+            l.create_server(factory, "127.0.0.1", 0, Default::default()).await
         })
         .unwrap()
         .unwrap()

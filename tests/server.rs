@@ -179,7 +179,7 @@ fn abort_clients_drops_buffers_and_closes_every_connection() {
 }
 
 #[test]
-fn serve_forever_returns_when_the_server_is_closed_from_another_task() {
+fn serve_forever_ends_cancelled_when_the_server_is_closed_from_another_task() {
     let lp = new_loop();
     let _errors = fail_on_callback_errors(&lp);
     let l = lp.clone();
@@ -188,7 +188,7 @@ fn serve_forever_returns_when_the_server_is_closed_from_another_task() {
         let q = conns.clone();
         let opts = ServerOptions { start_serving: false, ..Default::default() };
         let server = l
-            .create_server_with(
+            .create_server(
                 move || {
                     let (p, s) = RecProto::echo();
                     q.put_nowait(s).ok().unwrap();
@@ -224,7 +224,9 @@ fn serve_forever_returns_when_the_server_is_closed_from_another_task() {
         assert!(!forever.done());
         drop(c);
         s.until_lost().await;
-        within("serve_forever", forever).await.unwrap().unwrap();
+        // asyncio: close() cancels serve_forever.
+        let ended = within("serve_forever", forever).await.unwrap();
+        assert!(matches!(ended, Err(evloop::Error::Cancelled)), "{ended:?}");
 
         // With no connection open it returns as soon as the server closes.
         let (server, _, _) = net_rec_server(&l, RecProto::echo).await;
@@ -239,7 +241,8 @@ fn serve_forever_returns_when_the_server_is_closed_from_another_task() {
             evloop::spawn(async move { server.close() })
         };
         within("closer", closer).await.unwrap();
-        within("serve_forever", forever).await.unwrap().unwrap();
+        let ended = within("serve_forever", forever).await.unwrap();
+        assert!(matches!(ended, Err(evloop::Error::Cancelled)), "{ended:?}");
     })
     .unwrap();
 }
@@ -278,7 +281,7 @@ fn start_serving_false_accepts_nothing_until_start_serving() {
         let m = made.clone();
         let opts = ServerOptions { start_serving: false, ..Default::default() };
         let server = l
-            .create_server_with(
+            .create_server(
                 move || {
                     m.add();
                     RecProto::echo().0
@@ -321,7 +324,7 @@ fn reuse_port_lets_two_servers_share_a_port() {
         let opts = ServerOptions { reuse_port: true, ..Default::default() };
         let m = made_a.clone();
         let a = l
-            .create_server_with(
+            .create_server(
                 move || {
                     m.add();
                     RecProto::echo().0
@@ -335,7 +338,7 @@ fn reuse_port_lets_two_servers_share_a_port() {
         let port = a.local_addr().unwrap().port();
         let m = made_b.clone();
         let b = l
-            .create_server_with(
+            .create_server(
                 move || {
                     m.add();
                     RecProto::echo().0
@@ -348,7 +351,7 @@ fn reuse_port_lets_two_servers_share_a_port() {
             .unwrap();
         assert_eq!(b.local_addr().unwrap().port(), port);
         // Without SO_REUSEPORT the port is taken.
-        let third = l.create_server(|| RecProto::echo().0, "127.0.0.1", port).await;
+        let third = l.create_server(|| RecProto::echo().0, "127.0.0.1", port, Default::default()).await;
         assert_eq!(third.err().and_then(|e| e.io_kind()), Some(io::ErrorKind::AddrInUse));
 
         let addr = a.local_addr().unwrap();
@@ -561,6 +564,7 @@ fn emfile_pauses_accepting_then_resumes() {
                 },
                 "127.0.0.1",
                 0,
+                Default::default(),
             )
             .await
             .unwrap();
@@ -683,4 +687,28 @@ fn emfile_pauses_accepting_then_resumes() {
     })
     .unwrap();
     println!("{MARKER}");
+}
+
+#[test]
+fn a_second_concurrent_serve_forever_is_an_error() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let (server, _addr, _conns) = net_rec_server(&l, RecProto::echo).await;
+        let first = {
+            let server = server.clone();
+            evloop::spawn(async move { server.serve_forever().await })
+        };
+        net_passes(2).await;
+        let second = server.serve_forever().await;
+        assert!(matches!(second, Err(Error::InvalidState(_))), "asyncio raises RuntimeError: {second:?}");
+        assert!(!first.done(), "the refused call leaves the first one running");
+        assert!(server.is_serving());
+        server.close();
+        let ended = within("serve_forever", first).await.unwrap();
+        assert!(matches!(ended, Err(Error::Cancelled)), "{ended:?}");
+        assert!(matches!(server.serve_forever().await, Err(Error::InvalidState(_))), "closed");
+    })
+    .unwrap();
 }

@@ -17,12 +17,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use evloop::net::stream::{DEFAULT_LIMIT, StreamServerOptions};
+use evloop::net::stream::{ConnectOptions, DEFAULT_LIMIT, StreamServerOptions};
 use evloop::net::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Server, ServerOptions};
 use evloop::sync::{Event, Queue};
 use evloop::{
-    Error, StreamReader, StreamWriter, gather, open_connection, open_connection_with_limit,
-    open_unix_connection, spawn, start_server, start_server_with, start_unix_server, yield_now,
+    Error, StreamReader, StreamWriter, gather, open_connection, open_unix_connection, spawn, start_server,
+    start_unix_server, yield_now,
 };
 use futures_util::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use futures_util::stream::StreamExt;
@@ -62,7 +62,7 @@ async fn queue_server(limit: usize) -> (Server, Queue<Conn>, u16) {
     let queue = Queue::unbounded();
     let q = queue.clone();
     let options = StreamServerOptions { limit, ..Default::default() };
-    let server = start_server_with(
+    let server = start_server(
         move |reader, writer| {
             let q = q.clone();
             async move {
@@ -82,7 +82,7 @@ async fn queue_server(limit: usize) -> (Server, Queue<Conn>, u16) {
 /// A client connection to a fresh queue server, and the server's side of it.
 async fn stream_pair(server_limit: usize) -> (Server, Conn, Conn) {
     let (server, queue, port) = queue_server(server_limit).await;
-    let client = open_connection("127.0.0.1", port).await.expect("open_connection");
+    let client = open_connection("127.0.0.1", port, Default::default()).await.expect("open_connection");
     let accepted = queue.get().await;
     (server, client, accepted)
 }
@@ -92,7 +92,7 @@ async fn stream_pair(server_limit: usize) -> (Server, Conn, Conn) {
 async fn raw_peer_pair(limit: usize) -> (Conn, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().unwrap().port();
-    let client = open_connection_with_limit("127.0.0.1", port, limit).await.expect("open_connection");
+    let client = open_connection("127.0.0.1", port, ConnectOptions { limit }).await.expect("open_connection");
     // The handshake is complete once open_connection returns: this accept
     // does not block.
     let (peer, _) = listener.accept().expect("accept");
@@ -690,14 +690,32 @@ fn pending_read_gets_the_transport_error_on_peer_reset() {
 }
 
 #[test]
-fn set_exception_reaches_a_reader_after_the_buffered_data() {
+fn with_an_exception_set_every_read_raises_it_first_even_with_data_buffered() {
+    // asyncio's streams.py: read, readline, readuntil and readexactly all
+    // check the exception before the buffer (issue 10: read, readline and
+    // readuntil returned the data while readexactly raised).
     run(async {
         let mut reader = StreamReader::new();
-        reader.feed_data(b"kept");
+        reader.feed_data(b"kept\nmore\n");
         reader.set_exception(Error::other(std::fmt::Error));
-        assert_eq!(reader.read(10).await.unwrap(), b"kept");
         assert!(matches!(reader.read(10).await, Err(Error::Other(_))));
+        assert!(matches!(reader.read(0).await, Err(Error::Other(_))));
+        assert!(matches!(reader.readline().await, Err(Error::Other(_))));
+        assert!(matches!(reader.readuntil(b"\n").await, Err(Error::Other(_))));
+        assert!(matches!(reader.readexactly(2).await, Err(Error::Other(_))));
+        assert!(matches!(reader.read_to_end().await, Err(Error::Other(_))));
+        let mut buf = [0u8; 4];
+        let got = futures_lite_read(&mut reader, &mut buf).await;
+        assert!(got.is_err(), "AsyncRead too: {got:?}");
+        // Nothing was consumed.
+        assert_eq!(reader.buffered(), 10);
     });
+}
+
+/// One `AsyncRead::poll_read`, awaited.
+async fn futures_lite_read(reader: &mut StreamReader, buf: &mut [u8]) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| futures_io::AsyncRead::poll_read(std::pin::Pin::new(&mut *reader), cx, buf))
+        .await
 }
 
 #[test]
@@ -743,7 +761,7 @@ fn wait_closed_after_close() {
         assert!(cw.transport().local_sockaddr().is_ok(), "close() must not close the socket inline");
         cw.wait_closed().await.unwrap();
         // connection_lost has run: the socket is gone.
-        assert!(matches!(cw.transport().local_sockaddr(), Err(Error::Closed)));
+        assert!(matches!(cw.transport().local_sockaddr(), Err(Error::InvalidState(_))));
         // Waiting again returns at once.
         cw.wait_closed().await.unwrap();
         assert_eq!(cr.read(10).await.unwrap(), b"");
@@ -833,14 +851,15 @@ fn client_connected_runs_each_connection_as_its_own_task() {
             },
             "127.0.0.1",
             0,
+            Default::default(),
         )
         .await
         .unwrap();
         let port = server.local_addr().unwrap().port();
-        let (mut r1, w1) = open_connection("127.0.0.1", port).await.unwrap();
+        let (mut r1, w1) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
         w1.write(b"first\n").unwrap();
         until("the first handler to read its line", || log.len() == 1).await;
-        let (mut r2, w2) = open_connection("127.0.0.1", port).await.unwrap();
+        let (mut r2, w2) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
         w2.write(b"second\n").unwrap();
         assert_eq!(r2.readline().await.unwrap(), b"ack second\n");
         assert_eq!(r1.readline().await.unwrap(), b"ack first\n");
@@ -856,7 +875,7 @@ fn five_hundred_concurrent_clients_all_get_their_echoes() {
     let limit = raise_fd_limit();
     assert!(limit >= 2 * CLIENTS as u64 + 100, "RLIMIT_NOFILE hard limit {limit} is too low for this test");
     run_for(Duration::from_secs(60), async {
-        let server = start_server_with(
+        let server = start_server(
             |mut reader, writer| async move {
                 loop {
                     let line = reader.readline().await.unwrap();
@@ -881,7 +900,7 @@ fn five_hundred_concurrent_clients_all_get_their_echoes() {
         .unwrap();
         let port = server.local_addr().unwrap().port();
         let results = gather((0..CLIENTS).map(|i| async move {
-            let (mut reader, writer) = open_connection("127.0.0.1", port).await.unwrap();
+            let (mut reader, writer) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
             let messages = [format!("client {i} hello\n"), format!("client {i} bye\n")];
             let mut replies = Vec::new();
             for m in &messages {
@@ -920,11 +939,12 @@ fn unix_stream_round_trip() {
                 writer.close();
             },
             &p,
+            Default::default(),
         )
         .await
         .unwrap();
         assert!(p.exists());
-        let (mut reader, writer) = open_unix_connection(&p).await.unwrap();
+        let (mut reader, writer) = open_unix_connection(&p, Default::default()).await.unwrap();
         assert_eq!(writer.peer_addr(), None, "a Unix socket has no IP peer");
         writer.write(b"over a unix socket\n").unwrap();
         assert_eq!(reader.readline().await.unwrap(), b"OVER A UNIX SOCKET\n");
@@ -1010,11 +1030,12 @@ fn futures_io_copy_echo_server_write_all_and_close() {
             },
             "127.0.0.1",
             0,
+            Default::default(),
         )
         .await
         .unwrap();
         let port = server.local_addr().unwrap().port();
-        let (mut reader, writer) = open_connection("127.0.0.1", port).await.unwrap();
+        let (mut reader, writer) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
         // Big enough that both sides' flow control engages.
         let data = pattern(0, 4 << 20);
         let d = data.clone();
@@ -1038,7 +1059,7 @@ fn futures_io_copy_echo_server_write_all_and_close() {
         let mut w = writer.clone();
         AsyncWriteExt::close(&mut w).await.unwrap();
         assert!(writer.is_closing());
-        assert!(matches!(writer.transport().local_sockaddr(), Err(Error::Closed)));
+        assert!(matches!(writer.transport().local_sockaddr(), Err(Error::InvalidState(_))));
         server.close();
     });
 }
@@ -1098,11 +1119,12 @@ fn a_panicking_handler_task_closes_its_connection_and_is_reported() {
             },
             "127.0.0.1",
             0,
+            Default::default(),
         )
         .await
         .unwrap();
         let port = server.local_addr().unwrap().port();
-        let (mut reader, writer) = open_connection("127.0.0.1", port).await.unwrap();
+        let (mut reader, writer) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
         writer.write(b"hello\n").unwrap();
         // asyncio closes the transport when the client_connected task
         // fails: the client sees what was written, then EOF, not a hang.

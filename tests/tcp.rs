@@ -412,6 +412,7 @@ fn buffered_protocol_echo() {
                 },
                 "127.0.0.1",
                 0,
+                Default::default(),
             )
             .await
             .unwrap();
@@ -1040,7 +1041,7 @@ fn a_thousand_concurrent_connections_echo() {
             RecProto::echo().0
         };
         let opts = ServerOptions { backlog: 1024, ..Default::default() };
-        let server = l.create_server_with(factory, "127.0.0.1", 0, opts).await.unwrap();
+        let server = l.create_server(factory, "127.0.0.1", 0, opts).await.unwrap();
         let addr = sockaddr(server.local_addr().unwrap());
         let all_connected = evloop::sync::Event::new();
         let clients = (0..N).map(|i| {
@@ -1131,8 +1132,15 @@ fn ten_thousand_connect_close_cycles_leave_the_fd_count_unchanged() {
         let fds_at_start = open_fd_count();
         let server_lost = NetCounter::new();
         let sl = server_lost.clone();
-        let server =
-            l.create_server(move || CountEcho { t: None, lost: sl.clone() }, "127.0.0.1", 0).await.unwrap();
+        let server = l
+            .create_server(
+                move || CountEcho { t: None, lost: sl.clone() },
+                "127.0.0.1",
+                0,
+                Default::default(),
+            )
+            .await
+            .unwrap();
         let port = server.local_addr().unwrap().port();
         let addr = sockaddr(server.local_addr().unwrap());
         let fds_with_server = open_fd_count();
@@ -1275,7 +1283,7 @@ fn create_connection_to_localhost_by_name_and_addresses() {
         assert_eq!(cs.data(), b"by name");
         t.close();
         cs.until_lost().await;
-        assert!(matches!(t.peer_sockaddr(), Err(Error::Closed)));
+        assert!(matches!(t.peer_sockaddr(), Err(Error::InvalidState(_))));
         assert_eq!(t.peer_addr(), None);
         server.close();
     })
@@ -1414,6 +1422,130 @@ fn transports_of_both_ends_are_reported_as_tcp_and_unix() {
         assert_eq!(t.peer_addr(), None);
         assert!(t.peer_sockaddr().unwrap().is_unix());
         t.abort();
+    })
+    .unwrap();
+}
+
+// ------------------------------------------------ nothing after connection_lost
+
+#[test]
+fn no_resume_writing_after_abort_with_writing_paused() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let (server, addr, conns) = net_rec_server(&l, || {
+            let (mut p, s) = RecProto::new();
+            // Never read, so the client's writes pile up.
+            p.on_made = Some(Box::new(|t| t.pause_reading()));
+            (p, s)
+        })
+        .await;
+        let (t, proto) = l.create_connection(|| RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+        let cs = proto.borrow().state.clone();
+        let _accepted = within("accept", conns.get()).await;
+        t.set_write_buffer_limits(Some(1024), None).unwrap();
+        t.write(&vec![7; 32 * MIB]).unwrap();
+        assert_eq!(cs.names(), ["made", "pause"]);
+        t.abort();
+        // The buffer is empty now: before the fix this delivered
+        // resume_writing, before and after connection_lost.
+        t.set_write_buffer_limits(Some(16 * MIB), None).unwrap();
+        cs.until_lost().await;
+        t.set_write_buffer_limits(Some(1024), Some(0)).unwrap();
+        t.set_write_buffer_limits(None, None).unwrap();
+        net_passes(3).await;
+        assert_eq!(cs.names(), ["made", "pause", "lost"]);
+        server.close();
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_pause_writing_deferred_by_a_panicking_method_is_never_delivered() {
+    let lp = new_loop();
+    let seen = capture_exceptions(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let (server, addr, conns) = net_rec_server(&l, || {
+            let (mut p, s) = RecProto::new();
+            p.on_data = Some(Box::new(|t, _| {
+                // Past the high-water mark inside data_received: the
+                // pause waits for the method to return, which it never does.
+                t.write(&vec![1; 32 * MIB]).unwrap();
+                panic!("after the write");
+            }));
+            (p, s)
+        })
+        .await;
+        // A client that never reads.
+        let client = util::net_connect(&l, &sockaddr(addr)).await;
+        l.sock_sendall(&client, b"go").await.unwrap();
+        let ss = within("accept", conns.get()).await;
+        ss.until_lost().await;
+        net_passes(3).await;
+        assert_eq!(ss.names(), ["made", "data", "lost"]);
+        assert!(matches!(ss.lost()[..], [Some(Error::Panicked(_))]), "{:?}", ss.lost());
+        server.close();
+    })
+    .unwrap();
+    assert_eq!(seen.borrow().len(), 1, "the panic was reported once");
+}
+
+#[test]
+fn writelines_of_nothing_after_close_or_write_eof_errors_like_write() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let (server, addr, _conns) = net_rec_server(&l, RecProto::new).await;
+        for eof in [false, true] {
+            let (t, _p) = l.create_connection(|| RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+            assert!(t.writelines(Vec::<Vec<u8>>::new()).is_ok(), "nothing to write on an open transport");
+            if eof {
+                t.write_eof();
+            } else {
+                t.close();
+            }
+            assert!(matches!(t.write(b""), Err(Error::InvalidState(_))));
+            assert!(matches!(t.writelines(Vec::<Vec<u8>>::new()), Err(Error::InvalidState(_))));
+            t.close();
+        }
+        server.close();
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_pause_raised_while_the_caller_borrows_the_protocol_comes_on_the_next_pass() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let (server, addr, conns) = net_rec_server(&l, || {
+            let (mut p, s) = RecProto::new();
+            p.on_made = Some(Box::new(|t| t.pause_reading()));
+            (p, s)
+        })
+        .await;
+        let (t, proto) = l.create_connection(|| RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+        let _accepted = within("accept", conns.get()).await;
+        let cs = {
+            // Borrowed outside any protocol method: before, the transport
+            // called pause_writing through this borrow, panicked, and
+            // closed the connection.
+            let borrowed = proto.borrow_mut();
+            t.write(&vec![3; 32 * MIB]).unwrap();
+            borrowed.state.clone()
+        };
+        assert_eq!(cs.names(), ["made"], "not delivered through the borrow");
+        net_passes(2).await;
+        assert_eq!(cs.names(), ["made", "pause"]);
+        assert!(!t.is_closing());
+        t.abort();
+        cs.until_lost().await;
+        assert!(matches!(cs.lost()[..], [None]));
+        server.close();
     })
     .unwrap();
 }

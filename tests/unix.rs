@@ -36,6 +36,7 @@ fn unix_server_and_connection_round_trip() {
                     p
                 },
                 &path,
+                Default::default(),
             )
             .await
             .unwrap();
@@ -91,19 +92,19 @@ fn binding_to_an_existing_path_fails_unless_remove_stale_socket() {
     let file = dir.join("not-a-socket");
     std::fs::write(&file, b"precious").unwrap();
     lp.run_until_complete(async move {
-        let e = l.create_unix_server(|| RecProto::echo().0, &path).await.unwrap_err();
+        let e = l.create_unix_server(|| RecProto::echo().0, &path, Default::default()).await.unwrap_err();
         assert_eq!(e.io_kind(), Some(io::ErrorKind::AddrInUse), "{e}");
         assert!(is_socket(&path));
 
         let opts = ServerOptions { remove_stale_socket: true, ..Default::default() };
-        let server = l.create_unix_server_with(|| RecProto::echo().0, &path, opts.clone()).await.unwrap();
+        let server = l.create_unix_server(|| RecProto::echo().0, &path, opts.clone()).await.unwrap();
         let c = net_connect(&l, &SockAddr::unix(&path).unwrap()).await;
         l.sock_sendall(&c, b"fresh").await.unwrap();
         assert_eq!(net_read_exact(&l, &c, 5).await, b"fresh");
         server.close();
 
         // Only a socket is removed: a regular file is an error, and kept.
-        let e = l.create_unix_server_with(|| RecProto::echo().0, &file, opts).await.unwrap_err();
+        let e = l.create_unix_server(|| RecProto::echo().0, &file, opts).await.unwrap_err();
         assert_eq!(e.io_kind(), Some(io::ErrorKind::AlreadyExists), "{e}");
         assert_eq!(std::fs::read(&file).unwrap(), b"precious");
     })
@@ -118,7 +119,7 @@ fn closing_a_unix_server_removes_its_socket_file() {
     let _errors = fail_on_callback_errors(&lp);
     let l = lp.clone();
     lp.run_until_complete(async move {
-        let server = l.create_unix_server(|| RecProto::echo().0, &path).await.unwrap();
+        let server = l.create_unix_server(|| RecProto::echo().0, &path, Default::default()).await.unwrap();
         let c = net_connect(&l, &SockAddr::unix(&path).unwrap()).await;
         l.sock_sendall(&c, b"x").await.unwrap();
         assert_eq!(net_read_exact(&l, &c, 1).await, b"x");
@@ -133,7 +134,7 @@ fn closing_a_unix_server_removes_its_socket_file() {
         drop(c);
         within("wait_closed", server.wait_closed()).await.unwrap();
         // And a new server may bind the path again.
-        let again = l.create_unix_server(|| RecProto::echo().0, &path).await.unwrap();
+        let again = l.create_unix_server(|| RecProto::echo().0, &path, Default::default()).await.unwrap();
         again.close();
         assert!(!path.exists());
     })
@@ -148,7 +149,7 @@ fn closing_a_unix_server_leaves_a_socket_file_someone_else_bound_since() {
     let _errors = fail_on_callback_errors(&lp);
     let l = lp.clone();
     lp.run_until_complete(async move {
-        let server = l.create_unix_server(|| RecProto::echo().0, &path).await.unwrap();
+        let server = l.create_unix_server(|| RecProto::echo().0, &path, Default::default()).await.unwrap();
         // Another process replaces the path with its own socket.
         std::fs::remove_file(&path).unwrap();
         let other = std::os::unix::net::UnixListener::bind(&path).unwrap();

@@ -54,7 +54,7 @@ fn serve_echo_evloop(port: u16) {
     let l = lp.clone();
     lp.run_until_complete(async move {
         let opts = evloop::net::ServerOptions { backlog: 1024, ..Default::default() };
-        let server = l.create_server_with(|| ev::Echo(None), "127.0.0.1", port, opts).await.unwrap();
+        let server = l.create_server(|| ev::Echo(None), "127.0.0.1", port, opts).await.unwrap();
         announce(server.local_addr().unwrap().port());
         server.serve_forever().await
     })

@@ -2,7 +2,7 @@
 //! run on the loop's executor, as asyncio does.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use crate::error::Result;
 use crate::runtime::event_loop::EventLoop;
@@ -13,9 +13,14 @@ impl EventLoop {
     /// answered at once; names are looked up with the system resolver on
     /// the loop's executor, so the loop never blocks on DNS.
     ///
+    /// A numeric IPv6 address may be bracketed (`"[::1]"`), as in URLs;
+    /// anything else with brackets is refused.
+    ///
     /// # Errors
     ///
-    /// [`Error::Io`](crate::Error::Io) if the name does not resolve (or resolves to nothing).
+    /// [`Error::Io`](crate::Error::Io) if the name does not resolve (or
+    /// resolves to nothing); with `InvalidInput` for malformed brackets
+    /// such as `"[::1"` or `"[127.0.0.1]"`.
     ///
     /// # Examples
     ///
@@ -29,7 +34,7 @@ impl EventLoop {
     /// # Ok::<(), evloop::Error>(())
     /// ```
     pub async fn getaddrinfo(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>> {
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Some(ip) = numeric_host(host)? {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
         let name = host.to_owned();
@@ -53,6 +58,23 @@ impl EventLoop {
     pub async fn getnameinfo(&self, addr: SocketAddr, flags: i32) -> Result<(String, String)> {
         self.run_in_executor(move || lookup_name(addr, flags)).await?
     }
+}
+
+/// `host` as a numeric address, if it is one; only a well-formed
+/// bracketed IPv6 address may carry brackets.
+fn numeric_host(host: &str) -> io::Result<Option<IpAddr>> {
+    let malformed = || {
+        let msg = format!("{host:?}: brackets must enclose an IPv6 address, as in \"[::1]\"");
+        io::Error::new(io::ErrorKind::InvalidInput, msg)
+    };
+    if let Some(inside) = host.strip_prefix('[') {
+        let ip = inside.strip_suffix(']').and_then(|s| s.parse::<Ipv6Addr>().ok()).ok_or_else(malformed)?;
+        return Ok(Some(IpAddr::V6(ip)));
+    }
+    if host.contains(['[', ']']) {
+        return Err(malformed());
+    }
+    Ok(host.parse::<IpAddr>().ok())
 }
 
 fn lookup_name(addr: SocketAddr, flags: i32) -> Result<(String, String)> {

@@ -7,12 +7,20 @@
 //! every send uses `MSG_NOSIGNAL`: a peer that has gone gives an error
 //! (through `connection_lost` for transports), never a `SIGPIPE`.
 //!
+//! Lifetimes: transports and servers hold their loop weakly and are closed
+//! by the loop's [`close`](crate::EventLoop::close); after
+//! `connection_lost` a transport keeps neither its socket nor its protocol,
+//! so nothing a connection owned outlives it (see the transport core,
+//! `net/core.rs`).
+//!
 //! The `sock_*` methods, [`create_connection`](crate::EventLoop::create_connection),
 //! [`create_server`](crate::EventLoop::create_server) and the rest are
 //! methods of [`EventLoop`](crate::EventLoop); this module holds the types.
 
+pub(crate) mod core;
 mod dns;
 pub(crate) mod protocol;
+mod sendfile;
 mod server;
 pub(crate) mod sock;
 pub mod stream;
@@ -23,6 +31,13 @@ pub use protocol::{Buffered, BufferedProtocol, DatagramProtocol, Protocol, Strea
 pub use server::{ACCEPT_RETRY_DELAY, Server, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};
 pub use udp::{DatagramOptions, DatagramTransport};
+
+/// An error that says what was being done: "connect to 127.0.0.1:1:
+/// Connection refused (os error 111)". Errors other than I/O pass through.
+/// The OS error number and kind are kept.
+pub(crate) fn io_context(error: crate::Error, context: impl std::fmt::Display) -> crate::Error {
+    error.with_context(context)
+}
 
 /// The socket types the `sock_*` methods and servers use, re-exported.
 pub use socket2::{self, Domain, SockAddr, Socket, Type};

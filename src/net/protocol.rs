@@ -5,7 +5,11 @@
 //! `connection_made → data_received* → eof_received? → connection_lost`,
 //! with `pause_writing`/`resume_writing` in between when the write buffer
 //! crosses its limits. `connection_lost` is called exactly once, after the
-//! last `data_received`.
+//! last `data_received`, and no method is called after it; then the
+//! transport drops the protocol. Closing the loop closes every transport
+//! still open: its protocol gets `connection_lost(Some(Error::Closed))`
+//! inside `close()` (a loop dropped without `close()` drops its protocols
+//! without that call).
 
 use crate::error::Error;
 use crate::net::transport::Transport;
@@ -56,7 +60,8 @@ pub trait Protocol: 'static {
     }
 
     /// The connection is closed: `None` after an orderly close, the error
-    /// otherwise (reset, broken pipe…). Called exactly once.
+    /// otherwise (reset, broken pipe…; [`Error::Closed`] when the loop was
+    /// closed with the connection open). Called exactly once, and last.
     fn connection_lost(&mut self, error: Option<Error>) {
         let _ = error;
     }
@@ -118,18 +123,20 @@ pub struct Buffered<P>(pub P);
 /// [`Buffered`]`<P>` for every [`BufferedProtocol`]. Sealed; implement
 /// `Protocol` or `BufferedProtocol` instead.
 pub trait StreamProtocol: sealed::Sealed + 'static {
+    /// How the transport reads for this protocol; asked once, when the
+    /// transport is made.
+    #[doc(hidden)]
+    fn read_path(&self) -> ReadPath;
     #[doc(hidden)]
     fn connection_made(&mut self, transport: &Transport);
-    /// `Some(buffer)` for a buffered protocol, `None` to use the loop's
-    /// shared receive buffer and `data_received`.
-    /// Receives from `socket` straight into the protocol's own storage and
-    /// processes it; `None` (the default) when the protocol has no such
-    /// fast path. `Some(Ok(0))` is EOF.
+    /// [`ReadPath::Direct`]: receives from `socket` straight into the
+    /// protocol's own storage and processes it. `Ok(0)` is EOF.
     #[doc(hidden)]
-    fn receive(&mut self, socket: &socket2::Socket) -> Option<std::io::Result<usize>> {
+    fn receive(&mut self, socket: &socket2::Socket) -> std::io::Result<usize> {
         let _ = socket;
-        None
+        Err(std::io::ErrorKind::Unsupported.into())
     }
+    /// [`ReadPath::Buffered`]: the protocol's buffer to read into.
     #[doc(hidden)]
     fn get_buffer(&mut self, size_hint: usize) -> Option<&mut [u8]>;
     #[doc(hidden)]
@@ -146,6 +153,18 @@ pub trait StreamProtocol: sealed::Sealed + 'static {
     fn resume_writing(&mut self);
 }
 
+/// How a stream transport reads for its protocol.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// Into the loop's shared receive buffer, then `data_received`.
+    Shared,
+    /// Into the buffer from `get_buffer`, then `buffer_updated`.
+    Buffered,
+    /// The protocol receives from the socket itself (streams).
+    Direct,
+}
+
 pub(crate) mod sealed {
     pub trait Sealed {}
     impl<P: super::Protocol> Sealed for P {}
@@ -153,6 +172,9 @@ pub(crate) mod sealed {
 }
 
 impl<P: Protocol> StreamProtocol for P {
+    fn read_path(&self) -> ReadPath {
+        ReadPath::Shared
+    }
     fn connection_made(&mut self, transport: &Transport) {
         Protocol::connection_made(self, transport)
     }
@@ -178,6 +200,9 @@ impl<P: Protocol> StreamProtocol for P {
 }
 
 impl<P: BufferedProtocol> StreamProtocol for Buffered<P> {
+    fn read_path(&self) -> ReadPath {
+        ReadPath::Buffered
+    }
     fn connection_made(&mut self, transport: &Transport) {
         self.0.connection_made(transport)
     }

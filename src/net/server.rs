@@ -18,7 +18,7 @@ use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
 use crate::net::protocol::StreamProtocol;
 use crate::net::transport::Transport;
-use crate::runtime::event_loop::EventLoop;
+use crate::runtime::event_loop::{CloserKey, EventLoop, WeakLoop};
 use crate::runtime::handle::TimerHandle;
 use crate::task::future::Future;
 
@@ -26,8 +26,9 @@ use crate::task::future::Future;
 /// (asyncio's `ACCEPT_RETRY_DELAY`).
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// Options of [`EventLoop::create_server_with`] and
-/// [`EventLoop::create_unix_server_with`].
+/// Options of [`EventLoop::create_server`] and
+/// [`EventLoop::create_unix_server`] (asyncio's keyword arguments);
+/// `Default::default()` gives asyncio's defaults.
 ///
 /// # Examples
 ///
@@ -68,10 +69,16 @@ slotmap::new_key_type! {
     struct ConnKey;
 }
 
-type StartConnection = Box<dyn Fn(Socket, Box<dyn FnOnce()>) -> Result<Transport>>;
+type StartConnection = Box<dyn Fn(&EventLoop, Socket, Box<dyn FnOnce()>) -> Result<Transport>>;
 
 struct ServerInner {
-    lp: EventLoop,
+    /// Weak, as transports hold it: the loop owns the server's
+    /// registrations, not the other way round.
+    lp: WeakLoop,
+    /// The loop's `close()` closes the server; see [`Server::close`].
+    closer: Cell<Option<CloserKey>>,
+    /// The future a running `serve_forever` waits on; `close()` cancels it.
+    forever: RefCell<Option<Future<()>>>,
     listeners: RefCell<Vec<Socket>>,
     start_connection: StartConnection,
     backlog: i32,
@@ -89,7 +96,11 @@ struct ServerInner {
 }
 
 /// A listening server (asyncio's `Server`): accepts connections and runs a
-/// protocol for each.
+/// protocol for each. Cheap to clone.
+///
+/// The loop holds a server only weakly: dropping every `Server` handle
+/// stops listening (connections already accepted stay open), and closing
+/// the loop closes the server.
 ///
 /// # Examples
 ///
@@ -104,7 +115,7 @@ struct ServerInner {
 /// let lp = evloop::EventLoop::new()?;
 /// let l = lp.clone();
 /// let echoed = lp.run_until_complete(async move {
-///     let server = l.create_server(|| Echo(None), "127.0.0.1", 0).await?;
+///     let server = l.create_server(|| Echo(None), "127.0.0.1", 0, Default::default()).await?;
 ///     let addr = server.local_addr().unwrap();
 ///     let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
 ///     client.set_nonblocking(true)?;
@@ -123,28 +134,40 @@ pub struct Server {
 }
 
 impl ServerInner {
+    fn lp(&self) -> Option<EventLoop> {
+        self.lp.upgrade()
+    }
+
+    fn report(&self, ctx: &ExceptionContext) {
+        if let Some(lp) = self.lp() {
+            lp.call_exception_handler(ctx);
+        }
+    }
+
     fn fds(&self) -> Vec<RawFd> {
         self.listeners.borrow().iter().map(|s| s.as_raw_fd()).collect()
     }
 
     fn start_accepting(self: &Rc<Self>) {
+        let Some(lp) = self.lp() else { return };
         for fd in self.fds() {
             let me = Rc::downgrade(self);
-            let added = self.lp.add_owned_reader(fd, move || {
+            let added = lp.add_owned_reader(fd, move || {
                 if let Some(me) = me.upgrade() {
                     me.accept_ready(fd);
                 }
             });
             if let Err(e) = added {
                 let ctx = ExceptionContext::new("server: could not watch a listening socket").with_error(e);
-                self.lp.call_exception_handler(&ctx);
+                self.report(&ctx);
             }
         }
     }
 
     fn stop_accepting(&self) {
+        let Some(lp) = self.lp() else { return };
         for fd in self.fds() {
-            self.lp.remove_owned_reader(fd);
+            lp.remove_owned_reader(fd);
         }
     }
 
@@ -173,7 +196,7 @@ impl ServerInner {
                 }
                 Err(e) => {
                     let ctx = ExceptionContext::new("server: accept failed").with_error(e.into());
-                    self.lp.call_exception_handler(&ctx);
+                    self.report(&ctx);
                     return;
                 }
             }
@@ -188,10 +211,11 @@ impl ServerInner {
             ACCEPT_RETRY_DELAY.as_secs_f64()
         ))
         .with_error(e.into());
-        self.lp.call_exception_handler(&ctx);
+        self.report(&ctx);
         self.stop_accepting();
+        let Some(lp) = self.lp().filter(|lp| !lp.is_closed()) else { return };
         let me = Rc::downgrade(self);
-        let timer = self.lp.call_later(ACCEPT_RETRY_DELAY, move || {
+        let timer = lp.call_later(ACCEPT_RETRY_DELAY, move || {
             if let Some(me) = me.upgrade() {
                 me.backoff.borrow_mut().take();
                 if me.serving.get() {
@@ -206,6 +230,7 @@ impl ServerInner {
     }
 
     fn start(self: &Rc<Self>, socket: Socket) {
+        let Some(lp) = self.lp() else { return };
         let key = self.connections.borrow_mut().insert(None);
         let me: Weak<ServerInner> = Rc::downgrade(self);
         let on_lost: Box<dyn FnOnce()> = Box::new(move || {
@@ -217,8 +242,9 @@ impl ServerInner {
         });
         // The protocol factory is user code: a panic in it must not leave
         // the reserved slot behind (wait_closed would never return).
-        let started = std::panic::catch_unwind(AssertUnwindSafe(|| (self.start_connection)(socket, on_lost)))
-            .unwrap_or_else(|payload| Err(Error::Panicked(panic_message(&*payload))));
+        let started =
+            std::panic::catch_unwind(AssertUnwindSafe(|| (self.start_connection)(&lp, socket, on_lost)))
+                .unwrap_or_else(|payload| Err(Error::Panicked(panic_message(&*payload))));
         match started {
             Ok(transport) => {
                 if let Some(slot) = self.connections.borrow_mut().get_mut(key) {
@@ -228,7 +254,7 @@ impl ServerInner {
             Err(e) => {
                 self.connections.borrow_mut().remove(key);
                 let ctx = ExceptionContext::new("server: could not start a connection").with_error(e);
-                self.lp.call_exception_handler(&ctx);
+                lp.call_exception_handler(&ctx);
             }
         }
     }
@@ -250,10 +276,16 @@ impl Drop for ServerInner {
         // struct, so take them off the loop first; otherwise their readers
         // and the transport claim would stay on fd numbers the next
         // sockets reuse.
-        if !self.closed.get() && !self.lp.is_closed() {
+        if self.closed.get() {
+            return;
+        }
+        if let Some(lp) = self.lp().filter(|lp| !lp.is_closed()) {
             self.stop_accepting();
             for fd in self.fds() {
-                self.lp.release_fd(fd);
+                lp.release_fd(fd);
+            }
+            if let Some(key) = self.closer.take() {
+                lp.forget_on_close(key);
             }
         }
     }
@@ -275,8 +307,11 @@ impl Server {
     }
 
     /// Stops listening and closes the listening sockets (removing a Unix
-    /// server's socket file). Connections already accepted stay open; see
-    /// [`close_clients`](Server::close_clients).
+    /// server's socket file), and makes a running
+    /// [`serve_forever`](Server::serve_forever) end. Connections already
+    /// accepted stay open; see [`close_clients`](Server::close_clients).
+    /// Closing the loop closes its servers too (and, separately, their
+    /// connections).
     pub fn close(&self) {
         let inner = &self.inner;
         if inner.closed.replace(true) {
@@ -287,8 +322,11 @@ impl Server {
             timer.cancel();
         }
         inner.stop_accepting();
-        for fd in inner.fds() {
-            inner.lp.release_fd(fd);
+        let lp = inner.lp();
+        if let Some(lp) = &lp {
+            for fd in inner.fds() {
+                lp.release_fd(fd);
+            }
         }
         let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
         drop(listeners);
@@ -296,6 +334,14 @@ impl Server {
             && file_id(path) == Some(*id)
         {
             let _ = std::fs::remove_file(path);
+        }
+        if let (Some(key), Some(lp)) = (inner.closer.take(), &lp) {
+            lp.forget_on_close(key);
+        }
+        // asyncio cancels the future serve_forever waits on.
+        let forever = inner.forever.borrow().clone();
+        if let Some(forever) = forever {
+            forever.cancel();
         }
         inner.wake_waiters();
     }
@@ -305,40 +351,73 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::Cancelled`] if the waiting future is cancelled.
+    /// [`Error::Cancelled`] if the waiting future is cancelled;
+    /// [`Error::Closed`] if the loop is gone.
     pub async fn wait_closed(&self) -> Result<()> {
         let inner = &self.inner;
         if inner.closed.get() && inner.connections.borrow().is_empty() {
             return Ok(());
         }
-        let fut = inner.lp.create_future::<()>();
+        let fut = inner.lp().ok_or(Error::Closed)?.create_future::<()>();
         inner.waiters.borrow_mut().push(fut.clone());
         fut.await
     }
 
     /// Accepts connections until the server is closed (asyncio's
-    /// `serve_forever`). If the awaiting task is cancelled, the server is
-    /// closed.
+    /// `serve_forever`). [`close`](Server::close) makes it end: once the
+    /// connections the server accepted are gone it returns
+    /// `Err(Error::Cancelled)`, as asyncio's raises `CancelledError`. If the
+    /// awaiting task is cancelled, the server is closed.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidState`] if the server is already closed.
+    /// [`Error::Cancelled`] when the server is closed;
+    /// [`Error::InvalidState`] if the server is already closed or another
+    /// `serve_forever` is running on it (asyncio's `RuntimeError`);
+    /// [`Error::Closed`] if the loop is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let ended = lp.run_until_complete(async move {
+    ///     let server = evloop::start_server(|_, _| async {}, "127.0.0.1", 0, Default::default()).await?;
+    ///     let s = server.clone();
+    ///     let serving = evloop::spawn(async move { s.serve_forever().await });
+    ///     evloop::yield_now().await;
+    ///     assert!(server.serve_forever().await.is_err(), "one serve_forever at a time");
+    ///     server.close();
+    ///     Ok::<_, evloop::Error>(serving.await?)
+    /// })??;
+    /// assert!(matches!(ended, Err(evloop::Error::Cancelled)));
+    /// # drop(l);
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
     pub async fn serve_forever(&self) -> Result<()> {
-        if self.inner.closed.get() {
+        let inner = &self.inner;
+        if inner.forever.borrow().is_some() {
+            return Err(Error::InvalidState("serve_forever() is already running on this server"));
+        }
+        if inner.closed.get() {
             return Err(Error::InvalidState("the server is closed"));
         }
+        let forever = inner.lp().ok_or(Error::Closed)?.create_future::<()>();
+        *inner.forever.borrow_mut() = Some(forever.clone());
         self.start_serving();
         struct CloseOnDrop<'a>(&'a Server);
         impl Drop for CloseOnDrop<'_> {
             fn drop(&mut self) {
+                let forever = self.0.inner.forever.borrow_mut().take();
+                drop(forever);
                 self.0.close();
             }
         }
         let _guard = CloseOnDrop(self);
-        let closed = self.inner.lp.create_future::<()>();
-        self.inner.waiters.borrow_mut().push(closed.clone());
-        // Resolves once the server is closed and its connections are gone.
-        (&closed).await.or(Ok(()))
+        let ended = (&forever).await;
+        // Like asyncio's `await self.wait_closed()` before re-raising.
+        self.wait_closed().await?;
+        ended
     }
 
     /// The listening sockets' addresses (asyncio returns the sockets).
@@ -375,8 +454,13 @@ impl Server {
     }
 
     /// The loop the server runs on.
+    ///
+    /// # Panics
+    ///
+    /// If the loop was dropped (the server holds it weakly).
+    #[track_caller]
     pub fn get_loop(&self) -> EventLoop {
-        self.inner.lp.clone()
+        self.inner.lp.get()
     }
 }
 
@@ -426,7 +510,54 @@ impl EventLoop {
     /// # Errors
     ///
     /// The last connection error if no address connects (e.g.
-    /// `ConnectionRefused`), or the resolver's error.
+    /// `ConnectionRefused`, its message naming the address: "connect to
+    /// 127.0.0.1:1: Connection refused"), or the resolver's error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::net::{Protocol, Transport};
+    ///
+    /// /// Sends a greeting and collects the reply.
+    /// #[derive(Default)]
+    /// struct Client(Vec<u8>);
+    /// impl Protocol for Client {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"ping").unwrap();
+    ///         t.write_eof();
+    ///     }
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         self.0.extend_from_slice(data);
+    ///     }
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let reply = lp.run_until_complete(async move {
+    ///     let echo = |mut r: evloop::StreamReader, w: evloop::StreamWriter| async move {
+    ///         let all = r.read_to_end().await.unwrap();
+    ///         w.write(&all).unwrap();
+    ///         w.close();
+    ///     };
+    ///     let server = evloop::start_server(echo, "127.0.0.1", 0, Default::default()).await?;
+    ///     let port = server.local_addr().unwrap().port();
+    ///     let (transport, client) = l.create_connection(Client::default, "127.0.0.1", port).await?;
+    ///     while !transport.is_closing() {
+    ///         evloop::yield_now().await; // the server closes after echoing
+    ///     }
+    ///     server.close();
+    ///     let reply = client.borrow().0.clone();
+    ///     Ok::<_, evloop::Error>(reply)
+    /// })??;
+    /// assert_eq!(reply, b"ping");
+    ///
+    /// let l = lp.clone();
+    /// let refused = lp.run_until_complete(async move {
+    ///     l.create_connection(Client::default, "127.0.0.1", 1).await.map(|_| ())
+    /// })?;
+    /// assert!(refused.unwrap_err().to_string().contains("connect to 127.0.0.1:1"));
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
     pub async fn create_connection<P: StreamProtocol>(
         &self,
         factory: impl FnOnce() -> P,
@@ -438,7 +569,7 @@ impl EventLoop {
             let socket = nonblocking_stream(Domain::for_address(addr))?;
             match self.sock_connect(&socket, &addr.into()).await {
                 Ok(()) => return self.start_transport(socket, factory()).await,
-                Err(e) => last_error = Some(e),
+                Err(e) => last_error = Some(crate::net::io_context(e, format_args!("connect to {addr}"))),
             }
         }
         Err(last_error.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound).into()))
@@ -455,8 +586,10 @@ impl EventLoop {
         factory: impl FnOnce() -> P,
         path: impl AsRef<Path>,
     ) -> Result<(Transport, Rc<RefCell<P>>)> {
+        let path = path.as_ref();
         let socket = nonblocking_stream(Domain::UNIX)?;
-        self.sock_connect(&socket, &SockAddr::unix(path)?).await?;
+        let connected = self.sock_connect(&socket, &SockAddr::unix(path)?).await;
+        connected.map_err(|e| crate::net::io_context(e, format_args!("connect to {}", path.display())))?;
         self.start_transport(socket, factory()).await
     }
 
@@ -500,27 +633,47 @@ impl EventLoop {
     }
 
     /// Listens on `host:port` and runs a protocol made by `factory` for each
-    /// connection (asyncio's `create_server` with default options). An
-    /// empty `host` listens on every interface (IPv4 and IPv6); port 0
-    /// picks a free port (see [`Server::local_addr`]).
+    /// connection (asyncio's `create_server`). An empty `host` listens on
+    /// every interface (IPv4 and IPv6); port 0 picks a free port (see
+    /// [`Server::local_addr`]). `options` as asyncio's keyword arguments;
+    /// `Default::default()` for asyncio's defaults.
+    ///
+    /// The server holds its loop weakly; closing the loop closes it (and,
+    /// separately, every connection it accepted).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] from resolving, `bind` or `listen` (e.g. `AddrInUse`).
-    pub async fn create_server<P, F>(&self, factory: F, host: &str, port: u16) -> Result<Server>
-    where
-        P: StreamProtocol,
-        F: Fn() -> P + 'static,
-    {
-        self.create_server_with(factory, host, port, ServerOptions::default()).await
-    }
-
-    /// [`create_server`](EventLoop::create_server) with options.
     ///
-    /// # Errors
+    /// # Examples
     ///
-    /// As [`create_server`](EventLoop::create_server).
-    pub async fn create_server_with<P, F>(
+    /// ```
+    /// use evloop::net::{Protocol, ServerOptions, Transport};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"hello\n").unwrap();
+    ///         t.close();
+    ///     }
+    ///     fn data_received(&mut self, _: &[u8]) {}
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let greeting = lp.run_until_complete(async move {
+    ///     let options = ServerOptions { backlog: 512, ..Default::default() };
+    ///     let server = l.create_server(|| Hello, "127.0.0.1", 0, options).await?;
+    ///     let port = server.local_addr().unwrap().port();
+    ///     let (mut reader, _writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
+    ///     let greeting = reader.read_to_end().await?;
+    ///     server.close();
+    ///     Ok::<_, evloop::Error>(greeting)
+    /// })??;
+    /// assert_eq!(greeting, b"hello\n");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub async fn create_server<P, F>(
         &self,
         factory: F,
         host: &str,
@@ -552,28 +705,15 @@ impl EventLoop {
         Ok(self.serve(listeners, factory, &options, None))
     }
 
-    /// Listens on the Unix socket `path` (asyncio's `create_unix_server`).
+    /// Listens on the Unix socket `path` (asyncio's `create_unix_server`);
+    /// `options.remove_stale_socket` removes an existing socket file first
+    /// (only a socket: any other kind of file is an error).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] from `bind` (e.g. `AddrInUse` if the path exists) or
     /// `listen`.
-    pub async fn create_unix_server<P, F>(&self, factory: F, path: impl AsRef<Path>) -> Result<Server>
-    where
-        P: StreamProtocol,
-        F: Fn() -> P + 'static,
-    {
-        self.create_unix_server_with(factory, path, ServerOptions::default()).await
-    }
-
-    /// [`create_unix_server`](EventLoop::create_unix_server) with options;
-    /// `remove_stale_socket` removes an existing socket file first (only a
-    /// socket: any other kind of file is an error).
-    ///
-    /// # Errors
-    ///
-    /// As [`create_unix_server`](EventLoop::create_unix_server).
-    pub async fn create_unix_server_with<P, F>(
+    pub async fn create_unix_server<P, F>(
         &self,
         factory: F,
         path: impl AsRef<Path>,
@@ -612,16 +752,17 @@ impl EventLoop {
         P: StreamProtocol,
         F: Fn() -> P + 'static,
     {
-        let lp = self.clone();
-        let start_connection: StartConnection = Box::new(move |socket, on_lost| {
-            Transport::start(&lp, socket, factory(), Some(on_lost), None).map(|(t, _)| t)
+        let start_connection: StartConnection = Box::new(move |lp, socket, on_lost| {
+            Transport::start(lp, socket, factory(), Some(on_lost), None).map(|(t, _)| t)
         });
         for s in &listeners {
             self.claim_fd(s.as_raw_fd());
         }
         let server = Server {
             inner: Rc::new(ServerInner {
-                lp: self.clone(),
+                lp: self.downgrade(),
+                closer: Cell::new(None),
+                forever: RefCell::new(None),
                 listeners: RefCell::new(listeners),
                 start_connection,
                 backlog: options.backlog,
@@ -633,6 +774,13 @@ impl EventLoop {
                 unix_path,
             }),
         };
+        let me = Rc::downgrade(&server.inner);
+        let key = self.on_close(move || {
+            if let Some(inner) = me.upgrade() {
+                Server { inner }.close();
+            }
+        });
+        server.inner.closer.set(Some(key));
         if options.start_serving {
             server.start_serving();
         }

@@ -1,28 +1,31 @@
 //! Stream transports (asyncio's `_SelectorSocketTransport`) for TCP and Unix
-//! sockets.
+//! sockets, on the shared [transport core](crate::net::core).
 //!
 //! A transport owns its socket and registers it with the loop as a
-//! transport-owned fd (user `add_reader` on it is refused). Reading: the
-//! reader callback receives into the loop's shared receive buffer (or the
-//! buffered protocol's own buffer) and hands the bytes to the protocol.
-//! Writing: `write` sends at once when nothing is buffered and keeps only
-//! what the socket did not take; a writer callback flushes the rest.
-//! Closing: the socket is unregistered, `connection_lost` runs (through
-//! `call_soon`, never inside a transport method), then the socket closes.
+//! transport-owned fd (user `add_reader` on it is refused). Reading takes
+//! the path the protocol's kind picks once, at creation: the loop's shared
+//! receive buffer and `data_received`, a [`BufferedProtocol`]'s own buffer,
+//! or the streams' direct receive. Writing: `write` sends at once when
+//! nothing is buffered and keeps only what the socket did not take; a
+//! writer callback flushes the rest. Closing: the socket is unregistered,
+//! `connection_lost` runs (through `call_soon`, never inside a transport
+//! method), then the socket and the protocol are dropped.
+//!
+//! [`BufferedProtocol`]: crate::net::BufferedProtocol
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::task::Waker;
 
 use socket2::{SockAddr, SockRef, Socket};
 
-use crate::error::{Error, Result, panic_message};
-use crate::exception::ExceptionContext;
-use crate::net::protocol::StreamProtocol;
+use crate::error::{Error, Result};
+use crate::net::core::{self, Core, Lifecycle, TransportKind};
+use crate::net::protocol::{ReadPath, StreamProtocol};
 use crate::net::sock::send_nosignal;
 use crate::runtime::event_loop::EventLoop;
 
@@ -49,14 +52,6 @@ pub(crate) fn take_read_buffer() -> Vec<u8> {
 /// Returns the buffer lent by [`take_read_buffer`].
 pub(crate) fn put_read_buffer(buf: Vec<u8>) {
     READ_BUF.with(|b| b.set(buf));
-}
-
-/// A protocol notification that could not be delivered because the
-/// protocol was busy in another method; delivered when that one returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Deferred {
-    PauseWriting,
-    ResumeWriting,
 }
 
 /// Bytes accepted by `write` that the socket has not taken yet.
@@ -91,41 +86,124 @@ impl WriteBuffer {
     }
 }
 
+/// The read side: the peer's EOF and the user's pause are independent
+/// (a pause after EOF must not make `resume_reading` read again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadSide {
+    Reading,
+    Paused,
+    /// The peer's EOF was read: reading never restarts.
+    AtEof,
+    AtEofPaused,
+}
+
+/// The write side's half-close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteSide {
+    Open,
+    /// `write_eof()` was called; the shutdown waits for the buffer.
+    EofPending,
+    EofSent,
+}
+
 pub(crate) struct StreamInner {
-    lp: EventLoop,
-    fd: RawFd,
-    socket: RefCell<Option<Socket>>,
-    protocol: Rc<RefCell<dyn StreamProtocol>>,
-    /// Set while a protocol method runs (re-entrancy guard).
-    protocol_busy: Cell<bool>,
-    deferred: RefCell<Vec<Deferred>>,
+    core: Core<dyn StreamProtocol>,
+    read_path: ReadPath,
+    read_side: Cell<ReadSide>,
+    write_side: Cell<WriteSide>,
     write_buf: RefCell<WriteBuffer>,
-    high_water: Cell<usize>,
-    low_water: Cell<usize>,
-    closing: Cell<bool>,
-    /// `connection_lost` has been scheduled (or run): nothing more happens.
-    lost: Cell<bool>,
-    eof_pending: Cell<bool>,
-    eof_sent: Cell<bool>,
-    /// The peer's EOF was read: reading never restarts (a `resume_reading`
-    /// would report the EOF again).
-    eof_received: Cell<bool>,
-    reading: Cell<bool>,
-    reader_on: Cell<bool>,
-    writer_on: Cell<bool>,
-    writing_paused: Cell<bool>,
     is_tcp: bool,
     /// `EventLoop::sendfile` owns the socket for now: `write` is refused.
-    sendfile_active: Cell<bool>,
+    pub(crate) sendfile_active: Cell<bool>,
     /// Tasks waiting for the write buffer to empty (`sendfile`).
-    empty_waiters: RefCell<Vec<std::task::Waker>>,
+    empty_waiters: RefCell<Vec<Waker>>,
     /// Called once when the connection is gone (server bookkeeping).
     on_lost: RefCell<Option<Box<dyn FnOnce()>>>,
+}
+
+impl TransportKind for StreamInner {
+    type Protocol = dyn StreamProtocol;
+
+    fn core(&self) -> &Core<dyn StreamProtocol> {
+        &self.core
+    }
+
+    fn discard_buffered(&self) {
+        let dropped = std::mem::take(&mut *self.write_buf.borrow_mut());
+        drop(dropped);
+    }
+
+    fn flush_without_waiting(&self) {
+        loop {
+            let sent = {
+                let buf = self.write_buf.borrow();
+                if buf.len() == 0 {
+                    return;
+                }
+                self.send(buf.pending())
+            };
+            match sent {
+                Ok(n) if n > 0 => self.write_buf.borrow_mut().consume(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => return,
+            }
+        }
+    }
+
+    fn before_lost(&self) {
+        self.wake_empty_waiters();
+    }
+
+    fn after_lost(&self) {
+        let on_lost = self.on_lost.borrow_mut().take();
+        if let Some(on_lost) = on_lost {
+            on_lost();
+        }
+    }
 }
 
 /// The write/control side of a stream connection (asyncio's
 /// `asyncio.Transport`), handed to the protocol in `connection_made`.
 /// Cheap to clone.
+///
+/// Keeping a clone in the protocol (as below) is the usual pattern and
+/// frees nothing late: once `connection_lost` has run, the transport drops
+/// its protocol and socket. Closing the loop closes every transport still
+/// open, with `connection_lost(Some(Error::Closed))`.
+///
+/// # Examples
+///
+/// ```
+/// use evloop::net::{Protocol, Transport};
+///
+/// /// Answers every message with its length, then hangs up.
+/// struct Count(Option<Transport>);
+///
+/// impl Protocol for Count {
+///     fn connection_made(&mut self, transport: &Transport) {
+///         self.0 = Some(transport.clone());
+///     }
+///     fn data_received(&mut self, data: &[u8]) {
+///         let t = self.0.as_ref().unwrap();
+///         t.write(format!("{}\n", data.len()).as_bytes()).unwrap();
+///         t.close(); // flushes the reply first
+///     }
+/// }
+///
+/// let lp = evloop::EventLoop::new()?;
+/// let l = lp.clone();
+/// let reply = lp.run_until_complete(async move {
+///     let server = l.create_server(|| Count(None), "127.0.0.1", 0, Default::default()).await?;
+///     let port = server.local_addr().unwrap().port();
+///     let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
+///     writer.write(b"hello")?;
+///     let reply = reader.read_to_end().await?;
+///     server.close();
+///     Ok::<_, evloop::Error>(reply)
+/// })??;
+/// assert_eq!(reply, b"5\n");
+/// # Ok::<(), evloop::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Transport {
     pub(crate) inner: Rc<StreamInner>,
@@ -143,6 +221,7 @@ impl Transport {
         made: Option<crate::Future<()>>,
     ) -> Result<(Transport, Rc<RefCell<P>>)> {
         socket.set_nonblocking(true)?;
+        let read_path = protocol.read_path();
         let protocol = Rc::new(RefCell::new(protocol));
         let fd = socket.as_raw_fd();
         let is_tcp = socket.local_addr().map(|a| a.is_ipv4() || a.is_ipv6()).unwrap_or(false);
@@ -150,57 +229,24 @@ impl Transport {
             // asyncio turns Nagle off on its TCP transports.
             let _ = socket.set_tcp_nodelay(true);
         }
+        let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
         let inner = Rc::new(StreamInner {
-            lp: lp.clone(),
-            fd,
-            socket: RefCell::new(Some(socket)),
-            protocol: protocol.clone(),
-            protocol_busy: Cell::new(false),
-            deferred: RefCell::new(Vec::new()),
+            core: Core::new(lp, fd, socket, shared),
+            read_path,
+            read_side: Cell::new(ReadSide::Reading),
+            write_side: Cell::new(WriteSide::Open),
             write_buf: RefCell::new(WriteBuffer::default()),
-            high_water: Cell::new(DEFAULT_HIGH_WATER),
-            low_water: Cell::new(DEFAULT_LOW_WATER),
-            closing: Cell::new(false),
-            lost: Cell::new(false),
-            eof_pending: Cell::new(false),
-            eof_sent: Cell::new(false),
-            eof_received: Cell::new(false),
+            is_tcp,
             sendfile_active: Cell::new(false),
             empty_waiters: RefCell::new(Vec::new()),
-            reading: Cell::new(true),
-            reader_on: Cell::new(false),
-            writer_on: Cell::new(false),
-            writing_paused: Cell::new(false),
-            is_tcp,
             on_lost: RefCell::new(on_lost),
         });
-        lp.claim_fd(fd);
+        core::register_closer(&inner);
         let transport = Transport { inner };
         // asyncio: connection_made first, then start reading, both on the
         // next pass.
         let t = transport.clone();
-        lp.call_soon(move || {
-            // Closed (say by `Server::abort_clients`) before this pass:
-            // connection_made still runs, so the protocol never gets
-            // connection_lost (already queued behind this callback) without
-            // it, as in asyncio.
-            let lost_before = t.inner.lost.get();
-            let handle = t.clone();
-            t.inner.call_protocol(|p| p.connection_made(&handle));
-            if lost_before {
-                if let Some(made) = made {
-                    let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
-                    let _ = made.set_exception(aborted);
-                }
-                return;
-            }
-            if !t.inner.closing.get() && t.inner.reading.get() {
-                t.inner.register_reader();
-            }
-            if let Some(made) = made {
-                let _ = made.set_result(());
-            }
-        });
+        lp.call_soon(move || t.inner.made(made, &t));
         Ok((transport, protocol))
     }
 
@@ -213,21 +259,25 @@ impl Transport {
     /// # Errors
     ///
     /// [`Error::InvalidState`] after [`write_eof`](Transport::write_eof) or
-    /// [`close`](Transport::close).
+    /// [`close`](Transport::close), or while
+    /// [`sendfile`](EventLoop::sendfile) runs on the transport.
     pub fn write(&self, data: &[u8]) -> Result<()> {
-        self.inner.write(data)
+        self.inner.check_writable()?;
+        self.inner.write(data);
+        Ok(())
     }
 
     /// Writes every buffer of `chunks`, in order (asyncio's `writelines`).
     ///
     /// # Errors
     ///
-    /// As [`write`](Transport::write).
+    /// As [`write`](Transport::write), even when `chunks` is empty.
     pub fn writelines<I>(&self, chunks: I) -> Result<()>
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
+        self.inner.check_writable()?;
         for chunk in chunks {
             self.write(chunk.as_ref())?;
         }
@@ -238,9 +288,10 @@ impl Transport {
     /// peer sees EOF and can still send.
     pub fn write_eof(&self) {
         let inner = &self.inner;
-        if inner.closing.get() || inner.eof_pending.replace(true) {
+        if inner.core.is_closing() || inner.write_side.get() != WriteSide::Open {
             return;
         }
+        inner.write_side.set(WriteSide::EofPending);
         if inner.write_buf.borrow().len() == 0 {
             inner.shutdown_write();
         }
@@ -257,24 +308,24 @@ impl Transport {
     /// closes the socket. Calling it again does nothing.
     pub fn close(&self) {
         let inner = &self.inner;
-        if inner.closing.replace(true) {
+        if !inner.core.start_closing() {
             return;
         }
-        inner.unregister_reader();
+        inner.core.unwatch_read();
         if inner.write_buf.borrow().len() == 0 {
-            inner.connection_lost(None);
+            core::connection_lost(inner, None);
         }
     }
 
     /// Closes the transport at once, dropping buffered data; the protocol
     /// gets `connection_lost(None)` on a later pass.
     pub fn abort(&self) {
-        self.inner.force_close(None);
+        core::force_close(&self.inner, None);
     }
 
     /// Whether the transport is closing or closed.
     pub fn is_closing(&self) -> bool {
-        self.inner.closing.get()
+        self.inner.core.is_closing()
     }
 
     /// Stops calling `data_received` until
@@ -286,23 +337,36 @@ impl Transport {
         // pause that is resumed before the next readiness (a stream
         // reader's flow control, every 256 KiB read) costs no epoll_ctl.
         let inner = &self.inner;
-        if !inner.closing.get() {
-            inner.reading.set(false);
+        if inner.core.is_closing() {
+            return;
+        }
+        match inner.read_side.get() {
+            ReadSide::Reading => inner.read_side.set(ReadSide::Paused),
+            ReadSide::AtEof => inner.read_side.set(ReadSide::AtEofPaused),
+            ReadSide::Paused | ReadSide::AtEofPaused => {}
         }
     }
 
     /// Resumes reading after [`pause_reading`](Transport::pause_reading).
     pub fn resume_reading(&self) {
         let inner = &self.inner;
-        if inner.closing.get() || inner.reading.replace(true) {
+        if inner.core.is_closing() {
             return;
         }
-        inner.register_reader();
+        match inner.read_side.get() {
+            ReadSide::Paused => {
+                inner.read_side.set(ReadSide::Reading);
+                inner.watch_read();
+            }
+            ReadSide::AtEofPaused => inner.read_side.set(ReadSide::AtEof),
+            ReadSide::Reading | ReadSide::AtEof => {}
+        }
     }
 
     /// Whether the transport is reading (not paused, not closing).
     pub fn is_reading(&self) -> bool {
-        !self.inner.closing.get() && self.inner.reading.get()
+        !self.inner.core.is_closing()
+            && matches!(self.inner.read_side.get(), ReadSide::Reading | ReadSide::AtEof)
     }
 
     /// Bytes accepted by `write` and not yet sent.
@@ -313,7 +377,7 @@ impl Transport {
     /// Sets the write buffer's high- and low-water marks (asyncio's rules:
     /// only `high` given → low = high / 4; only `low` → high = 4 × low;
     /// neither → 64 KiB and 16 KiB). May pause or resume the protocol at
-    /// once.
+    /// once (never after it got `connection_lost`).
     ///
     /// # Errors
     ///
@@ -328,24 +392,25 @@ impl Transport {
         if low > high {
             return Err(Error::InvalidState("the low-water mark must not exceed the high-water mark"));
         }
-        self.inner.high_water.set(high);
-        self.inner.low_water.set(low);
-        self.inner.maybe_pause_protocol();
-        self.inner.maybe_resume_protocol();
+        let inner = &self.inner;
+        inner.core.set_limits(high, low);
+        let buffered = inner.write_buf.borrow().len();
+        core::maybe_pause(inner, buffered);
+        core::maybe_resume(inner, buffered);
         Ok(())
     }
 
     /// The write buffer's `(low, high)` water marks, as asyncio orders them.
     pub fn get_write_buffer_limits(&self) -> (usize, usize) {
-        (self.inner.low_water.get(), self.inner.high_water.get())
+        (self.inner.core.low_water(), self.inner.core.high_water())
     }
 
-    /// The peer's IP address, for a TCP transport.
+    /// The peer's IP address, for a TCP transport (`None` once closed).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_sockaddr().ok().and_then(|a| a.as_socket())
     }
 
-    /// The local IP address, for a TCP transport.
+    /// The local IP address, for a TCP transport (`None` once closed).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_sockaddr().ok().and_then(|a| a.as_socket())
     }
@@ -354,10 +419,10 @@ impl Transport {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] from `getpeername`, or [`Error::Closed`] once the
-    /// socket is closed.
+    /// [`Error::Io`] from `getpeername`, or [`Error::InvalidState`] ("the
+    /// transport is closed") once the socket is closed.
     pub fn peer_sockaddr(&self) -> Result<SockAddr> {
-        self.inner.with_socket(|s| s.peer_addr())
+        self.inner.core.with_socket(|s| s.peer_addr())
     }
 
     /// The local address, any family.
@@ -366,12 +431,12 @@ impl Transport {
     ///
     /// As [`peer_sockaddr`](Transport::peer_sockaddr).
     pub fn local_sockaddr(&self) -> Result<SockAddr> {
-        self.inner.with_socket(|s| s.local_addr())
+        self.inner.core.with_socket(|s| s.local_addr())
     }
 
     /// The raw fd of the socket (while it is open).
     pub fn fd(&self) -> RawFd {
-        self.inner.fd
+        self.inner.core.fd
     }
 
     /// Whether this is a TCP (not Unix) transport.
@@ -380,158 +445,132 @@ impl Transport {
     }
 
     /// The loop the transport runs on.
+    ///
+    /// # Panics
+    ///
+    /// If the loop was dropped (the transport holds it weakly).
+    #[track_caller]
     pub fn get_loop(&self) -> EventLoop {
-        self.inner.lp.clone()
+        self.inner.core.get_loop()
     }
 }
 
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
-            .field("fd", &self.inner.fd)
-            .field("closing", &self.is_closing())
-            .field("reading", &self.is_reading())
+            .field("fd", &self.inner.core.fd)
+            .field("lifecycle", &self.inner.core.lifecycle())
+            .field("read_side", &self.inner.read_side.get())
+            .field("write_side", &self.inner.write_side.get())
             .field("write_buffer", &self.get_write_buffer_size())
             .finish()
     }
 }
 
 impl StreamInner {
-    fn with_socket<T>(&self, f: impl FnOnce(&Socket) -> io::Result<T>) -> Result<T> {
-        let socket = self.socket.borrow();
-        let socket = socket.as_ref().ok_or(Error::Closed)?;
-        Ok(f(socket)?)
-    }
-
-    /// Runs `f` on the protocol, then delivers what was deferred meanwhile.
-    /// A panic closes the transport and is reported to the exception
-    /// handler; the loop goes on.
-    fn call_protocol(self: &Rc<Self>, f: impl FnOnce(&mut dyn StreamProtocol)) {
-        let mut f = Some(f);
-        self.call_protocol_dyn(&mut |p| {
-            if let Some(f) = f.take() {
-                f(p)
+    /// The scheduled start: `connection_made`, then reading.
+    fn made(self: &Rc<Self>, made: Option<crate::Future<()>>, handle: &Transport) {
+        // Closed (say by `Server::abort_clients`) before this pass:
+        // connection_made still runs, so the protocol never gets
+        // connection_lost (queued behind this callback) without it, as in
+        // asyncio.
+        let lost_before = self.core.is_lost();
+        self.core.set_made();
+        if lost_before {
+            core::call_even_if_lost(self, |p| p.connection_made(handle));
+            if let Some(made) = made {
+                let _ = made.set_exception(io::Error::from(io::ErrorKind::ConnectionAborted));
             }
-        });
-    }
-
-    fn call_protocol_dyn(self: &Rc<Self>, f: &mut dyn FnMut(&mut dyn StreamProtocol)) {
-        self.protocol_busy.set(true);
-        let outcome = {
-            let mut p = self.protocol.borrow_mut();
-            std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut *p)))
-        };
-        self.protocol_busy.set(false);
-        if let Err(payload) = outcome {
-            let error = Error::Panicked(panic_message(&*payload));
-            let ctx = ExceptionContext::new("panic in a protocol callback").with_error(error.clone());
-            self.lp.call_exception_handler(&ctx);
-            self.force_close(Some(error));
             return;
         }
-        loop {
-            let next = {
-                let mut deferred = self.deferred.borrow_mut();
-                if deferred.is_empty() { None } else { Some(deferred.remove(0)) }
-            };
-            match next {
-                Some(Deferred::PauseWriting) => self.call_protocol_dyn(&mut |p| p.pause_writing()),
-                Some(Deferred::ResumeWriting) => self.call_protocol_dyn(&mut |p| p.resume_writing()),
-                None => break,
-            }
+        core::call(self, |p| p.connection_made(handle));
+        if self.core.lifecycle() == Lifecycle::Open && self.read_side.get() == ReadSide::Reading {
+            self.watch_read();
+        }
+        if let Some(made) = made {
+            // Even if connection_made closed it: the caller gets the
+            // transport it was handed, as in asyncio.
+            let _ = made.set_result(());
         }
     }
 
-    fn notify(self: &Rc<Self>, what: Deferred) {
-        if self.protocol_busy.get() {
-            self.deferred.borrow_mut().push(what);
-        } else {
-            match what {
-                Deferred::PauseWriting => self.call_protocol(|p| p.pause_writing()),
-                Deferred::ResumeWriting => self.call_protocol(|p| p.resume_writing()),
-            }
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.sendfile_active.get() {
+            return Err(Error::InvalidState("cannot write while sendfile() is in progress"));
         }
+        if self.write_side.get() != WriteSide::Open {
+            return Err(Error::InvalidState("cannot write after write_eof()"));
+        }
+        if self.core.is_closing() {
+            return Err(Error::InvalidState("cannot write to a closing transport"));
+        }
+        Ok(())
     }
 
-    fn register_reader(self: &Rc<Self>) {
-        if self.eof_received.get() || self.reader_on.replace(true) {
+    pub(crate) fn write_buffered(&self) -> usize {
+        self.write_buf.borrow().len()
+    }
+
+    pub(crate) fn add_empty_waiter(&self, waker: &Waker) {
+        self.empty_waiters.borrow_mut().push(waker.clone());
+    }
+
+    fn watch_read(self: &Rc<Self>) {
+        if matches!(self.read_side.get(), ReadSide::AtEof | ReadSide::AtEofPaused) {
             return;
         }
         let me = self.clone();
-        if let Err(e) = self.lp.add_owned_reader(self.fd, move || me.on_readable()) {
-            self.reader_on.set(false);
-            self.force_close(Some(e));
+        if let Err(e) = self.core.watch_read(move || me.on_readable()) {
+            core::force_close(self, Some(e));
         }
     }
 
-    fn unregister_reader(&self) {
-        if self.reader_on.replace(false) {
-            self.lp.remove_owned_reader(self.fd);
-        }
-    }
-
-    fn register_writer(self: &Rc<Self>) {
-        if self.writer_on.replace(true) {
-            return;
-        }
+    fn watch_write(self: &Rc<Self>) {
         let me = self.clone();
-        if let Err(e) = self.lp.add_owned_writer(self.fd, move || me.on_writable()) {
-            self.writer_on.set(false);
-            self.force_close(Some(e));
+        if let Err(e) = self.core.watch_write(move || me.on_writable()) {
+            core::force_close(self, Some(e));
         }
     }
 
-    fn unregister_writer(&self) {
-        if self.writer_on.replace(false) {
-            self.lp.remove_owned_writer(self.fd);
-        }
-    }
-
-    /// The reader callback: one receive, handed to the protocol.
+    /// The reader callback: one receive, handed to the protocol the way
+    /// its kind chose when the transport was made.
     fn on_readable(self: &Rc<Self>) {
-        if self.lost.get() {
+        if self.core.is_closing() {
             return;
         }
-        if !self.reading.get() {
+        if self.read_side.get() != ReadSide::Reading {
             // Paused (see `pause_reading`): stop watching the fd now.
-            self.unregister_reader();
+            self.core.unwatch_read();
             return;
         }
-        // A protocol may receive into its own storage (streams), or give a
-        // buffer to fill (BufferedProtocol); `None` means a plain one.
-        let mut direct = None;
-        let mut received = None;
-        self.call_protocol(|p| {
-            let open = self.socket.borrow();
-            let Some(socket) = open.as_ref() else { return };
-            direct = p.receive(socket);
-            // `recv` below borrows the socket again.
-            drop(open);
-            if direct.is_none()
-                && let Some(buf) = p.get_buffer(READ_SIZE)
-            {
-                received = Some(if buf.is_empty() {
-                    Err(io::Error::new(io::ErrorKind::InvalidInput, "get_buffer() returned an empty buffer"))
-                } else {
-                    self.recv(buf)
-                });
+        match self.read_path {
+            ReadPath::Direct => {
+                let received = core::call(self, |p| self.core.io(|s| p.receive(s)));
+                match received {
+                    Some(Ok(0)) => self.on_eof(),
+                    Some(Ok(_)) | None => {}
+                    Some(Err(e)) => self.on_read_error(e),
+                }
             }
-        });
-        if self.lost.get() {
-            return;
-        }
-        match direct {
-            Some(Ok(0)) => return self.on_eof(),
-            Some(Ok(_)) => return,
-            Some(Err(e)) => return self.on_read_error(e),
-            None => {}
-        }
-        match received {
-            // A buffered protocol: the bytes are already in its buffer.
-            Some(Ok(0)) => self.on_eof(),
-            Some(Ok(n)) => self.call_protocol(|p| p.buffer_updated(n)),
-            Some(Err(e)) => self.on_read_error(e),
-            None => {
+            ReadPath::Buffered => {
+                let received = core::call(self, |p| match p.get_buffer(READ_SIZE) {
+                    Some(buf) if !buf.is_empty() => self.recv(buf),
+                    _ => Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "get_buffer() returned an empty buffer",
+                    )),
+                });
+                match received {
+                    // The bytes are already in the protocol's buffer.
+                    Some(Ok(0)) => self.on_eof(),
+                    Some(Ok(n)) => {
+                        core::call(self, |p| p.buffer_updated(n));
+                    }
+                    Some(Err(e)) => self.on_read_error(e),
+                    None => {}
+                }
+            }
+            ReadPath::Shared => {
                 let mut buf = take_read_buffer();
                 match self.recv(&mut buf) {
                     Ok(0) => {
@@ -539,7 +578,7 @@ impl StreamInner {
                         self.on_eof();
                     }
                     Ok(n) => {
-                        self.call_protocol(|p| p.data_received(&buf[..n]));
+                        core::call(self, |p| p.data_received(&buf[..n]));
                         put_read_buffer(buf);
                     }
                     Err(e) => {
@@ -552,69 +591,59 @@ impl StreamInner {
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let socket = self.socket.borrow();
-        let Some(socket) = socket.as_ref() else { return Err(io::ErrorKind::NotConnected.into()) };
-        (&*SockRef::from(socket)).read(buf)
+        self.core.io(|s| (&*SockRef::from(s)).read(buf))
     }
 
     fn on_read_error(self: &Rc<Self>, e: io::Error) {
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
-            _ => self.force_close(Some(e.into())),
+            _ => core::force_close(self, Some(e.into())),
         }
     }
 
     /// The peer sent EOF: asyncio's `_read_ready__on_eof`.
     fn on_eof(self: &Rc<Self>) {
-        self.eof_received.set(true);
-        self.unregister_reader();
-        let mut keep_open = false;
-        self.call_protocol(|p| keep_open = p.eof_received());
-        if !keep_open && !self.closing.get() {
+        self.read_side.set(match self.read_side.get() {
+            ReadSide::Paused | ReadSide::AtEofPaused => ReadSide::AtEofPaused,
+            ReadSide::Reading | ReadSide::AtEof => ReadSide::AtEof,
+        });
+        self.core.unwatch_read();
+        let keep_open = core::call(self, |p| p.eof_received());
+        if keep_open == Some(false) {
             Transport { inner: self.clone() }.close();
         }
     }
 
-    fn write(self: &Rc<Self>, data: &[u8]) -> Result<()> {
-        if self.sendfile_active.get() {
-            return Err(Error::InvalidState("cannot write while sendfile() is in progress"));
-        }
-        if self.eof_pending.get() {
-            return Err(Error::InvalidState("cannot write after write_eof()"));
-        }
-        if self.closing.get() {
-            return Err(Error::InvalidState("cannot write to a closing transport"));
-        }
+    /// Sends or buffers `data`; the caller checked the state.
+    pub(crate) fn write(self: &Rc<Self>, data: &[u8]) {
         if data.is_empty() {
-            return Ok(());
+            return;
         }
         let mut rest = data;
         if self.write_buf.borrow().len() == 0 {
             match self.send(rest) {
-                Ok(n) if n == rest.len() => return Ok(()),
+                Ok(n) if n == rest.len() => return,
                 Ok(n) => rest = &rest[n..],
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-                Err(e) => {
-                    self.force_close(Some(e.into()));
-                    return Ok(());
-                }
+                Err(e) => return core::force_close(self, Some(e.into())),
             }
-            self.register_writer();
+            self.watch_write();
         }
-        self.write_buf.borrow_mut().data.extend_from_slice(rest);
-        self.maybe_pause_protocol();
-        Ok(())
+        let buffered = {
+            let mut buf = self.write_buf.borrow_mut();
+            buf.data.extend_from_slice(rest);
+            buf.len()
+        };
+        core::maybe_pause(self, buffered);
     }
 
     fn send(&self, data: &[u8]) -> io::Result<usize> {
-        let socket = self.socket.borrow();
-        let Some(socket) = socket.as_ref() else { return Err(io::ErrorKind::NotConnected.into()) };
-        send_nosignal(&SockRef::from(socket), data)
+        self.core.io(|s| send_nosignal(&SockRef::from(s), data))
     }
 
     /// The writer callback: flush as much as the socket takes.
     fn on_writable(self: &Rc<Self>) {
-        if self.lost.get() {
+        if self.core.is_lost() {
             return;
         }
         loop {
@@ -629,27 +658,24 @@ impl StreamInner {
                 Ok(n) => self.write_buf.borrow_mut().consume(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.maybe_resume_protocol();
+                    core::maybe_resume(self, self.write_buffered());
                     return;
                 }
-                Err(e) => {
-                    self.force_close(Some(e.into()));
-                    return;
-                }
+                Err(e) => return core::force_close(self, Some(e.into())),
             }
         }
-        self.unregister_writer();
+        self.core.unwatch_write();
         self.wake_empty_waiters();
-        self.maybe_resume_protocol();
-        // resume_writing may have written more (and registered the writer
-        // again) before calling close() or write_eof(): finish those only
-        // once that is flushed too (asyncio: "may append to buffer").
-        if self.lost.get() || self.write_buf.borrow().len() > 0 {
+        core::maybe_resume(self, 0);
+        // resume_writing may have written more (and watched the fd again)
+        // before calling close() or write_eof(): finish those only once
+        // that is flushed too (asyncio: "may append to buffer").
+        if self.core.is_lost() || self.write_buffered() > 0 {
             return;
         }
-        if self.closing.get() {
-            self.connection_lost(None);
-        } else if self.eof_pending.get() {
+        if self.core.lifecycle() == Lifecycle::Closing {
+            core::connection_lost(self, None);
+        } else if self.write_side.get() == WriteSide::EofPending {
             self.shutdown_write();
         }
     }
@@ -662,139 +688,11 @@ impl StreamInner {
     }
 
     fn shutdown_write(self: &Rc<Self>) {
-        if self.eof_sent.replace(true) {
+        if self.write_side.replace(WriteSide::EofSent) == WriteSide::EofSent {
             return;
         }
-        if let Err(e) = self.with_socket(|s| s.shutdown(std::net::Shutdown::Write)) {
-            self.force_close(Some(e));
+        if let Err(e) = self.core.with_socket(|s| s.shutdown(std::net::Shutdown::Write)) {
+            core::force_close(self, Some(e));
         }
-    }
-
-    fn maybe_pause_protocol(self: &Rc<Self>) {
-        if !self.writing_paused.get() && self.write_buf.borrow().len() > self.high_water.get() {
-            self.writing_paused.set(true);
-            self.notify(Deferred::PauseWriting);
-        }
-    }
-
-    fn maybe_resume_protocol(self: &Rc<Self>) {
-        if self.writing_paused.get() && self.write_buf.borrow().len() <= self.low_water.get() {
-            self.writing_paused.set(false);
-            self.notify(Deferred::ResumeWriting);
-        }
-    }
-
-    /// Closes now, dropping buffered data (asyncio's `_force_close`).
-    fn force_close(self: &Rc<Self>, error: Option<Error>) {
-        if self.lost.get() {
-            return;
-        }
-        self.closing.set(true);
-        let dropped = std::mem::take(&mut *self.write_buf.borrow_mut());
-        drop(dropped);
-        self.connection_lost(error);
-    }
-
-    /// Unregisters the socket, then schedules `connection_lost` and the
-    /// socket's close for the next pass (never inside a transport method).
-    fn connection_lost(self: &Rc<Self>, error: Option<Error>) {
-        if self.lost.replace(true) {
-            return;
-        }
-        self.closing.set(true);
-        self.unregister_reader();
-        self.unregister_writer();
-        let me = self.clone();
-        let lp = &self.lp;
-        let finish = move || me.finish_connection_lost(error);
-        if lp.is_closed() {
-            finish();
-        } else {
-            lp.call_soon(finish);
-        }
-    }
-
-    fn finish_connection_lost(self: &Rc<Self>, error: Option<Error>) {
-        self.wake_empty_waiters();
-        self.call_protocol(|p| p.connection_lost(error));
-        self.lp.release_fd(self.fd);
-        let socket = self.socket.borrow_mut().take();
-        drop(socket);
-        let on_lost = self.on_lost.borrow_mut().take();
-        if let Some(on_lost) = on_lost {
-            on_lost();
-        }
-    }
-}
-
-/// Restores a transport after `sendfile`, however that ends (even if the
-/// awaiting task is cancelled midway).
-struct SendfileGuard {
-    inner: Rc<StreamInner>,
-    resume_reading: bool,
-}
-
-impl Drop for SendfileGuard {
-    fn drop(&mut self) {
-        self.inner.sendfile_active.set(false);
-        if self.resume_reading {
-            Transport { inner: self.inner.clone() }.resume_reading();
-        }
-    }
-}
-
-impl EventLoop {
-    /// Sends `count` bytes of `file` from `offset` (all of it from `offset`
-    /// when `None`) over a stream transport (asyncio's `loop.sendfile`):
-    /// flushes what the transport has buffered, then uses the kernel's
-    /// zero-copy `sendfile(2)` ([`sock_sendfile`](EventLoop::sock_sendfile))
-    /// on the transport's socket. Meanwhile reading is paused and `write`
-    /// is refused; both are restored afterwards. Returns the bytes sent.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidState`] if the transport is closing or another
-    /// `sendfile` is running on it; [`Error::Io`] from the file or socket;
-    /// the connection's loss as `ConnectionReset`.
-    pub async fn sendfile(
-        &self,
-        transport: &Transport,
-        file: &std::fs::File,
-        offset: u64,
-        count: Option<usize>,
-    ) -> Result<usize> {
-        let inner = &transport.inner;
-        if inner.closing.get() {
-            return Err(Error::InvalidState("cannot sendfile() on a closing transport"));
-        }
-        if inner.sendfile_active.replace(true) {
-            return Err(Error::InvalidState("another sendfile() is in progress on this transport"));
-        }
-        let resume_reading = transport.is_reading();
-        transport.pause_reading();
-        let _guard = SendfileGuard { inner: inner.clone(), resume_reading };
-        std::future::poll_fn(|cx| {
-            if inner.lost.get() || inner.write_buf.borrow().len() == 0 {
-                return std::task::Poll::Ready(());
-            }
-            inner.empty_waiters.borrow_mut().push(cx.waker().clone());
-            std::task::Poll::Pending
-        })
-        .await;
-        if inner.lost.get() {
-            return Err(io::Error::from(io::ErrorKind::ConnectionReset).into());
-        }
-        // A duplicate of the fd: the transport keeps its own (and may close
-        // it if the connection is lost meanwhile) without pulling the socket
-        // out from under this call.
-        let socket = inner.with_socket(|s| s.try_clone())?;
-        let sent = self.sock_sendfile(&socket, file, offset, count).await;
-        if let Err(e) = &sent
-            && e.io_kind().is_some()
-        {
-            // The socket failed: the transport learns it too.
-            inner.force_close(Some(e.clone()));
-        }
-        sent
     }
 }

@@ -6,18 +6,17 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
-use std::panic::AssertUnwindSafe;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
 
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
-use crate::error::{Error, Result, panic_message};
-use crate::exception::ExceptionContext;
+use crate::error::{Error, Result};
+use crate::net::core::{self, Core, Lifecycle, Notification, TransportKind};
 use crate::net::protocol::DatagramProtocol;
 use crate::net::sock::recv_from;
-use crate::net::transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
+use crate::net::transport::{put_read_buffer, take_read_buffer};
 use crate::runtime::event_loop::EventLoop;
 
 /// Options of [`EventLoop::create_datagram_endpoint`].
@@ -35,21 +34,76 @@ pub struct DatagramOptions {
 }
 
 struct DatagramInner {
-    lp: EventLoop,
-    fd: RawFd,
-    socket: RefCell<Option<Socket>>,
-    protocol: Rc<RefCell<dyn DatagramProtocol>>,
+    core: Core<dyn DatagramProtocol>,
     queue: RefCell<VecDeque<(Vec<u8>, Option<SockAddr>)>>,
     queued_bytes: Cell<usize>,
     connected: bool,
-    closing: Cell<bool>,
-    lost: Cell<bool>,
-    writer_on: Cell<bool>,
-    paused: Cell<bool>,
+}
+
+impl TransportKind for DatagramInner {
+    type Protocol = dyn DatagramProtocol;
+
+    fn core(&self) -> &Core<dyn DatagramProtocol> {
+        &self.core
+    }
+
+    fn discard_buffered(&self) {
+        let dropped = std::mem::take(&mut *self.queue.borrow_mut());
+        self.queued_bytes.set(0);
+        drop(dropped);
+    }
 }
 
 /// The sending side of a datagram endpoint (asyncio's
 /// `DatagramTransport`). Cheap to clone.
+///
+/// Like a stream [`Transport`](crate::net::Transport), it drops its
+/// protocol after `connection_lost`, so a protocol may keep it; closing
+/// the loop closes it (`connection_lost(Some(Error::Closed))`).
+///
+/// # Examples
+///
+/// ```
+/// use evloop::net::{DatagramOptions, DatagramProtocol, DatagramTransport, SockAddr};
+///
+/// /// Sends every datagram back where it came from.
+/// struct Echo(Option<DatagramTransport>);
+///
+/// impl DatagramProtocol for Echo {
+///     fn connection_made(&mut self, t: &DatagramTransport) {
+///         self.0 = Some(t.clone());
+///     }
+///     fn datagram_received(&mut self, data: &[u8], from: SockAddr) {
+///         self.0.as_ref().unwrap().sendto(data, Some(&from)).unwrap();
+///     }
+/// }
+///
+/// struct Got(Vec<u8>);
+/// impl DatagramProtocol for Got {
+///     fn datagram_received(&mut self, data: &[u8], _: SockAddr) {
+///         self.0 = data.to_vec();
+///     }
+/// }
+///
+/// let lp = evloop::EventLoop::new()?;
+/// let l = lp.clone();
+/// let got = lp.run_until_complete(async move {
+///     let local = Some("127.0.0.1:0".parse().unwrap());
+///     let (server, _) = l.create_datagram_endpoint(|| Echo(None), DatagramOptions { local_addr: local, ..Default::default() }).await?;
+///     let remote = server.local_addr()?.as_socket();
+///     let (client, got) = l.create_datagram_endpoint(|| Got(Vec::new()), DatagramOptions { remote_addr: remote, ..Default::default() }).await?;
+///     client.sendto(b"ping", None)?;
+///     while got.borrow().0.is_empty() {
+///         evloop::yield_now().await;
+///     }
+///     client.close();
+///     server.close();
+///     let reply = got.borrow().0.clone();
+///     Ok::<_, evloop::Error>(reply)
+/// })??;
+/// assert_eq!(got, b"ping");
+/// # Ok::<(), evloop::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct DatagramTransport {
     inner: Rc<DatagramInner>,
@@ -68,7 +122,7 @@ impl DatagramTransport {
     /// different peer.
     pub fn sendto(&self, data: &[u8], addr: Option<&SockAddr>) -> Result<()> {
         let inner = &self.inner;
-        if inner.closing.get() {
+        if inner.core.is_closing() {
             return Err(Error::InvalidState("cannot send on a closing transport"));
         }
         if addr.is_none() && !inner.connected {
@@ -99,11 +153,8 @@ impl DatagramTransport {
         }
         inner.queue.borrow_mut().push_back((data.to_vec(), addr.cloned()));
         inner.queued_bytes.set(inner.queued_bytes.get() + data.len());
-        inner.register_writer();
-        if !inner.paused.get() && inner.queued_bytes.get() > DEFAULT_HIGH_WATER {
-            inner.paused.set(true);
-            inner.notify(|p| p.pause_writing());
-        }
+        inner.watch_write();
+        core::maybe_pause(inner, inner.queued_bytes.get());
         Ok(())
     }
 
@@ -111,25 +162,23 @@ impl DatagramTransport {
     /// `connection_lost(None)` follows on a later pass.
     pub fn close(&self) {
         let inner = &self.inner;
-        if inner.closing.replace(true) {
+        if !inner.core.start_closing() {
             return;
         }
-        inner.lp.remove_owned_reader(inner.fd);
+        inner.core.unwatch_read();
         if inner.queue.borrow().is_empty() {
-            inner.connection_lost(None);
+            core::connection_lost(inner, None);
         }
     }
 
     /// Closes at once, dropping queued datagrams.
     pub fn abort(&self) {
-        self.inner.queue.borrow_mut().clear();
-        self.inner.queued_bytes.set(0);
-        self.inner.connection_lost(None);
+        core::force_close(&self.inner, None);
     }
 
     /// Whether the endpoint is closing or closed.
     pub fn is_closing(&self) -> bool {
-        self.inner.closing.get()
+        self.inner.core.is_closing()
     }
 
     /// Bytes queued and not yet sent.
@@ -141,112 +190,86 @@ impl DatagramTransport {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] from `getsockname`; [`Error::Closed`] once closed.
+    /// [`Error::Io`] from `getsockname`; [`Error::InvalidState`] ("the
+    /// transport is closed") once closed.
     pub fn local_addr(&self) -> Result<SockAddr> {
-        let socket = self.inner.socket.borrow();
-        Ok(socket.as_ref().ok_or(Error::Closed)?.local_addr()?)
+        self.inner.core.with_socket(|s| s.local_addr())
     }
 
     /// The loop the endpoint runs on.
+    ///
+    /// # Panics
+    ///
+    /// If the loop was dropped (the transport holds it weakly).
+    #[track_caller]
     pub fn get_loop(&self) -> EventLoop {
-        self.inner.lp.clone()
+        self.inner.core.get_loop()
     }
 
     /// The connected peer's address.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] (`ENOTCONN` for an unconnected endpoint).
+    /// [`Error::Io`] (`ENOTCONN` for an unconnected endpoint);
+    /// [`Error::InvalidState`] once closed.
     pub fn peer_addr(&self) -> Result<SockAddr> {
-        let socket = self.inner.socket.borrow();
-        Ok(socket.as_ref().ok_or(Error::Closed)?.peer_addr()?)
+        self.inner.core.with_socket(|s| s.peer_addr())
     }
 }
 
 impl fmt::Debug for DatagramTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatagramTransport")
-            .field("fd", &self.inner.fd)
-            .field("closing", &self.is_closing())
+            .field("fd", &self.inner.core.fd)
+            .field("lifecycle", &self.inner.core.lifecycle())
             .field("queued", &self.get_write_buffer_size())
             .finish()
     }
 }
 
 impl DatagramInner {
-    /// Calls the protocol from a loop callback (never re-entrant).
-    fn call_protocol(self: &Rc<Self>, f: impl FnOnce(&mut dyn DatagramProtocol)) {
-        let outcome = {
-            let mut p = self.protocol.borrow_mut();
-            std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut *p)))
-        };
-        if let Err(payload) = outcome {
-            let error = Error::Panicked(panic_message(&*payload));
-            let ctx =
-                ExceptionContext::new("panic in a datagram protocol callback").with_error(error.clone());
-            self.lp.call_exception_handler(&ctx);
-            self.queue.borrow_mut().clear();
-            self.connection_lost(Some(error));
-        }
-    }
-
     fn send(&self, data: &[u8], addr: Option<&SockAddr>) -> io::Result<usize> {
-        let socket = self.socket.borrow();
-        let Some(socket) = socket.as_ref() else { return Err(io::ErrorKind::NotConnected.into()) };
-        let s = SockRef::from(socket);
-        match addr {
-            Some(addr) if !self.connected => s.send_to_with_flags(data, addr, libc::MSG_NOSIGNAL),
-            _ => s.send_with_flags(data, libc::MSG_NOSIGNAL),
-        }
+        self.core.io(|socket| {
+            let s = SockRef::from(socket);
+            match addr {
+                Some(addr) if !self.connected => s.send_to_with_flags(data, addr, libc::MSG_NOSIGNAL),
+                _ => s.send_with_flags(data, libc::MSG_NOSIGNAL),
+            }
+        })
     }
 
+    /// `error_received`, after the current protocol method if one runs.
     fn error_received(self: &Rc<Self>, e: Error) {
-        self.notify(move |p| p.error_received(e));
+        core::notify(self, Notification::ErrorReceived(e));
     }
 
-    /// Delivers a notification that `sendto` may trigger from inside a
-    /// protocol method: now if the protocol is free, else on the next pass.
-    fn notify(self: &Rc<Self>, f: impl FnOnce(&mut dyn DatagramProtocol) + 'static) {
-        if self.protocol.try_borrow_mut().is_ok() {
-            self.call_protocol(f);
-        } else if !self.lp.is_closed() {
-            let me = self.clone();
-            self.lp.call_soon(move || me.call_protocol(f));
-        }
-    }
-
-    fn register_writer(self: &Rc<Self>) {
-        if self.writer_on.replace(true) {
-            return;
-        }
+    fn watch_write(self: &Rc<Self>) {
         let me = self.clone();
-        if let Err(e) = self.lp.add_owned_writer(self.fd, move || me.on_writable()) {
-            self.writer_on.set(false);
+        if let Err(e) = self.core.watch_write(move || me.on_writable()) {
             self.error_received(e);
         }
     }
 
     fn on_readable(self: &Rc<Self>) {
-        if self.lost.get() {
+        if self.core.is_closing() {
             return;
         }
-        let mut buf = crate::net::transport::take_read_buffer();
-        let received = {
-            let socket = self.socket.borrow();
-            match socket.as_ref() {
-                Some(s) => recv_from(&SockRef::from(s), &mut buf),
-                None => Err(io::ErrorKind::NotConnected.into()),
-            }
-        };
+        let mut buf = take_read_buffer();
+        let received = self.core.io(|s| recv_from(&SockRef::from(s), &mut buf));
         match received {
-            Ok((n, from)) => self.call_protocol(|p| p.datagram_received(&buf[..n], from)),
+            Ok((n, from)) => {
+                core::call(self, |p| p.datagram_received(&buf[..n], from));
+            }
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
             Err(e) => self.error_received(e.into()),
         }
-        crate::net::transport::put_read_buffer(buf);
+        put_read_buffer(buf);
     }
 
     fn on_writable(self: &Rc<Self>) {
+        if self.core.is_lost() {
+            return;
+        }
         loop {
             let sent = {
                 let queue = self.queue.borrow();
@@ -267,43 +290,19 @@ impl DatagramInner {
                         self.queued_bytes.set(self.queued_bytes.get() - data.len());
                     }
                     self.error_received(e.into());
+                    if self.core.is_lost() {
+                        return;
+                    }
                 }
             }
         }
-        if self.paused.get() && self.queued_bytes.get() <= DEFAULT_LOW_WATER {
-            self.paused.set(false);
-            self.call_protocol(|p| p.resume_writing());
-        }
-        if self.queue.borrow().is_empty() {
-            if self.writer_on.replace(false) {
-                self.lp.remove_owned_writer(self.fd);
-            }
-            if self.closing.get() {
-                self.connection_lost(None);
-            }
-        }
-    }
-
-    fn connection_lost(self: &Rc<Self>, error: Option<Error>) {
-        if self.lost.replace(true) {
+        core::maybe_resume(self, self.queued_bytes.get());
+        if self.core.is_lost() || !self.queue.borrow().is_empty() {
             return;
         }
-        self.closing.set(true);
-        self.lp.remove_owned_reader(self.fd);
-        if self.writer_on.replace(false) {
-            self.lp.remove_owned_writer(self.fd);
-        }
-        let me = self.clone();
-        let finish = move || {
-            me.call_protocol(|p| p.connection_lost(error));
-            me.lp.release_fd(me.fd);
-            let socket = me.socket.borrow_mut().take();
-            drop(socket);
-        };
-        if self.lp.is_closed() {
-            finish();
-        } else {
-            self.lp.call_soon(finish);
+        self.core.unwatch_write();
+        if self.core.lifecycle() == Lifecycle::Closing {
+            core::connection_lost(self, None);
         }
     }
 }
@@ -373,20 +372,14 @@ impl EventLoop {
     ) -> Result<(DatagramTransport, Rc<RefCell<P>>)> {
         let protocol = Rc::new(RefCell::new(protocol));
         let fd = socket.as_raw_fd();
+        let shared: Rc<RefCell<dyn DatagramProtocol>> = protocol.clone();
         let inner = Rc::new(DatagramInner {
-            lp: self.clone(),
-            fd,
-            socket: RefCell::new(Some(socket)),
-            protocol: protocol.clone(),
+            core: Core::new(self, fd, socket, shared),
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             connected,
-            closing: Cell::new(false),
-            lost: Cell::new(false),
-            writer_on: Cell::new(false),
-            paused: Cell::new(false),
         });
-        self.claim_fd(fd);
+        core::register_closer(&inner);
         let transport = DatagramTransport { inner: inner.clone() };
         // As asyncio (and the stream transports): connection_made and the
         // start of reading happen on the next pass, not inside this call.
@@ -394,13 +387,18 @@ impl EventLoop {
         let (handle, made_setter) = (transport.clone(), made.clone());
         self.call_soon(move || {
             let inner = &handle.inner;
-            if inner.lost.get() {
+            if inner.core.is_lost() {
                 let _ = made_setter.set_exception(io::Error::from(io::ErrorKind::ConnectionAborted));
                 return;
             }
-            inner.call_protocol(|p| p.connection_made(&handle));
+            inner.core.set_made();
+            core::call(inner, |p| p.connection_made(&handle));
+            if inner.core.is_closing() {
+                let _ = made_setter.set_exception(io::Error::from(io::ErrorKind::ConnectionAborted));
+                return;
+            }
             let me = inner.clone();
-            match inner.lp.add_owned_reader(inner.fd, move || me.on_readable()) {
+            match inner.core.watch_read(move || me.on_readable()) {
                 Ok(()) => {
                     let _ = made_setter.set_result(());
                 }

@@ -79,10 +79,8 @@ slotmap::new_key_type! {
 /// objects (futures, tasks, transports, servers) hold, so that dropping the
 /// last [`EventLoop`] frees the loop and everything in it.
 #[derive(Clone)]
-#[allow(dead_code)] // being adopted by task/ and net/
 pub(crate) struct WeakLoop(Weak<LoopInner>);
 
-#[allow(dead_code)] // being adopted by task/ and net/
 impl WeakLoop {
     /// The loop, unless it has been dropped.
     #[inline]
@@ -94,11 +92,6 @@ impl WeakLoop {
     #[track_caller]
     pub(crate) fn get(&self) -> EventLoop {
         self.upgrade().expect("the event loop was dropped")
-    }
-
-    /// Whether the loop is closed or gone.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.0.upgrade().is_none_or(|inner| inner.closed.get())
     }
 
     /// Whether both handles name the same loop.
@@ -707,20 +700,17 @@ impl EventLoop {
     /// servers close themselves there). Forget it with
     /// [`forget_on_close`](EventLoop::forget_on_close) once it no longer
     /// applies.
-    #[allow(dead_code)] // being adopted by net/
     pub(crate) fn on_close(&self, f: impl FnOnce() + 'static) -> CloserKey {
         self.inner.closers.borrow_mut().insert(Box::new(f))
     }
 
     /// Unregisters a closer; it is dropped unrun.
-    #[allow(dead_code)] // being adopted by net/
     pub(crate) fn forget_on_close(&self, key: CloserKey) {
         let removed = self.inner.closers.borrow_mut().remove(key);
         drop(removed);
     }
 
     /// A handle that does not keep the loop alive.
-    #[allow(dead_code)] // being adopted by task/ and net/
     pub(crate) fn downgrade(&self) -> WeakLoop {
         WeakLoop(Rc::downgrade(&self.inner))
     }

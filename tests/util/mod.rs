@@ -628,7 +628,7 @@ pub async fn net_rec_server(
         q.put_nowait(s).ok().expect("unbounded queue");
         p
     };
-    let server = lp.create_server(factory, "127.0.0.1", 0).await.expect("create_server");
+    let server = lp.create_server(factory, "127.0.0.1", 0, Default::default()).await.expect("create_server");
     let addr = server.local_addr().expect("server address");
     (server, addr, conns)
 }

@@ -115,7 +115,8 @@ pub fn evloop_echo(size: usize, n: u64) -> Duration {
     let (l, m) = (lp.clone(), msg.clone());
     let (server, transport, client) = lp
         .run_until_complete(async move {
-            let server = l.create_server(|| ev::EchoServer(None), "127.0.0.1", 0).await.unwrap();
+            let server =
+                l.create_server(|| ev::EchoServer(None), "127.0.0.1", 0, Default::default()).await.unwrap();
             let port = server.local_addr().unwrap().port();
             let l2 = l.clone();
             let factory = move || ev::EchoClient { t: None, check: EchoCheck::new(m, 0), lp: l2 };
@@ -157,7 +158,12 @@ pub fn evloop_bulk(total: u64) -> Duration {
     let (server, transport, client) = lp
         .run_until_complete(async move {
             let server = l
-                .create_server(move || ev::BulkServer { t: None, total, count: 0 }, "127.0.0.1", 0)
+                .create_server(
+                    move || ev::BulkServer { t: None, total, count: 0 },
+                    "127.0.0.1",
+                    0,
+                    Default::default(),
+                )
                 .await
                 .unwrap();
             let port = server.local_addr().unwrap().port();
@@ -204,11 +210,12 @@ pub fn streams_echo(size: usize, n: u64) -> Duration {
                 },
                 "127.0.0.1",
                 0,
+                Default::default(),
             )
             .await
             .unwrap();
             let port = server.local_addr().unwrap().port();
-            let (r, w) = open_connection("127.0.0.1", port).await.unwrap();
+            let (r, w) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
             (server, r, w)
         })
         .unwrap();
@@ -263,11 +270,12 @@ pub fn streams_bulk(total: u64) -> Duration {
             },
             "127.0.0.1",
             0,
+            Default::default(),
         )
         .await
         .unwrap();
         let port = server.local_addr().unwrap().port();
-        let (mut r, w) = open_connection("127.0.0.1", port).await.unwrap();
+        let (mut r, w) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
         let chunk = pattern(CHUNK);
         let start = Instant::now();
         let mut sent = 0u64;

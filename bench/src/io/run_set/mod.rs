@@ -288,10 +288,15 @@ fn echo_protocol(lp: &EventLoop, ops: u64, size: usize, buffered: bool) -> Sampl
     let s = st.clone();
     lp.run_until_complete(async move {
         let server = if buffered {
-            l.create_server(|| Buffered(BufferedEchoServer { t: None, buf: vec![0; CHUNK] }), "127.0.0.1", 0)
-                .await
+            l.create_server(
+                || Buffered(BufferedEchoServer { t: None, buf: vec![0; CHUNK] }),
+                "127.0.0.1",
+                0,
+                Default::default(),
+            )
+            .await
         } else {
-            l.create_server(|| EchoServer(None), "127.0.0.1", 0).await
+            l.create_server(|| EchoServer(None), "127.0.0.1", 0, Default::default()).await
         }
         .expect("echo server");
         let port = server.local_addr().expect("bound").port();
@@ -359,11 +364,13 @@ pub fn echo_streams_1k(lp: &EventLoop, ops: u64) -> Sample {
                 },
                 "127.0.0.1",
                 0,
+                Default::default(),
             )
             .await
             .expect("stream server");
             let port = server.local_addr().expect("bound").port();
-            let (mut reader, writer) = evloop::open_connection("127.0.0.1", port).await.expect("connect");
+            let (mut reader, writer) =
+                evloop::open_connection("127.0.0.1", port, Default::default()).await.expect("connect");
             assert!(nodelay(writer.transport().fd()));
             let mut check = EchoCheck::new(SIZE);
             for round in 0..=ops {
@@ -420,11 +427,13 @@ pub fn bulk_streams(lp: &EventLoop, ops: u64) -> Sample {
             },
             "127.0.0.1",
             0,
+            Default::default(),
         )
         .await
         .expect("stream server");
         let port = server.local_addr().expect("bound").port();
-        let (_reader, writer) = evloop::open_connection("127.0.0.1", port).await.expect("connect");
+        let (_reader, writer) =
+            evloop::open_connection("127.0.0.1", port, Default::default()).await.expect("connect");
         let mut chunk = bulk_chunk();
         w.open(&l);
         for k in 0..ops {
@@ -550,8 +559,10 @@ pub fn bulk_protocol(lp: &EventLoop, ops: u64) -> Sample {
     let (r, s) = (rx.clone(), tx.clone());
     lp.run_until_complete(async move {
         let rf = r.clone();
-        let server =
-            l.create_server(move || BulkReceiveProtocol(rf.clone()), "127.0.0.1", 0).await.expect("server");
+        let server = l
+            .create_server(move || BulkReceiveProtocol(rf.clone()), "127.0.0.1", 0, Default::default())
+            .await
+            .expect("server");
         let port = server.local_addr().expect("bound").port();
         let sf = s.clone();
         let (client, _) =

@@ -1,0 +1,497 @@
+//! The transport core shared by the stream ([`Transport`](crate::net::Transport))
+//! and datagram ([`DatagramTransport`](crate::net::DatagramTransport))
+//! transports; CPython's `_SelectorTransport` is the model.
+//!
+//! Invariants:
+//! - The lifecycle only moves forward: `Open → Closing → Lost → Gone`.
+//!   Once `Lost`, the protocol gets exactly one more call,
+//!   `connection_lost`; once `Gone` it has been dropped, with the socket.
+//!   So a protocol that keeps its transport (the usual echo pattern) is
+//!   freed after `connection_lost`: the transport no longer holds it.
+//! - The core holds its loop weakly and registers a closer with
+//!   [`EventLoop::on_close`]: `close()` on the loop closes the transport
+//!   (`connection_lost` with [`Error::Closed`]); dropping the loop without
+//!   `close()` drops the closer unrun, whose guard still drops the socket
+//!   and the protocol (no protocol call: there is no loop to run it on).
+//! - A protocol method runs with the protocol marked busy; notifications a
+//!   transport method raises meanwhile (`pause_writing` from a `write`
+//!   inside `data_received`) wait in `deferred` and are delivered when the
+//!   method returns, unless the transport is lost by then.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::{Rc, Weak};
+
+use socket2::Socket;
+
+use crate::error::{Error, Result, panic_message};
+use crate::exception::ExceptionContext;
+use crate::net::protocol::{DatagramProtocol, StreamProtocol};
+use crate::runtime::event_loop::{CloserKey, EventLoop, WeakLoop};
+use crate::runtime::guard::drop_user;
+
+/// Where a transport is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    /// Reading and writing.
+    Open,
+    /// `close()` was called: no more reads or writes; the buffer is being
+    /// flushed, then `connection_lost(None)`.
+    Closing,
+    /// `connection_lost` is due (scheduled for the next pass).
+    Lost,
+    /// `connection_lost` ran; the socket and the protocol are dropped.
+    Gone,
+}
+
+/// A protocol notification raised by a transport method.
+#[derive(Debug)]
+pub(crate) enum Notification {
+    PauseWriting,
+    ResumeWriting,
+    /// Datagram transports only.
+    ErrorReceived(Error),
+}
+
+/// The protocol calls the core makes itself, whatever the kind.
+pub(crate) trait CoreProtocol {
+    fn notify(&mut self, what: Notification);
+    fn connection_lost(&mut self, error: Option<Error>);
+}
+
+impl CoreProtocol for dyn StreamProtocol {
+    fn notify(&mut self, what: Notification) {
+        match what {
+            Notification::PauseWriting => self.pause_writing(),
+            Notification::ResumeWriting => self.resume_writing(),
+            Notification::ErrorReceived(_) => {}
+        }
+    }
+    fn connection_lost(&mut self, error: Option<Error>) {
+        StreamProtocol::connection_lost(self, error)
+    }
+}
+
+impl CoreProtocol for dyn DatagramProtocol {
+    fn notify(&mut self, what: Notification) {
+        match what {
+            Notification::PauseWriting => self.pause_writing(),
+            Notification::ResumeWriting => self.resume_writing(),
+            Notification::ErrorReceived(e) => self.error_received(e),
+        }
+    }
+    fn connection_lost(&mut self, error: Option<Error>) {
+        DatagramProtocol::connection_lost(self, error)
+    }
+}
+
+/// A transport kind built on [`Core`]: what differs between stream and
+/// datagram transports when one is closed.
+pub(crate) trait TransportKind: 'static {
+    type Protocol: ?Sized + CoreProtocol + 'static;
+    fn core(&self) -> &Core<Self::Protocol>;
+    /// Drops what is buffered for sending (a forced close).
+    fn discard_buffered(&self);
+    /// The loop is closing: send what the socket takes now, without
+    /// waiting, before the rest is discarded.
+    fn flush_without_waiting(&self) {}
+    /// Runs just before `connection_lost` (wake tasks waiting on the
+    /// transport).
+    fn before_lost(&self) {}
+    /// Runs once the transport is gone (server bookkeeping).
+    fn after_lost(&self) {}
+}
+
+/// The state every transport has: socket, protocol, lifecycle, flow
+/// control and the fd registrations.
+pub(crate) struct Core<P: ?Sized> {
+    lp: WeakLoop,
+    pub(crate) fd: RawFd,
+    socket: RefCell<Option<Socket>>,
+    protocol: RefCell<Option<Rc<RefCell<P>>>>,
+    lifecycle: Cell<Lifecycle>,
+    /// `connection_made` has run: `connection_lost` may follow.
+    made: Cell<bool>,
+    /// The argument of the `connection_lost` that is due.
+    lost_error: RefCell<Option<Error>>,
+    /// A protocol method is running (the re-entrancy guard).
+    busy: Cell<bool>,
+    deferred: RefCell<VecDeque<Notification>>,
+    /// A flush of `deferred` is scheduled (the protocol was borrowed by
+    /// someone else when a notification came).
+    flush_scheduled: Cell<bool>,
+    writing_paused: Cell<bool>,
+    high_water: Cell<usize>,
+    low_water: Cell<usize>,
+    reader_on: Cell<bool>,
+    writer_on: Cell<bool>,
+    closer: Cell<Option<CloserKey>>,
+}
+
+impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
+    /// A core for `socket`, claiming its fd on `lp`.
+    pub(crate) fn new(lp: &EventLoop, fd: RawFd, socket: Socket, protocol: Rc<RefCell<P>>) -> Core<P> {
+        lp.claim_fd(fd);
+        Core {
+            lp: lp.downgrade(),
+            fd,
+            socket: RefCell::new(Some(socket)),
+            protocol: RefCell::new(Some(protocol)),
+            lifecycle: Cell::new(Lifecycle::Open),
+            made: Cell::new(false),
+            lost_error: RefCell::new(None),
+            busy: Cell::new(false),
+            deferred: RefCell::new(VecDeque::new()),
+            flush_scheduled: Cell::new(false),
+            writing_paused: Cell::new(false),
+            high_water: Cell::new(crate::net::transport::DEFAULT_HIGH_WATER),
+            low_water: Cell::new(crate::net::transport::DEFAULT_LOW_WATER),
+            reader_on: Cell::new(false),
+            writer_on: Cell::new(false),
+            closer: Cell::new(None),
+        }
+    }
+
+    /// The loop, while it exists.
+    pub(crate) fn event_loop(&self) -> Option<EventLoop> {
+        self.lp.upgrade()
+    }
+
+    /// The loop; panics if it was dropped.
+    #[track_caller]
+    pub(crate) fn get_loop(&self) -> EventLoop {
+        self.lp.get()
+    }
+
+    pub(crate) fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle.get()
+    }
+
+    /// `close()` was called or the connection is lost.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.lifecycle.get() != Lifecycle::Open
+    }
+
+    /// `connection_lost` is due or done.
+    pub(crate) fn is_lost(&self) -> bool {
+        matches!(self.lifecycle.get(), Lifecycle::Lost | Lifecycle::Gone)
+    }
+
+    /// Moves `Open → Closing`; false if it was not open.
+    pub(crate) fn start_closing(&self) -> bool {
+        if self.lifecycle.get() != Lifecycle::Open {
+            return false;
+        }
+        self.lifecycle.set(Lifecycle::Closing);
+        true
+    }
+
+    pub(crate) fn set_made(&self) {
+        self.made.set(true);
+    }
+
+    /// Runs `f` on the socket while it is open.
+    ///
+    /// # Errors
+    ///
+    /// `what`'s error from `f`, or [`Error::InvalidState`] once the
+    /// transport is closed.
+    pub(crate) fn with_socket<T>(&self, f: impl FnOnce(&Socket) -> io::Result<T>) -> Result<T> {
+        let socket = self.socket.borrow();
+        let socket = socket.as_ref().ok_or(Error::InvalidState("the transport is closed"))?;
+        Ok(f(socket)?)
+    }
+
+    /// Runs `f` on the socket, or fails with `NotConnected` once closed
+    /// (the I/O paths, which treat it as any other socket error).
+    pub(crate) fn io<T>(&self, f: impl FnOnce(&Socket) -> io::Result<T>) -> io::Result<T> {
+        match self.socket.borrow().as_ref() {
+            Some(socket) => f(socket),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    pub(crate) fn high_water(&self) -> usize {
+        self.high_water.get()
+    }
+
+    pub(crate) fn low_water(&self) -> usize {
+        self.low_water.get()
+    }
+
+    pub(crate) fn set_limits(&self, high: usize, low: usize) {
+        self.high_water.set(high);
+        self.low_water.set(low);
+    }
+
+    /// Watches the fd for reading with `f` (no-op if already watched).
+    pub(crate) fn watch_read(&self, f: impl FnMut() + 'static) -> Result<()> {
+        if self.reader_on.get() {
+            return Ok(());
+        }
+        let lp = self.event_loop().ok_or(Error::Closed)?;
+        lp.add_owned_reader(self.fd, f)?;
+        self.reader_on.set(true);
+        Ok(())
+    }
+
+    pub(crate) fn unwatch_read(&self) {
+        if self.reader_on.replace(false)
+            && let Some(lp) = self.event_loop()
+        {
+            lp.remove_owned_reader(self.fd);
+        }
+    }
+
+    /// Watches the fd for writing with `f` (no-op if already watched).
+    pub(crate) fn watch_write(&self, f: impl FnMut() + 'static) -> Result<()> {
+        if self.writer_on.get() {
+            return Ok(());
+        }
+        let lp = self.event_loop().ok_or(Error::Closed)?;
+        lp.add_owned_writer(self.fd, f)?;
+        self.writer_on.set(true);
+        Ok(())
+    }
+
+    pub(crate) fn unwatch_write(&self) {
+        if self.writer_on.replace(false)
+            && let Some(lp) = self.event_loop()
+        {
+            lp.remove_owned_writer(self.fd);
+        }
+    }
+
+    /// Takes the socket and the protocol out and drops them, no borrow
+    /// alive (the protocol's destructor is user code).
+    fn drop_resources(&self) -> std::result::Result<(), String> {
+        let socket = self.socket.borrow_mut().take();
+        drop(socket);
+        let protocol = self.protocol.borrow_mut().take();
+        self.deferred.borrow_mut().clear();
+        drop_user(protocol)
+    }
+}
+
+/// Reports a panic from protocol code to the loop's exception handler.
+fn report(lp: Option<EventLoop>, what: &str, error: Error) {
+    if let Some(lp) = lp {
+        let ctx = ExceptionContext::new(what).with_error(error);
+        lp.call_exception_handler(&ctx);
+    }
+}
+
+/// Registers `this` with its loop's `close()`; call once, when the
+/// transport is made.
+pub(crate) fn register_closer<K: TransportKind>(this: &Rc<K>) {
+    /// Dropped with the closer: when the loop goes without `close()`, this
+    /// still frees the socket and the protocol.
+    struct TearDown<K: TransportKind>(Weak<K>);
+    impl<K: TransportKind> Drop for TearDown<K> {
+        fn drop(&mut self) {
+            if let Some(this) = self.0.upgrade() {
+                let core = this.core();
+                if core.lifecycle.replace(Lifecycle::Gone) != Lifecycle::Gone {
+                    let _ = core.drop_resources();
+                }
+            }
+        }
+    }
+    let Some(lp) = this.core().event_loop() else { return };
+    let guard = TearDown(Rc::downgrade(this));
+    let key = lp.on_close(move || {
+        let guard = guard;
+        if let Some(this) = guard.0.upgrade() {
+            loop_closing(&this);
+        }
+    });
+    this.core().closer.set(Some(key));
+}
+
+/// The loop is closing: close now, telling the protocol so.
+fn loop_closing<K: TransportKind>(this: &Rc<K>) {
+    match this.core().lifecycle.get() {
+        Lifecycle::Open | Lifecycle::Closing => {
+            this.flush_without_waiting();
+            force_close(this, Some(Error::Closed))
+        }
+        // Its `connection_lost` was scheduled on a pass that will not come.
+        Lifecycle::Lost => finish_lost(this),
+        Lifecycle::Gone => {}
+    }
+}
+
+/// Calls the protocol unless the transport is lost. A panic is reported
+/// and closes the transport (`connection_lost` with the panic).
+/// Notifications raised meanwhile are delivered after `f` returns.
+#[inline]
+pub(crate) fn call<K: TransportKind, R>(this: &Rc<K>, f: impl FnOnce(&mut K::Protocol) -> R) -> Option<R> {
+    if this.core().is_lost() {
+        return None;
+    }
+    invoke(this, f)
+}
+
+/// Calls the protocol even though the transport is lost: only for a
+/// `connection_made` that must precede the due `connection_lost`.
+pub(crate) fn call_even_if_lost<K: TransportKind, R>(
+    this: &Rc<K>,
+    f: impl FnOnce(&mut K::Protocol) -> R,
+) -> Option<R> {
+    invoke(this, f)
+}
+
+/// Calls the protocol (whatever the lifecycle), then delivers deferred
+/// notifications while the transport is not lost.
+fn invoke<K: TransportKind, R>(this: &Rc<K>, f: impl FnOnce(&mut K::Protocol) -> R) -> Option<R> {
+    let core = this.core();
+    let protocol = core.protocol.borrow().clone()?;
+    debug_assert!(!core.busy.get(), "a protocol method called re-entrantly");
+    core.busy.set(true);
+    // catch_unwind itself, not `run_user`: this is the per-event path, and
+    // the panic's text is only needed when there is one.
+    let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *protocol.borrow_mut())));
+    core.busy.set(false);
+    drop(protocol);
+    match outcome {
+        Ok(value) => {
+            // Almost always empty: keep the common path to one test.
+            if !core.deferred.borrow().is_empty() {
+                deliver_deferred(this);
+            }
+            Some(value)
+        }
+        Err(payload) => {
+            let error = Error::Panicked(panic_message(&*payload));
+            // The payload's destructor is user code too.
+            let _ = drop_user(payload);
+            core.deferred.borrow_mut().clear();
+            report(core.event_loop(), "panic in a protocol callback", error.clone());
+            force_close(this, Some(error));
+            None
+        }
+    }
+}
+
+fn deliver_deferred<K: TransportKind>(this: &Rc<K>) {
+    loop {
+        let core = this.core();
+        if core.is_lost() {
+            core.deferred.borrow_mut().clear();
+            return;
+        }
+        let next = core.deferred.borrow_mut().pop_front();
+        let Some(what) = next else { return };
+        invoke(this, |p| p.notify(what));
+    }
+}
+
+/// Delivers a notification now if the protocol is free, after its current
+/// method if it is busy, on the next pass if someone else borrows it; never
+/// once the transport is lost.
+pub(crate) fn notify<K: TransportKind>(this: &Rc<K>, what: Notification) {
+    let core = this.core();
+    if core.is_lost() {
+        return;
+    }
+    if core.busy.get() {
+        core.deferred.borrow_mut().push_back(what);
+        return;
+    }
+    let free = core.protocol.borrow().as_ref().is_some_and(|p| p.try_borrow_mut().is_ok());
+    if free {
+        invoke(this, |p| p.notify(what));
+        return;
+    }
+    // Borrowed outside any protocol method (say the caller holds the
+    // `Rc<RefCell<P>>` that `create_connection` returned, mutably).
+    core.deferred.borrow_mut().push_back(what);
+    if !core.flush_scheduled.replace(true)
+        && let Some(lp) = core.event_loop().filter(|lp| !lp.is_closed())
+    {
+        let me = this.clone();
+        lp.call_soon(move || {
+            me.core().flush_scheduled.set(false);
+            deliver_deferred(&me);
+        });
+    }
+}
+
+/// Crossed the high-water mark: `pause_writing`, once.
+pub(crate) fn maybe_pause<K: TransportKind>(this: &Rc<K>, buffered: usize) {
+    let core = this.core();
+    if !core.writing_paused.get() && buffered > core.high_water.get() {
+        core.writing_paused.set(true);
+        notify(this, Notification::PauseWriting);
+    }
+}
+
+/// Down to the low-water mark: `resume_writing`, once per pause.
+pub(crate) fn maybe_resume<K: TransportKind>(this: &Rc<K>, buffered: usize) {
+    let core = this.core();
+    if core.writing_paused.get() && buffered <= core.low_water.get() {
+        core.writing_paused.set(false);
+        notify(this, Notification::ResumeWriting);
+    }
+}
+
+/// Closes now, dropping buffered data (asyncio's `_force_close`).
+pub(crate) fn force_close<K: TransportKind>(this: &Rc<K>, error: Option<Error>) {
+    if this.core().is_lost() {
+        return;
+    }
+    this.discard_buffered();
+    connection_lost(this, error);
+}
+
+/// Stops watching the fd and schedules `connection_lost(error)` for the
+/// next pass (never inside a transport method); on a closed or dropped
+/// loop it runs now.
+pub(crate) fn connection_lost<K: TransportKind>(this: &Rc<K>, error: Option<Error>) {
+    let core = this.core();
+    if core.is_lost() {
+        return;
+    }
+    core.lifecycle.set(Lifecycle::Lost);
+    core.deferred.borrow_mut().clear();
+    *core.lost_error.borrow_mut() = error;
+    core.unwatch_read();
+    core.unwatch_write();
+    match core.event_loop().filter(|lp| !lp.is_closed()) {
+        Some(lp) => {
+            let me = this.clone();
+            lp.call_soon(move || finish_lost(&me));
+        }
+        None => finish_lost(this),
+    }
+}
+
+/// Calls `connection_lost`, then drops the socket, the protocol and the
+/// closer: nothing of the connection stays reachable from the transport.
+fn finish_lost<K: TransportKind>(this: &Rc<K>) {
+    let core = this.core();
+    if core.lifecycle.get() != Lifecycle::Lost {
+        return;
+    }
+    this.before_lost();
+    let error = core.lost_error.borrow_mut().take();
+    if core.made.get() {
+        // A panic here is reported; the transport is already lost.
+        invoke(this, |p| p.connection_lost(error));
+    }
+    core.lifecycle.set(Lifecycle::Gone);
+    let lp = core.event_loop();
+    if let Some(lp) = &lp {
+        lp.release_fd(core.fd);
+    }
+    if let Err(message) = core.drop_resources() {
+        report(lp.clone(), "panic in the destructor of a protocol", Error::Panicked(message));
+    }
+    if let (Some(key), Some(lp)) = (core.closer.take(), &lp) {
+        lp.forget_on_close(key);
+    }
+    this.after_lost();
+}
