@@ -7,7 +7,7 @@
 //! | `asyncio.new_event_loop()` | [`EventLoop::new()`](crate::EventLoop::new) | `EventLoop::builder()` for debug mode and the manual clock |
 //! | `asyncio.get_running_loop()` | [`get_running_loop()`](crate::get_running_loop) | `Err(Error::NoRunningLoop)` outside a running loop |
 //! | `loop.run_forever()` | [`run_forever()`](crate::EventLoop::run_forever) | |
-//! | `loop.run_until_complete(f)` | [`run_until_complete(f)`](crate::EventLoop::run_until_complete) | any `IntoFuture`; wrapped in a task |
+//! | `loop.run_until_complete(f)` | [`run_until_complete(f)`](crate::EventLoop::run_until_complete) | any [`Awaitable`](crate::Awaitable): a future (wrapped in a task), a `Task` or `Future` (awaited in place, result kept), a `TaskGroup` |
 //! | `loop.stop()`, `is_running()`, `close()`, `is_closed()` | same names | `close()` while running is `Err(Error::Running)` |
 //! | `loop.time()` | [`time()`](crate::EventLoop::time) | an `Instant` |
 //! | (test loop's `advance_time`) | [`advance_time(d)`](crate::EventLoop::advance_time), [`run_until_idle()`](crate::EventLoop::run_until_idle) | manual clock, public API |
@@ -20,6 +20,7 @@
 //! | `loop.run_in_executor(None, fn)` | [`run_in_executor(closure)`](crate::EventLoop::run_in_executor) → `Future<T>` | the loop's own small pool |
 //! | `loop.add_reader(fd, cb)` / `remove_reader(fd)` | [`add_reader`](crate::EventLoop::add_reader) / [`remove_reader`](crate::EventLoop::remove_reader) | level-triggered, `FnMut` |
 //! | `loop.add_writer(fd, cb)` / `remove_writer(fd)` | [`add_writer`](crate::EventLoop::add_writer) / [`remove_writer`](crate::EventLoop::remove_writer) | |
+//! | — | [`wait_readable(fd)`](crate::EventLoop::wait_readable), [`wait_writable(fd)`](crate::EventLoop::wait_writable) | a readiness future for any fd; cancel-safe; shares the fd with `sock_*` waits and callbacks |
 //! | `loop.set_exception_handler(h)` | [`set_exception_handler(Some(h))`](crate::EventLoop::set_exception_handler) | the context is an [`ExceptionContext`](crate::ExceptionContext) |
 //! | `loop.call_exception_handler(ctx)`, `default_exception_handler(ctx)` | same names | |
 //! | `loop.set_debug(True)`, `slow_callback_duration` | [`set_debug(true)`](crate::EventLoop::set_debug), [`Builder::slow_callback_duration`](crate::Builder::slow_callback_duration) | reports where the slow callback was scheduled |
@@ -33,8 +34,8 @@
 //! | `task.get_name()`, `set_name()` | [`name()`](crate::Task::name), [`set_name()`](crate::Task::set_name) | |
 //! | `asyncio.run(main())` | [`evloop::run(fut)`](crate::run) | |
 //! | `await asyncio.sleep(d)` | [`sleep(d)`](crate::sleep)`.await`, [`sleep_until(when)`](crate::sleep_until) | |
-//! | `await asyncio.sleep(0)` | [`yield_now()`](crate::yield_now)`.await` | |
-//! | `asyncio.gather(*aws)` | [`gather(iter)`](crate::gather); [`gather_results(iter)`](crate::gather_results) for `return_exceptions=True` | outputs in input order |
+//! | `await asyncio.sleep(0)` | [`yield_now()`](crate::yield_now)`.await`, or `sleep(Duration::ZERO)` | resumes on the next pass |
+//! | `asyncio.gather(*aws)` | [`gather(iter)`](crate::gather); [`gather_results(iter)`](crate::gather_results) for `return_exceptions=True` | children give `Result<T>`; `gather` gives `Result<Vec<T>>`, the first failure at once while the other children run on; outputs in input order |
 //! | `asyncio.wait_for(aw, timeout)` | [`wait_for(fut, timeout)`](crate::wait_for) | `Err(Error::Timeout)`; the inner work is dropped/cancelled |
 //! | `asyncio.TaskGroup` | [`TaskGroup`](crate::TaskGroup) | children return `Result<T>`; `group.await` |
 //! | `asyncio.Event`, `Lock`, `Semaphore`, `Queue` | [`sync::Event`](crate::sync::Event), [`sync::Lock`](crate::sync::Lock), [`sync::Semaphore`](crate::sync::Semaphore), [`sync::Queue`](crate::sync::Queue) | FIFO-fair; `Lock::acquire` returns a guard |
@@ -70,3 +71,48 @@
 //! - A panic is the counterpart of an unhandled Python exception: caught at
 //!   the callback or task boundary and reported as
 //!   [`Error::Panicked`](crate::Error::Panicked).
+//! - `sock_*` waits are waiters on the fd, not `add_reader`/`add_writer`
+//!   callbacks. In asyncio a `sock_recv` replaces a reader already on the
+//!   socket: a second concurrent `sock_recv` on one socket leaves the
+//!   first pending until it is cancelled, and a reader the user added is
+//!   cancelled. In evloop any number of `sock_*` waits,
+//!   `wait_readable`/`wait_writable` futures and one reader/writer
+//!   callback share an fd, and all of them are told when it is ready.
+//! - `sock_*` on a socket a transport owns fails before trying the
+//!   operation. asyncio calls `recv`/`send` first and refuses only when
+//!   it would have to wait.
+//! - `wait_readable`/`wait_writable` have no asyncio counterpart. They
+//!   are the readiness half of `sock_*`, for fds that are not sockets
+//!   (pipes, ttys, eventfds) or for code that does its own I/O.
+//! - Task numbers (`Task-N`) are given when a task's id or name is first
+//!   asked for, so they are unique but not in creation order (asyncio
+//!   numbers at creation): keeping the number out of the task block keeps
+//!   a task within glibc's fast bins.
+//! - Awaiting a `Task`/`Future` by value (`task.await`, which `gather`,
+//!   `wait_for` and `TaskGroup` do) moves its result out, so `T` need not
+//!   be `Clone`; `task.result()` afterwards gives `InvalidState`.
+//!   `run_until_complete(task)` and `(&task).await` clone instead and
+//!   leave the result in place.
+//! - `run_until_complete` of a `Task`/`Future` needs `T: Clone` (Rust
+//!   cannot clone-if-possible); use `async move { task.await }`
+//!   otherwise.
+//! - `wait_for(aw, 0)`: the awaitable is polled once (asyncio 3.12 runs a
+//!   coroutine to its first suspension); not ready → `Timeout` and the
+//!   awaitable is dropped/cancelled.
+//! - `loop.close()` closes open transports and servers and calls
+//!   `connection_lost(Error::Closed)` on their protocols (asyncio leaves
+//!   them open and warns when they are collected). A loop dropped without
+//!   `close()` closes the sockets without calling the protocols.
+//! - Keyword arguments of `create_server`, `start_server`,
+//!   `open_connection` and friends are the fields of a `Default` options
+//!   struct passed as the last argument (`ServerOptions`,
+//!   `StreamServerOptions`, `ConnectOptions`).
+//! - The loop holds a `Server` weakly: dropping every handle stops
+//!   listening (asyncio keeps a server serving while the loop references
+//!   it).
+//! - Loop-owned objects (futures, tasks, transports, servers) hold the
+//!   loop weakly, so dropping the last `EventLoop` frees everything
+//!   without `close()`. A task whose future holds an `EventLoop` clone
+//!   itself (say to call `lp.sock_recv`) is a reference cycle that only
+//!   `close()` (or `evloop::run`, which closes) breaks; Python's garbage
+//!   collector would find it.
