@@ -1,0 +1,307 @@
+//! `evloop._evloop`: evloop's Rust [`EventLoop`] as the engine of a Python
+//! asyncio loop (the Python class lives in `evloop/_loop.py`).
+//!
+//! Invariant: every item the core runs is an asyncio `Handle` (or
+//! `TimerHandle`) held as a `Py<PyAny>`; running it means calling its
+//! `_run()` with the GIL held, exactly as asyncio's `_run_once` does. An
+//! exception `_run()` lets through (only `KeyboardInterrupt`, `SystemExit`,
+//! or a failing exception handler) ends `run_until_stopped` with that
+//! exception; nothing else escapes into the core, so no Rust panic ever
+//! crosses a callback.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use evloop::{EventLoop, RemoteLoop, TimerHandle};
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit, intern};
+
+mod gil;
+
+/// What the callbacks of one `run_until_stopped` share with it.
+#[derive(Default)]
+struct RunState {
+    /// The exception that must end the run (asyncio lets `KeyboardInterrupt`
+    /// and `SystemExit` out of `_run_once`, the rest of the ready queue
+    /// staying put).
+    pending: RefCell<Option<PyErr>>,
+    /// Debug mode: run handles through the Python loop's timing wrapper.
+    debug: Cell<bool>,
+}
+
+thread_local! {
+    /// The run state of the loop running on this thread. The core runs
+    /// callbacks only inside `run_until_stopped`, which sets it.
+    static ACTIVE: RefCell<Option<Rc<RunState>>> = const { RefCell::new(None) };
+}
+
+fn active() -> Option<Rc<RunState>> {
+    ACTIVE.with(|a| a.borrow().clone())
+}
+
+/// Runs one asyncio handle, as asyncio's `_run_once` does: skipped if
+/// cancelled, `_run()` otherwise (which reports ordinary exceptions to the
+/// loop's exception handler itself). Returns false if the run is ending and
+/// the handle was not run.
+fn run_handle(py: Python<'_>, handle: &Py<PyAny>) -> bool {
+    let Some(state) = active() else { return false };
+    if state.pending.borrow().is_some() {
+        return false;
+    }
+    let h = handle.bind(py);
+    let outcome = match h.getattr(intern!(py, "_cancelled")).and_then(|c| c.is_truthy()) {
+        Ok(true) => return true,
+        Ok(false) if state.debug.get() => h
+            .getattr(intern!(py, "_loop"))
+            .and_then(|lp| lp.call_method1(intern!(py, "_run_handle_debug"), (h,)))
+            .map(drop),
+        Ok(false) => h.call_method0(intern!(py, "_run")).map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        *state.pending.borrow_mut() = Some(e);
+    }
+    true
+}
+
+/// A one-shot ready-queue item: `call_soon`, timers, threadsafe calls.
+fn run_once_handle(handle: Py<PyAny>) {
+    Python::attach(|py| {
+        if !run_handle(py, &handle) && active().is_some() {
+            // CORE-NEED(stop-mid-pass): the core cannot end a pass early,
+            // so a handle that comes after a KeyboardInterrupt in the same
+            // pass puts itself back on the queue instead of running. It
+            // lands behind what this pass scheduled; asyncio keeps it in
+            // front. See python/CORE-NEEDS.md §2.
+            if let Ok(lp) = evloop::get_running_loop() {
+                lp.call_soon(move || run_once_handle(handle));
+            }
+        }
+    });
+}
+
+fn core_error(e: evloop::Error) -> PyErr {
+    match e.raw_os_error() {
+        Some(errno) => std::io::Error::from_raw_os_error(errno).into(),
+        None => match e {
+            evloop::Error::Io(inner) => PyOSError::new_err(inner.to_string()),
+            evloop::Error::Closed => PyRuntimeError::new_err("Event loop is closed"),
+            other => PyRuntimeError::new_err(other.to_string()),
+        },
+    }
+}
+
+/// The native half of `evloop.EventLoop`: scheduling, fd watchers, the
+/// clock and the run loop, on evloop's core. Used only from the thread
+/// that created it (`unsendable`: PyO3 refuses other threads, and if the
+/// last reference dies on another thread it reports an unraisable
+/// `RuntimeError` and leaks the loop instead of aborting).
+#[pyclass(unsendable, module = "evloop._evloop")]
+struct Core {
+    lp: EventLoop,
+    state: Rc<RunState>,
+    /// The loop's clock in Python's terms: `time()` is `epoch_secs` plus
+    /// the core time elapsed since `epoch`.
+    epoch: Instant,
+    epoch_secs: f64,
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    fn new(py: Python<'_>) -> PyResult<Core> {
+        let lp = EventLoop::new().map_err(core_error)?;
+        // Both clocks are CLOCK_MONOTONIC on Linux; reading them back to
+        // back makes `time()` agree with `time.monotonic()` to a
+        // microsecond, so code mixing the two stays sane.
+        let epoch = lp.time();
+        let epoch_secs: f64 = py.import("time")?.call_method0("monotonic")?.extract()?;
+        Ok(Core { lp, state: Rc::new(RunState::default()), epoch, epoch_secs })
+    }
+
+    /// `loop.time()`: seconds on the loop's monotonic clock.
+    fn time(&self) -> f64 {
+        self.epoch_secs + self.lp.time().saturating_duration_since(self.epoch).as_secs_f64()
+    }
+
+    /// Queues an asyncio `Handle` (asyncio's `_ready.append`).
+    fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
+        if self.lp.is_closed() {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        // CORE-NEED(one-allocation): the core wraps this closure in its own
+        // cell next to the Python handle; see python/CORE-NEEDS.md §5.
+        self.lp.call_soon(move || run_once_handle(handle));
+        Ok(())
+    }
+
+    /// Schedules an asyncio `TimerHandle` for loop time `when`; returns
+    /// the native timer, whose `cancel()` frees it at once.
+    fn call_at(&self, when: f64, handle: Py<PyAny>) -> PyResult<NativeTimer> {
+        if self.lp.is_closed() {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        let at = self.instant_of(when);
+        let timer = self.lp.call_at(at, move || run_once_handle(handle));
+        Ok(NativeTimer { timer })
+    }
+
+    /// Watches `fd` for reading: `handle` (an asyncio `Handle`) runs in
+    /// every pass while the fd is readable. Replaces an existing reader.
+    fn add_reader(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
+        self.lp.add_reader(fd, fd_callback(handle)).map_err(core_error)
+    }
+
+    /// Stops watching `fd` for reading; false if it was not watched.
+    fn remove_reader(&self, fd: RawFd) -> bool {
+        self.lp.remove_reader(fd)
+    }
+
+    /// As [`add_reader`](Core::add_reader), for writing.
+    fn add_writer(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
+        self.lp.add_writer(fd, fd_callback(handle)).map_err(core_error)
+    }
+
+    /// Stops watching `fd` for writing; false if it was not watched.
+    fn remove_writer(&self, fd: RawFd) -> bool {
+        self.lp.remove_writer(fd)
+    }
+
+    /// The thread-safe door (`call_soon_threadsafe`).
+    fn remote(&self) -> Remote {
+        Remote { remote: self.lp.remote() }
+    }
+
+    fn set_debug(&self, on: bool) {
+        self.state.debug.set(on);
+    }
+
+    /// Runs passes of the loop until `pyloop._stopping` is true (checked
+    /// after each pass, so `stop()` finishes the current pass, and a
+    /// `stop()` made before this call still gets one pass with a zero
+    /// timeout), or until a callback lets an exception through.
+    fn run_until_stopped(&self, py: Python<'_>, pyloop: &Bound<'_, PyAny>) -> PyResult<()> {
+        let previous = ACTIVE.with(|a| a.replace(Some(self.state.clone())));
+        let outcome = self.run_passes(py, pyloop);
+        ACTIVE.with(|a| *a.borrow_mut() = previous);
+        outcome
+    }
+
+    /// Closes the core: pending callbacks and timers are dropped unrun, fd
+    /// watchers forgotten, later threadsafe calls refused.
+    fn close(&self) -> PyResult<()> {
+        self.lp.close().map_err(core_error)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lp.is_closed()
+    }
+
+    /// Number of callbacks queued to run (for tests and `repr`).
+    fn ready_count(&self) -> usize {
+        self.lp.stats().ready
+    }
+
+    /// Number of live timers (for tests and `repr`).
+    fn timer_count(&self) -> usize {
+        self.lp.stats().timers
+    }
+
+    fn __traverse__(&self, _visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The Python objects the core holds sit inside its closures, out of
+        // reach of the GC; `close()` frees them.
+        Ok(())
+    }
+}
+
+impl Core {
+    /// Loop time in seconds to a core `Instant`; NaN and the far future
+    /// become "a year from now", far past becomes the epoch (due now).
+    fn instant_of(&self, when: f64) -> Instant {
+        let offset = when - self.epoch_secs;
+        if offset >= 0.0 {
+            let d = Duration::try_from_secs_f64(offset).unwrap_or(Duration::from_secs(365 * 86_400));
+            self.epoch.checked_add(d).unwrap_or_else(|| self.epoch + Duration::from_secs(365 * 86_400))
+        } else {
+            let d = Duration::try_from_secs_f64(-offset).unwrap_or(Duration::ZERO);
+            self.epoch.checked_sub(d).unwrap_or(self.epoch)
+        }
+    }
+
+    fn run_passes(&self, py: Python<'_>, pyloop: &Bound<'_, PyAny>) -> PyResult<()> {
+        let stopping_attr = intern!(py, "_stopping");
+        loop {
+            let stopping = pyloop.getattr(stopping_attr)?.is_truthy()?;
+            let outcome = if stopping || self.lp.stats().ready > 0 {
+                // Nothing will block: keep the GIL for the callbacks.
+                self.lp.run_once(Some(Duration::ZERO))
+            } else {
+                // CORE-NEED(poll-hook): the core offers no hook around its
+                // blocking wait, so the GIL is released for the whole pass
+                // and each callback takes it back. See CORE-NEEDS.md §1.
+                gil::without_gil(py, &self.lp, |lp| lp.run_once(None))
+            };
+            outcome.map_err(core_error)?;
+            // An interrupted wait returns here: run Python's signal
+            // handlers (KeyboardInterrupt, asyncio.Runner's SIGINT handler).
+            py.check_signals()?;
+            if let Some(e) = self.state.pending.borrow_mut().take() {
+                return Err(e);
+            }
+            if stopping || pyloop.getattr(stopping_attr)?.is_truthy()? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// An fd callback: runs the watcher's handle in every pass while ready.
+fn fd_callback(handle: Py<PyAny>) -> impl FnMut() + 'static {
+    move || {
+        Python::attach(|py| {
+            run_handle(py, &handle);
+        })
+    }
+}
+
+/// The core's half of an asyncio `TimerHandle`.
+#[pyclass(unsendable, module = "evloop._evloop")]
+struct NativeTimer {
+    timer: TimerHandle,
+}
+
+#[pymethods]
+impl NativeTimer {
+    /// Cancels the core timer; its closure (and the Python handle) is
+    /// freed now.
+    fn cancel(&self) {
+        self.timer.cancel();
+    }
+}
+
+/// `call_soon_threadsafe` from any thread.
+#[pyclass(frozen, module = "evloop._evloop")]
+struct Remote {
+    remote: RemoteLoop,
+}
+
+#[pymethods]
+impl Remote {
+    /// Queues an asyncio `Handle` from any thread and wakes the loop.
+    ///
+    /// Raises `RuntimeError` if the loop is closed.
+    fn call_soon_threadsafe(&self, handle: Py<PyAny>) -> PyResult<()> {
+        self.remote.call_soon_threadsafe(move || run_once_handle(handle)).map_err(core_error)
+    }
+}
+
+#[pymodule]
+fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Core>()?;
+    m.add_class::<NativeTimer>()?;
+    m.add_class::<Remote>()?;
+    Ok(())
+}
