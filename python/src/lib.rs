@@ -99,6 +99,8 @@ fn core_error(e: evloop::Error) -> PyErr {
 /// that created it (`unsendable`: PyO3 refuses other threads, and if the
 /// last reference dies on another thread it reports an unraisable
 /// `RuntimeError` and leaks the loop instead of aborting).
+// CORE-NEED(foreign-drop): a Send owner would free the loop's fds when the
+// GC drops it on another thread; CORE-NEEDS.md §7.
 #[pyclass(unsendable, module = "evloop._evloop")]
 struct Core {
     lp: EventLoop,
@@ -183,6 +185,10 @@ impl Core {
     /// after each pass, so `stop()` finishes the current pass, and a
     /// `stop()` made before this call still gets one pass with a zero
     /// timeout), or until a callback lets an exception through.
+    ///
+    /// CORE-NEED(after-fork): in a child forked inside a running loop the
+    /// core still marks that loop as running on this thread, so this fails
+    /// with RuntimeError; CORE-NEEDS.md §4.
     fn run_until_stopped(&self, py: Python<'_>, pyloop: &Bound<'_, PyAny>) -> PyResult<()> {
         let previous = ACTIVE.with(|a| a.replace(Some(self.state.clone())));
         let outcome = self.run_passes(py, pyloop);
@@ -211,8 +217,9 @@ impl Core {
     }
 
     fn __traverse__(&self, _visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // The Python objects the core holds sit inside its closures, out of
-        // reach of the GC; `close()` frees them.
+        // CORE-NEED(gc-visit): the Python objects the core holds sit inside
+        // its closures, out of the GC's reach; `close()` frees them.
+        // CORE-NEEDS.md §8.
         Ok(())
     }
 }
@@ -237,6 +244,8 @@ impl Core {
             let stopping = pyloop.getattr(stopping_attr)?.is_truthy()?;
             let outcome = if stopping || self.lp.stats().ready > 0 {
                 // Nothing will block: keep the GIL for the callbacks.
+                // CORE-NEED(busy-poll): this pass still pays epoll_wait(0);
+                // CORE-NEEDS.md §6.
                 self.lp.run_once(Some(Duration::ZERO))
             } else {
                 // CORE-NEED(poll-hook): the core offers no hook around its
