@@ -29,7 +29,9 @@ for py in $PYTHONS; do
     echo "== CPython $version ($py)"
     venv="$work/venv-$version"
     "$py" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7"
+    # fastapi, uvicorn and httpx: tests/test_web.py (the FastAPI demo).
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "maturin>=1.5,<2" "pytest>=7" fastapi uvicorn httpx
     build_flags=()
     [[ "$profile" == "release" ]] && build_flags+=(--release)
     "$venv/bin/maturin" build --quiet "${build_flags[@]}" \
