@@ -10,6 +10,7 @@
 //! crosses a callback.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,17 @@ struct RunState {
     pending: RefCell<Option<PyErr>>,
     /// Debug mode: run handles through the Python loop's timing wrapper.
     debug: Cell<bool>,
+    /// The handle of each fd watcher, by fd and direction. Kept here, not
+    /// in the core's closures, so that the GC sees them (`__traverse__`):
+    /// the self-pipe reader alone would otherwise keep every unclosed loop
+    /// alive in an invisible cycle.
+    watchers: RefCell<HashMap<(RawFd, Direction), Py<PyAny>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Direction {
+    Read,
+    Write,
 }
 
 thread_local! {
@@ -154,22 +166,30 @@ impl Core {
     /// Watches `fd` for reading: `handle` (an asyncio `Handle`) runs in
     /// every pass while the fd is readable. Replaces an existing reader.
     fn add_reader(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
-        self.lp.add_reader(fd, fd_callback(handle)).map_err(core_error)
+        self.lp.add_reader(fd, fd_callback(fd, Direction::Read)).map_err(core_error)?;
+        self.set_watcher(fd, Direction::Read, Some(handle));
+        Ok(())
     }
 
     /// Stops watching `fd` for reading; false if it was not watched.
     fn remove_reader(&self, fd: RawFd) -> bool {
-        self.lp.remove_reader(fd)
+        let removed = self.lp.remove_reader(fd);
+        self.set_watcher(fd, Direction::Read, None);
+        removed
     }
 
     /// As [`add_reader`](Core::add_reader), for writing.
     fn add_writer(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
-        self.lp.add_writer(fd, fd_callback(handle)).map_err(core_error)
+        self.lp.add_writer(fd, fd_callback(fd, Direction::Write)).map_err(core_error)?;
+        self.set_watcher(fd, Direction::Write, Some(handle));
+        Ok(())
     }
 
     /// Stops watching `fd` for writing; false if it was not watched.
     fn remove_writer(&self, fd: RawFd) -> bool {
-        self.lp.remove_writer(fd)
+        let removed = self.lp.remove_writer(fd);
+        self.set_watcher(fd, Direction::Write, None);
+        removed
     }
 
     /// The thread-safe door (`call_soon_threadsafe`).
@@ -199,7 +219,10 @@ impl Core {
     /// Closes the core: pending callbacks and timers are dropped unrun, fd
     /// watchers forgotten, later threadsafe calls refused.
     fn close(&self) -> PyResult<()> {
-        self.lp.close().map_err(core_error)
+        self.lp.close().map_err(core_error)?;
+        let watchers = std::mem::take(&mut *self.state.watchers.borrow_mut());
+        drop(watchers); // after the borrow: decrefs may run Python code
+        Ok(())
     }
 
     fn is_closed(&self) -> bool {
@@ -216,15 +239,37 @@ impl Core {
         self.lp.stats().timers
     }
 
-    fn __traverse__(&self, _visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // CORE-NEED(gc-visit): the Python objects the core holds sit inside
-        // its closures, out of the GC's reach; `close()` frees them.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // CORE-NEED(gc-visit): the fd watchers' handles are visited; the
+        // handles of pending callbacks and timers sit inside the core's
+        // closures, out of the GC's reach (`close()` frees them).
         // CORE-NEEDS.md §8.
+        if let Ok(watchers) = self.state.watchers.try_borrow() {
+            for handle in watchers.values() {
+                visit.call(handle)?;
+            }
+        }
         Ok(())
+    }
+
+    fn __clear__(&self) {
+        let watchers = self.state.watchers.try_borrow_mut().map(|mut w| std::mem::take(&mut *w));
+        drop(watchers);
     }
 }
 
 impl Core {
+    fn set_watcher(&self, fd: RawFd, direction: Direction, handle: Option<Py<PyAny>>) {
+        let old = {
+            let mut watchers = self.state.watchers.borrow_mut();
+            match handle {
+                Some(h) => watchers.insert((fd, direction), h),
+                None => watchers.remove(&(fd, direction)),
+            }
+        };
+        drop(old); // after the borrow: a decref may run Python code
+    }
+
     /// Loop time in seconds to a core `Instant`; NaN and the far future
     /// become "a year from now", far past becomes the epoch (due now).
     fn instant_of(&self, when: f64) -> Instant {
@@ -267,11 +312,16 @@ impl Core {
     }
 }
 
-/// An fd callback: runs the watcher's handle in every pass while ready.
-fn fd_callback(handle: Py<PyAny>) -> impl FnMut() + 'static {
+/// An fd callback: runs the watcher's current handle in every pass while
+/// the fd is ready.
+fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
     move || {
         Python::attach(|py| {
-            run_handle(py, &handle);
+            let handle = active()
+                .and_then(|state| state.watchers.borrow().get(&(fd, direction)).map(|h| h.clone_ref(py)));
+            if let Some(handle) = handle {
+                run_handle(py, &handle);
+            }
         })
     }
 }

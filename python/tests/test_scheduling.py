@@ -204,3 +204,16 @@ def test_wait_for_timeout(loop):
             await asyncio.wait_for(asyncio.sleep(10), 0.01)
 
     loop.run_until_complete(main())
+
+
+def test_unclosed_loop_is_collected_with_a_resource_warning(loop_factory):
+    import gc
+    import weakref
+
+    lp = loop_factory()
+    lp.run_until_complete(asyncio.sleep(0))
+    ref = weakref.ref(lp)
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        del lp
+        gc.collect()
+    assert ref() is None
