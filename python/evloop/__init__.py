@@ -4,13 +4,14 @@
     evloop.run(main())                                        # like asyncio.run
     asyncio.run(main(), loop_factory=evloop.new_event_loop)   # Python 3.12+
     evloop.install()                                          # policy, for older code
+    asyncio.Runner(loop_factory=evloop.VirtualTimeLoop)       # virtual time, for tests
 """
 
 import asyncio as _asyncio
 
-from ._loop import EventLoop, EventLoopPolicy, new_event_loop
+from ._loop import EventLoop, EventLoopPolicy, VirtualTimeLoop, new_event_loop
 
-__all__ = ("EventLoop", "EventLoopPolicy", "new_event_loop", "install", "run")
+__all__ = ("EventLoop", "EventLoopPolicy", "VirtualTimeLoop", "new_event_loop", "install", "run")
 __version__ = "0.1.0"
 
 

@@ -14,13 +14,47 @@ from asyncio import base_events, events, unix_events
 
 from . import _evloop
 
-__all__ = ("EventLoop", "EventLoopPolicy", "new_event_loop")
+__all__ = ("EventLoop", "EventLoopPolicy", "VirtualTimeLoop", "new_event_loop")
 
 
 class _TimerHandle(events.TimerHandle):
     """asyncio's TimerHandle, plus the core timer it cancels."""
 
     __slots__ = ("_native",)
+
+
+class _NativeWatchers(selectors.BaseSelector):
+    """What asyncio reads of its loop's selector (``get_key``, ``get_map``:
+    transports' reprs, a few tests), answered from the native fd watchers.
+    Never polled and never registered with: the core does both."""
+
+    def __init__(self, readers, writers):
+        self._readers = readers
+        self._writers = writers
+
+    def get_key(self, fileobj):
+        fd = selectors._fileobj_to_fd(fileobj)
+        reader = self._readers.get(fd)
+        writer = self._writers.get(fd)
+        if reader is None and writer is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        events = (selectors.EVENT_READ if reader else 0) | (selectors.EVENT_WRITE if writer else 0)
+        return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
+
+    def get_map(self):
+        return {fd: self.get_key(fd) for fd in {*self._readers, *self._writers}}
+
+    def register(self, fileobj, events, data=None):
+        raise RuntimeError("evloop watches fds natively: use add_reader/add_writer")
+
+    def unregister(self, fileobj):
+        raise RuntimeError("evloop watches fds natively: use remove_reader/remove_writer")
+
+    def select(self, timeout=None):
+        raise RuntimeError("evloop's core polls; this selector is a view")
+
+    def close(self):
+        pass
 
 
 class EventLoop(unix_events._UnixSelectorEventLoop):
@@ -32,13 +66,16 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
     loop itself are native.
     """
 
-    def __init__(self, selector=None):
+    def __init__(self, selector=None, *, _core=None):
         # Before asyncio's __init__: it registers the self-pipe's reader.
-        self._core = _evloop.Core()
+        self._core = _core if _core is not None else _evloop.Core()
         self._remote = self._core.remote()
         self._readers = {}
         self._writers = {}
-        super().__init__(selector)
+        if selector is not None:
+            # asyncio's signature takes a selector; the core polls instead.
+            selector.close()
+        super().__init__(_NativeWatchers(self._readers, self._writers))
 
     # ------------------------------------------------------------ running
 
@@ -194,6 +231,41 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
     def _process_events(self, event_list):
         # Never called: the core dispatches fd events itself.
         raise AssertionError("evloop's core dispatches I/O events")
+
+
+class VirtualTimeLoop(EventLoop):
+    """An evloop loop on a virtual clock, for tests: ``time()`` moves only
+    when the loop jumps it or ``advance_time`` does, so a one-hour timeout
+    is tested in microseconds.
+
+    Once nothing is ready and no I/O arrived for ``autojump_threshold``
+    real seconds (default 0), the clock jumps to the next timer, as trio's
+    autojump clock does; with ``autojump_threshold=None`` it never jumps
+    (drive it with ``advance_time`` and ``run_until_idle``). Use it with
+    ``asyncio.Runner(loop_factory=evloop.VirtualTimeLoop)`` or as a
+    pytest fixture. Real I/O still works; with the default threshold a
+    timer may fire before a reply that is still on its way (real time
+    does not count): raise the threshold for tests that mix both.
+    """
+
+    def __init__(self, selector=None, *, autojump_threshold=0.0):
+        core = _evloop.Core(virtual_time=True, autojump_threshold=autojump_threshold)
+        super().__init__(selector, _core=core)
+
+    def advance_time(self, seconds):
+        """Moves the clock forward by ``seconds`` (>= 0); timers that become
+        due run on the loop's next pass (``run_until_idle`` runs them)."""
+        self._core.advance_time(seconds)
+
+    def run_until_idle(self):
+        """Runs passes until one runs nothing: every ready callback and due
+        timer has run, and what they scheduled, without waiting for I/O or
+        moving the clock."""
+        self._core.set_idle_mode(True)
+        try:
+            self.run_forever()
+        finally:
+            self._core.set_idle_mode(False)
 
 
 class EventLoopPolicy(unix_events.DefaultEventLoopPolicy):

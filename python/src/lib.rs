@@ -16,11 +16,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use evloop::{EventLoop, RemoteLoop, TimerHandle};
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit, intern};
 
 mod gil;
+mod virtual_time;
+
+use virtual_time::VirtualTime;
 
 /// What the callbacks of one `run_until_stopped` share with it.
 #[derive(Default)]
@@ -121,19 +124,34 @@ struct Core {
     /// the core time elapsed since `epoch`.
     epoch: Instant,
     epoch_secs: f64,
+    /// Set for a virtual-time loop (manual clock).
+    virtual_time: Option<VirtualTime>,
 }
 
 #[pymethods]
 impl Core {
+    /// `Core()` for a real-time loop; `Core(virtual_time=True)` for one
+    /// on the manual clock, which jumps to the next timer once it has been
+    /// idle (no callback ready, no I/O) for `autojump_threshold` real
+    /// seconds (`None`: never jumps; use `advance_time`).
     #[new]
-    fn new(py: Python<'_>) -> PyResult<Core> {
-        let lp = EventLoop::new().map_err(core_error)?;
+    #[pyo3(signature = (*, virtual_time = false, autojump_threshold = Some(0.0)))]
+    fn new(py: Python<'_>, virtual_time: bool, autojump_threshold: Option<f64>) -> PyResult<Core> {
+        let autojump_after = autojump_threshold
+            .map(|secs| {
+                Duration::try_from_secs_f64(secs)
+                    .map_err(|_| PyValueError::new_err("autojump_threshold must be a non-negative number"))
+            })
+            .transpose()?;
+        let builder = if virtual_time { EventLoop::builder().manual_clock() } else { EventLoop::builder() };
+        let lp = builder.build().map_err(core_error)?;
+        let virtual_time = virtual_time.then(|| VirtualTime::new(autojump_after));
         // Both clocks are CLOCK_MONOTONIC on Linux; reading them back to
         // back makes `time()` agree with `time.monotonic()` to a
         // microsecond, so code mixing the two stays sane.
         let epoch = lp.time();
         let epoch_secs: f64 = py.import("time")?.call_method0("monotonic")?.extract()?;
-        Ok(Core { lp, state: Rc::new(RunState::default()), epoch, epoch_secs })
+        Ok(Core { lp, state: Rc::new(RunState::default()), epoch, epoch_secs, virtual_time })
     }
 
     /// `loop.time()`: seconds on the loop's monotonic clock.
@@ -159,8 +177,17 @@ impl Core {
             return Err(PyRuntimeError::new_err("Event loop is closed"));
         }
         let at = self.instant_of(when);
-        let timer = self.lp.call_at(at, move || run_once_handle(handle));
-        Ok(NativeTimer { timer })
+        let Some(vt) = &self.virtual_time else {
+            let timer = self.lp.call_at(at, move || run_once_handle(handle));
+            return Ok(NativeTimer { timer, live: None });
+        };
+        let live = vt.push(at);
+        let ran = live.clone();
+        let timer = self.lp.call_at(at, move || {
+            ran.set(false);
+            run_once_handle(handle)
+        });
+        Ok(NativeTimer { timer, live: Some(live) })
     }
 
     /// Watches `fd` for reading: `handle` (an asyncio `Handle`) runs in
@@ -220,6 +247,9 @@ impl Core {
     /// watchers forgotten, later threadsafe calls refused.
     fn close(&self) -> PyResult<()> {
         self.lp.close().map_err(core_error)?;
+        if let Some(vt) = &self.virtual_time {
+            vt.clear();
+        }
         let watchers = std::mem::take(&mut *self.state.watchers.borrow_mut());
         drop(watchers); // after the borrow: decrefs may run Python code
         Ok(())
@@ -237,6 +267,36 @@ impl Core {
     /// Number of live timers (for tests and `repr`).
     fn timer_count(&self) -> usize {
         self.lp.stats().timers
+    }
+
+    // ----- virtual time -----
+
+    /// Moves a virtual-time loop's clock forward by `seconds`; timers that
+    /// become due run on the next pass.
+    fn advance_time(&self, seconds: f64) -> PyResult<()> {
+        if self.virtual_time.is_none() {
+            return Err(PyRuntimeError::new_err("advance_time needs a virtual-time loop"));
+        }
+        let d = Duration::try_from_secs_f64(seconds)
+            .map_err(|_| PyValueError::new_err("advance_time needs a non-negative number of seconds"))?;
+        self.lp.advance_time(d);
+        Ok(())
+    }
+
+    /// While on, a virtual-time loop's run ends (with `_stopping` set)
+    /// at the first pass that runs nothing, instead of jumping or waiting.
+    fn set_idle_mode(&self, on: bool) -> PyResult<()> {
+        match &self.virtual_time {
+            Some(vt) => {
+                vt.idle_mode.set(on);
+                Ok(())
+            }
+            None => Err(PyRuntimeError::new_err("run_until_idle needs a virtual-time loop")),
+        }
+    }
+
+    fn is_virtual_time(&self) -> bool {
+        self.virtual_time.is_some()
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -270,20 +330,28 @@ impl Core {
         drop(old); // after the borrow: a decref may run Python code
     }
 
-    /// Loop time in seconds to a core `Instant`; NaN and the far future
-    /// become "a year from now", far past becomes the epoch (due now).
+    /// Loop time in seconds to a core `Instant`, to the nearest
+    /// nanosecond; NaN and the far future become "a year from now", the
+    /// far past the epoch (due now). `time()` read when the timer runs may
+    /// then be below `when` by a nanosecond at most, as on asyncio's own
+    /// loop, which runs timers up to its clock resolution (1 ns) early.
     fn instant_of(&self, when: f64) -> Instant {
-        let offset = when - self.epoch_secs;
-        if offset >= 0.0 {
-            let d = Duration::try_from_secs_f64(offset).unwrap_or(Duration::from_secs(365 * 86_400));
-            self.epoch.checked_add(d).unwrap_or_else(|| self.epoch + Duration::from_secs(365 * 86_400))
+        let far = Duration::from_secs(365 * 86_400);
+        let nanos = ((when - self.epoch_secs) * 1e9).round();
+        if nanos.is_nan() || nanos >= far.as_nanos() as f64 {
+            self.epoch + far
+        } else if nanos >= 0.0 {
+            self.epoch + Duration::from_nanos(nanos as u64)
         } else {
-            let d = Duration::try_from_secs_f64(-offset).unwrap_or(Duration::ZERO);
-            self.epoch.checked_sub(d).unwrap_or(self.epoch)
+            let back = Duration::from_nanos((-nanos).min(far.as_nanos() as f64) as u64);
+            self.epoch.checked_sub(back).unwrap_or(self.epoch)
         }
     }
 
     fn run_passes(&self, py: Python<'_>, pyloop: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Some(vt) = &self.virtual_time {
+            return self.run_virtual_passes(py, pyloop, vt);
+        }
         let stopping_attr = intern!(py, "_stopping");
         loop {
             let stopping = pyloop.getattr(stopping_attr)?.is_truthy()?;
@@ -312,6 +380,70 @@ impl Core {
     }
 }
 
+// ===== the virtual-time loop =====
+
+impl Core {
+    /// The passes of a virtual-time loop: never wait for a timer; when a
+    /// pass ran nothing, end (idle mode), or wait for I/O up to the
+    /// autojump threshold and then jump the clock to the next timer.
+    fn run_virtual_passes(
+        &self,
+        py: Python<'_>,
+        pyloop: &Bound<'_, PyAny>,
+        vt: &VirtualTime,
+    ) -> PyResult<()> {
+        let stopping_attr = intern!(py, "_stopping");
+        loop {
+            let stopping = pyloop.getattr(stopping_attr)?.is_truthy()?;
+            let before = self.lp.stats().callbacks_run;
+            self.lp.run_once(Some(Duration::ZERO)).map_err(core_error)?;
+            self.after_pass(py)?;
+            if stopping || pyloop.getattr(stopping_attr)?.is_truthy()? {
+                return Ok(());
+            }
+            let stats = self.lp.stats();
+            if stats.callbacks_run != before || stats.ready > 0 {
+                continue;
+            }
+            if vt.idle_mode.get() {
+                pyloop.setattr(stopping_attr, true)?;
+                return Ok(());
+            }
+            let next = vt.next_live();
+            match (vt.autojump_after, next) {
+                (Some(after), Some(when)) => {
+                    if !after.is_zero() {
+                        let ran = self.lp.stats().callbacks_run;
+                        gil::without_gil(py, &self.lp, |lp| lp.run_once(Some(after))).map_err(core_error)?;
+                        self.after_pass(py)?;
+                        if self.lp.stats().callbacks_run != ran {
+                            continue;
+                        }
+                    }
+                    let now = self.lp.time();
+                    self.lp.advance_time(when.saturating_duration_since(now));
+                }
+                // No timer to jump to (or no jumping): wait for I/O or
+                // another thread; the manual clock never wakes the wait.
+                _ => {
+                    gil::without_gil(py, &self.lp, |lp| lp.run_once(None)).map_err(core_error)?;
+                    self.after_pass(py)?;
+                }
+            }
+        }
+    }
+
+    /// After a pass: Python's signal handlers, then what a callback let
+    /// through.
+    fn after_pass(&self, py: Python<'_>) -> PyResult<()> {
+        py.check_signals()?;
+        match self.state.pending.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 /// An fd callback: runs the watcher's current handle in every pass while
 /// the fd is ready.
 fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
@@ -330,6 +462,8 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
 #[pyclass(unsendable, module = "evloop._evloop")]
 struct NativeTimer {
     timer: TimerHandle,
+    /// A virtual-time loop's deadline entry, cleared on cancel.
+    live: Option<Rc<Cell<bool>>>,
 }
 
 #[pymethods]
@@ -337,6 +471,9 @@ impl NativeTimer {
     /// Cancels the core timer; its closure (and the Python handle) is
     /// freed now.
     fn cancel(&self) {
+        if let Some(live) = &self.live {
+            live.set(false);
+        }
         self.timer.cancel();
     }
 }

@@ -147,3 +147,25 @@ def test_signal_handler_wakes_the_loop(loop):
     t.join()
     loop.remove_signal_handler(signal.SIGUSR1)
     assert got == ["usr1"]
+
+
+def test_selector_view_reports_watchers(loop):
+    import selectors
+
+    a, b = socket.socketpair()
+    with pytest.raises(KeyError):
+        loop._selector.get_key(a)
+    loop.add_reader(a, print)
+    loop.add_writer(a, print)
+    key = loop._selector.get_key(a)
+    assert key.fd == a.fileno()
+    assert key.events == selectors.EVENT_READ | selectors.EVENT_WRITE
+    reader, writer = key.data
+    assert reader._callback is print and writer._callback is print
+    loop.remove_writer(a)
+    assert loop._selector.get_key(a).events == selectors.EVENT_READ
+    loop.remove_reader(a)
+    with pytest.raises(KeyError):
+        loop._selector.get_key(a)
+    a.close()
+    b.close()
