@@ -1,0 +1,280 @@
+"""evloop's asyncio event loop: asyncio's Unix selector loop with its engine
+(scheduling, timers, fd watchers, threadsafe calls and the run loop)
+replaced by evloop's Rust core.
+
+Invariant: the core is the only ready queue and the only timer heap.
+``self._ready`` and ``self._scheduled`` (asyncio's) stay empty, and every
+fd watcher, asyncio's own transports' included, is a core fd watcher: the
+selector asyncio builds is never polled.
+"""
+
+import asyncio
+import selectors
+from asyncio import base_events, events, unix_events
+
+from . import _evloop
+
+__all__ = ("EventLoop", "EventLoopPolicy", "VirtualTimeLoop", "new_event_loop")
+
+
+class _TimerHandle(events.TimerHandle):
+    """asyncio's TimerHandle, plus the core timer it cancels."""
+
+    __slots__ = ("_native",)
+
+
+class _NativeWatchers(selectors.BaseSelector):
+    """What asyncio reads of its loop's selector (``get_key``, ``get_map``:
+    transports' reprs, a few tests), answered from the native fd watchers.
+    Never polled and never registered with: the core does both."""
+
+    def __init__(self, readers, writers):
+        self._readers = readers
+        self._writers = writers
+
+    def get_key(self, fileobj):
+        fd = selectors._fileobj_to_fd(fileobj)
+        reader = self._readers.get(fd)
+        writer = self._writers.get(fd)
+        if reader is None and writer is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        events = (selectors.EVENT_READ if reader else 0) | (selectors.EVENT_WRITE if writer else 0)
+        return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
+
+    def get_map(self):
+        return {fd: self.get_key(fd) for fd in {*self._readers, *self._writers}}
+
+    def register(self, fileobj, events, data=None):
+        raise RuntimeError("evloop watches fds natively: use add_reader/add_writer")
+
+    def unregister(self, fileobj):
+        raise RuntimeError("evloop watches fds natively: use remove_reader/remove_writer")
+
+    def select(self, timeout=None):
+        raise RuntimeError("evloop's core polls; this selector is a view")
+
+    def close(self):
+        pass
+
+
+class EventLoop(unix_events._UnixSelectorEventLoop):
+    """An asyncio event loop on evloop's Rust core.
+
+    Everything asyncio's Unix selector loop does works unchanged (sockets,
+    transports, servers, TLS, subprocesses, signals, the executor, DNS);
+    scheduling, timers, fd watchers, ``call_soon_threadsafe`` and the run
+    loop itself are native.
+    """
+
+    def __init__(self, selector=None, *, _core=None):
+        # Before asyncio's __init__: it registers the self-pipe's reader.
+        self._core = _core if _core is not None else _evloop.Core()
+        self._remote = self._core.remote()
+        self._readers = {}
+        self._writers = {}
+        if selector is not None:
+            # asyncio's signature takes a selector; the core polls instead.
+            selector.close()
+        super().__init__(_NativeWatchers(self._readers, self._writers))
+
+    # ------------------------------------------------------------ running
+
+    def _run_once(self):
+        # asyncio's run_forever (inherited: running-loop bookkeeping,
+        # asyncgen hooks, stop/_stopping) calls this until _stopping; one
+        # native call runs the passes until then.
+        self._core.run_until_stopped(self)
+
+    def _run_handle_debug(self, handle):
+        # asyncio's debug-mode dispatch: time each callback, warn about
+        # slow ones with the callback's repr.
+        try:
+            self._current_handle = handle
+            t0 = self.time()
+            handle._run()
+            dt = self.time() - t0
+            if dt >= self.slow_callback_duration:
+                base_events.logger.warning(
+                    "Executing %s took %.3f seconds",
+                    base_events._format_handle(handle),
+                    dt,
+                )
+        finally:
+            self._current_handle = None
+
+    def set_debug(self, enabled):
+        super().set_debug(enabled)
+        self._core.set_debug(bool(enabled))
+
+    def close(self):
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        super().close()
+        self._readers.clear()
+        self._writers.clear()
+        self._core.close()
+
+    # ---------------------------------------------------- time, scheduling
+
+    def time(self):
+        return self._core.time()
+
+    def call_soon(self, callback, *args, context=None):
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_soon")
+        handle = events.Handle(callback, args, self, context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
+        self._core.call_soon(handle)
+        return handle
+
+    def _call_soon(self, callback, args, context):
+        handle = events.Handle(callback, args, self, context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
+        self._core.call_soon(handle)
+        return handle
+
+    def _add_callback(self, handle):
+        # Signal handlers and I/O callbacks asyncio queues itself.
+        if not handle._cancelled:
+            self._core.call_soon(handle)
+
+    def call_later(self, delay, callback, *args, context=None):
+        if delay is None:
+            raise TypeError("delay must not be None")
+        timer = self.call_at(self.time() + delay, callback, *args, context=context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        return timer
+
+    def call_at(self, when, callback, *args, context=None):
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+        timer = _TimerHandle(when, callback, args, self, context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        timer._native = self._core.call_at(when, timer)
+        timer._scheduled = True
+        return timer
+
+    def _timer_handle_cancelled(self, handle):
+        native = getattr(handle, "_native", None)
+        if native is not None:
+            native.cancel()
+            handle._native = None
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        self._check_closed()
+        if self._debug:
+            self._check_callback(callback, "call_soon_threadsafe")
+        handle = events.Handle(callback, args, self, context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
+        self._remote.call_soon_threadsafe(handle)
+        return handle
+
+    # ------------------------------------------------------- fd watchers
+    # asyncio's public add_reader/add_writer (inherited) check that no
+    # transport owns the fd, then call these, as its transports do.
+
+    def _add_reader(self, fd, callback, *args):
+        self._check_closed()
+        fd = selectors._fileobj_to_fd(fd)
+        handle = events.Handle(callback, args, self, None)
+        self._core.add_reader(fd, handle)
+        old = self._readers.pop(fd, None)
+        self._readers[fd] = handle
+        if old is not None:
+            old.cancel()
+        return handle
+
+    def _remove_reader(self, fd):
+        if self.is_closed():
+            return False
+        fd = selectors._fileobj_to_fd(fd)
+        handle = self._readers.pop(fd, None)
+        removed = self._core.remove_reader(fd)
+        if handle is not None:
+            handle.cancel()
+        return removed or handle is not None
+
+    def _add_writer(self, fd, callback, *args):
+        self._check_closed()
+        fd = selectors._fileobj_to_fd(fd)
+        handle = events.Handle(callback, args, self, None)
+        self._core.add_writer(fd, handle)
+        old = self._writers.pop(fd, None)
+        self._writers[fd] = handle
+        if old is not None:
+            old.cancel()
+        return handle
+
+    def _remove_writer(self, fd):
+        if self.is_closed():
+            return False
+        fd = selectors._fileobj_to_fd(fd)
+        handle = self._writers.pop(fd, None)
+        removed = self._core.remove_writer(fd)
+        if handle is not None:
+            handle.cancel()
+        return removed or handle is not None
+
+    def _process_events(self, event_list):
+        # Never called: the core dispatches fd events itself.
+        raise AssertionError("evloop's core dispatches I/O events")
+
+
+class VirtualTimeLoop(EventLoop):
+    """An evloop loop on a virtual clock, for tests: ``time()`` moves only
+    when the loop jumps it or ``advance_time`` does, so a one-hour timeout
+    is tested in microseconds.
+
+    Once nothing is ready and no I/O arrived for ``autojump_threshold``
+    real seconds (default 0), the clock jumps to the next timer, as trio's
+    autojump clock does; with ``autojump_threshold=None`` it never jumps
+    (drive it with ``advance_time`` and ``run_until_idle``). Use it with
+    ``asyncio.Runner(loop_factory=evloop.VirtualTimeLoop)`` or as a
+    pytest fixture. Real I/O still works; with the default threshold a
+    timer may fire before a reply that is still on its way (real time
+    does not count): raise the threshold for tests that mix both.
+    """
+
+    def __init__(self, selector=None, *, autojump_threshold=0.0):
+        core = _evloop.Core(virtual_time=True, autojump_threshold=autojump_threshold)
+        super().__init__(selector, _core=core)
+
+    def advance_time(self, seconds):
+        """Moves the clock forward by ``seconds`` (>= 0); timers that become
+        due run on the loop's next pass (``run_until_idle`` runs them)."""
+        self._core.advance_time(seconds)
+
+    def run_until_idle(self):
+        """Runs passes until one runs nothing: every ready callback and due
+        timer has run, and what they scheduled, without waiting for I/O or
+        moving the clock."""
+        self._core.set_idle_mode(True)
+        try:
+            self.run_forever()
+        finally:
+            self._core.set_idle_mode(False)
+
+
+class EventLoopPolicy(unix_events.DefaultEventLoopPolicy):
+    """The default asyncio policy, making evloop loops."""
+
+    _loop_factory = EventLoop
+
+
+def new_event_loop():
+    """A new evloop event loop (for ``asyncio.Runner(loop_factory=...)``
+    and, on 3.12+, ``asyncio.run(main, loop_factory=...)``)."""
+    return EventLoop()

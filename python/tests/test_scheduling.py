@@ -1,0 +1,219 @@
+"""call_soon, call_later, call_at, cancel, handles and stop/run semantics."""
+
+import asyncio
+import contextvars
+import re
+import sys
+
+import pytest
+
+
+def test_call_soon_runs_in_order(loop):
+    order = []
+    for i in range(5):
+        loop.call_soon(order.append, i)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_callbacks_scheduled_by_a_callback_run_in_the_next_pass(loop):
+    order = []
+
+    def first():
+        order.append("first")
+        loop.call_soon(order.append, "scheduled by first")
+
+    loop.call_soon(first)
+    loop.call_soon(order.append, "second")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    # stop() ends the pass it runs in: what `first` scheduled waits.
+    assert order == ["first", "second"]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert order[-1] == "scheduled by first"
+
+
+def test_call_soon_and_threadsafe_share_one_fifo(loop):
+    order = []
+    loop.call_soon(order.append, 1)
+    loop.call_soon_threadsafe(order.append, 2)
+    loop.call_soon(order.append, 3)
+    loop.call_soon_threadsafe(order.append, 4)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert order == [1, 2, 3, 4]
+
+
+def test_stop_before_run_forever_runs_one_pass(loop):
+    ran = []
+    loop.call_soon(ran.append, 1)
+    # A far timer must not make the single pass wait for it.
+    loop.call_later(3600, ran.append, "never")
+    loop.stop()
+    t0 = loop.time()
+    loop.run_forever()
+    assert ran == [1]
+    assert loop.time() - t0 < 60
+    assert not loop.is_running()
+
+
+def test_timers_fire_by_deadline_then_fifo(loop):
+    order = []
+    now = loop.time()
+    loop.call_at(now + 0.03, order.append, "c")
+    loop.call_at(now + 0.01, order.append, "a1")
+    loop.call_at(now + 0.01, order.append, "a2")
+    loop.call_later(0.02, order.append, "b")
+    loop.call_at(now + 0.04, loop.stop)
+    loop.run_forever()
+    assert order == ["a1", "a2", "b", "c"]
+
+
+def test_timer_never_fires_early(loop):
+    seen = []
+    when = loop.time() + 0.02
+
+    def check():
+        seen.append(loop.time())
+        loop.stop()
+
+    loop.call_at(when, check)
+    loop.run_forever()
+    # asyncio itself may run a timer up to its clock resolution early.
+    assert seen[0] >= when - loop._clock_resolution
+
+
+def test_cancelled_handles_and_timers_do_not_run(loop):
+    ran = []
+    h = loop.call_soon(ran.append, "h")
+    t = loop.call_later(0.001, ran.append, "t")
+    h.cancel()
+    t.cancel()
+    assert h.cancelled() and t.cancelled()
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert ran == []
+
+
+def test_timer_cancelled_from_another_callback(loop):
+    ran = []
+    t = loop.call_later(0.01, ran.append, "timer")
+    loop.call_soon(t.cancel)
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert ran == []
+
+
+def test_handle_api_and_reprs(loop):
+    def cb(x):
+        pass
+
+    h = loop.call_soon(cb, 1)
+    assert isinstance(h, asyncio.Handle)
+    assert re.match(r"<Handle .*cb\(1\)", repr(h)), repr(h)
+    t = loop.call_later(10, cb, 2)
+    assert isinstance(t, asyncio.TimerHandle)
+    assert abs(t.when() - (loop.time() + 10)) < 1
+    assert "when=" in repr(t)
+    t.cancel()
+    assert "cancelled" in repr(t)
+    if sys.version_info >= (3, 12):
+        assert h.get_context() is not None
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_callbacks_run_in_their_context(loop):
+    var = contextvars.ContextVar("var", default="default")
+    seen = []
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in ctx")
+    loop.call_soon(lambda: seen.append(var.get()), context=ctx)
+    var.set("at call_soon time")
+    loop.call_soon(lambda: seen.append(var.get()))
+    var.set("later")
+    loop.call_later(0.001, lambda: seen.append(var.get()), context=ctx)
+    loop.call_later(0.002, loop.stop)
+    loop.run_forever()
+    assert seen == ["in ctx", "at call_soon time", "in ctx"]
+    var.set("default")
+
+
+def test_closed_loop_refuses_scheduling(loop_factory):
+    lp = loop_factory()
+    lp.close()
+    lp.close()  # idempotent
+    assert lp.is_closed()
+    for schedule in (
+        lambda: lp.call_soon(print),
+        lambda: lp.call_later(1, print),
+        lambda: lp.call_soon_threadsafe(print),
+    ):
+        with pytest.raises(RuntimeError, match="closed"):
+            schedule()
+
+
+def test_close_drops_pending_callbacks(loop_factory):
+    lp = loop_factory()
+    ran = []
+    lp.call_soon(ran.append, 1)
+    lp.call_later(0, ran.append, 2)
+    lp.close()
+    assert ran == []
+
+
+def test_run_until_complete_and_is_running(loop):
+    async def main():
+        assert loop.is_running()
+        await asyncio.sleep(0)
+        return "done"
+
+    assert not loop.is_running()
+    assert loop.run_until_complete(main()) == "done"
+    assert not loop.is_running()
+
+
+def test_run_until_complete_while_running_fails(loop):
+    async def main():
+        coro = asyncio.sleep(0)
+        with pytest.raises(RuntimeError):
+            loop.run_until_complete(coro)
+        coro.close()
+
+    loop.run_until_complete(main())
+
+
+def test_sleep_chains(loop):
+    async def chain(n):
+        for _ in range(n):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.001)
+        return n
+
+    async def main():
+        return await asyncio.gather(*(chain(i) for i in range(50)))
+
+    assert loop.run_until_complete(main()) == list(range(50))
+
+
+def test_wait_for_timeout(loop):
+    async def main():
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.sleep(10), 0.01)
+
+    loop.run_until_complete(main())
+
+
+def test_unclosed_loop_is_collected_with_a_resource_warning(loop_factory):
+    import gc
+    import weakref
+
+    lp = loop_factory()
+    lp.run_until_complete(asyncio.sleep(0))
+    ref = weakref.ref(lp)
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        del lp
+        gc.collect()
+    assert ref() is None
