@@ -31,7 +31,9 @@ use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
 use crate::net::protocol::{DatagramProtocol, StreamProtocol};
 use crate::runtime::event_loop::{CloserKey, EventLoop, WeakLoop};
+use crate::runtime::fds::OwnedSource;
 use crate::runtime::guard::drop_user;
+use crate::runtime::selector::Interest;
 
 /// Where a transport is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,16 +128,34 @@ pub(crate) struct Core<P: ?Sized> {
     writing_paused: Cell<bool>,
     high_water: Cell<usize>,
     low_water: Cell<usize>,
+    /// The fd's registration with the loop, from creation to
+    /// `connection_lost` (`None` after): keyed by generation, so a late
+    /// call can never reach a later socket with the same fd number.
+    source: Cell<Option<OwnedSource>>,
+    /// The Source is edge-triggered: the I/O paths must say `WouldBlock`.
+    edge: bool,
     reader_on: Cell<bool>,
     writer_on: Cell<bool>,
     closer: Cell<Option<CloserKey>>,
 }
 
 impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
-    /// A core for `socket`, claiming its fd on `lp`.
-    pub(crate) fn new(lp: &EventLoop, fd: RawFd, socket: Socket, protocol: Rc<RefCell<P>>) -> Core<P> {
-        lp.claim_fd(fd);
-        Core {
+    /// A core for `socket`, claiming its fd on `lp` (edge-triggered with
+    /// `edge`: see [`EventLoop::claim_edge_source`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after `close()`; [`Error::Io`] if the poller
+    /// refuses the fd (edge mode registers at once).
+    pub(crate) fn new(
+        lp: &EventLoop,
+        fd: RawFd,
+        socket: Socket,
+        protocol: Rc<RefCell<P>>,
+        edge: bool,
+    ) -> Result<Core<P>> {
+        let source = if edge { lp.claim_edge_source(fd)? } else { lp.claim_source(fd)? };
+        Ok(Core {
             lp: lp.downgrade(),
             fd,
             socket: RefCell::new(Some(socket)),
@@ -149,10 +169,12 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
             writing_paused: Cell::new(false),
             high_water: Cell::new(crate::net::transport::DEFAULT_HIGH_WATER),
             low_water: Cell::new(crate::net::transport::DEFAULT_LOW_WATER),
+            source: Cell::new(Some(source)),
+            edge,
             reader_on: Cell::new(false),
             writer_on: Cell::new(false),
             closer: Cell::new(None),
-        }
+        })
     }
 
     /// The loop, while it exists.
@@ -227,41 +249,76 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
         self.low_water.set(low);
     }
 
-    /// Watches the fd for reading with `f` (no-op if already watched).
-    pub(crate) fn watch_read(&self, f: impl FnMut() + 'static) -> Result<()> {
-        if self.reader_on.get() {
+    /// Whether the fd is registered edge-triggered.
+    #[inline]
+    pub(crate) fn is_edge(&self) -> bool {
+        self.edge
+    }
+
+    /// Installs the reader or writer callback (no-op if already on).
+    fn watch(&self, on: &Cell<bool>, interest: Interest, f: impl FnMut() + 'static) -> Result<()> {
+        if on.get() {
             return Ok(());
         }
         let lp = self.event_loop().ok_or(Error::Closed)?;
-        lp.add_owned_reader(self.fd, f)?;
-        self.reader_on.set(true);
+        let source = self.source.get().ok_or(Error::InvalidState("the transport is closed"))?;
+        lp.set_source_callback(source, interest, f)?;
+        on.set(true);
         Ok(())
     }
 
-    pub(crate) fn unwatch_read(&self) {
-        if self.reader_on.replace(false)
-            && let Some(lp) = self.event_loop()
+    fn unwatch(&self, on: &Cell<bool>, interest: Interest) {
+        if on.replace(false)
+            && let (Some(lp), Some(source)) = (self.event_loop(), self.source.get())
         {
-            lp.remove_owned_reader(self.fd);
+            lp.clear_source_callback(source, interest);
         }
+    }
+
+    /// Watches the fd for reading with `f` (no-op if already watched).
+    pub(crate) fn watch_read(&self, f: impl FnMut() + 'static) -> Result<()> {
+        self.watch(&self.reader_on, Interest::Read, f)
+    }
+
+    pub(crate) fn unwatch_read(&self) {
+        self.unwatch(&self.reader_on, Interest::Read);
     }
 
     /// Watches the fd for writing with `f` (no-op if already watched).
     pub(crate) fn watch_write(&self, f: impl FnMut() + 'static) -> Result<()> {
-        if self.writer_on.get() {
-            return Ok(());
-        }
-        let lp = self.event_loop().ok_or(Error::Closed)?;
-        lp.add_owned_writer(self.fd, f)?;
-        self.writer_on.set(true);
-        Ok(())
+        self.watch(&self.writer_on, Interest::Write, f)
     }
 
     pub(crate) fn unwatch_write(&self) {
-        if self.writer_on.replace(false)
-            && let Some(lp) = self.event_loop()
+        self.unwatch(&self.writer_on, Interest::Write);
+    }
+
+    /// A stream read returned fewer bytes than asked: whether the socket is
+    /// drained. On an edge Source (Linux) it is, unless the poller reported
+    /// the peer's shutdown or an error, which no new edge would announce;
+    /// then it says `WouldBlock` for the read side. Level-triggered, or
+    /// elsewhere, it does not tell (only `WouldBlock` does).
+    pub(crate) fn drained_by_short_read(&self) -> bool {
+        if !self.edge || !cfg!(target_os = "linux") {
+            return false;
+        }
+        let (Some(lp), Some(source)) = (self.event_loop(), self.source.get()) else { return false };
+        if lp.source_closed(source) {
+            return false;
+        }
+        lp.source_would_block(source, Interest::Read);
+        true
+    }
+
+    /// The socket said `WouldBlock` (or took less than asked) in
+    /// `interest`'s direction: on an edge Source, its callback now waits
+    /// for the next edge. No-op when level-triggered.
+    #[inline]
+    pub(crate) fn would_block(&self, interest: Interest) {
+        if self.edge
+            && let (Some(lp), Some(source)) = (self.event_loop(), self.source.get())
         {
-            lp.remove_owned_writer(self.fd);
+            lp.source_would_block(source, interest);
         }
     }
 
@@ -273,6 +330,18 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
         let protocol = self.protocol.borrow_mut().take();
         self.deferred.borrow_mut().clear();
         drop_user(protocol)
+    }
+}
+
+impl<P: ?Sized> Drop for Core<P> {
+    fn drop(&mut self) {
+        // A transport dropped before `connection_lost` (say never started
+        // reading, with every handle gone) still hands its fd back before
+        // the socket closes: an edge Source is never found stale by
+        // itself, so it would keep the number from the user.
+        if let (Some(source), Some(lp)) = (self.source.take(), self.lp.upgrade()) {
+            lp.release_source(source);
+        }
     }
 }
 
@@ -484,8 +553,8 @@ fn finish_lost<K: TransportKind>(this: &Rc<K>) {
     }
     core.lifecycle.set(Lifecycle::Gone);
     let lp = core.event_loop();
-    if let Some(lp) = &lp {
-        lp.release_fd(core.fd);
+    if let (Some(lp), Some(source)) = (&lp, core.source.take()) {
+        lp.release_source(source);
     }
     if let Err(message) = core.drop_resources() {
         report(lp.clone(), "panic in the destructor of a protocol", Error::Panicked(message));

@@ -28,6 +28,7 @@ use crate::net::core::{self, Core, Lifecycle, TransportKind};
 use crate::net::protocol::{ReadPath, StreamProtocol};
 use crate::net::sock::send_nosignal;
 use crate::runtime::event_loop::EventLoop;
+use crate::runtime::selector::Interest;
 
 /// Default high-water mark of the write buffer (asyncio's 64 KiB).
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -35,6 +36,11 @@ pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 pub const DEFAULT_LOW_WATER: usize = DEFAULT_HIGH_WATER / 4;
 /// How much one read asks for (asyncio's `max_size`).
 pub(crate) const READ_SIZE: usize = 256 * 1024;
+/// Stream sockets are registered edge-triggered (see the module docs).
+const EDGE_TRIGGERED: bool = true;
+/// Edge mode: reads one reader callback makes before it yields the pass to
+/// other callbacks (and reschedules itself): 16 × 256 KiB = 4 MiB.
+const READ_BUDGET: usize = 16;
 
 thread_local! {
     /// One receive buffer shared by every transport of the thread's loop:
@@ -231,7 +237,7 @@ impl Transport {
         }
         let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
         let inner = Rc::new(StreamInner {
-            core: Core::new(lp, fd, socket, shared),
+            core: Core::new(lp, fd, socket, shared, EDGE_TRIGGERED)?,
             read_path,
             read_side: Cell::new(ReadSide::Reading),
             write_side: Cell::new(WriteSide::Open),
@@ -532,29 +538,58 @@ impl StreamInner {
         }
     }
 
-    /// The reader callback: one receive, handed to the protocol the way
-    /// its kind chose when the transport was made.
+    /// The reader callback. Level-triggered: one receive. Edge-triggered:
+    /// receives until the socket is drained (a `WouldBlock`, or a short
+    /// read: what arrives after it makes a new edge), the transport
+    /// pauses or closes, or [`READ_BUDGET`] reads were made; then the
+    /// callback reschedules itself for the next pass.
     fn on_readable(self: &Rc<Self>) {
-        if self.core.is_closing() {
-            return;
+        let budget = if self.core.is_edge() { READ_BUDGET } else { 1 };
+        for _ in 0..budget {
+            if self.core.is_closing() {
+                return;
+            }
+            if self.read_side.get() != ReadSide::Reading {
+                // Paused (see `pause_reading`): stop watching the fd now.
+                // Edge mode: what is left unread keeps the side marked
+                // ready, so `resume_reading` queues the reader at once.
+                self.core.unwatch_read();
+                return;
+            }
+            if !self.read_once() {
+                return;
+            }
         }
-        if self.read_side.get() != ReadSide::Reading {
-            // Paused (see `pause_reading`): stop watching the fd now.
-            self.core.unwatch_read();
-            return;
+        if self.core.is_edge() && self.core.lifecycle() == Lifecycle::Open {
+            // Out of budget with bytes perhaps left: no edge will come for
+            // them, so come back on the next pass.
+            let me = self.clone();
+            if let Some(lp) = self.core.event_loop() {
+                lp.call_soon(move || me.on_readable());
+            }
         }
+    }
+
+    /// One receive, handed to the protocol the way its kind chose when
+    /// the transport was made. Returns whether the socket may have more.
+    fn read_once(self: &Rc<Self>) -> bool {
         match self.read_path {
             ReadPath::Direct => {
                 let received = core::call(self, |p| self.core.io(|s| p.receive(s)));
                 match received {
                     Some(Ok(0)) => self.on_eof(),
-                    Some(Ok(_)) | None => {}
+                    Some(Ok(n)) => return self.more_after(n, READ_SIZE),
+                    None => {}
                     Some(Err(e)) => self.on_read_error(e),
                 }
             }
             ReadPath::Buffered => {
+                let mut asked = 0;
                 let received = core::call(self, |p| match p.get_buffer(READ_SIZE) {
-                    Some(buf) if !buf.is_empty() => self.recv(buf),
+                    Some(buf) if !buf.is_empty() => {
+                        asked = buf.len();
+                        self.recv(buf)
+                    }
                     _ => Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "get_buffer() returned an empty buffer",
@@ -565,6 +600,7 @@ impl StreamInner {
                     Some(Ok(0)) => self.on_eof(),
                     Some(Ok(n)) => {
                         core::call(self, |p| p.buffer_updated(n));
+                        return self.more_after(n, asked);
                     }
                     Some(Err(e)) => self.on_read_error(e),
                     None => {}
@@ -579,7 +615,9 @@ impl StreamInner {
                     }
                     Ok(n) => {
                         core::call(self, |p| p.data_received(&buf[..n]));
+                        let asked = buf.len();
                         put_read_buffer(buf);
+                        return self.more_after(n, asked);
                     }
                     Err(e) => {
                         put_read_buffer(buf);
@@ -588,6 +626,15 @@ impl StreamInner {
                 }
             }
         }
+        false
+    }
+
+    /// After a read of `n` of `asked` bytes: whether to read again. A short
+    /// read drained the socket (a stream socket hands over all it has), so
+    /// an edge Source waits for the next edge; a full one may have left
+    /// more.
+    fn more_after(&self, n: usize, asked: usize) -> bool {
+        !(n < asked && self.core.drained_by_short_read())
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -596,7 +643,16 @@ impl StreamInner {
 
     fn on_read_error(self: &Rc<Self>, e: io::Error) {
         match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => self.core.would_block(Interest::Read),
+            // Edge mode: the side stays marked ready; a level Source
+            // reports it again anyway.
+            io::ErrorKind::Interrupted if self.core.is_edge() => {
+                let me = self.clone();
+                if let Some(lp) = self.core.event_loop() {
+                    lp.call_soon(move || me.on_readable());
+                }
+            }
+            io::ErrorKind::Interrupted => {}
             _ => core::force_close(self, Some(e.into())),
         }
     }
@@ -623,8 +679,16 @@ impl StreamInner {
         if self.write_buf.borrow().len() == 0 {
             match self.send(rest) {
                 Ok(n) if n == rest.len() => return,
-                Ok(n) => rest = &rest[n..],
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                Ok(n) => {
+                    // On Linux a short write filled the socket: like
+                    // `WouldBlock`, epoll reports the space when it comes.
+                    if cfg!(target_os = "linux") {
+                        self.core.would_block(Interest::Write);
+                    }
+                    rest = &rest[n..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.core.would_block(Interest::Write),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return core::force_close(self, Some(e.into())),
             }
             self.watch_write();
@@ -647,17 +711,26 @@ impl StreamInner {
             return;
         }
         loop {
-            let result = {
+            let (result, asked) = {
                 let buf = self.write_buf.borrow();
                 if buf.len() == 0 {
                     break;
                 }
-                self.send(buf.pending())
+                (self.send(buf.pending()), buf.len())
             };
             match result {
+                Ok(n) if n < asked && self.core.is_edge() && cfg!(target_os = "linux") => {
+                    // Short: the socket is full, and says so with an edge
+                    // when it drains; no need to hear `WouldBlock` first.
+                    self.write_buf.borrow_mut().consume(n);
+                    self.core.would_block(Interest::Write);
+                    core::maybe_resume(self, self.write_buffered());
+                    return;
+                }
                 Ok(n) => self.write_buf.borrow_mut().consume(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.core.would_block(Interest::Write);
                     core::maybe_resume(self, self.write_buffered());
                     return;
                 }

@@ -142,6 +142,10 @@ struct Side {
     /// Edge Sources: the poller said this direction became ready and the
     /// owner has not yet reported `WouldBlock` since.
     ready: bool,
+    /// Edge Sources: the poller reported the peer's shutdown or an error.
+    /// Sticky: a short read does not mean drained then (an end of file or
+    /// an error still waits, and no new edge would announce it).
+    closed: bool,
 }
 
 impl Side {
@@ -528,6 +532,12 @@ impl Selector {
         }
     }
 
+    /// Whether the poller reported a shutdown or an error on `key`'s edge
+    /// Source (see [`Readiness::closed`](poller::Readiness)).
+    pub(crate) fn closed(&self, key: FdKey) -> bool {
+        self.sources.get(key).is_some_and(|src| src.read.closed)
+    }
+
     /// Removes the reader or writer callback of `key`'s Source. Never
     /// fails: an fd the user already closed still has its bookkeeping
     /// freed. Returns whether there was one.
@@ -636,12 +646,6 @@ impl Selector {
         self.detach(key, released);
     }
 
-    /// Whether the kernel still knows the file `key`'s Source registered
-    /// (true for a Source the poller does not watch: nothing to ask).
-    pub(crate) fn still_registered(&mut self, key: FdKey) -> bool {
-        !matches!(self.sync(key, true), Err(SyncError::Stale))
-    }
-
     // ------------------------------------------------ polling
 
     /// Waits for readiness (at most `timeout`; `None` blocks until an event
@@ -661,6 +665,9 @@ impl Selector {
             // A missing Source is a stale event: it was removed since.
             let key = FdKey::from(KeyData::from_ffi(ev.key));
             let Some(src) = sources.get_mut(key) else { continue };
+            if ev.closed {
+                src.read.closed = true;
+            }
             if ev.readable {
                 src.read.ready(&mut ready, woken);
             }
