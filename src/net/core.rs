@@ -17,6 +17,16 @@
 //!   transport method raises meanwhile (`pause_writing` from a `write`
 //!   inside `data_received`) wait in `deferred` and are delivered when the
 //!   method returns, unless the transport is lost by then.
+//! - The fd is registered through one [`OwnedSource`], claimed when the
+//!   core is made and released after `connection_lost` (or when the core
+//!   is dropped first): it names a Source by generation, so no late call
+//!   can reach a later socket that got the same fd number. Stream
+//!   transports claim it edge-triggered (registered once, both
+//!   directions, for the transport's life: installing or removing the
+//!   reader or the writer costs no `epoll_ctl`), and then report every
+//!   `WouldBlock` (and, on Linux, every short read or write) to the
+//!   Source's [`EdgeState`]; servers and datagram endpoints claim it
+//!   level-triggered.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -33,7 +43,7 @@ use crate::net::protocol::{DatagramProtocol, StreamProtocol};
 use crate::runtime::event_loop::{CloserKey, EventLoop, WeakLoop};
 use crate::runtime::fds::OwnedSource;
 use crate::runtime::guard::drop_user;
-use crate::runtime::selector::Interest;
+use crate::runtime::selector::{EdgeState, Interest};
 
 /// Where a transport is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,8 +142,9 @@ pub(crate) struct Core<P: ?Sized> {
     /// `connection_lost` (`None` after): keyed by generation, so a late
     /// call can never reach a later socket with the same fd number.
     source: Cell<Option<OwnedSource>>,
-    /// The Source is edge-triggered: the I/O paths must say `WouldBlock`.
-    edge: bool,
+    /// The Source is edge-triggered: what the poller reported, where the
+    /// I/O paths say `WouldBlock`.
+    edge: Option<Rc<EdgeState>>,
     reader_on: Cell<bool>,
     writer_on: Cell<bool>,
     closer: Cell<Option<CloserKey>>,
@@ -155,6 +166,7 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
         edge: bool,
     ) -> Result<Core<P>> {
         let source = if edge { lp.claim_edge_source(fd)? } else { lp.claim_source(fd)? };
+        let edge = lp.edge_state(source);
         Ok(Core {
             lp: lp.downgrade(),
             fd,
@@ -252,7 +264,7 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
     /// Whether the fd is registered edge-triggered.
     #[inline]
     pub(crate) fn is_edge(&self) -> bool {
-        self.edge
+        self.edge.is_some()
     }
 
     /// Installs the reader or writer callback (no-op if already on).
@@ -298,16 +310,15 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
     /// the peer's shutdown or an error, which no new edge would announce;
     /// then it says `WouldBlock` for the read side. Level-triggered, or
     /// elsewhere, it does not tell (only `WouldBlock` does).
+    #[inline]
     pub(crate) fn drained_by_short_read(&self) -> bool {
-        if !self.edge || !cfg!(target_os = "linux") {
-            return false;
+        match &self.edge {
+            Some(edge) if cfg!(target_os = "linux") && !edge.closed() => {
+                edge.would_block(Interest::Read);
+                true
+            }
+            _ => false,
         }
-        let (Some(lp), Some(source)) = (self.event_loop(), self.source.get()) else { return false };
-        if lp.source_closed(source) {
-            return false;
-        }
-        lp.source_would_block(source, Interest::Read);
-        true
     }
 
     /// The socket said `WouldBlock` (or took less than asked) in
@@ -315,10 +326,8 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
     /// for the next edge. No-op when level-triggered.
     #[inline]
     pub(crate) fn would_block(&self, interest: Interest) {
-        if self.edge
-            && let (Some(lp), Some(source)) = (self.event_loop(), self.source.get())
-        {
-            lp.source_would_block(source, interest);
+        if let Some(edge) = &self.edge {
+            edge.would_block(interest);
         }
     }
 

@@ -1,15 +1,24 @@
 //! Stream transports (asyncio's `_SelectorSocketTransport`) for TCP and Unix
 //! sockets, on the shared [transport core](crate::net::core).
 //!
-//! A transport owns its socket and registers it with the loop as a
-//! transport-owned fd (user `add_reader` on it is refused). Reading takes
-//! the path the protocol's kind picks once, at creation: the loop's shared
-//! receive buffer and `data_received`, a [`BufferedProtocol`]'s own buffer,
-//! or the streams' direct receive. Writing: `write` sends at once when
-//! nothing is buffered and keeps only what the socket did not take; a
-//! writer callback flushes the rest. Closing: the socket is unregistered,
-//! `connection_lost` runs (through `call_soon`, never inside a transport
-//! method), then the socket and the protocol are dropped.
+//! A transport owns its socket and registers it with the loop once, as a
+//! transport-owned, edge-triggered Source (user `add_reader` on it is
+//! refused; Linux's `EPOLLET`, with `EPOLLRDHUP`). Reading takes the path
+//! the protocol's kind picks once, at creation: the loop's shared receive
+//! buffer and `data_received`, a [`BufferedProtocol`]'s own buffer, or the
+//! streams' direct receive. Each readiness event reads until the socket
+//! is drained — `WouldBlock`, or on Linux a read shorter than asked while
+//! no shutdown was reported — or the transport pauses or closes, or
+//! `READ_BUDGET` (16) reads were made: then the reader reschedules itself
+//! with `call_soon`, so one busy connection cannot starve the others
+//! (16 × 256 KiB, at most 4 MiB per connection per pass). Writing:
+//! `write` sends at once when nothing is buffered and keeps only what the
+//! socket did not take; a writer callback flushes the rest until
+//! `WouldBlock` (or a short write). Pausing and resuming reading and
+//! switching the writer on and off change only the loop's books, never the
+//! poller. Closing: the socket is unregistered, `connection_lost` runs
+//! (through `call_soon`, never inside a transport method), then the socket
+//! and the protocol are dropped.
 //!
 //! [`BufferedProtocol`]: crate::net::BufferedProtocol
 

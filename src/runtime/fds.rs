@@ -8,13 +8,14 @@
 
 use std::os::fd::RawFd;
 use std::panic::Location;
+use std::rc::Rc;
 use std::task::Waker;
 
 use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
 use crate::runtime::event_loop::EventLoop;
 use crate::runtime::guard::{drop_user, run_user};
-use crate::runtime::selector::{FdCallback, FdKey, Interest, Owner, Released};
+use crate::runtime::selector::{EdgeState, FdCallback, FdKey, Interest, Owner, Released};
 
 /// A transport's registration of its fd with the loop, from
 /// [`EventLoop::claim_source`]. It names one Source, generation included,
@@ -223,12 +224,12 @@ impl EventLoop {
     /// it stays ready. What the owner must do in return:
     ///
     /// - read (accept, receive) until `WouldBlock`, then call
-    ///   [`source_would_block`](EventLoop::source_would_block) for
-    ///   `Interest::Read`; a reader that stops early (pausing, a budget)
+    ///   [`EdgeState::would_block`] for `Interest::Read` (see
+    ///   [`edge_state`](EventLoop::edge_state)); a reader that stops early (pausing, a budget)
     ///   gets no new event for the bytes left, so it must reschedule itself
     ///   or set its callback again later (setting a callback on a direction
     ///   still marked ready queues it at once);
-    /// - likewise call `source_would_block(Interest::Write)` when a write
+    /// - likewise call `would_block(Interest::Write)` when a write
     ///   returns `WouldBlock`, before (or after) setting its writer.
     ///
     /// # Errors
@@ -242,19 +243,13 @@ impl EventLoop {
         claimed.map(OwnedSource)
     }
 
-    /// The owner of an edge-triggered Source saw `WouldBlock` in
-    /// `interest`'s direction: from now on its callback runs at the next
-    /// edge only. (No effect on a level-triggered Source.)
-    pub(crate) fn source_would_block(&self, source: OwnedSource, interest: Interest) {
-        self.inner.selector.borrow_mut().clear_ready(source.0, interest);
-    }
-
-    /// Whether the poller reported the peer's shutdown (or an error) on an
-    /// edge-triggered Source (Linux; always false elsewhere). Once true, a
-    /// short read does not mean the socket is drained: read on until the
-    /// end of file or the error.
-    pub(crate) fn source_closed(&self, source: OwnedSource) -> bool {
-        self.inner.selector.borrow().closed(source.0)
+    /// What the poller reports for an edge-triggered Source, shared with
+    /// its owner: the owner marks `WouldBlock` there (after which its
+    /// callback runs at the next edge only) and reads whether the peer's
+    /// shutdown was reported, with no loop call. `None` for a
+    /// level-triggered or released Source.
+    pub(crate) fn edge_state(&self, source: OwnedSource) -> Option<Rc<EdgeState>> {
+        self.inner.selector.borrow().edge_state(source.0)
     }
 
     /// Installs (or replaces) the transport's reader or writer callback.

@@ -11,9 +11,15 @@
 //!   event reported for a Source that has since been removed finds nothing.
 //! - The poller watches (level-triggered) exactly the directions that have
 //!   a callback or a waiter; a user Source with neither is removed. A
-//!   transport may instead claim an edge-triggered Source, registered once
-//!   for both directions from claim to release, whose sides remember being
-//!   reported ready until the owner says `WouldBlock`.
+//!   transport may instead claim an edge-triggered Source (stream
+//!   transports do), registered once for both directions from claim to
+//!   release, whose [`EdgeState`] (shared with the owner, so marking
+//!   `WouldBlock` needs no borrow of the selector) remembers each side
+//!   being reported ready until the owner says `WouldBlock`, and whether a
+//!   shutdown or error was reported (Linux's `EPOLLRDHUP`). Servers and
+//!   datagram endpoints claim level-triggered Sources.
+//! - Transports hold their Source by [`FdKey`] (generation included) from
+//!   claim to release; only user registrations go by fd number.
 //! - A Source whose file the kernel no longer knows is *detached* before
 //!   anything else uses its number: on Linux, `epoll_ctl(MOD)` answers
 //!   `ENOENT` once the registered file was closed, even if the number now
@@ -139,13 +145,44 @@ struct Waiter {
 struct Side {
     callback: Option<Rc<FdCallback>>,
     waiters: Vec<Waiter>,
-    /// Edge Sources: the poller said this direction became ready and the
-    /// owner has not yet reported `WouldBlock` since.
-    ready: bool,
-    /// Edge Sources: the poller reported the peer's shutdown or an error.
-    /// Sticky: a short read does not mean drained then (an end of file or
-    /// an error still waits, and no new edge would announce it).
-    closed: bool,
+}
+
+/// What the poller said about an edge Source, shared with its owner so
+/// that the per-read bookkeeping (`WouldBlock`, "was a shutdown reported")
+/// needs no selector borrow and no loop handle.
+#[derive(Debug, Default)]
+pub(crate) struct EdgeState {
+    /// The poller said the read side became ready and the owner has not
+    /// yet reported `WouldBlock` since.
+    read: Cell<bool>,
+    /// The same for the write side.
+    write: Cell<bool>,
+    /// The poller reported the peer's shutdown or an error. Sticky: a
+    /// short read does not mean drained then (an end of file or an error
+    /// still waits, and no new edge would announce it).
+    closed: Cell<bool>,
+}
+
+impl EdgeState {
+    fn side(&self, interest: Interest) -> &Cell<bool> {
+        match interest {
+            Interest::Read => &self.read,
+            Interest::Write => &self.write,
+        }
+    }
+
+    /// The owner saw `WouldBlock` in `interest`'s direction: its callback
+    /// waits for the next edge from now on.
+    #[inline]
+    pub(crate) fn would_block(&self, interest: Interest) {
+        self.side(interest).set(false);
+    }
+
+    /// Whether the poller reported the peer's shutdown or an error (Linux).
+    #[inline]
+    pub(crate) fn closed(&self) -> bool {
+        self.closed.get()
+    }
 }
 
 impl Side {
@@ -155,7 +192,6 @@ impl Side {
 
     /// Queues the callback and fires the waiters that have not fired yet.
     fn ready(&mut self, ready: &mut VecDeque<Rc<dyn Runnable>>, woken: &mut Vec<Waker>) {
-        self.ready = true;
         if let Some(cb) = &self.callback {
             ready.push_back(cb.clone());
         }
@@ -194,8 +230,9 @@ struct Source {
     fd: RawFd,
     owner: Owner,
     /// Registered edge-triggered for both directions from claim to release
-    /// (transports only); otherwise level-triggered per `armed`.
-    edge: bool,
+    /// (transports only), with what the poller reported; otherwise
+    /// level-triggered per `armed`.
+    edge: Option<Rc<EdgeState>>,
     /// What the poller watches for this Source: `None`, not registered.
     /// For an edge Source: the directions with a callback (for the stats).
     armed: Option<Sides>,
@@ -217,7 +254,7 @@ impl Source {
 
     /// Whether the poller has a registration for it.
     fn registered(&self) -> bool {
-        self.edge || self.armed.is_some()
+        self.edge.is_some() || self.armed.is_some()
     }
 }
 
@@ -364,7 +401,7 @@ impl Selector {
         let (fd, pk) = (src.fd, poller_key(key));
         match src.armed {
             // Registered once for both directions: nothing to tell.
-            _ if src.edge => {}
+            _ if src.edge.is_some() => {}
             None if !want.any() => return Ok(()),
             None => match poller::register(poller, fd, pk, want.read, want.write) {
                 // Only if a registration escaped our bookkeeping; take it over.
@@ -387,7 +424,7 @@ impl Selector {
         Ok(())
     }
 
-    fn insert(&mut self, fd: RawFd, owner: Owner, edge: bool) -> FdKey {
+    fn insert(&mut self, fd: RawFd, owner: Owner, edge: Option<Rc<EdgeState>>) -> FdKey {
         let source = Source { fd, owner, edge, armed: None, read: Side::default(), write: Side::default() };
         let key = self.sources.insert(source);
         self.by_fd.insert(fd, key);
@@ -458,7 +495,10 @@ impl Selector {
             // hold the number forever: if the kernel says the file is gone,
             // the Source is stale like any other.
             let src = &self.sources[key];
-            if src.armed.is_some() && !src.edge && matches!(self.sync(key, true), Err(SyncError::Stale)) {
+            if src.armed.is_some()
+                && src.edge.is_none()
+                && matches!(self.sync(key, true), Err(SyncError::Stale))
+            {
                 self.detach(key, released);
             } else {
                 item.release(released);
@@ -490,7 +530,7 @@ impl Selector {
                 }
             }
         }
-        let key = self.insert(fd, owner, false);
+        let key = self.insert(fd, owner, None);
         let undo = put(self.sources[key].side(interest), item);
         if let Err(e) = self.sync(key, false) {
             let item = take_back(self.sources[key].side(interest), undo);
@@ -519,23 +559,13 @@ impl Selector {
     ) -> Result<Option<Rc<FdCallback>>> {
         let key = self.attach(fd, owner, interest, Item::Callback(callback), released)?;
         let src = &mut self.sources[key];
-        let edge = src.edge;
-        let side = src.side(interest);
-        Ok(if edge && side.ready { side.callback.clone() } else { None })
+        let ready = src.edge.as_ref().is_some_and(|e| e.side(interest).get());
+        Ok(if ready { src.side(interest).callback.clone() } else { None })
     }
 
-    /// The owner of an edge Source saw `WouldBlock` in `interest`'s
-    /// direction: its callback waits for the next edge from now on.
-    pub(crate) fn clear_ready(&mut self, key: FdKey, interest: Interest) {
-        if let Some(src) = self.sources.get_mut(key) {
-            src.side(interest).ready = false;
-        }
-    }
-
-    /// Whether the poller reported a shutdown or an error on `key`'s edge
-    /// Source (see [`Readiness::closed`](poller::Readiness)).
-    pub(crate) fn closed(&self, key: FdKey) -> bool {
-        self.sources.get(key).is_some_and(|src| src.read.closed)
+    /// What the poller reported for `key`'s edge Source.
+    pub(crate) fn edge_state(&self, key: FdKey) -> Option<Rc<EdgeState>> {
+        self.sources.get(key).and_then(|src| src.edge.clone())
     }
 
     /// Removes the reader or writer callback of `key`'s Source. Never
@@ -626,7 +656,7 @@ impl Selector {
             }
             self.detach(key, released);
         }
-        let key = self.insert(fd, Owner::Transport, edge);
+        let key = self.insert(fd, Owner::Transport, edge.then(Rc::default));
         if edge && let Err(e) = poller::register_edge(&poller, fd, poller_key(key)) {
             self.sources.remove(key);
             self.by_fd.remove(&fd);
@@ -665,8 +695,10 @@ impl Selector {
             // A missing Source is a stale event: it was removed since.
             let key = FdKey::from(KeyData::from_ffi(ev.key));
             let Some(src) = sources.get_mut(key) else { continue };
-            if ev.closed {
-                src.read.closed = true;
+            if let Some(edge) = &src.edge {
+                edge.closed.set(edge.closed.get() | ev.closed);
+                edge.read.set(edge.read.get() | ev.readable);
+                edge.write.set(edge.write.get() | ev.writable);
             }
             if ev.readable {
                 src.read.ready(&mut ready, woken);
@@ -822,7 +854,7 @@ pub(crate) mod tests {
         // queued at once, until the owner says the socket is full.
         let now = sel.add_callback(fd, Owner::Transport, Interest::Write, callback(), &mut released).unwrap();
         assert!(now.is_some());
-        sel.clear_ready(key, Interest::Write);
+        sel.edge_state(key).unwrap().would_block(Interest::Write);
         let now = sel.add_callback(fd, Owner::Transport, Interest::Write, callback(), &mut released).unwrap();
         assert!(now.is_none(), "after WouldBlock, the writer waits for an edge");
         assert_eq!((sel.readers(), sel.writers()), (1, 1));
@@ -852,7 +884,7 @@ pub(crate) mod tests {
         assert_eq!(runs.get(), 1, "queued at once: the socket was writable");
         lp.run_once(Some(Duration::ZERO)).unwrap();
         assert_eq!(runs.get(), 1, "no new edge");
-        lp.source_would_block(source, Interest::Write);
+        lp.edge_state(source).unwrap().would_block(Interest::Write);
         assert!(lp.clear_source_callback(source, Interest::Write));
         lp.release_source(source);
         assert_eq!(lp.stats().writers, 0);
