@@ -1,6 +1,7 @@
 //! Unix stream servers and connections: round trip, addresses, stale
-//! socket files, removal on close, half-close; and the edge-triggered read
-//! path, on socketpairs (what is queued is exactly what the peer wrote).
+//! socket files, removal on close, half-close; and the read path on
+//! socketpairs (what is queued is exactly what the peer wrote): EOF behind
+//! data, pausing inside a read, one connection not starving the others.
 
 mod util;
 
@@ -165,11 +166,12 @@ fn closing_a_unix_server_leaves_a_socket_file_someone_else_bound_since() {
     .unwrap();
 }
 
-// ------------------------------------------------------------ the edge-triggered read path
+// ------------------------------------------------------------ the read path
 
-/// Regression: with edge-triggered sockets a short read was taken to mean
-/// "drained", so an EOF queued behind the bytes (no new edge comes for it)
-/// was never seen: the peer's FIN got no `eof_received`.
+/// Bytes and the peer's FIN both queued before the transport starts: the
+/// bytes, then `eof_received`. (A reader that takes a short read to mean
+/// "drained", as an edge-triggered one may, loses the EOF: no new
+/// readiness event comes for it.)
 #[test]
 fn bytes_and_eof_queued_before_the_transport_starts_both_arrive() {
     let lp = new_loop();
@@ -237,9 +239,9 @@ impl BufferedProtocol for Chunked {
     }
 }
 
-/// `pause_reading` inside the protocol takes effect before the next read
-/// of the same readiness event, and `resume_reading` delivers what was
-/// left although the peer writes nothing more (no new edge comes for it).
+/// `pause_reading` inside the protocol takes effect before the next read,
+/// and `resume_reading` delivers what was left although the peer writes
+/// nothing more.
 #[test]
 fn pause_reading_inside_a_read_holds_the_rest_until_resume() {
     let lp = new_loop();
@@ -271,12 +273,12 @@ fn pause_reading_inside_a_read_holds_the_rest_until_resume() {
     lp.close().unwrap();
 }
 
-/// One connection with more queued than its per-event read budget
-/// yields the pass: a callback scheduled during its first read runs before
-/// the connection has read everything, and the rest still arrives with no
-/// new write from the peer.
+/// One connection with more queued than one read takes yields the pass:
+/// a callback scheduled during its first read runs before the connection
+/// has read everything, and the rest still arrives with no new write from
+/// the peer.
 #[test]
-fn a_busy_connection_yields_after_its_read_budget() {
+fn a_busy_connection_does_not_starve_other_callbacks() {
     let lp = new_loop();
     let _errors = fail_on_callback_errors(&lp);
     let l = lp.clone();

@@ -1,24 +1,18 @@
 //! Stream transports (asyncio's `_SelectorSocketTransport`) for TCP and Unix
 //! sockets, on the shared [transport core](crate::net::core).
 //!
-//! A transport owns its socket and registers it with the loop once, as a
-//! transport-owned, edge-triggered Source (user `add_reader` on it is
-//! refused; Linux's `EPOLLET`, with `EPOLLRDHUP`). Reading takes the path
-//! the protocol's kind picks once, at creation: the loop's shared receive
-//! buffer and `data_received`, a [`BufferedProtocol`]'s own buffer, or the
-//! streams' direct receive. Each readiness event reads until the socket
-//! is drained — `WouldBlock`, or on Linux a read shorter than asked while
-//! no shutdown was reported — or the transport pauses or closes, or
-//! `READ_BUDGET` (16) reads were made: then the reader reschedules itself
-//! with `call_soon`, so one busy connection cannot starve the others
-//! (16 × 256 KiB, at most 4 MiB per connection per pass). Writing:
-//! `write` sends at once when nothing is buffered and keeps only what the
-//! socket did not take; a writer callback flushes the rest until
-//! `WouldBlock` (or a short write). Pausing and resuming reading and
-//! switching the writer on and off change only the loop's books, never the
-//! poller. Closing: the socket is unregistered, `connection_lost` runs
-//! (through `call_soon`, never inside a transport method), then the socket
-//! and the protocol are dropped.
+//! A transport owns its socket and registers it with the loop as a
+//! transport-owned Source, held by generation (user `add_reader` on it is
+//! refused; see the [transport core](crate::net::core)). The Source is
+//! level-triggered: an edge-triggered one was measured and not adopted
+//! (see the core's docs). Reading takes
+//! the path the protocol's kind picks once, at creation: the loop's shared
+//! receive buffer and `data_received`, a [`BufferedProtocol`]'s own buffer,
+//! or the streams' direct receive. Writing: `write` sends at once when
+//! nothing is buffered and keeps only what the socket did not take; a
+//! writer callback flushes the rest. Closing: the socket is unregistered,
+//! `connection_lost` runs (through `call_soon`, never inside a transport
+//! method), then the socket and the protocol are dropped.
 //!
 //! [`BufferedProtocol`]: crate::net::BufferedProtocol
 
@@ -37,7 +31,6 @@ use crate::net::core::{self, Core, Lifecycle, TransportKind};
 use crate::net::protocol::{ReadPath, StreamProtocol};
 use crate::net::sock::send_nosignal;
 use crate::runtime::event_loop::EventLoop;
-use crate::runtime::selector::Interest;
 
 /// Default high-water mark of the write buffer (asyncio's 64 KiB).
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -45,11 +38,6 @@ pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 pub const DEFAULT_LOW_WATER: usize = DEFAULT_HIGH_WATER / 4;
 /// How much one read asks for (asyncio's `max_size`).
 pub(crate) const READ_SIZE: usize = 256 * 1024;
-/// Stream sockets are registered edge-triggered (see the module docs).
-const EDGE_TRIGGERED: bool = true;
-/// Edge mode: reads one reader callback makes before it yields the pass to
-/// other callbacks (and reschedules itself): 16 × 256 KiB = 4 MiB.
-const READ_BUDGET: usize = 16;
 
 thread_local! {
     /// One receive buffer shared by every transport of the thread's loop:
@@ -246,7 +234,7 @@ impl Transport {
         }
         let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
         let inner = Rc::new(StreamInner {
-            core: Core::new(lp, fd, socket, shared, EDGE_TRIGGERED)?,
+            core: Core::new(lp, fd, socket, shared)?,
             read_path,
             read_side: Cell::new(ReadSide::Reading),
             write_side: Cell::new(WriteSide::Open),
@@ -547,58 +535,29 @@ impl StreamInner {
         }
     }
 
-    /// The reader callback. Level-triggered: one receive. Edge-triggered:
-    /// receives until the socket is drained (a `WouldBlock`, or a short
-    /// read: what arrives after it makes a new edge), the transport
-    /// pauses or closes, or [`READ_BUDGET`] reads were made; then the
-    /// callback reschedules itself for the next pass.
+    /// The reader callback: one receive, handed to the protocol the way
+    /// its kind chose when the transport was made.
     fn on_readable(self: &Rc<Self>) {
-        let budget = if self.core.is_edge() { READ_BUDGET } else { 1 };
-        for _ in 0..budget {
-            if self.core.is_closing() {
-                return;
-            }
-            if self.read_side.get() != ReadSide::Reading {
-                // Paused (see `pause_reading`): stop watching the fd now.
-                // Edge mode: what is left unread keeps the side marked
-                // ready, so `resume_reading` queues the reader at once.
-                self.core.unwatch_read();
-                return;
-            }
-            if !self.read_once() {
-                return;
-            }
+        if self.core.is_closing() {
+            return;
         }
-        if self.core.is_edge() && self.core.lifecycle() == Lifecycle::Open {
-            // Out of budget with bytes perhaps left: no edge will come for
-            // them, so come back on the next pass.
-            let me = self.clone();
-            if let Some(lp) = self.core.event_loop() {
-                lp.call_soon(move || me.on_readable());
-            }
+        if self.read_side.get() != ReadSide::Reading {
+            // Paused (see `pause_reading`): stop watching the fd now.
+            self.core.unwatch_read();
+            return;
         }
-    }
-
-    /// One receive, handed to the protocol the way its kind chose when
-    /// the transport was made. Returns whether the socket may have more.
-    fn read_once(self: &Rc<Self>) -> bool {
         match self.read_path {
             ReadPath::Direct => {
                 let received = core::call(self, |p| self.core.io(|s| p.receive(s)));
                 match received {
                     Some(Ok(0)) => self.on_eof(),
-                    Some(Ok(n)) => return self.more_after(n, READ_SIZE),
-                    None => {}
+                    Some(Ok(_)) | None => {}
                     Some(Err(e)) => self.on_read_error(e),
                 }
             }
             ReadPath::Buffered => {
-                let mut asked = 0;
                 let received = core::call(self, |p| match p.get_buffer(READ_SIZE) {
-                    Some(buf) if !buf.is_empty() => {
-                        asked = buf.len();
-                        self.recv(buf)
-                    }
+                    Some(buf) if !buf.is_empty() => self.recv(buf),
                     _ => Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "get_buffer() returned an empty buffer",
@@ -609,7 +568,6 @@ impl StreamInner {
                     Some(Ok(0)) => self.on_eof(),
                     Some(Ok(n)) => {
                         core::call(self, |p| p.buffer_updated(n));
-                        return self.more_after(n, asked);
                     }
                     Some(Err(e)) => self.on_read_error(e),
                     None => {}
@@ -624,9 +582,7 @@ impl StreamInner {
                     }
                     Ok(n) => {
                         core::call(self, |p| p.data_received(&buf[..n]));
-                        let asked = buf.len();
                         put_read_buffer(buf);
-                        return self.more_after(n, asked);
                     }
                     Err(e) => {
                         put_read_buffer(buf);
@@ -635,15 +591,6 @@ impl StreamInner {
                 }
             }
         }
-        false
-    }
-
-    /// After a read of `n` of `asked` bytes: whether to read again. A short
-    /// read drained the socket (a stream socket hands over all it has), so
-    /// an edge Source waits for the next edge; a full one may have left
-    /// more.
-    fn more_after(&self, n: usize, asked: usize) -> bool {
-        !(n < asked && self.core.drained_by_short_read())
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -652,16 +599,7 @@ impl StreamInner {
 
     fn on_read_error(self: &Rc<Self>, e: io::Error) {
         match e.kind() {
-            io::ErrorKind::WouldBlock => self.core.would_block(Interest::Read),
-            // Edge mode: the side stays marked ready; a level Source
-            // reports it again anyway.
-            io::ErrorKind::Interrupted if self.core.is_edge() => {
-                let me = self.clone();
-                if let Some(lp) = self.core.event_loop() {
-                    lp.call_soon(move || me.on_readable());
-                }
-            }
-            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
             _ => core::force_close(self, Some(e.into())),
         }
     }
@@ -688,16 +626,8 @@ impl StreamInner {
         if self.write_buf.borrow().len() == 0 {
             match self.send(rest) {
                 Ok(n) if n == rest.len() => return,
-                Ok(n) => {
-                    // On Linux a short write filled the socket: like
-                    // `WouldBlock`, epoll reports the space when it comes.
-                    if cfg!(target_os = "linux") {
-                        self.core.would_block(Interest::Write);
-                    }
-                    rest = &rest[n..];
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.core.would_block(Interest::Write),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => rest = &rest[n..],
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
                 Err(e) => return core::force_close(self, Some(e.into())),
             }
             self.watch_write();
@@ -720,26 +650,17 @@ impl StreamInner {
             return;
         }
         loop {
-            let (result, asked) = {
+            let result = {
                 let buf = self.write_buf.borrow();
                 if buf.len() == 0 {
                     break;
                 }
-                (self.send(buf.pending()), buf.len())
+                self.send(buf.pending())
             };
             match result {
-                Ok(n) if n < asked && self.core.is_edge() && cfg!(target_os = "linux") => {
-                    // Short: the socket is full, and says so with an edge
-                    // when it drains; no need to hear `WouldBlock` first.
-                    self.write_buf.borrow_mut().consume(n);
-                    self.core.would_block(Interest::Write);
-                    core::maybe_resume(self, self.write_buffered());
-                    return;
-                }
                 Ok(n) => self.write_buf.borrow_mut().consume(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.core.would_block(Interest::Write);
                     core::maybe_resume(self, self.write_buffered());
                     return;
                 }

@@ -8,14 +8,13 @@
 
 use std::os::fd::RawFd;
 use std::panic::Location;
-use std::rc::Rc;
 use std::task::Waker;
 
 use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
 use crate::runtime::event_loop::EventLoop;
 use crate::runtime::guard::{drop_user, run_user};
-use crate::runtime::selector::{EdgeState, FdCallback, FdKey, Interest, Owner, Released};
+use crate::runtime::selector::{FdCallback, FdKey, Interest, Owner, Released};
 
 /// A transport's registration of its fd with the loop, from
 /// [`EventLoop::claim_source`]. It names one Source, generation included,
@@ -85,10 +84,7 @@ impl EventLoop {
             self.inner.selector.borrow_mut().add_callback(fd, owner, interest, callback, &mut released);
         // A replaced (or refused) callback is dropped here, after the borrow.
         self.finish(released);
-        if let Some(now) = added? {
-            self.inner.push_ready(now);
-        }
-        Ok(())
+        added
     }
 
     fn remove_fd(&self, fd: RawFd, owner: Owner, interest: Interest) -> bool {
@@ -211,45 +207,9 @@ impl EventLoop {
     /// [`Error::Closed`] after `close()`; [`Error::Io`] for a negative fd.
     pub(crate) fn claim_source(&self, fd: RawFd) -> Result<OwnedSource> {
         let mut released = Released::default();
-        let claimed = self.inner.selector.borrow_mut().claim(fd, false, &mut released);
+        let claimed = self.inner.selector.borrow_mut().claim(fd, &mut released);
         self.finish(released);
         claimed.map(OwnedSource)
-    }
-
-    /// [`claim_source`](EventLoop::claim_source), edge-triggered (Linux
-    /// epoll's `EPOLLET`, through polling's `PollMode::Edge`): the fd is
-    /// registered once, for both directions, and never re-armed, so
-    /// installing or removing a callback costs no syscall. A callback is
-    /// queued when its direction *becomes* ready, not on every pass while
-    /// it stays ready. What the owner must do in return:
-    ///
-    /// - read (accept, receive) until `WouldBlock`, then call
-    ///   [`EdgeState::would_block`] for `Interest::Read` (see
-    ///   [`edge_state`](EventLoop::edge_state)); a reader that stops early (pausing, a budget)
-    ///   gets no new event for the bytes left, so it must reschedule itself
-    ///   or set its callback again later (setting a callback on a direction
-    ///   still marked ready queues it at once);
-    /// - likewise call `would_block(Interest::Write)` when a write
-    ///   returns `WouldBlock`, before (or after) setting its writer.
-    ///
-    /// # Errors
-    ///
-    /// As [`claim_source`](EventLoop::claim_source), and [`Error::Io`] if
-    /// the poller refuses the fd.
-    pub(crate) fn claim_edge_source(&self, fd: RawFd) -> Result<OwnedSource> {
-        let mut released = Released::default();
-        let claimed = self.inner.selector.borrow_mut().claim(fd, true, &mut released);
-        self.finish(released);
-        claimed.map(OwnedSource)
-    }
-
-    /// What the poller reports for an edge-triggered Source, shared with
-    /// its owner: the owner marks `WouldBlock` there (after which its
-    /// callback runs at the next edge only) and reads whether the peer's
-    /// shutdown was reported, with no loop call. `None` for a
-    /// level-triggered or released Source.
-    pub(crate) fn edge_state(&self, source: OwnedSource) -> Option<Rc<EdgeState>> {
-        self.inner.selector.borrow().edge_state(source.0)
     }
 
     /// Installs (or replaces) the transport's reader or writer callback.

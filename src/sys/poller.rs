@@ -56,39 +56,6 @@ pub(crate) fn register(poller: &Poller, fd: RawFd, key: u64, read: bool, write: 
     unsafe { poller.add_with_mode(fd, interest(key, read, write), PollMode::Level) }
 }
 
-/// Registers `fd` edge-triggered under `key`, watching both directions:
-/// an event comes when a direction *becomes* ready, not while it stays
-/// ready, so the registration never needs changing (see the selector's
-/// edge Sources).
-///
-/// On Linux it also asks for `EPOLLRDHUP` (polling has no flag for it, so
-/// this one `epoll_ctl` is made here, on polling's epoll fd; polling's
-/// epoll backend keeps no per-fd state, and its `delete` removes it): an
-/// event then says when the peer's FIN is queued, which
-/// [`Readiness::closed`] reports, so a reader that stops after a short
-/// read knows whether an end of file waits behind the bytes it took.
-pub(crate) fn register_edge(poller: &Poller, fd: RawFd, key: u64) -> io::Result<()> {
-    if fd < 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative file descriptor"));
-    }
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let flags = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
-        let mut event = libc::epoll_event { events: flags as u32, u64: key };
-        // SAFETY: the epoll fd stays open while `poller` is borrowed;
-        // `event` is a valid, initialized epoll_event the kernel only reads.
-        let rc = unsafe { libc::epoll_ctl(poller.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-    }
-    #[cfg(not(target_os = "linux"))]
-    // SAFETY: as in `register`: the selector deletes the fd before the
-    // transport that owns it closes it.
-    unsafe {
-        poller.add_with_mode(fd, interest(key, true, true), PollMode::Edge)
-    }
-}
-
 /// Changes what `fd` (registered under `key`) is watched for.
 ///
 /// # Errors
@@ -117,10 +84,6 @@ pub(crate) struct Readiness {
     pub(crate) key: u64,
     pub(crate) readable: bool,
     pub(crate) writable: bool,
-    /// The peer shut its side down or the socket failed (`EPOLLRDHUP`,
-    /// `EPOLLHUP`, `EPOLLERR`; Linux only): an end of file or an error is
-    /// there to be read, however much data comes before it.
-    pub(crate) closed: bool,
 }
 
 /// Reusable storage for the events of one wait.
@@ -187,7 +150,6 @@ pub(crate) fn wait(poller: &Poller, events: &mut Events, timeout: Option<Duratio
     unsafe { events.raw.set_len(n as usize) };
     const READ: u32 = (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLHUP | libc::EPOLLERR) as u32;
     const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
-    const CLOSED: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
     let mut notified = false;
     for ev in &events.raw {
         let (key, flags) = (ev.u64, ev.events);
@@ -195,12 +157,7 @@ pub(crate) fn wait(poller: &Poller, events: &mut Events, timeout: Option<Duratio
             notified = true;
             continue;
         }
-        events.ready.push(Readiness {
-            key,
-            readable: flags & (READ | CLOSED) != 0,
-            writable: flags & WRITE != 0,
-            closed: flags & CLOSED != 0,
-        });
+        events.ready.push(Readiness { key, readable: flags & READ != 0, writable: flags & WRITE != 0 });
     }
     if notified {
         // Let polling clear and re-arm its notifier. Fd events it reports
@@ -224,12 +181,7 @@ pub(crate) fn wait(poller: &Poller, events: &mut Events, timeout: Option<Duratio
     events.events.clear();
     poller.wait(&mut events.events, timeout)?;
     for ev in events.events.iter() {
-        events.ready.push(Readiness {
-            key: ev.key as u64,
-            readable: ev.readable,
-            writable: ev.writable,
-            closed: false,
-        });
+        events.ready.push(Readiness { key: ev.key as u64, readable: ev.readable, writable: ev.writable });
     }
     Ok(false)
 }
@@ -254,7 +206,7 @@ mod tests {
         let mut events = Events::new();
         let notified = wait(&poller, &mut events, Some(Duration::from_secs(5))).unwrap();
         assert!(!notified);
-        assert_eq!(events.ready(), [Readiness { key, readable: true, writable: false, closed: false }]);
+        assert_eq!(events.ready(), [Readiness { key, readable: true, writable: false }]);
         deregister(&poller, b.as_raw_fd());
     }
 
