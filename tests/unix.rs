@@ -313,3 +313,40 @@ fn a_busy_connection_does_not_starve_other_callbacks() {
     .unwrap();
     lp.close().unwrap();
 }
+
+/// A protocol that keeps nothing, so the transport's last handle can go.
+struct Quiet;
+
+impl evloop::net::Protocol for Quiet {
+    fn data_received(&mut self, _: &[u8]) {}
+}
+
+/// Regression: a transport freed before `connection_lost` (paused, every
+/// handle dropped) left its claim on the fd number behind, so the user's
+/// `add_reader` on that number was refused as "used by a transport".
+#[test]
+fn a_transport_freed_without_connection_lost_gives_its_fd_number_back() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let fd = lp
+        .run_until_complete(async move {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (t, proto) = l.connect_accepted_socket(|| Quiet, a).await.unwrap();
+            let fd = t.fd();
+            t.pause_reading();
+            drop((t, proto));
+            // The reader, still registered (pausing is lazy), sees the
+            // pause at the next readiness and lets go of the transport.
+            (&b).write_all(b"x").unwrap();
+            net_passes(5).await;
+            drop(b);
+            fd
+        })
+        .unwrap();
+    // The socket is closed; whatever now has the number, it is not a
+    // transport of this loop.
+    let added = lp.add_reader(fd, || {});
+    assert!(!matches!(added, Err(evloop::Error::InvalidState(_))), "{added:?}");
+    lp.remove_reader(fd);
+    lp.close().unwrap();
+}

@@ -23,9 +23,10 @@
 //!   can reach a later socket that got the same fd number. It is
 //!   level-triggered. Edge-triggered stream transports (one registration
 //!   for the transport's life, reads until drained) were built and
-//!   measured: fewer syscalls in bulk transfers (2.24 instead of 3.39 per
-//!   256 KiB chunk, no `epoll_ctl`), but 2–4% more instructions per echo
-//!   round trip, so they were not adopted (git history: `wip-edge`).
+//!   measured: fewer syscalls per bulk chunk (2.24 instead of 3.39, no
+//!   `epoll_ctl`) and better HTTP hello ratios, but 2–4% more instructions
+//!   per echo round trip and about half the bulk MiB/s, so they were not
+//!   adopted (commits a807321 and e01e221 of the `wip-edge` branch).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
