@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
@@ -19,7 +19,9 @@ use crate::exception::ExceptionContext;
 use crate::net::protocol::StreamProtocol;
 use crate::net::transport::Transport;
 use crate::runtime::event_loop::{CloserKey, EventLoop, WeakLoop};
+use crate::runtime::fds::OwnedSource;
 use crate::runtime::handle::TimerHandle;
+use crate::runtime::selector::Interest;
 use crate::task::future::Future;
 
 /// How long accepting pauses after the process ran out of fds or memory
@@ -79,7 +81,9 @@ struct ServerInner {
     closer: Cell<Option<CloserKey>>,
     /// The future a running `serve_forever` waits on; `close()` cancels it.
     forever: RefCell<Option<Future<()>>>,
-    listeners: RefCell<Vec<Socket>>,
+    /// Each listening socket with its registration (level-triggered:
+    /// `accept_ready` takes at most `backlog` connections per event).
+    listeners: RefCell<Vec<(Socket, OwnedSource)>>,
     start_connection: StartConnection,
     backlog: i32,
     serving: Cell<bool>,
@@ -144,17 +148,17 @@ impl ServerInner {
         }
     }
 
-    fn fds(&self) -> Vec<RawFd> {
-        self.listeners.borrow().iter().map(|s| s.as_raw_fd()).collect()
+    fn sources(&self) -> Vec<OwnedSource> {
+        self.listeners.borrow().iter().map(|(_, source)| *source).collect()
     }
 
     fn start_accepting(self: &Rc<Self>) {
         let Some(lp) = self.lp() else { return };
-        for fd in self.fds() {
+        for source in self.sources() {
             let me = Rc::downgrade(self);
-            let added = lp.add_owned_reader(fd, move || {
+            let added = lp.set_source_callback(source, Interest::Read, move || {
                 if let Some(me) = me.upgrade() {
-                    me.accept_ready(fd);
+                    me.accept_ready(source);
                 }
             });
             if let Err(e) = added {
@@ -166,17 +170,17 @@ impl ServerInner {
 
     fn stop_accepting(&self) {
         let Some(lp) = self.lp() else { return };
-        for fd in self.fds() {
-            lp.remove_owned_reader(fd);
+        for source in self.sources() {
+            lp.clear_source_callback(source, Interest::Read);
         }
     }
 
     /// Accepts up to `backlog` connections (asyncio's `_accept_connection`).
-    fn accept_ready(self: &Rc<Self>, fd: RawFd) {
+    fn accept_ready(self: &Rc<Self>, source: OwnedSource) {
         for _ in 0..self.backlog.max(1) {
             let accepted = {
                 let listeners = self.listeners.borrow();
-                let Some(listener) = listeners.iter().find(|s| s.as_raw_fd() == fd) else { return };
+                let Some((listener, _)) = listeners.iter().find(|(_, s)| *s == source) else { return };
                 listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             };
             match accepted {
@@ -281,8 +285,8 @@ impl Drop for ServerInner {
         }
         if let Some(lp) = self.lp().filter(|lp| !lp.is_closed()) {
             self.stop_accepting();
-            for fd in self.fds() {
-                lp.release_fd(fd);
+            for source in self.sources() {
+                lp.release_source(source);
             }
             if let Some(key) = self.closer.take() {
                 lp.forget_on_close(key);
@@ -324,8 +328,8 @@ impl Server {
         inner.stop_accepting();
         let lp = inner.lp();
         if let Some(lp) = &lp {
-            for fd in inner.fds() {
-                lp.release_fd(fd);
+            for source in inner.sources() {
+                lp.release_source(source);
             }
         }
         let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
@@ -422,7 +426,7 @@ impl Server {
 
     /// The listening sockets' addresses (asyncio returns the sockets).
     pub fn sockets(&self) -> Vec<SockAddr> {
-        self.inner.listeners.borrow().iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.inner.listeners.borrow().iter().filter_map(|(s, _)| s.local_addr().ok()).collect()
     }
 
     /// The first listening socket's IP address (handy with port 0).
@@ -702,7 +706,7 @@ impl EventLoop {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(self.serve(listeners, factory, &options, None))
+        self.serve(listeners, factory, &options, None)
     }
 
     /// Listens on the Unix socket `path` (asyncio's `create_unix_server`);
@@ -738,7 +742,7 @@ impl EventLoop {
         socket.bind(&SockAddr::unix(path)?)?;
         socket.listen(options.backlog)?;
         let id = file_id(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        Ok(self.serve(vec![socket], factory, &options, Some((path.to_owned(), id))))
+        self.serve(vec![socket], factory, &options, Some((path.to_owned(), id)))
     }
 
     fn serve<P, F>(
@@ -747,7 +751,7 @@ impl EventLoop {
         factory: F,
         options: &ServerOptions,
         unix_path: Option<(PathBuf, (u64, u64))>,
-    ) -> Server
+    ) -> Result<Server>
     where
         P: StreamProtocol,
         F: Fn() -> P + 'static,
@@ -755,9 +759,20 @@ impl EventLoop {
         let start_connection: StartConnection = Box::new(move |lp, socket, on_lost| {
             Transport::start(lp, socket, factory(), Some(on_lost), None).map(|(t, _)| t)
         });
-        for s in &listeners {
-            self.claim_fd(s.as_raw_fd());
+        let mut claimed = Vec::with_capacity(listeners.len());
+        for socket in listeners {
+            let source = match self.claim_source(socket.as_raw_fd()) {
+                Ok(source) => source,
+                Err(e) => {
+                    for (_, source) in claimed {
+                        self.release_source(source);
+                    }
+                    return Err(e);
+                }
+            };
+            claimed.push((socket, source));
         }
+        let listeners = claimed;
         let server = Server {
             inner: Rc::new(ServerInner {
                 lp: self.downgrade(),
@@ -784,6 +799,6 @@ impl EventLoop {
         if options.start_serving {
             server.start_serving();
         }
-        server
+        Ok(server)
     }
 }

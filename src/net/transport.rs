@@ -2,7 +2,10 @@
 //! sockets, on the shared [transport core](crate::net::core).
 //!
 //! A transport owns its socket and registers it with the loop as a
-//! transport-owned fd (user `add_reader` on it is refused). Reading takes
+//! transport-owned Source, held by generation (user `add_reader` on it is
+//! refused; see the [transport core](crate::net::core)). The Source is
+//! level-triggered: an edge-triggered one was measured and not adopted
+//! (see the core's docs). Reading takes
 //! the path the protocol's kind picks once, at creation: the loop's shared
 //! receive buffer and `data_received`, a [`BufferedProtocol`]'s own buffer,
 //! or the streams' direct receive. Writing: `write` sends at once when
@@ -231,7 +234,7 @@ impl Transport {
         }
         let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
         let inner = Rc::new(StreamInner {
-            core: Core::new(lp, fd, socket, shared),
+            core: Core::new(lp, fd, socket, shared)?,
             read_path,
             read_side: Cell::new(ReadSide::Reading),
             write_side: Cell::new(WriteSide::Open),

@@ -374,7 +374,7 @@ impl EventLoop {
         let fd = socket.as_raw_fd();
         let shared: Rc<RefCell<dyn DatagramProtocol>> = protocol.clone();
         let inner = Rc::new(DatagramInner {
-            core: Core::new(self, fd, socket, shared),
+            core: Core::new(self, fd, socket, shared)?,
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             connected,

@@ -20,7 +20,6 @@ use crate::runtime::selector::{FdCallback, FdKey, Interest, Owner, Released};
 /// [`EventLoop::claim_source`]. It names one Source, generation included,
 /// so it can never reach a later registration of the same fd number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // for net/ to adopt in place of the fd-number API
 pub(crate) struct OwnedSource(FdKey);
 
 impl EventLoop {
@@ -85,10 +84,7 @@ impl EventLoop {
             self.inner.selector.borrow_mut().add_callback(fd, owner, interest, callback, &mut released);
         // A replaced (or refused) callback is dropped here, after the borrow.
         self.finish(released);
-        if let Some(now) = added? {
-            self.inner.push_ready(now);
-        }
-        Ok(())
+        added
     }
 
     fn remove_fd(&self, fd: RawFd, owner: Owner, interest: Interest) -> bool {
@@ -209,48 +205,11 @@ impl EventLoop {
     /// # Errors
     ///
     /// [`Error::Closed`] after `close()`; [`Error::Io`] for a negative fd.
-    #[allow(dead_code)] // for net/ to adopt in place of `claim_fd`
     pub(crate) fn claim_source(&self, fd: RawFd) -> Result<OwnedSource> {
         let mut released = Released::default();
-        let claimed = self.inner.selector.borrow_mut().claim(fd, false, &mut released);
+        let claimed = self.inner.selector.borrow_mut().claim(fd, &mut released);
         self.finish(released);
         claimed.map(OwnedSource)
-    }
-
-    /// [`claim_source`](EventLoop::claim_source), edge-triggered (Linux
-    /// epoll's `EPOLLET`, through polling's `PollMode::Edge`): the fd is
-    /// registered once, for both directions, and never re-armed, so
-    /// installing or removing a callback costs no syscall. A callback is
-    /// queued when its direction *becomes* ready, not on every pass while
-    /// it stays ready. What the owner must do in return:
-    ///
-    /// - read (accept, receive) until `WouldBlock`, then call
-    ///   [`source_would_block`](EventLoop::source_would_block) for
-    ///   `Interest::Read`; a reader that stops early (pausing, a budget)
-    ///   gets no new event for the bytes left, so it must reschedule itself
-    ///   or set its callback again later (setting a callback on a direction
-    ///   still marked ready queues it at once);
-    /// - likewise call `source_would_block(Interest::Write)` when a write
-    ///   returns `WouldBlock`, before (or after) setting its writer.
-    ///
-    /// # Errors
-    ///
-    /// As [`claim_source`](EventLoop::claim_source), and [`Error::Io`] if
-    /// the poller refuses the fd.
-    #[allow(dead_code)] // for net/ to try edge-triggered transports
-    pub(crate) fn claim_edge_source(&self, fd: RawFd) -> Result<OwnedSource> {
-        let mut released = Released::default();
-        let claimed = self.inner.selector.borrow_mut().claim(fd, true, &mut released);
-        self.finish(released);
-        claimed.map(OwnedSource)
-    }
-
-    /// The owner of an edge-triggered Source saw `WouldBlock` in
-    /// `interest`'s direction: from now on its callback runs at the next
-    /// edge only. (No effect on a level-triggered Source.)
-    #[allow(dead_code)] // for net/ to try edge-triggered transports
-    pub(crate) fn source_would_block(&self, source: OwnedSource, interest: Interest) {
-        self.inner.selector.borrow_mut().clear_ready(source.0, interest);
     }
 
     /// Installs (or replaces) the transport's reader or writer callback.
@@ -259,7 +218,6 @@ impl EventLoop {
     ///
     /// [`Error::Closed`] after `close()`; [`Error::InvalidState`] if the
     /// Source was released; [`Error::Io`] if the poller refuses the fd.
-    #[allow(dead_code)] // for net/ to adopt
     #[track_caller]
     pub(crate) fn set_source_callback(
         &self,
@@ -277,7 +235,6 @@ impl EventLoop {
 
     /// Removes the transport's reader or writer callback; returns whether
     /// there was one.
-    #[allow(dead_code)] // for net/ to adopt
     pub(crate) fn clear_source_callback(&self, source: OwnedSource, interest: Interest) -> bool {
         let mut released = Released::default();
         let removed = self.inner.selector.borrow_mut().remove_callback(source.0, interest, &mut released);
@@ -287,75 +244,9 @@ impl EventLoop {
 
     /// Ends the transport's ownership: callbacks and registration go.
     /// Call it before closing the fd. Releasing twice does nothing.
-    #[allow(dead_code)] // for net/ to adopt
     pub(crate) fn release_source(&self, source: OwnedSource) {
         let mut released = Released::default();
         self.inner.selector.borrow_mut().release(source.0, &mut released);
         self.finish(released);
-    }
-
-    // The fd-number forms below are what transports use today; they are
-    // the `*_source` API keyed by the fd's current Source.
-
-    /// Marks `fd` as owned by a transport: user readers/writers are
-    /// refused. Claiming an fd a transport already owns keeps that Source,
-    /// unless the kernel says its file is gone (the number was reused).
-    pub(crate) fn claim_fd(&self, fd: RawFd) {
-        let mut released = Released::default();
-        {
-            let mut selector = self.inner.selector.borrow_mut();
-            let owned = selector.key_of(fd, Owner::Transport);
-            if !owned.is_some_and(|key| selector.still_registered(key)) {
-                // Errors (a closed loop, a negative fd) show when the
-                // transport registers a callback.
-                let _ = selector.claim(fd, false, &mut released);
-            }
-        }
-        self.finish(released);
-    }
-
-    /// Ends a transport's ownership of `fd` (its readers/writers go too).
-    pub(crate) fn release_fd(&self, fd: RawFd) {
-        let key = self.inner.selector.borrow().key_of(fd, Owner::Transport);
-        if let Some(key) = key {
-            self.release_source(OwnedSource(key));
-        }
-    }
-
-    fn add_owned(
-        &self,
-        fd: RawFd,
-        interest: Interest,
-        f: Box<dyn FnMut()>,
-        at: &'static Location<'static>,
-    ) -> Result<()> {
-        // After close() transports get an error (and close themselves)
-        // instead of re-filling the cleared selector.
-        if self.inner.closed.get() {
-            return Err(Error::Closed);
-        }
-        let owned = self.inner.selector.borrow().key_of(fd, Owner::Transport);
-        if owned.is_none() {
-            self.claim_source(fd)?;
-        }
-        self.add_fd(fd, Owner::Transport, interest, f, at)
-    }
-
-    #[track_caller]
-    pub(crate) fn add_owned_reader(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.add_owned(fd, Interest::Read, Box::new(f), Location::caller())
-    }
-
-    #[track_caller]
-    pub(crate) fn add_owned_writer(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.add_owned(fd, Interest::Write, Box::new(f), Location::caller())
-    }
-
-    pub(crate) fn remove_owned_reader(&self, fd: RawFd) -> bool {
-        self.remove_fd(fd, Owner::Transport, Interest::Read)
-    }
-
-    pub(crate) fn remove_owned_writer(&self, fd: RawFd) -> bool {
-        self.remove_fd(fd, Owner::Transport, Interest::Write)
     }
 }

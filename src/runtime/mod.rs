@@ -8,7 +8,7 @@
 
 pub(crate) mod clock;
 pub(crate) mod event_loop;
-mod fds;
+pub(crate) mod fds;
 pub(crate) mod guard;
 pub(crate) mod handle;
 pub(crate) mod readiness;

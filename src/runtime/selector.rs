@@ -10,10 +10,9 @@
 //! - A Source's poller key is its slotmap key, generation included: an
 //!   event reported for a Source that has since been removed finds nothing.
 //! - The poller watches (level-triggered) exactly the directions that have
-//!   a callback or a waiter; a user Source with neither is removed. A
-//!   transport may instead claim an edge-triggered Source, registered once
-//!   for both directions from claim to release, whose sides remember being
-//!   reported ready until the owner says `WouldBlock`.
+//!   a callback or a waiter; a user Source with neither is removed.
+//! - Transports hold their Source by [`FdKey`] (generation included) from
+//!   claim to release; only user registrations go by fd number.
 //! - A Source whose file the kernel no longer knows is *detached* before
 //!   anything else uses its number: on Linux, `epoll_ctl(MOD)` answers
 //!   `ENOENT` once the registered file was closed, even if the number now
@@ -139,9 +138,6 @@ struct Waiter {
 struct Side {
     callback: Option<Rc<FdCallback>>,
     waiters: Vec<Waiter>,
-    /// Edge Sources: the poller said this direction became ready and the
-    /// owner has not yet reported `WouldBlock` since.
-    ready: bool,
 }
 
 impl Side {
@@ -151,7 +147,6 @@ impl Side {
 
     /// Queues the callback and fires the waiters that have not fired yet.
     fn ready(&mut self, ready: &mut VecDeque<Rc<dyn Runnable>>, woken: &mut Vec<Waker>) {
-        self.ready = true;
         if let Some(cb) = &self.callback {
             ready.push_back(cb.clone());
         }
@@ -189,11 +184,7 @@ impl Sides {
 struct Source {
     fd: RawFd,
     owner: Owner,
-    /// Registered edge-triggered for both directions from claim to release
-    /// (transports only); otherwise level-triggered per `armed`.
-    edge: bool,
     /// What the poller watches for this Source: `None`, not registered.
-    /// For an edge Source: the directions with a callback (for the stats).
     armed: Option<Sides>,
     read: Side,
     write: Side,
@@ -213,7 +204,7 @@ impl Source {
 
     /// Whether the poller has a registration for it.
     fn registered(&self) -> bool {
-        self.edge || self.armed.is_some()
+        self.armed.is_some()
     }
 }
 
@@ -359,8 +350,6 @@ impl Selector {
         let want = src.wanted();
         let (fd, pk) = (src.fd, poller_key(key));
         match src.armed {
-            // Registered once for both directions: nothing to tell.
-            _ if src.edge => {}
             None if !want.any() => return Ok(()),
             None => match poller::register(poller, fd, pk, want.read, want.write) {
                 // Only if a registration escaped our bookkeeping; take it over.
@@ -383,8 +372,8 @@ impl Selector {
         Ok(())
     }
 
-    fn insert(&mut self, fd: RawFd, owner: Owner, edge: bool) -> FdKey {
-        let source = Source { fd, owner, edge, armed: None, read: Side::default(), write: Side::default() };
+    fn insert(&mut self, fd: RawFd, owner: Owner) -> FdKey {
+        let source = Source { fd, owner, armed: None, read: Side::default(), write: Side::default() };
         let key = self.sources.insert(source);
         self.by_fd.insert(fd, key);
         key
@@ -454,7 +443,7 @@ impl Selector {
             // hold the number forever: if the kernel says the file is gone,
             // the Source is stale like any other.
             let src = &self.sources[key];
-            if src.armed.is_some() && !src.edge && matches!(self.sync(key, true), Err(SyncError::Stale)) {
+            if src.armed.is_some() && matches!(self.sync(key, true), Err(SyncError::Stale)) {
                 self.detach(key, released);
             } else {
                 item.release(released);
@@ -486,7 +475,7 @@ impl Selector {
                 }
             }
         }
-        let key = self.insert(fd, owner, false);
+        let key = self.insert(fd, owner);
         let undo = put(self.sources[key].side(interest), item);
         if let Err(e) = self.sync(key, false) {
             let item = take_back(self.sources[key].side(interest), undo);
@@ -502,9 +491,7 @@ impl Selector {
     }
 
     /// Installs `callback` as the reader or writer of `fd` for `owner`,
-    /// replacing any previous one. Returns the callback if it must be
-    /// queued now: on an edge Source whose direction is already ready, no
-    /// new event would come for it.
+    /// replacing any previous one.
     pub(crate) fn add_callback(
         &mut self,
         fd: RawFd,
@@ -512,20 +499,8 @@ impl Selector {
         interest: Interest,
         callback: Rc<FdCallback>,
         released: &mut Released,
-    ) -> Result<Option<Rc<FdCallback>>> {
-        let key = self.attach(fd, owner, interest, Item::Callback(callback), released)?;
-        let src = &mut self.sources[key];
-        let edge = src.edge;
-        let side = src.side(interest);
-        Ok(if edge && side.ready { side.callback.clone() } else { None })
-    }
-
-    /// The owner of an edge Source saw `WouldBlock` in `interest`'s
-    /// direction: its callback waits for the next edge from now on.
-    pub(crate) fn clear_ready(&mut self, key: FdKey, interest: Interest) {
-        if let Some(src) = self.sources.get_mut(key) {
-            src.side(interest).ready = false;
-        }
+    ) -> Result<()> {
+        self.attach(fd, owner, interest, Item::Callback(callback), released).map(drop)
     }
 
     /// Removes the reader or writer callback of `key`'s Source. Never
@@ -597,12 +572,11 @@ impl Selector {
 
     // ------------------------------------------------ transport ownership
 
-    /// Gives `fd` to a transport: a fresh Source it owns, not yet watched
-    /// (level-triggered), or with `edge` registered at once for both
-    /// directions, edge-triggered. Whatever was registered on the number
+    /// Gives `fd` to a transport: a fresh Source it owns, not yet watched.
+    /// Whatever was registered on the number
     /// before is detached (its file is gone, or — a user fd handed to a
     /// transport — superseded).
-    pub(crate) fn claim(&mut self, fd: RawFd, edge: bool, released: &mut Released) -> Result<FdKey> {
+    pub(crate) fn claim(&mut self, fd: RawFd, released: &mut Released) -> Result<FdKey> {
         // A handle of its own: `detach` below needs `self` mutably.
         let Some(poller) = self.poller.clone() else { return Err(Error::Closed) };
         if fd < 0 {
@@ -616,13 +590,7 @@ impl Selector {
             }
             self.detach(key, released);
         }
-        let key = self.insert(fd, Owner::Transport, edge);
-        if edge && let Err(e) = poller::register_edge(&poller, fd, poller_key(key)) {
-            self.sources.remove(key);
-            self.by_fd.remove(&fd);
-            return Err(e.into());
-        }
-        Ok(key)
+        Ok(self.insert(fd, Owner::Transport))
     }
 
     /// Ends a transport's ownership: its callbacks and the Source go.
@@ -634,12 +602,6 @@ impl Selector {
             poller::deregister(poller, src.fd);
         }
         self.detach(key, released);
-    }
-
-    /// Whether the kernel still knows the file `key`'s Source registered
-    /// (true for a Source the poller does not watch: nothing to ask).
-    pub(crate) fn still_registered(&mut self, key: FdKey) -> bool {
-        !matches!(self.sync(key, true), Err(SyncError::Stale))
     }
 
     // ------------------------------------------------ polling
@@ -747,7 +709,7 @@ pub(crate) mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         let fd = a.as_raw_fd();
         let mut released = Released::default();
-        let key = sel.claim(fd, false, &mut released).unwrap();
+        let key = sel.claim(fd, &mut released).unwrap();
         sel.add_callback(fd, Owner::Transport, Interest::Read, callback(), &mut released).unwrap();
         // While the file is open, the user is refused.
         let refused = sel.add_callback(fd, Owner::User, Interest::Write, callback(), &mut released);
@@ -782,73 +744,5 @@ pub(crate) mod tests {
         assert_eq!(state, WaitState::Gone);
         assert_eq!(sel.readers(), 1);
         drop(sel.shutdown());
-    }
-
-    fn poll(sel: &mut Selector) -> usize {
-        let ready = RefCell::new(VecDeque::new());
-        sel.poll(Some(Duration::ZERO), &ready).unwrap();
-        ready.into_inner().len()
-    }
-
-    /// Edge-triggered: a callback is queued when its direction becomes
-    /// ready, once, not on every poll while it stays ready; a callback set
-    /// on a direction already ready must be queued at once, until the
-    /// owner reports `WouldBlock`.
-    #[test]
-    fn an_edge_source_reports_each_change_once() {
-        let _g = fd_lock();
-        use std::io::Write;
-        let mut sel = selector();
-        let (a, b) = UnixStream::pair().unwrap();
-        let fd = a.as_raw_fd();
-        let mut released = Released::default();
-        let key = sel.claim(fd, true, &mut released).unwrap();
-        let now = sel.add_callback(fd, Owner::Transport, Interest::Read, callback(), &mut released).unwrap();
-        assert!(now.is_none(), "nothing to read yet");
-        assert_eq!(poll(&mut sel), 0, "writable, but there is no writer");
-        (&b).write_all(b"one").unwrap();
-        assert_eq!(poll(&mut sel), 1, "the reader, for the new bytes");
-        assert_eq!(poll(&mut sel), 0, "still readable, but no new edge");
-        (&b).write_all(b"two").unwrap();
-        assert_eq!(poll(&mut sel), 1, "more bytes: a new edge");
-        // The socket became writable when registered: a writer set now is
-        // queued at once, until the owner says the socket is full.
-        let now = sel.add_callback(fd, Owner::Transport, Interest::Write, callback(), &mut released).unwrap();
-        assert!(now.is_some());
-        sel.clear_ready(key, Interest::Write);
-        let now = sel.add_callback(fd, Owner::Transport, Interest::Write, callback(), &mut released).unwrap();
-        assert!(now.is_none(), "after WouldBlock, the writer waits for an edge");
-        assert_eq!((sel.readers(), sel.writers()), (1, 1));
-        assert!(sel.remove_callback(key, Interest::Write, &mut released));
-        assert_eq!((sel.readers(), sel.writers()), (1, 0));
-        sel.release(key, &mut released);
-        assert!(sel.is_empty());
-        (&b).write_all(b"three").unwrap();
-        assert_eq!(poll(&mut sel), 0, "released: deregistered");
-        drop(sel.shutdown());
-    }
-
-    /// Through the loop: a callback set on an edge Source whose direction
-    /// is ready runs on the next pass without any new event.
-    #[test]
-    fn the_loop_queues_a_callback_set_on_a_ready_edge_direction() {
-        let _g = fd_lock();
-        use std::cell::Cell;
-        let lp = crate::runtime::EventLoop::new().unwrap();
-        let (a, _b) = UnixStream::pair().unwrap();
-        let source = lp.claim_edge_source(a.as_raw_fd()).unwrap();
-        lp.run_once(Some(Duration::ZERO)).unwrap(); // the writable edge
-        let runs = Rc::new(Cell::new(0));
-        let r = runs.clone();
-        lp.set_source_callback(source, Interest::Write, move || r.set(r.get() + 1)).unwrap();
-        lp.run_once(Some(Duration::ZERO)).unwrap();
-        assert_eq!(runs.get(), 1, "queued at once: the socket was writable");
-        lp.run_once(Some(Duration::ZERO)).unwrap();
-        assert_eq!(runs.get(), 1, "no new edge");
-        lp.source_would_block(source, Interest::Write);
-        assert!(lp.clear_source_callback(source, Interest::Write));
-        lp.release_source(source);
-        assert_eq!(lp.stats().writers, 0);
-        lp.close().unwrap();
     }
 }

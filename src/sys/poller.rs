@@ -56,19 +56,6 @@ pub(crate) fn register(poller: &Poller, fd: RawFd, key: u64, read: bool, write: 
     unsafe { poller.add_with_mode(fd, interest(key, read, write), PollMode::Level) }
 }
 
-/// Registers `fd` edge-triggered under `key`, watching both directions:
-/// an event comes when a direction *becomes* ready, not while it stays
-/// ready, so the registration never needs changing (see the selector's
-/// edge Sources).
-pub(crate) fn register_edge(poller: &Poller, fd: RawFd, key: u64) -> io::Result<()> {
-    if fd < 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative file descriptor"));
-    }
-    // SAFETY: as in `register`: the selector deletes the fd before the
-    // transport that owns it closes it.
-    unsafe { poller.add_with_mode(fd, interest(key, true, true), PollMode::Edge) }
-}
-
 /// Changes what `fd` (registered under `key`) is watched for.
 ///
 /// # Errors
