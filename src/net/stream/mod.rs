@@ -23,7 +23,7 @@ use crate::exception::ExceptionContext;
 use crate::net::protocol::ReadPath;
 use crate::net::transport::READ_SIZE;
 use crate::net::{Server, ServerOptions, StreamProtocol, Transport};
-use crate::runtime::event_loop::{EventLoop, get_running_loop};
+use crate::runtime::event_loop::{EventLoop, running_loop};
 use socket2::SockRef;
 
 mod reader;
@@ -144,14 +144,6 @@ fn split(
     Ok((reader, writer))
 }
 
-#[track_caller]
-fn running_loop() -> EventLoop {
-    match get_running_loop() {
-        Ok(lp) => lp,
-        Err(_) => panic!("stream functions must be awaited inside a task on a running evloop loop"),
-    }
-}
-
 /// Options of [`open_connection`] and [`open_unix_connection`];
 /// `Default::default()` gives asyncio's.
 ///
@@ -215,7 +207,7 @@ pub async fn open_connection(
     port: u16,
     options: ConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
-    let lp = running_loop();
+    let lp = running_loop("open_connection");
     let limit = options.limit;
     let (transport, protocol) =
         lp.create_connection(move || stream_protocol(limit, None), host, port).await?;
@@ -236,7 +228,7 @@ pub async fn open_unix_connection(
     path: impl AsRef<Path>,
     options: ConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
-    let lp = running_loop();
+    let lp = running_loop("open_unix_connection");
     let limit = options.limit;
     let (transport, protocol) = lp.create_unix_connection(move || stream_protocol(limit, None), path).await?;
     split(transport, &protocol)
@@ -336,7 +328,7 @@ where
     F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    let lp = running_loop();
+    let lp = running_loop("start_server");
     let factory = server_protocol_factory(&lp, client_connected, options.limit);
     lp.create_server(factory, host, port, options.server).await
 }
@@ -359,7 +351,7 @@ where
     F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    let lp = running_loop();
+    let lp = running_loop("start_unix_server");
     let factory = server_protocol_factory(&lp, client_connected, options.limit);
     lp.create_unix_server(factory, path, options.server).await
 }
