@@ -32,6 +32,12 @@ pub enum Error {
     /// `run_until_complete` finished.
     #[error("event loop stopped before the future completed")]
     StoppedBeforeComplete,
+    /// A callback called [`EventLoop::interrupt`](crate::EventLoop::interrupt):
+    /// the pass ended early and the `run_*` call returned; the callbacks not
+    /// yet run stay queued. (An embedder, such as the Python binding, uses
+    /// this for `KeyboardInterrupt` and `SystemExit`.)
+    #[error("the event loop was interrupted by a callback")]
+    Interrupted,
     /// The future or task was cancelled.
     #[error("the operation was cancelled")]
     Cancelled,

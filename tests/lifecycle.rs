@@ -515,3 +515,60 @@ fn close_frees_tasks_blocked_in_sock_recv_and_every_fd() {
     assert_eq!(util::open_fd_count(), baseline, "sockets, epoll and eventfd all closed");
     println!("closed-sock-recv");
 }
+
+/// `interrupt()` ends the pass after the running callback (asyncio lets
+/// `KeyboardInterrupt` out of `_run_once` this way): the rest of the pass
+/// stays at the front of the queue, ahead of what the pass scheduled.
+#[test]
+fn interrupt_ends_the_pass_and_the_rest_runs_first_next_time() {
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let push = |v: &'static str| {
+        let order = order.clone();
+        move || order.borrow_mut().push(v)
+    };
+    lp.call_soon(push("a"));
+    let (l, p_b, p_d) = (lp.clone(), push("b"), push("d"));
+    lp.call_soon(move || {
+        p_b();
+        l.call_soon(p_d); // scheduled by the pass: runs after "c"
+        l.interrupt();
+    });
+    lp.call_soon(push("c"));
+    assert!(matches!(lp.run_forever(), Err(Error::Interrupted)));
+    assert_eq!(*order.borrow(), ["a", "b"]);
+    assert!(!lp.is_running());
+    lp.run_until_idle().unwrap();
+    assert_eq!(*order.borrow(), ["a", "b", "c", "d"]);
+    lp.close().unwrap();
+}
+
+#[test]
+fn interrupt_outside_a_pass_makes_the_next_run_return_before_running_anything() {
+    let lp = manual_loop();
+    let ran = Rc::new(Cell::new(0));
+    let r = ran.clone();
+    lp.call_soon(move || r.set(r.get() + 1));
+    lp.interrupt();
+    assert!(matches!(lp.run_once(Some(Duration::ZERO)), Err(Error::Interrupted)));
+    assert_eq!(ran.get(), 0);
+    lp.run_until_idle().unwrap();
+    assert_eq!(ran.get(), 1, "the interrupt is used up: the next run goes on");
+}
+
+#[test]
+fn an_interrupted_run_until_complete_leaves_the_task_to_finish_later() {
+    let lp = manual_loop();
+    let l = lp.clone();
+    let task = lp.create_task(async move {
+        evloop::yield_now().await;
+        l.interrupt();
+        evloop::yield_now().await;
+        7
+    });
+    assert!(matches!(lp.run_until_complete(task.clone()), Err(Error::Interrupted)));
+    assert!(!task.done());
+    assert_eq!(lp.run_until_complete(task).unwrap().unwrap(), 7);
+    lp.close().unwrap();
+}

@@ -52,6 +52,8 @@ pub(crate) struct LoopInner {
     pub(crate) clock: Clock,
     running: Cell<bool>,
     stopping: Cell<bool>,
+    /// Set by `interrupt()`: the pass ends after the running callback.
+    interrupted: Cell<bool>,
     pub(crate) closed: Cell<bool>,
     debug: Cell<bool>,
     slow_callback_duration: Cell<Duration>,
@@ -166,7 +168,7 @@ impl LoopInner {
 /// | concern | methods |
 /// |---|---|
 /// | building | [`new`](EventLoop::new), [`builder`](EventLoop::builder) |
-/// | running and stopping | [`run_forever`](EventLoop::run_forever), [`run_until_complete`](EventLoop::run_until_complete), [`run_once`](EventLoop::run_once), [`run_until_idle`](EventLoop::run_until_idle), [`stop`](EventLoop::stop), [`is_running`](EventLoop::is_running), [`close`](EventLoop::close), [`is_closed`](EventLoop::is_closed) |
+/// | running and stopping | [`run_forever`](EventLoop::run_forever), [`run_until_complete`](EventLoop::run_until_complete), [`run_once`](EventLoop::run_once), [`run_until_idle`](EventLoop::run_until_idle), [`stop`](EventLoop::stop), [`interrupt`](EventLoop::interrupt), [`is_running`](EventLoop::is_running), [`close`](EventLoop::close), [`is_closed`](EventLoop::is_closed) |
 /// | scheduling callbacks | [`call_soon`](EventLoop::call_soon), [`call_later`](EventLoop::call_later), [`call_at`](EventLoop::call_at), [`time`](EventLoop::time), [`advance_time`](EventLoop::advance_time) |
 /// | futures and tasks | [`create_future`](EventLoop::create_future), [`create_task`](EventLoop::create_task) |
 /// | threads | [`remote`](EventLoop::remote) (`call_soon_threadsafe`), [`run_in_executor`](EventLoop::run_in_executor) |
@@ -267,6 +269,7 @@ impl Builder {
             clock,
             running: Cell::new(false),
             stopping: Cell::new(false),
+            interrupted: Cell::new(false),
             closed: Cell::new(false),
             debug: Cell::new(self.debug),
             slow_callback_duration: Cell::new(self.slow_callback_duration),
@@ -387,7 +390,8 @@ impl EventLoop {
     ///
     /// [`Error::Closed`] on a closed loop; [`Error::AlreadyRunning`] if this
     /// or another loop is already running on this thread; [`Error::Io`] if
-    /// waiting on the OS poller fails.
+    /// waiting on the OS poller fails; [`Error::Interrupted`] after a
+    /// callback called [`interrupt`](EventLoop::interrupt).
     pub fn run_forever(&self) -> Result<()> {
         let _running = self.enter()?;
         loop {
@@ -459,11 +463,17 @@ impl EventLoop {
 
     /// One pass of the loop: CPython's `BaseEventLoop._run_once`.
     fn iterate(&self, max_wait: Option<Duration>) -> Result<()> {
+        if self.inner.interrupted.replace(false) {
+            return Err(Error::Interrupted);
+        }
         let wait = self.compute_timeout(max_wait);
         self.poll_io(wait)?;
         self.schedule_due_timers();
         self.run_ready();
         self.inner.stats.iterations.set(self.inner.stats.iterations.get() + 1);
+        if self.inner.interrupted.replace(false) {
+            return Err(Error::Interrupted);
+        }
         Ok(())
     }
 
@@ -584,6 +594,10 @@ impl EventLoop {
                 self.call_exception_handler(&ctx);
             }
             drop(item);
+            if inner.interrupted.get() {
+                // The rest of this pass stays at the front of the queue.
+                break;
+            }
         }
         inner.stats.callbacks_run.set(inner.stats.callbacks_run.get() + ran);
     }
@@ -610,6 +624,41 @@ impl EventLoop {
     /// a zero timeout and return.
     pub fn stop(&self) {
         self.inner.stopping.set(true);
+    }
+
+    /// Ends the current pass as soon as the running callback returns, and
+    /// makes the `run_*` call return [`Error::Interrupted`]. The callbacks
+    /// of the pass not yet run stay at the front of the ready queue, in
+    /// order, ahead of what the pass scheduled: the next `run_*` runs them
+    /// first. Called while the loop is not running, the next `run_*`
+    /// returns `Err(Interrupted)` before running anything.
+    ///
+    /// This is how asyncio's `_run_once` lets `KeyboardInterrupt` and
+    /// `SystemExit` out of a pass; an embedder (the Python binding) calls
+    /// it from the callback that caught one and keeps the exception itself.
+    /// Unlike [`stop`](EventLoop::stop), which finishes the pass.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// let lp = evloop::EventLoop::new()?;
+    /// let ran = Rc::new(RefCell::new(Vec::new()));
+    /// let (r, l) = (ran.clone(), lp.clone());
+    /// lp.call_soon(move || {
+    ///     r.borrow_mut().push("interrupts");
+    ///     l.interrupt();
+    /// });
+    /// let r = ran.clone();
+    /// lp.call_soon(move || r.borrow_mut().push("waits"));
+    /// assert!(matches!(lp.run_forever(), Err(evloop::Error::Interrupted)));
+    /// assert_eq!(*ran.borrow(), ["interrupts"]);
+    /// lp.run_until_idle()?; // the rest runs next time
+    /// assert_eq!(*ran.borrow(), ["interrupts", "waits"]);
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn interrupt(&self) {
+        self.inner.interrupted.set(true);
     }
 
     /// Whether a `run_*` method is executing.
