@@ -32,12 +32,5 @@ pub use server::{ACCEPT_RETRY_DELAY, Server, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};
 pub use udp::{DatagramOptions, DatagramTransport};
 
-/// An error that says what was being done: "connect to 127.0.0.1:1:
-/// Connection refused (os error 111)". Errors other than I/O pass through.
-/// The OS error number and kind are kept.
-pub(crate) fn io_context(error: crate::Error, context: impl std::fmt::Display) -> crate::Error {
-    error.with_context(context)
-}
-
 /// The socket types the `sock_*` methods and servers use, re-exported.
 pub use socket2::{self, Domain, SockAddr, Socket, Type};

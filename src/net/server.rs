@@ -573,7 +573,7 @@ impl EventLoop {
             let socket = nonblocking_stream(Domain::for_address(addr))?;
             match self.sock_connect(&socket, &addr.into()).await {
                 Ok(()) => return self.start_transport(socket, factory()).await,
-                Err(e) => last_error = Some(crate::net::io_context(e, format_args!("connect to {addr}"))),
+                Err(e) => last_error = Some(e.with_context(format_args!("connect to {addr}"))),
             }
         }
         Err(last_error.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound).into()))
@@ -593,7 +593,7 @@ impl EventLoop {
         let path = path.as_ref();
         let socket = nonblocking_stream(Domain::UNIX)?;
         let connected = self.sock_connect(&socket, &SockAddr::unix(path)?).await;
-        connected.map_err(|e| crate::net::io_context(e, format_args!("connect to {}", path.display())))?;
+        connected.map_err(|e| e.with_context(format_args!("connect to {}", path.display())))?;
         self.start_transport(socket, factory()).await
     }
 

@@ -137,20 +137,8 @@ impl TransportKind for StreamInner {
     }
 
     fn flush_without_waiting(&self) {
-        loop {
-            let sent = {
-                let buf = self.write_buf.borrow();
-                if buf.len() == 0 {
-                    return;
-                }
-                self.send(buf.pending())
-            };
-            match sent {
-                Ok(n) if n > 0 => self.write_buf.borrow_mut().consume(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                _ => return,
-            }
-        }
+        // Errors are the caller's to learn: it is closing the transport.
+        let _ = self.send_buffered();
     }
 
     fn before_lost(&self) {
@@ -644,28 +632,36 @@ impl StreamInner {
         self.core.io(|s| send_nosignal(&SockRef::from(s), data))
     }
 
+    /// Sends from the write buffer until it is empty (`Ok(true)`) or the
+    /// socket takes no more (`Ok(false)`); other errors are returned.
+    fn send_buffered(&self) -> io::Result<bool> {
+        loop {
+            let sent = {
+                let buf = self.write_buf.borrow();
+                if buf.len() == 0 {
+                    return Ok(true);
+                }
+                self.send(buf.pending())
+            };
+            match sent {
+                Ok(0) => return Ok(false),
+                Ok(n) => self.write_buf.borrow_mut().consume(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// The writer callback: flush as much as the socket takes.
     fn on_writable(self: &Rc<Self>) {
         if self.core.is_lost() {
             return;
         }
-        loop {
-            let result = {
-                let buf = self.write_buf.borrow();
-                if buf.len() == 0 {
-                    break;
-                }
-                self.send(buf.pending())
-            };
-            match result {
-                Ok(n) => self.write_buf.borrow_mut().consume(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    core::maybe_resume(self, self.write_buffered());
-                    return;
-                }
-                Err(e) => return core::force_close(self, Some(e.into())),
-            }
+        match self.send_buffered() {
+            Ok(true) => {}
+            Ok(false) => return core::maybe_resume(self, self.write_buffered()),
+            Err(e) => return core::force_close(self, Some(e.into())),
         }
         self.core.unwatch_write();
         self.wake_empty_waiters();
