@@ -21,6 +21,7 @@ use crate::runtime::remote::{RemoteItem, RemoteLoop, RemoteShared};
 use crate::runtime::selector::Selector;
 use crate::runtime::stats::{LoopStats, StatsCells};
 use crate::runtime::timers::TimerHeap;
+use crate::task::run::{MainMarker, MainStep, PassHook};
 use crate::task::task::{TaskKey, TaskSlot};
 
 /// Longest single wait, as asyncio's `MAXIMUM_SELECT_TIMEOUT`: a timer far in
@@ -70,6 +71,9 @@ pub(crate) struct LoopInner {
     /// closer so the loop can close them (and drop their protocols)
     /// without knowing what they are.
     closers: RefCell<SlotMap<CloserKey, Box<dyn FnOnce()>>>,
+    /// The ready-queue entry of `run_until_complete`'s future (task/run.rs):
+    /// when it runs, the pass polls that future in its place.
+    pub(crate) main: Rc<MainMarker>,
 }
 
 slotmap::new_key_type! {
@@ -279,6 +283,7 @@ impl Builder {
             waker_slot: Cell::new(crate::task::task::SLOT_UNCLAIMED),
             executor: RefCell::new(None),
             closers: RefCell::new(SlotMap::with_key()),
+            main: MainMarker::new(),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
     }
@@ -286,11 +291,20 @@ impl Builder {
 
 /// Marks a loop as running on this thread for the length of a `run_*` call,
 /// and undoes that on every exit path, panics included.
-struct RunningGuard<'a> {
+pub(crate) struct RunningGuard<'a> {
     lp: &'a EventLoop,
 }
 
+impl RunningGuard<'_> {
+    /// Starts the busy-time clock of a run entered with
+    /// [`EventLoop::enter_untimed`].
+    pub(crate) fn start_timing(&self) {
+        self.lp.inner.stats.start_run(Instant::now());
+    }
+}
+
 impl Drop for RunningGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let inner = &self.lp.inner;
         inner.running.set(false);
@@ -362,6 +376,15 @@ impl EventLoop {
     // ---------------------------------------------------------------- running
 
     fn enter(&self) -> Result<RunningGuard<'_>> {
+        let running = self.enter_untimed()?;
+        running.start_timing();
+        Ok(running)
+    }
+
+    /// [`enter`](Self::enter) without reading the clock: a
+    /// `run_until_complete` that finishes without a pass is not timed.
+    #[inline]
+    pub(crate) fn enter_untimed(&self) -> Result<RunningGuard<'_>> {
         let inner = &self.inner;
         if inner.closed.get() {
             return Err(Error::Closed);
@@ -378,7 +401,6 @@ impl EventLoop {
             Ok(())
         })?;
         inner.running.set(true);
-        inner.stats.start_run(Instant::now());
         Ok(RunningGuard { lp: self })
     }
 
@@ -395,7 +417,7 @@ impl EventLoop {
     pub fn run_forever(&self) -> Result<()> {
         let _running = self.enter()?;
         loop {
-            self.iterate(None)?;
+            self.iterate(None, None)?;
             if self.inner.stopping.get() {
                 return Ok(());
             }
@@ -412,7 +434,7 @@ impl EventLoop {
     /// As [`run_forever`](EventLoop::run_forever).
     pub fn run_once(&self, timeout: Option<Duration>) -> Result<()> {
         let _running = self.enter()?;
-        self.iterate(timeout)
+        self.iterate(timeout, None)
     }
 
     /// Runs iterations with a zero timeout until nothing is ready and no timer
@@ -445,11 +467,48 @@ impl EventLoop {
     pub fn run_until_idle(&self) -> Result<()> {
         let _running = self.enter()?;
         loop {
-            self.iterate(Some(Duration::ZERO))?;
+            self.iterate(Some(Duration::ZERO), None)?;
             if self.inner.stopping.get() || self.is_idle() {
                 return Ok(());
             }
         }
+    }
+
+    /// Runs passes for `run_until_complete` (task/run.rs) until stopped,
+    /// polling `main` wherever its entry sits in the ready queue.
+    /// `after_pass`: the caller has just done a pass's work itself (its
+    /// future's first step on a quiet loop), so that pass's `stop` or
+    /// `interrupt` ends the run before another pass.
+    pub(crate) fn run_main(&self, main: &mut dyn MainStep, after_pass: bool) -> Result<()> {
+        let inner = &self.inner;
+        if after_pass {
+            if inner.interrupted.replace(false) {
+                return Err(Error::Interrupted);
+            }
+            if inner.stopping.get() {
+                return Ok(());
+            }
+        }
+        loop {
+            self.iterate(None, Some(&mut *main))?;
+            if inner.stopping.get() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether a pass now would do nothing but run what is queued after
+    /// this check: nothing ready, no fd, no timer, nothing from other
+    /// threads, no `stop` or `interrupt` pending.
+    #[inline]
+    pub(crate) fn is_quiet(&self) -> bool {
+        let inner = &self.inner;
+        !inner.stopping.get()
+            && !inner.interrupted.get()
+            && inner.ready.borrow().is_empty()
+            && inner.timers.borrow().len() == 0
+            && inner.selector.borrow().is_empty()
+            && !inner.remote.has_pending()
     }
 
     fn is_idle(&self) -> bool {
@@ -462,14 +521,17 @@ impl EventLoop {
     }
 
     /// One pass of the loop: CPython's `BaseEventLoop._run_once`.
-    fn iterate(&self, max_wait: Option<Duration>) -> Result<()> {
+    fn iterate(&self, max_wait: Option<Duration>, main: Option<&mut dyn MainStep>) -> Result<()> {
         if self.inner.interrupted.replace(false) {
             return Err(Error::Interrupted);
         }
         let wait = self.compute_timeout(max_wait);
         self.poll_io(wait)?;
         self.schedule_due_timers();
-        self.run_ready();
+        match main {
+            None => self.run_ready(&mut ()),
+            Some(mut main) => self.run_ready(&mut main),
+        }
         self.inner.stats.iterations.set(self.inner.stats.iterations.get() + 1);
         if self.inner.interrupted.replace(false) {
             return Err(Error::Interrupted);
@@ -568,7 +630,7 @@ impl EventLoop {
 
     /// Step 4: run exactly the handles that are ready now; whatever they
     /// schedule waits for the next pass, after another poll.
-    fn run_ready(&self) {
+    fn run_ready<H: PassHook>(&self, hook: &mut H) {
         let inner = &self.inner;
         let n = inner.ready.borrow().len();
         let debug = inner.debug.get();
@@ -582,6 +644,7 @@ impl EventLoop {
             if let Ok(false) = outcome {
                 continue; // cancelled: skipped
             }
+            hook.after_item(self); // `run_until_complete`'s future, in its place
             ran += 1;
             if let Some(started) = started {
                 self.check_slow(&*item, started.elapsed());
