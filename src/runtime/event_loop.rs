@@ -69,7 +69,19 @@ pub(crate) struct LoopInner {
     /// What `close()` must shut first: transports and servers register a
     /// closer so the loop can close them (and drop their protocols)
     /// without knowing what they are.
-    closers: RefCell<SlotMap<CloserKey, Box<dyn FnOnce()>>>,
+    /// Held weakly and unboxed: a transport registers itself, which costs
+    /// one slot, not an allocation.
+    closers: RefCell<SlotMap<CloserKey, Weak<dyn Closer>>>,
+}
+
+/// Something [`EventLoop::close`] must shut first (a transport, a server),
+/// registered with [`EventLoop::on_close`].
+pub(crate) trait Closer {
+    /// The loop is closing: close now (protocols may be called).
+    fn close(self: Rc<Self>);
+    /// The loop was dropped without `close()`: free what is held (the
+    /// socket, the protocol) without calling user code but destructors.
+    fn abandon(self: Rc<Self>) {}
 }
 
 slotmap::new_key_type! {
@@ -117,7 +129,9 @@ impl Drop for LoopInner {
         drop(self.remote.close());
         let closers = std::mem::take(self.closers.get_mut());
         for (_, closer) in closers {
-            let _ = crate::runtime::guard::drop_user(closer);
+            if let Some(closer) = closer.upgrade() {
+                let _ = crate::runtime::guard::run_user(move || closer.abandon());
+            }
         }
         // A `Task` handle the caller still holds would keep its future (and
         // whatever it owns) alive past the loop: drop every task's future
@@ -696,7 +710,8 @@ impl EventLoop {
                 break;
             }
             for closer in closers {
-                if let Err(message) = crate::runtime::guard::run_user(closer) {
+                let Some(closer) = closer.upgrade() else { continue };
+                if let Err(message) = crate::runtime::guard::run_user(move || closer.close()) {
                     self.report_panic("panic while closing a transport or server", message);
                 }
             }
@@ -745,15 +760,17 @@ impl EventLoop {
         self.default_exception_handler(&ctx);
     }
 
-    /// Registers `f` to run first thing in `close()` (transports and
-    /// servers close themselves there). Forget it with
+    /// Registers `closer` to be closed first thing in `close()`
+    /// (transports and servers close themselves there), or abandoned if
+    /// the loop is dropped without `close()`; one that is gone by then is
+    /// skipped. Forget it with
     /// [`forget_on_close`](EventLoop::forget_on_close) once it no longer
     /// applies.
-    pub(crate) fn on_close(&self, f: impl FnOnce() + 'static) -> CloserKey {
-        self.inner.closers.borrow_mut().insert(Box::new(f))
+    pub(crate) fn on_close(&self, closer: Weak<dyn Closer>) -> CloserKey {
+        self.inner.closers.borrow_mut().insert(closer)
     }
 
-    /// Unregisters a closer; it is dropped unrun.
+    /// Unregisters a closer.
     pub(crate) fn forget_on_close(&self, key: CloserKey) {
         let removed = self.inner.closers.borrow_mut().remove(key);
         drop(removed);
