@@ -39,7 +39,7 @@ use polling::Poller;
 use slotmap::{Key, KeyData, SlotMap};
 
 use crate::error::{Error, Result};
-use crate::runtime::handle::Runnable;
+use crate::runtime::handle::{Ready, Runnable};
 use crate::sys::poller::{self, Events};
 
 // Poller keys carry the slotmap key's version in their upper 32 bits.
@@ -146,9 +146,9 @@ impl Side {
     }
 
     /// Queues the callback and fires the waiters that have not fired yet.
-    fn ready(&mut self, ready: &mut VecDeque<Rc<dyn Runnable>>, woken: &mut Vec<Waker>) {
+    fn ready(&mut self, ready: &mut VecDeque<Ready>, woken: &mut Vec<Waker>) {
         if let Some(cb) = &self.callback {
-            ready.push_back(cb.clone());
+            ready.push_back(Ready::Core(cb.clone()));
         }
         for w in &mut self.waiters {
             if !w.fired {
@@ -613,7 +613,7 @@ impl Selector {
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
-        ready: &RefCell<VecDeque<Rc<dyn Runnable>>>,
+        ready: &RefCell<VecDeque<Ready>>,
     ) -> io::Result<()> {
         let p = self.poller.as_deref().ok_or_else(closed_error)?;
         poller::wait(p, &mut self.events, timeout)?;
