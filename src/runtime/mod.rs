@@ -18,7 +18,7 @@ pub(crate) mod stats;
 pub(crate) mod timers;
 
 pub use event_loop::{Builder, EventLoop, get_running_loop};
-pub use handle::{Handle, TimerHandle};
+pub use handle::{ForeignEntry, Handle, TimerHandle, TimerKey};
 pub use readiness::WaitReady;
 pub use remote::RemoteLoop;
 pub use stats::LoopStats;

@@ -39,7 +39,7 @@ use polling::Poller;
 use slotmap::{Key, KeyData, SlotMap};
 
 use crate::error::{Error, Result};
-use crate::runtime::handle::Runnable;
+use crate::runtime::handle::{Ready, Runnable};
 use crate::sys::poller::{self, Events};
 
 // Poller keys carry the slotmap key's version in their upper 32 bits.
@@ -270,21 +270,15 @@ impl Source {
     /// The poller reported the fd: queue the callbacks, fire the waiters
     /// (the reader first, then the writer, like asyncio's selector loop).
     #[inline]
-    fn fire(
-        &mut self,
-        readable: bool,
-        writable: bool,
-        ready: &mut VecDeque<Rc<dyn Runnable>>,
-        woken: &mut Vec<Waker>,
-    ) {
+    fn fire(&mut self, readable: bool, writable: bool, ready: &mut VecDeque<Ready>, woken: &mut Vec<Waker>) {
         if let Registration::Oneshot { armed, .. } = &mut self.registration {
             *armed = Sides::default();
         }
         if readable && let Some(cb) = &self.read {
-            ready.push_back(cb.clone());
+            ready.push_back(Ready::Core(cb.clone()));
         }
         if writable && let Some(cb) = &self.write {
-            ready.push_back(cb.clone());
+            ready.push_back(Ready::Core(cb.clone()));
         }
         if let Some(waiters) = &mut self.waiters {
             if readable {
@@ -754,7 +748,7 @@ impl Selector {
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
-        ready: &RefCell<VecDeque<Rc<dyn Runnable>>>,
+        ready: &RefCell<VecDeque<Ready>>,
     ) -> io::Result<()> {
         let p = self.poller.as_deref().ok_or_else(closed_error)?;
         poller::wait(p, &mut self.events, timeout)?;
