@@ -29,6 +29,7 @@ use socket2::{SockAddr, SockRef, Socket};
 use crate::error::{Error, Result};
 use crate::net::core::{self, Core, Lifecycle, TransportKind};
 use crate::net::protocol::{ReadPath, StreamProtocol};
+use crate::net::server::ServerLink;
 use crate::net::sock::send_nosignal;
 use crate::runtime::event_loop::EventLoop;
 
@@ -118,10 +119,8 @@ pub(crate) struct StreamInner {
     is_tcp: bool,
     /// `EventLoop::sendfile` owns the socket for now: `write` is refused.
     pub(crate) sendfile_active: Cell<bool>,
-    /// Tasks waiting for the write buffer to empty (`sendfile`).
-    empty_waiters: RefCell<Vec<Waker>>,
-    /// Called once when the connection is gone (server bookkeeping).
-    on_lost: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// The server that accepted the connection, told once it is gone.
+    server: Cell<Option<ServerLink>>,
 }
 
 impl TransportKind for StreamInner {
@@ -146,9 +145,8 @@ impl TransportKind for StreamInner {
     }
 
     fn after_lost(&self) {
-        let on_lost = self.on_lost.borrow_mut().take();
-        if let Some(on_lost) = on_lost {
-            on_lost();
+        if let Some(server) = self.server.take() {
+            server.connection_gone();
         }
     }
 }
@@ -208,7 +206,7 @@ impl Transport {
         lp: &EventLoop,
         socket: Socket,
         protocol: P,
-        on_lost: Option<Box<dyn FnOnce()>>,
+        server: Option<ServerLink>,
         made: Option<crate::Future<()>>,
     ) -> Result<(Transport, Rc<RefCell<P>>)> {
         socket.set_nonblocking(true)?;
@@ -229,8 +227,7 @@ impl Transport {
             write_buf: RefCell::new(WriteBuffer::default()),
             is_tcp,
             sendfile_active: Cell::new(false),
-            empty_waiters: RefCell::new(Vec::new()),
-            on_lost: RefCell::new(on_lost),
+            server: Cell::new(server),
         });
         core::register_closer(&inner);
         let transport = Transport { inner };
@@ -503,7 +500,7 @@ impl StreamInner {
     }
 
     pub(crate) fn add_empty_waiter(&self, waker: &Waker) {
-        self.empty_waiters.borrow_mut().push(waker.clone());
+        self.core.add_empty_waiter(waker);
     }
 
     fn watch_read(self: &Rc<Self>) {
@@ -680,10 +677,7 @@ impl StreamInner {
     }
 
     fn wake_empty_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.empty_waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
+        self.core.wake_empty_waiters();
     }
 
     fn shutdown_write(self: &Rc<Self>) {
@@ -693,5 +687,22 @@ impl StreamInner {
         if let Err(e) = self.core.with_socket(|s| s.shutdown(std::net::Shutdown::Write)) {
             core::force_close(self, Some(e));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one idle connection costs is mostly these structs (the bench's
+    /// "10k idle TCP connections" row): a change that grows one must show
+    /// up here, not as a silent RSS regression. Shrinking one is welcome:
+    /// lower the number.
+    #[test]
+    fn per_connection_structs_stay_small() {
+        assert_eq!(size_of::<Core<dyn StreamProtocol>>(), 88);
+        // Plus the Rc header: a 168-byte allocation, glibc's 176-byte bin.
+        assert_eq!(size_of::<StreamInner>(), 152);
+        assert_eq!(size_of::<Error>(), 40, "kept out of line, in the core's rare state");
     }
 }

@@ -120,7 +120,7 @@ pub(crate) trait MainStep {
 /// `run_forever` and friends, compiled away), or poll `run_until_complete`'s
 /// future when the item was its entry.
 pub(crate) trait PassHook {
-    /// Called after each item the pass ran.
+    /// Called after each `Rc` item the pass ran (the entry is one).
     fn after_item(&mut self, lp: &EventLoop);
 }
 
