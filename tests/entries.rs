@@ -345,3 +345,54 @@ fn clear_entries_drops_foreign_entries_and_keeps_the_rest() {
     lp.run_until_idle().unwrap();
     assert_eq!(log.get(), [1, 3, 5, 6]);
 }
+
+// ------------------------------------------------------------ LoopOwner
+
+#[test]
+fn loop_owner_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<evloop::LoopOwner<Rc<Cell<u32>>>>();
+}
+
+#[test]
+fn loop_owner_on_its_thread_gives_the_loop_and_drops_everything() {
+    let (log, drops) = (Recorder::new(), DropCounter::new());
+    let state_drops = DropCounter::new();
+    let owner = evloop::LoopOwner::with_state(manual_loop(), DropCounter::token(&state_drops));
+    assert!(owner.is_owner_thread());
+    let lp = owner.get().expect("own thread").clone();
+    lp.call_soon_entry(rec(1, &log, &drops));
+    lp.call_at_entry(lp.time() + Duration::from_secs(1), rec(2, &log, &drops));
+    assert!(owner.state().is_some());
+    drop(lp);
+    drop(owner);
+    assert_eq!((drops.get(), state_drops.get()), (2, 1));
+    assert!(log.is_empty());
+}
+
+#[test]
+fn loop_owner_dropped_on_another_thread_closes_the_remote_and_leaks_the_rest() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (log, drops) = (Recorder::new(), DropCounter::new());
+    let state_drops = DropCounter::new();
+    let sent_drops = Arc::new(AtomicUsize::new(0));
+    let lp = manual_loop();
+    lp.call_soon_entry(rec(1, &log, &drops));
+    let remote = lp.remote();
+    let token = util::SendDropCounter::token(&sent_drops);
+    remote.call_soon_threadsafe(move || drop(token)).unwrap();
+    let owner = evloop::LoopOwner::with_state(lp, DropCounter::token(&state_drops));
+    // `DropCounter` is `!Send`; the owner carries it across anyway.
+    let outcome = std::thread::spawn(move || {
+        assert!(owner.get().is_none() && owner.state().is_none());
+        let remote = owner.remote();
+        drop(owner);
+        remote.call_soon_threadsafe(|| {}).is_err()
+    })
+    .join();
+    assert_eq!(outcome.ok(), Some(true), "no panic; the remote refuses after the drop");
+    assert_eq!(sent_drops.load(Ordering::SeqCst), 1, "the queued Send callback was dropped there");
+    assert_eq!((drops.get(), state_drops.get()), (0, 0), "the !Send rest leaked, untouched");
+    assert!(remote.call_soon_threadsafe(|| {}).is_err());
+}
