@@ -9,8 +9,14 @@
 //! Invariants:
 //! - A Source's poller key is its slotmap key, generation included: an
 //!   event reported for a Source that has since been removed finds nothing.
-//! - The poller watches (level-triggered) exactly the directions that have
-//!   a callback or a waiter; a user Source with neither is removed.
+//! - The poller watches exactly the directions that have a callback or a
+//!   waiter: level-triggered when there is a callback (or waiters on both
+//!   sides), one-shot when there are only waiters on one side (see
+//!   [`Registration::Oneshot`]). A user Source left with neither is removed
+//!   if it was level-triggered (`remove_reader` frees everything); a
+//!   one-shot one stays registered, unwatched, for the next `sock_*` wait
+//!   on its fd, until its number is reused (then it is stale, below), a
+//!   transport claims the number, or the loop closes.
 //! - Transports hold their Source by [`FdKey`] (generation included) from
 //!   claim to release; only user registrations go by fd number.
 //! - A Source whose file the kernel no longer knows is *detached* before
@@ -374,13 +380,66 @@ fn closed_error() -> io::Error {
     io::Error::other("event loop is closed")
 }
 
+/// Fd number → its Source: a vector indexed by the number (the kernel hands
+/// out the lowest free number, so they are small and dense), with a map for
+/// numbers past [`FdTable::DENSE`] so that one huge number cannot make the
+/// vector huge. Cheaper than a hash map in memory (8 bytes a slot) and in
+/// time (the `sock_*` methods look their fd up on every call).
+#[derive(Default)]
+struct FdTable {
+    dense: Vec<Option<FdKey>>,
+    sparse: HashMap<RawFd, FdKey>,
+}
+
+impl FdTable {
+    const DENSE: usize = 1 << 16;
+
+    fn slot(fd: RawFd) -> Option<usize> {
+        usize::try_from(fd).ok().filter(|&i| i < FdTable::DENSE)
+    }
+
+    fn get(&self, fd: RawFd) -> Option<FdKey> {
+        match FdTable::slot(fd) {
+            Some(i) => self.dense.get(i).copied().flatten(),
+            None => self.sparse.get(&fd).copied(),
+        }
+    }
+
+    fn insert(&mut self, fd: RawFd, key: FdKey) {
+        match FdTable::slot(fd) {
+            Some(i) => {
+                if i >= self.dense.len() {
+                    self.dense.resize(i + 1, None);
+                }
+                self.dense[i] = Some(key);
+            }
+            None => {
+                self.sparse.insert(fd, key);
+            }
+        }
+    }
+
+    fn remove(&mut self, fd: RawFd) {
+        match FdTable::slot(fd) {
+            Some(i) => {
+                if let Some(slot) = self.dense.get_mut(i) {
+                    *slot = None;
+                }
+            }
+            None => {
+                self.sparse.remove(&fd);
+            }
+        }
+    }
+}
+
 /// The Sources plus the poller.
 pub(crate) struct Selector {
     /// `None` once the loop is closed: its epoll fd and eventfd are freed
     /// then, not when the last handle goes.
     poller: Option<Arc<Poller>>,
     sources: SlotMap<FdKey, Source>,
-    by_fd: HashMap<RawFd, FdKey>,
+    by_fd: FdTable,
     events: Events,
     /// Wakers of waiters that fired in the last poll, for the loop to wake
     /// once its borrow has ended.
@@ -395,7 +454,7 @@ impl Selector {
         Selector {
             poller: Some(poller),
             sources: SlotMap::with_key(),
-            by_fd: HashMap::new(),
+            by_fd: FdTable::default(),
             events: Events::new(),
             woken: Vec::new(),
             next_waiter: 0,
@@ -424,12 +483,12 @@ impl Selector {
 
     /// Who owns `fd`'s Source, if it has one.
     pub(crate) fn owner(&self, fd: RawFd) -> Option<Owner> {
-        self.by_fd.get(&fd).map(|&key| self.sources[key].owner)
+        self.by_fd.get(fd).map(|key| self.sources[key].owner)
     }
 
     /// The key of `fd`'s Source, if `owner` owns it.
     pub(crate) fn key_of(&self, fd: RawFd, owner: Owner) -> Option<FdKey> {
-        self.by_fd.get(&fd).copied().filter(|&key| self.sources[key].owner == owner)
+        self.by_fd.get(fd).filter(|&key| self.sources[key].owner == owner)
     }
 
     /// The fd of a live Source.
@@ -509,8 +568,8 @@ impl Selector {
     /// poller): callbacks cancelled, waiters to be woken.
     fn detach(&mut self, key: FdKey, released: &mut Released) {
         let Some(mut src) = self.sources.remove(key) else { return };
-        if self.by_fd.get(&src.fd) == Some(&key) {
-            self.by_fd.remove(&src.fd);
+        if self.by_fd.get(src.fd) == Some(key) {
+            self.by_fd.remove(src.fd);
         }
         let watched = src.registration.watched();
         self.readers -= usize::from(watched.read());
@@ -526,7 +585,7 @@ impl Selector {
             && !src.wanted().any()
             && !src.registered()
         {
-            self.by_fd.remove(&src.fd);
+            self.by_fd.remove(src.fd);
             self.sources.remove(key);
         }
     }
@@ -561,7 +620,7 @@ impl Selector {
             item.release(released);
             return Err(Error::Closed);
         }
-        if let Some(&key) = self.by_fd.get(&fd)
+        if let Some(key) = self.by_fd.get(fd)
             && self.sources[key].owner != owner
         {
             // A transport that closed its fd without releasing it must not
@@ -575,7 +634,7 @@ impl Selector {
                 return Err(owned_by_transport());
             }
         }
-        if let Some(&key) = self.by_fd.get(&fd) {
+        if let Some(key) = self.by_fd.get(fd) {
             let undo = put(&mut self.sources[key], interest, item);
             // A transport keeps its fd open while it owns it: no need to
             // ask the kernel whether the file is still the same.
@@ -606,7 +665,7 @@ impl Selector {
             let item = take_back(&mut self.sources[key], interest, undo);
             item.release(released);
             self.sources.remove(key);
-            self.by_fd.remove(&fd);
+            self.by_fd.remove(fd);
             return Err(match e {
                 SyncError::Io(e) => e.into(),
                 SyncError::Stale => io::Error::from(io::ErrorKind::NotFound).into(),
@@ -717,7 +776,7 @@ impl Selector {
         if fd < 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative file descriptor").into());
         }
-        if let Some(&key) = self.by_fd.get(&fd) {
+        if let Some(key) = self.by_fd.get(fd) {
             if self.sources[key].registered() {
                 // If the file is still there, stop watching it under the
                 // old key; if not, the kernel already did (ENOENT).
@@ -828,6 +887,26 @@ pub(crate) mod tests {
 
     fn callback() -> Rc<dyn Runnable> {
         fd_callback(|| {}, Location::caller())
+    }
+
+    /// Small numbers index the vector; a huge or negative one goes to the
+    /// map and does not grow the vector.
+    #[test]
+    fn the_fd_table_keeps_huge_numbers_out_of_its_vector() {
+        let mut keys: SlotMap<FdKey, ()> = SlotMap::with_key();
+        let (a, b, c) = (keys.insert(()), keys.insert(()), keys.insert(()));
+        let mut table = FdTable::default();
+        table.insert(3, a);
+        table.insert(1 << 30, b);
+        table.insert(-1, c);
+        assert_eq!(table.dense.len(), 4);
+        assert_eq!((table.get(3), table.get(1 << 30), table.get(-1)), (Some(a), Some(b), Some(c)));
+        assert_eq!((table.get(2), table.get(1000), table.get(-2)), (None, None, None));
+        table.remove(3);
+        table.remove(1 << 30);
+        table.remove(-1);
+        assert_eq!((table.get(3), table.get(1 << 30), table.get(-1)), (None, None, None));
+        assert!(table.sparse.is_empty());
     }
 
     /// Every watched fd has a Source and every transport a reader
