@@ -23,6 +23,7 @@ use crate::runtime::remote::{RemoteItem, RemoteLoop, RemoteShared};
 use crate::runtime::selector::Selector;
 use crate::runtime::stats::{LoopStats, StatsCells};
 use crate::runtime::timers::TimerHeap;
+use crate::task::run::{MainMarker, MainStep, PassHook};
 use crate::task::task::{TaskKey, TaskSlot};
 
 /// Longest single wait, as asyncio's `MAXIMUM_SELECT_TIMEOUT`: a timer far in
@@ -71,7 +72,22 @@ pub(crate) struct LoopInner {
     /// What `close()` must shut first: transports and servers register a
     /// closer so the loop can close them (and drop their protocols)
     /// without knowing what they are.
-    closers: RefCell<SlotMap<CloserKey, Box<dyn FnOnce()>>>,
+    /// Held weakly and unboxed: a transport registers itself, which costs
+    /// one slot, not an allocation.
+    closers: RefCell<SlotMap<CloserKey, Weak<dyn Closer>>>,
+    /// The ready-queue entry of `run_until_complete`'s future (task/run.rs):
+    /// when it runs, the pass polls that future in its place.
+    pub(crate) main: Rc<MainMarker>,
+}
+
+/// Something [`EventLoop::close`] must shut first (a transport, a server),
+/// registered with [`EventLoop::on_close`].
+pub(crate) trait Closer {
+    /// The loop is closing: close now (protocols may be called).
+    fn close(self: Rc<Self>);
+    /// The loop was dropped without `close()`: free what is held (the
+    /// socket, the protocol) without calling user code but destructors.
+    fn abandon(self: Rc<Self>) {}
 }
 
 slotmap::new_key_type! {
@@ -119,7 +135,9 @@ impl Drop for LoopInner {
         drop(self.remote.close());
         let closers = std::mem::take(self.closers.get_mut());
         for (_, closer) in closers {
-            let _ = crate::runtime::guard::drop_user(closer);
+            if let Some(closer) = closer.upgrade() {
+                let _ = crate::runtime::guard::run_user(move || closer.abandon());
+            }
         }
         // A `Task` handle the caller still holds would keep its future (and
         // whatever it owns) alive past the loop: drop every task's future
@@ -287,6 +305,7 @@ impl Builder {
             waker_slot: Cell::new(crate::task::task::SLOT_UNCLAIMED),
             executor: RefCell::new(None),
             closers: RefCell::new(SlotMap::with_key()),
+            main: MainMarker::new(),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
     }
@@ -294,11 +313,20 @@ impl Builder {
 
 /// Marks a loop as running on this thread for the length of a `run_*` call,
 /// and undoes that on every exit path, panics included.
-struct RunningGuard<'a> {
+pub(crate) struct RunningGuard<'a> {
     lp: &'a EventLoop,
 }
 
+impl RunningGuard<'_> {
+    /// Starts the busy-time clock of a run entered with
+    /// [`EventLoop::enter_untimed`].
+    pub(crate) fn start_timing(&self) {
+        self.lp.inner.stats.start_run(Instant::now());
+    }
+}
+
 impl Drop for RunningGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let inner = &self.lp.inner;
         inner.running.set(false);
@@ -370,6 +398,15 @@ impl EventLoop {
     // ---------------------------------------------------------------- running
 
     fn enter(&self) -> Result<RunningGuard<'_>> {
+        let running = self.enter_untimed()?;
+        running.start_timing();
+        Ok(running)
+    }
+
+    /// [`enter`](Self::enter) without reading the clock: a
+    /// `run_until_complete` that finishes without a pass is not timed.
+    #[inline]
+    pub(crate) fn enter_untimed(&self) -> Result<RunningGuard<'_>> {
         let inner = &self.inner;
         if inner.closed.get() {
             return Err(Error::Closed);
@@ -386,7 +423,6 @@ impl EventLoop {
             Ok(())
         })?;
         inner.running.set(true);
-        inner.stats.start_run(Instant::now());
         Ok(RunningGuard { lp: self })
     }
 
@@ -403,7 +439,7 @@ impl EventLoop {
     pub fn run_forever(&self) -> Result<()> {
         let _running = self.enter()?;
         loop {
-            self.iterate(None)?;
+            self.iterate(None, None)?;
             if self.inner.stopping.get() {
                 return Ok(());
             }
@@ -420,7 +456,7 @@ impl EventLoop {
     /// As [`run_forever`](EventLoop::run_forever).
     pub fn run_once(&self, timeout: Option<Duration>) -> Result<()> {
         let _running = self.enter()?;
-        self.iterate(timeout)
+        self.iterate(timeout, None)
     }
 
     /// Runs iterations with a zero timeout until nothing is ready and no timer
@@ -453,11 +489,48 @@ impl EventLoop {
     pub fn run_until_idle(&self) -> Result<()> {
         let _running = self.enter()?;
         loop {
-            self.iterate(Some(Duration::ZERO))?;
+            self.iterate(Some(Duration::ZERO), None)?;
             if self.inner.stopping.get() || self.is_idle() {
                 return Ok(());
             }
         }
+    }
+
+    /// Runs passes for `run_until_complete` (task/run.rs) until stopped,
+    /// polling `main` wherever its entry sits in the ready queue.
+    /// `after_pass`: the caller has just done a pass's work itself (its
+    /// future's first step on a quiet loop), so that pass's `stop` or
+    /// `interrupt` ends the run before another pass.
+    pub(crate) fn run_main(&self, main: &mut dyn MainStep, after_pass: bool) -> Result<()> {
+        let inner = &self.inner;
+        if after_pass {
+            if inner.interrupted.replace(false) {
+                return Err(Error::Interrupted);
+            }
+            if inner.stopping.get() {
+                return Ok(());
+            }
+        }
+        loop {
+            self.iterate(None, Some(&mut *main))?;
+            if inner.stopping.get() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether a pass now would do nothing but run what is queued after
+    /// this check: nothing ready, no fd, no timer, nothing from other
+    /// threads, no `stop` or `interrupt` pending.
+    #[inline]
+    pub(crate) fn is_quiet(&self) -> bool {
+        let inner = &self.inner;
+        !inner.stopping.get()
+            && !inner.interrupted.get()
+            && inner.ready.borrow().is_empty()
+            && inner.timers.borrow().len() == 0
+            && inner.selector.borrow().is_empty()
+            && !inner.remote.has_pending()
     }
 
     fn is_idle(&self) -> bool {
@@ -470,14 +543,17 @@ impl EventLoop {
     }
 
     /// One pass of the loop: CPython's `BaseEventLoop._run_once`.
-    fn iterate(&self, max_wait: Option<Duration>) -> Result<()> {
+    fn iterate(&self, max_wait: Option<Duration>, main: Option<&mut dyn MainStep>) -> Result<()> {
         if self.inner.interrupted.replace(false) {
             return Err(Error::Interrupted);
         }
         let wait = self.compute_timeout(max_wait);
         self.poll_io(wait)?;
         self.schedule_due_timers();
-        self.run_ready();
+        match main {
+            None => self.run_ready(&mut ()),
+            Some(mut main) => self.run_ready(&mut main),
+        }
         self.inner.stats.iterations.set(self.inner.stats.iterations.get() + 1);
         if self.inner.interrupted.replace(false) {
             return Err(Error::Interrupted);
@@ -576,7 +652,7 @@ impl EventLoop {
 
     /// Step 4: run exactly the handles that are ready now; whatever they
     /// schedule waits for the next pass, after another poll.
-    fn run_ready(&self) {
+    fn run_ready<H: PassHook>(&self, hook: &mut H) {
         let inner = &self.inner;
         let n = inner.ready.borrow().len();
         let debug = inner.debug.get();
@@ -592,6 +668,8 @@ impl EventLoop {
                     if let Ok(false) = outcome {
                         continue; // cancelled: skipped
                     }
+                    // `run_until_complete`'s future, in its entry's place.
+                    hook.after_item(self);
                     self.after_run(started, outcome.map(drop), || Some(item.location()));
                 }
                 Ready::Foreign(entry) => {
@@ -737,7 +815,8 @@ impl EventLoop {
                 break;
             }
             for closer in closers {
-                if let Err(message) = crate::runtime::guard::run_user(closer) {
+                let Some(closer) = closer.upgrade() else { continue };
+                if let Err(message) = crate::runtime::guard::run_user(move || closer.close()) {
                     self.report_panic("panic while closing a transport or server", message);
                 }
             }
@@ -789,15 +868,17 @@ impl EventLoop {
         self.default_exception_handler(&ctx);
     }
 
-    /// Registers `f` to run first thing in `close()` (transports and
-    /// servers close themselves there). Forget it with
+    /// Registers `closer` to be closed first thing in `close()`
+    /// (transports and servers close themselves there), or abandoned if
+    /// the loop is dropped without `close()`; one that is gone by then is
+    /// skipped. Forget it with
     /// [`forget_on_close`](EventLoop::forget_on_close) once it no longer
     /// applies.
-    pub(crate) fn on_close(&self, f: impl FnOnce() + 'static) -> CloserKey {
-        self.inner.closers.borrow_mut().insert(Box::new(f))
+    pub(crate) fn on_close(&self, closer: Weak<dyn Closer>) -> CloserKey {
+        self.inner.closers.borrow_mut().insert(closer)
     }
 
-    /// Unregisters a closer; it is dropped unrun.
+    /// Unregisters a closer.
     pub(crate) fn forget_on_close(&self, key: CloserKey) {
         let removed = self.inner.closers.borrow_mut().remove(key);
         drop(removed);
