@@ -404,6 +404,18 @@ impl TimerHandle {
     }
 }
 
+/// Takes a new handle out of the GC's lists (PyO3 makes every class a GC
+/// type): it is never traversed by a collection, which is most of what a
+/// million `call_soon` would otherwise cost in GC passes. The core visits
+/// its contents instead (see [`Handle`]).
+pub(crate) fn untracked<T>(handle: Py<T>) -> Py<T> {
+    // SAFETY: a live object we hold a reference to, with the GIL held
+    // (creating it needed `py`); untracking a GC object is always allowed,
+    // and PyO3's dealloc untracks only if it is still tracked.
+    unsafe { ffi::PyObject_GC_UnTrack(handle.as_ptr().cast()) };
+    handle
+}
+
 /// The `Handle` a `TimerHandle` is, without a Python token (for the GC
 /// pass, which has none).
 pub(crate) fn timer_base(timer: &Py<TimerHandle>) -> &Py<Handle> {
@@ -505,8 +517,6 @@ pub(crate) trait PyEntry: ForeignEntry {
     fn starting(&self, _py: Python<'_>) {}
     /// Runs the handle (asyncio's `handle._run()`).
     fn run_handle(&self, py: Python<'_>) -> PyResult<()>;
-    /// Called after the run (or the debug wrapper) returned.
-    fn finished(&self, _py: Python<'_>) {}
 }
 
 /// A queued `Handle`: the entry *is* the Python object.
@@ -525,7 +535,12 @@ impl PyEntry for HandleEntry {
     fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
         Handle::run(self.0.bind(py))
     }
-    fn finished(&self, _py: Python<'_>) {
+}
+
+impl Drop for HandleEntry {
+    /// Run, cancelled or dropped with the loop's queues: the loop is done
+    /// with the handle, which lets go of what it holds (see [`Handle`]).
+    fn drop(&mut self) {
         self.0.get().release();
     }
 }
@@ -577,15 +592,14 @@ impl PyEntry for TimerEntry {
     fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
         Handle::run(self.handle.bind(py).as_super())
     }
-    fn finished(&self, py: Python<'_>) {
-        self.handle.bind(py).as_super().get().release();
-    }
 }
 
 impl Drop for TimerEntry {
+    /// As [`HandleEntry`]'s; and the virtual-time deadline is dead.
     fn drop(&mut self) {
         if let Some(live) = &self.live {
             live.set(false);
         }
+        timer_base(&self.handle).get().release();
     }
 }
