@@ -226,6 +226,21 @@ impl Handle {
 
 #[pymethods]
 impl Handle {
+    /// `Handle(callback, args, loop, context=None)`, as asyncio's (a handle
+    /// made this way is not queued anywhere; `call_soon` makes and queues
+    /// its own).
+    #[new]
+    #[pyo3(signature = (callback, args, r#loop, context = None))]
+    fn py_new(
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        r#loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Handle> {
+        Handle::new(py, callback, args, r#loop, context)
+    }
+
     /// Cancels the callback: it will not run, and it and its arguments
     /// are let go now.
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
@@ -334,6 +349,21 @@ impl TimerHandle {
 
 #[pymethods]
 impl TimerHandle {
+    /// `TimerHandle(when, callback, args, loop, context=None)`, as
+    /// asyncio's (not scheduled: `call_at` makes and schedules its own).
+    #[new]
+    #[pyo3(signature = (when, callback, args, r#loop, context = None))]
+    fn py_new(
+        py: Python<'_>,
+        when: f64,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        r#loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<PyClassInitializer<TimerHandle>> {
+        Ok(TimerHandle::new(Handle::new(py, callback, args, r#loop, context)?, when))
+    }
+
     fn when(&self) -> f64 {
         self.when
     }
