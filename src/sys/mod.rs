@@ -7,6 +7,8 @@
 //! tested on Linux.
 
 pub(crate) mod dns;
+pub(crate) mod entry;
+pub(crate) mod owner;
 pub(crate) mod poller;
 pub(crate) mod socket;
 pub(crate) mod waker;

@@ -75,7 +75,17 @@ fn wake_table() -> std::sync::MutexGuard<'static, Vec<Option<std::sync::Weak<Rem
 }
 
 /// The loop's slot in the wake table, claiming one on first use.
+#[inline]
 fn waker_slot(inner: &LoopInner) -> Option<u16> {
+    let slot = inner.waker_slot.get();
+    if (slot as usize) < WAKE_SLOTS {
+        return Some(slot);
+    }
+    claim_waker_slot(inner)
+}
+
+#[cold]
+fn claim_waker_slot(inner: &LoopInner) -> Option<u16> {
     let mut slot = inner.waker_slot.get();
     if slot == SLOT_UNCLAIMED {
         let mut table = wake_table();
@@ -185,9 +195,40 @@ fn fallback_waker(inner: &LoopInner, key: TaskKey) -> Waker {
     }))
 }
 
+/// The key bits of `run_until_complete`'s future (task/run.rs): version 0,
+/// which no slot-map key has (their versions are odd).
+pub(crate) const MAIN_KEY: u64 = 0;
+
+/// The waker of `run_until_complete`'s future on `inner`: bits naming
+/// [`MAIN_KEY`], or the allocated fallback.
+#[inline]
+pub(crate) fn main_waker(inner: &LoopInner) -> Waker {
+    let slot = inner.waker_slot.get();
+    if (slot as usize) < WAKE_SLOTS {
+        return bits_waker::<TaskWake>(((slot as u64) << 56 | MAIN_KEY) as usize);
+    }
+    main_waker_slow(inner)
+}
+
+#[cold]
+fn main_waker_slow(inner: &LoopInner) -> Waker {
+    match waker_slot(inner) {
+        Some(slot) => bits_waker::<TaskWake>(((slot as u64) << 56 | MAIN_KEY) as usize),
+        None => Waker::from(Arc::new(TaskWaker {
+            loop_id: inner.id,
+            key: MAIN_KEY,
+            remote: inner.remote.clone(),
+        })),
+    }
+}
+
 /// Schedules the task with `key` on `inner`'s ready queue, unless it has
 /// finished or is already scheduled.
 pub(crate) fn wake_on_loop(inner: &LoopInner, key: u64) {
+    if key == MAIN_KEY {
+        inner.main.schedule(inner);
+        return;
+    }
     let key = TaskKey::from(KeyData::from_ffi(key));
     let task = inner.tasks.borrow().get(key).cloned();
     if let Some(task) = task
@@ -239,12 +280,13 @@ struct TaskRest<T: 'static> {
 /// The task: result state, header and wrapped future in one `Rc` block;
 /// its `Future<T>` handles are the same block seen as `Shared<T>`.
 ///
-/// Kept small on purpose (104 bytes, 120 with the `Rc` counts): that is
-/// the largest request glibc serves from its fast bins, and a task that
-/// misses them costs a few hundred instructions more in `malloc`/`free`
-/// when tasks are made in bursts. Hence the lazy [`TaskInfo`], the task
-/// flags living in the result state's flag byte, and no self handle (the
-/// loop's slot map has the `Rc` while the task is unfinished).
+/// Kept small on purpose (88 bytes for a `u64` result, 104 with the `Rc`
+/// counts; 120 is the largest request glibc serves from its fast bins, and
+/// a task that misses them costs a few hundred instructions more in
+/// `malloc`/`free` when tasks are made in bursts). Hence the lazy
+/// [`TaskInfo`], the task flags living in the result state's flag byte,
+/// the boxed waiter list (8 bytes; most tasks have none), and no self
+/// handle (the loop's slot map has the `Rc` while the task is unfinished).
 type TaskCore<T> = Shared<T, TaskRest<T>>;
 
 impl<T: 'static> TaskRest<T> {
