@@ -51,5 +51,7 @@ trap 'rm -rf "$wheels"' EXIT
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheels"/*.whl
 
 log "git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M UTC')"
-cd "$wheels"   # not the repository: `import evloop` is the installed wheel
-exec "$venv/bin/python" "$here/peers.py" "$@"
+# From the caller's folder (relative paths in the options are its), and
+# `import evloop` is the installed wheel: a script's own folder, not the
+# working directory, is what Python puts first on sys.path.
+"$venv/bin/python" "$here/peers.py" "$@"
