@@ -942,3 +942,104 @@ fn the_future_is_dropped_when_it_completes_and_a_panicking_destructor_is_reporte
     assert_eq!(seen.len(), 1);
     assert!(matches!(&seen[0].error, Some(Error::Panicked(m)) if m == "destructor panics"));
 }
+
+#[test]
+fn a_tasks_future_is_polled_in_place_and_may_borrow_from_itself() {
+    // The future lives inline in the task's block: a borrow of its own
+    // local held across awaits must see the same place at every step.
+    let lp = manual_loop();
+    let task = lp.create_task(async {
+        let local = [7u64; 4];
+        let borrowed = &local;
+        let mut places = Vec::new();
+        for _ in 0..3 {
+            places.push(borrowed.as_ptr() as usize);
+            evloop::yield_now().await;
+        }
+        places.push(local.as_ptr() as usize);
+        (places, borrowed.iter().sum::<u64>())
+    });
+    lp.run_until_idle().unwrap();
+    let (places, sum) = task.result().unwrap();
+    assert_eq!(sum, 28);
+    assert_eq!(places.len(), 4);
+    assert!(places.iter().all(|p| *p == places[0]), "the future moved between steps: {places:?}");
+}
+
+#[test]
+fn a_large_future_runs_inline_and_is_dropped_once() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let token = DropCounter::token(&drops);
+    let task = lp.create_task(async move {
+        let _token = token;
+        let mut big = [0u8; 4096];
+        evloop::yield_now().await;
+        big[4095] = 9;
+        big.iter().map(|b| *b as u32).sum::<u32>()
+    });
+    lp.run_until_idle().unwrap();
+    assert_eq!(task.result().unwrap(), 9);
+    assert_eq!(drops.get(), 1, "the future is dropped when the task completes");
+}
+
+/// A task whose future holds its own `Task` handle: an `Rc` cycle through
+/// the task's block, which only dropping the future in place breaks.
+fn self_owning_task(lp: &EventLoop, drops: &Rc<Cell<usize>>) -> Task<()> {
+    let me: Rc<RefCell<Option<Task<()>>>> = Rc::default();
+    let pending = lp.create_future::<()>();
+    let (slot, token) = (me.clone(), DropCounter::token(drops));
+    let task = lp.create_task(async move {
+        let _token = token;
+        let _me = slot.borrow_mut().take();
+        let _ = pending.await;
+    });
+    *me.borrow_mut() = Some(task.clone());
+    task
+}
+
+#[test]
+fn close_drops_a_task_future_that_holds_its_own_task() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let task = self_owning_task(&lp, &drops);
+    lp.run_until_idle().unwrap();
+    assert!(!task.done());
+    assert_eq!(drops.get(), 0);
+    lp.close().unwrap();
+    assert_eq!(drops.get(), 1, "close drops the future in place, breaking the cycle");
+    assert!(!task.done(), "an abandoned task is never completed");
+}
+
+#[test]
+fn dropping_the_loop_drops_a_task_future_that_holds_its_own_task() {
+    let drops = DropCounter::new();
+    let task = {
+        let lp = manual_loop();
+        let task = self_owning_task(&lp, &drops);
+        lp.run_until_idle().unwrap();
+        task
+    };
+    assert_eq!(drops.get(), 1, "dropping the last loop handle drops every task's future");
+    drop(task);
+}
+
+#[test]
+fn a_cancelled_task_drops_its_future_at_its_next_step_even_before_its_first() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let token = DropCounter::token(&drops);
+    let polled = Rc::new(Cell::new(false));
+    let p = polled.clone();
+    let task = lp.create_task(async move {
+        let _token = token;
+        p.set(true);
+    });
+    assert!(task.cancel());
+    assert_eq!(drops.get(), 0, "dropped at the next step, not inside cancel()");
+    lp.run_once(ZERO).unwrap();
+    assert_eq!(drops.get(), 1);
+    assert!(!polled.get());
+    assert!(task.cancelled());
+    assert_eq!(lp.stats().ready, 0);
+}

@@ -9,6 +9,7 @@
 pub(crate) mod dns;
 pub(crate) mod entry;
 pub(crate) mod owner;
+pub(crate) mod pinned;
 pub(crate) mod poller;
 pub(crate) mod socket;
 pub(crate) mod waker;

@@ -18,6 +18,7 @@ use std::task::{Context, Poll, Waker};
 use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
 use crate::runtime::event_loop::{EventLoop, WeakLoop};
+use crate::sys::pinned::{Pinned, PinnedHead};
 use crate::task::task::TaskControl;
 
 /// Identifies a done callback, for [`Future::remove_done_callback`].
@@ -129,10 +130,10 @@ pub(crate) struct FutureState<T: 'static> {
 /// What a [`Future`] handle points at: the state first, at a fixed place
 /// (no virtual call to reach it), then the rest of the block — nothing for
 /// a plain future, the task for a task's result.
-pub(crate) struct Shared<T: 'static, X: ?Sized + TaskPart<T> = dyn TaskPart<T>> {
-    pub(crate) state: FutureState<T>,
-    pub(crate) rest: X,
-}
+///
+/// A `sys::pinned::Pinned` block: a task keeps its future inline in the
+/// rest, which must stay pinned, so every handle holds it as `Pin<Rc<_>>`.
+pub(crate) type Shared<T, X = dyn TaskPart<T>> = Pinned<FutureState<T>, X>;
 
 /// The part of a future's block after its state.
 pub(crate) trait TaskPart<T: 'static>: 'static {
@@ -184,7 +185,7 @@ impl<T: 'static> TaskPart<T> for () {}
 /// # Ok::<(), evloop::Error>(())
 /// ```
 pub struct Future<T: 'static> {
-    pub(crate) inner: Rc<Shared<T>>,
+    pub(crate) inner: Pin<Rc<Shared<T>>>,
 }
 
 impl<T: 'static> Clone for Future<T> {
@@ -197,8 +198,7 @@ impl EventLoop {
     /// Creates a pending [`Future`] attached to this loop (asyncio's
     /// `loop.create_future`).
     pub fn create_future<T: 'static>(&self) -> Future<T> {
-        let block: Rc<Shared<T, ()>> =
-            Rc::new(Shared { state: FutureState::new(self.downgrade()), rest: () });
+        let block: Pin<Rc<Shared<T, ()>>> = Rc::pin(Pinned::new(FutureState::new(self.downgrade()), ()));
         Future { inner: block }
     }
 }
@@ -373,28 +373,29 @@ pub(crate) fn report_unretrieved(event_loop: &WeakLoop, ctx: ExceptionContext) {
     }
 }
 
-impl<T: 'static, X: ?Sized + TaskPart<T>> Drop for Shared<T, X> {
-    fn drop(&mut self) {
+impl<T: 'static, X: ?Sized + TaskPart<T>> PinnedHead<X> for FutureState<T> {
+    /// The block is being dropped: report an exception nobody retrieved.
+    fn before_drop(&mut self, rest: &X) {
         // The common case first: nothing failed.
-        if !matches!(self.state.state.get_mut(), State::Failed(_)) {
+        if !matches!(self.state.get_mut(), State::Failed(_)) {
             return;
         }
-        let Some(error) = self.state.unretrieved_error() else { return };
+        let Some(error) = self.unretrieved_error() else { return };
         // asyncio's wording for each, a task named with where it was made.
-        let ctx = match self.rest.as_task() {
+        let ctx = match rest.as_task() {
             Some(task) => ExceptionContext::new("Task exception was never retrieved")
                 .with_task(task.name())
                 .with_location(task.location()),
             None => ExceptionContext::new("Future exception was never retrieved"),
         };
-        report_unretrieved(&self.state.event_loop, ctx.with_error(error));
+        report_unretrieved(&self.event_loop, ctx.with_error(error));
     }
 }
 
 impl<T: 'static> Future<T> {
     #[inline]
     fn state(&self) -> &FutureState<T> {
-        &self.inner.state
+        self.inner.head()
     }
 
     /// The loop this future belongs to.
@@ -425,9 +426,9 @@ impl<T: 'static> Future<T> {
     /// stop and is done once it has.
     pub fn cancel(&self) -> bool {
         if self.state().flag(IS_TASK)
-            && let Some(task) = self.inner.rest.as_task()
+            && let Some(task) = self.inner.rest().as_task()
         {
-            return task.cancel(&self.inner.state);
+            return task.cancel(self.inner.head());
         }
         self.state().complete(State::Cancelled, self).is_ok()
     }
@@ -566,7 +567,7 @@ impl<T: 'static> Future<T> {
 
 impl<T: 'static> fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &*self.inner.state.state.borrow() {
+        let state = match &*self.inner.head().state.borrow() {
             State::Pending => "pending",
             State::Value(_) | State::Taken => "finished",
             State::Failed(_) => "failed",
