@@ -97,7 +97,10 @@ pub use exception::ExceptionContext;
 pub use net::stream::{
     StreamReader, StreamWriter, open_connection, open_unix_connection, start_server, start_unix_server,
 };
-pub use runtime::{Builder, EventLoop, Handle, LoopStats, RemoteLoop, TimerHandle, get_running_loop};
+pub use runtime::{
+    BlockingWait, Builder, EventLoop, Handle, LoopStats, RemoteLoop, TimerHandle, WaitDone, WaitHook,
+    get_running_loop,
+};
 pub use task::executor;
 pub use task::{
     Awaitable, CallbackId, Future, Task, TaskGroup, gather, gather_results, run, sleep, sleep_until, spawn,

@@ -5,9 +5,12 @@
 //! `TimerHandle`) held as a `Py<PyAny>`; running it means calling its
 //! `_run()` with the GIL held, exactly as asyncio's `_run_once` does. An
 //! exception `_run()` lets through (only `KeyboardInterrupt`, `SystemExit`,
-//! or a failing exception handler) ends `run_until_stopped` with that
-//! exception; nothing else escapes into the core, so no Rust panic ever
-//! crosses a callback.
+//! or a failing exception handler) is kept and interrupts the core's pass
+//! (`EventLoop::interrupt`: the handles not yet run stay queued, in front),
+//! and `run_until_stopped` raises it; nothing else escapes into the core,
+//! so no Rust panic ever crosses a callback. Callbacks run with the GIL
+//! held; the core's wait hook releases it around the blocking OS wait
+//! only, and checks for signals after every poll.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,12 +18,11 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use evloop::{EventLoop, RemoteLoop, TimerHandle};
+use evloop::{BlockingWait, EventLoop, RemoteLoop, TimerHandle, WaitDone, WaitHook};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit, intern};
 
-mod gil;
 mod virtual_time;
 
 use virtual_time::VirtualTime;
@@ -57,15 +59,53 @@ fn active() -> Option<Rc<RunState>> {
     ACTIVE.with(|a| a.borrow().clone())
 }
 
+/// How long a busy loop goes without polling for I/O (the core's
+/// `busy_poll_interval`): a `sleep(0)` chain or a burst of `call_soon`
+/// then pays one `epoll_wait(0)` per 250 µs instead of one per pass, and
+/// an fd that becomes ready meanwhile waits at most that plus one pass.
+const BUSY_POLL_INTERVAL: Duration = Duration::from_micros(250);
+
+/// Keeps an exception that must end the run, and ends the core's pass.
+fn interrupt_with(state: &RunState, e: PyErr, lp: Option<&EventLoop>) {
+    *state.pending.borrow_mut() = Some(e);
+    match lp {
+        Some(lp) => lp.interrupt(),
+        None => {
+            if let Ok(lp) = evloop::get_running_loop() {
+                lp.interrupt();
+            }
+        }
+    }
+}
+
+/// The core's wait hook: the GIL is released for the blocking OS wait
+/// alone, and Python's signal handlers run after every poll (an `EINTR`
+/// ends the wait at once), so Ctrl-C raises `KeyboardInterrupt` out of
+/// `run_forever` before another callback runs.
+struct GilWaitHook {
+    state: Rc<RunState>,
+}
+
+impl WaitHook for GilWaitHook {
+    fn blocking_wait(&self, wait: BlockingWait) -> WaitDone {
+        // Everything the wait touches is `Send`: no `unsafe` needed to let
+        // other Python threads run meanwhile.
+        Python::attach(|py| py.detach(move || wait.wait()))
+    }
+
+    fn after_poll(&self, lp: &EventLoop) {
+        if let Err(e) = Python::attach(|py| py.check_signals()) {
+            interrupt_with(&self.state, e, Some(lp));
+        }
+    }
+}
+
 /// Runs one asyncio handle, as asyncio's `_run_once` does: skipped if
 /// cancelled, `_run()` otherwise (which reports ordinary exceptions to the
-/// loop's exception handler itself). Returns false if the run is ending and
-/// the handle was not run.
+/// loop's exception handler itself). An exception it lets through ends the
+/// pass. Returns false if no run is active.
 fn run_handle(py: Python<'_>, handle: &Py<PyAny>) -> bool {
     let Some(state) = active() else { return false };
-    if state.pending.borrow().is_some() {
-        return false;
-    }
     let h = handle.bind(py);
     let outcome = match h.getattr(intern!(py, "_cancelled")).and_then(|c| c.is_truthy()) {
         Ok(true) => return true,
@@ -77,25 +117,16 @@ fn run_handle(py: Python<'_>, handle: &Py<PyAny>) -> bool {
         Err(e) => Err(e),
     };
     if let Err(e) = outcome {
-        *state.pending.borrow_mut() = Some(e);
+        // KeyboardInterrupt, SystemExit or a failing exception handler:
+        // the core stops after this handle, the rest staying queued.
+        interrupt_with(&state, e, None);
     }
     true
 }
 
 /// A one-shot ready-queue item: `call_soon`, timers, threadsafe calls.
 fn run_once_handle(handle: Py<PyAny>) {
-    Python::attach(|py| {
-        if !run_handle(py, &handle) && active().is_some() {
-            // CORE-NEED(stop-mid-pass): the core cannot end a pass early,
-            // so a handle that comes after a KeyboardInterrupt in the same
-            // pass puts itself back on the queue instead of running. It
-            // lands behind what this pass scheduled; asyncio keeps it in
-            // front. See python/CORE-NEEDS.md §2.
-            if let Ok(lp) = evloop::get_running_loop() {
-                lp.call_soon(move || run_once_handle(handle));
-            }
-        }
-    });
+    Python::attach(|py| run_handle(py, &handle));
 }
 
 fn core_error(e: evloop::Error) -> PyErr {
@@ -143,15 +174,24 @@ impl Core {
                     .map_err(|_| PyValueError::new_err("autojump_threshold must be a non-negative number"))
             })
             .transpose()?;
-        let builder = if virtual_time { EventLoop::builder().manual_clock() } else { EventLoop::builder() };
+        let state = Rc::new(RunState::default());
+        let mut builder = EventLoop::builder()
+            .busy_poll_interval(BUSY_POLL_INTERVAL)
+            .wait_hook(GilWaitHook { state: state.clone() });
+        if virtual_time {
+            builder = match autojump_after {
+                Some(threshold) => builder.autojump(threshold),
+                None => builder.manual_clock(),
+            };
+        }
         let lp = builder.build().map_err(core_error)?;
-        let virtual_time = virtual_time.then(|| VirtualTime::new(autojump_after));
+        let virtual_time = virtual_time.then(VirtualTime::default);
         // Both clocks are CLOCK_MONOTONIC on Linux; reading them back to
         // back makes `time()` agree with `time.monotonic()` to a
         // microsecond, so code mixing the two stays sane.
         let epoch = lp.time();
         let epoch_secs: f64 = py.import("time")?.call_method0("monotonic")?.extract()?;
-        Ok(Core { lp, state: Rc::new(RunState::default()), epoch, epoch_secs, virtual_time })
+        Ok(Core { lp, state, epoch, epoch_secs, virtual_time })
     }
 
     /// `loop.time()`: seconds on the loop's monotonic clock.
@@ -177,17 +217,8 @@ impl Core {
             return Err(PyRuntimeError::new_err("Event loop is closed"));
         }
         let at = self.instant_of(when);
-        let Some(vt) = &self.virtual_time else {
-            let timer = self.lp.call_at(at, move || run_once_handle(handle));
-            return Ok(NativeTimer { timer, live: None });
-        };
-        let live = vt.push(at);
-        let ran = live.clone();
-        let timer = self.lp.call_at(at, move || {
-            ran.set(false);
-            run_once_handle(handle)
-        });
-        Ok(NativeTimer { timer, live: Some(live) })
+        let timer = self.lp.call_at(at, move || run_once_handle(handle));
+        Ok(NativeTimer { timer })
     }
 
     /// Watches `fd` for reading: `handle` (an asyncio `Handle`) runs in
@@ -228,14 +259,19 @@ impl Core {
         self.state.debug.set(on);
     }
 
-    /// Runs passes of the loop until `pyloop._stopping` is true (checked
-    /// after each pass, so `stop()` finishes the current pass, and a
-    /// `stop()` made before this call still gets one pass with a zero
-    /// timeout), or until a callback lets an exception through.
+    /// Asks the core's run to end after the current pass (asyncio's
+    /// `stop()`: a `stop()` made before `run_until_stopped` still gets one
+    /// pass with a zero timeout).
+    fn stop(&self) {
+        self.lp.stop();
+    }
+
+    /// Runs the core (`run_forever`, or `run_until_idle` in a virtual-time
+    /// loop's idle mode) until `stop()`, or until a callback or a signal
+    /// handler lets an exception through, which it raises.
     ///
-    /// CORE-NEED(after-fork): in a child forked inside a running loop the
-    /// core still marks that loop as running on this thread, so this fails
-    /// with RuntimeError; CORE-NEEDS.md §4.
+    /// In a child of `fork()` a new loop runs normally; a loop made before
+    /// the fork raises RuntimeError (the core's `Error::Forked`).
     fn run_until_stopped(&self, py: Python<'_>, pyloop: &Bound<'_, PyAny>) -> PyResult<()> {
         let previous = ACTIVE.with(|a| a.replace(Some(self.state.clone())));
         let outcome = self.run_passes(py, pyloop);
@@ -247,9 +283,6 @@ impl Core {
     /// watchers forgotten, later threadsafe calls refused.
     fn close(&self) -> PyResult<()> {
         self.lp.close().map_err(core_error)?;
-        if let Some(vt) = &self.virtual_time {
-            vt.clear();
-        }
         let watchers = std::mem::take(&mut *self.state.watchers.borrow_mut());
         drop(watchers); // after the borrow: decrefs may run Python code
         Ok(())
@@ -349,97 +382,20 @@ impl Core {
     }
 
     fn run_passes(&self, py: Python<'_>, pyloop: &Bound<'_, PyAny>) -> PyResult<()> {
-        if let Some(vt) = &self.virtual_time {
-            return self.run_virtual_passes(py, pyloop, vt);
-        }
-        let stopping_attr = intern!(py, "_stopping");
-        loop {
-            let stopping = pyloop.getattr(stopping_attr)?.is_truthy()?;
-            let outcome = if stopping || self.lp.stats().ready > 0 {
-                // Nothing will block: keep the GIL for the callbacks.
-                // CORE-NEED(busy-poll): this pass still pays epoll_wait(0);
-                // CORE-NEEDS.md §6.
-                self.lp.run_once(Some(Duration::ZERO))
-            } else {
-                // CORE-NEED(poll-hook): the core offers no hook around its
-                // blocking wait, so the GIL is released for the whole pass
-                // and each callback takes it back. See CORE-NEEDS.md §1.
-                gil::without_gil(py, &self.lp, |lp| lp.run_once(None))
-            };
-            outcome.map_err(core_error)?;
-            // An interrupted wait returns here: run Python's signal
-            // handlers (KeyboardInterrupt, asyncio.Runner's SIGINT handler).
-            py.check_signals()?;
-            if let Some(e) = self.state.pending.borrow_mut().take() {
-                return Err(e);
-            }
-            if stopping || pyloop.getattr(stopping_attr)?.is_truthy()? {
-                return Ok(());
-            }
-        }
-    }
-}
-
-// ===== the virtual-time loop =====
-
-impl Core {
-    /// The passes of a virtual-time loop: never wait for a timer; when a
-    /// pass ran nothing, end (idle mode), or wait for I/O up to the
-    /// autojump threshold and then jump the clock to the next timer.
-    fn run_virtual_passes(
-        &self,
-        py: Python<'_>,
-        pyloop: &Bound<'_, PyAny>,
-        vt: &VirtualTime,
-    ) -> PyResult<()> {
-        let stopping_attr = intern!(py, "_stopping");
-        loop {
-            let stopping = pyloop.getattr(stopping_attr)?.is_truthy()?;
-            let before = self.lp.stats().callbacks_run;
-            self.lp.run_once(Some(Duration::ZERO)).map_err(core_error)?;
-            self.after_pass(py)?;
-            if stopping || pyloop.getattr(stopping_attr)?.is_truthy()? {
-                return Ok(());
-            }
-            let stats = self.lp.stats();
-            if stats.callbacks_run != before || stats.ready > 0 {
-                continue;
-            }
-            if vt.idle_mode.get() {
-                pyloop.setattr(stopping_attr, true)?;
-                return Ok(());
-            }
-            let next = vt.next_live();
-            match (vt.autojump_after, next) {
-                (Some(after), Some(when)) => {
-                    if !after.is_zero() {
-                        let ran = self.lp.stats().callbacks_run;
-                        gil::without_gil(py, &self.lp, |lp| lp.run_once(Some(after))).map_err(core_error)?;
-                        self.after_pass(py)?;
-                        if self.lp.stats().callbacks_run != ran {
-                            continue;
-                        }
-                    }
-                    let now = self.lp.time();
-                    self.lp.advance_time(when.saturating_duration_since(now));
+        let idle_mode = self.virtual_time.as_ref().is_some_and(|vt| vt.idle_mode.get());
+        let outcome = if idle_mode { self.lp.run_until_idle() } else { self.lp.run_forever() };
+        let pending = self.state.pending.borrow_mut().take();
+        match (outcome, pending) {
+            // What a callback or a signal handler let through.
+            (_, Some(e)) => Err(e),
+            (Ok(()), None) => {
+                if idle_mode {
+                    // asyncio's run_forever ends on `_stopping`.
+                    pyloop.setattr(intern!(py, "_stopping"), true)?;
                 }
-                // No timer to jump to (or no jumping): wait for I/O or
-                // another thread; the manual clock never wakes the wait.
-                _ => {
-                    gil::without_gil(py, &self.lp, |lp| lp.run_once(None)).map_err(core_error)?;
-                    self.after_pass(py)?;
-                }
+                Ok(())
             }
-        }
-    }
-
-    /// After a pass: Python's signal handlers, then what a callback let
-    /// through.
-    fn after_pass(&self, py: Python<'_>) -> PyResult<()> {
-        py.check_signals()?;
-        match self.state.pending.borrow_mut().take() {
-            Some(e) => Err(e),
-            None => Ok(()),
+            (Err(e), None) => Err(core_error(e)),
         }
     }
 }
@@ -462,8 +418,6 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
 #[pyclass(unsendable, module = "evloop._evloop")]
 struct NativeTimer {
     timer: TimerHandle,
-    /// A virtual-time loop's deadline entry, cleared on cancel.
-    live: Option<Rc<Cell<bool>>>,
 }
 
 #[pymethods]
@@ -471,9 +425,6 @@ impl NativeTimer {
     /// Cancels the core timer; its closure (and the Python handle) is
     /// freed now.
     fn cancel(&self) {
-        if let Some(live) = &self.live {
-            live.set(false);
-        }
         self.timer.cancel();
     }
 }

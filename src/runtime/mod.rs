@@ -16,9 +16,11 @@ pub(crate) mod remote;
 pub(crate) mod selector;
 pub(crate) mod stats;
 pub(crate) mod timers;
+pub(crate) mod wait;
 
 pub use event_loop::{Builder, EventLoop, get_running_loop};
 pub use handle::{Handle, TimerHandle};
 pub use readiness::WaitReady;
 pub use remote::RemoteLoop;
 pub use stats::LoopStats;
+pub use wait::{BlockingWait, WaitDone, WaitHook};

@@ -40,6 +40,7 @@ use slotmap::{Key, KeyData, SlotMap};
 
 use crate::error::{Error, Result};
 use crate::runtime::handle::Runnable;
+use crate::runtime::wait::{BlockingWait, WaitDone};
 use crate::sys::poller::{self, Events};
 
 // Poller keys carry the slotmap key's version in their upper 32 bits.
@@ -285,7 +286,9 @@ pub(crate) struct Selector {
     poller: Option<Arc<Poller>>,
     sources: SlotMap<FdKey, Source>,
     by_fd: HashMap<RawFd, FdKey>,
-    events: Events,
+    /// `None` while a [`BlockingWait`] has it (or if a wait hook panicked
+    /// with it: the next poll makes a new one).
+    events: Option<Events>,
     /// Wakers of waiters that fired in the last poll, for the loop to wake
     /// once its borrow has ended.
     woken: Vec<Waker>,
@@ -300,7 +303,7 @@ impl Selector {
             poller: Some(poller),
             sources: SlotMap::with_key(),
             by_fd: HashMap::new(),
-            events: Events::new(),
+            events: Some(Events::new()),
             woken: Vec::new(),
             next_waiter: 0,
             readers: 0,
@@ -607,19 +610,52 @@ impl Selector {
     // ------------------------------------------------ polling
 
     /// Waits for readiness (at most `timeout`; `None` blocks until an event
-    /// or a notify) and queues the callbacks of ready fds — the reader
-    /// first, then the writer, like asyncio's selector loop — and collects
-    /// the wakers of their waiters (see [`take_woken`](Selector::take_woken)).
+    /// or a notify) and queues what it found (see [`dispatch`](Selector::dispatch)).
+    #[inline]
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
         ready: &RefCell<VecDeque<Rc<dyn Runnable>>>,
     ) -> io::Result<()> {
+        self.wait(timeout)?;
+        self.dispatch(ready);
+        Ok(())
+    }
+
+    /// Waits for readiness and keeps the events for [`dispatch`](Selector::dispatch).
+    #[inline]
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let p = self.poller.as_deref().ok_or_else(closed_error)?;
-        poller::wait(p, &mut self.events, timeout)?;
+        poller::wait(p, self.events.get_or_insert_with(Events::new), timeout)?;
+        Ok(())
+    }
+
+    /// The wait of [`wait`](Selector::wait) as an object that borrows
+    /// nothing of the selector, for the loop's wait hook to run. The
+    /// events buffer travels with it; [`finish_wait`](Selector::finish_wait)
+    /// puts it back.
+    pub(crate) fn begin_wait(&mut self, timeout: Option<Duration>) -> io::Result<BlockingWait> {
+        let p = self.poller.clone().ok_or_else(closed_error)?;
+        let events = self.events.take().unwrap_or_else(Events::new);
+        Ok(BlockingWait::new(p, events, timeout))
+    }
+
+    /// Takes back what a [`BlockingWait`] returned; its events wait for
+    /// [`dispatch`](Selector::dispatch).
+    pub(crate) fn finish_wait(&mut self, done: WaitDone) -> io::Result<()> {
+        self.events = Some(done.events);
+        done.outcome.map(drop)
+    }
+
+    /// Queues the callbacks of the fds the last wait reported — the reader
+    /// first, then the writer, like asyncio's selector loop — and collects
+    /// the wakers of their waiters (see [`take_woken`](Selector::take_woken)).
+    /// Each event is dispatched once: a second call finds none.
+    pub(crate) fn dispatch(&mut self, ready: &RefCell<VecDeque<Rc<dyn Runnable>>>) {
         let mut ready = ready.borrow_mut();
         let Selector { sources, events, woken, .. } = self;
-        for ev in events.ready() {
+        let Some(events) = events else { return };
+        for ev in events.take_ready() {
             // A missing Source is a stale event: it was removed since.
             let key = FdKey::from(KeyData::from_ffi(ev.key));
             let Some(src) = sources.get_mut(key) else { continue };
@@ -630,7 +666,14 @@ impl Selector {
                 src.write.ready(&mut ready, woken);
             }
         }
-        Ok(())
+    }
+
+    /// After `fork()`, in the child: forgets the poller without telling
+    /// the kernel anything. The epoll instance is shared with the parent,
+    /// so removing an fd from it here would unregister the parent's fd;
+    /// with no poller, closing the Sources makes no `epoll_ctl` call.
+    pub(crate) fn abandon_poller(&mut self) {
+        self.poller = None;
     }
 
     /// The wakers whose fds became ready in the last poll, swapped with

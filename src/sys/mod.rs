@@ -7,6 +7,7 @@
 //! tested on Linux.
 
 pub(crate) mod dns;
+pub(crate) mod fork;
 pub(crate) mod poller;
 pub(crate) mod socket;
 pub(crate) mod waker;

@@ -112,8 +112,15 @@ impl Events {
     }
 
     /// What the last [`wait`] reported, in the kernel's order.
+    #[cfg(test)]
     pub(crate) fn ready(&self) -> &[Readiness] {
         &self.ready
+    }
+
+    /// Takes what the last [`wait`] reported, in the kernel's order,
+    /// keeping the buffer's capacity.
+    pub(crate) fn take_ready(&mut self) -> std::vec::Drain<'_, Readiness> {
+        self.ready.drain(..)
     }
 }
 
