@@ -1098,3 +1098,51 @@ fn a_loop_dropped_with_pending_waits_frees_everything() {
     drop((a, b));
     assert_eq!(util::open_fd_count(), fds_before, "the loop's fds are closed");
 }
+
+/// `sock_*` waits leave a lasting registration on their fd (re-armed by the
+/// next wait). Once the socket is closed and its number reused, that
+/// registration is found stale: a reader, a `sock_recv` and a transport on
+/// the new file all work, and the old socket's data never reaches them.
+#[test]
+fn a_lasting_sock_registration_gives_way_when_its_number_is_reused() {
+    let _g = fd_lock();
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let (a, b) = socketpair();
+    b.set_nonblocking(true).unwrap();
+    let fd = b.as_raw_fd();
+    let b = Rc::new(b);
+    // Two completed waits: one Source, registered across them.
+    for msg in [&b"one"[..], b"two"] {
+        let waiting = {
+            let (l, b) = (lp.clone(), b.clone());
+            lp.create_task(async move { l.sock_recv(&*b, 16).await })
+        };
+        pass(&lp);
+        (&a).write_all(msg).unwrap();
+        assert_eq!(lp.run_until_complete(waiting).unwrap().unwrap().unwrap(), msg);
+        assert_eq!(lp.stats().readers, 0, "nothing is watched between waits");
+    }
+    // Data left unread on the old file, which is then closed.
+    (&a).write_all(b"stale").unwrap();
+    drop(Rc::try_unwrap(b).expect("the tasks are done with it"));
+    let (c, d) = pair_with_fd(fd);
+    let (runs, count) = counter();
+    lp.add_reader(fd, count).unwrap();
+    for _ in 0..3 {
+        pass(&lp);
+    }
+    assert_eq!(runs.get(), 0, "the new file has no data: the old one's does not leak in");
+    (&d).write_all(b"new").unwrap();
+    pass(&lp);
+    assert_eq!(runs.get(), 1);
+    assert!(lp.remove_reader(fd));
+    c.set_nonblocking(true).unwrap();
+    let got = {
+        let l = lp.clone();
+        lp.run_until_complete(async move { l.sock_recv(&c, 16).await }).unwrap().unwrap()
+    };
+    assert_eq!(got, b"new");
+    drop(d);
+    drop(a);
+}

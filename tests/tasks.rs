@@ -752,6 +752,19 @@ fn tasks_wake_on_and_off_the_loop_thread_even_with_300_loops_alive() {
         .unwrap();
         assert!(matches!(lp.run_until_complete(task.clone()), Ok(Ok(()))), "woken from another thread");
 
+        // run_until_complete's own future (no task) wakes the same ways.
+        let (tx, rx) = mpsc::channel::<Waker>();
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let waker_thread = std::thread::spawn(move || {
+            let waker = rx.recv().unwrap();
+            f.store(true, Ordering::SeqCst);
+            waker.wake();
+        });
+        lp.run_until_complete(RemoteWake { flag, wakers: tx, sent: false }).unwrap();
+        waker_thread.join().unwrap();
+        lp.run_until_complete(async { evloop::yield_now().await }).unwrap();
+
         let local = lp.create_task(async { evloop::yield_now().await });
         lp.run_until_idle().unwrap();
         assert!(local.done(), "woken on the loop thread");
@@ -759,4 +772,173 @@ fn tasks_wake_on_and_off_the_loop_thread_even_with_300_loops_alive() {
         lp.run_until_idle().unwrap();
         assert_eq!(lp.stats().tasks, 0);
     }
+}
+
+// ------------------------------------------------ run_until_complete without a task
+
+#[test]
+fn run_until_complete_on_a_quiet_loop_keeps_asyncios_two_passes() {
+    // asyncio: pass 1 runs the wrapper task's step, pass 2 what the step
+    // scheduled, then the done callback that stops the loop. evloop does
+    // both passes inline when the step leaves nothing behind, and really
+    // runs them when it does.
+    let lp = manual_loop();
+    let log = Recorder::<&str>::new();
+    let before = lp.stats();
+    let (l, inner) = (log.clone(), lp.clone());
+    let out = lp.run_until_complete(async move {
+        l.push("step");
+        inner.call_soon(l.pusher("callback"));
+        inner.call_later(Duration::ZERO, l.pusher("timer"));
+        7
+    });
+    assert_eq!(out.unwrap(), 7);
+    assert_eq!(log.get(), ["step", "callback", "timer"], "pass 2 ran before returning");
+    let after = lp.stats();
+    assert_eq!(after.iterations - before.iterations, 2);
+    assert_eq!((after.ready, after.timers, after.tasks), (0, 0, 0));
+
+    // Nothing scheduled: the same two passes, counted, none run.
+    let before = lp.stats();
+    assert_eq!(lp.run_until_complete(async { 8 }).unwrap(), 8);
+    let after = lp.stats();
+    assert_eq!(after.iterations - before.iterations, 2);
+    assert_eq!(after.callbacks_run - before.callbacks_run, 2, "the step and the stop");
+    assert_eq!(after.polls, before.polls);
+}
+
+#[test]
+fn run_until_complete_runs_queued_callbacks_before_the_first_step() {
+    let lp = manual_loop();
+    let log = Recorder::<&str>::new();
+    lp.call_soon(log.pusher("before"));
+    let l = log.clone();
+    let out = lp.run_until_complete(async move {
+        l.push("step 1");
+        evloop::yield_now().await;
+        l.push("step 2");
+    });
+    out.unwrap();
+    assert_eq!(log.get(), ["before", "step 1", "step 2"]);
+
+    // Wake-ups queue the next step behind what is already ready.
+    let log = Recorder::<String>::new();
+    let (l, inner) = (log.clone(), lp.clone());
+    lp.run_until_complete(async move {
+        for i in 0..3 {
+            inner.call_soon(l.pusher(format!("cb{i}")));
+            evloop::yield_now().await;
+            l.push(format!("step{i}"));
+        }
+    })
+    .unwrap();
+    assert_eq!(log.get(), ["cb0", "step0", "cb1", "step1", "cb2", "step2"]);
+}
+
+#[test]
+fn stop_or_interrupt_in_the_first_step_ends_the_run_after_that_pass() {
+    let lp = manual_loop();
+    let inner = lp.clone();
+    let before = lp.stats().iterations;
+    let out = lp.run_until_complete(async move {
+        inner.stop();
+        "done anyway"
+    });
+    assert_eq!(out.unwrap(), "done anyway", "done in pass 1: asyncio returns its result");
+    assert_eq!(lp.stats().iterations - before, 1);
+    assert!(!lp.is_running());
+
+    let inner = lp.clone();
+    let out = lp.run_until_complete(async move {
+        inner.interrupt();
+        evloop::yield_now().await;
+    });
+    assert!(matches!(out, Err(Error::Interrupted)), "{out:?}");
+    lp.run_until_idle().unwrap();
+    assert_eq!(lp.stats().ready, 0);
+}
+
+#[test]
+fn a_future_stopped_before_complete_is_dropped_and_cancels_what_it_awaited() {
+    let lp = manual_loop();
+    let drops = DropCounter::new();
+    let never = lp.create_future::<u32>();
+    let (token, awaited) = (DropCounter::token(&drops), never.clone());
+    let stopper = lp.clone();
+    lp.call_soon(move || stopper.stop());
+    let out = lp.run_until_complete(async move {
+        let _token = token;
+        awaited.await
+    });
+    assert!(matches!(out, Err(Error::StoppedBeforeComplete)), "{out:?}");
+    assert_eq!(drops.get(), 1, "the future belonged to the call");
+    assert!(never.cancelled(), "dropping a by-value await cancels, as a cancelled task would");
+    // A task keeps running instead, as asyncio's wrapper task does.
+    let stopper = lp.clone();
+    lp.call_soon(move || stopper.stop());
+    let task = lp.create_task(async { evloop::yield_now().await });
+    assert!(matches!(lp.run_until_complete(task.clone()), Err(Error::StoppedBeforeComplete)));
+    assert!(matches!(lp.run_until_complete(task), Ok(Ok(()))));
+}
+
+#[test]
+fn a_stale_entry_of_an_interrupted_run_never_polls_the_next_future_early() {
+    // The first run is interrupted while its next step is queued; that
+    // queued entry must not stand for the next call's first step, which
+    // belongs behind the callback queued before it.
+    let lp = manual_loop();
+    let inner = lp.clone();
+    let out = lp.run_until_complete(async move {
+        let l = inner.clone();
+        inner.call_soon(move || l.interrupt());
+        evloop::yield_now().await; // queued after the interrupting callback
+        unreachable!("the run ends first");
+    });
+    assert!(matches!(out, Err(Error::Interrupted)), "{out:?}");
+    assert_eq!(lp.stats().ready, 1, "the first future's next step is still queued");
+
+    let log = Recorder::<&str>::new();
+    lp.call_soon(log.pusher("queued first"));
+    let l = log.clone();
+    lp.run_until_complete(async move { l.push("second future") }).unwrap();
+    assert_eq!(log.get(), ["queued first", "second future"]);
+    assert_eq!(lp.stats().ready, 0);
+}
+
+#[test]
+fn the_future_is_dropped_when_it_completes_and_a_panicking_destructor_is_reported() {
+    let lp = manual_loop();
+    let seen = capture_exceptions(&lp);
+    let drops = DropCounter::new();
+    let token = DropCounter::token(&drops);
+    let (d, inner) = (drops.clone(), lp.clone());
+    let checked = Rc::new(Cell::new(false));
+    let c = checked.clone();
+    let out = lp.run_until_complete(async move {
+        let _token = token;
+        evloop::yield_now().await;
+        // Checked one pass later, between completion and the stop.
+        inner.call_soon(move || c.set(d.get() == 1));
+        1
+    });
+    assert_eq!(out.unwrap(), 1);
+    assert!(checked.get(), "dropped at completion, as a finished task drops its future");
+
+    /// Ready at once; its destructor (run after completion) panics.
+    struct ReadyBomb;
+    impl std::future::Future for ReadyBomb {
+        type Output = u32;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u32> {
+            Poll::Ready(2)
+        }
+    }
+    impl Drop for ReadyBomb {
+        fn drop(&mut self) {
+            panic!("destructor panics");
+        }
+    }
+    assert_eq!(lp.run_until_complete(ReadyBomb).unwrap(), 2, "the output survives its future's destructor");
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 1);
+    assert!(matches!(&seen[0].error, Some(Error::Panicked(m)) if m == "destructor panics"));
 }

@@ -1549,3 +1549,51 @@ fn a_pause_raised_while_the_caller_borrows_the_protocol_comes_on_the_next_pass()
     })
     .unwrap();
 }
+
+// ------------------------------------------------------------ read sizes
+
+/// Records the size of every `buffer_updated`, reading into 100 bytes.
+struct SmallBuffer {
+    buf: [u8; 100],
+    sizes: Rc<RefCell<Vec<usize>>>,
+}
+
+impl BufferedProtocol for SmallBuffer {
+    fn get_buffer(&mut self, _: usize) -> &mut [u8] {
+        &mut self.buf
+    }
+    fn buffer_updated(&mut self, nbytes: usize) {
+        self.sizes.borrow_mut().push(nbytes);
+    }
+}
+
+/// A receive that fills the protocol's buffer is followed by another in
+/// the same pass (fewer polls for a bulk transfer), at most 4 per
+/// readiness event so one busy connection cannot hold the loop; a receive
+/// that does not fill it ends the pass's reading.
+#[test]
+fn a_full_buffer_is_read_again_in_the_same_pass_up_to_four_times() {
+    let lp = util::manual_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let sizes = Rc::new(RefCell::new(Vec::new()));
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (l, s) = (lp.clone(), sizes.clone());
+    let (t, _) = lp
+        .run_until_complete(async move {
+            l.connect_accepted_socket(move || Buffered(SmallBuffer { buf: [0; 100], sizes: s }), a).await
+        })
+        .unwrap()
+        .unwrap();
+    use std::io::Write;
+    (&b).write_all(&[7; 450]).unwrap();
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(*sizes.borrow(), [100; 4], "four full reads in one pass");
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(*sizes.borrow(), [100, 100, 100, 100, 50]);
+    (&b).write_all(&[7; 30]).unwrap();
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(sizes.borrow().len(), 6);
+    assert_eq!(sizes.borrow()[5], 30);
+    t.close();
+    lp.run_until_idle().unwrap();
+}

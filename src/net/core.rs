@@ -34,13 +34,14 @@ use std::io;
 use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
+use std::task::Waker;
 
 use socket2::Socket;
 
 use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
 use crate::net::protocol::{DatagramProtocol, StreamProtocol};
-use crate::runtime::event_loop::{CloserKey, EventLoop, WeakLoop};
+use crate::runtime::event_loop::{Closer, CloserKey, EventLoop, WeakLoop};
 use crate::runtime::fds::OwnedSource;
 use crate::runtime::guard::drop_user;
 use crate::runtime::selector::Interest;
@@ -117,33 +118,51 @@ pub(crate) trait TransportKind: 'static {
     fn after_lost(&self) {}
 }
 
+/// Bits of [`Core::flags`].
+mod flag {
+    /// `connection_made` has run: `connection_lost` may follow.
+    pub(super) const MADE: u8 = 1;
+    /// A protocol method is running (the re-entrancy guard).
+    pub(super) const BUSY: u8 = 2;
+    /// A flush of the deferred notifications is scheduled (the protocol
+    /// was borrowed by someone else when a notification came).
+    pub(super) const FLUSH_SCHEDULED: u8 = 4;
+    pub(super) const WRITING_PAUSED: u8 = 8;
+    /// The reader callback is installed.
+    pub(super) const READER_ON: u8 = 16;
+    /// The writer callback is installed.
+    pub(super) const WRITER_ON: u8 = 32;
+}
+
+/// What few transports ever need, allocated on first use so an idle
+/// connection does not carry it.
+#[derive(Default)]
+struct Rare {
+    /// Notifications raised while the protocol was busy.
+    deferred: VecDeque<Notification>,
+    /// The argument of the `connection_lost` that is due.
+    lost_error: Option<Error>,
+    /// `(high, low)` water marks other than the defaults.
+    limits: Option<(usize, usize)>,
+    /// Tasks waiting for the write buffer to empty (`sendfile`).
+    empty_waiters: Vec<Waker>,
+}
+
 /// The state every transport has: socket, protocol, lifecycle, flow
-/// control and the fd registrations.
+/// control and the fd registrations. Kept small: 10k idle connections
+/// hold 10k of these (the size is pinned by a unit test).
 pub(crate) struct Core<P: ?Sized> {
     lp: WeakLoop,
     pub(crate) fd: RawFd,
+    lifecycle: Cell<Lifecycle>,
+    flags: Cell<u8>,
     socket: RefCell<Option<Socket>>,
     protocol: RefCell<Option<Rc<RefCell<P>>>>,
-    lifecycle: Cell<Lifecycle>,
-    /// `connection_made` has run: `connection_lost` may follow.
-    made: Cell<bool>,
-    /// The argument of the `connection_lost` that is due.
-    lost_error: RefCell<Option<Error>>,
-    /// A protocol method is running (the re-entrancy guard).
-    busy: Cell<bool>,
-    deferred: RefCell<VecDeque<Notification>>,
-    /// A flush of `deferred` is scheduled (the protocol was borrowed by
-    /// someone else when a notification came).
-    flush_scheduled: Cell<bool>,
-    writing_paused: Cell<bool>,
-    high_water: Cell<usize>,
-    low_water: Cell<usize>,
+    rare: RefCell<Option<Box<Rare>>>,
     /// The fd's registration with the loop, from creation to
     /// `connection_lost` (`None` after): keyed by generation, so a late
     /// call can never reach a later socket with the same fd number.
     source: Cell<Option<OwnedSource>>,
-    reader_on: Cell<bool>,
-    writer_on: Cell<bool>,
     closer: Cell<Option<CloserKey>>,
 }
 
@@ -163,22 +182,58 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
         Ok(Core {
             lp: lp.downgrade(),
             fd,
+            lifecycle: Cell::new(Lifecycle::Open),
+            flags: Cell::new(0),
             socket: RefCell::new(Some(socket)),
             protocol: RefCell::new(Some(protocol)),
-            lifecycle: Cell::new(Lifecycle::Open),
-            made: Cell::new(false),
-            lost_error: RefCell::new(None),
-            busy: Cell::new(false),
-            deferred: RefCell::new(VecDeque::new()),
-            flush_scheduled: Cell::new(false),
-            writing_paused: Cell::new(false),
-            high_water: Cell::new(crate::net::transport::DEFAULT_HIGH_WATER),
-            low_water: Cell::new(crate::net::transport::DEFAULT_LOW_WATER),
+            rare: RefCell::new(None),
             source: Cell::new(Some(source)),
-            reader_on: Cell::new(false),
-            writer_on: Cell::new(false),
             closer: Cell::new(None),
         })
+    }
+
+    #[inline]
+    fn flag(&self, bit: u8) -> bool {
+        self.flags.get() & bit != 0
+    }
+
+    /// Sets or clears `bit`; returns whether it was set.
+    #[inline]
+    fn set_flag(&self, bit: u8, on: bool) -> bool {
+        let old = self.flags.get();
+        self.flags.set(if on { old | bit } else { old & !bit });
+        old & bit != 0
+    }
+
+    /// Runs `f` on the rare state, making it if needed.
+    fn rare<T>(&self, f: impl FnOnce(&mut Rare) -> T) -> T {
+        f(self.rare.borrow_mut().get_or_insert_with(Box::default))
+    }
+
+    fn has_deferred(&self) -> bool {
+        self.rare.borrow().as_ref().is_some_and(|r| !r.deferred.is_empty())
+    }
+
+    fn clear_deferred(&self) {
+        let dropped = self.rare.borrow_mut().as_mut().map(|r| std::mem::take(&mut r.deferred));
+        drop(dropped);
+    }
+
+    fn pop_deferred(&self) -> Option<Notification> {
+        self.rare.borrow_mut().as_mut().and_then(|r| r.deferred.pop_front())
+    }
+
+    /// Queues a task to wake once the write buffer is empty.
+    pub(crate) fn add_empty_waiter(&self, waker: &Waker) {
+        self.rare(|r| r.empty_waiters.push(waker.clone()));
+    }
+
+    /// Wakes the tasks waiting for the write buffer to empty.
+    pub(crate) fn wake_empty_waiters(&self) {
+        let waiters = self.rare.borrow_mut().as_mut().map(|r| std::mem::take(&mut r.empty_waiters));
+        for w in waiters.into_iter().flatten() {
+            w.wake();
+        }
     }
 
     /// The loop, while it exists.
@@ -216,7 +271,7 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
     }
 
     pub(crate) fn set_made(&self) {
-        self.made.set(true);
+        self.set_flag(flag::MADE, true);
     }
 
     /// Runs `f` on the socket while it is open.
@@ -240,33 +295,43 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
         }
     }
 
+    /// The write buffer's `(high, low)` water marks.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        let limits = self.rare.borrow().as_ref().and_then(|r| r.limits);
+        limits
+            .unwrap_or((crate::net::transport::DEFAULT_HIGH_WATER, crate::net::transport::DEFAULT_LOW_WATER))
+    }
+
     pub(crate) fn high_water(&self) -> usize {
-        self.high_water.get()
+        self.limits().0
     }
 
     pub(crate) fn low_water(&self) -> usize {
-        self.low_water.get()
+        self.limits().1
     }
 
     pub(crate) fn set_limits(&self, high: usize, low: usize) {
-        self.high_water.set(high);
-        self.low_water.set(low);
+        let defaults = (crate::net::transport::DEFAULT_HIGH_WATER, crate::net::transport::DEFAULT_LOW_WATER);
+        if (high, low) == defaults && self.rare.borrow().is_none() {
+            return;
+        }
+        self.rare(|r| r.limits = Some((high, low)).filter(|&l| l != defaults));
     }
 
     /// Installs the reader or writer callback (no-op if already on).
-    fn watch(&self, on: &Cell<bool>, interest: Interest, f: impl FnMut() + 'static) -> Result<()> {
-        if on.get() {
+    fn watch(&self, on: u8, interest: Interest, f: impl Fn() + 'static) -> Result<()> {
+        if self.flag(on) {
             return Ok(());
         }
         let lp = self.event_loop().ok_or(Error::Closed)?;
         let source = self.source.get().ok_or(Error::InvalidState("the transport is closed"))?;
         lp.set_source_callback(source, interest, f)?;
-        on.set(true);
+        self.set_flag(on, true);
         Ok(())
     }
 
-    fn unwatch(&self, on: &Cell<bool>, interest: Interest) {
-        if on.replace(false)
+    fn unwatch(&self, on: u8, interest: Interest) {
+        if self.set_flag(on, false)
             && let (Some(lp), Some(source)) = (self.event_loop(), self.source.get())
         {
             lp.clear_source_callback(source, interest);
@@ -274,21 +339,21 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
     }
 
     /// Watches the fd for reading with `f` (no-op if already watched).
-    pub(crate) fn watch_read(&self, f: impl FnMut() + 'static) -> Result<()> {
-        self.watch(&self.reader_on, Interest::Read, f)
+    pub(crate) fn watch_read(&self, f: impl Fn() + 'static) -> Result<()> {
+        self.watch(flag::READER_ON, Interest::Read, f)
     }
 
     pub(crate) fn unwatch_read(&self) {
-        self.unwatch(&self.reader_on, Interest::Read);
+        self.unwatch(flag::READER_ON, Interest::Read);
     }
 
     /// Watches the fd for writing with `f` (no-op if already watched).
-    pub(crate) fn watch_write(&self, f: impl FnMut() + 'static) -> Result<()> {
-        self.watch(&self.writer_on, Interest::Write, f)
+    pub(crate) fn watch_write(&self, f: impl Fn() + 'static) -> Result<()> {
+        self.watch(flag::WRITER_ON, Interest::Write, f)
     }
 
     pub(crate) fn unwatch_write(&self) {
-        self.unwatch(&self.writer_on, Interest::Write);
+        self.unwatch(flag::WRITER_ON, Interest::Write);
     }
 
     /// Takes the socket and the protocol out and drops them, no borrow
@@ -297,8 +362,9 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
         let socket = self.socket.borrow_mut().take();
         drop(socket);
         let protocol = self.protocol.borrow_mut().take();
-        self.deferred.borrow_mut().clear();
-        drop_user(protocol)
+        // Deferred notifications and the lost error hold user errors.
+        let rare = self.rare.borrow_mut().take();
+        drop_user((protocol, rare))
     }
 }
 
@@ -308,8 +374,12 @@ impl<P: ?Sized> Drop for Core<P> {
         // started reading, with every handle gone) still hands its fd back
         // before the socket closes: a Source the poller does not watch is
         // never found stale, so it would keep the number from the user.
-        if let (Some(source), Some(lp)) = (self.source.take(), self.lp.upgrade()) {
+        let Some(lp) = self.lp.upgrade() else { return };
+        if let Some(source) = self.source.take() {
             lp.release_source(source);
+        }
+        if let Some(key) = self.closer.take() {
+            lp.forget_on_close(key);
         }
     }
 }
@@ -322,30 +392,27 @@ fn report(lp: Option<EventLoop>, what: &str, error: Error) {
     }
 }
 
+impl<K: TransportKind> Closer for K {
+    fn close(self: Rc<Self>) {
+        loop_closing(&self);
+    }
+
+    /// The loop went without `close()`: free the socket and the protocol
+    /// (no protocol call: there is no loop to run it on).
+    fn abandon(self: Rc<Self>) {
+        let core = self.core();
+        if core.lifecycle.replace(Lifecycle::Gone) != Lifecycle::Gone {
+            let _ = core.drop_resources();
+        }
+    }
+}
+
 /// Registers `this` with its loop's `close()`; call once, when the
 /// transport is made.
 pub(crate) fn register_closer<K: TransportKind>(this: &Rc<K>) {
-    /// Dropped with the closer: when the loop goes without `close()`, this
-    /// still frees the socket and the protocol.
-    struct TearDown<K: TransportKind>(Weak<K>);
-    impl<K: TransportKind> Drop for TearDown<K> {
-        fn drop(&mut self) {
-            if let Some(this) = self.0.upgrade() {
-                let core = this.core();
-                if core.lifecycle.replace(Lifecycle::Gone) != Lifecycle::Gone {
-                    let _ = core.drop_resources();
-                }
-            }
-        }
-    }
     let Some(lp) = this.core().event_loop() else { return };
-    let guard = TearDown(Rc::downgrade(this));
-    let key = lp.on_close(move || {
-        let guard = guard;
-        if let Some(this) = guard.0.upgrade() {
-            loop_closing(&this);
-        }
-    });
+    let weak: Weak<K> = Rc::downgrade(this);
+    let key = lp.on_close(weak);
     this.core().closer.set(Some(key));
 }
 
@@ -387,17 +454,17 @@ pub(crate) fn call_even_if_lost<K: TransportKind, R>(
 fn invoke<K: TransportKind, R>(this: &Rc<K>, f: impl FnOnce(&mut K::Protocol) -> R) -> Option<R> {
     let core = this.core();
     let protocol = core.protocol.borrow().clone()?;
-    debug_assert!(!core.busy.get(), "a protocol method called re-entrantly");
-    core.busy.set(true);
+    let was_busy = core.set_flag(flag::BUSY, true);
+    debug_assert!(!was_busy, "a protocol method called re-entrantly");
     // catch_unwind itself, not `run_user`: this is the per-event path, and
     // the panic's text is only needed when there is one.
     let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *protocol.borrow_mut())));
-    core.busy.set(false);
+    core.set_flag(flag::BUSY, false);
     drop(protocol);
     match outcome {
         Ok(value) => {
             // Almost always empty: keep the common path to one test.
-            if !core.deferred.borrow().is_empty() {
+            if core.has_deferred() {
                 deliver_deferred(this);
             }
             Some(value)
@@ -406,7 +473,7 @@ fn invoke<K: TransportKind, R>(this: &Rc<K>, f: impl FnOnce(&mut K::Protocol) ->
             let error = Error::Panicked(panic_message(&*payload));
             // The payload's destructor is user code too.
             let _ = drop_user(payload);
-            core.deferred.borrow_mut().clear();
+            core.clear_deferred();
             report(core.event_loop(), "panic in a protocol callback", error.clone());
             force_close(this, Some(error));
             None
@@ -418,10 +485,10 @@ fn deliver_deferred<K: TransportKind>(this: &Rc<K>) {
     loop {
         let core = this.core();
         if core.is_lost() {
-            core.deferred.borrow_mut().clear();
+            core.clear_deferred();
             return;
         }
-        let next = core.deferred.borrow_mut().pop_front();
+        let next = core.pop_deferred();
         let Some(what) = next else { return };
         invoke(this, |p| p.notify(what));
     }
@@ -435,8 +502,8 @@ pub(crate) fn notify<K: TransportKind>(this: &Rc<K>, what: Notification) {
     if core.is_lost() {
         return;
     }
-    if core.busy.get() {
-        core.deferred.borrow_mut().push_back(what);
+    if core.flag(flag::BUSY) {
+        core.rare(|r| r.deferred.push_back(what));
         return;
     }
     let free = core.protocol.borrow().as_ref().is_some_and(|p| p.try_borrow_mut().is_ok());
@@ -446,13 +513,13 @@ pub(crate) fn notify<K: TransportKind>(this: &Rc<K>, what: Notification) {
     }
     // Borrowed outside any protocol method (say the caller holds the
     // `Rc<RefCell<P>>` that `create_connection` returned, mutably).
-    core.deferred.borrow_mut().push_back(what);
-    if !core.flush_scheduled.replace(true)
+    core.rare(|r| r.deferred.push_back(what));
+    if !core.set_flag(flag::FLUSH_SCHEDULED, true)
         && let Some(lp) = core.event_loop().filter(|lp| !lp.is_closed())
     {
         let me = this.clone();
         lp.call_soon(move || {
-            me.core().flush_scheduled.set(false);
+            me.core().set_flag(flag::FLUSH_SCHEDULED, false);
             deliver_deferred(&me);
         });
     }
@@ -461,8 +528,8 @@ pub(crate) fn notify<K: TransportKind>(this: &Rc<K>, what: Notification) {
 /// Crossed the high-water mark: `pause_writing`, once.
 pub(crate) fn maybe_pause<K: TransportKind>(this: &Rc<K>, buffered: usize) {
     let core = this.core();
-    if !core.writing_paused.get() && buffered > core.high_water.get() {
-        core.writing_paused.set(true);
+    if !core.flag(flag::WRITING_PAUSED) && buffered > core.high_water() {
+        core.set_flag(flag::WRITING_PAUSED, true);
         notify(this, Notification::PauseWriting);
     }
 }
@@ -470,8 +537,8 @@ pub(crate) fn maybe_pause<K: TransportKind>(this: &Rc<K>, buffered: usize) {
 /// Down to the low-water mark: `resume_writing`, once per pause.
 pub(crate) fn maybe_resume<K: TransportKind>(this: &Rc<K>, buffered: usize) {
     let core = this.core();
-    if core.writing_paused.get() && buffered <= core.low_water.get() {
-        core.writing_paused.set(false);
+    if core.flag(flag::WRITING_PAUSED) && buffered <= core.low_water() {
+        core.set_flag(flag::WRITING_PAUSED, false);
         notify(this, Notification::ResumeWriting);
     }
 }
@@ -494,8 +561,10 @@ pub(crate) fn connection_lost<K: TransportKind>(this: &Rc<K>, error: Option<Erro
         return;
     }
     core.lifecycle.set(Lifecycle::Lost);
-    core.deferred.borrow_mut().clear();
-    *core.lost_error.borrow_mut() = error;
+    core.clear_deferred();
+    if error.is_some() {
+        core.rare(|r| r.lost_error = error);
+    }
     core.unwatch_read();
     core.unwatch_write();
     match core.event_loop().filter(|lp| !lp.is_closed()) {
@@ -515,8 +584,8 @@ fn finish_lost<K: TransportKind>(this: &Rc<K>) {
         return;
     }
     this.before_lost();
-    let error = core.lost_error.borrow_mut().take();
-    if core.made.get() {
+    let error = core.rare.borrow_mut().as_mut().and_then(|r| r.lost_error.take());
+    if core.flag(flag::MADE) {
         // A panic here is reported; the transport is already lost.
         invoke(this, |p| p.connection_lost(error));
     }

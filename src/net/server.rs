@@ -18,7 +18,7 @@ use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
 use crate::net::protocol::StreamProtocol;
 use crate::net::transport::Transport;
-use crate::runtime::event_loop::{CloserKey, EventLoop, WeakLoop};
+use crate::runtime::event_loop::{Closer, CloserKey, EventLoop, WeakLoop};
 use crate::runtime::fds::OwnedSource;
 use crate::runtime::handle::TimerHandle;
 use crate::runtime::selector::Interest;
@@ -71,7 +71,27 @@ slotmap::new_key_type! {
     struct ConnKey;
 }
 
-type StartConnection = Box<dyn Fn(&EventLoop, Socket, Box<dyn FnOnce()>) -> Result<Transport>>;
+type StartConnection = Box<dyn Fn(&EventLoop, Socket, ServerLink) -> Result<Transport>>;
+
+/// A connection's tie to the server that accepted it: told when the
+/// connection is gone (stored in the transport, not boxed: 10k idle
+/// connections hold 10k of them).
+pub(crate) struct ServerLink {
+    server: Weak<ServerInner>,
+    key: ConnKey,
+}
+
+impl ServerLink {
+    /// The connection is gone: the server forgets it (and `wait_closed`
+    /// may return).
+    pub(crate) fn connection_gone(self) {
+        if let Some(server) = self.server.upgrade() {
+            let removed = server.connections.borrow_mut().remove(self.key);
+            drop(removed);
+            server.wake_waiters();
+        }
+    }
+}
 
 struct ServerInner {
     /// Weak, as transports hold it: the loop owns the server's
@@ -236,18 +256,11 @@ impl ServerInner {
     fn start(self: &Rc<Self>, socket: Socket) {
         let Some(lp) = self.lp() else { return };
         let key = self.connections.borrow_mut().insert(None);
-        let me: Weak<ServerInner> = Rc::downgrade(self);
-        let on_lost: Box<dyn FnOnce()> = Box::new(move || {
-            if let Some(me) = me.upgrade() {
-                let removed = me.connections.borrow_mut().remove(key);
-                drop(removed);
-                me.wake_waiters();
-            }
-        });
+        let link = ServerLink { server: Rc::downgrade(self), key };
         // The protocol factory is user code: a panic in it must not leave
         // the reserved slot behind (wait_closed would never return).
         let started =
-            std::panic::catch_unwind(AssertUnwindSafe(|| (self.start_connection)(&lp, socket, on_lost)))
+            std::panic::catch_unwind(AssertUnwindSafe(|| (self.start_connection)(&lp, socket, link)))
                 .unwrap_or_else(|payload| Err(Error::Panicked(panic_message(&*payload))));
         match started {
             Ok(transport) => {
@@ -271,6 +284,12 @@ impl ServerInner {
         for w in waiters {
             let _ = w.set_result(());
         }
+    }
+}
+
+impl Closer for ServerInner {
+    fn close(self: Rc<Self>) {
+        Server { inner: self }.close();
     }
 }
 
@@ -756,8 +775,8 @@ impl EventLoop {
         P: StreamProtocol,
         F: Fn() -> P + 'static,
     {
-        let start_connection: StartConnection = Box::new(move |lp, socket, on_lost| {
-            Transport::start(lp, socket, factory(), Some(on_lost), None).map(|(t, _)| t)
+        let start_connection: StartConnection = Box::new(move |lp, socket, link| {
+            Transport::start(lp, socket, factory(), Some(link), None).map(|(t, _)| t)
         });
         let mut claimed = Vec::with_capacity(listeners.len());
         for socket in listeners {
@@ -789,12 +808,8 @@ impl EventLoop {
                 unix_path,
             }),
         };
-        let me = Rc::downgrade(&server.inner);
-        let key = self.on_close(move || {
-            if let Some(inner) = me.upgrade() {
-                Server { inner }.close();
-            }
-        });
+        let me: Weak<ServerInner> = Rc::downgrade(&server.inner);
+        let key = self.on_close(me);
         server.inner.closer.set(Some(key));
         if options.start_serving {
             server.start_serving();

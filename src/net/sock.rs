@@ -8,6 +8,12 @@
 //! A cancelled wait removes only its own waiter: other tasks waiting on the
 //! same socket still wake.
 //!
+//! The fd's registration with the poller outlasts each wait (one-shot, in
+//! the selector's lasting Source): the next wait on the same socket
+//! re-arms it with one `epoll_ctl(MOD)` instead of an `ADD` and a `DEL`
+//! per wait. It goes when the fd number is reused (found stale then),
+//! when a transport takes the number, or when the loop closes.
+//!
 //! Every `sock_*` method fails with [`Error::InvalidState`](crate::Error)
 //! on a socket a transport owns (checked before the first try, so the
 //! transport's bytes are never read from under it), with

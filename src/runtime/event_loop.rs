@@ -16,13 +16,16 @@ use slotmap::SlotMap;
 use crate::error::{Error, Result, panic_message};
 use crate::exception::{ExceptionContext, report};
 use crate::runtime::clock::Clock;
-use crate::runtime::handle::{CallbackCell, Handle, IN_HEAP, Runnable, TimerHandle};
+use crate::runtime::handle::{
+    CallbackCell, ForeignEntry, Handle, IN_HEAP, Ready, Runnable, TimerHandle, TimerKey,
+};
 use crate::runtime::remote::{RemoteItem, RemoteLoop, RemoteShared};
 use crate::runtime::selector::Selector;
 use crate::runtime::stats::{LoopStats, StatsCells};
 use crate::runtime::timers::TimerHeap;
 use crate::runtime::wait::WaitHook;
 use crate::sys::fork;
+use crate::task::run::{MainMarker, MainStep, PassHook};
 use crate::task::task::{TaskKey, TaskSlot};
 
 /// Longest single wait, as asyncio's `MAXIMUM_SELECT_TIMEOUT`: a timer far in
@@ -48,7 +51,7 @@ thread_local! {
 /// the statement that needs it, never across a call into user code.
 pub(crate) struct LoopInner {
     pub(crate) id: u64,
-    pub(crate) ready: RefCell<VecDeque<Rc<dyn Runnable>>>,
+    pub(crate) ready: RefCell<VecDeque<Ready>>,
     pub(crate) timers: RefCell<TimerHeap>,
     pub(crate) selector: RefCell<Selector>,
     pub(crate) remote: Arc<RemoteShared>,
@@ -74,7 +77,12 @@ pub(crate) struct LoopInner {
     /// What `close()` must shut first: transports and servers register a
     /// closer so the loop can close them (and drop their protocols)
     /// without knowing what they are.
-    closers: RefCell<SlotMap<CloserKey, Box<dyn FnOnce()>>>,
+    /// Held weakly and unboxed: a transport registers itself, which costs
+    /// one slot, not an allocation.
+    closers: RefCell<SlotMap<CloserKey, Weak<dyn Closer>>>,
+    /// The ready-queue entry of `run_until_complete`'s future (task/run.rs):
+    /// when it runs, the pass polls that future in its place.
+    pub(crate) main: Rc<MainMarker>,
     /// How the pass polls: the wait hook, the busy-poll bookkeeping,
     /// autojump, and the fork generation the loop was built in.
     pass: PassState,
@@ -97,6 +105,16 @@ struct PassState {
     /// `sys::fork::generation()` when the loop was built: a loop from an
     /// older generation was inherited through `fork()`.
     fork_generation: u64,
+}
+
+/// Something [`EventLoop::close`] must shut first (a transport, a server),
+/// registered with [`EventLoop::on_close`].
+pub(crate) trait Closer {
+    /// The loop is closing: close now (protocols may be called).
+    fn close(self: Rc<Self>);
+    /// The loop was dropped without `close()`: free what is held (the
+    /// socket, the protocol) without calling user code but destructors.
+    fn abandon(self: Rc<Self>) {}
 }
 
 slotmap::new_key_type! {
@@ -153,7 +171,9 @@ impl Drop for LoopInner {
         }
         let closers = std::mem::take(self.closers.get_mut());
         for (_, closer) in closers {
-            let _ = crate::runtime::guard::drop_user(closer);
+            if let Some(closer) = closer.upgrade() {
+                let _ = crate::runtime::guard::run_user(move || closer.abandon());
+            }
         }
         // A `Task` handle the caller still holds would keep its future (and
         // whatever it owns) alive past the loop: drop every task's future
@@ -180,7 +200,13 @@ impl LoopInner {
     /// Pushes a runnable onto the ready queue (the loop thread only).
     #[inline]
     pub(crate) fn push_ready(&self, item: Rc<dyn Runnable>) {
-        self.ready.borrow_mut().push_back(item);
+        self.ready.borrow_mut().push_back(Ready::Core(item));
+    }
+
+    /// Pushes a foreign entry onto the ready queue, stored inline.
+    #[inline]
+    pub(crate) fn push_entry<E: ForeignEntry>(&self, entry: E) {
+        self.ready.borrow_mut().push_back(Ready::foreign(entry));
     }
 
     /// Runs `f` with the loop that is running on this thread, if any.
@@ -426,6 +452,7 @@ impl Builder {
                 autojump: self.autojump,
                 fork_generation: fork::generation(),
             },
+            main: MainMarker::new(),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
     }
@@ -433,11 +460,20 @@ impl Builder {
 
 /// Marks a loop as running on this thread for the length of a `run_*` call,
 /// and undoes that on every exit path, panics included.
-struct RunningGuard<'a> {
+pub(crate) struct RunningGuard<'a> {
     lp: &'a EventLoop,
 }
 
+impl RunningGuard<'_> {
+    /// Starts the busy-time clock of a run entered with
+    /// [`EventLoop::enter_untimed`].
+    pub(crate) fn start_timing(&self) {
+        self.lp.inner.stats.start_run(Instant::now());
+    }
+}
+
 impl Drop for RunningGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let inner = &self.lp.inner;
         inner.running.set(false);
@@ -511,6 +547,15 @@ impl EventLoop {
     // ---------------------------------------------------------------- running
 
     fn enter(&self) -> Result<RunningGuard<'_>> {
+        let running = self.enter_untimed()?;
+        running.start_timing();
+        Ok(running)
+    }
+
+    /// [`enter`](Self::enter) without reading the clock: a
+    /// `run_until_complete` that finishes without a pass is not timed.
+    #[inline]
+    pub(crate) fn enter_untimed(&self) -> Result<RunningGuard<'_>> {
         let inner = &self.inner;
         if inner.closed.get() {
             return Err(Error::Closed);
@@ -535,7 +580,6 @@ impl EventLoop {
         drop(inherited);
         inner.pass.last_poll.set(None);
         inner.running.set(true);
-        inner.stats.start_run(Instant::now());
         Ok(RunningGuard { lp: self })
     }
 
@@ -552,7 +596,7 @@ impl EventLoop {
     pub fn run_forever(&self) -> Result<()> {
         let _running = self.enter()?;
         loop {
-            self.iterate(None)?;
+            self.iterate(None, None)?;
             if self.inner.stopping.get() {
                 return Ok(());
             }
@@ -569,7 +613,7 @@ impl EventLoop {
     /// As [`run_forever`](EventLoop::run_forever).
     pub fn run_once(&self, timeout: Option<Duration>) -> Result<()> {
         let _running = self.enter()?;
-        self.iterate(timeout)
+        self.iterate(timeout, None)
     }
 
     /// Runs iterations with a zero timeout until nothing is ready and no timer
@@ -602,11 +646,48 @@ impl EventLoop {
     pub fn run_until_idle(&self) -> Result<()> {
         let _running = self.enter()?;
         loop {
-            self.iterate(Some(Duration::ZERO))?;
+            self.iterate(Some(Duration::ZERO), None)?;
             if self.inner.stopping.get() || self.is_idle() {
                 return Ok(());
             }
         }
+    }
+
+    /// Runs passes for `run_until_complete` (task/run.rs) until stopped,
+    /// polling `main` wherever its entry sits in the ready queue.
+    /// `after_pass`: the caller has just done a pass's work itself (its
+    /// future's first step on a quiet loop), so that pass's `stop` or
+    /// `interrupt` ends the run before another pass.
+    pub(crate) fn run_main(&self, main: &mut dyn MainStep, after_pass: bool) -> Result<()> {
+        let inner = &self.inner;
+        if after_pass {
+            if inner.interrupted.replace(false) {
+                return Err(Error::Interrupted);
+            }
+            if inner.stopping.get() {
+                return Ok(());
+            }
+        }
+        loop {
+            self.iterate(None, Some(&mut *main))?;
+            if inner.stopping.get() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether a pass now would do nothing but run what is queued after
+    /// this check: nothing ready, no fd, no timer, nothing from other
+    /// threads, no `stop` or `interrupt` pending.
+    #[inline]
+    pub(crate) fn is_quiet(&self) -> bool {
+        let inner = &self.inner;
+        !inner.stopping.get()
+            && !inner.interrupted.get()
+            && inner.ready.borrow().is_empty()
+            && inner.timers.borrow().len() == 0
+            && inner.selector.borrow().is_empty()
+            && !inner.remote.has_pending()
     }
 
     fn is_idle(&self) -> bool {
@@ -619,7 +700,7 @@ impl EventLoop {
     }
 
     /// One pass of the loop: CPython's `BaseEventLoop._run_once`.
-    fn iterate(&self, max_wait: Option<Duration>) -> Result<()> {
+    fn iterate(&self, max_wait: Option<Duration>, main: Option<&mut dyn MainStep>) -> Result<()> {
         if self.inner.interrupted.replace(false) {
             return Err(Error::Interrupted);
         }
@@ -636,7 +717,10 @@ impl EventLoop {
             self.autojump();
         }
         self.schedule_due_timers();
-        self.run_ready();
+        match main {
+            None => self.run_ready(&mut ()),
+            Some(mut main) => self.run_ready(&mut main),
+        }
         self.inner.stats.iterations.set(self.inner.stats.iterations.get() + 1);
         if self.inner.interrupted.replace(false) {
             return Err(Error::Interrupted);
@@ -807,7 +891,7 @@ impl EventLoop {
 
     /// Step 4: run exactly the handles that are ready now; whatever they
     /// schedule waits for the next pass, after another poll.
-    fn run_ready(&self) {
+    fn run_ready<H: PassHook>(&self, hook: &mut H) {
         let inner = &self.inner;
         let n = inner.ready.borrow().len();
         let debug = inner.debug.get();
@@ -817,22 +901,28 @@ impl EventLoop {
             let item = inner.ready.borrow_mut().pop_front();
             let Some(item) = item else { break };
             let started = debug.then(Instant::now);
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| item.run()));
-            if let Ok(false) = outcome {
-                continue; // cancelled: skipped
+            match item {
+                Ready::Core(item) => {
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| item.run()));
+                    if let Ok(false) = outcome {
+                        continue; // cancelled: skipped
+                    }
+                    // `run_until_complete`'s future, in its entry's place.
+                    hook.after_item(self);
+                    self.after_run(started, outcome.map(drop), || Some(item.location()));
+                }
+                Ready::Foreign(entry) => {
+                    if entry.cancelled() {
+                        drop(entry);
+                        continue;
+                    }
+                    // Read before running: the run consumes the entry.
+                    let location = entry.location();
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| entry.run()));
+                    self.after_run(started, outcome, || location);
+                }
             }
             ran += 1;
-            if let Some(started) = started {
-                self.check_slow(&*item, started.elapsed());
-            }
-            if let Err(payload) = outcome {
-                let ctx = ExceptionContext::new("panic in a callback")
-                    .with_error(Error::Panicked(panic_message(&*payload)))
-                    .with_location(item.location());
-                drop(payload);
-                self.call_exception_handler(&ctx);
-            }
-            drop(item);
             if inner.interrupted.get() {
                 // The rest of this pass stays at the front of the queue.
                 break;
@@ -841,20 +931,49 @@ impl EventLoop {
         inner.stats.callbacks_run.set(inner.stats.callbacks_run.get() + ran);
     }
 
-    fn check_slow(&self, item: &dyn Runnable, took: Duration) {
+    /// Reports what one run of `run_ready` needs reported: a slow callback
+    /// (debug mode), a panic.
+    #[inline]
+    fn after_run(
+        &self,
+        started: Option<Instant>,
+        outcome: std::thread::Result<()>,
+        location: impl FnOnce() -> Option<&'static Location<'static>>,
+    ) {
+        if started.is_none() && outcome.is_ok() {
+            return;
+        }
+        let location = location();
+        if let Some(started) = started {
+            self.check_slow(location, started.elapsed());
+        }
+        if let Err(payload) = outcome {
+            let mut ctx = ExceptionContext::new("panic in a callback")
+                .with_error(Error::Panicked(panic_message(&*payload)));
+            if let Some(at) = location {
+                ctx = ctx.with_location(at);
+            }
+            drop(payload);
+            self.call_exception_handler(&ctx);
+        }
+    }
+
+    fn check_slow(&self, location: Option<&'static Location<'static>>, took: Duration) {
         let inner = &self.inner;
         if took < inner.slow_callback_duration.get() {
             return;
         }
         inner.stats.slow_callbacks.set(inner.stats.slow_callbacks.get() + 1);
-        report(
-            log::Level::Warn,
-            format_args!(
-                "executing the callback scheduled at {} took {:.3} seconds",
-                item.location(),
-                took.as_secs_f64()
+        let secs = took.as_secs_f64();
+        match location {
+            Some(at) => report(
+                log::Level::Warn,
+                format_args!("executing the callback scheduled at {at} took {secs:.3} seconds"),
             ),
-        );
+            None => {
+                report(log::Level::Warn, format_args!("executing a foreign entry took {secs:.3} seconds"))
+            }
+        }
     }
 
     /// Asks the loop to stop: the current iteration finishes, then
@@ -943,7 +1062,8 @@ impl EventLoop {
                 break;
             }
             for closer in closers {
-                if let Err(message) = crate::runtime::guard::run_user(closer) {
+                let Some(closer) = closer.upgrade() else { continue };
+                if let Err(message) = crate::runtime::guard::run_user(move || closer.close()) {
                     self.report_panic("panic while closing a transport or server", message);
                 }
             }
@@ -966,24 +1086,27 @@ impl EventLoop {
         self.drop_reporting(remote);
         // Cancel, don't just drop: a `Handle` the caller still holds shares
         // the callback, which would otherwise outlive close() (as timers do).
-        for item in &ready {
-            if let Err(message) = crate::runtime::guard::run_user(|| item.cancel()) {
-                self.report_panic("panic in the destructor of a callback", message);
-            }
-        }
-        self.drop_reporting(ready);
-        for t in &timers {
-            if let Err(message) = crate::runtime::guard::run_user(|| t.cancel()) {
-                self.report_panic("panic in the destructor of a callback", message);
-            }
-        }
-        self.drop_reporting(timers);
+        self.cancel_and_drop(ready);
+        self.cancel_and_drop(timers);
         // Fd callbacks are dropped and waiters woken (to find the loop
         // closed) only now that no task is left to schedule.
         self.finish(fds);
         self.drop_reporting(tasks);
         self.drop_reporting(executor);
         Ok(())
+    }
+
+    /// Cancels loop-made entries (a `Handle` the caller still holds shares
+    /// the callback, which would otherwise outlive the loop's hold on it)
+    /// and drops them all, each on its own: a destructor that panics is
+    /// reported and the rest are still dropped.
+    fn cancel_and_drop(&self, items: impl IntoIterator<Item = Ready>) {
+        for item in items {
+            if let Err(message) = crate::runtime::guard::run_user(|| item.cancel()) {
+                self.report_panic("panic in the destructor of a callback", message);
+            }
+            self.drop_reporting(item);
+        }
     }
 
     /// Drops what `close` took out; a destructor that panics is reported,
@@ -999,15 +1122,17 @@ impl EventLoop {
         self.default_exception_handler(&ctx);
     }
 
-    /// Registers `f` to run first thing in `close()` (transports and
-    /// servers close themselves there). Forget it with
+    /// Registers `closer` to be closed first thing in `close()`
+    /// (transports and servers close themselves there), or abandoned if
+    /// the loop is dropped without `close()`; one that is gone by then is
+    /// skipped. Forget it with
     /// [`forget_on_close`](EventLoop::forget_on_close) once it no longer
     /// applies.
-    pub(crate) fn on_close(&self, f: impl FnOnce() + 'static) -> CloserKey {
-        self.inner.closers.borrow_mut().insert(Box::new(f))
+    pub(crate) fn on_close(&self, closer: Weak<dyn Closer>) -> CloserKey {
+        self.inner.closers.borrow_mut().insert(closer)
     }
 
-    /// Unregisters a closer; it is dropped unrun.
+    /// Unregisters a closer.
     pub(crate) fn forget_on_close(&self, key: CloserKey) {
         let removed = self.inner.closers.borrow_mut().remove(key);
         drop(removed);
@@ -1098,6 +1223,24 @@ impl EventLoop {
         Handle { inner: cell }
     }
 
+    /// Queues `entry` to run on the next pass, in one FIFO with
+    /// [`call_soon`](EventLoop::call_soon): the entry itself is the queue
+    /// element, so nothing is allocated for it (see [`ForeignEntry`]). It
+    /// is run once, or dropped unrun if it says it is
+    /// [`cancelled`](ForeignEntry::cancelled) when its turn comes, or by
+    /// [`close`](EventLoop::close), or when the loop is dropped.
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    #[track_caller]
+    #[inline]
+    pub fn call_soon_entry<E: ForeignEntry>(&self, entry: E) {
+        self.check_open();
+        self.drain_remote();
+        self.inner.push_entry(entry);
+    }
+
     /// Schedules `f` to run once `delay` has passed (asyncio's
     /// `call_later`). A zero delay runs it on the next pass, after the
     /// callbacks already ready.
@@ -1138,6 +1281,125 @@ impl EventLoop {
         let cell = CallbackCell::new(f, Location::caller(), IN_HEAP);
         self.inner.timers.borrow_mut().push(when, cell.clone());
         TimerHandle { inner: cell, when, event_loop: Rc::downgrade(&self.inner) }
+    }
+
+    /// Queues `entry` to run when the loop's clock reaches `when`, with the
+    /// ordering of [`call_at`](EventLoop::call_at) (deadline order, equal
+    /// deadlines FIFO across both kinds of timer, never early). The entry
+    /// is stored in the loop's timer table without a separate allocation;
+    /// the returned key cancels it.
+    ///
+    /// The entry is dropped exactly once: after it runs, at
+    /// [`cancel_timer`](EventLoop::cancel_timer), at
+    /// [`close`](EventLoop::close) or
+    /// [`clear_entries`](EventLoop::clear_entries), or with the loop.
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::ForeignEntry;
+    ///
+    /// struct Bump(Rc<Cell<u32>>);
+    /// impl ForeignEntry for Bump {
+    ///     fn run(self) {
+    ///         self.0.set(self.0.get() + 1);
+    ///     }
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::builder().manual_clock().build()?;
+    /// let hits = Rc::new(Cell::new(0));
+    /// let soon = lp.call_at_entry(lp.time() + Duration::from_secs(1), Bump(hits.clone()));
+    /// let later = lp.call_at_entry(lp.time() + Duration::from_secs(2), Bump(hits.clone()));
+    /// assert!(lp.cancel_timer(later));
+    /// lp.advance_time(Duration::from_secs(5));
+    /// lp.run_until_idle()?;
+    /// assert_eq!(hits.get(), 1);
+    /// assert!(!lp.cancel_timer(soon), "it already ran");
+    /// assert_eq!(Rc::strong_count(&hits), 1, "both entries were dropped");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn call_at_entry<E: ForeignEntry>(&self, when: Instant, entry: E) -> TimerKey {
+        self.check_open();
+        self.inner.timers.borrow_mut().push_foreign(when, entry)
+    }
+
+    /// Cancels a timer queued with [`call_at_entry`](EventLoop::call_at_entry),
+    /// dropping its entry now (asyncio's `TimerHandle.cancel`). False if
+    /// it already ran or was cancelled (or the loop was closed): the key
+    /// never names another timer.
+    pub fn cancel_timer(&self, key: TimerKey) -> bool {
+        let entry = self.inner.timers.borrow_mut().cancel_foreign(key);
+        let Some(entry) = entry else { return false };
+        // Dropped after the borrow: the entry's destructor is user code.
+        self.drop_reporting(entry);
+        true
+    }
+
+    /// Calls `f` with every foreign entry of type `E` the loop holds: ready
+    /// to run and waiting on a timer. For an embedder's garbage collector
+    /// (Python's `tp_traverse`), which must see every object the loop keeps
+    /// alive to collect a loop only its own callbacks refer to.
+    ///
+    /// The loop's queues are borrowed (shared) while `f` runs: `f` must not
+    /// schedule or cancel anything on this loop (that panics with a
+    /// `RefCell` borrow error). Called while the loop is in the middle of
+    /// changing a queue (it cannot be, from user code), that queue is
+    /// skipped rather than panicking.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::ForeignEntry;
+    ///
+    /// struct Tagged(u32);
+    /// impl ForeignEntry for Tagged {
+    ///     fn run(self) {}
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::new()?;
+    /// lp.call_soon_entry(Tagged(1));
+    /// lp.call_at_entry(lp.time(), Tagged(2));
+    /// lp.call_soon(|| {});
+    /// let mut seen = Vec::new();
+    /// lp.visit_entries(|t: &Tagged| seen.push(t.0));
+    /// seen.sort();
+    /// assert_eq!(seen, [1, 2]);
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn visit_entries<E: ForeignEntry>(&self, mut f: impl FnMut(&E)) {
+        if let Ok(ready) = self.inner.ready.try_borrow() {
+            ready.iter().filter_map(Ready::downcast_ref::<E>).for_each(&mut f);
+        }
+        if let Ok(timers) = self.inner.timers.try_borrow() {
+            timers.foreign_entries().filter_map(|e| e.downcast_ref::<E>()).for_each(&mut f);
+        }
+    }
+
+    /// Drops every foreign entry the loop holds, ready or on a timer,
+    /// without running it (an embedder's GC `tp_clear`): like
+    /// [`close`](EventLoop::close) for foreign entries, but the loop stays
+    /// open. Callbacks made by the loop itself (closures, fd callbacks,
+    /// tasks) are left alone. The keys of cleared timers are spent.
+    pub fn clear_entries(&self) {
+        let inner = &self.inner;
+        let queued = std::mem::take(&mut *inner.ready.borrow_mut());
+        let (foreign, kept): (VecDeque<Ready>, VecDeque<Ready>) =
+            queued.into_iter().partition(Ready::is_foreign);
+        // No user code ran since the take: the queue is still empty.
+        *inner.ready.borrow_mut() = kept;
+        let timers = inner.timers.borrow_mut().take_foreign();
+        for entry in foreign {
+            self.drop_reporting(entry);
+        }
+        for entry in timers {
+            self.drop_reporting(entry);
+        }
     }
 
     // ------------------------------------------------------------- threads

@@ -6,15 +6,18 @@
 //! released (replaced or cancelled callbacks, wakers) out of its borrow and
 //! only then drops or wakes it, under the user-code guard.
 
+use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::panic::Location;
+use std::rc::Rc;
 use std::task::Waker;
 
 use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
 use crate::runtime::event_loop::EventLoop;
 use crate::runtime::guard::{drop_user, run_user};
-use crate::runtime::selector::{FdCallback, FdKey, Interest, Owner, Released};
+use crate::runtime::handle::Runnable;
+use crate::runtime::selector::{FdKey, Interest, Owner, Released, fd_callback};
 
 /// A transport's registration of its fd with the loop, from
 /// [`EventLoop::claim_source`]. It names one Source, generation included,
@@ -70,15 +73,16 @@ impl EventLoop {
         }
     }
 
-    fn add_fd(
-        &self,
-        fd: RawFd,
-        owner: Owner,
-        interest: Interest,
-        f: Box<dyn FnMut()>,
-        at: &'static Location<'static>,
-    ) -> Result<()> {
-        let callback = FdCallback::new(f, at);
+    /// A user callback as a selector item: the closure inline, behind a
+    /// `RefCell` since it is `FnMut` (it never runs nested: nested `run_*`
+    /// calls are refused).
+    #[track_caller]
+    fn user_callback(f: impl FnMut() + 'static) -> Rc<dyn Runnable> {
+        let f = RefCell::new(f);
+        fd_callback(move || (f.borrow_mut())(), Location::caller())
+    }
+
+    fn add_fd(&self, fd: RawFd, owner: Owner, interest: Interest, callback: Rc<dyn Runnable>) -> Result<()> {
         let mut released = Released::default();
         let added =
             self.inner.selector.borrow_mut().add_callback(fd, owner, interest, callback, &mut released);
@@ -156,7 +160,7 @@ impl EventLoop {
     #[track_caller]
     pub fn add_reader(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
         self.check_open();
-        self.add_fd(fd, Owner::User, Interest::Read, Box::new(f), Location::caller())
+        self.add_fd(fd, Owner::User, Interest::Read, EventLoop::user_callback(f))
     }
 
     /// Stops watching `fd` for reading; returns whether a reader was
@@ -184,7 +188,7 @@ impl EventLoop {
     #[track_caller]
     pub fn add_writer(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<()> {
         self.check_open();
-        self.add_fd(fd, Owner::User, Interest::Write, Box::new(f), Location::caller())
+        self.add_fd(fd, Owner::User, Interest::Write, EventLoop::user_callback(f))
     }
 
     /// Stops watching `fd` for writing; returns whether a writer was
@@ -223,14 +227,14 @@ impl EventLoop {
         &self,
         source: OwnedSource,
         interest: Interest,
-        f: impl FnMut() + 'static,
+        f: impl Fn() + 'static,
     ) -> Result<()> {
         if self.inner.closed.get() {
             return Err(Error::Closed);
         }
         let fd = self.inner.selector.borrow().fd_of(source.0);
         let fd = fd.ok_or(Error::InvalidState("the transport's fd registration was released"))?;
-        self.add_fd(fd, Owner::Transport, interest, Box::new(f), Location::caller())
+        self.add_fd(fd, Owner::Transport, interest, fd_callback(f, Location::caller()))
     }
 
     /// Removes the transport's reader or writer callback; returns whether

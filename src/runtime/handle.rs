@@ -1,5 +1,10 @@
 //! [`Handle`] and [`TimerHandle`]: what `call_soon`, `call_later` and
-//! `call_at` return, and the [`Runnable`] items that sit in the ready queue.
+//! `call_at` return; the [`Runnable`] items and [`ForeignEntry`] values
+//! that sit in the ready queue ([`Ready`]); [`TimerKey`], the name of a
+//! foreign timer.
+//!
+//! Invariant: a [`Ready`] element is run or dropped exactly once, always
+//! with no `RefCell` borrow of the loop alive.
 
 use std::cell::Cell;
 use std::fmt;
@@ -8,6 +13,7 @@ use std::rc::{Rc, Weak};
 use std::time::Instant;
 
 use crate::runtime::event_loop::LoopInner;
+use crate::sys::entry::ErasedEntry;
 
 /// Anything the loop can put on its ready queue: a scheduled callback, a
 /// timer's callback, an fd callback, or a task step.
@@ -28,6 +34,134 @@ pub(crate) trait Runnable {
     }
     /// Where the item was created, for debug reports.
     fn location(&self) -> &'static Location<'static>;
+}
+
+/// A value an embedder queues on the loop as it is, without the loop
+/// allocating anything around it: at most two words (a pointer to the
+/// embedder's own object, say), run at most once.
+///
+/// This is how the Python binding makes `call_soon` cost one allocation:
+/// its `Handle` object *is* the queued entry. Queue one with
+/// [`EventLoop::call_soon_entry`](crate::EventLoop::call_soon_entry) or
+/// [`EventLoop::call_at_entry`](crate::EventLoop::call_at_entry).
+///
+/// Every method is called on the loop's thread with no borrow of the loop
+/// alive, so each may call any loop method. A panic in `run` is caught and
+/// reported to the loop's exception handler, like a panicking callback's.
+///
+/// Using a type larger than two words, or aligned more strictly than a
+/// word, fails to compile.
+///
+/// # Examples
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// use evloop::runtime::ForeignEntry;
+///
+/// // Two words: a pointer and a number.
+/// struct Say(Rc<RefCell<Vec<u32>>>, u32);
+/// impl ForeignEntry for Say {
+///     fn run(self) {
+///         self.0.borrow_mut().push(self.1);
+///     }
+/// }
+///
+/// let lp = evloop::EventLoop::new()?;
+/// let log = Rc::new(RefCell::new(Vec::new()));
+/// lp.call_soon_entry(Say(log.clone(), 1));
+/// let l = log.clone();
+/// lp.call_soon(move || l.borrow_mut().push(2));
+/// lp.call_soon_entry(Say(log.clone(), 3));
+/// lp.run_until_idle()?;
+/// assert_eq!(*log.borrow(), [1, 2, 3]);
+/// # Ok::<(), evloop::Error>(())
+/// ```
+pub trait ForeignEntry: Sized + 'static {
+    /// Runs the entry; it is consumed. Not called if
+    /// [`cancelled`](ForeignEntry::cancelled) says true when the entry's
+    /// turn comes: the entry is dropped instead.
+    fn run(self);
+
+    /// Whether the entry was cancelled by its owner (asyncio's
+    /// `Handle.cancelled()`); asked just before running it. Default: never.
+    fn cancelled(&self) -> bool {
+        false
+    }
+
+    /// Where the entry was made, for the loop's panic and slow-callback
+    /// reports. Default: unknown.
+    fn location(&self) -> Option<&'static Location<'static>> {
+        None
+    }
+}
+
+slotmap::new_key_type! {
+    /// Names a timer queued with
+    /// [`EventLoop::call_at_entry`](crate::EventLoop::call_at_entry), for
+    /// [`EventLoop::cancel_timer`](crate::EventLoop::cancel_timer). A
+    /// plain copyable key: it neither keeps the timer alive nor is
+    /// confused with a later timer once this one has run or been cancelled.
+    pub struct TimerKey;
+}
+
+/// One element of the ready queue: a loop-made [`Runnable`] (callback
+/// cells, fd callbacks, task steps), or an embedder's [`ForeignEntry`]
+/// stored inline.
+pub(crate) enum Ready {
+    Core(Rc<dyn Runnable>),
+    Foreign(ErasedEntry),
+}
+
+// The queue element stays three words: the foreign variant's function
+// table pointer is never null, which is the tag for `Core`.
+const _: () = assert!(size_of::<Ready>() == 3 * size_of::<usize>());
+
+impl Ready {
+    /// Wraps a foreign entry.
+    #[inline]
+    pub(crate) fn foreign<E: ForeignEntry>(entry: E) -> Ready {
+        Ready::Foreign(ErasedEntry::new(entry))
+    }
+
+    /// Runs the element as the loop's pass does, minus the reporting.
+    #[cfg(test)]
+    pub(crate) fn run(self) -> bool {
+        match self {
+            Ready::Core(item) => item.run(),
+            Ready::Foreign(entry) if entry.cancelled() => false,
+            Ready::Foreign(entry) => {
+                entry.run();
+                true
+            }
+        }
+    }
+
+    /// Cancels a loop-made element, dropping its callback (`close()`); a
+    /// foreign entry is simply dropped by its owner afterwards.
+    pub(crate) fn cancel(&self) {
+        if let Ready::Core(item) = self {
+            item.cancel();
+        }
+    }
+
+    /// The foreign entry, if it is one of type `E`.
+    pub(crate) fn downcast_ref<E: ForeignEntry>(&self) -> Option<&E> {
+        match self {
+            Ready::Core(_) => None,
+            Ready::Foreign(entry) => entry.downcast_ref(),
+        }
+    }
+
+    pub(crate) fn is_foreign(&self) -> bool {
+        matches!(self, Ready::Foreign(_))
+    }
+}
+
+impl From<Rc<dyn Runnable>> for Ready {
+    #[inline]
+    fn from(item: Rc<dyn Runnable>) -> Ready {
+        Ready::Core(item)
+    }
 }
 
 const CANCELLED: u8 = 1;

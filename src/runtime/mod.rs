@@ -11,6 +11,7 @@ pub(crate) mod event_loop;
 pub(crate) mod fds;
 pub(crate) mod guard;
 pub(crate) mod handle;
+pub(crate) mod owner;
 pub(crate) mod readiness;
 pub(crate) mod remote;
 pub(crate) mod selector;
@@ -19,7 +20,8 @@ pub(crate) mod timers;
 pub(crate) mod wait;
 
 pub use event_loop::{Builder, EventLoop, get_running_loop};
-pub use handle::{Handle, TimerHandle};
+pub use handle::{ForeignEntry, Handle, TimerHandle, TimerKey};
+pub use owner::LoopOwner;
 pub use readiness::WaitReady;
 pub use remote::RemoteLoop;
 pub use stats::LoopStats;

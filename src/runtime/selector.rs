@@ -9,8 +9,14 @@
 //! Invariants:
 //! - A Source's poller key is its slotmap key, generation included: an
 //!   event reported for a Source that has since been removed finds nothing.
-//! - The poller watches (level-triggered) exactly the directions that have
-//!   a callback or a waiter; a user Source with neither is removed.
+//! - The poller watches exactly the directions that have a callback or a
+//!   waiter: level-triggered when there is a callback (or waiters on both
+//!   sides), one-shot when there are only waiters on one side (see
+//!   [`Registration::Oneshot`]). A user Source left with neither is removed
+//!   if it was level-triggered (`remove_reader` frees everything); a
+//!   one-shot one stays registered, unwatched, for the next `sock_*` wait
+//!   on its fd, until its number is reused (then it is stale, below), a
+//!   transport claims the number, or the loop closes.
 //! - Transports hold their Source by [`FdKey`] (generation included) from
 //!   claim to release; only user registrations go by fd number.
 //! - A Source whose file the kernel no longer knows is *detached* before
@@ -39,7 +45,7 @@ use polling::Poller;
 use slotmap::{Key, KeyData, SlotMap};
 
 use crate::error::{Error, Result};
-use crate::runtime::handle::Runnable;
+use crate::runtime::handle::{Ready, Runnable};
 use crate::runtime::wait::{BlockingWait, WaitDone};
 use crate::sys::poller::{self, Events};
 
@@ -75,27 +81,28 @@ pub(crate) fn owned_by_transport() -> Error {
 
 /// A reader or writer callback. It stays registered (level-triggered) until
 /// removed or replaced; `cancelled` marks one that was, so a copy already on
-/// the ready queue is skipped.
-pub(crate) struct FdCallback {
+/// the ready queue is skipped. The closure is stored inline: one allocation
+/// per callback (10k idle connections hold 10k of them).
+pub(crate) struct FdCallback<F> {
     cancelled: Cell<bool>,
     location: &'static Location<'static>,
-    callback: RefCell<Box<dyn FnMut()>>,
+    callback: F,
 }
 
-impl FdCallback {
-    pub(crate) fn new(callback: Box<dyn FnMut()>, location: &'static Location<'static>) -> Rc<FdCallback> {
-        Rc::new(FdCallback { cancelled: Cell::new(false), location, callback: RefCell::new(callback) })
-    }
+/// Makes the queue item of an fd callback (see [`FdCallback`]).
+pub(crate) fn fd_callback<F: Fn() + 'static>(
+    callback: F,
+    location: &'static Location<'static>,
+) -> Rc<dyn Runnable> {
+    Rc::new(FdCallback { cancelled: Cell::new(false), location, callback })
 }
 
-impl Runnable for FdCallback {
+impl<F: Fn()> Runnable for FdCallback<F> {
     fn run(&self) -> bool {
         if self.cancelled.get() {
             return false;
         }
-        // The callback can only be running once: nested `run_*` calls are
-        // refused, so this borrow never collides.
-        (self.callback.borrow_mut())();
+        (self.callback)();
         true
     }
     fn cancelled(&self) -> bool {
@@ -114,7 +121,7 @@ impl Runnable for FdCallback {
 #[derive(Default)]
 #[must_use = "callbacks and wakers must be dropped or woken outside the selector borrow"]
 pub(crate) struct Released {
-    pub(crate) callbacks: Vec<Rc<FdCallback>>,
+    pub(crate) callbacks: Vec<Rc<dyn Runnable>>,
     /// Waiters of a detached Source: woken so that they see it is gone.
     pub(crate) wake: Vec<Waker>,
     /// Wakers replaced or refused: dropped, not woken.
@@ -127,91 +134,185 @@ impl Released {
     }
 }
 
-struct Waiter {
+pub(crate) struct Waiter {
     id: u64,
     /// Taken when the waiter fires.
     waker: Option<Waker>,
     fired: bool,
 }
 
-/// One direction of a Source.
+/// The waiters of a Source, both directions. Boxed and made on first use:
+/// most Sources (transports, `add_reader`) never have a waiter.
 #[derive(Default)]
-struct Side {
-    callback: Option<Rc<FdCallback>>,
-    waiters: Vec<Waiter>,
+struct Waiters {
+    read: Vec<Waiter>,
+    write: Vec<Waiter>,
 }
 
-impl Side {
-    fn wanted(&self) -> bool {
-        self.callback.is_some() || !self.waiters.is_empty()
-    }
-
-    /// Queues the callback and fires the waiters that have not fired yet.
-    fn ready(&mut self, ready: &mut VecDeque<Rc<dyn Runnable>>, woken: &mut Vec<Waker>) {
-        if let Some(cb) = &self.callback {
-            ready.push_back(cb.clone());
+/// Fires the waiters that have not fired yet.
+fn fire_waiters(waiters: &mut [Waiter], woken: &mut Vec<Waker>) {
+    for w in waiters {
+        if !w.fired {
+            w.fired = true;
+            woken.extend(w.waker.take());
         }
-        for w in &mut self.waiters {
-            if !w.fired {
-                w.fired = true;
-                woken.extend(w.waker.take());
-            }
-        }
-    }
-
-    /// Empties the side: callbacks cancelled, waiters to be woken.
-    fn take_all(&mut self, released: &mut Released) {
-        if let Some(cb) = self.callback.take() {
-            cb.cancel();
-            released.callbacks.push(cb);
-        }
-        released.wake.extend(self.waiters.drain(..).filter_map(|w| w.waker));
     }
 }
 
-/// The directions the poller watches.
+/// A set of directions, as bits (it keeps [`Source`] at 48 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Sides {
-    read: bool,
-    write: bool,
-}
+struct Sides(u8);
 
 impl Sides {
+    const READ: u8 = 1;
+    const WRITE: u8 = 2;
+
+    fn new(read: bool, write: bool) -> Sides {
+        Sides((u8::from(read) * Sides::READ) | (u8::from(write) * Sides::WRITE))
+    }
+    fn read(self) -> bool {
+        self.0 & Sides::READ != 0
+    }
+    fn write(self) -> bool {
+        self.0 & Sides::WRITE != 0
+    }
     fn any(self) -> bool {
-        self.read || self.write
+        self.0 != 0
+    }
+}
+
+/// How a Source is registered with the poller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    /// Not in the poller.
+    None,
+    /// Level-triggered (callbacks, or waiters on both sides), watching
+    /// these sides.
+    Level(Sides),
+    /// One-shot (waiters on one side only, no callback): the kernel stops
+    /// reporting after one event until re-armed by `epoll_ctl(MOD)`.
+    /// `watch` is what the waiters want, `armed` what the kernel reports
+    /// now (nothing once it fired).
+    ///
+    /// Such a registration outlives its waiters (a lasting Source): the
+    /// next `sock_*` wait on the fd re-arms it with one `MOD` instead of an
+    /// `ADD` and a `DEL` per wait. An armed one left without waiters (a
+    /// cancelled wait) reports once more at most, and so does an fd closed
+    /// while a `dup` of it stays open, which epoll keeps watching.
+    Oneshot { watch: Sides, armed: Sides },
+}
+
+impl Registration {
+    /// The sides counted in [`Selector::readers`] and
+    /// [`Selector::writers`]: those with a callback or a waiter.
+    fn watched(self) -> Sides {
+        match self {
+            Registration::None => Sides::default(),
+            Registration::Level(sides) | Registration::Oneshot { watch: sides, .. } => sides,
+        }
     }
 }
 
 struct Source {
     fd: RawFd,
     owner: Owner,
-    /// What the poller watches for this Source: `None`, not registered.
-    armed: Option<Sides>,
-    read: Side,
-    write: Side,
+    registration: Registration,
+    read: Option<Rc<dyn Runnable>>,
+    write: Option<Rc<dyn Runnable>>,
+    waiters: Option<Box<Waiters>>,
 }
 
 impl Source {
-    fn side(&mut self, interest: Interest) -> &mut Side {
+    fn callback(&mut self, interest: Interest) -> &mut Option<Rc<dyn Runnable>> {
         match interest {
             Interest::Read => &mut self.read,
             Interest::Write => &mut self.write,
         }
     }
 
+    /// The waiters of one side, making the list if needed.
+    fn waiters_mut(&mut self, interest: Interest) -> &mut Vec<Waiter> {
+        let waiters = self.waiters.get_or_insert_with(Box::default);
+        match interest {
+            Interest::Read => &mut waiters.read,
+            Interest::Write => &mut waiters.write,
+        }
+    }
+
+    fn waiters(&self, interest: Interest) -> &[Waiter] {
+        match (&self.waiters, interest) {
+            (None, _) => &[],
+            (Some(w), Interest::Read) => &w.read,
+            (Some(w), Interest::Write) => &w.write,
+        }
+    }
+
+    /// Frees the waiter lists once both are empty.
+    fn trim_waiters(&mut self) {
+        if self.waiters.as_ref().is_some_and(|w| w.read.is_empty() && w.write.is_empty()) {
+            self.waiters = None;
+        }
+    }
+
     fn wanted(&self) -> Sides {
-        Sides { read: self.read.wanted(), write: self.write.wanted() }
+        Sides::new(
+            self.read.is_some() || !self.waiters(Interest::Read).is_empty(),
+            self.write.is_some() || !self.waiters(Interest::Write).is_empty(),
+        )
+    }
+
+    /// Whether the poller should watch it one-shot: waiters on one side
+    /// only and no callback (callbacks are level-triggered, as asyncio's;
+    /// one-shot waiters on both sides would need a re-arm after each
+    /// event).
+    fn wants_oneshot(&self, want: Sides) -> bool {
+        self.read.is_none() && self.write.is_none() && want != Sides(Sides::READ | Sides::WRITE)
     }
 
     /// Whether the poller has a registration for it.
     fn registered(&self) -> bool {
-        self.armed.is_some()
+        self.registration != Registration::None
+    }
+
+    /// The poller reported the fd: queue the callbacks, fire the waiters
+    /// (the reader first, then the writer, like asyncio's selector loop).
+    #[inline]
+    fn fire(&mut self, readable: bool, writable: bool, ready: &mut VecDeque<Ready>, woken: &mut Vec<Waker>) {
+        if let Registration::Oneshot { armed, .. } = &mut self.registration {
+            *armed = Sides::default();
+        }
+        if readable && let Some(cb) = &self.read {
+            ready.push_back(Ready::Core(cb.clone()));
+        }
+        if writable && let Some(cb) = &self.write {
+            ready.push_back(Ready::Core(cb.clone()));
+        }
+        if let Some(waiters) = &mut self.waiters {
+            if readable {
+                fire_waiters(&mut waiters.read, woken);
+            }
+            if writable {
+                fire_waiters(&mut waiters.write, woken);
+            }
+        }
+    }
+
+    /// Empties the Source: callbacks cancelled, waiters to be woken.
+    fn take_all(&mut self, released: &mut Released) {
+        for cb in [self.read.take(), self.write.take()].into_iter().flatten() {
+            cb.cancel();
+            released.callbacks.push(cb);
+        }
+        if let Some(waiters) = self.waiters.take() {
+            let Waiters { read, write } = *waiters;
+            released.wake.extend(read.into_iter().chain(write).filter_map(|w| w.waker));
+        }
     }
 }
 
 /// What a user registration adds to a Source.
 enum Item {
-    Callback(Rc<FdCallback>),
+    Callback(Rc<dyn Runnable>),
     Waiter(u64, Waker),
 }
 
@@ -227,27 +328,28 @@ impl Item {
 /// How to take an [`Item`] back off a side.
 enum Undo {
     /// The callback it replaced.
-    Callback(Option<Rc<FdCallback>>),
+    Callback(Option<Rc<dyn Runnable>>),
     Waiter,
 }
 
-fn put(side: &mut Side, item: Item) -> Undo {
+fn put(src: &mut Source, interest: Interest, item: Item) -> Undo {
     match item {
-        Item::Callback(cb) => Undo::Callback(side.callback.replace(cb)),
+        Item::Callback(cb) => Undo::Callback(src.callback(interest).replace(cb)),
         Item::Waiter(id, waker) => {
-            side.waiters.push(Waiter { id, waker: Some(waker), fired: false });
+            src.waiters_mut(interest).push(Waiter { id, waker: Some(waker), fired: false });
             Undo::Waiter
         }
     }
 }
 
-fn take_back(side: &mut Side, undo: Undo) -> Item {
+fn take_back(src: &mut Source, interest: Interest, undo: Undo) -> Item {
     match undo {
-        Undo::Callback(previous) => {
-            Item::Callback(std::mem::replace(&mut side.callback, previous).expect("the callback just put"))
-        }
+        Undo::Callback(previous) => Item::Callback(
+            std::mem::replace(src.callback(interest), previous).expect("the callback just put"),
+        ),
         Undo::Waiter => {
-            let w = side.waiters.pop().expect("the waiter just put");
+            let w = src.waiters_mut(interest).pop().expect("the waiter just put");
+            src.trim_waiters();
             Item::Waiter(w.id, w.waker.expect("a waiter that has not fired"))
         }
     }
@@ -279,13 +381,66 @@ fn closed_error() -> io::Error {
     io::Error::other("event loop is closed")
 }
 
+/// Fd number → its Source: a vector indexed by the number (the kernel hands
+/// out the lowest free number, so they are small and dense), with a map for
+/// numbers past [`FdTable::DENSE`] so that one huge number cannot make the
+/// vector huge. Cheaper than a hash map in memory (8 bytes a slot) and in
+/// time (the `sock_*` methods look their fd up on every call).
+#[derive(Default)]
+struct FdTable {
+    dense: Vec<Option<FdKey>>,
+    sparse: HashMap<RawFd, FdKey>,
+}
+
+impl FdTable {
+    const DENSE: usize = 1 << 16;
+
+    fn slot(fd: RawFd) -> Option<usize> {
+        usize::try_from(fd).ok().filter(|&i| i < FdTable::DENSE)
+    }
+
+    fn get(&self, fd: RawFd) -> Option<FdKey> {
+        match FdTable::slot(fd) {
+            Some(i) => self.dense.get(i).copied().flatten(),
+            None => self.sparse.get(&fd).copied(),
+        }
+    }
+
+    fn insert(&mut self, fd: RawFd, key: FdKey) {
+        match FdTable::slot(fd) {
+            Some(i) => {
+                if i >= self.dense.len() {
+                    self.dense.resize(i + 1, None);
+                }
+                self.dense[i] = Some(key);
+            }
+            None => {
+                self.sparse.insert(fd, key);
+            }
+        }
+    }
+
+    fn remove(&mut self, fd: RawFd) {
+        match FdTable::slot(fd) {
+            Some(i) => {
+                if let Some(slot) = self.dense.get_mut(i) {
+                    *slot = None;
+                }
+            }
+            None => {
+                self.sparse.remove(&fd);
+            }
+        }
+    }
+}
+
 /// The Sources plus the poller.
 pub(crate) struct Selector {
     /// `None` once the loop is closed: its epoll fd and eventfd are freed
     /// then, not when the last handle goes.
     poller: Option<Arc<Poller>>,
     sources: SlotMap<FdKey, Source>,
-    by_fd: HashMap<RawFd, FdKey>,
+    by_fd: FdTable,
     /// `None` while a [`BlockingWait`] has it (or if a wait hook panicked
     /// with it: the next poll makes a new one).
     events: Option<Events>,
@@ -302,7 +457,7 @@ impl Selector {
         Selector {
             poller: Some(poller),
             sources: SlotMap::with_key(),
-            by_fd: HashMap::new(),
+            by_fd: FdTable::default(),
             events: Some(Events::new()),
             woken: Vec::new(),
             next_waiter: 0,
@@ -311,10 +466,12 @@ impl Selector {
         }
     }
 
-    /// Whether no fd is registered: then polling can only report a wake-up.
+    /// Whether no fd is watched for anything (no callback, no waiter):
+    /// then polling can only report a wake-up (or a lasting Source's
+    /// stale one-shot event, which nobody waits for).
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.sources.is_empty()
+        self.readers == 0 && self.writers == 0
     }
 
     /// Fds watched for reading (by a callback or a waiter).
@@ -329,12 +486,12 @@ impl Selector {
 
     /// Who owns `fd`'s Source, if it has one.
     pub(crate) fn owner(&self, fd: RawFd) -> Option<Owner> {
-        self.by_fd.get(&fd).map(|&key| self.sources[key].owner)
+        self.by_fd.get(fd).map(|key| self.sources[key].owner)
     }
 
     /// The key of `fd`'s Source, if `owner` owns it.
     pub(crate) fn key_of(&self, fd: RawFd, owner: Owner) -> Option<FdKey> {
-        self.by_fd.get(&fd).copied().filter(|&key| self.sources[key].owner == owner)
+        self.by_fd.get(fd).filter(|&key| self.sources[key].owner == owner)
     }
 
     /// The fd of a live Source.
@@ -351,32 +508,60 @@ impl Selector {
         let poller = self.poller.as_deref().ok_or_else(|| SyncError::Io(closed_error()))?;
         let src = &mut self.sources[key];
         let want = src.wanted();
+        let oneshot = src.wants_oneshot(want);
         let (fd, pk) = (src.fd, poller_key(key));
-        match src.armed {
-            None if !want.any() => return Ok(()),
-            None => match poller::register(poller, fd, pk, want.read, want.write) {
-                // Only if a registration escaped our bookkeeping; take it over.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    poller::reregister(poller, fd, pk, want.read, want.write).map_err(SyncError::Io)?
+        let registered = |sides: Sides| {
+            if oneshot {
+                Registration::Oneshot { watch: sides, armed: sides }
+            } else {
+                Registration::Level(sides)
+            }
+        };
+        let old = src.registration;
+        let new = match old {
+            Registration::None if !want.any() => return Ok(()),
+            Registration::None => {
+                match poller::register(poller, fd, pk, want.read(), want.write(), oneshot) {
+                    // Only if a registration escaped our bookkeeping; take it over.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        poller::reregister(poller, fd, pk, want.read(), want.write(), oneshot)
+                            .map_err(SyncError::Io)?
+                    }
+                    other => other.map_err(SyncError::Io)?,
                 }
-                other => other.map_err(SyncError::Io)?,
-            },
-            Some(_) if !want.any() => poller::deregister(poller, fd),
-            Some(armed) if armed == want && !verify => return Ok(()),
-            Some(_) => match poller::reregister(poller, fd, pk, want.read, want.write) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SyncError::Stale),
-                other => other.map_err(SyncError::Io)?,
-            },
-        }
-        let old = src.armed.unwrap_or_default();
-        src.armed = want.any().then_some(want);
-        self.readers = self.readers + usize::from(want.read) - usize::from(old.read);
-        self.writers = self.writers + usize::from(want.write) - usize::from(old.write);
+                registered(want)
+            }
+            // A lasting Source: the registration stays for the next wait.
+            Registration::Oneshot { armed, .. } if !want.any() && src.owner == Owner::User => {
+                Registration::Oneshot { watch: want, armed }
+            }
+            _ if !want.any() => {
+                poller::deregister(poller, fd);
+                Registration::None
+            }
+            Registration::Level(sides) if !oneshot && sides == want && !verify => return Ok(()),
+            // Still armed for this side: nothing to tell the kernel.
+            Registration::Oneshot { armed, .. } if oneshot && armed == want && !verify => {
+                Registration::Oneshot { watch: want, armed }
+            }
+            _ => {
+                match poller::reregister(poller, fd, pk, want.read(), want.write(), oneshot) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SyncError::Stale),
+                    other => other.map_err(SyncError::Io)?,
+                }
+                registered(want)
+            }
+        };
+        src.registration = new;
+        let (old, new) = (old.watched(), new.watched());
+        self.readers = self.readers + usize::from(new.read()) - usize::from(old.read());
+        self.writers = self.writers + usize::from(new.write()) - usize::from(old.write());
         Ok(())
     }
 
     fn insert(&mut self, fd: RawFd, owner: Owner) -> FdKey {
-        let source = Source { fd, owner, armed: None, read: Side::default(), write: Side::default() };
+        let source =
+            Source { fd, owner, registration: Registration::None, read: None, write: None, waiters: None };
         let key = self.sources.insert(source);
         self.by_fd.insert(fd, key);
         key
@@ -386,14 +571,13 @@ impl Selector {
     /// poller): callbacks cancelled, waiters to be woken.
     fn detach(&mut self, key: FdKey, released: &mut Released) {
         let Some(mut src) = self.sources.remove(key) else { return };
-        if self.by_fd.get(&src.fd) == Some(&key) {
-            self.by_fd.remove(&src.fd);
+        if self.by_fd.get(src.fd) == Some(key) {
+            self.by_fd.remove(src.fd);
         }
-        let armed = src.armed.unwrap_or_default();
-        self.readers -= usize::from(armed.read);
-        self.writers -= usize::from(armed.write);
-        src.read.take_all(released);
-        src.write.take_all(released);
+        let watched = src.registration.watched();
+        self.readers -= usize::from(watched.read());
+        self.writers -= usize::from(watched.write());
+        src.take_all(released);
     }
 
     /// Removes a user Source nothing is registered on any more (the poller
@@ -402,9 +586,9 @@ impl Selector {
         if let Some(src) = self.sources.get(key)
             && src.owner == Owner::User
             && !src.wanted().any()
-            && src.armed.is_none()
+            && !src.registered()
         {
-            self.by_fd.remove(&src.fd);
+            self.by_fd.remove(src.fd);
             self.sources.remove(key);
         }
     }
@@ -439,22 +623,22 @@ impl Selector {
             item.release(released);
             return Err(Error::Closed);
         }
-        if let Some(&key) = self.by_fd.get(&fd)
+        if let Some(key) = self.by_fd.get(fd)
             && self.sources[key].owner != owner
         {
             // A transport that closed its fd without releasing it must not
             // hold the number forever: if the kernel says the file is gone,
             // the Source is stale like any other.
             let src = &self.sources[key];
-            if src.armed.is_some() && matches!(self.sync(key, true), Err(SyncError::Stale)) {
+            if src.registered() && matches!(self.sync(key, true), Err(SyncError::Stale)) {
                 self.detach(key, released);
             } else {
                 item.release(released);
                 return Err(owned_by_transport());
             }
         }
-        if let Some(&key) = self.by_fd.get(&fd) {
-            let undo = put(self.sources[key].side(interest), item);
+        if let Some(key) = self.by_fd.get(fd) {
+            let undo = put(&mut self.sources[key], interest, item);
             // A transport keeps its fd open while it owns it: no need to
             // ask the kernel whether the file is still the same.
             match self.sync(key, owner == Owner::User) {
@@ -466,7 +650,7 @@ impl Selector {
                     return Ok(key);
                 }
                 Err(e) => {
-                    item = take_back(self.sources[key].side(interest), undo);
+                    item = take_back(&mut self.sources[key], interest, undo);
                     match e {
                         // The number names another file now: start afresh.
                         SyncError::Stale => self.detach(key, released),
@@ -479,12 +663,12 @@ impl Selector {
             }
         }
         let key = self.insert(fd, owner);
-        let undo = put(self.sources[key].side(interest), item);
+        let undo = put(&mut self.sources[key], interest, item);
         if let Err(e) = self.sync(key, false) {
-            let item = take_back(self.sources[key].side(interest), undo);
+            let item = take_back(&mut self.sources[key], interest, undo);
             item.release(released);
             self.sources.remove(key);
-            self.by_fd.remove(&fd);
+            self.by_fd.remove(fd);
             return Err(match e {
                 SyncError::Io(e) => e.into(),
                 SyncError::Stale => io::Error::from(io::ErrorKind::NotFound).into(),
@@ -500,7 +684,7 @@ impl Selector {
         fd: RawFd,
         owner: Owner,
         interest: Interest,
-        callback: Rc<FdCallback>,
+        callback: Rc<dyn Runnable>,
         released: &mut Released,
     ) -> Result<()> {
         self.attach(fd, owner, interest, Item::Callback(callback), released).map(drop)
@@ -516,7 +700,7 @@ impl Selector {
         released: &mut Released,
     ) -> bool {
         let Some(src) = self.sources.get_mut(key) else { return false };
-        let Some(cb) = src.side(interest).callback.take() else { return false };
+        let Some(cb) = src.callback(interest).take() else { return false };
         cb.cancel();
         released.callbacks.push(cb);
         self.after_removal(key, released);
@@ -549,11 +733,16 @@ impl Selector {
         released: &mut Released,
     ) -> WaitState {
         let Some(src) = self.sources.get_mut(key) else { return WaitState::Gone };
-        let side = src.side(interest);
-        let Some(at) = side.waiters.iter().position(|w| w.id == id) else { return WaitState::Gone };
-        let waiter = &mut side.waiters[at];
+        let Some(waiters) = src.waiters.as_mut() else { return WaitState::Gone };
+        let side = match interest {
+            Interest::Read => &mut waiters.read,
+            Interest::Write => &mut waiters.write,
+        };
+        let Some(at) = side.iter().position(|w| w.id == id) else { return WaitState::Gone };
+        let waiter = &mut side[at];
         if waiter.fired {
-            side.waiters.remove(at);
+            side.remove(at);
+            src.trim_waiters();
             self.after_removal(key, released);
             return WaitState::Ready;
         }
@@ -566,9 +755,14 @@ impl Selector {
     /// Removes a waiter that is no longer wanted (its future was dropped).
     pub(crate) fn remove_waiter(&mut self, key: FdKey, interest: Interest, id: u64, released: &mut Released) {
         let Some(src) = self.sources.get_mut(key) else { return };
-        let side = src.side(interest);
-        let Some(at) = side.waiters.iter().position(|w| w.id == id) else { return };
-        let waiter = side.waiters.remove(at);
+        let Some(waiters) = src.waiters.as_mut() else { return };
+        let side = match interest {
+            Interest::Read => &mut waiters.read,
+            Interest::Write => &mut waiters.write,
+        };
+        let Some(at) = side.iter().position(|w| w.id == id) else { return };
+        let waiter = side.remove(at);
+        src.trim_waiters();
         released.dropped.extend(waiter.waker);
         self.after_removal(key, released);
     }
@@ -585,7 +779,7 @@ impl Selector {
         if fd < 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative file descriptor").into());
         }
-        if let Some(&key) = self.by_fd.get(&fd) {
+        if let Some(key) = self.by_fd.get(fd) {
             if self.sources[key].registered() {
                 // If the file is still there, stop watching it under the
                 // old key; if not, the kernel already did (ENOENT).
@@ -615,7 +809,7 @@ impl Selector {
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
-        ready: &RefCell<VecDeque<Rc<dyn Runnable>>>,
+        ready: &RefCell<VecDeque<Ready>>,
     ) -> io::Result<()> {
         self.wait(timeout)?;
         self.dispatch(ready);
@@ -650,21 +844,15 @@ impl Selector {
     /// Queues the callbacks of the fds the last wait reported — the reader
     /// first, then the writer, like asyncio's selector loop — and collects
     /// the wakers of their waiters (see [`take_woken`](Selector::take_woken)).
-    /// Each event is dispatched once: a second call finds none.
-    pub(crate) fn dispatch(&mut self, ready: &RefCell<VecDeque<Rc<dyn Runnable>>>) {
+    pub(crate) fn dispatch(&mut self, ready: &RefCell<VecDeque<Ready>>) {
         let mut ready = ready.borrow_mut();
         let Selector { sources, events, woken, .. } = self;
         let Some(events) = events else { return };
-        for ev in events.take_ready() {
+        for ev in events.ready() {
             // A missing Source is a stale event: it was removed since.
             let key = FdKey::from(KeyData::from_ffi(ev.key));
             let Some(src) = sources.get_mut(key) else { continue };
-            if ev.readable {
-                src.read.ready(&mut ready, woken);
-            }
-            if ev.writable {
-                src.write.ready(&mut ready, woken);
-            }
+            src.fire(ev.readable, ev.writable, &mut ready, woken);
         }
     }
 
@@ -739,8 +927,44 @@ pub(crate) mod tests {
         panic!("fd {fd} was not reused");
     }
 
-    fn callback() -> Rc<FdCallback> {
-        FdCallback::new(Box::new(|| {}), Location::caller())
+    fn callback() -> Rc<dyn Runnable> {
+        fd_callback(|| {}, Location::caller())
+    }
+
+    /// Small numbers index the vector; a huge or negative one goes to the
+    /// map and does not grow the vector.
+    #[test]
+    fn the_fd_table_keeps_huge_numbers_out_of_its_vector() {
+        let mut keys: SlotMap<FdKey, ()> = SlotMap::with_key();
+        let (a, b, c) = (keys.insert(()), keys.insert(()), keys.insert(()));
+        let mut table = FdTable::default();
+        table.insert(3, a);
+        table.insert(1 << 30, b);
+        table.insert(-1, c);
+        assert_eq!(table.dense.len(), 4);
+        assert_eq!((table.get(3), table.get(1 << 30), table.get(-1)), (Some(a), Some(b), Some(c)));
+        assert_eq!((table.get(2), table.get(1000), table.get(-2)), (None, None, None));
+        table.remove(3);
+        table.remove(1 << 30);
+        table.remove(-1);
+        assert_eq!((table.get(3), table.get(1 << 30), table.get(-1)), (None, None, None));
+        assert!(table.sparse.is_empty());
+    }
+
+    /// Every watched fd has a Source and every transport a reader
+    /// callback: their sizes are part of what an idle connection costs
+    /// (see also `net::transport`'s size test).
+    #[test]
+    fn per_fd_structs_stay_small() {
+        assert_eq!(size_of::<Source>(), 48);
+        let rc = std::rc::Rc::new(());
+        // A transport's callback: the closure holds one `Rc`.
+        let transport_callback = FdCallback {
+            cancelled: Cell::new(false),
+            location: Location::caller(),
+            callback: move || drop(rc.clone()),
+        };
+        assert_eq!(size_of_val(&transport_callback), 24);
     }
 
     /// A transport Source whose fd was closed without `release` does not
@@ -786,6 +1010,106 @@ pub(crate) mod tests {
         let state = sel.poll_waiter(old, Interest::Read, old_id, Waker::noop(), &mut released);
         assert_eq!(state, WaitState::Gone);
         assert_eq!(sel.readers(), 1);
+        drop(sel.shutdown());
+    }
+
+    fn poll_now(sel: &mut Selector) -> Vec<u64> {
+        let ready = RefCell::new(VecDeque::new());
+        sel.poll(Some(Duration::ZERO), &ready).unwrap();
+        sel.events.as_ref().expect("events").ready().iter().map(|ev| ev.key).collect()
+    }
+
+    /// `sock_*` waits on one fd reuse one lasting Source and registration:
+    /// the next wait re-arms it (one `MOD`) instead of adding and deleting
+    /// it every time; nothing counts as watched in between.
+    #[test]
+    fn waits_on_one_fd_reuse_a_lasting_source() {
+        let _g = fd_lock();
+        let mut sel = selector();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let fd = b.as_raw_fd();
+        let mut released = Released::default();
+        let (key, id) = sel.add_waiter(fd, Interest::Read, Waker::noop().clone(), &mut released).unwrap();
+        assert_eq!(
+            sel.sources[key].registration,
+            Registration::Oneshot { watch: Sides::new(true, false), armed: Sides::new(true, false) }
+        );
+        std::io::Write::write_all(&mut a, b"x").unwrap();
+        assert_eq!(poll_now(&mut sel), [poller_key(key)]);
+        assert_eq!(sel.poll_waiter(key, Interest::Read, id, Waker::noop(), &mut released), WaitState::Ready);
+        // Fired and gone: the kernel reports no more, nothing is watched,
+        // but the Source stays for the next wait.
+        assert_eq!(
+            sel.sources[key].registration,
+            Registration::Oneshot { watch: Sides::default(), armed: Sides::default() }
+        );
+        assert!(sel.is_empty());
+        assert_eq!(poll_now(&mut sel), [] as [u64; 0], "one-shot: the unread byte is not reported again");
+        let (again, id) = sel.add_waiter(fd, Interest::Read, Waker::noop().clone(), &mut released).unwrap();
+        assert_eq!(again, key, "the same Source");
+        assert_eq!(sel.readers(), 1);
+        assert_eq!(poll_now(&mut sel), [poller_key(key)], "re-armed");
+        assert_eq!(sel.poll_waiter(key, Interest::Read, id, Waker::noop(), &mut released), WaitState::Ready);
+        assert!(sel.sources[key].waiters.is_none(), "the waiter lists are freed");
+        assert!(released.is_empty());
+        drop(sel.shutdown());
+    }
+
+    /// A lasting registration left armed by a cancelled wait, on a file
+    /// that stays open through a `dup` after its fd is closed (epoll keeps
+    /// watching the file then, and nothing can delete it any more), reports
+    /// once at most: the loop does not spin on it.
+    #[test]
+    fn a_lasting_registration_of_a_dup_reports_once_at_most() {
+        let _g = fd_lock();
+        let mut sel = selector();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut released = Released::default();
+        let (key, id) =
+            sel.add_waiter(b.as_raw_fd(), Interest::Read, Waker::noop().clone(), &mut released).unwrap();
+        sel.remove_waiter(key, Interest::Read, id, &mut released);
+        let dup = b.try_clone().unwrap();
+        drop(b);
+        std::io::Write::write_all(&mut a, b"x").unwrap();
+        assert_eq!(poll_now(&mut sel), [poller_key(key)]);
+        for _ in 0..3 {
+            assert_eq!(poll_now(&mut sel), [] as [u64; 0]);
+        }
+        drop(dup);
+        drop(released);
+        drop(sel.shutdown());
+    }
+
+    /// A waiter on the other side, or a callback, turns the one-shot
+    /// registration level-triggered; once they go, the waiter left is
+    /// one-shot again.
+    #[test]
+    fn a_source_is_one_shot_only_with_waiters_on_one_side() {
+        let _g = fd_lock();
+        let mut sel = selector();
+        let (_a, b) = UnixStream::pair().unwrap();
+        let fd = b.as_raw_fd();
+        let mut released = Released::default();
+        let (key, read) = sel.add_waiter(fd, Interest::Read, Waker::noop().clone(), &mut released).unwrap();
+        let (_, write) = sel.add_waiter(fd, Interest::Write, Waker::noop().clone(), &mut released).unwrap();
+        assert_eq!(sel.sources[key].registration, Registration::Level(Sides::new(true, true)));
+        // The empty socket is writable: the write waiter fires.
+        assert_eq!(poll_now(&mut sel), [poller_key(key)]);
+        assert_eq!(
+            sel.poll_waiter(key, Interest::Write, write, Waker::noop(), &mut released),
+            WaitState::Ready
+        );
+        assert_eq!(
+            sel.sources[key].registration,
+            Registration::Oneshot { watch: Sides::new(true, false), armed: Sides::new(true, false) }
+        );
+        sel.add_callback(fd, Owner::User, Interest::Write, callback(), &mut released).unwrap();
+        assert_eq!(sel.sources[key].registration, Registration::Level(Sides::new(true, true)));
+        assert!(sel.remove_callback(key, Interest::Write, &mut released));
+        sel.remove_waiter(key, Interest::Read, read, &mut released);
+        assert_eq!((sel.readers(), sel.writers()), (0, 0));
+        assert!(sel.fd_of(key).is_some(), "lasting");
+        drop(released);
         drop(sel.shutdown());
     }
 }

@@ -1,12 +1,20 @@
 //! The timer heap: a min-heap ordered by (deadline, scheduling order), with
 //! lazy deletion of cancelled timers and compaction that bounds its memory.
+//!
+//! A loop-made timer is an `Rc` whose own state says whether it was
+//! cancelled; a foreign timer ([`ForeignEntry`]) lives in a slot map and
+//! the heap holds its [`TimerKey`]: cancelling removes the slot (dropping
+//! the entry at once), so a key missing from the map is a cancelled entry.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::runtime::handle::TimerRunnable;
+use slotmap::SlotMap;
+
+use crate::runtime::handle::{ForeignEntry, Ready, TimerKey, TimerRunnable};
+use crate::sys::entry::ErasedEntry;
 
 /// Compaction runs only above this many entries (asyncio's
 /// `_MIN_SCHEDULED_TIMER_HANDLES`)...
@@ -19,7 +27,16 @@ struct Entry {
     when: i64,
     /// Scheduling order: equal deadlines fire first-in, first-out.
     seq: u64,
-    timer: Rc<dyn TimerRunnable>,
+    timer: Timer,
+}
+
+const _: () = assert!(size_of::<Entry>() == 32);
+
+/// What a heap entry runs.
+enum Timer {
+    Core(Rc<dyn TimerRunnable>),
+    /// A slot in [`TimerHeap::foreign`]; gone from there once cancelled.
+    Foreign(TimerKey),
 }
 
 impl PartialEq for Entry {
@@ -48,11 +65,13 @@ pub(crate) struct TimerHeap {
     next_seq: u64,
     /// Entries in `heap` whose timer was cancelled.
     cancelled: usize,
+    /// The foreign timers not yet run nor cancelled.
+    foreign: SlotMap<TimerKey, ErasedEntry>,
 }
 
 impl TimerHeap {
     pub(crate) fn new(epoch: Instant) -> TimerHeap {
-        TimerHeap { epoch, heap: BinaryHeap::new(), next_seq: 0, cancelled: 0 }
+        TimerHeap { epoch, heap: BinaryHeap::new(), next_seq: 0, cancelled: 0, foreign: SlotMap::with_key() }
     }
 
     fn to_offset(&self, when: Instant) -> i64 {
@@ -74,10 +93,64 @@ impl TimerHeap {
     }
 
     pub(crate) fn push(&mut self, when: Instant, timer: Rc<dyn TimerRunnable>) {
+        self.push_timer(when, Timer::Core(timer));
+    }
+
+    /// Queues a foreign timer; its key cancels it.
+    pub(crate) fn push_foreign<E: ForeignEntry>(&mut self, when: Instant, entry: E) -> TimerKey {
+        let key = self.foreign.insert(ErasedEntry::new(entry));
+        self.push_timer(when, Timer::Foreign(key));
+        key
+    }
+
+    fn push_timer(&mut self, when: Instant, timer: Timer) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let when = self.to_offset(when);
         self.heap.push(Entry { when, seq, timer });
+    }
+
+    /// Takes a foreign timer out (cancelling it), for the caller to drop
+    /// with no borrow alive. `None` if it already ran or was cancelled.
+    pub(crate) fn cancel_foreign(&mut self, key: TimerKey) -> Option<ErasedEntry> {
+        let entry = self.foreign.remove(key)?;
+        self.note_cancelled();
+        Some(entry)
+    }
+
+    /// The foreign timers not yet run nor cancelled.
+    pub(crate) fn foreign_entries(&self) -> impl Iterator<Item = &ErasedEntry> {
+        self.foreign.values()
+    }
+
+    /// Cancels every foreign timer, returning them for the caller to drop
+    /// with no borrow alive.
+    pub(crate) fn take_foreign(&mut self) -> Vec<ErasedEntry> {
+        let taken: Vec<ErasedEntry> = self.foreign.drain().map(|(_, entry)| entry).collect();
+        if !taken.is_empty() {
+            self.cancelled += taken.len() - 1;
+            self.note_cancelled();
+        }
+        taken
+    }
+
+    fn is_cancelled(&self, timer: &Timer) -> bool {
+        match timer {
+            Timer::Core(t) => t.cancelled(),
+            Timer::Foreign(key) => !self.foreign.contains_key(*key),
+        }
+    }
+
+    /// A popped entry leaves the heap: loop-made timers stop counting
+    /// towards compaction; a live foreign one leaves its slot.
+    fn leave_heap(&mut self, timer: Timer) -> Option<Ready> {
+        match timer {
+            Timer::Core(t) => {
+                t.clear_in_heap();
+                Some(Ready::Core(t))
+            }
+            Timer::Foreign(key) => self.foreign.remove(key).map(Ready::Foreign),
+        }
     }
 
     /// Number of entries, cancelled ones included.
@@ -105,9 +178,9 @@ impl TimerHeap {
     fn compact(&mut self) {
         let mut entries = std::mem::take(&mut self.heap).into_vec();
         entries.retain(|e| {
-            let keep = !e.timer.cancelled();
-            if !keep {
-                e.timer.clear_in_heap();
+            let keep = !self.is_cancelled(&e.timer);
+            if !keep && let Timer::Core(t) = &e.timer {
+                t.clear_in_heap();
             }
             keep
         });
@@ -125,9 +198,9 @@ impl TimerHeap {
     /// earliest live timer.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(top) = self.heap.peek() {
-            if top.timer.cancelled() {
+            if self.is_cancelled(&top.timer) {
                 let e = self.heap.pop().expect("peeked");
-                e.timer.clear_in_heap();
+                self.leave_heap(e.timer);
                 self.cancelled -= 1;
                 continue;
             }
@@ -138,29 +211,38 @@ impl TimerHeap {
 
     /// Pops the earliest timer if it is due at `now`, skipping cancelled
     /// ones. Equal deadlines come out in scheduling order.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Rc<dyn TimerRunnable>> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Ready> {
         let now = self.to_offset(now);
         while let Some(top) = self.heap.peek() {
-            let cancelled = top.timer.cancelled();
+            let cancelled = self.is_cancelled(&top.timer);
             if !cancelled && top.when > now {
                 return None;
             }
             let e = self.heap.pop().expect("peeked");
-            e.timer.clear_in_heap();
+            let ready = self.leave_heap(e.timer);
             if cancelled {
                 self.cancelled -= 1;
                 continue;
             }
-            return Some(e.timer);
+            return ready;
         }
         None
     }
 
-    /// Empties the heap (on `close`); the caller drops the returned timers.
-    pub(crate) fn take_all(&mut self) -> Vec<Rc<dyn TimerRunnable>> {
+    /// Empties the heap (on `close`, or a GC clearing the loop); the caller
+    /// cancels and drops the returned timers with no borrow alive.
+    pub(crate) fn take_all(&mut self) -> Vec<Ready> {
         self.cancelled = 0;
         let entries = std::mem::take(&mut self.heap).into_vec();
-        entries.into_iter().map(|e| e.timer).collect()
+        let mut taken: Vec<Ready> = entries
+            .into_iter()
+            .filter_map(|e| match e.timer {
+                Timer::Core(t) => Some(Ready::Core(t)),
+                Timer::Foreign(_) => None,
+            })
+            .collect();
+        taken.extend(self.foreign.drain().map(|(_, entry)| Ready::Foreign(entry)));
+        taken
     }
 
     #[cfg(test)]
@@ -236,5 +318,46 @@ mod tests {
         assert_eq!(heap.live(), 0);
         assert!(heap.next_deadline().is_none());
         assert_eq!(heap.len(), 0);
+    }
+
+    struct Push(Rc<RefCell<Vec<u32>>>, u32);
+    impl ForeignEntry for Push {
+        fn run(self) {
+            self.0.borrow_mut().push(self.1);
+        }
+    }
+
+    #[test]
+    fn foreign_timers_interleave_and_cancel_by_key() {
+        let t0 = Instant::now();
+        let mut heap = TimerHeap::new(t0);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let a = heap.push_foreign(t0 + Duration::from_secs(1), Push(log.clone(), 1));
+        heap.push(t0 + Duration::from_secs(1), timer(&log, 2));
+        let c = heap.push_foreign(t0 + Duration::from_secs(1), Push(log.clone(), 3));
+        assert!(heap.cancel_foreign(a).is_some());
+        assert!(heap.cancel_foreign(a).is_none());
+        assert_eq!(heap.live(), 2);
+        while let Some(t) = heap.pop_due(t0 + Duration::from_secs(1)) {
+            t.run();
+        }
+        assert_eq!(*log.borrow(), vec![2, 3]);
+        assert!(heap.cancel_foreign(c).is_none(), "a run timer's key is spent");
+        assert_eq!((heap.len(), heap.live()), (0, 0));
+    }
+
+    #[test]
+    fn clearing_foreign_timers_counts_them_cancelled() {
+        let t0 = Instant::now();
+        let mut heap = TimerHeap::new(t0);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        for i in 0..300 {
+            heap.push_foreign(t0 + Duration::from_secs(1), Push(log.clone(), i));
+        }
+        heap.push(t0, timer(&log, 999));
+        assert_eq!(heap.take_foreign().len(), 300);
+        assert_eq!(heap.live(), 1);
+        assert!(heap.len() <= MIN_ENTRIES_TO_COMPACT, "compacted: {}", heap.len());
+        assert_eq!(Rc::strong_count(&log), 2, "only the loop-made timer is left");
     }
 }

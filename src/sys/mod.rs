@@ -7,7 +7,9 @@
 //! tested on Linux.
 
 pub(crate) mod dns;
+pub(crate) mod entry;
 pub(crate) mod fork;
+pub(crate) mod owner;
 pub(crate) mod poller;
 pub(crate) mod socket;
 pub(crate) mod waker;

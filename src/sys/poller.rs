@@ -40,23 +40,36 @@ fn interest(key: u64, read: bool, write: bool) -> Event {
     Event::new(key as usize, read, write)
 }
 
-/// Registers `fd` level-triggered under `key`, watching the given sides.
+fn mode(oneshot: bool) -> PollMode {
+    if oneshot { PollMode::Oneshot } else { PollMode::Level }
+}
+
+/// Registers `fd` under `key`, watching the given sides: level-triggered,
+/// or one-shot (reported once, then silent until [`reregister`]ed).
 ///
 /// polling marks `add` unsafe because the fd must be deleted from the
 /// poller before it is closed; breaking that rule costs correctness, not
 /// memory safety: epoll drops a closed fd's registration by itself, and the
 /// selector's keys carry a generation, so a late event for a removed entry
 /// finds nothing.
-pub(crate) fn register(poller: &Poller, fd: RawFd, key: u64, read: bool, write: bool) -> io::Result<()> {
+pub(crate) fn register(
+    poller: &Poller,
+    fd: RawFd,
+    key: u64,
+    read: bool,
+    write: bool,
+    oneshot: bool,
+) -> io::Result<()> {
     if fd < 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative file descriptor"));
     }
     // SAFETY: see above: the selector deletes the fd before forgetting it;
     // an fd closed early only stops reporting.
-    unsafe { poller.add_with_mode(fd, interest(key, read, write), PollMode::Level) }
+    unsafe { poller.add_with_mode(fd, interest(key, read, write), mode(oneshot)) }
 }
 
-/// Changes what `fd` (registered under `key`) is watched for.
+/// Changes what `fd` (registered under `key`) is watched for, and how;
+/// re-arms a one-shot registration.
 ///
 /// # Errors
 ///
@@ -66,9 +79,16 @@ pub(crate) fn register(poller: &Poller, fd: RawFd, key: u64, read: bool, write: 
 /// this also answers for a number that was closed and reused. The
 /// selector relies on it to detect stale registrations. `EBADF` if the
 /// number is not open at all.
-pub(crate) fn reregister(poller: &Poller, fd: RawFd, key: u64, read: bool, write: bool) -> io::Result<()> {
+pub(crate) fn reregister(
+    poller: &Poller,
+    fd: RawFd,
+    key: u64,
+    read: bool,
+    write: bool,
+    oneshot: bool,
+) -> io::Result<()> {
     // SAFETY: borrowed for this one call only.
-    poller.modify_with_mode(unsafe { borrow(fd) }, interest(key, read, write), PollMode::Level)
+    poller.modify_with_mode(unsafe { borrow(fd) }, interest(key, read, write), mode(oneshot))
 }
 
 /// Removes `fd` from the poller; errors (already closed) are ignored.
@@ -112,15 +132,8 @@ impl Events {
     }
 
     /// What the last [`wait`] reported, in the kernel's order.
-    #[cfg(test)]
     pub(crate) fn ready(&self) -> &[Readiness] {
         &self.ready
-    }
-
-    /// Takes what the last [`wait`] reported, in the kernel's order,
-    /// keeping the buffer's capacity.
-    pub(crate) fn take_ready(&mut self) -> std::vec::Drain<'_, Readiness> {
-        self.ready.drain(..)
     }
 }
 
@@ -208,7 +221,7 @@ mod tests {
         let poller = Poller::new().unwrap();
         let (mut a, b) = UnixStream::pair().unwrap();
         let key = (7u64 << 32) | 3;
-        register(&poller, b.as_raw_fd(), key, true, false).unwrap();
+        register(&poller, b.as_raw_fd(), key, true, false, false).unwrap();
         a.write_all(b"x").unwrap();
         let mut events = Events::new();
         let notified = wait(&poller, &mut events, Some(Duration::from_secs(5))).unwrap();

@@ -191,9 +191,40 @@ fn fallback_waker(inner: &LoopInner, key: TaskKey) -> Waker {
     }))
 }
 
+/// The key bits of `run_until_complete`'s future (task/run.rs): version 0,
+/// which no slot-map key has (their versions are odd).
+pub(crate) const MAIN_KEY: u64 = 0;
+
+/// The waker of `run_until_complete`'s future on `inner`: bits naming
+/// [`MAIN_KEY`], or the allocated fallback.
+#[inline]
+pub(crate) fn main_waker(inner: &LoopInner) -> Waker {
+    let slot = inner.waker_slot.get();
+    if (slot as usize) < WAKE_SLOTS {
+        return bits_waker::<TaskWake>(((slot as u64) << 56 | MAIN_KEY) as usize);
+    }
+    main_waker_slow(inner)
+}
+
+#[cold]
+fn main_waker_slow(inner: &LoopInner) -> Waker {
+    match waker_slot(inner) {
+        Some(slot) => bits_waker::<TaskWake>(((slot as u64) << 56 | MAIN_KEY) as usize),
+        None => Waker::from(Arc::new(TaskWaker {
+            loop_id: inner.id,
+            key: MAIN_KEY,
+            remote: inner.remote.clone(),
+        })),
+    }
+}
+
 /// Schedules the task with `key` on `inner`'s ready queue, unless it has
 /// finished or is already scheduled.
 pub(crate) fn wake_on_loop(inner: &LoopInner, key: u64) {
+    if key == MAIN_KEY {
+        inner.main.schedule(inner);
+        return;
+    }
     let key = TaskKey::from(KeyData::from_ffi(key));
     let task = inner.tasks.borrow().get(key).cloned();
     if let Some(task) = task
