@@ -1138,11 +1138,28 @@ fn a_lasting_sock_registration_gives_way_when_its_number_is_reused() {
     assert_eq!(runs.get(), 1);
     assert!(lp.remove_reader(fd));
     c.set_nonblocking(true).unwrap();
-    let got = {
+    let (got, c) = {
         let l = lp.clone();
-        lp.run_until_complete(async move { l.sock_recv(&c, 16).await }).unwrap().unwrap()
+        lp.run_until_complete(async move { (l.sock_recv(&c, 16).await, c) }).unwrap()
     };
-    assert_eq!(got, b"new");
+    assert_eq!(got.unwrap(), b"new");
+    // That wait left a lasting Source on the new file too; a transport
+    // claiming the socket takes the number over from it.
+    let (l, conn) = (lp.clone(), c);
+    let (t, state) = lp
+        .run_until_complete(async move {
+            let (proto, state) = util::RecProto::new();
+            let (t, _) = l.connect_accepted_socket(move || proto, conn).await.unwrap();
+            (t, state)
+        })
+        .unwrap();
+    (&d).write_all(b"to the transport").unwrap();
+    let st = state.clone();
+    lp.run_until_complete(async move { st.until("data", |s| s.data().len() == 16).await }).unwrap();
+    assert_eq!(state.data(), b"to the transport");
+    t.close();
+    lp.run_until_idle().unwrap();
+    assert!(state.is_lost());
     drop(d);
     drop(a);
 }

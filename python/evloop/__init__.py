@@ -9,9 +9,18 @@
 
 import asyncio as _asyncio
 
-from ._loop import EventLoop, EventLoopPolicy, VirtualTimeLoop, new_event_loop
+from ._loop import EventLoop, EventLoopPolicy, Handle, TimerHandle, VirtualTimeLoop, new_event_loop
 
-__all__ = ("EventLoop", "EventLoopPolicy", "VirtualTimeLoop", "new_event_loop", "install", "run")
+__all__ = (
+    "EventLoop",
+    "EventLoopPolicy",
+    "Handle",
+    "TimerHandle",
+    "VirtualTimeLoop",
+    "new_event_loop",
+    "install",
+    "run",
+)
 __version__ = "0.1.0"
 
 

@@ -10,17 +10,20 @@ selector asyncio builds is never polled.
 
 import asyncio
 import selectors
-from asyncio import base_events, events, unix_events
+import sys
+from asyncio import base_events, events, format_helpers, unix_events
 
 from . import _evloop
 
 __all__ = ("EventLoop", "EventLoopPolicy", "VirtualTimeLoop", "new_event_loop")
 
+# Native handles: asyncio's API and reprs; each is the core's queued entry.
+Handle = _evloop.Handle
+TimerHandle = _evloop.TimerHandle
 
-class _TimerHandle(events.TimerHandle):
-    """asyncio's TimerHandle, plus the core timer it cancels."""
-
-    __slots__ = ("_native",)
+# The scheduling methods a non-debug loop takes straight from its core
+# (no Python frame per call); debug mode goes through the checks below.
+_NATIVE_SCHEDULING = ("call_soon", "call_later", "call_at")
 
 
 class _NativeWatchers(selectors.BaseSelector):
@@ -69,6 +72,7 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
     def __init__(self, selector=None, *, _core=None):
         # Before asyncio's __init__: it registers the self-pipe's reader.
         self._core = _core if _core is not None else _evloop.Core()
+        self._core.set_loop(self)
         self._remote = self._core.remote()
         self._readers = {}
         self._writers = {}
@@ -111,6 +115,13 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
     def set_debug(self, enabled):
         super().set_debug(enabled)
         self._core.set_debug(bool(enabled))
+        # Outside debug mode, the native methods themselves (unless a
+        # subclass overrides them); in debug mode, the checking wrappers.
+        for name in _NATIVE_SCHEDULING:
+            if enabled or getattr(type(self), name) is not getattr(EventLoop, name):
+                self.__dict__.pop(name, None)
+            else:
+                self.__dict__[name] = getattr(self._core, name)
 
     def close(self):
         if self.is_running():
@@ -120,7 +131,11 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
         super().close()
         self._readers.clear()
         self._writers.clear()
-        self._core.close()
+        # On another thread (the GC finalizing a loop made elsewhere) the
+        # core cannot be touched: it is left as it is, and leaked, with
+        # its cross-thread door shut, when the last reference goes.
+        if self._core.is_owner_thread():
+            self._core.close()
 
     # ---------------------------------------------------- time, scheduling
 
@@ -132,60 +147,49 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
         if self._debug:
             self._check_thread()
             self._check_callback(callback, "call_soon")
-        handle = events.Handle(callback, args, self, context)
-        if handle._source_traceback:
-            del handle._source_traceback[-1]
-        self._core.call_soon(handle)
+        handle = self._core.call_soon(callback, *args, context=context)
+        if self._debug:
+            handle._source_traceback = format_helpers.extract_stack(sys._getframe(1))
         return handle
 
     def _call_soon(self, callback, args, context):
-        handle = events.Handle(callback, args, self, context)
-        if handle._source_traceback:
-            del handle._source_traceback[-1]
-        self._core.call_soon(handle)
+        handle = self._core.call_soon(callback, *args, context=context)
+        if self._debug:
+            handle._source_traceback = format_helpers.extract_stack(sys._getframe(1))
         return handle
 
     def _add_callback(self, handle):
         # Signal handlers and I/O callbacks asyncio queues itself.
         if not handle._cancelled:
-            self._core.call_soon(handle)
+            self._core.call_handle(handle)
 
     def call_later(self, delay, callback, *args, context=None):
-        if delay is None:
-            raise TypeError("delay must not be None")
-        timer = self.call_at(self.time() + delay, callback, *args, context=context)
-        if timer._source_traceback:
-            del timer._source_traceback[-1]
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_later")
+        timer = self._core.call_later(delay, callback, *args, context=context)
+        if self._debug:
+            timer._source_traceback = format_helpers.extract_stack(sys._getframe(1))
         return timer
 
     def call_at(self, when, callback, *args, context=None):
-        if when is None:
-            raise TypeError("when cannot be None")
         self._check_closed()
         if self._debug:
             self._check_thread()
             self._check_callback(callback, "call_at")
-        timer = _TimerHandle(when, callback, args, self, context)
-        if timer._source_traceback:
-            del timer._source_traceback[-1]
-        timer._native = self._core.call_at(when, timer)
-        timer._scheduled = True
+        timer = self._core.call_at(when, callback, *args, context=context)
+        if self._debug:
+            timer._source_traceback = format_helpers.extract_stack(sys._getframe(1))
         return timer
-
-    def _timer_handle_cancelled(self, handle):
-        native = getattr(handle, "_native", None)
-        if native is not None:
-            native.cancel()
-            handle._native = None
 
     def call_soon_threadsafe(self, callback, *args, context=None):
         self._check_closed()
         if self._debug:
             self._check_callback(callback, "call_soon_threadsafe")
-        handle = events.Handle(callback, args, self, context)
-        if handle._source_traceback:
-            del handle._source_traceback[-1]
-        self._remote.call_soon_threadsafe(handle)
+        handle = self._remote.call_soon_threadsafe(self, callback, args, context)
+        if self._debug:
+            handle._source_traceback = format_helpers.extract_stack(sys._getframe(1))
         return handle
 
     # ------------------------------------------------------- fd watchers
@@ -208,7 +212,7 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
             return False
         fd = selectors._fileobj_to_fd(fd)
         handle = self._readers.pop(fd, None)
-        removed = self._core.remove_reader(fd)
+        removed = self._core.is_owner_thread() and self._core.remove_reader(fd)
         if handle is not None:
             handle.cancel()
         return removed or handle is not None
@@ -229,7 +233,7 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
             return False
         fd = selectors._fileobj_to_fd(fd)
         handle = self._writers.pop(fd, None)
-        removed = self._core.remove_writer(fd)
+        removed = self._core.is_owner_thread() and self._core.remove_writer(fd)
         if handle is not None:
             handle.cancel()
         return removed or handle is not None

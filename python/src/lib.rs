@@ -1,8 +1,9 @@
 //! `evloop._evloop`: evloop's Rust [`EventLoop`] as the engine of a Python
 //! asyncio loop (the Python class lives in `evloop/_loop.py`).
 //!
-//! Invariant: every item the core runs is an asyncio `Handle` (or
-//! `TimerHandle`) held as a `Py<PyAny>`; running it means calling its
+//! Invariant: every item the core runs is a Python handle queued as the
+//! core's entry itself (`handle.rs`: a native `Handle`/`TimerHandle`, or
+//! an asyncio `Handle` of asyncio's own making); running it means its
 //! `_run()` with the GIL held, exactly as asyncio's `_run_once` does. An
 //! exception `_run()` lets through (only `KeyboardInterrupt`, `SystemExit`,
 //! or a failing exception handler) is kept and interrupts the core's pass
@@ -10,20 +11,27 @@
 //! and `run_until_stopped` raises it; nothing else escapes into the core,
 //! so no Rust panic ever crosses a callback. Callbacks run with the GIL
 //! held; the core's wait hook releases it around the blocking OS wait
-//! only, and checks for signals after every poll.
+//! only, and checks for signals after every poll. The core is reached only on the thread that made
+//! it (`LoopOwner`); elsewhere every method raises asyncio's
+//! `RuntimeError`, and a GC drop there leaks the loop instead of touching it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use evloop::{BlockingWait, EventLoop, RemoteLoop, TimerHandle, WaitDone, WaitHook};
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use evloop::{BlockingWait, EventLoop, LoopOwner, RemoteLoop, TimerKey, WaitDone, WaitHook};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit, intern};
 
+mod handle;
 mod virtual_time;
+
+use handle::{AsyncioEntry, Handle, HandleEntry, PyEntry, TimerEntry, TimerHandle};
 
 use virtual_time::VirtualTime;
 
@@ -65,7 +73,8 @@ fn active() -> Option<Rc<RunState>> {
 /// an fd that becomes ready meanwhile waits at most that plus one pass.
 const BUSY_POLL_INTERVAL: Duration = Duration::from_micros(250);
 
-/// Keeps an exception that must end the run, and ends the core's pass.
+/// Keeps an exception that must end the run, and ends the core's pass
+/// after the running callback (the rest stays queued, in front).
 fn interrupt_with(state: &RunState, e: PyErr, lp: Option<&EventLoop>) {
     *state.pending.borrow_mut() = Some(e);
     match lp {
@@ -100,34 +109,65 @@ impl WaitHook for GilWaitHook {
     }
 }
 
-/// Runs one asyncio handle, as asyncio's `_run_once` does: skipped if
-/// cancelled, `_run()` otherwise (which reports ordinary exceptions to the
-/// loop's exception handler itself). An exception it lets through ends the
-/// pass. Returns false if no run is active.
-fn run_handle(py: Python<'_>, handle: &Py<PyAny>) -> bool {
-    let Some(state) = active() else { return false };
+/// Runs one fd watcher's handle (native or asyncio's), as asyncio's
+/// `_run_once` does: skipped if cancelled, `_run()` otherwise (which
+/// reports ordinary exceptions to the loop's exception handler itself).
+fn run_handle(py: Python<'_>, handle: &Py<PyAny>) {
+    let Some(state) = active() else { return };
     let h = handle.bind(py);
-    let outcome = match h.getattr(intern!(py, "_cancelled")).and_then(|c| c.is_truthy()) {
-        Ok(true) => return true,
-        Ok(false) if state.debug.get() => h
-            .getattr(intern!(py, "_loop"))
+    let outcome = if state.debug.get() {
+        h.getattr(intern!(py, "_loop"))
             .and_then(|lp| lp.call_method1(intern!(py, "_run_handle_debug"), (h,)))
-            .map(drop),
-        Ok(false) => h.call_method0(intern!(py, "_run")).map(drop),
-        Err(e) => Err(e),
+            .map(drop)
+    } else if let Ok(native) = h.cast::<Handle>() {
+        Handle::run(native)
+    } else {
+        match h.getattr(intern!(py, "_cancelled")).and_then(|c| c.is_truthy()) {
+            Ok(true) => Ok(()),
+            Ok(false) => h.call_method0(intern!(py, "_run")).map(drop),
+            Err(e) => Err(e),
+        }
     };
     if let Err(e) = outcome {
-        // KeyboardInterrupt, SystemExit or a failing exception handler:
-        // the core stops after this handle, the rest staying queued.
         interrupt_with(&state, e, None);
     }
-    true
 }
 
-/// A one-shot ready-queue item: `call_soon`, timers, threadsafe calls.
-fn run_once_handle(handle: Py<PyAny>) {
-    Python::attach(|py| run_handle(py, &handle));
+/// Runs one queued entry (`handle.rs`): in debug mode through the Python
+/// loop's timing wrapper, else natively.
+pub(crate) fn run_entry<E: PyEntry>(entry: E) {
+    Python::attach(|py| {
+        let Some(state) = active() else { return };
+        entry.starting(py);
+        let outcome = if state.debug.get() {
+            let h = entry.handle(py);
+            h.getattr(intern!(py, "_loop"))
+                .and_then(|lp| lp.call_method1(intern!(py, "_run_handle_debug"), (h,)))
+                .map(drop)
+        } else {
+            entry.run_handle(py)
+        };
+        entry.finished(py);
+        if let Err(e) = outcome {
+            // KeyboardInterrupt, SystemExit or a failing exception
+            // handler: the core stops after this entry.
+            interrupt_with(&state, e, None);
+        }
+        drop(entry); // with the GIL: the last reference may go here
+    });
 }
+
+/// Whether `obj`'s one reference is the core's (read during a GC pass,
+/// with the GIL held and no Python token).
+fn only_the_core_refers_to(obj: &Py<PyAny>) -> bool {
+    // SAFETY: `obj` is a live object (the core holds a reference to it)
+    // and the GC runs with the GIL held; reading the count touches
+    // nothing else.
+    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1 }
+}
+
+/// asyncio's message for a loop used from a thread other than its own.
+const OTHER_THREAD: &str = "Non-thread-safe operation invoked on an event loop other than the current one";
 
 fn core_error(e: evloop::Error) -> PyErr {
     match e.raw_os_error() {
@@ -140,23 +180,52 @@ fn core_error(e: evloop::Error) -> PyErr {
     }
 }
 
-/// The native half of `evloop.EventLoop`: scheduling, fd watchers, the
-/// clock and the run loop, on evloop's core. Used only from the thread
-/// that created it (`unsendable`: PyO3 refuses other threads, and if the
-/// last reference dies on another thread it reports an unraisable
-/// `RuntimeError` and leaks the loop instead of aborting).
-// CORE-NEED(foreign-drop): a Send owner would free the loop's fds when the
-// GC drops it on another thread; CORE-NEEDS.md §7.
-#[pyclass(unsendable, module = "evloop._evloop")]
-struct Core {
-    lp: EventLoop,
+/// What a core keeps on its loop's thread, beside the loop.
+struct CoreState {
     state: Rc<RunState>,
+    /// Set for a virtual-time loop (manual clock).
+    virtual_time: Option<VirtualTime>,
+    /// The Python loop (`evloop.EventLoop`) whose engine this is: the
+    /// `_loop` of the handles it makes. Visited by the GC.
+    pyloop: RefCell<Option<Py<PyAny>>>,
+}
+
+/// The core's loop, reached only on its own thread: every method of
+/// [`Core`] calls [`OwnedLoop::check`] first, so the `Deref` (which panics
+/// elsewhere) is only ever used where it succeeds.
+struct OwnedLoop(LoopOwner<CoreState>);
+
+impl OwnedLoop {
+    /// The loop, or asyncio's `RuntimeError` off its thread.
+    fn check(&self) -> PyResult<&EventLoop> {
+        self.0.get().ok_or_else(|| PyRuntimeError::new_err(OTHER_THREAD))
+    }
+
+    fn core_state(&self) -> &CoreState {
+        self.0.state().expect("checked: on the loop's thread")
+    }
+}
+
+impl Deref for OwnedLoop {
+    type Target = EventLoop;
+    fn deref(&self) -> &EventLoop {
+        self.0.get().expect("checked: on the loop's thread")
+    }
+}
+
+/// The native half of `evloop.EventLoop`: scheduling, fd watchers, the
+/// clock and the run loop, on evloop's core. Sendable: used from another
+/// thread it raises asyncio's `RuntimeError`, and dropped there (by the
+/// GC) it closes the cross-thread door and leaks the rest, never
+/// touching the loop off its thread.
+#[pyclass(frozen, module = "evloop._evloop")]
+struct Core {
+    lp: OwnedLoop,
     /// The loop's clock in Python's terms: `time()` is `epoch_secs` plus
     /// the core time elapsed since `epoch`.
     epoch: Instant,
     epoch_secs: f64,
-    /// Set for a virtual-time loop (manual clock).
-    virtual_time: Option<VirtualTime>,
+    is_virtual: bool,
 }
 
 #[pymethods]
@@ -174,10 +243,10 @@ impl Core {
                     .map_err(|_| PyValueError::new_err("autojump_threshold must be a non-negative number"))
             })
             .transpose()?;
-        let state = Rc::new(RunState::default());
+        let run_state = Rc::new(RunState::default());
         let mut builder = EventLoop::builder()
             .busy_poll_interval(BUSY_POLL_INTERVAL)
-            .wait_hook(GilWaitHook { state: state.clone() });
+            .wait_hook(GilWaitHook { state: run_state.clone() });
         if virtual_time {
             builder = match autojump_after {
                 Some(threshold) => builder.autojump(threshold),
@@ -191,79 +260,148 @@ impl Core {
         // microsecond, so code mixing the two stays sane.
         let epoch = lp.time();
         let epoch_secs: f64 = py.import("time")?.call_method0("monotonic")?.extract()?;
-        Ok(Core { lp, state, epoch, epoch_secs, virtual_time })
+        let is_virtual = virtual_time.is_some();
+        let state = CoreState { state: run_state, virtual_time, pyloop: RefCell::new(None) };
+        Ok(Core { lp: OwnedLoop(LoopOwner::with_state(lp, state)), epoch, epoch_secs, is_virtual })
     }
 
-    /// `loop.time()`: seconds on the loop's monotonic clock.
-    fn time(&self) -> f64 {
-        self.epoch_secs + self.lp.time().saturating_duration_since(self.epoch).as_secs_f64()
-    }
-
-    /// Queues an asyncio `Handle` (asyncio's `_ready.append`).
-    fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
-        if self.lp.is_closed() {
-            return Err(PyRuntimeError::new_err("Event loop is closed"));
-        }
-        // CORE-NEED(one-allocation): the core wraps this closure in its own
-        // cell next to the Python handle; see python/CORE-NEEDS.md §5.
-        self.lp.call_soon(move || run_once_handle(handle));
+    /// Names the Python loop this core drives (the `_loop` of its handles).
+    fn set_loop(&self, pyloop: Py<PyAny>) -> PyResult<()> {
+        self.lp.check()?;
+        let old = self.lp.core_state().pyloop.replace(Some(pyloop));
+        drop(old);
         Ok(())
     }
 
-    /// Schedules an asyncio `TimerHandle` for loop time `when`; returns
-    /// the native timer, whose `cancel()` frees it at once.
-    fn call_at(&self, when: f64, handle: Py<PyAny>) -> PyResult<NativeTimer> {
-        if self.lp.is_closed() {
-            return Err(PyRuntimeError::new_err("Event loop is closed"));
+    /// `loop.time()`: seconds on the loop's monotonic clock. A real-time
+    /// loop answers from any thread, as asyncio's does.
+    fn time(&self) -> PyResult<f64> {
+        let now = match self.lp.0.get() {
+            Some(lp) => lp.time(),
+            None if !self.is_virtual => Instant::now(),
+            None => return Err(PyRuntimeError::new_err(OTHER_THREAD)),
+        };
+        Ok(self.epoch_secs + now.saturating_duration_since(self.epoch).as_secs_f64())
+    }
+
+    /// asyncio's `call_soon`: a native `Handle`, itself the queued entry.
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon(
+        &self,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let lp = self.open_loop()?;
+        let handle =
+            Py::new(py, Handle::new(py, callback, args.clone().unbind(), self.pyloop(py)?, context)?)?;
+        lp.call_soon_entry(HandleEntry(handle.clone_ref(py)));
+        Ok(handle)
+    }
+
+    /// Queues an asyncio `Handle` asyncio made itself (`_add_callback`).
+    fn call_handle(&self, handle: Py<PyAny>) -> PyResult<()> {
+        self.open_loop()?.call_soon_entry(AsyncioEntry(handle));
+        Ok(())
+    }
+
+    /// asyncio's `call_later`.
+    #[pyo3(signature = (delay, callback, *args, context = None))]
+    fn call_later(
+        slf: &Bound<'_, Core>,
+        delay: &Bound<'_, PyAny>,
+        callback: Py<PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
         }
-        let at = self.instant_of(when);
-        let timer = self.lp.call_at(at, move || run_once_handle(handle));
-        Ok(NativeTimer { timer })
+        let delay: f64 = delay.extract()?;
+        let when = slf.get().time()? + delay;
+        Core::schedule_at(slf, when, callback, args, context)
+    }
+
+    /// asyncio's `call_at`: a native `TimerHandle`, itself the core's
+    /// timer entry; its `cancel()` removes the timer at once.
+    #[pyo3(signature = (when, callback, *args, context = None))]
+    fn call_at(
+        slf: &Bound<'_, Core>,
+        when: &Bound<'_, PyAny>,
+        callback: Py<PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        Core::schedule_at(slf, when.extract()?, callback, args, context)
     }
 
     /// Watches `fd` for reading: `handle` (an asyncio `Handle`) runs in
     /// every pass while the fd is readable. Replaces an existing reader.
     fn add_reader(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
+        self.lp.check()?;
         self.lp.add_reader(fd, fd_callback(fd, Direction::Read)).map_err(core_error)?;
         self.set_watcher(fd, Direction::Read, Some(handle));
         Ok(())
     }
 
     /// Stops watching `fd` for reading; false if it was not watched.
-    fn remove_reader(&self, fd: RawFd) -> bool {
+    fn remove_reader(&self, fd: RawFd) -> PyResult<bool> {
+        self.lp.check()?;
         let removed = self.lp.remove_reader(fd);
         self.set_watcher(fd, Direction::Read, None);
-        removed
+        Ok(removed)
     }
 
     /// As [`add_reader`](Core::add_reader), for writing.
     fn add_writer(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
+        self.lp.check()?;
         self.lp.add_writer(fd, fd_callback(fd, Direction::Write)).map_err(core_error)?;
         self.set_watcher(fd, Direction::Write, Some(handle));
         Ok(())
     }
 
     /// Stops watching `fd` for writing; false if it was not watched.
-    fn remove_writer(&self, fd: RawFd) -> bool {
+    fn remove_writer(&self, fd: RawFd) -> PyResult<bool> {
+        self.lp.check()?;
         let removed = self.lp.remove_writer(fd);
         self.set_watcher(fd, Direction::Write, None);
-        removed
+        Ok(removed)
     }
 
     /// The thread-safe door (`call_soon_threadsafe`).
     fn remote(&self) -> Remote {
-        Remote { remote: self.lp.remote() }
+        Remote { remote: self.lp.0.remote() }
     }
 
-    fn set_debug(&self, on: bool) {
-        self.state.debug.set(on);
+    fn set_debug(&self, on: bool) -> PyResult<()> {
+        self.lp.check()?;
+        self.state().debug.set(on);
+        Ok(())
     }
 
     /// Asks the core's run to end after the current pass (asyncio's
     /// `stop()`: a `stop()` made before `run_until_stopped` still gets one
-    /// pass with a zero timeout).
-    fn stop(&self) {
-        self.lp.stop();
+    /// pass with a zero timeout). From another thread (asyncio tolerates
+    /// that outside debug mode) the stop is sent through the thread-safe
+    /// door, which also wakes the loop.
+    fn stop(&self) -> PyResult<()> {
+        match self.lp.0.get() {
+            Some(lp) => lp.stop(),
+            None => {
+                let stop = || {
+                    if let Ok(lp) = evloop::get_running_loop() {
+                        lp.stop();
+                    }
+                };
+                // Refused only once the loop is closed: nothing to stop.
+                let _ = self.lp.0.remote().call_soon_threadsafe(stop);
+            }
+        }
+        Ok(())
     }
 
     /// Runs the core (`run_forever`, or `run_until_idle` in a virtual-time
@@ -273,7 +411,8 @@ impl Core {
     /// In a child of `fork()` a new loop runs normally; a loop made before
     /// the fork raises RuntimeError (the core's `Error::Forked`).
     fn run_until_stopped(&self, py: Python<'_>, pyloop: &Bound<'_, PyAny>) -> PyResult<()> {
-        let previous = ACTIVE.with(|a| a.replace(Some(self.state.clone())));
+        self.lp.check()?;
+        let previous = ACTIVE.with(|a| a.replace(Some(self.state().clone())));
         let outcome = self.run_passes(py, pyloop);
         ACTIVE.with(|a| *a.borrow_mut() = previous);
         outcome
@@ -282,24 +421,25 @@ impl Core {
     /// Closes the core: pending callbacks and timers are dropped unrun, fd
     /// watchers forgotten, later threadsafe calls refused.
     fn close(&self) -> PyResult<()> {
+        self.lp.check()?;
         self.lp.close().map_err(core_error)?;
-        let watchers = std::mem::take(&mut *self.state.watchers.borrow_mut());
+        let watchers = std::mem::take(&mut *self.state().watchers.borrow_mut());
         drop(watchers); // after the borrow: decrefs may run Python code
         Ok(())
     }
 
-    fn is_closed(&self) -> bool {
-        self.lp.is_closed()
+    fn is_closed(&self) -> PyResult<bool> {
+        Ok(self.lp.check()?.is_closed())
     }
 
     /// Number of callbacks queued to run (for tests and `repr`).
-    fn ready_count(&self) -> usize {
-        self.lp.stats().ready
+    fn ready_count(&self) -> PyResult<usize> {
+        Ok(self.lp.check()?.stats().ready)
     }
 
     /// Number of live timers (for tests and `repr`).
-    fn timer_count(&self) -> usize {
-        self.lp.stats().timers
+    fn timer_count(&self) -> PyResult<usize> {
+        Ok(self.lp.check()?.stats().timers)
     }
 
     // ----- virtual time -----
@@ -307,7 +447,8 @@ impl Core {
     /// Moves a virtual-time loop's clock forward by `seconds`; timers that
     /// become due run on the next pass.
     fn advance_time(&self, seconds: f64) -> PyResult<()> {
-        if self.virtual_time.is_none() {
+        self.lp.check()?;
+        if self.virtual_time().is_none() {
             return Err(PyRuntimeError::new_err("advance_time needs a virtual-time loop"));
         }
         let d = Duration::try_from_secs_f64(seconds)
@@ -319,7 +460,8 @@ impl Core {
     /// While on, a virtual-time loop's run ends (with `_stopping` set)
     /// at the first pass that runs nothing, instead of jumping or waiting.
     fn set_idle_mode(&self, on: bool) -> PyResult<()> {
-        match &self.virtual_time {
+        self.lp.check()?;
+        match self.virtual_time() {
             Some(vt) => {
                 vt.idle_mode.set(on);
                 Ok(())
@@ -329,32 +471,126 @@ impl Core {
     }
 
     fn is_virtual_time(&self) -> bool {
-        self.virtual_time.is_some()
+        self.is_virtual
     }
 
+    /// Whether the calling thread is the loop's own (the only one that
+    /// may use it; the GC may finalize the Python loop anywhere).
+    fn is_owner_thread(&self) -> bool {
+        self.lp.0.is_owner_thread()
+    }
+
+    /// Visits every Python object the core holds: the Python loop, the fd
+    /// watchers' handles, and every queued handle and timer (the core's
+    /// entries), so that a loop only its own callbacks refer to is
+    /// collected. On another thread the loop cannot be read: nothing is
+    /// visited, and the GC then sees those objects as referenced from
+    /// outside (it keeps them; it never frees too much).
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // CORE-NEED(gc-visit): the fd watchers' handles are visited; the
-        // handles of pending callbacks and timers sit inside the core's
-        // closures, out of the GC's reach (`close()` frees them).
-        // CORE-NEEDS.md §8.
-        if let Ok(watchers) = self.state.watchers.try_borrow() {
+        let (Some(lp), Some(cs)) = (self.lp.0.get(), self.lp.0.state()) else { return Ok(()) };
+        if let Ok(pyloop) = cs.pyloop.try_borrow()
+            && let Some(pyloop) = &*pyloop
+        {
+            visit.call(pyloop)?;
+        }
+        if let Ok(watchers) = cs.state.watchers.try_borrow() {
             for handle in watchers.values() {
                 visit.call(handle)?;
             }
         }
-        Ok(())
+        // Handles are not tracked by the GC themselves: one that only the
+        // core refers to is part of the core, and its contents are
+        // visited here; one referred to from elsewhere too is reachable
+        // from outside anyway, and is skipped.
+        let mut outcome = Ok(());
+        let mut visit_one = |obj: &Py<PyAny>| {
+            if outcome.is_ok() {
+                outcome = visit.call(obj);
+            }
+        };
+        lp.visit_entries(|e: &HandleEntry| {
+            if only_the_core_refers_to(e.0.as_any()) {
+                e.0.get().visit_fields(&mut visit_one);
+            }
+        });
+        lp.visit_entries(|e: &TimerEntry| {
+            if only_the_core_refers_to(e.handle.as_any()) {
+                let timer = e.handle.get();
+                timer.visit_core(&mut visit_one);
+                handle::timer_base(&e.handle).get().visit_fields(&mut visit_one);
+            }
+        });
+        lp.visit_entries(|e: &AsyncioEntry| visit_one(&e.0));
+        outcome
     }
 
+    /// Breaks the cycles `__traverse__` reported: drops every queued
+    /// handle and timer, the fd watchers' handles and the Python loop.
     fn __clear__(&self) {
-        let watchers = self.state.watchers.try_borrow_mut().map(|mut w| std::mem::take(&mut *w));
+        let (Some(lp), Some(cs)) = (self.lp.0.get(), self.lp.0.state()) else { return };
+        lp.clear_entries();
+        let watchers = cs.state.watchers.try_borrow_mut().map(|mut w| std::mem::take(&mut *w));
         drop(watchers);
+        let pyloop = cs.pyloop.try_borrow_mut().map(|mut p| p.take());
+        drop(pyloop);
     }
 }
 
 impl Core {
+    fn state(&self) -> &Rc<RunState> {
+        &self.lp.core_state().state
+    }
+
+    fn virtual_time(&self) -> Option<&VirtualTime> {
+        self.lp.core_state().virtual_time.as_ref()
+    }
+
+    fn pyloop(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let pyloop = self.lp.core_state().pyloop.borrow();
+        match &*pyloop {
+            Some(lp) => Ok(lp.clone_ref(py)),
+            None => Err(PyRuntimeError::new_err("the core has no Python loop (set_loop)")),
+        }
+    }
+
+    /// The loop, on its thread and open; asyncio's errors otherwise.
+    fn open_loop(&self) -> PyResult<&EventLoop> {
+        let lp = self.lp.check()?;
+        if lp.is_closed() {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        Ok(lp)
+    }
+
+    fn schedule_at(
+        slf: &Bound<'_, Core>,
+        when: f64,
+        callback: Py<PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let core = slf.get();
+        let lp = core.open_loop()?;
+        let handle = Handle::new(py, callback, args.clone().unbind(), core.pyloop(py)?, context)?;
+        let timer = Py::new(py, TimerHandle::new(handle, when))?;
+        let at = core.instant_of(when);
+        let key = lp.call_at_entry(at, TimerEntry { handle: timer.clone_ref(py) });
+        timer.get().set_timer(key, slf.clone().unbind());
+        Ok(timer)
+    }
+
+    /// Cancels a timer from its `TimerHandle`; off the loop's thread it
+    /// stays queued, cancelled, and is skipped when due.
+    pub(crate) fn cancel_timer(&self, key: TimerKey) {
+        if let Some(lp) = self.lp.0.get() {
+            lp.cancel_timer(key);
+        }
+    }
+
     fn set_watcher(&self, fd: RawFd, direction: Direction, handle: Option<Py<PyAny>>) {
         let old = {
-            let mut watchers = self.state.watchers.borrow_mut();
+            let mut watchers = self.state().watchers.borrow_mut();
             match handle {
                 Some(h) => watchers.insert((fd, direction), h),
                 None => watchers.remove(&(fd, direction)),
@@ -382,9 +618,9 @@ impl Core {
     }
 
     fn run_passes(&self, py: Python<'_>, pyloop: &Bound<'_, PyAny>) -> PyResult<()> {
-        let idle_mode = self.virtual_time.as_ref().is_some_and(|vt| vt.idle_mode.get());
+        let idle_mode = self.virtual_time().is_some_and(|vt| vt.idle_mode.get());
         let outcome = if idle_mode { self.lp.run_until_idle() } else { self.lp.run_forever() };
-        let pending = self.state.pending.borrow_mut().take();
+        let pending = self.state().pending.borrow_mut().take();
         match (outcome, pending) {
             // What a callback or a signal handler let through.
             (_, Some(e)) => Err(e),
@@ -414,21 +650,6 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
     }
 }
 
-/// The core's half of an asyncio `TimerHandle`.
-#[pyclass(unsendable, module = "evloop._evloop")]
-struct NativeTimer {
-    timer: TimerHandle,
-}
-
-#[pymethods]
-impl NativeTimer {
-    /// Cancels the core timer; its closure (and the Python handle) is
-    /// freed now.
-    fn cancel(&self) {
-        self.timer.cancel();
-    }
-}
-
 /// `call_soon_threadsafe` from any thread.
 #[pyclass(frozen, module = "evloop._evloop")]
 struct Remote {
@@ -437,18 +658,31 @@ struct Remote {
 
 #[pymethods]
 impl Remote {
-    /// Queues an asyncio `Handle` from any thread and wakes the loop.
+    /// asyncio's `call_soon_threadsafe` for the Python loop `pyloop`,
+    /// from any thread: a native `Handle`, queued and the loop woken.
     ///
     /// Raises `RuntimeError` if the loop is closed.
-    fn call_soon_threadsafe(&self, handle: Py<PyAny>) -> PyResult<()> {
-        self.remote.call_soon_threadsafe(move || run_once_handle(handle)).map_err(core_error)
+    #[pyo3(signature = (pyloop, callback, args, context = None))]
+    fn call_soon_threadsafe(
+        &self,
+        py: Python<'_>,
+        pyloop: Py<PyAny>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let handle = Py::new(py, Handle::new(py, callback, args, pyloop, context)?)?;
+        let entry = HandleEntry(handle.clone_ref(py));
+        self.remote.call_soon_threadsafe(move || run_entry(entry)).map_err(core_error)?;
+        Ok(handle)
     }
 }
 
 #[pymodule]
 fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
-    m.add_class::<NativeTimer>()?;
+    m.add_class::<Handle>()?;
+    m.add_class::<TimerHandle>()?;
     m.add_class::<Remote>()?;
     Ok(())
 }

@@ -121,3 +121,40 @@ def test_handles_after_keyboard_interrupt_keep_their_place(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert ran == ["queued before", "scheduled by the raiser"]
+
+
+def test_exception_context_is_asyncios(loop):
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(ctx))
+
+    def boom(x):
+        raise ValueError(x)
+
+    h = loop.call_soon(boom, 1)
+    t = loop.call_later(0, boom, 2)
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    assert [ctx["handle"] for ctx in seen] == [h, t]
+    assert [str(ctx["exception"]) for ctx in seen] == ["1", "2"]
+    assert all(isinstance(ctx["exception"], ValueError) for ctx in seen)
+    for ctx in seen:
+        assert ctx["message"].startswith("Exception in callback "), ctx["message"]
+        assert "boom(" in ctx["message"], ctx["message"]
+    assert "source_traceback" not in seen[0]
+
+
+def test_debug_mode_context_carries_the_source_traceback(loop):
+    loop.set_debug(True)
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(ctx))
+
+    def boom():
+        raise ValueError
+
+    loop.call_soon(boom)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    tb = seen[0]["source_traceback"]
+    assert tb[-1].name == "test_debug_mode_context_carries_the_source_traceback", tb[-1]
+    assert "created at" in repr(seen[0]["handle"]) or seen[0]["handle"]._callback is None
+    loop.set_debug(False)

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import evloop
+
 
 def test_call_soon_runs_in_order(loop):
     order = []
@@ -110,19 +112,91 @@ def test_handle_api_and_reprs(loop):
     def cb(x):
         pass
 
+    # evloop's handles are native (as uvloop's): asyncio's API, not its class.
     h = loop.call_soon(cb, 1)
-    assert isinstance(h, asyncio.Handle)
+    assert isinstance(h, (asyncio.Handle, evloop.Handle))
     assert re.match(r"<Handle .*cb\(1\)", repr(h)), repr(h)
+    assert h._callback is cb and h._args == (1,) and h._loop is loop
+    assert not h.cancelled()
     t = loop.call_later(10, cb, 2)
-    assert isinstance(t, asyncio.TimerHandle)
+    assert isinstance(t, (asyncio.TimerHandle, evloop.TimerHandle))
+    assert isinstance(t, type(h)) or isinstance(t, asyncio.Handle)
     assert abs(t.when() - (loop.time() + 10)) < 1
     assert "when=" in repr(t)
     t.cancel()
+    assert t.cancelled()
     assert "cancelled" in repr(t)
+    assert t._callback is None, "a cancelled handle lets go of its callback"
     if sys.version_info >= (3, 12):
         assert h.get_context() is not None
     loop.call_soon(loop.stop)
     loop.run_forever()
+
+
+def test_handle_reprs_match_asyncio(loop):
+    def cb(x, y):
+        pass
+
+    ours = loop.call_soon(cb, 1, "two")
+    theirs = asyncio.Handle(cb, (1, "two"), loop)
+    assert repr(ours) == repr(theirs)
+    timer = loop.call_at(loop.time() + 100, cb, 1, "two")
+    twin = asyncio.TimerHandle(timer.when(), cb, (1, "two"), loop)
+    assert repr(timer) == repr(twin)
+    timer.cancel()
+    twin.cancel()
+    assert repr(timer) == repr(twin)
+    ours.cancel()
+    theirs.cancel()
+    assert repr(ours) == repr(theirs)
+
+
+def test_timer_handles_compare_by_deadline(loop):
+    def cb():
+        pass
+
+    a = loop.call_at(loop.time() + 10, cb)
+    b = loop.call_at(loop.time() + 20, cb)
+    assert a < b and b > a and a <= b and b >= a and a != b
+    assert sorted([b, a]) == [a, b]
+    assert a == a and hash(a) == hash(a.when())
+    a.cancel()
+    b.cancel()
+
+
+def test_a_callback_may_cancel_its_own_handle(loop):
+    ran = []
+    holder = {}
+
+    def cb():
+        ran.append(holder["h"].cancelled())
+        holder["h"].cancel()
+
+    holder["h"] = loop.call_soon(cb)
+    holder["t"] = loop.call_later(0, lambda: (ran.append("timer"), holder["t"].cancel()))
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert ran == [False, "timer"]
+
+
+def test_cancelled_timers_are_freed_at_once(loop):
+    import gc
+    import weakref
+
+    class Token:
+        def __call__(self):
+            pass
+
+    token = Token()
+    ref = weakref.ref(token)
+    timer = loop.call_later(3600, token)
+    del token
+    assert ref() is not None
+    timer.cancel()
+    gc.collect()
+    assert ref() is None, "cancel() let go of the callback"
+    if hasattr(loop, "_core"):
+        assert loop._core.timer_count() == 0
 
 
 def test_callbacks_run_in_their_context(loop):
@@ -217,3 +291,100 @@ def test_unclosed_loop_is_collected_with_a_resource_warning(loop_factory):
         del lp
         gc.collect()
     assert ref() is None
+
+
+def test_unclosed_loop_with_pending_callbacks_and_timers_is_collected(loop_factory):
+    # The loop is referenced only from its own queued handles (each
+    # handle's _loop): the GC must see those references to collect it.
+    import gc
+    import weakref
+
+    lp = loop_factory()
+    lp.call_soon(print, "never runs")
+    lp.call_later(3600, print, "never runs")
+    lp.call_at(lp.time() + 7200, lp.stop)
+    ref = weakref.ref(lp)
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        del lp
+        gc.collect()
+    assert ref() is None
+
+
+def test_running_loop_used_from_another_thread_raises_asyncios_error(loop):
+    import threading
+
+    loop.set_debug(True)  # asyncio checks threads in debug mode only
+    errors = []
+
+    def other():
+        for call in (lambda: loop.call_soon(print), lambda: loop.call_later(1, print)):
+            try:
+                call()
+            except RuntimeError as e:
+                errors.append(str(e))
+
+    def from_the_loop():
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        loop.stop()
+
+    loop.call_soon(from_the_loop)
+    loop.run_forever()
+    assert errors == ["Non-thread-safe operation invoked on an event loop other than the current one"] * 2
+
+
+def test_evloop_refuses_other_threads_outside_debug_mode_too():
+    import threading
+
+    lp = evloop.new_event_loop()
+    errors = []
+
+    def other():
+        for call in (lambda: lp.call_soon(print), lambda: lp.call_at(0, print), lambda: lp._core.ready_count()):
+            try:
+                call()
+            except RuntimeError as e:
+                errors.append(str(e))
+        # call_soon_threadsafe is the door for other threads.
+        lp.call_soon_threadsafe(lp.stop)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert errors == ["Non-thread-safe operation invoked on an event loop other than the current one"] * 3
+    lp.run_forever()
+    lp.close()
+
+
+def test_loop_dropped_on_another_thread_does_not_crash(loop_factory):
+    # Made (and left unclosed, with work queued) in a worker thread, then
+    # dropped on this one: no crash and no unraisable error. (asyncio's
+    # loop is then collected; evloop's is leaked whole, as its core cannot
+    # be read off its own thread: a documented difference.)
+    import gc
+    import threading
+    import warnings
+
+    made = []
+
+    def worker():
+        lp = loop_factory()
+        lp.call_soon(print, "never runs")
+        lp.call_later(3600, print, "never runs")
+        made.append(lp)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    unraisable = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            made.clear()
+            gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert [u.exc_value for u in unraisable] == []

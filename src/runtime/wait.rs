@@ -110,7 +110,11 @@ impl fmt::Debug for WaitDone {
 /// let hook = Rc::new(Hook::default());
 /// let lp = EventLoop::builder().wait_hook(Shared(hook.clone())).build()?;
 /// let h = hook.clone();
-/// lp.call_later(Duration::from_millis(1), move || h.quit.set(true));
+/// let l = lp.clone();
+/// lp.call_later(Duration::from_millis(1), move || {
+///     h.quit.set(true);
+///     l.call_soon(|| unreachable!("interrupted first")); // the next pass polls at once
+/// });
 /// assert!(matches!(lp.run_forever(), Err(evloop::Error::Interrupted)));
 /// assert!(hook.waits.get() >= 1);
 /// # Ok::<(), evloop::Error>(())

@@ -8,6 +8,19 @@
 use std::mem::ManuallyDrop;
 use std::thread::{self, ThreadId};
 
+thread_local! {
+    /// This thread's id, read once: `thread::current()` clones a handle,
+    /// and the owner check runs on every call of an embedder's loop.
+    static THREAD_ID: ThreadId = thread::current().id();
+}
+
+/// The current thread's id; `None` while the thread's locals are being
+/// destroyed (no value is then reachable: it counts as another thread).
+#[inline]
+fn current_id() -> Option<ThreadId> {
+    THREAD_ID.try_with(|id| *id).ok()
+}
+
 /// Ties a `!Send` value to the thread that made it.
 pub(crate) struct ThreadBound<T> {
     value: ManuallyDrop<T>,
@@ -35,7 +48,7 @@ impl<T> ThreadBound<T> {
     /// Whether the current thread is the one that made it.
     #[inline]
     pub(crate) fn is_owner_thread(&self) -> bool {
-        thread::current().id() == self.thread
+        current_id() == Some(self.thread)
     }
 
     /// The value, on its own thread only.

@@ -120,9 +120,15 @@ pub(crate) struct Events {
 
 impl Events {
     pub(crate) fn new() -> Events {
+        Events::with_capacity(1024)
+    }
+
+    /// Room for `n` events per wait (the kernel keeps the rest for the
+    /// next one).
+    pub(crate) fn with_capacity(n: usize) -> Events {
         Events {
             #[cfg(target_os = "linux")]
-            raw: Vec::with_capacity(1024),
+            raw: Vec::with_capacity(n),
             #[cfg(target_os = "linux")]
             scratch: polling::Events::new(),
             #[cfg(not(target_os = "linux"))]
@@ -180,10 +186,19 @@ pub(crate) fn wait(poller: &Poller, events: &mut Events, timeout: Option<Duratio
         events.ready.push(Readiness { key, readable: flags & READ != 0, writable: flags & WRITE != 0 });
     }
     if notified {
-        // Let polling clear and re-arm its notifier. Fd events it reports
-        // now are level-triggered and will be seen on the next wait.
+        // Let polling clear and re-arm its notifier. It may report fd
+        // events too (ones that came since, or past `raw`'s capacity):
+        // keep them, since a one-shot registration reports only once;
+        // one already in the list is not repeated (a level-triggered one
+        // reports in both waits).
         events.scratch.clear();
         poller.wait(&mut events.scratch, Some(Duration::ZERO))?;
+        for ev in events.scratch.iter() {
+            let key = ev.key as u64;
+            if key != NOTIFY_KEY && !events.ready.iter().any(|r| r.key == key) {
+                events.ready.push(Readiness { key, readable: ev.readable, writable: ev.writable });
+            }
+        }
     }
     Ok(notified)
 }
@@ -241,5 +256,33 @@ mod tests {
         assert!(events.ready().is_empty());
         // Cleared: a second wait times out with nothing.
         assert!(!wait(&poller, &mut events, Some(Duration::ZERO)).unwrap());
+    }
+
+    /// One-shot registrations report once: an event that polling's own
+    /// `wait` picks up while clearing the notifier (here: past the raw
+    /// buffer's room of one) must still be reported, or its waiter would
+    /// never wake.
+    #[test]
+    fn events_seen_while_clearing_the_notifier_are_kept() {
+        let _g = crate::runtime::selector::tests::fd_lock();
+        let poller = Poller::new().unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let (mut c, d) = UnixStream::pair().unwrap();
+        register(&poller, b.as_raw_fd(), 1, true, false, true).unwrap();
+        register(&poller, d.as_raw_fd(), 2, true, false, false).unwrap();
+        // The notifier is ready first, so it takes the only raw slot.
+        poller.notify().unwrap();
+        a.write_all(b"x").unwrap();
+        c.write_all(b"y").unwrap();
+        let mut events = Events::with_capacity(1);
+        assert!(wait(&poller, &mut events, Some(Duration::from_secs(5))).unwrap());
+        let mut keys: Vec<u64> = events.ready().iter().map(|r| r.key).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, [1, 2]);
+        // The one-shot one is now silent; the level-triggered one is not.
+        assert!(!wait(&poller, &mut events, Some(Duration::ZERO)).unwrap());
+        assert_eq!(events.ready(), [Readiness { key: 2, readable: true, writable: false }]);
+        deregister(&poller, b.as_raw_fd());
+        deregister(&poller, d.as_raw_fd());
     }
 }

@@ -67,13 +67,58 @@ pub(crate) enum Waiter<T: 'static> {
     Wake(Waker),
 }
 
+/// Who waits on a future, in order: the first waiter inline, so the
+/// common single awaiter costs one small allocation, and a future nobody
+/// waits on none (the list is boxed: 8 bytes in every task block).
+pub(crate) struct WaiterList<T: 'static> {
+    first: Waiter<T>,
+    rest: Vec<Waiter<T>>,
+}
+
+impl<T: 'static> WaiterList<T> {
+    fn push(list: &mut Option<Box<WaiterList<T>>>, waiter: Waiter<T>) {
+        match list {
+            Some(list) => list.rest.push(waiter),
+            None => *list = Some(Box::new(WaiterList { first: waiter, rest: Vec::new() })),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Waiter<T>> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+
+    /// Removes the done callback `id`, keeping the others' order.
+    fn remove_callback(list: &mut Option<Box<WaiterList<T>>>, id: CallbackId) -> Option<Waiter<T>> {
+        let is_id = |w: &Waiter<T>| matches!(w, Waiter::Callback(cid, _) if *cid == id);
+        let this = list.as_mut()?;
+        if is_id(&this.first) {
+            if this.rest.is_empty() {
+                return list.take().map(|l| l.first);
+            }
+            let next = this.rest.remove(0);
+            return Some(std::mem::replace(&mut this.first, next));
+        }
+        let pos = this.rest.iter().position(is_id)?;
+        Some(this.rest.remove(pos))
+    }
+}
+
+impl<T: 'static> IntoIterator for WaiterList<T> {
+    type Item = Waiter<T>;
+    type IntoIter = std::iter::Chain<std::iter::Once<Waiter<T>>, std::vec::IntoIter<Waiter<T>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self.first).chain(self.rest)
+    }
+}
+
 /// The state of one future: outcome, waiters, and whether anyone looked.
 pub(crate) struct FutureState<T: 'static> {
     event_loop: WeakLoop,
     state: RefCell<State<T>>,
     /// One list for callbacks and wakers keeps the state small (every task
     /// carries one). A `Cell`: taken out, changed, put back.
-    waiters: Cell<Vec<Waiter<T>>>,
+    waiters: Cell<Option<Box<WaiterList<T>>>>,
     next_callback: Cell<u32>,
     flags: Cell<u8>,
     /// Task only, in what would be padding: the loop's wake-table slot,
@@ -163,7 +208,7 @@ impl<T: 'static> FutureState<T> {
         FutureState {
             event_loop,
             state: RefCell::new(State::Pending),
-            waiters: Cell::new(Vec::new()),
+            waiters: Cell::new(None),
             next_callback: Cell::new(0),
             flags: Cell::new(0),
             waker_slot: Cell::new(u16::MAX),
@@ -238,15 +283,12 @@ impl<T: 'static> FutureState<T> {
     /// awaiter, in the order they were added; no borrow is held while either
     /// runs user code.
     fn schedule_callbacks(&self, handle: &Future<T>) {
-        let waiters = self.waiters.take();
-        if waiters.is_empty() {
-            return;
-        }
+        let Some(waiters) = self.waiters.take() else { return };
         // A closed or dropped loop cannot run callbacks: they are dropped
         // unrun, like the rest of the loop's pending work. Wakers need no
         // loop handle: look it up only for the first callback.
         let mut lp: Option<Option<EventLoop>> = None;
-        for waiter in waiters {
+        for waiter in *waiters {
             match waiter {
                 Waiter::Callback(_, callback) => {
                     let lp = lp.get_or_insert_with(|| self.event_loop.upgrade().filter(|lp| !lp.is_closed()));
@@ -281,15 +323,18 @@ impl<T: 'static> FutureState<T> {
     /// Registers `waker` to be woken on completion (once per task).
     pub(crate) fn register(&self, waker: &Waker) {
         let mut waiters = self.waiters.take();
-        if !waiters.iter().any(|w| matches!(w, Waiter::Wake(w) if w.will_wake(waker))) {
-            waiters.push(Waiter::Wake(waker.clone()));
+        let known = waiters
+            .as_ref()
+            .is_some_and(|list| list.iter().any(|w| matches!(w, Waiter::Wake(w) if w.will_wake(waker))));
+        if !known {
+            WaiterList::push(&mut waiters, Waiter::Wake(waker.clone()));
         }
         self.waiters.set(waiters);
     }
 
     /// Takes callbacks and wakers out without running them (loop close or
     /// drop); the caller drops them outside its borrows.
-    pub(crate) fn abandon(&self) -> Vec<Waiter<T>> {
+    pub(crate) fn abandon(&self) -> Option<Box<WaiterList<T>>> {
         self.waiters.take()
     }
 
@@ -470,7 +515,7 @@ impl<T: 'static> Future<T> {
             self.get_loop().call_soon(move || f(&fut));
         } else {
             let mut waiters = st.waiters.take();
-            waiters.push(Waiter::Callback(id, Box::new(f)));
+            WaiterList::push(&mut waiters, Waiter::Callback(id, Box::new(f)));
             st.waiters.set(waiters);
         }
         id
@@ -481,8 +526,7 @@ impl<T: 'static> Future<T> {
     pub fn remove_done_callback(&self, id: CallbackId) -> bool {
         let st = self.state();
         let mut waiters = st.waiters.take();
-        let pos = waiters.iter().position(|w| matches!(w, Waiter::Callback(cid, _) if *cid == id));
-        let removed = pos.map(|i| waiters.remove(i));
+        let removed = WaiterList::remove_callback(&mut waiters, id);
         st.waiters.set(waiters);
         // Dropped with the list back in place: its destructor is user code.
         removed.is_some()
@@ -601,5 +645,44 @@ impl<T: 'static> fmt::Debug for FutureOwned<T> {
 impl<T: 'static> fmt::Debug for FutureRef<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FutureRef").field("future", self.fut).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use crate::EventLoop;
+
+    #[test]
+    fn removing_done_callbacks_keeps_the_order_of_the_rest() {
+        let lp = EventLoop::builder().manual_clock().build().unwrap();
+        let fut = lp.create_future::<u8>();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let ids: Vec<_> = (0..5)
+            .map(|i| {
+                let log = log.clone();
+                fut.add_done_callback(move |_| log.borrow_mut().push(i))
+            })
+            .collect();
+        // The inline first waiter, one in the middle, the last.
+        assert!(fut.remove_done_callback(ids[0]));
+        assert!(fut.remove_done_callback(ids[2]));
+        assert!(fut.remove_done_callback(ids[4]));
+        assert!(!fut.remove_done_callback(ids[4]), "already removed");
+        fut.set_result(1).unwrap();
+        lp.run_until_idle().unwrap();
+        assert_eq!(*log.borrow(), [1, 3]);
+
+        // Removing the only waiter empties the list; adding works again.
+        let fut = lp.create_future::<u8>();
+        let only = fut.add_done_callback(|_| unreachable!());
+        assert!(fut.remove_done_callback(only));
+        let l = log.clone();
+        fut.add_done_callback(move |_| l.borrow_mut().push(9));
+        fut.set_result(2).unwrap();
+        lp.run_until_idle().unwrap();
+        assert_eq!(*log.borrow(), [1, 3, 9]);
     }
 }

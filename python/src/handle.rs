@@ -1,0 +1,578 @@
+//! Native `Handle` and `TimerHandle`: asyncio's API and reprs, and each
+//! one *is* the core's queued entry ([`HandleEntry`], [`TimerEntry`]: one
+//! `Py` pointer), so `call_soon` allocates the Python object and nothing
+//! else.
+//!
+//! Invariant: no `PyRef` of a handle is held while Python code runs (the
+//! callback, `repr` of its arguments, the exception handler), so a
+//! callback may cancel its own handle.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use evloop::{ForeignEntry, TimerKey};
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::{ffi, intern};
+
+use crate::Core;
+
+/// What a [`Handle`] holds. Locked only for moments that run no Python
+/// code (no call, no decref that could free an object): values are cloned
+/// or taken out, and dropped after the lock is released.
+struct Fields {
+    callback: Option<Py<PyAny>>,
+    args: Option<Py<PyTuple>>,
+    /// The asyncio loop (for its exception handler and `_loop`).
+    event_loop: Option<Py<PyAny>>,
+    context: Option<Py<PyAny>>,
+    cancelled: bool,
+    /// Set by `cancel()` in debug mode: the repr the handle had.
+    repr: Option<Py<PyAny>>,
+    /// Debug mode: where the handle was made (asyncio's frame summary).
+    source_traceback: Option<Py<PyAny>>,
+}
+
+/// asyncio's `Handle`: a callback with its arguments and context, queued
+/// on an evloop loop. Not a subclass of `asyncio.Handle` (as uvloop's
+/// handles are not); the API is the same.
+///
+/// Not tracked by Python's GC (so making one triggers no collection):
+/// while the loop holds a handle it alone refers to, the loop's core
+/// visits the handle's contents for it (`Core.__traverse__`), and once
+/// the loop has run or cancelled a handle, the handle lets go of its
+/// callback, arguments and loop, so no cycle can run through it.
+#[pyclass(frozen, module = "evloop._evloop", name = "Handle", subclass, weakref)]
+pub(crate) struct Handle {
+    fields: Mutex<Fields>,
+}
+
+impl Handle {
+    pub(crate) fn new(
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        event_loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Handle> {
+        let context = match context {
+            Some(c) if !c.is_none(py) => c,
+            _ => copy_context(py)?,
+        };
+        Ok(Handle {
+            fields: Mutex::new(Fields {
+                callback: Some(callback),
+                args: Some(args),
+                event_loop: Some(event_loop),
+                context: Some(context),
+                cancelled: false,
+                repr: None,
+                source_traceback: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Fields> {
+        self.fields.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
+    /// Visits what the handle holds, for the GC pass of the core that
+    /// alone refers to it; skipped if the fields are locked elsewhere.
+    pub(crate) fn visit_fields(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
+        let Ok(f) = self.fields.try_lock() else { return };
+        for obj in
+            [&f.callback, &f.event_loop, &f.context, &f.repr, &f.source_traceback].into_iter().flatten()
+        {
+            visit(obj);
+        }
+        if let Some(args) = &f.args {
+            visit(args.as_any());
+        }
+    }
+
+    /// The loop ran the handle (or dropped it): it lets go of its
+    /// callback, arguments and loop, which breaks any cycle through it.
+    pub(crate) fn release(&self) {
+        let taken = {
+            let mut f = self.lock();
+            (f.callback.take(), f.args.take(), f.event_loop.take())
+        };
+        drop(taken); // after the lock: a decref may run Python code
+    }
+
+    /// asyncio's `Handle._repr_info`, as a list of words.
+    fn repr_info(&self, py: Python<'_>, name: &str) -> PyResult<Vec<String>> {
+        let (cancelled, callback, args, tb) = {
+            let f = self.lock();
+            (
+                f.cancelled,
+                f.callback.as_ref().map(|c| c.clone_ref(py)),
+                f.args.as_ref().map(|a| a.clone_ref(py)),
+                f.source_traceback.as_ref().map(|t| t.clone_ref(py)),
+            )
+        };
+        let mut info = vec![name.to_owned()];
+        if cancelled {
+            info.push("cancelled".to_owned());
+        }
+        if let Some(cb) = callback {
+            let args: Py<PyAny> = match args {
+                Some(a) => a.into_any(),
+                None => py.None(),
+            };
+            info.push(format_callback_source(py, cb.bind(py), args.bind(py))?);
+        }
+        if let Some(tb) = tb.map(|t| t.into_bound(py))
+            && tb.is_truthy()?
+        {
+            let frame = tb.get_item(-1)?;
+            info.push(format!("created at {}:{}", frame.get_item(0)?, frame.get_item(1)?));
+        }
+        Ok(info)
+    }
+
+    fn saved_repr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.lock().repr.as_ref().map(|r| r.clone_ref(py))
+    }
+
+    fn event_loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.lock().event_loop.as_ref().map(|l| l.clone_ref(py))
+    }
+
+    fn is_debug(&self, py: Python<'_>) -> bool {
+        self.event_loop(py)
+            .and_then(|lp| lp.bind(py).call_method0(intern!(py, "get_debug")).ok())
+            .and_then(|d| d.is_truthy().ok())
+            .unwrap_or(false)
+    }
+
+    /// asyncio's `Handle.cancel` minus the timer part: remembers the repr
+    /// in debug mode, then lets go of the callback and its arguments.
+    /// False if it was already cancelled.
+    fn cancel_handle(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        if self.is_cancelled() {
+            return Ok(false);
+        }
+        let repr = if self.is_debug(py) {
+            let info = self.repr_info(py, name)?;
+            Some(format!("<{}>", info.join(" ")).into_pyobject(py)?.into_any().unbind())
+        } else {
+            None
+        };
+        let taken = {
+            let mut f = self.lock();
+            if f.cancelled {
+                return Ok(false);
+            }
+            f.cancelled = true;
+            let old_repr = if repr.is_some() { std::mem::replace(&mut f.repr, repr) } else { None };
+            (f.callback.take(), f.args.take(), old_repr)
+        };
+        drop(taken); // after the lock: the decrefs may run Python code
+        Ok(true)
+    }
+
+    /// Runs the callback in its context, as asyncio's `Handle._run`: an
+    /// exception goes to the loop's exception handler; `KeyboardInterrupt`
+    /// and `SystemExit` (and whatever the handler raises) come back.
+    pub(crate) fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let (callback, args, context) = {
+            let f = slf.get().lock();
+            if f.cancelled {
+                return Ok(());
+            }
+            match (&f.callback, &f.args, &f.context) {
+                (Some(cb), Some(args), Some(ctx)) => {
+                    (cb.clone_ref(py), args.clone_ref(py), ctx.clone_ref(py))
+                }
+                _ => return Ok(()),
+            }
+        };
+        let outcome = call_in_context(py, context.bind(py), callback.bind(py), args.bind(py));
+        let Err(err) = outcome else { return Ok(()) };
+        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+            return Err(err);
+        }
+        let source = format_callback_source(py, callback.bind(py), args.bind(py).as_any())?;
+        let ctx = PyDict::new(py);
+        ctx.set_item(intern!(py, "message"), format!("Exception in callback {source}"))?;
+        ctx.set_item(intern!(py, "exception"), err.value(py))?;
+        ctx.set_item(intern!(py, "handle"), slf)?;
+        let (tb, event_loop) = {
+            let f = slf.get().lock();
+            (
+                f.source_traceback.as_ref().map(|t| t.clone_ref(py)),
+                f.event_loop.as_ref().map(|l| l.clone_ref(py)),
+            )
+        };
+        if let Some(tb) = tb
+            && tb.bind(py).is_truthy()?
+        {
+            ctx.set_item(intern!(py, "source_traceback"), tb)?;
+        }
+        if let Some(lp) = event_loop {
+            lp.bind(py).call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Handle {
+    /// Cancels the callback: it will not run, and it and its arguments
+    /// are let go now.
+    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        self.cancel_handle(py, "Handle").map(drop)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.lock().context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    fn _run(slf: &Bound<'_, Handle>) -> PyResult<()> {
+        Handle::run(slf)
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.lock().callback.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.lock().args.as_ref().map(|a| a.clone_ref(py))
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.event_loop(py)
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.get_context(py)
+    }
+
+    #[getter]
+    fn _repr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.saved_repr(py)
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.lock().source_traceback.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    #[setter(_source_traceback)]
+    fn set_source_traceback(&self, tb: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.lock().source_traceback, tb);
+        drop(old);
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        if let Some(repr) = self.saved_repr(py) {
+            return repr.bind(py).str().map(|s| s.to_string());
+        }
+        Ok(format!("<{}>", self.repr_info(py, "Handle")?.join(" ")))
+    }
+}
+
+/// asyncio's `TimerHandle`: a [`Handle`] due at loop time `when`, ordered
+/// and compared by it. Cancelling it removes the core's timer at once.
+#[pyclass(frozen, module = "evloop._evloop", name = "TimerHandle", extends = Handle)]
+pub(crate) struct TimerHandle {
+    when: f64,
+    /// The core timer and the loop's core, until it runs or is cancelled.
+    timer: Mutex<Option<(TimerKey, Py<Core>)>>,
+}
+
+impl TimerHandle {
+    pub(crate) fn new(handle: Handle, when: f64) -> PyClassInitializer<TimerHandle> {
+        PyClassInitializer::from(handle).add_subclass(TimerHandle { when, timer: Mutex::new(None) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<(TimerKey, Py<Core>)>> {
+        self.timer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_timer(&self, key: TimerKey, core: Py<Core>) {
+        let old = self.lock().replace((key, core));
+        drop(old);
+    }
+
+    /// The timer ran: nothing left to cancel in the core.
+    fn forget_timer(&self) {
+        let old = self.lock().take();
+        drop(old);
+    }
+
+    /// Visits the core the timer refers to (see [`Handle::visit_fields`]).
+    pub(crate) fn visit_core(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
+        if let Ok(timer) = self.timer.try_lock()
+            && let Some((_, core)) = &*timer
+        {
+            visit(core.as_any());
+        }
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    fn when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _when(&self) -> f64 {
+        self.when
+    }
+
+    /// Whether the timer is still in the loop's timer heap.
+    #[getter]
+    fn _scheduled(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Cancels the callback and removes the core's timer now (asyncio's
+    /// `TimerHandle.cancel` tells the loop, which counts it).
+    fn cancel(slf: &Bound<'_, TimerHandle>) -> PyResult<()> {
+        let py = slf.py();
+        if !slf.as_super().get().cancel_handle(py, "TimerHandle")? {
+            return Ok(());
+        }
+        let timer = slf.get().lock().take();
+        if let Some((key, core)) = timer {
+            // Off the loop's thread the core cannot be touched: the timer
+            // stays in the heap and is skipped when due (it is cancelled).
+            core.get().cancel_timer(key);
+        }
+        Ok(())
+    }
+
+    fn __repr__(slf: &Bound<'_, TimerHandle>) -> PyResult<String> {
+        let py = slf.py();
+        let base = slf.as_super().get();
+        if let Some(repr) = base.saved_repr(py) {
+            return repr.bind(py).str().map(|s| s.to_string());
+        }
+        let mut info = base.repr_info(py, "TimerHandle")?;
+        let pos = if base.is_cancelled() { 2 } else { 1 };
+        info.insert(pos, format!("when={}", py_float_repr(py, slf.get().when)?));
+        Ok(format!("<{}>", info.join(" ")))
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        self.when.into_pyobject(py)?.hash()
+    }
+
+    fn __richcmp__(
+        slf: &Bound<'_, TimerHandle>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        use pyo3::basic::CompareOp;
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let (a, b) = (slf.get().when, other.get().when);
+        let result = match op {
+            CompareOp::Lt => a < b,
+            CompareOp::Le => a < b || same_handle(slf, other)?,
+            CompareOp::Gt => a > b,
+            CompareOp::Ge => a > b || same_handle(slf, other)?,
+            CompareOp::Eq => same_handle(slf, other)?,
+            CompareOp::Ne => !same_handle(slf, other)?,
+        };
+        Ok(result.into_pyobject(py)?.to_owned().into_any().unbind())
+    }
+}
+
+/// The `Handle` a `TimerHandle` is, without a Python token (for the GC
+/// pass, which has none).
+pub(crate) fn timer_base(timer: &Py<TimerHandle>) -> &Py<Handle> {
+    // SAFETY: `Py<T>` is `repr(transparent)` over the object pointer, and
+    // a `TimerHandle` object is a `Handle` object (its base class): the
+    // same pointer typed as its base, as `cast::<Handle>()` would give.
+    unsafe { &*(timer as *const Py<TimerHandle>).cast::<Py<Handle>>() }
+}
+
+/// asyncio's `TimerHandle.__eq__`: same deadline, callback, arguments and
+/// cancelled state.
+fn same_handle(a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyResult<bool> {
+    if a.is(b) {
+        return Ok(true);
+    }
+    let py = a.py();
+    if a.get().when != b.get().when {
+        return Ok(false);
+    }
+    let parts = |h: &Handle| {
+        let f = h.lock();
+        (
+            f.cancelled,
+            f.callback.as_ref().map(|c| c.clone_ref(py)),
+            f.args.as_ref().map(|x| x.clone_ref(py).into_any()),
+        )
+    };
+    let (ca, cba, aa) = parts(a.as_super().get());
+    let (cb_, cbb, ab) = parts(b.as_super().get());
+    if ca != cb_ {
+        return Ok(false);
+    }
+    let eq = |x: Option<Py<PyAny>>, y: Option<Py<PyAny>>| -> PyResult<bool> {
+        match (x, y) {
+            (Some(x), Some(y)) => x.bind(py).eq(y.bind(py)),
+            (None, None) => Ok(true),
+            _ => Ok(false),
+        }
+    };
+    Ok(eq(cba, cbb)? && eq(aa, ab)?)
+}
+
+fn py_float_repr(py: Python<'_>, x: f64) -> PyResult<String> {
+    Ok(x.into_pyobject(py)?.repr()?.to_string())
+}
+
+/// asyncio's `format_helpers._format_callback_source`.
+fn format_callback_source(
+    py: Python<'_>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyAny>,
+) -> PyResult<String> {
+    let helpers = py.import(intern!(py, "asyncio.format_helpers"))?;
+    helpers.call_method1(intern!(py, "_format_callback_source"), (callback, args))?.extract()
+}
+
+/// `contextvars.copy_context()`.
+fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: called with the GIL held (`py`); returns a new reference or
+    // NULL with an exception set, which `from_owned_ptr_or_err` handles.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }.map(Bound::unbind)
+}
+
+/// `context.run(callback, *args)`, without building the argument tuple
+/// `Context.run` needs when `context` is a real `contextvars.Context`
+/// (asyncio passes any object with a `run` method through; so do we).
+fn call_in_context(
+    py: Python<'_>,
+    context: &Bound<'_, PyAny>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+) -> PyResult<()> {
+    // SAFETY: a live object borrowed from `context`, with the GIL held;
+    // the check reads its type only.
+    if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
+        let all: Vec<Bound<'_, PyAny>> = std::iter::once(callback.clone()).chain(args.iter()).collect();
+        return context.call_method1(intern!(py, "run"), PyTuple::new(py, all)?).map(drop);
+    }
+    // SAFETY: a Context, with the GIL held; -1 means an exception is set
+    // (the context is already entered: `Context.run`'s RuntimeError).
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let outcome = callback.call1(args).map(drop);
+    // SAFETY: the Context entered above, on this thread, with the GIL.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    outcome
+}
+
+// ===== the core's entries =====
+
+/// What the binding's run loop needs of each of its entries.
+pub(crate) trait PyEntry: ForeignEntry {
+    /// The Python handle (for debug mode's timing wrapper).
+    fn handle<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny>;
+    /// Called once the entry's turn has come, before it runs.
+    fn starting(&self, _py: Python<'_>) {}
+    /// Runs the handle (asyncio's `handle._run()`).
+    fn run_handle(&self, py: Python<'_>) -> PyResult<()>;
+    /// Called after the run (or the debug wrapper) returned.
+    fn finished(&self, _py: Python<'_>) {}
+}
+
+/// A queued `Handle`: the entry *is* the Python object.
+pub(crate) struct HandleEntry(pub(crate) Py<Handle>);
+
+impl ForeignEntry for HandleEntry {
+    fn run(self) {
+        crate::run_entry(self);
+    }
+}
+
+impl PyEntry for HandleEntry {
+    fn handle<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.0.bind(py).clone().into_any()
+    }
+    fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
+        Handle::run(self.0.bind(py))
+    }
+    fn finished(&self, _py: Python<'_>) {
+        self.0.get().release();
+    }
+}
+
+/// A queued asyncio `Handle` of asyncio's own making (signal handlers,
+/// what asyncio passes to `_add_callback`): run through its `_run`.
+pub(crate) struct AsyncioEntry(pub(crate) Py<PyAny>);
+
+impl ForeignEntry for AsyncioEntry {
+    fn run(self) {
+        crate::run_entry(self);
+    }
+}
+
+impl PyEntry for AsyncioEntry {
+    fn handle<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.0.bind(py).clone()
+    }
+    fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
+        let h = self.0.bind(py);
+        if h.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
+            return Ok(());
+        }
+        h.call_method0(intern!(py, "_run")).map(drop)
+    }
+}
+
+/// A `TimerHandle` on the core's timer heap.
+pub(crate) struct TimerEntry {
+    pub(crate) handle: Py<TimerHandle>,
+}
+
+impl ForeignEntry for TimerEntry {
+    fn run(self) {
+        crate::run_entry(self);
+    }
+}
+
+impl PyEntry for TimerEntry {
+    fn handle<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.handle.bind(py).clone().into_any()
+    }
+    fn starting(&self, _py: Python<'_>) {
+        self.handle.get().forget_timer();
+    }
+    fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
+        Handle::run(self.handle.bind(py).as_super())
+    }
+    fn finished(&self, py: Python<'_>) {
+        self.handle.bind(py).as_super().get().release();
+    }
+}
