@@ -7,8 +7,6 @@
 //! callback, `repr` of its arguments, the exception handler), so a
 //! callback may cancel its own handle.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use evloop::{ForeignEntry, TimerKey};
@@ -98,7 +96,13 @@ impl Handle {
 
     /// The loop ran the handle (or dropped it): it lets go of its
     /// callback, arguments and loop, which breaks any cycle through it.
-    pub(crate) fn release(&self) {
+    pub(crate) fn release(&self, this: &Py<Handle>) {
+        // The caller's reference is the last one: the decref that follows
+        // frees the handle and all it holds, and no cycle can run through
+        // an object nothing else refers to. Most handles end this way.
+        if holds_the_only_reference(this.as_any()) {
+            return;
+        }
         let taken = {
             let mut f = self.lock();
             (f.callback.take(), f.args.take(), f.event_loop.take())
@@ -446,6 +450,14 @@ pub(crate) fn untracked<T>(handle: Py<T>) -> Py<T> {
     handle
 }
 
+/// Whether `obj`'s one reference is the caller's. Used with the GIL held
+/// only (the loop's entries are dropped with it), without a Python token.
+pub(crate) fn holds_the_only_reference(obj: &Py<PyAny>) -> bool {
+    // SAFETY: `obj` is a live object the caller holds a reference to, and
+    // the GIL is held; reading the count touches nothing else.
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) == 1 }
+}
+
 /// The `Handle` a `TimerHandle` is, without a Python token (for the GC
 /// pass, which has none).
 pub(crate) fn timer_base(timer: &Py<TimerHandle>) -> &Py<Handle> {
@@ -571,7 +583,7 @@ impl Drop for HandleEntry {
     /// Run, cancelled or dropped with the loop's queues: the loop is done
     /// with the handle, which lets go of what it holds (see [`Handle`]).
     fn drop(&mut self) {
-        self.0.get().release();
+        self.0.get().release(&self.0);
     }
 }
 
@@ -598,12 +610,9 @@ impl PyEntry for AsyncioEntry {
     }
 }
 
-/// A `TimerHandle` on the core's timer heap; on a virtual-time loop also
-/// its deadline's live flag, cleared when the entry goes (run, cancelled,
-/// or dropped with the loop).
+/// A `TimerHandle` on the core's timer heap.
 pub(crate) struct TimerEntry {
     pub(crate) handle: Py<TimerHandle>,
-    pub(crate) live: Option<Rc<Cell<bool>>>,
 }
 
 impl ForeignEntry for TimerEntry {
@@ -625,11 +634,9 @@ impl PyEntry for TimerEntry {
 }
 
 impl Drop for TimerEntry {
-    /// As [`HandleEntry`]'s; and the virtual-time deadline is dead.
+    /// As [`HandleEntry`]'s.
     fn drop(&mut self) {
-        if let Some(live) = &self.live {
-            live.set(false);
-        }
-        timer_base(&self.handle).get().release();
+        let base = timer_base(&self.handle);
+        base.get().release(base);
     }
 }
