@@ -1043,3 +1043,31 @@ fn a_cancelled_task_drops_its_future_at_its_next_step_even_before_its_first() {
     assert!(task.cancelled());
     assert_eq!(lp.stats().ready, 0);
 }
+
+#[test]
+fn clear_entries_keeps_queued_task_steps() {
+    // Task steps sit in the ready queue as inline entries; clearing the
+    // embedder's entries must not lose them (the task would never run).
+    struct Noop;
+    impl evloop::runtime::ForeignEntry for Noop {
+        fn run(self) {}
+    }
+    let lp = manual_loop();
+    let task = lp.create_task(async {
+        evloop::yield_now().await;
+        5
+    });
+    lp.call_soon_entry(Noop);
+    lp.clear_entries();
+    lp.run_until_idle().unwrap();
+    assert_eq!(task.result().unwrap(), 5);
+    // And a step queued by a wake-up, not by create_task.
+    let task = lp.create_task(async {
+        evloop::yield_now().await;
+        6
+    });
+    lp.run_once(ZERO).unwrap();
+    lp.clear_entries();
+    lp.run_until_idle().unwrap();
+    assert_eq!(task.result().unwrap(), 6);
+}

@@ -294,7 +294,7 @@ impl EventLoop {
         let inner = &self.inner;
         let queued = std::mem::take(&mut *inner.ready.borrow_mut());
         let (foreign, kept): (VecDeque<Ready>, VecDeque<Ready>) =
-            queued.into_iter().partition(Ready::is_foreign);
+            queued.into_iter().partition(|r| r.is_foreign() && !crate::task::task::is_task_step(r));
         // No user code ran since the take: the queue is still empty.
         *inner.ready.borrow_mut() = kept;
         let timers = inner.timers.borrow_mut().take_foreign();

@@ -43,7 +43,7 @@ use slotmap::{Key, KeyData};
 
 use crate::error::{Error, Result, panic_message};
 use crate::runtime::event_loop::{EventLoop, LoopInner, running_loop};
-use crate::runtime::handle::ForeignEntry;
+use crate::runtime::handle::{ForeignEntry, Ready};
 use crate::runtime::remote::{RemoteItem, RemoteShared};
 use crate::sys::pinned::{PinCell, Pinned, PinnedHead};
 use crate::sys::waker::{BitsWaker, bits_waker};
@@ -102,6 +102,12 @@ impl ForeignEntry for TaskEntry {
     fn location(&self) -> Option<&'static Location<'static>> {
         Some(self.0.location())
     }
+}
+
+/// Whether a ready-queue element is a task step: loop-made, though it is
+/// stored as a foreign entry (`clear_entries` keeps it).
+pub(crate) fn is_task_step(entry: &Ready) -> bool {
+    entry.downcast_ref::<TaskEntry>().is_some()
 }
 
 /// Queues a step of `task` on `inner`'s ready queue.
