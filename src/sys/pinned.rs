@@ -118,8 +118,8 @@ impl<F> PinCell<F> {
         (!self.busy.replace(true)).then(|| Busy(&self.busy))
     }
 
-    /// Whether the cell holds no future (never polled, cleared). A busy
-    /// cell holds one.
+    /// Whether the cell holds no future (cleared). A busy cell holds one.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         let Some(_busy) = self.enter() else { return false };
         // SAFETY: not busy, so no `&mut` into `value` exists; this shared

@@ -66,8 +66,6 @@ pub(crate) trait TaskStep {
     /// Consumes the ready queue's `Rc`; a finishing task gives it to its
     /// done callbacks as their handle.
     fn step(self: Pin<Rc<Self>>) -> bool;
-    /// Whether a step would be skipped: the future is gone.
-    fn is_stale(&self) -> bool;
     /// Marks the task as queued; false if it already was.
     fn mark_scheduled(&self) -> bool;
     /// Drops the wrapped future where it lies (for `close` and loop drop,
@@ -92,11 +90,6 @@ impl ForeignEntry for TaskEntry {
     #[inline]
     fn run(self) {
         self.0.step();
-    }
-
-    #[inline]
-    fn cancelled(&self) -> bool {
-        self.0.is_stale()
     }
 
     fn location(&self) -> Option<&'static Location<'static>> {
@@ -424,11 +417,11 @@ impl<T: 'static, F: std::future::Future<Output = T> + 'static> TaskStep for Task
         let state = self.head();
         state.set_flag(SCHEDULED, false);
         let (head, fut) = self.as_ref().parts();
-        if fut.is_empty() {
-            return false;
-        }
         if state.flag(CANCEL_REQUESTED) {
-            fut.clear();
+            // False: the future is already gone (finished or abandoned).
+            if !fut.clear() {
+                return false;
+            }
             self.finish(Err(Error::Cancelled));
             return true;
         }
@@ -445,7 +438,8 @@ impl<T: 'static, F: std::future::Future<Output = T> + 'static> TaskStep for Task
         };
         match polled {
             Ok(Some(Poll::Pending)) => {}
-            // Busy: a step from inside the future's own poll.
+            // The future is gone, or busy (a step from inside its own
+            // poll): nothing to do.
             Ok(None) => return false,
             Ok(Some(Poll::Ready(value))) => {
                 fut.clear();
@@ -466,10 +460,6 @@ impl<T: 'static, F: std::future::Future<Output = T> + 'static> TaskStep for Task
             }
         }
         true
-    }
-
-    fn is_stale(&self) -> bool {
-        self.rest().rest().is_empty()
     }
 
     fn mark_scheduled(&self) -> bool {
