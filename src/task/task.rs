@@ -23,7 +23,8 @@
 //! `Pin<Rc<Self>>` (a dispatchable receiver), which is also how a finishing
 //! task hands its done callbacks a typed handle without a downcast. The
 //! header is kept small so the block fits glibc's fast bins (120 bytes
-//! with the `Rc` counts) for a future of up to 16 bytes with a niche; a
+//! with the `Rc` counts) for a future of up to 16 bytes (`async { i }`
+//! with a `u64` result fills it exactly: any header growth leaves them); a
 //! block that leaves them costs a few hundred instructions in
 //! `malloc`/`free` when tasks come in bursts (measured: 16 more bytes took
 //! `task_spawn` from 1171 to 1481).
@@ -358,11 +359,11 @@ type TaskRest<F> = Pinned<TaskHead, PinCell<F>>;
 /// The task: result state, header and wrapped future in one pinned `Rc`
 /// block; its `Future<T>` handles are the same block seen as `Shared<T>`.
 ///
-/// Kept small on purpose (96 bytes for a `u64` result and an `async { i }`
-/// future, 112 with the `Rc` counts; 120 is the largest request glibc
-/// serves from its fast bins, and a task that misses them costs a few
-/// hundred instructions more in `malloc`/`free` when tasks are made in
-/// bursts). Hence the lazy [`TaskInfo`], the task flags living in the
+/// Kept small on purpose (104 bytes for a `u64` result and an
+/// `async { i }` future, 120 with the `Rc` counts: exactly the largest
+/// request glibc serves from its fast bins; a task that misses them costs
+/// a few hundred instructions more in `malloc`/`free` when tasks are made
+/// in bursts). Hence the lazy [`TaskInfo`], the task flags living in the
 /// result state's flag byte, the boxed waiter list (8 bytes; most tasks
 /// have none), and no self handle (the loop's slot map has the `Rc` while
 /// the task is unfinished).
