@@ -6,6 +6,8 @@
 #   bench/run.sh            # full run, under 10 minutes on a 2-core machine
 #   bench/run.sh --quick    # under 2 minutes (fewer ops, 3 rounds, shorter loads)
 #   bench/run.sh --only micro,echo      # sections: micro echo bulk cross http memory counts
+#   bench/run.sh --python [--quick]     # instead: the Python package against asyncio, uvloop
+#                                       # and rloop (bench/python/peers.sh; its options follow)
 #
 # Other options go to `evloop-bench suite` (see bench/src/main.rs): --rounds N,
 # --out FILE, --results DIR. On a fresh machine it installs what it needs:
@@ -18,6 +20,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 cd "$root"
 log() { printf '[run.sh] %s\n' "$*" >&2; }
+
+if [ "${1:-}" = "--python" ]; then
+    shift
+    exec "$here/python/peers.sh" "$@"
+fi
 
 # 1. System tools.
 missing=()

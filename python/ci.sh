@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the evloop Python package into a fresh venv for each interpreter
-# and runs its pytest suite there. Works on a fresh machine: maturin and
-# pytest come from PyPI.
+# and runs there its pytest suite, then CPython's own asyncio suite with
+# evloop injected (python/cpython_suite.py). Works on a fresh machine:
+# maturin, pytest and the web packages come from PyPI, wrk from apt-get.
 #
 #   python/ci.sh                      # CPython 3.11 and 3.12 (pyenv), else python3
 #   PYTHONS="python3.12" python/ci.sh # chosen interpreters
 #   PROFILE=release python/ci.sh      # optimised build (default: dev)
+#   CPYTHON_SUITE=0 python/ci.sh      # pytest only
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,6 +23,19 @@ if [[ -z "${PYTHONS:-}" ]]; then
     [[ -n "$PYTHONS" ]] || PYTHONS="python3"
 fi
 
+# wrk, for tests/test_web.py's load check: installed when missing if we
+# can (root with apt-get); otherwise that one test skips, saying why.
+if ! command -v wrk >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+        echo "python/ci.sh: installing wrk (apt-get)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } ||
+            echo "python/ci.sh: apt-get could not install wrk: test_wrk_against_uvicorn will skip"
+    else
+        echo "python/ci.sh: wrk is missing and cannot be installed (needs root and apt-get):" \
+            "test_wrk_against_uvicorn will skip"
+    fi
+fi
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 status=0
@@ -29,9 +44,9 @@ for py in $PYTHONS; do
     echo "== CPython $version ($py)"
     venv="$work/venv-$version"
     "$py" -m venv "$venv"
-    # fastapi, uvicorn and httpx: tests/test_web.py (the FastAPI demo).
+    # fastapi, uvicorn, hypercorn, httpx, aiohttp: tests/test_web.py.
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "maturin>=1.5,<2" "pytest>=7" fastapi uvicorn httpx
+        "maturin>=1.5,<2" "pytest>=7" fastapi uvicorn hypercorn httpx aiohttp
     build_flags=()
     [[ "$profile" == "release" ]] && build_flags+=(--release)
     "$venv/bin/maturin" build --quiet "${build_flags[@]}" \
@@ -40,5 +55,10 @@ for py in $PYTHONS; do
     # From outside python/, so that `import evloop` finds the installed
     # wheel, not the source folder (which has no compiled module).
     (cd "$work" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/tests") || status=1
+    # CPython's test.test_asyncio on evloop: every module in its own
+    # subprocess, two at a time, against cpython-expected-failures.txt.
+    if [[ "${CPYTHON_SUITE:-1}" != 0 ]]; then
+        (cd "$work" && "$venv/bin/python" "$here/cpython_suite.py") || status=1
+    fi
 done
 exit $status

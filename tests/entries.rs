@@ -396,3 +396,36 @@ fn loop_owner_dropped_on_another_thread_closes_the_remote_and_leaks_the_rest() {
     assert_eq!((drops.get(), state_drops.get()), (0, 0), "the !Send rest leaked, untouched");
     assert!(remote.call_soon_threadsafe(|| {}).is_err());
 }
+
+#[test]
+fn debug_mode_times_foreign_entries_too() {
+    let lp = EventLoop::builder()
+        .manual_clock()
+        .debug(true)
+        .slow_callback_duration(Duration::ZERO)
+        .build()
+        .unwrap();
+    let _strict = fail_on_callback_errors(&lp);
+    let (log, drops) = (Recorder::new(), DropCounter::new());
+    lp.call_soon_entry(rec(1, &log, &drops));
+    lp.call_soon_entry(Located(std::panic::Location::caller()).into_quiet());
+    lp.run_until_idle().unwrap();
+    assert_eq!(lp.stats().slow_callbacks, 2, "with and without a location");
+    assert_eq!(log.get(), [1]);
+}
+
+impl Located {
+    /// The same location, but an entry that does not panic.
+    fn into_quiet(self) -> Quiet {
+        Quiet(self.0)
+    }
+}
+
+struct Quiet(&'static std::panic::Location<'static>);
+
+impl ForeignEntry for Quiet {
+    fn run(self) {}
+    fn location(&self) -> Option<&'static std::panic::Location<'static>> {
+        Some(self.0)
+    }
+}

@@ -1,6 +1,6 @@
 """Micro benchmarks of the native paths, evloop against asyncio (and uvloop
 when installed), interleaved round by round; prints the median of each and
-the ratio to asyncio.
+the ratio to asyncio (and, with uvloop, evloop's speed relative to it).
 
 Run with:  python python/benchmarks/micro.py [ROUNDS]     (default 7)
 Numbers, not tests: build the package in release mode first
@@ -95,6 +95,12 @@ def main():
         for name in factories:
             med = statistics.median(results[(w.__name__, name)])
             cells.append(f"{name} {med / N * 1e9:7.1f} ns ({base / med:4.2f}x)")
+        if "uvloop" in factories:
+            # The issue's target: evloop at or above uvloop (>= 1.00).
+            ratio = statistics.median(results[(w.__name__, "uvloop")]) / statistics.median(
+                results[(w.__name__, "evloop")]
+            )
+            cells.append(f"evloop/uvloop {ratio:4.2f}x")
         print(f"{w.__name__:18} " + "  ".join(cells))
 
 

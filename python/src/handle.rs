@@ -224,6 +224,21 @@ impl Handle {
 
 #[pymethods]
 impl Handle {
+    /// `Handle(callback, args, loop, context=None)`, as asyncio's (a handle
+    /// made this way is not queued anywhere; `call_soon` makes and queues
+    /// its own).
+    #[new]
+    #[pyo3(signature = (callback, args, r#loop, context = None))]
+    fn py_new(
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        r#loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Handle> {
+        Handle::new(py, callback, args, r#loop, context)
+    }
+
     /// Cancels the callback: it will not run, and it and its arguments
     /// are let go now.
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
@@ -332,6 +347,21 @@ impl TimerHandle {
 
 #[pymethods]
 impl TimerHandle {
+    /// `TimerHandle(when, callback, args, loop, context=None)`, as
+    /// asyncio's (not scheduled: `call_at` makes and schedules its own).
+    #[new]
+    #[pyo3(signature = (when, callback, args, r#loop, context = None))]
+    fn py_new(
+        py: Python<'_>,
+        when: f64,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        r#loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<PyClassInitializer<TimerHandle>> {
+        Ok(TimerHandle::new(Handle::new(py, callback, args, r#loop, context)?, when))
+    }
+
     fn when(&self) -> f64 {
         self.when
     }
@@ -400,6 +430,18 @@ impl TimerHandle {
         };
         Ok(result.into_pyobject(py)?.to_owned().into_any().unbind())
     }
+}
+
+/// Takes a new handle out of the GC's lists (PyO3 makes every class a GC
+/// type): it is never traversed by a collection, which is most of what a
+/// million `call_soon` would otherwise cost in GC passes. The core visits
+/// its contents instead (see [`Handle`]).
+pub(crate) fn untracked<T>(handle: Py<T>) -> Py<T> {
+    // SAFETY: a live object we hold a reference to, with the GIL held
+    // (creating it needed `py`); untracking a GC object is always allowed,
+    // and PyO3's dealloc untracks only if it is still tracked.
+    unsafe { ffi::PyObject_GC_UnTrack(handle.as_ptr().cast()) };
+    handle
 }
 
 /// The `Handle` a `TimerHandle` is, without a Python token (for the GC
@@ -503,8 +545,6 @@ pub(crate) trait PyEntry: ForeignEntry {
     fn starting(&self, _py: Python<'_>) {}
     /// Runs the handle (asyncio's `handle._run()`).
     fn run_handle(&self, py: Python<'_>) -> PyResult<()>;
-    /// Called after the run (or the debug wrapper) returned.
-    fn finished(&self, _py: Python<'_>) {}
 }
 
 /// A queued `Handle`: the entry *is* the Python object.
@@ -523,7 +563,12 @@ impl PyEntry for HandleEntry {
     fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
         Handle::run(self.0.bind(py))
     }
-    fn finished(&self, _py: Python<'_>) {
+}
+
+impl Drop for HandleEntry {
+    /// Run, cancelled or dropped with the loop's queues: the loop is done
+    /// with the handle, which lets go of what it holds (see [`Handle`]).
+    fn drop(&mut self) {
         self.0.get().release();
     }
 }
@@ -572,7 +617,11 @@ impl PyEntry for TimerEntry {
     fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
         Handle::run(self.handle.bind(py).as_super())
     }
-    fn finished(&self, py: Python<'_>) {
-        self.handle.bind(py).as_super().get().release();
+}
+
+impl Drop for TimerEntry {
+    /// As [`HandleEntry`]'s.
+    fn drop(&mut self) {
+        timer_base(&self.handle).get().release();
     }
 }

@@ -147,7 +147,6 @@ pub(crate) fn run_entry<E: PyEntry>(entry: E) {
         } else {
             entry.run_handle(py)
         };
-        entry.finished(py);
         if let Err(e) = outcome {
             // KeyboardInterrupt, SystemExit or a failing exception
             // handler: the core stops after this entry.
@@ -294,8 +293,10 @@ impl Core {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let lp = self.open_loop()?;
-        let handle =
-            Py::new(py, Handle::new(py, callback, args.clone().unbind(), self.pyloop(py)?, context)?)?;
+        let handle = handle::untracked(Py::new(
+            py,
+            Handle::new(py, callback, args.clone().unbind(), self.pyloop(py)?, context)?,
+        )?);
         lp.call_soon_entry(HandleEntry(handle.clone_ref(py)));
         Ok(handle)
     }
@@ -573,7 +574,7 @@ impl Core {
         let core = slf.get();
         let lp = core.open_loop()?;
         let handle = Handle::new(py, callback, args.clone().unbind(), core.pyloop(py)?, context)?;
-        let timer = Py::new(py, TimerHandle::new(handle, when))?;
+        let timer = handle::untracked(Py::new(py, TimerHandle::new(handle, when))?);
         let at = core.instant_of(when);
         let key = lp.call_at_entry(at, TimerEntry { handle: timer.clone_ref(py) });
         timer.get().set_timer(key, slf.clone().unbind());
@@ -671,7 +672,7 @@ impl Remote {
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let handle = Py::new(py, Handle::new(py, callback, args, pyloop, context)?)?;
+        let handle = handle::untracked(Py::new(py, Handle::new(py, callback, args, pyloop, context)?)?);
         let entry = HandleEntry(handle.clone_ref(py));
         self.remote.call_soon_threadsafe(move || run_entry(entry)).map_err(core_error)?;
         Ok(handle)

@@ -388,3 +388,17 @@ def test_loop_dropped_on_another_thread_does_not_crash(loop_factory):
     finally:
         sys.unraisablehook = old_hook
     assert [u.exc_value for u in unraisable] == []
+
+
+def test_handles_can_be_made_directly_as_asyncios(loop):
+    Handle = evloop.Handle if isinstance(loop, evloop.EventLoop) else asyncio.Handle
+    TimerHandle = evloop.TimerHandle if isinstance(loop, evloop.EventLoop) else asyncio.TimerHandle
+    ran = []
+    h = Handle(ran.append, ("handle",), loop)
+    h._run()
+    t = TimerHandle(5.0, ran.append, ("timer",), loop, contextvars.copy_context())
+    t._run()
+    assert ran == ["handle", "timer"]
+    assert t.when() == 5.0 and not t.cancelled()
+    h.cancel()
+    assert h.cancelled()

@@ -16,9 +16,7 @@ use slotmap::SlotMap;
 use crate::error::{Error, Result, panic_message};
 use crate::exception::{ExceptionContext, report};
 use crate::runtime::clock::Clock;
-use crate::runtime::handle::{
-    CallbackCell, ForeignEntry, Handle, IN_HEAP, Ready, Runnable, TimerHandle, TimerKey,
-};
+use crate::runtime::handle::{CallbackCell, ForeignEntry, Handle, IN_HEAP, Ready, Runnable, TimerHandle};
 use crate::runtime::remote::{RemoteItem, RemoteLoop, RemoteShared};
 use crate::runtime::selector::Selector;
 use crate::runtime::stats::{LoopStats, StatsCells};
@@ -239,6 +237,7 @@ impl LoopInner {
 /// | building | [`new`](EventLoop::new), [`builder`](EventLoop::builder) |
 /// | running and stopping | [`run_forever`](EventLoop::run_forever), [`run_until_complete`](EventLoop::run_until_complete), [`run_once`](EventLoop::run_once), [`run_until_idle`](EventLoop::run_until_idle), [`stop`](EventLoop::stop), [`interrupt`](EventLoop::interrupt), [`is_running`](EventLoop::is_running), [`close`](EventLoop::close), [`is_closed`](EventLoop::is_closed) |
 /// | scheduling callbacks | [`call_soon`](EventLoop::call_soon), [`call_later`](EventLoop::call_later), [`call_at`](EventLoop::call_at), [`time`](EventLoop::time), [`advance_time`](EventLoop::advance_time), [`next_timer`](EventLoop::next_timer) |
+/// | embedders' entries | [`call_soon_entry`](EventLoop::call_soon_entry), [`call_at_entry`](EventLoop::call_at_entry), [`cancel_timer`](EventLoop::cancel_timer), [`visit_entries`](EventLoop::visit_entries), [`clear_entries`](EventLoop::clear_entries) |
 /// | futures and tasks | [`create_future`](EventLoop::create_future), [`create_task`](EventLoop::create_task) |
 /// | threads | [`remote`](EventLoop::remote) (`call_soon_threadsafe`), [`run_in_executor`](EventLoop::run_in_executor) |
 /// | file descriptors | [`add_reader`](EventLoop::add_reader), [`remove_reader`](EventLoop::remove_reader), [`add_writer`](EventLoop::add_writer), [`remove_writer`](EventLoop::remove_writer) |
@@ -851,7 +850,7 @@ impl EventLoop {
     /// Moves what other threads sent (and `call_soon_threadsafe` calls made
     /// on this thread) onto the ready queue.
     #[inline]
-    fn drain_remote(&self) {
+    pub(crate) fn drain_remote(&self) {
         if self.inner.remote.has_pending() {
             self.drain_remote_now();
         }
@@ -1111,7 +1110,7 @@ impl EventLoop {
 
     /// Drops what `close` took out; a destructor that panics is reported,
     /// not propagated.
-    fn drop_reporting<T>(&self, value: T) {
+    pub(crate) fn drop_reporting<T>(&self, value: T) {
         if let Err(message) = crate::runtime::guard::drop_user(value) {
             self.report_panic("panic in a destructor while closing the loop", message);
         }
@@ -1223,24 +1222,6 @@ impl EventLoop {
         Handle { inner: cell }
     }
 
-    /// Queues `entry` to run on the next pass, in one FIFO with
-    /// [`call_soon`](EventLoop::call_soon): the entry itself is the queue
-    /// element, so nothing is allocated for it (see [`ForeignEntry`]). It
-    /// is run once, or dropped unrun if it says it is
-    /// [`cancelled`](ForeignEntry::cancelled) when its turn comes, or by
-    /// [`close`](EventLoop::close), or when the loop is dropped.
-    ///
-    /// # Panics
-    ///
-    /// With "event loop is closed" if the loop was closed.
-    #[track_caller]
-    #[inline]
-    pub fn call_soon_entry<E: ForeignEntry>(&self, entry: E) {
-        self.check_open();
-        self.drain_remote();
-        self.inner.push_entry(entry);
-    }
-
     /// Schedules `f` to run once `delay` has passed (asyncio's
     /// `call_later`). A zero delay runs it on the next pass, after the
     /// callbacks already ready.
@@ -1281,125 +1262,6 @@ impl EventLoop {
         let cell = CallbackCell::new(f, Location::caller(), IN_HEAP);
         self.inner.timers.borrow_mut().push(when, cell.clone());
         TimerHandle { inner: cell, when, event_loop: Rc::downgrade(&self.inner) }
-    }
-
-    /// Queues `entry` to run when the loop's clock reaches `when`, with the
-    /// ordering of [`call_at`](EventLoop::call_at) (deadline order, equal
-    /// deadlines FIFO across both kinds of timer, never early). The entry
-    /// is stored in the loop's timer table without a separate allocation;
-    /// the returned key cancels it.
-    ///
-    /// The entry is dropped exactly once: after it runs, at
-    /// [`cancel_timer`](EventLoop::cancel_timer), at
-    /// [`close`](EventLoop::close) or
-    /// [`clear_entries`](EventLoop::clear_entries), or with the loop.
-    ///
-    /// # Panics
-    ///
-    /// With "event loop is closed" if the loop was closed.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::{cell::Cell, rc::Rc, time::Duration};
-    /// use evloop::ForeignEntry;
-    ///
-    /// struct Bump(Rc<Cell<u32>>);
-    /// impl ForeignEntry for Bump {
-    ///     fn run(self) {
-    ///         self.0.set(self.0.get() + 1);
-    ///     }
-    /// }
-    ///
-    /// let lp = evloop::EventLoop::builder().manual_clock().build()?;
-    /// let hits = Rc::new(Cell::new(0));
-    /// let soon = lp.call_at_entry(lp.time() + Duration::from_secs(1), Bump(hits.clone()));
-    /// let later = lp.call_at_entry(lp.time() + Duration::from_secs(2), Bump(hits.clone()));
-    /// assert!(lp.cancel_timer(later));
-    /// lp.advance_time(Duration::from_secs(5));
-    /// lp.run_until_idle()?;
-    /// assert_eq!(hits.get(), 1);
-    /// assert!(!lp.cancel_timer(soon), "it already ran");
-    /// assert_eq!(Rc::strong_count(&hits), 1, "both entries were dropped");
-    /// # Ok::<(), evloop::Error>(())
-    /// ```
-    #[track_caller]
-    pub fn call_at_entry<E: ForeignEntry>(&self, when: Instant, entry: E) -> TimerKey {
-        self.check_open();
-        self.inner.timers.borrow_mut().push_foreign(when, entry)
-    }
-
-    /// Cancels a timer queued with [`call_at_entry`](EventLoop::call_at_entry),
-    /// dropping its entry now (asyncio's `TimerHandle.cancel`). False if
-    /// it already ran or was cancelled (or the loop was closed): the key
-    /// never names another timer.
-    pub fn cancel_timer(&self, key: TimerKey) -> bool {
-        let entry = self.inner.timers.borrow_mut().cancel_foreign(key);
-        let Some(entry) = entry else { return false };
-        // Dropped after the borrow: the entry's destructor is user code.
-        self.drop_reporting(entry);
-        true
-    }
-
-    /// Calls `f` with every foreign entry of type `E` the loop holds: ready
-    /// to run and waiting on a timer. For an embedder's garbage collector
-    /// (Python's `tp_traverse`), which must see every object the loop keeps
-    /// alive to collect a loop only its own callbacks refer to.
-    ///
-    /// The loop's queues are borrowed (shared) while `f` runs: `f` must not
-    /// schedule or cancel anything on this loop (that panics with a
-    /// `RefCell` borrow error). Called while the loop is in the middle of
-    /// changing a queue (it cannot be, from user code), that queue is
-    /// skipped rather than panicking.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use evloop::ForeignEntry;
-    ///
-    /// struct Tagged(u32);
-    /// impl ForeignEntry for Tagged {
-    ///     fn run(self) {}
-    /// }
-    ///
-    /// let lp = evloop::EventLoop::new()?;
-    /// lp.call_soon_entry(Tagged(1));
-    /// lp.call_at_entry(lp.time(), Tagged(2));
-    /// lp.call_soon(|| {});
-    /// let mut seen = Vec::new();
-    /// lp.visit_entries(|t: &Tagged| seen.push(t.0));
-    /// seen.sort();
-    /// assert_eq!(seen, [1, 2]);
-    /// # Ok::<(), evloop::Error>(())
-    /// ```
-    pub fn visit_entries<E: ForeignEntry>(&self, mut f: impl FnMut(&E)) {
-        if let Ok(ready) = self.inner.ready.try_borrow() {
-            ready.iter().filter_map(Ready::downcast_ref::<E>).for_each(&mut f);
-        }
-        if let Ok(timers) = self.inner.timers.try_borrow() {
-            timers.foreign_entries().filter_map(|e| e.downcast_ref::<E>()).for_each(&mut f);
-        }
-    }
-
-    /// Drops every foreign entry the loop holds, ready or on a timer,
-    /// without running it (an embedder's GC `tp_clear`): like
-    /// [`close`](EventLoop::close) for foreign entries, but the loop stays
-    /// open. Callbacks made by the loop itself (closures, fd callbacks,
-    /// tasks) are left alone. The keys of cleared timers are spent.
-    pub fn clear_entries(&self) {
-        let inner = &self.inner;
-        let queued = std::mem::take(&mut *inner.ready.borrow_mut());
-        let (foreign, kept): (VecDeque<Ready>, VecDeque<Ready>) =
-            queued.into_iter().partition(Ready::is_foreign);
-        // No user code ran since the take: the queue is still empty.
-        *inner.ready.borrow_mut() = kept;
-        let timers = inner.timers.borrow_mut().take_foreign();
-        for entry in foreign {
-            self.drop_reporting(entry);
-        }
-        for entry in timers {
-            self.drop_reporting(entry);
-        }
     }
 
     // ------------------------------------------------------------- threads

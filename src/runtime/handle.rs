@@ -1,18 +1,20 @@
 //! [`Handle`] and [`TimerHandle`]: what `call_soon`, `call_later` and
 //! `call_at` return; the [`Runnable`] items and [`ForeignEntry`] values
 //! that sit in the ready queue ([`Ready`]); [`TimerKey`], the name of a
-//! foreign timer.
+//! foreign timer; and the [`EventLoop`] methods that queue, cancel, visit
+//! and clear foreign entries.
 //!
 //! Invariant: a [`Ready`] element is run or dropped exactly once, always
 //! with no `RefCell` borrow of the loop alive.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::panic::Location;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
-use crate::runtime::event_loop::LoopInner;
+use crate::runtime::event_loop::{EventLoop, LoopInner};
 use crate::sys::entry::ErasedEntry;
 
 /// Anything the loop can put on its ready queue: a scheduled callback, a
@@ -161,6 +163,147 @@ impl From<Rc<dyn Runnable>> for Ready {
     #[inline]
     fn from(item: Rc<dyn Runnable>) -> Ready {
         Ready::Core(item)
+    }
+}
+
+// ===== impl EventLoop: foreign entries =====
+
+impl EventLoop {
+    /// Queues `entry` to run on the next pass, in one FIFO with
+    /// [`call_soon`](EventLoop::call_soon): the entry itself is the queue
+    /// element, so nothing is allocated for it (see [`ForeignEntry`]). It
+    /// is run once, or dropped unrun if it says it is
+    /// [`cancelled`](ForeignEntry::cancelled) when its turn comes, or by
+    /// [`close`](EventLoop::close), or when the loop is dropped.
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    #[track_caller]
+    #[inline]
+    pub fn call_soon_entry<E: ForeignEntry>(&self, entry: E) {
+        self.check_open();
+        self.drain_remote();
+        self.inner.push_entry(entry);
+    }
+
+    /// Queues `entry` to run when the loop's clock reaches `when`, with the
+    /// ordering of [`call_at`](EventLoop::call_at) (deadline order, equal
+    /// deadlines FIFO across both kinds of timer, never early). The entry
+    /// is stored in the loop's timer table without a separate allocation;
+    /// the returned key cancels it.
+    ///
+    /// The entry is dropped exactly once: after it runs, at
+    /// [`cancel_timer`](EventLoop::cancel_timer), at
+    /// [`close`](EventLoop::close) or
+    /// [`clear_entries`](EventLoop::clear_entries), or with the loop.
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// use evloop::ForeignEntry;
+    ///
+    /// struct Bump(Rc<Cell<u32>>);
+    /// impl ForeignEntry for Bump {
+    ///     fn run(self) {
+    ///         self.0.set(self.0.get() + 1);
+    ///     }
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::builder().manual_clock().build()?;
+    /// let hits = Rc::new(Cell::new(0));
+    /// let soon = lp.call_at_entry(lp.time() + Duration::from_secs(1), Bump(hits.clone()));
+    /// let later = lp.call_at_entry(lp.time() + Duration::from_secs(2), Bump(hits.clone()));
+    /// assert!(lp.cancel_timer(later));
+    /// lp.advance_time(Duration::from_secs(5));
+    /// lp.run_until_idle()?;
+    /// assert_eq!(hits.get(), 1);
+    /// assert!(!lp.cancel_timer(soon), "it already ran");
+    /// assert_eq!(Rc::strong_count(&hits), 1, "both entries were dropped");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn call_at_entry<E: ForeignEntry>(&self, when: Instant, entry: E) -> TimerKey {
+        self.check_open();
+        self.inner.timers.borrow_mut().push_foreign(when, entry)
+    }
+
+    /// Cancels a timer queued with [`call_at_entry`](EventLoop::call_at_entry),
+    /// dropping its entry now (asyncio's `TimerHandle.cancel`). False if
+    /// it already ran or was cancelled (or the loop was closed): the key
+    /// never names another timer.
+    pub fn cancel_timer(&self, key: TimerKey) -> bool {
+        let entry = self.inner.timers.borrow_mut().cancel_foreign(key);
+        let Some(entry) = entry else { return false };
+        // Dropped after the borrow: the entry's destructor is user code.
+        self.drop_reporting(entry);
+        true
+    }
+
+    /// Calls `f` with every foreign entry of type `E` the loop holds: ready
+    /// to run and waiting on a timer. For an embedder's garbage collector
+    /// (Python's `tp_traverse`), which must see every object the loop keeps
+    /// alive to collect a loop only its own callbacks refer to.
+    ///
+    /// The loop's queues are borrowed (shared) while `f` runs: `f` must not
+    /// schedule or cancel anything on this loop (that panics with a
+    /// `RefCell` borrow error). Called while the loop is in the middle of
+    /// changing a queue (it cannot be, from user code), that queue is
+    /// skipped rather than panicking.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::ForeignEntry;
+    ///
+    /// struct Tagged(u32);
+    /// impl ForeignEntry for Tagged {
+    ///     fn run(self) {}
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::new()?;
+    /// lp.call_soon_entry(Tagged(1));
+    /// lp.call_at_entry(lp.time(), Tagged(2));
+    /// lp.call_soon(|| {});
+    /// let mut seen = Vec::new();
+    /// lp.visit_entries(|t: &Tagged| seen.push(t.0));
+    /// seen.sort();
+    /// assert_eq!(seen, [1, 2]);
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn visit_entries<E: ForeignEntry>(&self, mut f: impl FnMut(&E)) {
+        if let Ok(ready) = self.inner.ready.try_borrow() {
+            ready.iter().filter_map(Ready::downcast_ref::<E>).for_each(&mut f);
+        }
+        if let Ok(timers) = self.inner.timers.try_borrow() {
+            timers.foreign_entries().filter_map(|e| e.downcast_ref::<E>()).for_each(&mut f);
+        }
+    }
+
+    /// Drops every foreign entry the loop holds, ready or on a timer,
+    /// without running it (an embedder's GC `tp_clear`): like
+    /// [`close`](EventLoop::close) for foreign entries, but the loop stays
+    /// open. Callbacks made by the loop itself (closures, fd callbacks,
+    /// tasks) are left alone. The keys of cleared timers are spent.
+    pub fn clear_entries(&self) {
+        let inner = &self.inner;
+        let queued = std::mem::take(&mut *inner.ready.borrow_mut());
+        let (foreign, kept): (VecDeque<Ready>, VecDeque<Ready>) =
+            queued.into_iter().partition(Ready::is_foreign);
+        // No user code ran since the take: the queue is still empty.
+        *inner.ready.borrow_mut() = kept;
+        let timers = inner.timers.borrow_mut().take_foreign();
+        for entry in foreign {
+            self.drop_reporting(entry);
+        }
+        for entry in timers {
+            self.drop_reporting(entry);
+        }
     }
 }
 

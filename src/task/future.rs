@@ -284,11 +284,19 @@ impl<T: 'static> FutureState<T> {
     /// runs user code.
     fn schedule_callbacks(&self, handle: &Future<T>) {
         let Some(waiters) = self.waiters.take() else { return };
+        let WaiterList { first, rest } = *waiters;
+        if rest.is_empty()
+            && let Waiter::Wake(waker) = first
+        {
+            // The common case: one awaiting task.
+            waker.wake();
+            return;
+        }
         // A closed or dropped loop cannot run callbacks: they are dropped
         // unrun, like the rest of the loop's pending work. Wakers need no
         // loop handle: look it up only for the first callback.
         let mut lp: Option<Option<EventLoop>> = None;
-        for waiter in *waiters {
+        for waiter in std::iter::once(first).chain(rest) {
             match waiter {
                 Waiter::Callback(_, callback) => {
                     let lp = lp.get_or_insert_with(|| self.event_loop.upgrade().filter(|lp| !lp.is_closed()));

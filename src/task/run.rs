@@ -237,9 +237,6 @@ struct MainFuture<'a, F: std::future::Future> {
     fut: Pin<&'a mut Option<F>>,
     output: Option<Result<F::Output>>,
     waker: Waker,
-    /// The step runs outside a pass (the quiet-loop first step): the
-    /// caller decides whether to queue the done step.
-    inline: bool,
 }
 
 impl<F: std::future::Future> MainFuture<'_, F> {
@@ -258,17 +255,16 @@ impl<F: std::future::Future> MainFuture<'_, F> {
     }
 }
 
-impl<F: std::future::Future> MainStep for MainFuture<'_, F> {
-    fn step(&mut self, lp: &EventLoop) {
-        if self.output.is_some() {
-            lp.stop();
-            return;
-        }
-        let Some(fut) = self.fut.as_mut().as_pin_mut() else { return };
+impl<F: std::future::Future> MainFuture<'_, F> {
+    /// Polls the future once; its output (or panic) once it is done, the
+    /// future then dropped.
+    #[inline(always)]
+    fn poll_once(&mut self, lp: &EventLoop) -> Option<Result<F::Output>> {
+        let fut = self.fut.as_mut().as_pin_mut()?;
         let mut cx = Context::from_waker(&self.waker);
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)));
         let output = match polled {
-            Ok(Poll::Pending) => return,
+            Ok(Poll::Pending) => return None,
             Ok(Poll::Ready(value)) => Ok(value),
             Err(payload) => {
                 let message = panic_message(&*payload);
@@ -277,8 +273,18 @@ impl<F: std::future::Future> MainStep for MainFuture<'_, F> {
             }
         };
         self.clear(lp);
-        self.output = Some(output);
-        if !self.inline {
+        Some(output)
+    }
+}
+
+impl<F: std::future::Future> MainStep for MainFuture<'_, F> {
+    fn step(&mut self, lp: &EventLoop) {
+        if self.output.is_some() {
+            lp.stop();
+            return;
+        }
+        if let Some(output) = self.poll_once(lp) {
+            self.output = Some(output);
             lp.inner.main.schedule(&lp.inner);
         }
     }
@@ -303,6 +309,7 @@ impl<T: 'static> MainStep for AwaitDone<'_, T> {
 }
 
 /// `run_until_complete` of a plain future; see the module docs.
+#[inline]
 fn run_main_future<F: std::future::Future>(
     lp: &EventLoop,
     fut: F,
@@ -311,24 +318,22 @@ fn run_main_future<F: std::future::Future>(
     let running = lp.enter_untimed()?;
     let inner = &lp.inner;
     let _active = inner.main.begin();
-    let mut main = MainFuture { fut: pin!(Some(fut)), output: None, waker: main_waker(inner), inline: true };
+    let mut main = MainFuture { fut: pin!(Some(fut)), output: None, waker: main_waker(inner) };
     let mut after_pass = false;
     if lp.is_quiet() {
         // Pass 1 would run the first step alone: run it now.
-        main.step(lp);
-        main.inline = false;
         after_pass = true;
-        if main.output.is_some() {
+        if let Some(output) = main.poll_once(lp) {
             if lp.is_quiet() {
                 // Pass 2 would run the stop alone.
                 count_passes(inner, 2);
-                return main.output.take().expect("checked above");
+                return output;
             }
+            main.output = Some(output);
             inner.main.schedule(inner);
         }
         count_passes(inner, 1);
     } else {
-        main.inline = false;
         inner.main.schedule(inner);
     }
     inner.main.location.set(at);

@@ -10,6 +10,18 @@
 //! `Poller::notify()`. A stale key (finished task, closed or dropped loop)
 //! makes a wake a no-op, or at worst a spurious wake-up of another task,
 //! which the `Future` contract allows.
+//!
+//! A task is two allocations: its block (result state and header, 104
+//! bytes with the `Rc` counts for a `u64` result) and the boxed future.
+//! Putting the future inline needs it pinned inside a block that is also
+//! viewed as `Rc<Shared<T>>` by `Future` handles and as `Rc<dyn Runnable>`
+//! by the ready queue; safe code cannot get `Pin<&mut F>` out of that, so
+//! it takes a raw task in `sys/` (own reference count and vtable) or
+//! `Pin<Rc<_>>` through every holder, neither done yet. The header is
+//! kept small so that the inline block would still fit glibc's fast bins
+//! (120 bytes) for a future of up to 24 bytes; a block that leaves them
+//! costs a few hundred instructions in `malloc`/`free` when tasks come in
+//! bursts (measured: 16 more bytes took `task_spawn` from 1171 to 1481).
 
 use std::any::Any;
 use std::cell::Cell;

@@ -90,7 +90,7 @@ pub const BENCHES: &[MicroBench] = &[
         unit: "call",
         ops_full: 50_000,
         ops_quick: 20_000,
-        what: "`run_until_complete` of a trivial future (`async { i }`) per op, its result read: evloop wraps it in a task and runs the loop until it is done; tokio `rt.block_on` (current-thread), smol `block_on` (async-io), asyncio/uvloop `run_until_complete(coro())`; calloop n/a (no block_on)",
+        what: "`run_until_complete` of a trivial future (`async { i }`) per op, its result read: evloop polls it in a task's place (on an idle loop the first poll completes it and no pass runs); tokio `rt.block_on` (current-thread), smol `block_on` (async-io), asyncio/uvloop `run_until_complete(coro())`; calloop n/a (no block_on)",
     },
     MicroBench {
         name: "talk_run_until_complete",

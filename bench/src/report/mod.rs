@@ -179,6 +179,17 @@ pub fn versions(cfg: &Config, workers: &[(String, python::Shared)]) -> Vec<(Stri
     v
 }
 
+/// Where `bench/python/peers.py --benchmarks` puts its section.
+const PYTHON_BEGIN: &str = "<!-- python-peers:";
+const PYTHON_END: &str = "<!-- /python-peers -->";
+
+/// The Python peers' section of an old BENCHMARKS.md, markers included.
+fn python_section(old: &str) -> Option<&str> {
+    let start = old.find(PYTHON_BEGIN)?;
+    let len = old[start..].find(PYTHON_END)? + PYTHON_END.len();
+    Some(&old[start..start + len])
+}
+
 pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, load: (String, String)) {
     let mut md = String::new();
     md.push_str("# Benchmarks: evloop side by side\n\n");
@@ -318,6 +329,13 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
          Raw per-round values: `bench/results/raw.tsv`. The suite's code: `bench/src/` (`evloop-bench suite`; one module per \
          workload family, the report writer in `bench/src/report/`), `bench/python/`, `bench/run.sh`.\n",
     );
+    // The Python package's section is bench/python/peers.py's, not this
+    // suite's: carry it over from the file being replaced.
+    if let Some(section) = std::fs::read_to_string(&cfg.out_md).ok().as_deref().and_then(python_section) {
+        md.push('\n');
+        md.push_str(section);
+        md.push('\n');
+    }
     std::fs::write(&cfg.out_md, md).expect("write BENCHMARKS.md");
 
     // Raw values.
@@ -334,4 +352,20 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
     std::fs::write(cfg.results.join("raw.tsv"), tsv).expect("write raw.tsv");
 
     chart::draw_chart(&s.rows, &cfg.results.join("chart.svg"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::python_section;
+
+    #[test]
+    fn the_python_section_is_found_with_its_markers() {
+        let old = "# Benchmarks\n\n<!-- python-peers: by peers.py -->\n## Python\n| a |\n<!-- /python-peers -->\ntail\n";
+        assert_eq!(
+            python_section(old),
+            Some("<!-- python-peers: by peers.py -->\n## Python\n| a |\n<!-- /python-peers -->")
+        );
+        assert_eq!(python_section("# Benchmarks\n"), None);
+        assert_eq!(python_section("<!-- python-peers: cut short\n"), None);
+    }
 }
