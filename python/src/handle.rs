@@ -96,7 +96,13 @@ impl Handle {
 
     /// The loop ran the handle (or dropped it): it lets go of its
     /// callback, arguments and loop, which breaks any cycle through it.
-    pub(crate) fn release(&self) {
+    pub(crate) fn release(&self, this: &Py<Handle>) {
+        // The caller's reference is the last one: the decref that follows
+        // frees the handle and all it holds, and no cycle can run through
+        // an object nothing else refers to. Most handles end this way.
+        if holds_the_only_reference(this.as_any()) {
+            return;
+        }
         let taken = {
             let mut f = self.lock();
             (f.callback.take(), f.args.take(), f.event_loop.take())
@@ -444,6 +450,14 @@ pub(crate) fn untracked<T>(handle: Py<T>) -> Py<T> {
     handle
 }
 
+/// Whether `obj`'s one reference is the caller's. Used with the GIL held
+/// only (the loop's entries are dropped with it), without a Python token.
+pub(crate) fn holds_the_only_reference(obj: &Py<PyAny>) -> bool {
+    // SAFETY: `obj` is a live object the caller holds a reference to, and
+    // the GIL is held; reading the count touches nothing else.
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) == 1 }
+}
+
 /// The `Handle` a `TimerHandle` is, without a Python token (for the GC
 /// pass, which has none).
 pub(crate) fn timer_base(timer: &Py<TimerHandle>) -> &Py<Handle> {
@@ -569,7 +583,7 @@ impl Drop for HandleEntry {
     /// Run, cancelled or dropped with the loop's queues: the loop is done
     /// with the handle, which lets go of what it holds (see [`Handle`]).
     fn drop(&mut self) {
-        self.0.get().release();
+        self.0.get().release(&self.0);
     }
 }
 
@@ -622,6 +636,7 @@ impl PyEntry for TimerEntry {
 impl Drop for TimerEntry {
     /// As [`HandleEntry`]'s.
     fn drop(&mut self) {
-        timer_base(&self.handle).get().release();
+        let base = timer_base(&self.handle);
+        base.get().release(base);
     }
 }

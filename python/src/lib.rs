@@ -156,17 +156,12 @@ pub(crate) fn run_entry<E: PyEntry>(entry: E) {
     });
 }
 
-/// Whether `obj`'s one reference is the core's (read during a GC pass,
-/// with the GIL held and no Python token).
-fn only_the_core_refers_to(obj: &Py<PyAny>) -> bool {
-    // SAFETY: `obj` is a live object (the core holds a reference to it)
-    // and the GC runs with the GIL held; reading the count touches
-    // nothing else.
-    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1 }
-}
-
 /// asyncio's message for a loop used from a thread other than its own.
 const OTHER_THREAD: &str = "Non-thread-safe operation invoked on an event loop other than the current one";
+
+fn no_pyloop() -> PyErr {
+    PyRuntimeError::new_err("the core has no Python loop (set_loop)")
+}
 
 fn core_error(e: evloop::Error) -> PyErr {
     match e.raw_os_error() {
@@ -292,10 +287,19 @@ impl Core {
         args: &Bound<'_, PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let lp = self.open_loop()?;
+        // One thread check for the loop and its state: this is the
+        // hottest call of the binding.
+        let (lp, cs) = self.lp.0.get_with_state().ok_or_else(|| PyRuntimeError::new_err(OTHER_THREAD))?;
+        if lp.is_closed() {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        let pyloop = match &*cs.pyloop.borrow() {
+            Some(pyloop) => pyloop.clone_ref(py),
+            None => return Err(no_pyloop()),
+        };
         let handle = handle::untracked(Py::new(
             py,
-            Handle::new(py, callback, args.clone().unbind(), self.pyloop(py)?, context)?,
+            Handle::new(py, callback, args.clone().unbind(), pyloop, context)?,
         )?);
         lp.call_soon_entry(HandleEntry(handle.clone_ref(py)));
         Ok(handle)
@@ -510,12 +514,12 @@ impl Core {
             }
         };
         lp.visit_entries(|e: &HandleEntry| {
-            if only_the_core_refers_to(e.0.as_any()) {
+            if handle::holds_the_only_reference(e.0.as_any()) {
                 e.0.get().visit_fields(&mut visit_one);
             }
         });
         lp.visit_entries(|e: &TimerEntry| {
-            if only_the_core_refers_to(e.handle.as_any()) {
+            if handle::holds_the_only_reference(e.handle.as_any()) {
                 let timer = e.handle.get();
                 timer.visit_core(&mut visit_one);
                 handle::timer_base(&e.handle).get().visit_fields(&mut visit_one);
@@ -550,7 +554,7 @@ impl Core {
         let pyloop = self.lp.core_state().pyloop.borrow();
         match &*pyloop {
             Some(lp) => Ok(lp.clone_ref(py)),
-            None => Err(PyRuntimeError::new_err("the core has no Python loop (set_loop)")),
+            None => Err(no_pyloop()),
         }
     }
 

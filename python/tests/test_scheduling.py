@@ -199,6 +199,51 @@ def test_cancelled_timers_are_freed_at_once(loop):
         assert loop._core.timer_count() == 0
 
 
+def _run_one_pass(loop):
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_a_run_handle_nobody_holds_frees_its_callback_at_once(loop):
+    # No collection needed: the loop's reference was the last one.
+    import gc
+    import weakref
+
+    class Token:
+        def __call__(self):
+            pass
+
+    token = Token()
+    ref = weakref.ref(token)
+    loop.call_soon(token)
+    del token
+    gc.disable()
+    try:
+        _run_one_pass(loop)
+        assert ref() is None, "the handle and its callback went with the loop's reference"
+    finally:
+        gc.enable()
+
+
+def test_a_run_handle_held_by_its_own_callback_is_collected(loop):
+    # handle -> callback -> holder -> handle: a cycle the GC must break
+    # (evloop's handles are not GC-tracked: the loop lets go for them).
+    import gc
+    import weakref
+
+    class Token:
+        def __call__(self):
+            pass
+
+    token = Token()
+    ref = weakref.ref(token)
+    token.handle = loop.call_soon(token)
+    del token
+    _run_one_pass(loop)
+    gc.collect()
+    assert ref() is None, "the cycle through the handle was collected"
+
+
 def test_callbacks_run_in_their_context(loop):
     var = contextvars.ContextVar("var", default="default")
     seen = []

@@ -83,6 +83,24 @@ impl<S: 'static> LoopOwner<S> {
         self.bound.get().map(|(_, state)| state)
     }
 
+    /// The loop and the state together, on the thread that built the
+    /// owner (one thread check where [`get`](LoopOwner::get) and
+    /// [`state`](LoopOwner::state) make two); `None` elsewhere.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::runtime::LoopOwner;
+    /// let owner = LoopOwner::with_state(evloop::EventLoop::new()?, 7);
+    /// let (lp, state) = owner.get_with_state().expect("on its own thread");
+    /// assert_eq!((lp.is_closed(), *state), (false, 7));
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    #[inline]
+    pub fn get_with_state(&self) -> Option<(&EventLoop, &S)> {
+        self.bound.get().map(|(lp, state)| (lp, state))
+    }
+
     /// Whether the current thread is the one that built the owner.
     pub fn is_owner_thread(&self) -> bool {
         self.bound.is_owner_thread()
