@@ -63,10 +63,10 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
     Everything asyncio's Unix selector loop does works unchanged (sockets,
     transports, servers, TLS, subprocesses, signals, the executor, DNS);
     scheduling, timers, fd watchers, ``call_soon_threadsafe`` and the run
-    loop itself are native. ``call_soon``, ``call_later`` and ``call_at``
-    are methods of the native base class (``_evloop.LoopBase``), so a call
-    runs no Python frame; in debug mode they go through the checking
-    versions below (``_call_soon_debug``...).
+    loop itself are native. ``time``, ``call_soon``, ``call_later`` and
+    ``call_at`` are methods of the native base class (``_evloop.LoopBase``),
+    so a call runs no Python frame; in debug mode the scheduling calls go
+    through the checking versions below (``_call_soon_debug``...).
     """
 
     def __init__(self, selector=None, *, _core=None):
@@ -127,9 +127,6 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
             self._core.close()
 
     # ---------------------------------------------------- time, scheduling
-
-    def time(self):
-        return self._core.time()
 
     def _call_soon_debug(self, callback, *args, context=None):
         self._check_closed()

@@ -1,5 +1,6 @@
 //! `LoopBase`: the native base class of `evloop.EventLoop`, whose methods
-//! are asyncio's scheduling calls (`call_soon`, `call_later`, `call_at`).
+//! are asyncio's scheduling calls (`call_soon`, `call_later`, `call_at`)
+//! and its clock (`time`).
 //!
 //! Being methods of the class (not per-instance attributes), they are
 //! what CPython's method-call fast path finds: `loop.call_soon(cb)` costs
@@ -71,6 +72,12 @@ impl LoopBase {
     /// Debug mode on or off for the scheduling calls.
     fn _set_native_debug(&self, on: bool) {
         self.debug.store(on, Ordering::Relaxed);
+    }
+
+    /// asyncio's `time()`: seconds on the loop's monotonic clock (see
+    /// `Core.time`).
+    fn time(&self) -> PyResult<f64> {
+        self.core()?.get().time()
     }
 
     /// asyncio's `call_soon`: a native `Handle`, itself the queued entry.

@@ -488,3 +488,12 @@ def test_a_subclass_may_override_the_scheduling_calls(loop_factory):
     finally:
         lp.close()
     assert "call_soon" in seen and "call_later" in seen
+
+
+def test_time_follows_the_monotonic_clock(loop):
+    import time
+
+    before = time.monotonic()
+    now = loop.time()
+    after = time.monotonic()
+    assert before - 0.001 <= now <= after + 0.001
