@@ -38,6 +38,12 @@ pub enum Error {
     /// this for `KeyboardInterrupt` and `SystemExit`.)
     #[error("the event loop was interrupted by a callback")]
     Interrupted,
+    /// The loop was built before this process was forked: it belongs to
+    /// the parent and cannot run in the child. Build a new loop there.
+    #[error(
+        "this event loop was created in the parent process before fork(); create a new loop in the child"
+    )]
+    Forked,
     /// The future or task was cancelled.
     #[error("the operation was cancelled")]
     Cancelled,

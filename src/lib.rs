@@ -98,8 +98,8 @@ pub use net::stream::{
     StreamReader, StreamWriter, open_connection, open_unix_connection, start_server, start_unix_server,
 };
 pub use runtime::{
-    Builder, EventLoop, ForeignEntry, Handle, LoopOwner, LoopStats, RemoteLoop, TimerHandle, TimerKey,
-    get_running_loop,
+    BlockingWait, Builder, EventLoop, ForeignEntry, Handle, LoopOwner, LoopStats, RemoteLoop, TimerHandle,
+    TimerKey, WaitDone, WaitHook, get_running_loop,
 };
 pub use task::executor;
 pub use task::{

@@ -87,8 +87,14 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
     def _run_once(self):
         # asyncio's run_forever (inherited: running-loop bookkeeping,
         # asyncgen hooks, stop/_stopping) calls this until _stopping; one
-        # native call runs the passes until then.
+        # native call runs the core's run_forever until stop().
+        if self._stopping:
+            self._core.stop()
         self._core.run_until_stopped(self)
+
+    def stop(self):
+        super().stop()
+        self._core.stop()
 
     def _run_handle_debug(self, handle):
         # asyncio's debug-mode dispatch: time each callback, warn about

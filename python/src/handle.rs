@@ -7,8 +7,6 @@
 //! callback, `repr` of its arguments, the exception handler), so a
 //! callback may cancel its own handle.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use evloop::{ForeignEntry, TimerKey};
@@ -624,12 +622,9 @@ impl PyEntry for AsyncioEntry {
     }
 }
 
-/// A `TimerHandle` on the core's timer heap; on a virtual-time loop also
-/// its deadline's live flag, cleared when the entry goes (run, cancelled,
-/// or dropped with the loop).
+/// A `TimerHandle` on the core's timer heap.
 pub(crate) struct TimerEntry {
     pub(crate) handle: Py<TimerHandle>,
-    pub(crate) live: Option<Rc<Cell<bool>>>,
 }
 
 impl ForeignEntry for TimerEntry {
@@ -651,11 +646,8 @@ impl PyEntry for TimerEntry {
 }
 
 impl Drop for TimerEntry {
-    /// As [`HandleEntry`]'s; and the virtual-time deadline is dead.
+    /// As [`HandleEntry`]'s.
     fn drop(&mut self) {
-        if let Some(live) = &self.live {
-            live.set(false);
-        }
         let base = timer_base(&self.handle);
         base.get().release(base);
     }

@@ -6,9 +6,12 @@
 //! an asyncio `Handle` of asyncio's own making); running it means its
 //! `_run()` with the GIL held, exactly as asyncio's `_run_once` does. An
 //! exception `_run()` lets through (only `KeyboardInterrupt`, `SystemExit`,
-//! or a failing exception handler) ends `run_until_stopped` with that
-//! exception; nothing else escapes into the core, so no Rust panic ever
-//! crosses a callback. The core is reached only on the thread that made
+//! or a failing exception handler) is kept and interrupts the core's pass
+//! (`EventLoop::interrupt`: the handles not yet run stay queued, in front),
+//! and `run_until_stopped` raises it; nothing else escapes into the core,
+//! so no Rust panic ever crosses a callback. Callbacks run with the GIL
+//! held; the core's wait hook releases it around the blocking OS wait
+//! only, and checks for signals after every poll. The core is reached only on the thread that made
 //! it (`LoopOwner`); elsewhere every method raises asyncio's
 //! `RuntimeError`, and a GC drop there leaks the loop instead of touching it.
 
@@ -19,13 +22,12 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use evloop::{EventLoop, LoopOwner, RemoteLoop, TimerKey};
+use evloop::{BlockingWait, EventLoop, LoopOwner, RemoteLoop, TimerKey, WaitDone, WaitHook};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit, intern};
 
-mod gil;
 mod handle;
 mod loop_base;
 mod virtual_time;
@@ -66,14 +68,53 @@ fn active() -> Option<Rc<RunState>> {
     ACTIVE.with(|a| a.borrow().clone())
 }
 
+/// How long a busy loop goes without polling for I/O (the core's
+/// `busy_poll_interval`): a `sleep(0)` chain or a burst of `call_soon`
+/// then pays one `epoll_wait(0)` per 250 µs instead of one per pass, and
+/// an fd that becomes ready meanwhile waits at most that plus one pass.
+const BUSY_POLL_INTERVAL: Duration = Duration::from_micros(250);
+
+/// Keeps an exception that must end the run, and ends the core's pass
+/// after the running callback (the rest stays queued, in front).
+fn interrupt_with(state: &RunState, e: PyErr, lp: Option<&EventLoop>) {
+    *state.pending.borrow_mut() = Some(e);
+    match lp {
+        Some(lp) => lp.interrupt(),
+        None => {
+            if let Ok(lp) = evloop::get_running_loop() {
+                lp.interrupt();
+            }
+        }
+    }
+}
+
+/// The core's wait hook: the GIL is released for the blocking OS wait
+/// alone, and Python's signal handlers run after every poll (an `EINTR`
+/// ends the wait at once), so Ctrl-C raises `KeyboardInterrupt` out of
+/// `run_forever` before another callback runs.
+struct GilWaitHook {
+    state: Rc<RunState>,
+}
+
+impl WaitHook for GilWaitHook {
+    fn blocking_wait(&self, wait: BlockingWait) -> WaitDone {
+        // Everything the wait touches is `Send`: no `unsafe` needed to let
+        // other Python threads run meanwhile.
+        Python::attach(|py| py.detach(move || wait.wait()))
+    }
+
+    fn after_poll(&self, lp: &EventLoop) {
+        if let Err(e) = Python::attach(|py| py.check_signals()) {
+            interrupt_with(&self.state, e, Some(lp));
+        }
+    }
+}
+
 /// Runs one fd watcher's handle (native or asyncio's), as asyncio's
 /// `_run_once` does: skipped if cancelled, `_run()` otherwise (which
 /// reports ordinary exceptions to the loop's exception handler itself).
 fn run_handle(py: Python<'_>, handle: &Py<PyAny>) {
     let Some(state) = active() else { return };
-    if state.pending.borrow().is_some() {
-        return;
-    }
     let h = handle.bind(py);
     let outcome = if state.debug.get() {
         h.getattr(intern!(py, "_loop"))
@@ -89,7 +130,7 @@ fn run_handle(py: Python<'_>, handle: &Py<PyAny>) {
         }
     };
     if let Err(e) = outcome {
-        *state.pending.borrow_mut() = Some(e);
+        interrupt_with(&state, e, None);
     }
 }
 
@@ -98,17 +139,6 @@ fn run_handle(py: Python<'_>, handle: &Py<PyAny>) {
 pub(crate) fn run_entry<E: PyEntry>(entry: E) {
     Python::attach(|py| {
         let Some(state) = active() else { return };
-        if state.pending.borrow().is_some() {
-            // CORE-NEED(stop-mid-pass): the core cannot end a pass early,
-            // so an entry that comes after a KeyboardInterrupt in the same
-            // pass puts itself back on the queue instead of running. It
-            // lands behind what this pass scheduled; asyncio keeps it in
-            // front. See python/CORE-NEEDS.md §2.
-            if let Ok(lp) = evloop::get_running_loop() {
-                lp.call_soon_entry(entry);
-            }
-            return;
-        }
         entry.starting(py);
         let outcome = if state.debug.get() {
             let h = entry.handle(py);
@@ -119,7 +149,9 @@ pub(crate) fn run_entry<E: PyEntry>(entry: E) {
             entry.run_handle(py)
         };
         if let Err(e) = outcome {
-            *state.pending.borrow_mut() = Some(e);
+            // KeyboardInterrupt, SystemExit or a failing exception
+            // handler: the core stops after this entry.
+            interrupt_with(&state, e, None);
         }
         drop(entry); // with the GIL: the last reference may go here
     });
@@ -206,17 +238,25 @@ impl Core {
                     .map_err(|_| PyValueError::new_err("autojump_threshold must be a non-negative number"))
             })
             .transpose()?;
-        let builder = if virtual_time { EventLoop::builder().manual_clock() } else { EventLoop::builder() };
+        let run_state = Rc::new(RunState::default());
+        let mut builder = EventLoop::builder()
+            .busy_poll_interval(BUSY_POLL_INTERVAL)
+            .wait_hook(GilWaitHook { state: run_state.clone() });
+        if virtual_time {
+            builder = match autojump_after {
+                Some(threshold) => builder.autojump(threshold),
+                None => builder.manual_clock(),
+            };
+        }
         let lp = builder.build().map_err(core_error)?;
-        let virtual_time = virtual_time.then(|| VirtualTime::new(autojump_after));
+        let virtual_time = virtual_time.then(VirtualTime::default);
         // Both clocks are CLOCK_MONOTONIC on Linux; reading them back to
         // back makes `time()` agree with `time.monotonic()` to a
         // microsecond, so code mixing the two stays sane.
         let epoch = lp.time();
         let epoch_secs: f64 = py.import("time")?.call_method0("monotonic")?.extract()?;
         let is_virtual = virtual_time.is_some();
-        let state =
-            CoreState { state: Rc::new(RunState::default()), virtual_time, pyloop: RefCell::new(None) };
+        let state = CoreState { state: run_state, virtual_time, pyloop: RefCell::new(None) };
         Ok(Core { lp: OwnedLoop(LoopOwner::with_state(lp, state)), epoch, epoch_secs, is_virtual })
     }
 
@@ -349,14 +389,33 @@ impl Core {
         Ok(())
     }
 
-    /// Runs passes of the loop until `pyloop._stopping` is true (checked
-    /// after each pass, so `stop()` finishes the current pass, and a
-    /// `stop()` made before this call still gets one pass with a zero
-    /// timeout), or until a callback lets an exception through.
+    /// Asks the core's run to end after the current pass (asyncio's
+    /// `stop()`: a `stop()` made before `run_until_stopped` still gets one
+    /// pass with a zero timeout). From another thread (asyncio tolerates
+    /// that outside debug mode) the stop is sent through the thread-safe
+    /// door, which also wakes the loop.
+    fn stop(&self) -> PyResult<()> {
+        match self.lp.0.get() {
+            Some(lp) => lp.stop(),
+            None => {
+                let stop = || {
+                    if let Ok(lp) = evloop::get_running_loop() {
+                        lp.stop();
+                    }
+                };
+                // Refused only once the loop is closed: nothing to stop.
+                let _ = self.lp.0.remote().call_soon_threadsafe(stop);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the core (`run_forever`, or `run_until_idle` in a virtual-time
+    /// loop's idle mode) until `stop()`, or until a callback or a signal
+    /// handler lets an exception through, which it raises.
     ///
-    /// CORE-NEED(after-fork): in a child forked inside a running loop the
-    /// core still marks that loop as running on this thread, so this fails
-    /// with RuntimeError; CORE-NEEDS.md §4.
+    /// In a child of `fork()` a new loop runs normally; a loop made before
+    /// the fork raises RuntimeError (the core's `Error::Forked`).
     fn run_until_stopped(&self, py: Python<'_>, pyloop: &Bound<'_, PyAny>) -> PyResult<()> {
         self.lp.check()?;
         let previous = ACTIVE.with(|a| a.replace(Some(self.state().clone())));
@@ -370,9 +429,6 @@ impl Core {
     fn close(&self) -> PyResult<()> {
         self.lp.check()?;
         self.lp.close().map_err(core_error)?;
-        if let Some(vt) = self.virtual_time() {
-            vt.clear();
-        }
         let watchers = std::mem::take(&mut *self.state().watchers.borrow_mut());
         drop(watchers); // after the borrow: decrefs may run Python code
         Ok(())
@@ -525,8 +581,7 @@ impl Core {
         let handle = Handle::new(py, callback, args.clone().unbind(), core.pyloop(py)?, context)?;
         let timer = handle::untracked(Py::new(py, TimerHandle::new(handle, when))?);
         let at = core.instant_of(when);
-        let live = core.virtual_time().map(|vt| vt.push(at));
-        let key = lp.call_at_entry(at, TimerEntry { handle: timer.clone_ref(py), live });
+        let key = lp.call_at_entry(at, TimerEntry { handle: timer.clone_ref(py) });
         timer.get().set_timer(key, slf.clone().unbind());
         Ok(timer)
     }
@@ -569,97 +624,20 @@ impl Core {
     }
 
     fn run_passes(&self, py: Python<'_>, pyloop: &Bound<'_, PyAny>) -> PyResult<()> {
-        if let Some(vt) = self.virtual_time() {
-            return self.run_virtual_passes(py, pyloop, vt);
-        }
-        let stopping_attr = intern!(py, "_stopping");
-        loop {
-            let stopping = pyloop.getattr(stopping_attr)?.is_truthy()?;
-            let outcome = if stopping || self.lp.stats().ready > 0 {
-                // Nothing will block: keep the GIL for the callbacks.
-                // CORE-NEED(busy-poll): this pass still pays epoll_wait(0);
-                // CORE-NEEDS.md §6.
-                self.lp.run_once(Some(Duration::ZERO))
-            } else {
-                // CORE-NEED(poll-hook): the core offers no hook around its
-                // blocking wait, so the GIL is released for the whole pass
-                // and each callback takes it back. See CORE-NEEDS.md §1.
-                gil::without_gil(py, &self.lp, |lp| lp.run_once(None))
-            };
-            outcome.map_err(core_error)?;
-            // An interrupted wait returns here: run Python's signal
-            // handlers (KeyboardInterrupt, asyncio.Runner's SIGINT handler).
-            py.check_signals()?;
-            if let Some(e) = self.state().pending.borrow_mut().take() {
-                return Err(e);
-            }
-            if stopping || pyloop.getattr(stopping_attr)?.is_truthy()? {
-                return Ok(());
-            }
-        }
-    }
-}
-
-// ===== the virtual-time loop =====
-
-impl Core {
-    /// The passes of a virtual-time loop: never wait for a timer; when a
-    /// pass ran nothing, end (idle mode), or wait for I/O up to the
-    /// autojump threshold and then jump the clock to the next timer.
-    fn run_virtual_passes(
-        &self,
-        py: Python<'_>,
-        pyloop: &Bound<'_, PyAny>,
-        vt: &VirtualTime,
-    ) -> PyResult<()> {
-        let stopping_attr = intern!(py, "_stopping");
-        loop {
-            let stopping = pyloop.getattr(stopping_attr)?.is_truthy()?;
-            let before = self.lp.stats().callbacks_run;
-            self.lp.run_once(Some(Duration::ZERO)).map_err(core_error)?;
-            self.after_pass(py)?;
-            if stopping || pyloop.getattr(stopping_attr)?.is_truthy()? {
-                return Ok(());
-            }
-            let stats = self.lp.stats();
-            if stats.callbacks_run != before || stats.ready > 0 {
-                continue;
-            }
-            if vt.idle_mode.get() {
-                pyloop.setattr(stopping_attr, true)?;
-                return Ok(());
-            }
-            let next = vt.next_live();
-            match (vt.autojump_after, next) {
-                (Some(after), Some(when)) => {
-                    if !after.is_zero() {
-                        let ran = self.lp.stats().callbacks_run;
-                        gil::without_gil(py, &self.lp, |lp| lp.run_once(Some(after))).map_err(core_error)?;
-                        self.after_pass(py)?;
-                        if self.lp.stats().callbacks_run != ran {
-                            continue;
-                        }
-                    }
-                    let now = self.lp.time();
-                    self.lp.advance_time(when.saturating_duration_since(now));
+        let idle_mode = self.virtual_time().is_some_and(|vt| vt.idle_mode.get());
+        let outcome = if idle_mode { self.lp.run_until_idle() } else { self.lp.run_forever() };
+        let pending = self.state().pending.borrow_mut().take();
+        match (outcome, pending) {
+            // What a callback or a signal handler let through.
+            (_, Some(e)) => Err(e),
+            (Ok(()), None) => {
+                if idle_mode {
+                    // asyncio's run_forever ends on `_stopping`.
+                    pyloop.setattr(intern!(py, "_stopping"), true)?;
                 }
-                // No timer to jump to (or no jumping): wait for I/O or
-                // another thread; the manual clock never wakes the wait.
-                _ => {
-                    gil::without_gil(py, &self.lp, |lp| lp.run_once(None)).map_err(core_error)?;
-                    self.after_pass(py)?;
-                }
+                Ok(())
             }
-        }
-    }
-
-    /// After a pass: Python's signal handlers, then what a callback let
-    /// through.
-    fn after_pass(&self, py: Python<'_>) -> PyResult<()> {
-        py.check_signals()?;
-        match self.state().pending.borrow_mut().take() {
-            Some(e) => Err(e),
-            None => Ok(()),
+            (Err(e), None) => Err(core_error(e)),
         }
     }
 }

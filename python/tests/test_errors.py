@@ -120,11 +120,7 @@ def test_handles_after_keyboard_interrupt_keep_their_place(loop):
         loop.run_forever()
     loop.call_soon(loop.stop)
     loop.run_forever()
-    expected = ["queued before", "scheduled by the raiser"]
-    if isinstance(loop, evloop.EventLoop):
-        assert ran != expected, "passes now: drop this xfail"
-        pytest.xfail("CORE-NEED(stop-mid-pass): python/CORE-NEEDS.md section 2")
-    assert ran == expected
+    assert ran == ["queued before", "scheduled by the raiser"]
 
 
 def test_exception_context_is_asyncios(loop):

@@ -113,11 +113,83 @@ def test_child_after_fork_runs_a_new_loop(factory_expr):
     )
     out, err = proc.communicate(timeout=60)
     lines = sorted(out.split("\n"))
-    if factory_expr.startswith("evloop"):
-        assert "child ok" not in lines, "passes now: drop this xfail"
-        assert "this event loop is already running" in err, err
-        pytest.xfail("CORE-NEED(after-fork): python/CORE-NEEDS.md section 4")
     assert lines == ["", "child ok", "parent 0"], (out, err)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_closing_an_inherited_loop_in_the_child_leaves_the_parents_fds(factory_expr):
+    # The child shares the parent's epoll instance: closing its copy of the
+    # loop must not unregister the parent's fd watchers. evloop's copy also
+    # refuses to run in the child (asyncio's runs, on the shared epoll).
+    proc = child(
+        f"""
+        import asyncio, evloop, os, socket
+        loop = {factory_expr}()
+        a, b = socket.socketpair()
+        got = loop.create_future()
+        loop.add_reader(b.fileno(), lambda: got.done() or got.set_result(b.recv(10)))
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if "evloop" in "{factory_expr}":
+                    try:
+                        loop.run_until_complete(asyncio.sleep(0))
+                        os.write(2, b"an inherited evloop loop ran")
+                        os._exit(1)
+                    except RuntimeError as e:
+                        assert "parent process" in str(e), e
+                loop.close()
+                os._exit(0)
+            except BaseException as e:
+                os.write(2, repr(e).encode())
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status), flush=True)
+        a.send(b"ping")
+        print("parent", loop.run_until_complete(asyncio.wait_for(got, 10)).decode(), flush=True)
+        loop.remove_reader(b.fileno())
+        loop.close()
+        """
+    )
+    out, err = proc.communicate(timeout=60)
+    assert out.split("\n") == ["child 0", "parent ping", ""], (out, err)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_process_pool_with_fork_from_a_running_loop(factory_expr):
+    # multiprocessing's fork start method forks from inside the running
+    # loop; each worker makes and runs its own loop, and the parent exits
+    # cleanly afterwards (CPython's test_get_event_loop_new_process).
+    proc = child(
+        f"""
+        import asyncio, concurrent.futures, evloop, multiprocessing, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)
+
+        def in_worker():
+            async def doit():
+                return "hello"
+            lp = {factory_expr}()
+            asyncio.set_event_loop(lp)
+            try:
+                return lp.run_until_complete(doit())
+            finally:
+                asyncio.set_event_loop(None)
+                lp.close()
+
+        async def main():
+            ctx = multiprocessing.get_context("fork")
+            with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+                loop = asyncio.get_running_loop()
+                jobs = [loop.run_in_executor(pool, in_worker) for _ in range(4)]
+                return await asyncio.gather(*jobs)
+
+        loop = {factory_expr}()
+        print(*loop.run_until_complete(main()), flush=True)
+        loop.close()
+        """
+    )
+    out, err = proc.communicate(timeout=60)
+    assert (out.split(), proc.returncode) == (["hello"] * 4, 0), err
 
 
 def test_loop_dropped_on_another_thread_does_not_crash(factory_expr):

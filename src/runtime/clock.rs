@@ -30,6 +30,13 @@ impl Clock {
         matches!(self, Clock::Manual { .. })
     }
 
+    /// Moves a manual clock forward to `when` (never back); returns false
+    /// for the real clock.
+    pub(crate) fn advance_to(&self, when: Instant) -> bool {
+        let now = self.now();
+        self.advance(when.saturating_duration_since(now))
+    }
+
     /// Moves a manual clock forward; returns false for the real clock.
     pub(crate) fn advance(&self, d: Duration) -> bool {
         match self {

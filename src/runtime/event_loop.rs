@@ -21,6 +21,8 @@ use crate::runtime::remote::{RemoteItem, RemoteLoop, RemoteShared};
 use crate::runtime::selector::Selector;
 use crate::runtime::stats::{LoopStats, StatsCells};
 use crate::runtime::timers::TimerHeap;
+use crate::runtime::wait::WaitHook;
+use crate::sys::fork;
 use crate::task::run::{MainMarker, MainStep, PassHook};
 use crate::task::task::{TaskKey, TaskSlot};
 
@@ -30,6 +32,9 @@ const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Default `slow_callback_duration`, as asyncio's.
 const DEFAULT_SLOW_CALLBACK: Duration = Duration::from_millis(100);
+
+/// Default [`Builder::busy_poll_interval`]: poll in every pass, as asyncio.
+const DEFAULT_BUSY_POLL_INTERVAL: Duration = Duration::ZERO;
 
 type ExceptionHandler = Rc<dyn Fn(&EventLoop, &ExceptionContext)>;
 
@@ -76,6 +81,28 @@ pub(crate) struct LoopInner {
     /// The ready-queue entry of `run_until_complete`'s future (task/run.rs):
     /// when it runs, the pass polls that future in its place.
     pub(crate) main: Rc<MainMarker>,
+    /// How the pass polls: the wait hook, the busy-poll bookkeeping,
+    /// autojump, and the fork generation the loop was built in.
+    pass: PassState,
+}
+
+/// The pass's settings and poll bookkeeping.
+struct PassState {
+    hook: Option<Rc<dyn WaitHook>>,
+    /// While callbacks are ready, poll at most this often.
+    busy_poll_interval: Duration,
+    /// When the poller was last asked; `None` makes the next pass poll
+    /// (every `run_*` call starts that way).
+    last_poll: Cell<Option<Instant>>,
+    /// Whether the last pass skipped its poll (busy-poll): `run_until_idle`
+    /// is only idle after a pass that polled.
+    skipped_poll: Cell<bool>,
+    /// Manual clock only: how long a pass with nothing ready waits for I/O
+    /// before moving the clock to the next timer.
+    autojump: Option<Duration>,
+    /// `sys::fork::generation()` when the loop was built: a loop from an
+    /// older generation was inherited through `fork()`.
+    fork_generation: u64,
 }
 
 /// Something [`EventLoop::close`] must shut first (a transport, a server),
@@ -130,7 +157,16 @@ impl Drop for LoopInner {
     /// transports with them; transports close their sockets). Closers are
     /// dropped unrun: there is no loop left to call protocols from.
     fn drop(&mut self) {
-        drop(self.remote.close());
+        if self.forked() {
+            // Inherited through fork(): the parent's threads may have held
+            // the remote queue's or the executor's lock; the epoll instance
+            // is the parent's too.
+            self.selector.get_mut().abandon_poller();
+            drop(self.remote.abandon_after_fork());
+            std::mem::forget(self.executor.get_mut().take());
+        } else {
+            drop(self.remote.close());
+        }
         let closers = std::mem::take(self.closers.get_mut());
         for (_, closer) in closers {
             if let Some(closer) = closer.upgrade() {
@@ -147,6 +183,13 @@ impl Drop for LoopInner {
 }
 
 impl LoopInner {
+    /// Whether this loop was built before the process forked (so it
+    /// belongs to the parent).
+    #[inline]
+    pub(crate) fn forked(&self) -> bool {
+        self.pass.fork_generation != fork::generation()
+    }
+
     /// Called by `TimerHandle::cancel` for a timer still in the heap.
     pub(crate) fn timer_cancelled(&self) {
         self.timers.borrow_mut().note_cancelled();
@@ -193,7 +236,7 @@ impl LoopInner {
 /// |---|---|
 /// | building | [`new`](EventLoop::new), [`builder`](EventLoop::builder) |
 /// | running and stopping | [`run_forever`](EventLoop::run_forever), [`run_until_complete`](EventLoop::run_until_complete), [`run_once`](EventLoop::run_once), [`run_until_idle`](EventLoop::run_until_idle), [`stop`](EventLoop::stop), [`interrupt`](EventLoop::interrupt), [`is_running`](EventLoop::is_running), [`close`](EventLoop::close), [`is_closed`](EventLoop::is_closed) |
-/// | scheduling callbacks | [`call_soon`](EventLoop::call_soon), [`call_later`](EventLoop::call_later), [`call_at`](EventLoop::call_at), [`time`](EventLoop::time), [`advance_time`](EventLoop::advance_time) |
+/// | scheduling callbacks | [`call_soon`](EventLoop::call_soon), [`call_later`](EventLoop::call_later), [`call_at`](EventLoop::call_at), [`time`](EventLoop::time), [`advance_time`](EventLoop::advance_time), [`next_timer`](EventLoop::next_timer) |
 /// | embedders' entries | [`call_soon_entry`](EventLoop::call_soon_entry), [`call_at_entry`](EventLoop::call_at_entry), [`cancel_timer`](EventLoop::cancel_timer), [`visit_entries`](EventLoop::visit_entries), [`clear_entries`](EventLoop::clear_entries) |
 /// | futures and tasks | [`create_future`](EventLoop::create_future), [`create_task`](EventLoop::create_task) |
 /// | threads | [`remote`](EventLoop::remote) (`call_soon_threadsafe`), [`run_in_executor`](EventLoop::run_in_executor) |
@@ -234,16 +277,39 @@ pub struct EventLoop {
 /// assert!(lp.get_debug());
 /// # Ok::<(), evloop::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Builder {
     debug: bool,
     slow_callback_duration: Duration,
     manual_clock: bool,
+    autojump: Option<Duration>,
+    busy_poll_interval: Duration,
+    wait_hook: Option<Rc<dyn WaitHook>>,
 }
 
 impl Default for Builder {
     fn default() -> Builder {
-        Builder { debug: false, slow_callback_duration: DEFAULT_SLOW_CALLBACK, manual_clock: false }
+        Builder {
+            debug: false,
+            slow_callback_duration: DEFAULT_SLOW_CALLBACK,
+            manual_clock: false,
+            autojump: None,
+            busy_poll_interval: DEFAULT_BUSY_POLL_INTERVAL,
+            wait_hook: None,
+        }
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("debug", &self.debug)
+            .field("slow_callback_duration", &self.slow_callback_duration)
+            .field("manual_clock", &self.manual_clock)
+            .field("autojump", &self.autojump)
+            .field("busy_poll_interval", &self.busy_poll_interval)
+            .field("wait_hook", &self.wait_hook.is_some())
+            .finish()
     }
 }
 
@@ -274,6 +340,78 @@ impl Builder {
         self
     }
 
+    /// Uses the manual clock (as [`manual_clock`](Builder::manual_clock))
+    /// and moves it by itself, as trio's autojump clock does: when a pass
+    /// finds nothing ready and no timer due, it waits for I/O (or another
+    /// thread) for at most `threshold` of *real* time, and if nothing came
+    /// it moves the clock to the earliest timer, which then runs in that
+    /// pass. A one-hour `wait_for` then completes at once, at loop time
+    /// one hour later, and timers still fire in deadline order at their
+    /// exact deadlines.
+    ///
+    /// Jumps happen in the passes of [`run_forever`](EventLoop::run_forever),
+    /// [`run_until_complete`](EventLoop::run_until_complete) and
+    /// `run_once(None)`; never in [`run_until_idle`](EventLoop::run_until_idle)
+    /// or `run_once(Some(..))`, which keep to their own time limit. A zero
+    /// threshold jumps as soon as a non-blocking poll finds nothing; raise
+    /// it when tests mix timers with real I/O that takes time to arrive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let lp = evloop::EventLoop::builder().autojump(Duration::ZERO).build()?;
+    /// let start = lp.time();
+    /// let out = lp.run_until_complete(evloop::wait_for(evloop::sleep(Duration::from_secs(7200)),
+    ///                                                  Duration::from_secs(3600)))?;
+    /// assert!(matches!(out, Err(evloop::Error::Timeout)));
+    /// assert_eq!(lp.time() - start, Duration::from_secs(3600));
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn autojump(mut self, threshold: Duration) -> Builder {
+        self.manual_clock = true;
+        self.autojump = Some(threshold);
+        self
+    }
+
+    /// While callbacks are ready, polls for I/O (with a zero timeout) at
+    /// most once per `interval` of real time instead of in every pass. The
+    /// default, `Duration::ZERO`, polls in every pass, as asyncio does:
+    /// code that counts passes to let I/O in (asyncio's `run_briefly`
+    /// idiom, a `yield_now` loop) keeps working. The Python binding uses
+    /// 250 µs.
+    ///
+    /// The bound: an fd that becomes ready while the loop is busy is seen
+    /// by the first pass that starts at least `interval` after the last
+    /// poll, so within `interval` plus the length of one pass. A pass that
+    /// starts with nothing ready always polls (blocking if it may), and so
+    /// does the first pass of every `run_*` call: I/O is never starved.
+    /// Due timers and other threads' calls (`call_soon_threadsafe`) are
+    /// checked in every pass regardless; they need no syscall.
+    ///
+    /// What it saves: a `sleep(0)` chain or a burst of `call_soon` pays one
+    /// `epoll_wait(0)` per pass otherwise, most of the pass's cost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let lp = evloop::EventLoop::builder().busy_poll_interval(Duration::from_micros(250)).build()?;
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn busy_poll_interval(mut self, interval: Duration) -> Builder {
+        self.busy_poll_interval = interval;
+        self
+    }
+
+    /// Runs `hook` around the poll step of every pass (see [`WaitHook`]):
+    /// an embedder releases a global lock around the blocking wait, and
+    /// checks for signals after it.
+    pub fn wait_hook(mut self, hook: impl WaitHook) -> Builder {
+        self.wait_hook = Some(Rc::new(hook));
+        self
+    }
+
     /// Builds the loop.
     ///
     /// # Errors
@@ -281,6 +419,7 @@ impl Builder {
     /// [`Error::Io`] if the OS poller (epoll and its eventfd) cannot be
     /// created, e.g. when the process is out of file descriptors.
     pub fn build(self) -> Result<EventLoop> {
+        fork::install();
         let poller = Arc::new(Poller::new()?);
         let clock = if self.manual_clock { Clock::manual() } else { Clock::Real };
         let epoch = clock.now();
@@ -304,6 +443,14 @@ impl Builder {
             waker_slot: Cell::new(crate::task::task::SLOT_UNCLAIMED),
             executor: RefCell::new(None),
             closers: RefCell::new(SlotMap::with_key()),
+            pass: PassState {
+                hook: self.wait_hook,
+                busy_poll_interval: self.busy_poll_interval,
+                last_poll: Cell::new(None),
+                skipped_poll: Cell::new(false),
+                autojump: self.autojump,
+                fork_generation: fork::generation(),
+            },
             main: MainMarker::new(),
         };
         Ok(EventLoop { inner: Rc::new(inner) })
@@ -356,6 +503,8 @@ pub fn get_running_loop() -> Result<EventLoop> {
         .try_with(|r| r.borrow().clone())
         .ok()
         .flatten()
+        // In a child of fork(), the parent's running loop is not running.
+        .filter(|inner| !inner.forked())
         .map(|inner| EventLoop { inner })
         .ok_or(Error::NoRunningLoop)
 }
@@ -410,17 +559,25 @@ impl EventLoop {
         if inner.closed.get() {
             return Err(Error::Closed);
         }
+        if inner.forked() {
+            return Err(Error::Forked);
+        }
         if inner.running.get() {
             return Err(Error::AlreadyRunning);
         }
-        RUNNING.with(|r| {
+        let inherited = RUNNING.with(|r| {
             let mut r = r.borrow_mut();
+            // The parent's running loop, copied by fork(): forget it.
+            let inherited = r.take_if(|running| running.forked());
             if r.is_some() {
                 return Err(Error::AlreadyRunning);
             }
             *r = Some(inner.clone());
-            Ok(())
+            Ok(inherited)
         })?;
+        // After the borrow: this may be the last handle to that loop.
+        drop(inherited);
+        inner.pass.last_poll.set(None);
         inner.running.set(true);
         Ok(RunningGuard { lp: self })
     }
@@ -534,7 +691,7 @@ impl EventLoop {
 
     fn is_idle(&self) -> bool {
         let inner = &self.inner;
-        if !inner.ready.borrow().is_empty() || inner.remote.has_pending() {
+        if inner.pass.skipped_poll.get() || !inner.ready.borrow().is_empty() || inner.remote.has_pending() {
             return false;
         }
         let next = inner.timers.borrow_mut().next_deadline();
@@ -546,8 +703,18 @@ impl EventLoop {
         if self.inner.interrupted.replace(false) {
             return Err(Error::Interrupted);
         }
-        let wait = self.compute_timeout(max_wait);
+        if self.inner.forked() {
+            // A child of fork() returned into the parent's loop.
+            return Err(Error::Forked);
+        }
+        let (wait, may_jump) = self.compute_timeout(max_wait);
         self.poll_io(wait)?;
+        if self.inner.interrupted.replace(false) {
+            return Err(Error::Interrupted); // by the wait hook's after_poll
+        }
+        if may_jump {
+            self.autojump();
+        }
         self.schedule_due_timers();
         match main {
             None => self.run_ready(&mut ()),
@@ -561,54 +728,123 @@ impl EventLoop {
     }
 
     /// Step 1: don't block if there is work or we are stopping; otherwise
-    /// block until the earliest timer (never, with the manual clock: only
-    /// `advance_time` moves it), or indefinitely.
-    fn compute_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
+    /// block until the earliest timer, or indefinitely. With the manual
+    /// clock only `advance_time` moves time, so a timer is no reason to
+    /// wake, unless the loop autojumps: then wait at most the threshold,
+    /// and say that the clock may jump afterwards.
+    fn compute_timeout(&self, max_wait: Option<Duration>) -> (Option<Duration>, bool) {
         let inner = &self.inner;
         if !inner.ready.borrow().is_empty() || inner.stopping.get() || inner.remote.has_pending() {
-            return Some(Duration::ZERO);
+            return (Some(Duration::ZERO), false);
         }
-        let deadline = inner.timers.borrow_mut().next_deadline();
-        let until_timer = deadline.and_then(|when| {
-            let now = inner.clock.now();
-            if when <= now {
-                Some(Duration::ZERO)
-            } else if inner.clock.is_manual() {
-                None
-            } else {
-                Some((when - now).min(MAX_WAIT))
-            }
-        });
-        match (until_timer, max_wait) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let Some(when) = inner.timers.borrow_mut().next_deadline() else {
+            return (max_wait, false);
+        };
+        let now = inner.clock.now();
+        if when <= now {
+            return (Some(Duration::ZERO), false);
+        }
+        if inner.clock.is_manual() {
+            return match (inner.pass.autojump, max_wait) {
+                (Some(threshold), None) => (Some(threshold), true),
+                _ => (max_wait, false),
+            };
+        }
+        let until_timer = (when - now).min(MAX_WAIT);
+        (Some(max_wait.map_or(until_timer, |m| m.min(until_timer))), false)
+    }
+
+    /// After an autojump pass's poll: if nothing arrived, move the manual
+    /// clock to the earliest timer so that step 3 runs it.
+    fn autojump(&self) {
+        let inner = &self.inner;
+        if !inner.ready.borrow().is_empty() || inner.remote.has_pending() {
+            return;
+        }
+        let next = inner.timers.borrow_mut().next_deadline();
+        if let Some(when) = next {
+            inner.clock.advance_to(when);
         }
     }
 
     /// Step 2: poll the selector and drain the cross-thread queue. With no fd
     /// registered and no time to wait, the poll could only report a wake-up,
-    /// which the `pending` flag already tells: skip the syscalls.
+    /// which the `pending` flag already tells: skip the syscalls. While
+    /// callbacks are ready, poll only once per busy-poll interval. The wait
+    /// hook runs the blocking wait and looks at what came before it is
+    /// queued.
     fn poll_io(&self, timeout: Option<Duration>) -> Result<()> {
         let inner = &self.inner;
-        let mut selector = inner.selector.borrow_mut();
-        if timeout == Some(Duration::ZERO) {
-            if !selector.is_empty() {
-                selector.poll(timeout, &inner.ready)?;
+        let hook = inner.pass.hook.as_deref();
+        let polled = if timeout == Some(Duration::ZERO) {
+            let due = self.busy_poll_due();
+            inner.pass.skipped_poll.set(!due);
+            let mut selector = inner.selector.borrow_mut();
+            let poll = due && !selector.is_empty();
+            if poll {
+                if hook.is_none() {
+                    selector.poll(timeout, &inner.ready)?;
+                } else {
+                    selector.wait(timeout)?;
+                }
                 inner.stats.polls.set(inner.stats.polls.get() + 1);
             }
+            poll
         } else {
+            inner.pass.skipped_poll.set(false);
             let started = Instant::now();
-            selector.poll(timeout, &inner.ready)?;
+            match hook {
+                None => inner.selector.borrow_mut().poll(timeout, &inner.ready)?,
+                Some(hook) => {
+                    let wait = inner.selector.borrow_mut().begin_wait(timeout)?;
+                    // No borrow alive: the hook is the embedder's code.
+                    let done = hook.blocking_wait(wait);
+                    inner.selector.borrow_mut().finish_wait(done)?;
+                }
+            }
+            let ended = Instant::now();
+            inner.pass.last_poll.set(Some(ended));
             inner.stats.polls.set(inner.stats.polls.get() + 1);
-            inner.stats.add_idle_time(started.elapsed());
+            inner.stats.add_idle_time(ended - started);
+            true
+        };
+        if let Some(hook) = hook {
+            hook.after_poll(self);
+            if inner.interrupted.get() {
+                // The events stay undispatched: level-triggered, the next
+                // poll reports them again.
+                return Ok(());
+            }
+            if polled {
+                inner.selector.borrow_mut().dispatch(&inner.ready);
+            }
         }
-        let woken = selector.has_woken();
-        drop(selector);
+        let woken = inner.selector.borrow().has_woken();
         if woken {
             self.wake_fd_waiters();
         }
         self.drain_remote();
         Ok(())
+    }
+
+    /// Whether a pass with a zero timeout polls: always with nothing
+    /// ready, else once `busy_poll_interval` has passed since the last
+    /// poll. Records the poll it allows.
+    #[inline]
+    fn busy_poll_due(&self) -> bool {
+        let pass = &self.inner.pass;
+        if pass.busy_poll_interval.is_zero() {
+            return true;
+        }
+        let now = Instant::now();
+        if let Some(last) = pass.last_poll.get()
+            && now.saturating_duration_since(last) < pass.busy_poll_interval
+            && !self.inner.ready.borrow().is_empty()
+        {
+            return false;
+        }
+        pass.last_poll.set(Some(now));
+        true
     }
 
     /// Moves what other threads sent (and `call_soon_threadsafe` calls made
@@ -623,6 +859,9 @@ impl EventLoop {
     #[cold]
     fn drain_remote_now(&self) {
         let inner = &self.inner;
+        if inner.forked() {
+            return; // the queue's lock may have stayed with the parent's threads
+        }
         let mut items = std::mem::take(&mut *inner.remote_buf.borrow_mut());
         inner.remote.take_into(&mut items);
         for item in items.drain(..) {
@@ -800,11 +1039,19 @@ impl EventLoop {
     /// [`stop`](EventLoop::stop) first.
     pub fn close(&self) -> Result<()> {
         let inner = &self.inner;
-        if inner.running.get() {
+        let forked = inner.forked();
+        // A loop inherited through fork() from inside its run is not
+        // running in this process: it may be closed.
+        if inner.running.get() && !forked {
             return Err(Error::Running);
         }
         if inner.closed.replace(true) {
             return Ok(());
+        }
+        if forked {
+            // Closing must not unregister the parent's fds from the epoll
+            // instance both share: forget the poller first.
+            inner.selector.borrow_mut().abandon_poller();
         }
         // Transports and servers first: they close their sockets and call
         // their protocols' `connection_lost`, with no borrow alive.
@@ -822,12 +1069,19 @@ impl EventLoop {
         }
         // Take everything else out, then drop it with no borrow alive: the
         // closures' destructors are user code.
-        let remote = inner.remote.close();
+        let remote = if forked { inner.remote.abandon_after_fork() } else { inner.remote.close() };
         let ready = std::mem::take(&mut *inner.ready.borrow_mut());
         let timers = inner.timers.borrow_mut().take_all();
         let fds = inner.selector.borrow_mut().shutdown();
         let tasks = crate::task::task::take_all(inner);
         let executor = inner.executor.borrow_mut().take();
+        let executor = if forked {
+            // Its threads stayed in the parent, and may have held its lock.
+            std::mem::forget(executor);
+            None
+        } else {
+            executor
+        };
         self.drop_reporting(remote);
         // Cancel, don't just drop: a `Handle` the caller still holds shares
         // the callback, which would otherwise outlive close() (as timers do).
@@ -891,6 +1145,27 @@ impl EventLoop {
     /// The loop's clock: `Instant::now()`, or the manual clock's time.
     pub fn time(&self) -> Instant {
         self.inner.clock.now()
+    }
+
+    /// The deadline of the earliest timer that has neither run nor been
+    /// cancelled (`None` if there is none): where a manual clock would
+    /// jump to, or when a loop embedded in another one next needs a pass.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let lp = evloop::EventLoop::builder().manual_clock().build()?;
+    /// assert_eq!(lp.next_timer(), None);
+    /// let soon = lp.call_later(Duration::from_secs(1), || {});
+    /// lp.call_later(Duration::from_secs(5), || {});
+    /// assert_eq!(lp.next_timer(), Some(soon.when()));
+    /// soon.cancel();
+    /// assert_eq!(lp.next_timer(), Some(lp.time() + Duration::from_secs(5)));
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.inner.timers.borrow_mut().next_deadline()
     }
 
     /// Moves the manual clock forward by `d`. Timers that become due run on

@@ -17,6 +17,7 @@ pub(crate) mod remote;
 pub(crate) mod selector;
 pub(crate) mod stats;
 pub(crate) mod timers;
+pub(crate) mod wait;
 
 pub use event_loop::{Builder, EventLoop, get_running_loop};
 pub use handle::{ForeignEntry, Handle, TimerHandle, TimerKey};
@@ -24,3 +25,4 @@ pub use owner::LoopOwner;
 pub use readiness::WaitReady;
 pub use remote::RemoteLoop;
 pub use stats::LoopStats;
+pub use wait::{BlockingWait, WaitDone, WaitHook};

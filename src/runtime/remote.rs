@@ -36,6 +36,9 @@ pub(crate) struct RemoteShared {
     /// Weak: a `RemoteLoop` or task waker that outlives its loop must not
     /// keep the loop's epoll and eventfd open.
     poller: Weak<Poller>,
+    /// The fork generation the loop was built in: in a child of `fork()`
+    /// the queue is refused, its lock may have stayed with a parent thread.
+    fork_generation: u64,
 }
 
 impl RemoteShared {
@@ -44,6 +47,7 @@ impl RemoteShared {
             queue: Mutex::new(Queue { items: Vec::new(), closed: false }),
             pending: AtomicBool::new(false),
             poller: Arc::downgrade(poller),
+            fork_generation: crate::sys::fork::generation(),
         }
     }
 
@@ -56,6 +60,9 @@ impl RemoteShared {
     /// Queues `item` and wakes the loop. Fails once the loop is closed, and
     /// then hands the item back so the caller decides where it is dropped.
     pub(crate) fn push(&self, item: RemoteItem) -> std::result::Result<(), RemoteItem> {
+        if self.fork_generation != crate::sys::fork::generation() {
+            return Err(item);
+        }
         {
             let mut q = self.lock();
             if q.closed {
@@ -98,7 +105,28 @@ impl RemoteShared {
         std::mem::take(&mut q.items)
     }
 
+    /// `close` for a loop inherited through `fork()`: a parent thread may
+    /// have held the lock at the fork, and that thread does not exist here,
+    /// so only try it. If it is taken, the queue may be half-updated: leak
+    /// it rather than touch it.
+    pub(crate) fn abandon_after_fork(self: &Arc<Self>) -> Vec<RemoteItem> {
+        let mut q = match self.queue.try_lock() {
+            Ok(q) => q,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::mem::forget(Arc::clone(self));
+                return Vec::new();
+            }
+        };
+        q.closed = true;
+        self.pending.store(false, Ordering::Release);
+        std::mem::take(&mut q.items)
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
+        if self.fork_generation != crate::sys::fork::generation() {
+            return true; // refused, as after close
+        }
         self.lock().closed
     }
 }

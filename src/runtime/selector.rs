@@ -46,6 +46,7 @@ use slotmap::{Key, KeyData, SlotMap};
 
 use crate::error::{Error, Result};
 use crate::runtime::handle::{Ready, Runnable};
+use crate::runtime::wait::{BlockingWait, WaitDone};
 use crate::sys::poller::{self, Events};
 
 // Poller keys carry the slotmap key's version in their upper 32 bits.
@@ -440,7 +441,9 @@ pub(crate) struct Selector {
     poller: Option<Arc<Poller>>,
     sources: SlotMap<FdKey, Source>,
     by_fd: FdTable,
-    events: Events,
+    /// `None` while a [`BlockingWait`] has it (or if a wait hook panicked
+    /// with it: the next poll makes a new one).
+    events: Option<Events>,
     /// Wakers of waiters that fired in the last poll, for the loop to wake
     /// once its borrow has ended.
     woken: Vec<Waker>,
@@ -455,7 +458,7 @@ impl Selector {
             poller: Some(poller),
             sources: SlotMap::with_key(),
             by_fd: FdTable::default(),
-            events: Events::new(),
+            events: Some(Events::new()),
             woken: Vec::new(),
             next_waiter: 0,
             readers: 0,
@@ -801,25 +804,64 @@ impl Selector {
     // ------------------------------------------------ polling
 
     /// Waits for readiness (at most `timeout`; `None` blocks until an event
-    /// or a notify) and queues the callbacks of ready fds — the reader
-    /// first, then the writer, like asyncio's selector loop — and collects
-    /// the wakers of their waiters (see [`take_woken`](Selector::take_woken)).
+    /// or a notify) and queues what it found (see [`dispatch`](Selector::dispatch)).
+    #[inline]
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
         ready: &RefCell<VecDeque<Ready>>,
     ) -> io::Result<()> {
+        self.wait(timeout)?;
+        self.dispatch(ready);
+        Ok(())
+    }
+
+    /// Waits for readiness and keeps the events for [`dispatch`](Selector::dispatch).
+    #[inline]
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let p = self.poller.as_deref().ok_or_else(closed_error)?;
-        poller::wait(p, &mut self.events, timeout)?;
+        poller::wait(p, self.events.get_or_insert_with(Events::new), timeout)?;
+        Ok(())
+    }
+
+    /// The wait of [`wait`](Selector::wait) as an object that borrows
+    /// nothing of the selector, for the loop's wait hook to run. The
+    /// events buffer travels with it; [`finish_wait`](Selector::finish_wait)
+    /// puts it back.
+    pub(crate) fn begin_wait(&mut self, timeout: Option<Duration>) -> io::Result<BlockingWait> {
+        let p = self.poller.clone().ok_or_else(closed_error)?;
+        let events = self.events.take().unwrap_or_else(Events::new);
+        Ok(BlockingWait::new(p, events, timeout))
+    }
+
+    /// Takes back what a [`BlockingWait`] returned; its events wait for
+    /// [`dispatch`](Selector::dispatch).
+    pub(crate) fn finish_wait(&mut self, done: WaitDone) -> io::Result<()> {
+        self.events = Some(done.events);
+        done.outcome.map(drop)
+    }
+
+    /// Queues the callbacks of the fds the last wait reported — the reader
+    /// first, then the writer, like asyncio's selector loop — and collects
+    /// the wakers of their waiters (see [`take_woken`](Selector::take_woken)).
+    pub(crate) fn dispatch(&mut self, ready: &RefCell<VecDeque<Ready>>) {
         let mut ready = ready.borrow_mut();
         let Selector { sources, events, woken, .. } = self;
+        let Some(events) = events else { return };
         for ev in events.ready() {
             // A missing Source is a stale event: it was removed since.
             let key = FdKey::from(KeyData::from_ffi(ev.key));
             let Some(src) = sources.get_mut(key) else { continue };
             src.fire(ev.readable, ev.writable, &mut ready, woken);
         }
-        Ok(())
+    }
+
+    /// After `fork()`, in the child: forgets the poller without telling
+    /// the kernel anything. The epoll instance is shared with the parent,
+    /// so removing an fd from it here would unregister the parent's fd;
+    /// with no poller, closing the Sources makes no `epoll_ctl` call.
+    pub(crate) fn abandon_poller(&mut self) {
+        self.poller = None;
     }
 
     /// The wakers whose fds became ready in the last poll, swapped with
@@ -974,7 +1016,7 @@ pub(crate) mod tests {
     fn poll_now(sel: &mut Selector) -> Vec<u64> {
         let ready = RefCell::new(VecDeque::new());
         sel.poll(Some(Duration::ZERO), &ready).unwrap();
-        sel.events.ready().iter().map(|ev| ev.key).collect()
+        sel.events.as_ref().expect("events").ready().iter().map(|ev| ev.key).collect()
     }
 
     /// `sock_*` waits on one fd reuse one lasting Source and registration:

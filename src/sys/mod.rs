@@ -8,6 +8,7 @@
 
 pub(crate) mod dns;
 pub(crate) mod entry;
+pub(crate) mod fork;
 pub(crate) mod owner;
 pub(crate) mod poller;
 pub(crate) mod socket;

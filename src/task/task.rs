@@ -86,6 +86,12 @@ fn wake_table() -> std::sync::MutexGuard<'static, Vec<Option<std::sync::Weak<Rem
     WAKE_TABLE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The wake table locked, for `sys::fork` to hold across a `fork()` so the
+/// child never inherits it locked by a thread that did not come along.
+pub(crate) fn hold_wake_table_for_fork() -> Box<dyn Any> {
+    Box::new(wake_table())
+}
+
 /// The loop's slot in the wake table, claiming one on first use.
 #[inline]
 fn waker_slot(inner: &LoopInner) -> Option<u16> {
