@@ -21,9 +21,6 @@ __all__ = ("EventLoop", "EventLoopPolicy", "VirtualTimeLoop", "new_event_loop")
 Handle = _evloop.Handle
 TimerHandle = _evloop.TimerHandle
 
-# The scheduling methods a non-debug loop takes straight from its core
-# (no Python frame per call); debug mode goes through the checks below.
-_NATIVE_SCHEDULING = ("call_soon", "call_later", "call_at")
 
 
 class _NativeWatchers(selectors.BaseSelector):
@@ -60,19 +57,23 @@ class _NativeWatchers(selectors.BaseSelector):
         pass
 
 
-class EventLoop(unix_events._UnixSelectorEventLoop):
+class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
     """An asyncio event loop on evloop's Rust core.
 
     Everything asyncio's Unix selector loop does works unchanged (sockets,
     transports, servers, TLS, subprocesses, signals, the executor, DNS);
     scheduling, timers, fd watchers, ``call_soon_threadsafe`` and the run
-    loop itself are native.
+    loop itself are native. ``time``, ``call_soon``, ``call_later`` and
+    ``call_at`` are methods of the native base class (``_evloop.LoopBase``),
+    so a call runs no Python frame; in debug mode the scheduling calls go
+    through the checking versions below (``_call_soon_debug``...).
     """
 
     def __init__(self, selector=None, *, _core=None):
         # Before asyncio's __init__: it registers the self-pipe's reader.
         self._core = _core if _core is not None else _evloop.Core()
         self._core.set_loop(self)
+        self._set_core(self._core)
         self._remote = self._core.remote()
         self._readers = {}
         self._writers = {}
@@ -115,13 +116,7 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
     def set_debug(self, enabled):
         super().set_debug(enabled)
         self._core.set_debug(bool(enabled))
-        # Outside debug mode, the native methods themselves (unless a
-        # subclass overrides them); in debug mode, the checking wrappers.
-        for name in _NATIVE_SCHEDULING:
-            if enabled or getattr(type(self), name) is not getattr(EventLoop, name):
-                self.__dict__.pop(name, None)
-            else:
-                self.__dict__[name] = getattr(self._core, name)
+        self._set_native_debug(bool(enabled))
 
     def close(self):
         if self.is_running():
@@ -139,10 +134,7 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
 
     # ---------------------------------------------------- time, scheduling
 
-    def time(self):
-        return self._core.time()
-
-    def call_soon(self, callback, *args, context=None):
+    def _call_soon_debug(self, callback, *args, context=None):
         self._check_closed()
         if self._debug:
             self._check_thread()
@@ -163,7 +155,7 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
         if not handle._cancelled:
             self._core.call_handle(handle)
 
-    def call_later(self, delay, callback, *args, context=None):
+    def _call_later_debug(self, delay, callback, *args, context=None):
         self._check_closed()
         if self._debug:
             self._check_thread()
@@ -173,7 +165,7 @@ class EventLoop(unix_events._UnixSelectorEventLoop):
             timer._source_traceback = format_helpers.extract_stack(sys._getframe(1))
         return timer
 
-    def call_at(self, when, callback, *args, context=None):
+    def _call_at_debug(self, when, callback, *args, context=None):
         self._check_closed()
         if self._debug:
             self._check_thread()

@@ -541,12 +541,24 @@ fn call_in_context(
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
         return Err(PyErr::fetch(py));
     }
-    let outcome = callback.call1(args).map(drop);
+    let outcome = call(callback, args);
     // SAFETY: the Context entered above, on this thread, with the GIL.
     if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
         return Err(PyErr::fetch(py));
     }
     outcome
+}
+
+/// `callback(*args)`. No argument or one (most callbacks: a future's
+/// done-callbacks get the future) goes by vectorcall, without
+/// `PyObject_Call`'s generic dispatch.
+fn call(callback: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
+    match args.len() {
+        0 => callback.call0(),
+        1 => callback.call1((args.get_item(0)?,)),
+        _ => callback.call1(args),
+    }
+    .map(drop)
 }
 
 // ===== the core's entries =====

@@ -29,6 +29,7 @@ use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit, intern};
 
 mod handle;
+mod loop_base;
 mod virtual_time;
 
 use handle::{AsyncioEntry, Handle, HandleEntry, PyEntry, TimerEntry, TimerHandle};
@@ -689,5 +690,6 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Handle>()?;
     m.add_class::<TimerHandle>()?;
     m.add_class::<Remote>()?;
+    m.add_class::<loop_base::LoopBase>()?;
     Ok(())
 }

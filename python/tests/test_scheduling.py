@@ -447,3 +447,53 @@ def test_handles_can_be_made_directly_as_asyncios(loop):
     assert t.when() == 5.0 and not t.cancelled()
     h.cancel()
     assert h.cancelled()
+
+
+def test_debug_mode_checks_every_scheduling_call(loop):
+    loop.set_debug(True)
+    for call in (
+        lambda: loop.call_soon(1),
+        lambda: loop.call_later(1, 1),
+        lambda: loop.call_at(loop.time() + 1, 1),
+    ):
+        with pytest.raises(TypeError):
+            call()
+    loop.set_debug(False)
+    ran = []
+    loop.call_soon(ran.append, "soon")
+    loop.call_later(0, ran.append, "later")
+    loop.call_at(loop.time(), ran.append, "at")
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert ran == ["soon", "later", "at"]
+
+
+def test_a_subclass_may_override_the_scheduling_calls(loop_factory):
+    seen = []
+    base = loop_factory()
+    base.close()
+
+    class Loop(type(base)):
+        def call_soon(self, callback, *args, context=None):
+            seen.append("call_soon")
+            return super().call_soon(callback, *args, context=context)
+
+        def call_later(self, delay, callback, *args, context=None):
+            seen.append("call_later")
+            return super().call_later(delay, callback, *args, context=context)
+
+    lp = Loop()
+    try:
+        lp.run_until_complete(asyncio.sleep(0.001))
+    finally:
+        lp.close()
+    assert "call_soon" in seen and "call_later" in seen
+
+
+def test_time_follows_the_monotonic_clock(loop):
+    import time
+
+    before = time.monotonic()
+    now = loop.time()
+    after = time.monotonic()
+    assert before - 0.001 <= now <= after + 0.001

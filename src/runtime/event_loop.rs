@@ -775,51 +775,74 @@ impl EventLoop {
     /// queued.
     fn poll_io(&self, timeout: Option<Duration>) -> Result<()> {
         let inner = &self.inner;
-        let hook = inner.pass.hook.as_deref();
+        if let Some(hook) = inner.pass.hook.as_deref() {
+            return self.poll_io_hooked(hook, timeout);
+        }
+        let mut selector = inner.selector.borrow_mut();
+        if timeout == Some(Duration::ZERO) {
+            let due = self.busy_poll_due();
+            inner.pass.skipped_poll.set(!due);
+            if due && !selector.is_empty() {
+                selector.poll(timeout, &inner.ready)?;
+                inner.stats.polls.set(inner.stats.polls.get() + 1);
+            }
+        } else {
+            inner.pass.skipped_poll.set(false);
+            let started = Instant::now();
+            selector.poll(timeout, &inner.ready)?;
+            let ended = Instant::now();
+            inner.pass.last_poll.set(Some(ended));
+            inner.stats.polls.set(inner.stats.polls.get() + 1);
+            inner.stats.add_idle_time(ended - started);
+        }
+        let woken = selector.has_woken();
+        drop(selector);
+        if woken {
+            self.wake_fd_waiters();
+        }
+        self.drain_remote();
+        Ok(())
+    }
+
+    /// Step 2 with a wait hook: the hook runs the blocking wait (no borrow
+    /// alive), and looks at the pass before what the poll found is queued.
+    fn poll_io_hooked(&self, hook: &dyn WaitHook, timeout: Option<Duration>) -> Result<()> {
+        let inner = &self.inner;
         let polled = if timeout == Some(Duration::ZERO) {
             let due = self.busy_poll_due();
             inner.pass.skipped_poll.set(!due);
             let mut selector = inner.selector.borrow_mut();
             let poll = due && !selector.is_empty();
             if poll {
-                if hook.is_none() {
-                    selector.poll(timeout, &inner.ready)?;
-                } else {
-                    selector.wait(timeout)?;
-                }
+                selector.wait(timeout)?;
                 inner.stats.polls.set(inner.stats.polls.get() + 1);
             }
             poll
         } else {
             inner.pass.skipped_poll.set(false);
             let started = Instant::now();
-            match hook {
-                None => inner.selector.borrow_mut().poll(timeout, &inner.ready)?,
-                Some(hook) => {
-                    let wait = inner.selector.borrow_mut().begin_wait(timeout)?;
-                    // No borrow alive: the hook is the embedder's code.
-                    let done = hook.blocking_wait(wait);
-                    inner.selector.borrow_mut().finish_wait(done)?;
-                }
-            }
+            let wait = inner.selector.borrow_mut().begin_wait(timeout)?;
+            let done = hook.blocking_wait(wait);
+            inner.selector.borrow_mut().finish_wait(done)?;
             let ended = Instant::now();
             inner.pass.last_poll.set(Some(ended));
             inner.stats.polls.set(inner.stats.polls.get() + 1);
             inner.stats.add_idle_time(ended - started);
             true
         };
-        if let Some(hook) = hook {
-            hook.after_poll(self);
-            if inner.interrupted.get() {
-                // The events stay undispatched: level-triggered, the next
-                // poll reports them again.
-                return Ok(());
-            }
-            if polled {
-                inner.selector.borrow_mut().dispatch(&inner.ready);
-            }
+        hook.after_poll(self);
+        if inner.interrupted.get() {
+            // The events stay undispatched: level-triggered, the next poll
+            // reports them again.
+            return Ok(());
         }
-        let woken = inner.selector.borrow().has_woken();
+        let woken = {
+            let mut selector = inner.selector.borrow_mut();
+            if polled {
+                selector.dispatch(&inner.ready);
+            }
+            selector.has_woken()
+        };
         if woken {
             self.wake_fd_waiters();
         }
