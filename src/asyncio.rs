@@ -116,3 +116,27 @@
 //!   itself (say to call `lp.sock_recv`) is a reference cycle that only
 //!   `close()` (or `evloop::run`, which closes) breaks; Python's garbage
 //!   collector would find it.
+//! - `run_until_complete(fut)` of a plain future (not a `Task`) polls it
+//!   in the place asyncio's wrapper task would have in the ready queue,
+//!   without making a task, and owns it: when the call returns without its
+//!   output (`stop()` first, `interrupt()`, an I/O error) the future is
+//!   dropped, which cancels what it was awaiting; asyncio's wrapper task
+//!   stays pending and runs on in a later `run_*`. Pass
+//!   `lp.create_task(fut)` to keep it running. On a quiet loop (nothing
+//!   ready, no fd, no timer) a future done at its first poll costs no
+//!   pass and no clock read; `stats()` still counts asyncio's two passes
+//!   but no busy time.
+//! - A stream transport whose receive fills the whole read buffer (256 KiB,
+//!   or a `BufferedProtocol`'s buffer) receives again in the same
+//!   callback, up to 4 times per readiness event, so `data_received` /
+//!   `buffer_updated` may run several times in one pass; asyncio's
+//!   selector transports receive once per event (libuv up to 32 times).
+//! - With `Builder::busy_poll_interval(d)` set (the Python binding uses
+//!   250 µs), a pass with callbacks ready may skip the I/O poll: an fd that
+//!   becomes ready is seen within `d` plus one pass. The default polls in
+//!   every pass, as asyncio.
+//! - After `fork()`, a loop built in the parent refuses to run in the child
+//!   (`Error::Forked`): its epoll instance is shared with the parent, so
+//!   running it would take the parent's events. asyncio's loop runs there.
+//!   Build a new loop in the child; closing or dropping the inherited one
+//!   is safe and leaves the parent's fds registered.
