@@ -437,9 +437,10 @@ fn a_task_waker_that_outlives_the_loop_holds_no_fd() {
     println!("waker-holds-no-fd");
 }
 
-/// `close()` breaks the cycle a task's done callback can make with the task.
-#[test]
-fn close_drops_done_callbacks_that_hold_their_own_task() {
+/// A task whose done callback holds the task itself, left pending; `end`
+/// closes or drops the loop. Returns how many of the future and the
+/// callback (with its task handle) were dropped.
+fn done_callback_cycle_drops(end: impl FnOnce(evloop::EventLoop)) -> usize {
     let lp = manual_loop();
     let drops = util::DropCounter::new();
     let token = util::DropCounter::token(&drops);
@@ -454,29 +455,22 @@ fn close_drops_done_callbacks_that_hold_their_own_task() {
     });
     lp.run_until_idle().unwrap();
     drop(task);
-    lp.close().unwrap();
-    assert_eq!(drops.get(), 2, "the future and the done callback (with its task handle) were dropped");
+    end(lp);
+    drops.get()
+}
+
+/// `close()` breaks the cycle a task's done callback can make with the task.
+#[test]
+fn close_drops_done_callbacks_that_hold_their_own_task() {
+    let dropped = done_callback_cycle_drops(|lp| lp.close().unwrap());
+    assert_eq!(dropped, 2, "the future and the done callback (with its task handle) were dropped");
 }
 
 /// The same cycle, broken by dropping the loop without `close()`.
 #[test]
 fn dropping_the_loop_drops_done_callbacks_that_hold_their_own_task() {
-    let lp = manual_loop();
-    let drops = util::DropCounter::new();
-    let token = util::DropCounter::token(&drops);
-    let task = lp.create_task(async move {
-        let _token = token;
-        evloop::sleep(Duration::from_secs(3600)).await;
-    });
-    let again = task.clone();
-    let cb_token = util::DropCounter::token(&drops);
-    task.add_done_callback(move |_| {
-        let _ = (&again, &cb_token);
-    });
-    lp.run_until_idle().unwrap();
-    drop(task);
-    drop(lp);
-    assert_eq!(drops.get(), 2, "the task's future and its done callback were dropped");
+    let dropped = done_callback_cycle_drops(drop);
+    assert_eq!(dropped, 2, "the task's future and its done callback were dropped");
 }
 
 /// Tasks blocked in `sock_recv` on sockets they own, each holding a handle
