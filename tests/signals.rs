@@ -427,6 +427,15 @@ fn ctrl_c_cancels_the_main_task_only_when_asked() {
     assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 1, "the main future was dropped");
     assert!(is_default(sig), "a second Ctrl-C has its default action");
 
+    // The first Ctrl-C restores the default at once, in the signal handler:
+    // before the loop has run the handler that cancels the task.
+    let out = evloop::run_with(evloop::RunOptions::new().cancel_on_ctrl_c(true), async move {
+        raise(sig);
+        assert!(is_default(sig), "a second Ctrl-C would end the process now");
+        std::future::pending::<()>().await;
+    });
+    assert!(matches!(out, Err(evloop::Error::Cancelled)), "{out:?}");
+
     // Done without a Ctrl-C: the result comes back and SIGINT is restored.
     let out = evloop::run_with(evloop::RunOptions::new().cancel_on_ctrl_c(true), async { 7 });
     assert_eq!(out.unwrap(), 7);
@@ -480,4 +489,31 @@ fn handler_destructors_may_call_the_loop() {
     assert_eq!(drops.get(), 3);
     assert!(seen.borrow().is_empty(), "{:?}", seen.borrow());
     assert!(is_default(sig) && is_default(other));
+}
+
+/// A second Ctrl-C ends the process even while the loop is stuck in a
+/// callback (here: the main task, between two raises with no await). Run
+/// in a child process, which the signal kills.
+#[test]
+fn a_second_ctrl_c_ends_a_stuck_program() {
+    use std::os::unix::process::ExitStatusExt;
+    const CHILD: &str = "EVLOOP_TEST_SECOND_CTRL_C";
+    if std::env::var_os(CHILD).is_some() {
+        let _ = evloop::run_with(evloop::RunOptions::new().cancel_on_ctrl_c(true), async {
+            raise(libc::SIGINT);
+            println!("first Ctrl-C survived");
+            raise(libc::SIGINT);
+            println!("second Ctrl-C survived");
+        });
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_second_ctrl_c_ends_a_stuck_program", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{:?}\n{stdout}", out.status);
+    assert!(stdout.contains("first Ctrl-C survived"), "{stdout}");
+    assert!(!stdout.contains("second Ctrl-C survived"), "{stdout}");
 }

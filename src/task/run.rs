@@ -471,7 +471,8 @@ impl RunOptions {
     /// future is dropped, so what it awaited is cancelled and its
     /// destructors run), `run_with` returns `Err(Error::Cancelled)`
     /// (asyncio raises `KeyboardInterrupt`), and the default disposition
-    /// is back at once: a second Ctrl-C ends the process as usual.
+    /// is back the moment the first Ctrl-C arrives: a second one ends the
+    /// process as usual, even while the loop is stuck in a callback.
     /// Applies only when `SIGINT` has its default disposition (nobody
     /// else handles it), as asyncio takes it only from Python's default
     /// handler; the disposition is restored when the task is done.
