@@ -517,3 +517,99 @@ fn a_second_ctrl_c_ends_a_stuck_program() {
     assert!(stdout.contains("first Ctrl-C survived"), "{stdout}");
     assert!(!stdout.contains("second Ctrl-C survived"), "{stdout}");
 }
+
+/// The disposition of `sig` as a raw handler value (SIG_DFL, SIG_IGN or a
+/// function's address).
+fn handler_of(sig: i32) -> libc::sighandler_t {
+    // SAFETY: as in `is_default`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(sig, std::ptr::null(), &mut old), 0, "sigaction query");
+        old.sa_sigaction
+    }
+}
+
+#[test]
+fn remove_restores_the_disposition_it_found_not_always_the_default() {
+    let sig = rt(14);
+    // SAFETY: SIG_IGN is a valid disposition for a real-time signal.
+    assert_ne!(unsafe { libc::signal(sig, libc::SIG_IGN) }, libc::SIG_ERR);
+    let lp = EventLoop::new().unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    lp.add_signal_handler(sig, move || c.set(c.get() + 1)).unwrap();
+    raise(sig);
+    lp.run_until_idle().unwrap();
+    assert_eq!(calls.get(), 1, "caught although it was ignored before");
+    assert!(lp.remove_signal_handler(sig).unwrap());
+    assert_eq!(handler_of(sig), libc::SIG_IGN, "ignored again, as it was found");
+    raise(sig); // ignored: nothing happens
+    // SAFETY: as above.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+}
+
+#[test]
+fn another_library_watching_the_same_signal_keeps_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sig = rt(15);
+    let theirs = Arc::new(AtomicUsize::new(0));
+    let t = theirs.clone();
+    // SAFETY: the action is one atomic increment: async-signal-safe.
+    let id = unsafe {
+        signal_hook_registry::register(sig, move || {
+            t.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+    .unwrap();
+    let installed = handler_of(sig);
+    let lp = EventLoop::new().unwrap();
+    let ours = Rc::new(Cell::new(0));
+    let o = ours.clone();
+    lp.add_signal_handler(sig, move || o.set(o.get() + 1)).unwrap();
+    raise(sig);
+    lp.run_until_idle().unwrap();
+    assert_eq!((theirs.load(Ordering::SeqCst), ours.get()), (1, 1), "both watchers get it");
+    assert!(lp.remove_signal_handler(sig).unwrap());
+    assert_eq!(handler_of(sig), installed, "left caught for the other library");
+    raise(sig);
+    lp.run_until_idle().unwrap();
+    assert_eq!((theirs.load(Ordering::SeqCst), ours.get()), (2, 1));
+    lp.close().unwrap();
+    assert!(signal_hook_registry::unregister(id));
+}
+
+/// 500 handshakes: a thread sends the signal (process-directed, so the OS
+/// runs the handler on whichever thread it picks, the loop's included)
+/// and waits until the loop has run the handler before sending the next.
+/// A lost wake-up between the loop's drain and its next wait would hang
+/// here (and the watchdog would abort).
+#[test]
+fn no_signal_is_lost_between_passes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const N: usize = 500;
+    let _dog = Watchdog::new("signal handshakes", Duration::from_secs(60));
+    let sig = rt(16);
+    let lp = EventLoop::new().unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (h, stopper) = (handled.clone(), lp.clone());
+    lp.add_signal_handler(sig, move || {
+        if h.fetch_add(1, Ordering::SeqCst) + 1 == N {
+            stopper.stop();
+        }
+    })
+    .unwrap();
+    let h = handled.clone();
+    let sender = thread::spawn(move || {
+        for i in 1..=N {
+            // SAFETY: kill has no memory-safety preconditions.
+            assert_eq!(unsafe { libc::kill(libc::getpid(), sig) }, 0);
+            while h.load(Ordering::SeqCst) < i {
+                thread::yield_now();
+            }
+        }
+    });
+    lp.run_forever().unwrap();
+    sender.join().unwrap();
+    assert_eq!(handled.load(Ordering::SeqCst), N);
+    lp.close().unwrap();
+}

@@ -13,7 +13,10 @@
 //! disposition evloop found before it first took the signal is put back
 //! (`SIG_DFL` in a program that never touched it), as asyncio's
 //! `remove_signal_handler` does. A signal whose registry handler was
-//! already installed by another library is left as it is.
+//! already installed by another library is left as it is; a library that
+//! starts watching a signal through the registry only *after* evloop took
+//! it loses it when evloop restores the disposition (the registry does not
+//! say who else is watching).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
