@@ -253,3 +253,61 @@ fn open_connection_takes_the_connect_options() {
         .unwrap();
     assert_eq!(local.unwrap().ip().to_string(), "127.0.0.4");
 }
+
+/// asyncio's `create_connection(sock=...)`: a connected socket the caller
+/// made; the options that choose how to connect are refused, and so is a
+/// datagram socket.
+#[test]
+fn create_connection_from_socket_runs_on_the_callers_socket() {
+    let lp = EventLoop::new().unwrap();
+    let _errors = fail_on_callback_errors(&lp);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let mine = socket.local_addr().unwrap();
+    let l = lp.clone();
+    let (transport, _) = lp
+        .run_until_complete(async move {
+            l.create_connection_from_socket(|| RecProto::new().0, socket, ConnectOptions::new()).await
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(transport.local_addr(), Some(mine));
+    transport.abort();
+
+    for (socket, options) in [
+        (
+            std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap().into(),
+            ConnectOptions::new().local_addr("127.0.0.1", 0),
+        ),
+        (Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap(), ConnectOptions::new()),
+    ] {
+        let l = lp.clone();
+        let err = lp
+            .run_until_complete(async move {
+                l.create_connection_from_socket(|| RecProto::new().0, socket, options).await.map(|_| ())
+            })
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.io_kind(), Some(std::io::ErrorKind::InvalidInput), "{err}");
+    }
+}
+
+/// The streams' twin: `open_connection_from_socket`.
+#[test]
+fn open_connection_from_socket_gives_a_stream_pair() {
+    let lp = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    std::io::Write::write_all(&mut peer, b"line\n").unwrap();
+    let line = lp
+        .run_until_complete(async move {
+            let (mut r, w) = evloop::open_connection_from_socket(socket, Default::default()).await?;
+            let line = within("readline", r.readline()).await?;
+            w.close();
+            Ok::<_, Error>(line)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, b"line\n");
+}

@@ -30,7 +30,7 @@ mod udp;
 
 pub use connect::ConnectOptions;
 pub use protocol::{Buffered, BufferedProtocol, DatagramProtocol, Protocol, StreamProtocol};
-pub use server::{ACCEPT_RETRY_DELAY, Server, ServerOptions};
+pub use server::{ACCEPT_RETRY_DELAY, Server, ServerHosts, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};
 pub use udp::{DatagramOptions, DatagramTransport};
 

@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use slotmap::SlotMap;
-use socket2::{Domain, SockAddr, Socket};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
@@ -64,6 +64,61 @@ impl Default for ServerOptions {
             start_serving: true,
             remove_stale_socket: false,
         }
+    }
+}
+
+/// The `host` argument of [`EventLoop::create_server`] and
+/// [`start_server`](crate::start_server): one host, or several (asyncio
+/// accepts a string or a sequence). `""` means every interface (IPv4 and
+/// IPv6). Each host is resolved and the server listens once on every
+/// distinct address found.
+///
+/// # Examples
+///
+/// ```
+/// use evloop::net::ServerHosts;
+/// assert_eq!("localhost".hosts(), ["localhost"]);
+/// assert_eq!(["127.0.0.1", "::1"].hosts(), ["127.0.0.1", "::1"]);
+/// assert_eq!(vec![String::new()].hosts(), [""]);
+/// ```
+pub trait ServerHosts {
+    /// The hosts, in order.
+    fn hosts(&self) -> Vec<String>;
+}
+
+impl ServerHosts for str {
+    fn hosts(&self) -> Vec<String> {
+        vec![self.to_owned()]
+    }
+}
+
+impl ServerHosts for String {
+    fn hosts(&self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
+impl<H: AsRef<str>> ServerHosts for [H] {
+    fn hosts(&self) -> Vec<String> {
+        self.iter().map(|h| h.as_ref().to_owned()).collect()
+    }
+}
+
+impl<H: AsRef<str>, const N: usize> ServerHosts for [H; N] {
+    fn hosts(&self) -> Vec<String> {
+        self[..].hosts()
+    }
+}
+
+impl<H: AsRef<str>> ServerHosts for Vec<H> {
+    fn hosts(&self) -> Vec<String> {
+        self[..].hosts()
+    }
+}
+
+impl<T: ServerHosts + ?Sized> ServerHosts for &T {
+    fn hosts(&self) -> Vec<String> {
+        (**self).hosts()
     }
 }
 
@@ -523,16 +578,22 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 impl EventLoop {
     /// Listens on `host:port` and runs a protocol made by `factory` for each
     /// connection (asyncio's `create_server`). An empty `host` listens on
-    /// every interface (IPv4 and IPv6); port 0 picks a free port (see
-    /// [`Server::local_addr`]). `options` as asyncio's keyword arguments;
-    /// `Default::default()` for asyncio's defaults.
+    /// every interface (IPv4 and IPv6); several hosts (`["127.0.0.1",
+    /// "::1"]`, see [`ServerHosts`]) give one listening socket per distinct
+    /// address they resolve to. Port 0 picks a free port, for each socket
+    /// on its own (see [`Server::sockets`]). `options` as asyncio's keyword
+    /// arguments; `Default::default()` for asyncio's defaults. To serve on
+    /// a socket you made, see
+    /// [`create_server_from_socket`](EventLoop::create_server_from_socket).
     ///
     /// The server holds its loop weakly; closing the loop closes it (and,
     /// separately, every connection it accepted).
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] from resolving, `bind` or `listen` (e.g. `AddrInUse`).
+    /// [`Error::Io`] from resolving, `bind` or `listen` (e.g. `AddrInUse`,
+    /// "listen on 127.0.0.1:8080: …"); nothing is left listening then.
+    /// `InvalidInput` for an empty list of hosts.
     ///
     /// # Examples
     ///
@@ -565,7 +626,7 @@ impl EventLoop {
     pub async fn create_server<P, F>(
         &self,
         factory: F,
-        host: &str,
+        host: impl ServerHosts,
         port: u16,
         options: ServerOptions,
     ) -> Result<Server>
@@ -573,14 +634,28 @@ impl EventLoop {
         P: StreamProtocol,
         F: Fn() -> P + 'static,
     {
-        let addrs = if host.is_empty() {
-            vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from(([0u16; 8], port))]
-        } else {
-            self.getaddrinfo(host, port).await?
-        };
-        let all_interfaces = host.is_empty();
+        // (address, from the "all interfaces" host: IPv6 may be missing)
+        let mut addrs: Vec<(SocketAddr, bool)> = Vec::new();
+        for host in host.hosts() {
+            let resolved = if host.is_empty() {
+                vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from(([0u16; 8], port))]
+            } else {
+                self.getaddrinfo(&host, port).await?
+            };
+            for addr in resolved {
+                // asyncio listens once per distinct address.
+                if !addrs.iter().any(|(a, _)| *a == addr) {
+                    addrs.push((addr, host.is_empty()));
+                }
+            }
+        }
+        if addrs.is_empty() {
+            return Err(
+                io::Error::new(io::ErrorKind::InvalidInput, "create_server: no host to listen on").into()
+            );
+        }
         let mut listeners = Vec::new();
-        for addr in addrs {
+        for (addr, all_interfaces) in addrs {
             match listen_on(addr, &options) {
                 Ok(socket) => listeners.push(socket),
                 // "All interfaces" on a machine without IPv6: IPv4 alone.
@@ -588,10 +663,76 @@ impl EventLoop {
                     if all_interfaces
                         && addr.is_ipv6()
                         && matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)) => {}
-                Err(e) => return Err(e.into()),
+                // The sockets made so far close as `listeners` drops.
+                Err(e) => return Err(Error::io_context(e, format_args!("listen on {addr}"))),
             }
         }
         self.serve(listeners, factory, &options, None)
+    }
+
+    /// Serves on a socket the caller made (asyncio's `create_server(sock=…)`
+    /// and `create_unix_server(sock=…)`): a bound TCP or Unix stream socket,
+    /// listening or not (it is made nonblocking and `listen(backlog)` is
+    /// called, as asyncio does). The server owns it from now on. Of the
+    /// `options`, `backlog` and `start_serving` apply; the socket options
+    /// (`reuse_address`, `reuse_port`) are the caller's to set, and a Unix
+    /// socket's file is not removed by [`Server::close`] (asyncio removes
+    /// only a file it bound itself).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if the socket is not a stream socket; [`Error::Io`]
+    /// from `listen`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::net::{Domain, Protocol, Socket, Transport, Type};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"hello").unwrap();
+    ///         t.close();
+    ///     }
+    ///     fn data_received(&mut self, _: &[u8]) {}
+    /// }
+    ///
+    /// let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    /// socket.set_reuse_address(true)?;
+    /// socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())?;
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let greeting = lp.run_until_complete(async move {
+    ///     let server = l.create_server_from_socket(|| Hello, socket, Default::default()).await?;
+    ///     let port = server.local_addr().unwrap().port();
+    ///     let (mut reader, _w) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
+    ///     let greeting = reader.read_to_end().await?;
+    ///     server.close();
+    ///     Ok::<_, evloop::Error>(greeting)
+    /// })??;
+    /// assert_eq!(greeting, b"hello");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub async fn create_server_from_socket<P, F>(
+        &self,
+        factory: F,
+        socket: impl Into<Socket>,
+        options: ServerOptions,
+    ) -> Result<Server>
+    where
+        P: StreamProtocol,
+        F: Fn() -> P + 'static,
+    {
+        let socket = socket.into();
+        if socket.r#type()? != Type::STREAM {
+            let msg = "create_server_from_socket: a stream socket was expected";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg).into());
+        }
+        socket.set_nonblocking(true)?;
+        socket.set_cloexec(true)?;
+        socket.listen(options.backlog)?;
+        self.serve(vec![socket], factory, &options, None)
     }
 
     /// Listens on the Unix socket `path` (asyncio's `create_unix_server`);
