@@ -20,6 +20,7 @@
 mod connect;
 pub(crate) mod core;
 mod dns;
+mod extra;
 pub(crate) mod protocol;
 mod sendfile;
 mod server;
@@ -29,6 +30,7 @@ pub(crate) mod transport;
 mod udp;
 
 pub use connect::ConnectOptions;
+pub use extra::{ExtraInfo, SocketView};
 pub use protocol::{Buffered, BufferedProtocol, DatagramProtocol, Protocol, StreamProtocol};
 pub use server::{ACCEPT_RETRY_DELAY, Server, ServerHosts, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};

@@ -115,7 +115,8 @@ enum WriteSide {
 
 pub(crate) struct StreamInner {
     core: Core<dyn StreamProtocol>,
-    read_path: ReadPath,
+    /// Changes only with `set_protocol`.
+    read_path: Cell<ReadPath>,
     read_side: Cell<ReadSide>,
     write_side: Cell<WriteSide>,
     write_buf: RefCell<WriteBuffer>,
@@ -224,7 +225,7 @@ impl Transport {
         let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
         let inner = Rc::new(StreamInner {
             core: Core::new(lp, fd, socket, shared)?,
-            read_path,
+            read_path: Cell::new(read_path),
             read_side: Cell::new(ReadSide::Reading),
             write_side: Cell::new(WriteSide::Open),
             write_buf: RefCell::new(WriteBuffer::default()),
@@ -444,6 +445,82 @@ impl Transport {
     pub fn get_loop(&self) -> EventLoop {
         self.inner.core.get_loop()
     }
+
+    /// Hands the connection to `protocol` (asyncio's `set_protocol`, used
+    /// for protocol upgrades): every later call (`data_received`,
+    /// `eof_received`, `pause_writing`, `connection_lost`…) goes to it, and
+    /// bytes not yet read are read for it, with its kind's read path. It
+    /// does not get `connection_made` (as in asyncio): it is handed the
+    /// connection in the middle; give it the transport yourself. Safe from
+    /// inside a method of the old protocol: the switch applies from the
+    /// next call on. The old protocol is dropped once the transport no
+    /// longer needs it (at once, or on the next pass if one of its methods
+    /// is running), unless you keep its `Rc`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] once `connection_lost` has run (the
+    /// transport keeps no protocol then); `protocol` is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::net::{Protocol, Transport};
+    ///
+    /// /// Waits for "UPGRADE\n", then hands the connection to `Shout`.
+    /// struct Plain(Option<Transport>);
+    /// impl Protocol for Plain {
+    ///     fn connection_made(&mut self, t: &Transport) { self.0 = Some(t.clone()); }
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         if data == b"UPGRADE\n" {
+    ///             let t = self.0.take().unwrap();
+    ///             t.set_protocol(Shout(t.clone())).unwrap();
+    ///             t.write(b"ok\n").unwrap(); // the client waits for this
+    ///         }
+    ///     }
+    /// }
+    /// struct Shout(Transport);
+    /// impl Protocol for Shout {
+    ///     fn data_received(&mut self, data: &[u8]) { self.0.write(&data.to_ascii_uppercase()).unwrap(); }
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let reply = lp.run_until_complete(async move {
+    ///     let server = l.create_server(|| Plain(None), "127.0.0.1", 0, Default::default()).await?;
+    ///     let port = server.local_addr().unwrap().port();
+    ///     let (mut r, w) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
+    ///     w.write(b"UPGRADE\n")?;
+    ///     assert_eq!(r.readline().await?, b"ok\n");
+    ///     w.write(b"hi")?;
+    ///     let reply = r.readexactly(2).await?;
+    ///     server.close();
+    ///     Ok::<_, evloop::Error>(reply)
+    /// })??;
+    /// assert_eq!(reply, b"HI");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn set_protocol<P: StreamProtocol>(&self, protocol: P) -> Result<Rc<RefCell<P>>> {
+        let inner = &self.inner;
+        if inner.core.lifecycle() == Lifecycle::Gone {
+            let _ = crate::runtime::guard::drop_user(protocol);
+            return Err(Error::InvalidState("the transport is closed"));
+        }
+        inner.read_path.set(protocol.read_path());
+        let protocol = Rc::new(RefCell::new(protocol));
+        let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
+        core::replace_protocol(inner, shared);
+        Ok(protocol)
+    }
+
+    /// The protocol, if it is a `P` (asyncio's `get_protocol`, typed):
+    /// the one `create_connection` returned or `set_protocol` set last.
+    /// `None` if it is another type, once `connection_lost` has run, or
+    /// while it is mutably borrowed (inside one of its own methods, where
+    /// `self` is at hand anyway).
+    pub fn get_protocol<P: StreamProtocol>(&self) -> Option<Rc<RefCell<P>>> {
+        crate::sys::downcast::downcast_protocol(self.inner.core.protocol()?)
+    }
 }
 
 impl fmt::Debug for Transport {
@@ -549,7 +626,7 @@ impl StreamInner {
 
     /// One receive; returns whether it filled the buffer (more may wait).
     fn receive_once(self: &Rc<Self>) -> bool {
-        match self.read_path {
+        match self.read_path.get() {
             ReadPath::Direct => {
                 let received = core::call(self, |p| self.core.io(|s| p.receive(s)));
                 match received {
