@@ -86,6 +86,7 @@ pub mod asyncio;
 mod error;
 mod exception;
 pub mod net;
+pub mod os;
 pub mod runtime;
 pub mod sync;
 #[allow(unsafe_code)]
@@ -107,3 +108,4 @@ pub use task::{
     Awaitable, CallbackId, Future, Task, TaskGroup, gather, gather_results, run, sleep, sleep_until, spawn,
     wait_for, yield_now,
 };
+pub use task::{RunOptions, run_with};
