@@ -86,6 +86,7 @@ pub mod asyncio;
 mod error;
 mod exception;
 pub mod net;
+pub mod os;
 pub mod runtime;
 pub mod sync;
 #[allow(unsafe_code)]
