@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
 use crate::net::protocol::ReadPath;
 use crate::net::transport::READ_SIZE;
-use crate::net::{Server, ServerOptions, StreamProtocol, Transport};
+use crate::net::{ConnectOptions, Server, ServerOptions, StreamProtocol, Transport};
 use crate::runtime::event_loop::{EventLoop, running_loop};
 use socket2::SockRef;
 
@@ -152,25 +152,51 @@ pub(crate) fn split_parts(
     Ok((reader, writer))
 }
 
-/// Options of [`open_connection`] and [`open_unix_connection`];
-/// `Default::default()` gives asyncio's.
+/// Options of [`open_connection`] and [`open_unix_connection`]: the
+/// reader's `limit` and the connection's [`ConnectOptions`];
+/// `Default::default()` gives asyncio's. Fields may be added: build it
+/// with the setters.
 ///
 /// # Examples
 ///
 /// ```
-/// let opts = evloop::net::stream::ConnectOptions { limit: 1 << 20 };
-/// assert_eq!(evloop::net::stream::ConnectOptions::default().limit, evloop::net::stream::DEFAULT_LIMIT);
-/// # let _ = opts;
+/// use evloop::net::ConnectOptions;
+/// use evloop::net::stream::{DEFAULT_LIMIT, StreamConnectOptions};
+/// let opts = StreamConnectOptions::new().limit(1 << 20).connect(ConnectOptions::new().local_addr("127.0.0.1", 0));
+/// assert_eq!(opts.limit, 1 << 20);
+/// assert_eq!(StreamConnectOptions::default().limit, DEFAULT_LIMIT);
 /// ```
 #[derive(Debug, Clone)]
-pub struct ConnectOptions {
+#[non_exhaustive]
+pub struct StreamConnectOptions {
     /// The reader's buffer limit (default 64 KiB, asyncio's `limit`).
     pub limit: usize,
+    /// The connection's options (local address, Happy Eyeballs…).
+    pub connect: ConnectOptions,
 }
 
-impl Default for ConnectOptions {
-    fn default() -> ConnectOptions {
-        ConnectOptions { limit: DEFAULT_LIMIT }
+impl Default for StreamConnectOptions {
+    fn default() -> StreamConnectOptions {
+        StreamConnectOptions { limit: DEFAULT_LIMIT, connect: ConnectOptions::default() }
+    }
+}
+
+impl StreamConnectOptions {
+    /// asyncio's defaults (the same as `Default::default()`).
+    pub fn new() -> StreamConnectOptions {
+        StreamConnectOptions::default()
+    }
+
+    /// Sets [`limit`](StreamConnectOptions::limit).
+    pub fn limit(mut self, limit: usize) -> StreamConnectOptions {
+        self.limit = limit;
+        self
+    }
+
+    /// Sets [`connect`](StreamConnectOptions::connect).
+    pub fn connect(mut self, connect: ConnectOptions) -> StreamConnectOptions {
+        self.connect = connect;
+        self
     }
 }
 
@@ -179,7 +205,7 @@ impl Default for ConnectOptions {
 ///
 /// # Errors
 ///
-/// As [`EventLoop::create_connection`].
+/// As [`EventLoop::create_connection_with`].
 ///
 /// # Panics
 ///
@@ -213,12 +239,12 @@ impl Default for ConnectOptions {
 pub async fn open_connection(
     host: &str,
     port: u16,
-    options: ConnectOptions,
+    options: StreamConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
     let lp = running_loop("open_connection");
     let limit = options.limit;
-    let (transport, protocol) =
-        lp.create_connection(move || stream_protocol(limit, None), host, port).await?;
+    let factory = move || stream_protocol(limit, None);
+    let (transport, protocol) = lp.create_connection_with(factory, host, port, options.connect).await?;
     split(transport, &protocol)
 }
 
@@ -227,18 +253,19 @@ pub async fn open_connection(
 ///
 /// # Errors
 ///
-/// As [`EventLoop::create_unix_connection`].
+/// As [`EventLoop::create_unix_connection_with`].
 ///
 /// # Panics
 ///
 /// When awaited outside a running loop, or if `options.limit` is 0.
 pub async fn open_unix_connection(
     path: impl AsRef<Path>,
-    options: ConnectOptions,
+    options: StreamConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
     let lp = running_loop("open_unix_connection");
     let limit = options.limit;
-    let (transport, protocol) = lp.create_unix_connection(move || stream_protocol(limit, None), path).await?;
+    let factory = move || stream_protocol(limit, None);
+    let (transport, protocol) = lp.create_unix_connection_with(factory, path, options.connect).await?;
     split(transport, &protocol)
 }
 
