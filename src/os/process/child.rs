@@ -210,6 +210,9 @@ pub(crate) async fn spawn_process(
     args: Vec<OsString>,
     options: SubprocessOptions,
 ) -> Result<Process> {
+    if lp.is_closed() {
+        return Err(Error::Closed);
+    }
     let limit = options.limit;
     let spawned = spawn(program, &args, options)?;
     let mut halves: [Option<(StreamReader, StreamWriter)>; 3] = [None, None, None];

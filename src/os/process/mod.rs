@@ -89,6 +89,9 @@ impl EventLoop {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        if self.is_closed() {
+            return Err(crate::Error::Closed);
+        }
         let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let protocol = Rc::new(RefCell::new(factory()));
         let spawned = options::spawn(program.as_ref(), &args, options)?;

@@ -359,9 +359,12 @@ impl ProcInner {
                 *self.watch.borrow_mut() = Some(Watch::Pidfd { source, fd });
                 Ok(())
             }
-            // Already reaped by someone else: no status to be had.
+            // Already reaped by someone else: no status to be had. On the
+            // next pass, so that `connection_made` (scheduled by the
+            // caller right after) precedes `process_exited`.
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                self.poll_exit();
+                let me = self.clone();
+                lp.call_soon(move || me.poll_exit());
                 Ok(())
             }
             Err(_) => self.watch_with_thread(lp),
