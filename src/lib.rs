@@ -107,3 +107,4 @@ pub use task::{
     Awaitable, CallbackId, Future, Task, TaskGroup, gather, gather_results, run, sleep, sleep_until, spawn,
     wait_for, yield_now,
 };
+pub use task::{RunOptions, run_with};

@@ -78,6 +78,8 @@ pub(crate) struct LoopInner {
     /// Held weakly and unboxed: a transport registers itself, which costs
     /// one slot, not an allocation.
     closers: RefCell<SlotMap<CloserKey, Weak<dyn Closer>>>,
+    /// Signal handlers and subscriptions (os/signal.rs).
+    pub(crate) signals: crate::os::signal::LoopSignals,
     /// The ready-queue entry of `run_until_complete`'s future (task/run.rs):
     /// when it runs, the pass polls that future in its place.
     pub(crate) main: Rc<MainMarker>,
@@ -167,6 +169,8 @@ impl Drop for LoopInner {
         } else {
             drop(self.remote.close());
         }
+        let signals = self.signals.shutdown(self.forked());
+        let _ = crate::runtime::guard::drop_user(signals);
         let closers = std::mem::take(self.closers.get_mut());
         for (_, closer) in closers {
             if let Some(closer) = closer.upgrade() {
@@ -443,6 +447,7 @@ impl Builder {
             waker_slot: Cell::new(crate::task::task::SLOT_UNCLAIMED),
             executor: RefCell::new(None),
             closers: RefCell::new(SlotMap::with_key()),
+            signals: Default::default(),
             pass: PassState {
                 hook: self.wait_hook,
                 busy_poll_interval: self.busy_poll_interval,
@@ -894,6 +899,8 @@ impl EventLoop {
             }
         }
         *inner.remote_buf.borrow_mut() = items;
+        // A signal wakes the loop through the same pending flag.
+        crate::os::signal::dispatch_pending(self);
     }
 
     /// Step 3: move every due timer to the ready queue, earliest first, equal
@@ -1090,6 +1097,9 @@ impl EventLoop {
                 }
             }
         }
+        // Signal handlers next: their dispositions are restored at once.
+        let signals = inner.signals.shutdown(forked);
+        self.drop_reporting(signals);
         // Take everything else out, then drop it with no borrow alive: the
         // closures' destructors are user code.
         let remote = if forked { inner.remote.abandon_after_fork() } else { inner.remote.close() };
