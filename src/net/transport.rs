@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
 use std::task::Waker;
 
@@ -104,6 +104,17 @@ enum ReadSide {
     AtEofPaused,
 }
 
+/// Which end of a pipe a transport is ([`crate::os::pipe`]); sockets are
+/// `NotPipe`. A pipe reads and writes with `read(2)`/`write(2)`, reads or
+/// writes only, and a write pipe's reader callback watches for its peer
+/// closing instead of reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PipeEnd {
+    NotPipe,
+    Read,
+    Write,
+}
+
 /// The write side's half-close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WriteSide {
@@ -125,6 +136,8 @@ pub(crate) struct StreamInner {
     pub(crate) sendfile_active: Cell<bool>,
     /// The server that accepted the connection, told once it is gone.
     server: Cell<Option<ServerLink>>,
+    /// Set once, right after `start`, for pipe transports.
+    pub(crate) pipe: Cell<PipeEnd>,
 }
 
 impl TransportKind for StreamInner {
@@ -232,6 +245,7 @@ impl Transport {
             is_tcp,
             sendfile_active: Cell::new(false),
             server: Cell::new(server),
+            pipe: Cell::new(PipeEnd::NotPipe),
         });
         core::register_closer(&inner);
         let transport = Transport { inner };
@@ -280,6 +294,12 @@ impl Transport {
     /// peer sees EOF and can still send.
     pub fn write_eof(&self) {
         let inner = &self.inner;
+        match inner.pipe.get() {
+            // A pipe has no half-close: its write end closes (asyncio).
+            PipeEnd::Write => return self.close(),
+            PipeEnd::Read => return,
+            PipeEnd::NotPipe => {}
+        }
         if inner.core.is_closing() || inner.write_side.get() != WriteSide::Open {
             return;
         }
@@ -290,9 +310,9 @@ impl Transport {
     }
 
     /// Whether [`write_eof`](Transport::write_eof) is supported: true for
-    /// TCP and Unix stream sockets.
+    /// TCP and Unix stream sockets and write pipes, false for read pipes.
     pub fn can_write_eof(&self) -> bool {
-        true
+        self.inner.pipe.get() != PipeEnd::Read
     }
 
     /// Closes the transport: stops reading now, sends what is buffered, then
@@ -329,7 +349,8 @@ impl Transport {
         // pause that is resumed before the next readiness (a stream
         // reader's flow control, every 256 KiB read) costs no epoll_ctl.
         let inner = &self.inner;
-        if inner.core.is_closing() {
+        // A write pipe's reader callback watches for the peer closing.
+        if inner.core.is_closing() || inner.pipe.get() == PipeEnd::Write {
             return;
         }
         match inner.read_side.get() {
@@ -358,6 +379,7 @@ impl Transport {
     /// Whether the transport is reading (not paused, not closing).
     pub fn is_reading(&self) -> bool {
         !self.inner.core.is_closing()
+            && self.inner.pipe.get() != PipeEnd::Write
             && matches!(self.inner.read_side.get(), ReadSide::Reading | ReadSide::AtEof)
     }
 
@@ -523,6 +545,19 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// Makes a transport that `start` just made a pipe end, before its
+    /// `connection_made` runs. A write pipe watches its fd for the reader
+    /// closing when `watch_peer` (a FIFO or a socket; a character device
+    /// may not be pollable for that).
+    pub(crate) fn set_pipe_end(&self, end: PipeEnd, watch_peer: bool) {
+        self.inner.pipe.set(end);
+        if end == PipeEnd::Write && !watch_peer {
+            self.inner.read_side.set(ReadSide::AtEof);
+        }
+    }
+}
+
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
@@ -572,6 +607,9 @@ impl StreamInner {
         if self.core.is_closing() {
             return Err(Error::InvalidState("cannot write to a closing transport"));
         }
+        if self.pipe.get() == PipeEnd::Read {
+            return Err(Error::InvalidState("cannot write to a read pipe"));
+        }
         Ok(())
     }
 
@@ -609,6 +647,9 @@ impl StreamInner {
         if self.core.is_closing() {
             return;
         }
+        if self.pipe.get() == PipeEnd::Write {
+            return self.on_peer_closed();
+        }
         if self.read_side.get() != ReadSide::Reading {
             // Paused (see `pause_reading`): stop watching the fd now.
             self.core.unwatch_read();
@@ -627,7 +668,9 @@ impl StreamInner {
     /// One receive; returns whether it filled the buffer (more may wait).
     fn receive_once(self: &Rc<Self>) -> bool {
         match self.read_path.get() {
-            ReadPath::Direct => {
+            // The streams' direct receive is `recv(2)`: a pipe takes the
+            // shared buffer and `data_received` instead.
+            ReadPath::Direct if self.pipe.get() == PipeEnd::NotPipe => {
                 let received = core::call(self, |p| self.core.io(|s| p.receive(s)));
                 match received {
                     Some(Ok(0)) => self.on_eof(),
@@ -657,7 +700,7 @@ impl StreamInner {
                 }
                 false
             }
-            ReadPath::Shared => {
+            ReadPath::Shared | ReadPath::Direct => {
                 let mut buf = take_read_buffer();
                 let full = match self.recv(&mut buf) {
                     Ok(0) => {
@@ -682,7 +725,24 @@ impl StreamInner {
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pipe.get() != PipeEnd::NotPipe {
+            return self.core.io(|s| crate::sys::process::read(s.as_fd(), buf));
+        }
         self.core.io(|s| (&*SockRef::from(s)).read(buf))
+    }
+
+    /// A write pipe turned readable: its reader closed (asyncio's
+    /// `_UnixWritePipeTransport._read_ready`): data still buffered can
+    /// never be delivered.
+    fn on_peer_closed(self: &Rc<Self>) {
+        if self.core.is_lost() {
+            return;
+        }
+        if self.write_buffered() > 0 {
+            core::force_close(self, Some(io::Error::from(io::ErrorKind::BrokenPipe).into()));
+        } else {
+            core::connection_lost(self, None);
+        }
     }
 
     fn on_read_error(self: &Rc<Self>, e: io::Error) {
@@ -700,7 +760,9 @@ impl StreamInner {
         });
         self.core.unwatch_read();
         let keep_open = core::call(self, |p| p.eof_received());
-        if keep_open == Some(false) {
+        // A read pipe has nothing left to do after EOF (asyncio closes it
+        // whatever `eof_received` answers).
+        if keep_open == Some(false) || self.pipe.get() == PipeEnd::Read {
             Transport { inner: self.clone() }.close();
         }
     }
@@ -729,6 +791,9 @@ impl StreamInner {
     }
 
     fn send(&self, data: &[u8]) -> io::Result<usize> {
+        if self.pipe.get() != PipeEnd::NotPipe {
+            return self.core.io(|s| crate::sys::process::write(s.as_fd(), data));
+        }
         self.core.io(|s| send_nosignal(&SockRef::from(s), data))
     }
 
