@@ -92,7 +92,9 @@ async fn stream_pair(server_limit: usize) -> (Server, Conn, Conn) {
 async fn raw_peer_pair(limit: usize) -> (Conn, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().unwrap().port();
-    let client = open_connection("127.0.0.1", port, ConnectOptions { limit }).await.expect("open_connection");
+    let client = open_connection("127.0.0.1", port, ConnectOptions { limit, ..Default::default() })
+        .await
+        .expect("open_connection");
     // The handshake is complete once open_connection returns: this accept
     // does not block.
     let (peer, _) = listener.accept().expect("accept");

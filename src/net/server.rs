@@ -53,6 +53,20 @@ pub struct ServerOptions {
     /// stale one left by a crashed process). Off by default: binding to a
     /// path that exists fails with `AddrInUse`.
     pub remove_stale_socket: bool,
+    /// Serve TLS with this configuration (asyncio's `ssl`): each accepted
+    /// connection does the handshake before its protocol gets
+    /// `connection_made`; one that fails is closed and logged at debug
+    /// level, as asyncio does. See [`net::tls`](crate::net::tls).
+    #[cfg(feature = "tls")]
+    pub ssl: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// How long a client may take over the TLS handshake (asyncio's
+    /// `ssl_handshake_timeout`, default 60 s).
+    #[cfg(feature = "tls")]
+    pub ssl_handshake_timeout: Duration,
+    /// How long closing a TLS connection waits for the socket to take the
+    /// last records (asyncio's `ssl_shutdown_timeout`, default 30 s).
+    #[cfg(feature = "tls")]
+    pub ssl_shutdown_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +77,12 @@ impl Default for ServerOptions {
             reuse_port: false,
             start_serving: true,
             remove_stale_socket: false,
+            #[cfg(feature = "tls")]
+            ssl: None,
+            #[cfg(feature = "tls")]
+            ssl_handshake_timeout: crate::net::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+            #[cfg(feature = "tls")]
+            ssl_shutdown_timeout: crate::net::tls::DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -775,9 +795,31 @@ impl EventLoop {
         P: StreamProtocol,
         F: Fn() -> P + 'static,
     {
+        #[cfg(feature = "tls")]
+        if let Some(config) = options.ssl.clone() {
+            let tls = crate::net::tls::TlsOptions {
+                server_hostname: None,
+                ssl_handshake_timeout: options.ssl_handshake_timeout,
+                ssl_shutdown_timeout: options.ssl_shutdown_timeout,
+            };
+            let start_connection: StartConnection = Box::new(move |lp, socket, link| {
+                crate::net::tls::start_server_connection(lp, socket, factory(), link, &config, &tls)
+            });
+            return self.serve_with(listeners, start_connection, options, unix_path);
+        }
         let start_connection: StartConnection = Box::new(move |lp, socket, link| {
             Transport::start(lp, socket, factory(), Some(link), None).map(|(t, _)| t)
         });
+        self.serve_with(listeners, start_connection, options, unix_path)
+    }
+
+    fn serve_with(
+        &self,
+        listeners: Vec<Socket>,
+        start_connection: StartConnection,
+        options: &ServerOptions,
+        unix_path: Option<(PathBuf, (u64, u64))>,
+    ) -> Result<Server> {
         let mut claimed = Vec::with_capacity(listeners.len());
         for socket in listeners {
             let source = match self.claim_source(socket.as_raw_fd()) {

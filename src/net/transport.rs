@@ -115,7 +115,8 @@ enum WriteSide {
 
 pub(crate) struct StreamInner {
     core: Core<dyn StreamProtocol>,
-    read_path: ReadPath,
+    /// A `Cell`: `start_tls` swaps in the TLS layer's protocol.
+    read_path: Cell<ReadPath>,
     read_side: Cell<ReadSide>,
     write_side: Cell<WriteSide>,
     write_buf: RefCell<WriteBuffer>,
@@ -198,7 +199,24 @@ impl TransportKind for StreamInner {
 /// ```
 #[derive(Clone)]
 pub struct Transport {
+    /// The socket's transport (for a TLS transport, the one carrying the
+    /// ciphertext: addresses and the fd come from it).
     pub(crate) inner: Rc<StreamInner>,
+    /// Set on the application side of a TLS connection: the stream
+    /// methods then act on the TLS layer (`net/tls`). One pointer test per
+    /// call on the plain path.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Rc<crate::net::tls::TlsSession>>,
+}
+
+/// On a TLS transport, answers the call from the TLS layer instead.
+macro_rules! via_tls {
+    ($self:ident, $tls:ident => $e:expr) => {
+        #[cfg(feature = "tls")]
+        if let Some($tls) = &$self.tls {
+            return $e;
+        }
+    };
 }
 
 impl Transport {
@@ -224,7 +242,7 @@ impl Transport {
         let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
         let inner = Rc::new(StreamInner {
             core: Core::new(lp, fd, socket, shared)?,
-            read_path,
+            read_path: Cell::new(read_path),
             read_side: Cell::new(ReadSide::Reading),
             write_side: Cell::new(WriteSide::Open),
             write_buf: RefCell::new(WriteBuffer::default()),
@@ -233,7 +251,7 @@ impl Transport {
             server: Cell::new(server),
         });
         core::register_closer(&inner);
-        let transport = Transport { inner };
+        let transport = Transport::plain(inner);
         // asyncio: connection_made first, then start reading, both on the
         // next pass.
         let t = transport.clone();
@@ -253,6 +271,7 @@ impl Transport {
     /// [`close`](Transport::close), or while
     /// [`sendfile`](EventLoop::sendfile) runs on the transport.
     pub fn write(&self, data: &[u8]) -> Result<()> {
+        via_tls!(self, tls => tls.write(data));
         self.inner.check_writable()?;
         self.inner.write(data);
         Ok(())
@@ -268,6 +287,7 @@ impl Transport {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
+        via_tls!(self, tls => tls.writelines(chunks));
         self.inner.check_writable()?;
         for chunk in chunks {
             self.write(chunk.as_ref())?;
@@ -276,8 +296,13 @@ impl Transport {
     }
 
     /// Closes the write side once the buffer is flushed (half-close); the
-    /// peer sees EOF and can still send.
+    /// peer sees EOF and can still send. Does nothing on a TLS transport
+    /// (see [`can_write_eof`](Transport::can_write_eof)).
     pub fn write_eof(&self) {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return;
+        }
         let inner = &self.inner;
         if inner.core.is_closing() || inner.write_side.get() != WriteSide::Open {
             return;
@@ -289,15 +314,20 @@ impl Transport {
     }
 
     /// Whether [`write_eof`](Transport::write_eof) is supported: true for
-    /// TCP and Unix stream sockets.
+    /// TCP and Unix stream sockets, false over TLS (as asyncio's SSL
+    /// transport: TLS has no half-close that peers agree on).
     pub fn can_write_eof(&self) -> bool {
+        via_tls!(self, _tls => false);
         true
     }
 
     /// Closes the transport: stops reading now, sends what is buffered, then
     /// calls the protocol's `connection_lost(None)` (on a later pass) and
-    /// closes the socket. Calling it again does nothing.
+    /// closes the socket. Calling it again does nothing. Over TLS, the
+    /// plaintext is flushed, then `close_notify` is sent; a peer that does
+    /// not take it within the shutdown timeout is cut off.
     pub fn close(&self) {
+        via_tls!(self, tls => tls.close());
         let inner = &self.inner;
         if !inner.core.start_closing() {
             return;
@@ -309,13 +339,16 @@ impl Transport {
     }
 
     /// Closes the transport at once, dropping buffered data; the protocol
-    /// gets `connection_lost(None)` on a later pass.
+    /// gets `connection_lost(None)` on a later pass. Over TLS no
+    /// `close_notify` is sent.
     pub fn abort(&self) {
+        via_tls!(self, tls => tls.abort());
         core::force_close(&self.inner, None);
     }
 
     /// Whether the transport is closing or closed.
     pub fn is_closing(&self) -> bool {
+        via_tls!(self, tls => tls.is_closing());
         self.inner.core.is_closing()
     }
 
@@ -327,6 +360,7 @@ impl Transport {
         // unregisters it only if the fd reports readable while paused. A
         // pause that is resumed before the next readiness (a stream
         // reader's flow control, every 256 KiB read) costs no epoll_ctl.
+        via_tls!(self, tls => tls.pause_reading());
         let inner = &self.inner;
         if inner.core.is_closing() {
             return;
@@ -340,6 +374,7 @@ impl Transport {
 
     /// Resumes reading after [`pause_reading`](Transport::pause_reading).
     pub fn resume_reading(&self) {
+        via_tls!(self, tls => tls.resume_reading());
         let inner = &self.inner;
         if inner.core.is_closing() {
             return;
@@ -356,12 +391,15 @@ impl Transport {
 
     /// Whether the transport is reading (not paused, not closing).
     pub fn is_reading(&self) -> bool {
+        via_tls!(self, tls => tls.is_reading());
         !self.inner.core.is_closing()
             && matches!(self.inner.read_side.get(), ReadSide::Reading | ReadSide::AtEof)
     }
 
-    /// Bytes accepted by `write` and not yet sent.
+    /// Bytes accepted by `write` and not yet sent (over TLS: plaintext
+    /// waiting for the handshake plus ciphertext not yet sent).
     pub fn get_write_buffer_size(&self) -> usize {
+        via_tls!(self, tls => tls.get_write_buffer_size());
         self.inner.write_buf.borrow().len()
     }
 
@@ -383,6 +421,10 @@ impl Transport {
         if low > high {
             return Err(Error::InvalidState("the low-water mark must not exceed the high-water mark"));
         }
+        via_tls!(self, tls => {
+            tls.set_write_buffer_limits(high, low);
+            Ok(())
+        });
         let inner = &self.inner;
         inner.core.set_limits(high, low);
         let buffered = inner.write_buf.borrow().len();
@@ -393,6 +435,7 @@ impl Transport {
 
     /// The write buffer's `(low, high)` water marks, as asyncio orders them.
     pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+        via_tls!(self, tls => tls.get_write_buffer_limits());
         (self.inner.core.low_water(), self.inner.core.high_water())
     }
 
@@ -443,6 +486,17 @@ impl Transport {
     #[track_caller]
     pub fn get_loop(&self) -> EventLoop {
         self.inner.core.get_loop()
+    }
+}
+
+impl Transport {
+    /// The plain (not TLS) transport over `inner`.
+    pub(crate) fn plain(inner: Rc<StreamInner>) -> Transport {
+        Transport {
+            inner,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
     }
 }
 
@@ -498,6 +552,19 @@ impl StreamInner {
         Ok(())
     }
 
+    /// Puts `protocol` (the TLS layer) in place of the current protocol,
+    /// which is returned; `None` once the transport is lost.
+    #[cfg(feature = "tls")]
+    pub(crate) fn replace_protocol(
+        &self,
+        protocol: Rc<RefCell<dyn StreamProtocol>>,
+    ) -> Option<Rc<RefCell<dyn StreamProtocol>>> {
+        let read_path = protocol.borrow().read_path();
+        let old = self.core.replace_protocol(protocol)?;
+        self.read_path.set(read_path);
+        Some(old)
+    }
+
     pub(crate) fn write_buffered(&self) -> usize {
         self.write_buf.borrow().len()
     }
@@ -549,7 +616,7 @@ impl StreamInner {
 
     /// One receive; returns whether it filled the buffer (more may wait).
     fn receive_once(self: &Rc<Self>) -> bool {
-        match self.read_path {
+        match self.read_path.get() {
             ReadPath::Direct => {
                 let received = core::call(self, |p| self.core.io(|s| p.receive(s)));
                 match received {
@@ -624,7 +691,7 @@ impl StreamInner {
         self.core.unwatch_read();
         let keep_open = core::call(self, |p| p.eof_received());
         if keep_open == Some(false) {
-            Transport { inner: self.clone() }.close();
+            Transport::plain(self.clone()).close();
         }
     }
 

@@ -150,7 +150,7 @@ fn split(
 /// # Examples
 ///
 /// ```
-/// let opts = evloop::net::stream::ConnectOptions { limit: 1 << 20 };
+/// let opts = evloop::net::stream::ConnectOptions { limit: 1 << 20, ..Default::default() };
 /// assert_eq!(evloop::net::stream::ConnectOptions::default().limit, evloop::net::stream::DEFAULT_LIMIT);
 /// # let _ = opts;
 /// ```
@@ -158,12 +158,59 @@ fn split(
 pub struct ConnectOptions {
     /// The reader's buffer limit (default 64 KiB, asyncio's `limit`).
     pub limit: usize,
+    /// Speak TLS with this client configuration (asyncio's `ssl`); see
+    /// [`net::tls`](crate::net::tls).
+    #[cfg(feature = "tls")]
+    pub ssl: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The name the server's certificate must match (default: the host
+    /// connected to; for a Unix socket, required).
+    #[cfg(feature = "tls")]
+    pub server_hostname: Option<String>,
+    /// How long the TLS handshake may take (default 60 s).
+    #[cfg(feature = "tls")]
+    pub ssl_handshake_timeout: std::time::Duration,
+    /// How long closing waits for the last TLS records to go (default 30 s).
+    #[cfg(feature = "tls")]
+    pub ssl_shutdown_timeout: std::time::Duration,
 }
 
 impl Default for ConnectOptions {
     fn default() -> ConnectOptions {
-        ConnectOptions { limit: DEFAULT_LIMIT }
+        ConnectOptions {
+            limit: DEFAULT_LIMIT,
+            #[cfg(feature = "tls")]
+            ssl: None,
+            #[cfg(feature = "tls")]
+            server_hostname: None,
+            #[cfg(feature = "tls")]
+            ssl_handshake_timeout: crate::net::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+            #[cfg(feature = "tls")]
+            ssl_shutdown_timeout: crate::net::tls::DEFAULT_SHUTDOWN_TIMEOUT,
+        }
     }
+}
+
+/// With `options.ssl`: the TLS handshake on a fresh stream pair (the
+/// protocol is the streams' own, so making it on the plain transport
+/// first changes nothing a caller sees).
+#[cfg(feature = "tls")]
+async fn maybe_tls(
+    pair: (StreamReader, StreamWriter),
+    options: &ConnectOptions,
+    default_name: Option<&str>,
+) -> Result<(StreamReader, StreamWriter)> {
+    let Some(config) = options.ssl.clone() else { return Ok(pair) };
+    let (reader, mut writer) = pair;
+    let tls = crate::net::tls::TlsOptions {
+        server_hostname: options.server_hostname.clone().or(default_name.map(str::to_owned)),
+        ssl_handshake_timeout: options.ssl_handshake_timeout,
+        ssl_shutdown_timeout: options.ssl_shutdown_timeout,
+    };
+    if let Err(e) = writer.start_tls(config, tls).await {
+        writer.transport().abort();
+        return Err(e);
+    }
+    Ok((reader, writer))
 }
 
 /// Connects to `host:port` and returns a reader/writer pair (asyncio's
@@ -211,7 +258,10 @@ pub async fn open_connection(
     let limit = options.limit;
     let (transport, protocol) =
         lp.create_connection(move || stream_protocol(limit, None), host, port).await?;
-    split(transport, &protocol)
+    let pair = split(transport, &protocol)?;
+    #[cfg(feature = "tls")]
+    let pair = maybe_tls(pair, &options, Some(host)).await?;
+    Ok(pair)
 }
 
 /// Connects to the Unix socket at `path` (asyncio's
@@ -231,7 +281,10 @@ pub async fn open_unix_connection(
     let lp = running_loop("open_unix_connection");
     let limit = options.limit;
     let (transport, protocol) = lp.create_unix_connection(move || stream_protocol(limit, None), path).await?;
-    split(transport, &protocol)
+    let pair = split(transport, &protocol)?;
+    #[cfg(feature = "tls")]
+    let pair = maybe_tls(pair, &options, None).await?;
+    Ok(pair)
 }
 
 /// Options of [`start_server`] and [`start_unix_server`];
