@@ -14,7 +14,10 @@ use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
-use evloop::net::stream::StreamServerOptions;
+use std::sync::Arc;
+
+use evloop::net::ConnectOptions;
+use evloop::net::stream::{StreamConnectOptions, StreamServerOptions};
 use evloop::net::tls::{self, TlsOptions};
 use evloop::net::{Protocol, ServerOptions, Transport};
 use evloop::{Error, EventLoop};
@@ -28,8 +31,17 @@ fn tls_server_options(config: std::sync::Arc<tls::rustls::ServerConfig>) -> Stre
     }
 }
 
-fn client_options(pki: &TestPki) -> evloop::net::stream::ConnectOptions {
-    evloop::net::stream::ConnectOptions { ssl: Some(pki.client_config()), ..Default::default() }
+fn client_options(pki: &TestPki) -> StreamConnectOptions {
+    with_tls(pki.client_config(), None)
+}
+
+/// Stream options for a TLS client with `config`, checking `name`.
+fn with_tls(config: Arc<tls::rustls::ClientConfig>, name: Option<&str>) -> StreamConnectOptions {
+    let mut connect = ConnectOptions::new().ssl(config);
+    if let Some(name) = name {
+        connect = connect.server_hostname(name);
+    }
+    StreamConnectOptions::new().connect(connect)
 }
 
 /// An echo handler: writes back each line, closes at EOF.
@@ -51,10 +63,7 @@ fn stream_client_and_server_over_tcp() {
         let server =
             evloop::start_server(echo_lines, "127.0.0.1", 0, tls_server_options(pki.server_config())).await?;
         let port = server.local_addr().unwrap().port();
-        let options = evloop::net::stream::ConnectOptions {
-            server_hostname: Some("localhost".into()),
-            ..client_options(&pki)
-        };
+        let options = with_tls(pki.client_config(), Some("localhost"));
         let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, options).await?;
         assert!(writer.transport().is_tls());
         assert!(!writer.can_write_eof(), "asyncio's SSL transport cannot write EOF");
@@ -102,10 +111,7 @@ fn stream_client_and_server_over_unix_sockets() {
     let got = evloop::run(async move {
         let server =
             evloop::start_unix_server(echo_lines, &path, tls_server_options(pki.server_config())).await?;
-        let options = evloop::net::stream::ConnectOptions {
-            server_hostname: Some("localhost".into()),
-            ..client_options(&pki)
-        };
+        let options = with_tls(pki.client_config(), Some("localhost"));
         let (mut reader, writer) = evloop::open_unix_connection(&path, options).await?;
         writer.write(b"over a unix socket\n")?;
         let line = reader.readline().await?;
@@ -250,6 +256,40 @@ fn protocol_server_with_a_start_tls_client_and_clean_close() {
 }
 
 #[test]
+fn create_connection_with_ssl_makes_the_protocol_after_the_handshake() {
+    let pki = TestPki::localhost();
+    let lp = EventLoop::new().unwrap();
+    let l = lp.clone();
+    let seen = Rc::new(Seen::default());
+    let s = seen.clone();
+    let config = pki.server_config();
+    let client = pki.client_config();
+    lp.run_until_complete(async move {
+        let options = ServerOptions { ssl: Some(config), ..Default::default() };
+        let server = l.create_server(|| Pong(None), "127.0.0.1", 0, options).await?;
+        let port = server.local_addr().unwrap().port();
+        // server_hostname defaults to the host: "localhost" is in the cert.
+        let options = ConnectOptions::new().ssl(client);
+        let (t, protocol) =
+            l.create_connection_with(move || Recording(s, None), "localhost", port, options).await?;
+        assert!(t.is_tls());
+        assert!(protocol.borrow().0.made.get(), "connection_made ran before the connect returned");
+        t.write(b"ping")?;
+        while protocol.borrow().0.lost.borrow().is_none() {
+            evloop::sleep(Duration::from_millis(1)).await;
+        }
+        server.close();
+        server.wait_closed().await?;
+        Ok::<_, Error>(())
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(&*seen.data.borrow(), b"pong");
+    assert!(seen.eof.get());
+    assert_eq!(*seen.lost.borrow(), Some(None));
+}
+
+#[test]
 fn alpn_is_negotiated_and_visible_on_both_sides() {
     let pki = TestPki::localhost();
     let server_config = pki.server_config_alpn(&[b"h2", b"http/1.1"]);
@@ -273,11 +313,7 @@ fn alpn_is_negotiated_and_visible_on_both_sides() {
         )
         .await?;
         let port = server.local_addr().unwrap().port();
-        let options = evloop::net::stream::ConnectOptions {
-            ssl: Some(client_config),
-            server_hostname: Some("localhost".into()),
-            ..Default::default()
-        };
+        let options = with_tls(client_config, Some("localhost"));
         let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, options).await?;
         let alpn = writer.transport().alpn_protocol();
         writer.write(b"bye\n")?;
@@ -314,11 +350,7 @@ fn connect_error(server_pki: &TestPki, client_pki: &TestPki, name: &str) -> (Err
         )
         .await?;
         let port = server.local_addr().unwrap().port();
-        let options = evloop::net::stream::ConnectOptions {
-            ssl: Some(client_config),
-            server_hostname: Some(name),
-            ..Default::default()
-        };
+        let options = with_tls(client_config, Some(&name));
         let res = evloop::open_connection("127.0.0.1", port, options).await.map(|_| ());
         // Let the server see the alert and drop the connection.
         for _ in 0..10 {
@@ -594,10 +626,7 @@ fn ten_mib_each_way_under_flow_control() {
         )
         .await?;
         let port = server.local_addr().unwrap().port();
-        let options = evloop::net::stream::ConnectOptions {
-            server_hostname: Some("localhost".into()),
-            ..client_options(&pki)
-        };
+        let options = with_tls(pki.client_config(), Some("localhost"));
         let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, options).await?;
         let w = writer.clone();
         let sender = evloop::spawn(async move {
@@ -663,10 +692,7 @@ fn pause_and_resume_writing_reach_a_tls_protocol() {
             let options = ServerOptions { ssl: Some(config), ..Default::default() };
             let server = l.create_server(move || Flood(s.clone(), SIZE), "127.0.0.1", 0, options).await?;
             let port = server.local_addr().unwrap().port();
-            let options = evloop::net::stream::ConnectOptions {
-                server_hostname: Some("localhost".into()),
-                ..client_options(&pki)
-            };
+            let options = with_tls(pki.client_config(), Some("localhost"));
             let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, options).await?;
             let t = writer.transport().clone();
             t.set_write_buffer_limits(Some(1000), None)?;
@@ -702,11 +728,7 @@ fn a_panicking_tls_protocol_is_reported_and_its_connection_closed() {
             let options = ServerOptions { ssl: Some(config), ..Default::default() };
             let server = l.create_server(|| Boom, "127.0.0.1", 0, options).await?;
             let port = server.local_addr().unwrap().port();
-            let options = evloop::net::stream::ConnectOptions {
-                ssl: Some(client),
-                server_hostname: Some("localhost".into()),
-                ..Default::default()
-            };
+            let options = with_tls(client, Some("localhost"));
             let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, options).await?;
             writer.write(b"trigger")?;
             let rest = reader.read_to_end().await;
@@ -743,11 +765,7 @@ fn closing_the_loop_closes_tls_connections_and_frees_their_protocols() {
             )
             .await?;
         let port = server.local_addr().unwrap().port();
-        let options = evloop::net::stream::ConnectOptions {
-            ssl: Some(client),
-            server_hostname: Some("localhost".into()),
-            ..Default::default()
-        };
+        let options = with_tls(client, Some("localhost"));
         let (_reader, writer) = evloop::open_connection("127.0.0.1", port, options).await?;
         writer.write(b"hello")?;
         while seen.data.borrow().is_empty() {
@@ -790,11 +808,7 @@ fn dropping_an_unclosed_loop_frees_tls_protocols() {
                 )
                 .await?;
             let port = server.local_addr().unwrap().port();
-            let options = evloop::net::stream::ConnectOptions {
-                ssl: Some(client),
-                server_hostname: Some("localhost".into()),
-                ..Default::default()
-            };
+            let options = with_tls(client, Some("localhost"));
             let (_r, _w) = evloop::open_connection("127.0.0.1", port, options).await?;
             while !seen.made.get() {
                 evloop::sleep(Duration::from_millis(1)).await;
@@ -830,10 +844,7 @@ fn abort_sends_no_close_notify_and_close_does() {
             )
             .await?;
             let port = server.local_addr().unwrap().port();
-            let options = evloop::net::stream::ConnectOptions {
-                server_hostname: Some("localhost".into()),
-                ..client_options(&pki)
-            };
+            let options = with_tls(pki.client_config(), Some("localhost"));
             let (mut reader, _writer) = evloop::open_connection("127.0.0.1", port, options).await?;
             let got = reader.read_to_end().await;
             results.push(got.map(|d| d == b"bye").unwrap_or(false));
@@ -932,11 +943,7 @@ fn a_thousand_tls_connections_leave_no_fd_behind() {
             let port = server.local_addr().unwrap().port();
             let before = util::open_fd_count();
             for i in 0..1000 {
-                let options = evloop::net::stream::ConnectOptions {
-                    ssl: Some(client_config.clone()),
-                    server_hostname: Some("localhost".into()),
-                    ..Default::default()
-                };
+                let options = with_tls(client_config.clone(), Some("localhost"));
                 let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, options).await?;
                 writer.write(format!("{i}\n").as_bytes())?;
                 assert_eq!(reader.readline().await?, format!("{i}\n").as_bytes());

@@ -18,6 +18,7 @@
 //! [`create_server`](crate::EventLoop::create_server) and the rest are
 //! methods of [`EventLoop`](crate::EventLoop); this module holds the types.
 
+mod connect;
 pub(crate) mod core;
 mod dns;
 pub(crate) mod protocol;
@@ -30,6 +31,7 @@ pub mod tls;
 pub(crate) mod transport;
 mod udp;
 
+pub use connect::ConnectOptions;
 pub use protocol::{Buffered, BufferedProtocol, DatagramProtocol, Protocol, StreamProtocol};
 pub use server::{ACCEPT_RETRY_DELAY, Server, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};

@@ -1,5 +1,4 @@
-//! Connections and servers: `create_connection`, `create_server`, their
-//! Unix twins, `connect_accepted_socket`, and [`Server`].
+//! Servers: `create_server`, `create_unix_server` and [`Server`].
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -12,10 +11,11 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use slotmap::SlotMap;
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Domain, SockAddr, Socket};
 
 use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
+use crate::net::connect::nonblocking_stream;
 use crate::net::protocol::StreamProtocol;
 use crate::net::transport::Transport;
 use crate::runtime::event_loop::{Closer, CloserKey, EventLoop, WeakLoop};
@@ -540,141 +540,7 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-fn nonblocking_stream(domain: Domain) -> io::Result<Socket> {
-    Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)
-}
-
 impl EventLoop {
-    /// Connects to `host:port` and runs the protocol made by `factory` on
-    /// the connection (asyncio's `create_connection`). `host` is resolved
-    /// with [`getaddrinfo`](EventLoop::getaddrinfo); each address is tried in
-    /// turn until one connects. Returns once `connection_made` has run.
-    ///
-    /// # Errors
-    ///
-    /// The last connection error if no address connects (e.g.
-    /// `ConnectionRefused`, its message naming the address: "connect to
-    /// 127.0.0.1:1: Connection refused"), or the resolver's error.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use evloop::net::{Protocol, Transport};
-    ///
-    /// /// Sends a greeting and collects the reply.
-    /// #[derive(Default)]
-    /// struct Client(Vec<u8>);
-    /// impl Protocol for Client {
-    ///     fn connection_made(&mut self, t: &Transport) {
-    ///         t.write(b"ping").unwrap();
-    ///         t.write_eof();
-    ///     }
-    ///     fn data_received(&mut self, data: &[u8]) {
-    ///         self.0.extend_from_slice(data);
-    ///     }
-    /// }
-    ///
-    /// let lp = evloop::EventLoop::new()?;
-    /// let l = lp.clone();
-    /// let reply = lp.run_until_complete(async move {
-    ///     let echo = |mut r: evloop::StreamReader, w: evloop::StreamWriter| async move {
-    ///         let all = r.read_to_end().await.unwrap();
-    ///         w.write(&all).unwrap();
-    ///         w.close();
-    ///     };
-    ///     let server = evloop::start_server(echo, "127.0.0.1", 0, Default::default()).await?;
-    ///     let port = server.local_addr().unwrap().port();
-    ///     let (transport, client) = l.create_connection(Client::default, "127.0.0.1", port).await?;
-    ///     while !transport.is_closing() {
-    ///         evloop::yield_now().await; // the server closes after echoing
-    ///     }
-    ///     server.close();
-    ///     let reply = client.borrow().0.clone();
-    ///     Ok::<_, evloop::Error>(reply)
-    /// })??;
-    /// assert_eq!(reply, b"ping");
-    ///
-    /// let l = lp.clone();
-    /// let refused = lp.run_until_complete(async move {
-    ///     l.create_connection(Client::default, "127.0.0.1", 1).await.map(|_| ())
-    /// })?;
-    /// assert!(refused.unwrap_err().to_string().contains("connect to 127.0.0.1:1"));
-    /// # Ok::<(), evloop::Error>(())
-    /// ```
-    pub async fn create_connection<P: StreamProtocol>(
-        &self,
-        factory: impl FnOnce() -> P,
-        host: &str,
-        port: u16,
-    ) -> Result<(Transport, Rc<RefCell<P>>)> {
-        let mut last_error = None;
-        for addr in self.getaddrinfo(host, port).await? {
-            let socket = nonblocking_stream(Domain::for_address(addr))?;
-            match self.sock_connect(&socket, &addr.into()).await {
-                Ok(()) => return self.start_transport(socket, factory()).await,
-                Err(e) => last_error = Some(e.with_context(format_args!("connect to {addr}"))),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound).into()))
-    }
-
-    /// Connects to the Unix socket at `path` (asyncio's
-    /// `create_unix_connection`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] from `connect`.
-    pub async fn create_unix_connection<P: StreamProtocol>(
-        &self,
-        factory: impl FnOnce() -> P,
-        path: impl AsRef<Path>,
-    ) -> Result<(Transport, Rc<RefCell<P>>)> {
-        let path = path.as_ref();
-        let socket = nonblocking_stream(Domain::UNIX)?;
-        let connected = self.sock_connect(&socket, &SockAddr::unix(path)?).await;
-        connected.map_err(|e| e.with_context(format_args!("connect to {}", path.display())))?;
-        self.start_transport(socket, factory()).await
-    }
-
-    /// Runs a protocol on a socket that is already connected, e.g. one
-    /// accepted elsewhere (asyncio's `connect_accepted_socket`). The socket
-    /// is switched to nonblocking mode; the transport owns it from now on.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] if the socket cannot be made nonblocking.
-    pub async fn connect_accepted_socket<P: StreamProtocol>(
-        &self,
-        factory: impl FnOnce() -> P,
-        socket: impl Into<Socket>,
-    ) -> Result<(Transport, Rc<RefCell<P>>)> {
-        self.start_transport(socket.into(), factory()).await
-    }
-
-    async fn start_transport<P: StreamProtocol>(
-        &self,
-        socket: Socket,
-        protocol: P,
-    ) -> Result<(Transport, Rc<RefCell<P>>)> {
-        let made = self.create_future::<()>();
-        let started = Transport::start(self, socket, protocol, None, Some(made.clone()))?;
-        // If the caller is cancelled before connection_made has run, nobody
-        // will ever get this transport: abort it rather than leak an open
-        // connection (asyncio closes it too).
-        struct AbortOnDrop(Option<Transport>);
-        impl Drop for AbortOnDrop {
-            fn drop(&mut self) {
-                if let Some(t) = self.0.take() {
-                    t.abort();
-                }
-            }
-        }
-        let mut guard = AbortOnDrop(Some(started.0.clone()));
-        made.await?;
-        guard.0 = None;
-        Ok(started)
-    }
-
     /// Listens on `host:port` and runs a protocol made by `factory` for each
     /// connection (asyncio's `create_server`). An empty `host` listens on
     /// every interface (IPv4 and IPv6); port 0 picks a free port (see

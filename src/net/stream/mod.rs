@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
 use crate::net::protocol::ReadPath;
 use crate::net::transport::READ_SIZE;
-use crate::net::{Server, ServerOptions, StreamProtocol, Transport};
+use crate::net::{ConnectOptions, Server, ServerOptions, StreamProtocol, Transport};
 use crate::runtime::event_loop::{EventLoop, running_loop};
 use socket2::SockRef;
 
@@ -144,73 +144,52 @@ fn split(
     Ok((reader, writer))
 }
 
-/// Options of [`open_connection`] and [`open_unix_connection`];
-/// `Default::default()` gives asyncio's.
+/// Options of [`open_connection`] and [`open_unix_connection`]: the
+/// reader's `limit` and the connection's [`ConnectOptions`];
+/// `Default::default()` gives asyncio's. Fields may be added: build it
+/// with the setters.
 ///
 /// # Examples
 ///
 /// ```
-/// let opts = evloop::net::stream::ConnectOptions { limit: 1 << 20, ..Default::default() };
-/// assert_eq!(evloop::net::stream::ConnectOptions::default().limit, evloop::net::stream::DEFAULT_LIMIT);
-/// # let _ = opts;
+/// use evloop::net::ConnectOptions;
+/// use evloop::net::stream::{DEFAULT_LIMIT, StreamConnectOptions};
+/// let opts = StreamConnectOptions::new().limit(1 << 20).connect(ConnectOptions::new().local_addr("127.0.0.1", 0));
+/// assert_eq!(opts.limit, 1 << 20);
+/// assert_eq!(StreamConnectOptions::default().limit, DEFAULT_LIMIT);
 /// ```
 #[derive(Debug, Clone)]
-pub struct ConnectOptions {
+#[non_exhaustive]
+pub struct StreamConnectOptions {
     /// The reader's buffer limit (default 64 KiB, asyncio's `limit`).
     pub limit: usize,
-    /// Speak TLS with this client configuration (asyncio's `ssl`); see
-    /// [`net::tls`](crate::net::tls).
-    #[cfg(feature = "tls")]
-    pub ssl: Option<std::sync::Arc<rustls::ClientConfig>>,
-    /// The name the server's certificate must match (default: the host
-    /// connected to; for a Unix socket, required).
-    #[cfg(feature = "tls")]
-    pub server_hostname: Option<String>,
-    /// How long the TLS handshake may take (default 60 s).
-    #[cfg(feature = "tls")]
-    pub ssl_handshake_timeout: std::time::Duration,
-    /// How long closing waits for the last TLS records to go (default 30 s).
-    #[cfg(feature = "tls")]
-    pub ssl_shutdown_timeout: std::time::Duration,
+    /// The connection's options (local address, Happy Eyeballs…).
+    pub connect: ConnectOptions,
 }
 
-impl Default for ConnectOptions {
-    fn default() -> ConnectOptions {
-        ConnectOptions {
-            limit: DEFAULT_LIMIT,
-            #[cfg(feature = "tls")]
-            ssl: None,
-            #[cfg(feature = "tls")]
-            server_hostname: None,
-            #[cfg(feature = "tls")]
-            ssl_handshake_timeout: crate::net::tls::DEFAULT_HANDSHAKE_TIMEOUT,
-            #[cfg(feature = "tls")]
-            ssl_shutdown_timeout: crate::net::tls::DEFAULT_SHUTDOWN_TIMEOUT,
-        }
+impl Default for StreamConnectOptions {
+    fn default() -> StreamConnectOptions {
+        StreamConnectOptions { limit: DEFAULT_LIMIT, connect: ConnectOptions::default() }
     }
 }
 
-/// With `options.ssl`: the TLS handshake on a fresh stream pair (the
-/// protocol is the streams' own, so making it on the plain transport
-/// first changes nothing a caller sees).
-#[cfg(feature = "tls")]
-async fn maybe_tls(
-    pair: (StreamReader, StreamWriter),
-    options: &ConnectOptions,
-    default_name: Option<&str>,
-) -> Result<(StreamReader, StreamWriter)> {
-    let Some(config) = options.ssl.clone() else { return Ok(pair) };
-    let (reader, mut writer) = pair;
-    let tls = crate::net::tls::TlsOptions {
-        server_hostname: options.server_hostname.clone().or(default_name.map(str::to_owned)),
-        ssl_handshake_timeout: options.ssl_handshake_timeout,
-        ssl_shutdown_timeout: options.ssl_shutdown_timeout,
-    };
-    if let Err(e) = writer.start_tls(config, tls).await {
-        writer.transport().abort();
-        return Err(e);
+impl StreamConnectOptions {
+    /// asyncio's defaults (the same as `Default::default()`).
+    pub fn new() -> StreamConnectOptions {
+        StreamConnectOptions::default()
     }
-    Ok((reader, writer))
+
+    /// Sets [`limit`](StreamConnectOptions::limit).
+    pub fn limit(mut self, limit: usize) -> StreamConnectOptions {
+        self.limit = limit;
+        self
+    }
+
+    /// Sets [`connect`](StreamConnectOptions::connect).
+    pub fn connect(mut self, connect: ConnectOptions) -> StreamConnectOptions {
+        self.connect = connect;
+        self
+    }
 }
 
 /// Connects to `host:port` and returns a reader/writer pair (asyncio's
@@ -218,7 +197,7 @@ async fn maybe_tls(
 ///
 /// # Errors
 ///
-/// As [`EventLoop::create_connection`].
+/// As [`EventLoop::create_connection_with`].
 ///
 /// # Panics
 ///
@@ -252,16 +231,13 @@ async fn maybe_tls(
 pub async fn open_connection(
     host: &str,
     port: u16,
-    options: ConnectOptions,
+    options: StreamConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
     let lp = running_loop("open_connection");
     let limit = options.limit;
-    let (transport, protocol) =
-        lp.create_connection(move || stream_protocol(limit, None), host, port).await?;
-    let pair = split(transport, &protocol)?;
-    #[cfg(feature = "tls")]
-    let pair = maybe_tls(pair, &options, Some(host)).await?;
-    Ok(pair)
+    let factory = move || stream_protocol(limit, None);
+    let (transport, protocol) = lp.create_connection_with(factory, host, port, options.connect).await?;
+    split(transport, &protocol)
 }
 
 /// Connects to the Unix socket at `path` (asyncio's
@@ -269,22 +245,20 @@ pub async fn open_connection(
 ///
 /// # Errors
 ///
-/// As [`EventLoop::create_unix_connection`].
+/// As [`EventLoop::create_unix_connection_with`].
 ///
 /// # Panics
 ///
 /// When awaited outside a running loop, or if `options.limit` is 0.
 pub async fn open_unix_connection(
     path: impl AsRef<Path>,
-    options: ConnectOptions,
+    options: StreamConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
     let lp = running_loop("open_unix_connection");
     let limit = options.limit;
-    let (transport, protocol) = lp.create_unix_connection(move || stream_protocol(limit, None), path).await?;
-    let pair = split(transport, &protocol)?;
-    #[cfg(feature = "tls")]
-    let pair = maybe_tls(pair, &options, None).await?;
-    Ok(pair)
+    let factory = move || stream_protocol(limit, None);
+    let (transport, protocol) = lp.create_unix_connection_with(factory, path, options.connect).await?;
+    split(transport, &protocol)
 }
 
 /// Options of [`start_server`] and [`start_unix_server`];

@@ -8,7 +8,6 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -119,8 +118,6 @@ impl EventLoop {
     }
 }
 
-// Used by `create_connection`'s `ssl` option (with its connect options).
-#[allow(dead_code)]
 /// A client connection on the connected `socket`: the TLS layer on a new
 /// transport, `protocol` made once the handshake is done.
 pub(crate) async fn connect_tls<P: StreamProtocol>(
@@ -129,12 +126,10 @@ pub(crate) async fn connect_tls<P: StreamProtocol>(
     protocol: P,
     config: Arc<rustls::ClientConfig>,
     options: &TlsOptions,
-    default_name: Option<&str>,
 ) -> Result<(Transport, Rc<RefCell<P>>)> {
-    let peer_ip = socket.peer_addr().ok().and_then(|a| a.as_socket()).map(|a| a.ip());
-    let name = options.server_hostname.as_deref().or(default_name);
-    let peer_ip = peer_ip.map(|ip: IpAddr| ip.to_string());
-    let conn = new_connection(&TlsConfig::Client(config), name.or(peer_ip.as_deref()))?;
+    let peer_ip = socket.peer_addr().ok().and_then(|a| a.as_socket()).map(|a| a.ip().to_string());
+    let name = options.server_hostname.as_deref().or(peer_ip.as_deref());
+    let conn = new_connection(&TlsConfig::Client(config), name)?;
     let waiter: Future<()> = lp.create_future();
     let session = TlsSession::new(conn, true, timeouts(options), Some(waiter.clone()));
     let app = Rc::new(RefCell::new(protocol));

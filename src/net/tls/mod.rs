@@ -14,6 +14,13 @@
 //! and the protocol's `connection_lost` if it had `connection_made`.
 //!
 //! Entry points:
+//! - [`ConnectOptions::ssl`](crate::net::ConnectOptions::ssl) (with
+//!   `server_hostname` and the timeouts) on
+//!   [`create_connection_with`](crate::EventLoop::create_connection_with),
+//!   [`create_unix_connection_with`](crate::EventLoop::create_unix_connection_with)
+//!   and, through [`StreamConnectOptions`](crate::net::stream::StreamConnectOptions),
+//!   [`open_connection`](crate::open_connection): the connection is
+//!   returned once the handshake is done.
 //! - [`ServerOptions::ssl`](crate::net::ServerOptions::ssl) on
 //!   [`create_server`](crate::EventLoop::create_server),
 //!   [`create_unix_server`](crate::EventLoop::create_unix_server) and the
@@ -75,11 +82,8 @@
 //!     )
 //!     .await?;
 //!     let port = server.local_addr().unwrap().port();
-//!     let options = evloop::net::stream::ConnectOptions {
-//!         ssl: Some(client_config),
-//!         server_hostname: Some("localhost".into()),
-//!         ..Default::default()
-//!     };
+//!     let connect = evloop::net::ConnectOptions::new().ssl(client_config).server_hostname("localhost");
+//!     let options = evloop::net::stream::StreamConnectOptions::new().connect(connect);
 //!     let (mut reader, writer) = evloop::open_connection("127.0.0.1", port, options).await?;
 //!     writer.write(b"hello over TLS\n")?;
 //!     let reply = reader.readline().await?;
@@ -102,7 +106,6 @@ use crate::net::transport::Transport;
 mod connect;
 pub(crate) mod session;
 
-#[allow(unused_imports)]
 pub(crate) use connect::{connect_tls, start_server_connection};
 pub(crate) use session::TlsSession;
 
