@@ -42,6 +42,20 @@ pub struct ServerOptions {
     /// stale one left by a crashed process). Off by default: binding to a
     /// path that exists fails with `AddrInUse`.
     pub remove_stale_socket: bool,
+    /// Serve TLS with this configuration (asyncio's `ssl`): each accepted
+    /// connection does the handshake before its protocol gets
+    /// `connection_made`; one that fails is closed and logged at debug
+    /// level, as asyncio does. See [`net::tls`](crate::net::tls).
+    #[cfg(feature = "tls")]
+    pub ssl: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// How long a client may take over the TLS handshake (asyncio's
+    /// `ssl_handshake_timeout`, default 60 s).
+    #[cfg(feature = "tls")]
+    pub ssl_handshake_timeout: std::time::Duration,
+    /// How long closing a TLS connection waits for the socket to take the
+    /// last records (asyncio's `ssl_shutdown_timeout`, default 30 s).
+    #[cfg(feature = "tls")]
+    pub ssl_shutdown_timeout: std::time::Duration,
 }
 
 impl Default for ServerOptions {
@@ -52,6 +66,12 @@ impl Default for ServerOptions {
             reuse_port: false,
             start_serving: true,
             remove_stale_socket: false,
+            #[cfg(feature = "tls")]
+            ssl: None,
+            #[cfg(feature = "tls")]
+            ssl_handshake_timeout: crate::net::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+            #[cfg(feature = "tls")]
+            ssl_shutdown_timeout: crate::net::tls::DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! asyncio's networking layer on evloop: low-level `sock_*` coroutines,
 //! transports and protocols, servers, UDP and Unix sockets, and name
-//! resolution. Everything is built on the loop's own readers, writers,
+//! resolution, and TLS on rustls ([`tls`], the default-on `tls` feature).
+//! Everything is built on the loop's own readers, writers,
 //! futures and tasks.
 //!
 //! Every socket the layer creates is nonblocking and close-on-exec, and
@@ -27,6 +28,8 @@ mod sendfile;
 mod server;
 pub(crate) mod sock;
 pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub(crate) mod transport;
 mod udp;
 

@@ -479,9 +479,31 @@ impl EventLoop {
         P: StreamProtocol,
         F: Fn() -> P + 'static,
     {
+        #[cfg(feature = "tls")]
+        if let Some(config) = options.ssl.clone() {
+            let tls = crate::net::tls::TlsOptions {
+                server_hostname: None,
+                ssl_handshake_timeout: options.ssl_handshake_timeout,
+                ssl_shutdown_timeout: options.ssl_shutdown_timeout,
+            };
+            let start_connection: StartConnection = Box::new(move |lp, socket, link| {
+                crate::net::tls::start_server_connection(lp, socket, factory(), link, &config, &tls)
+            });
+            return self.serve_with(listeners, start_connection, options, unix_path);
+        }
         let start_connection: StartConnection = Box::new(move |lp, socket, link| {
             Transport::start(lp, socket, factory(), Some(link), None).map(|(t, _)| t)
         });
+        self.serve_with(listeners, start_connection, options, unix_path)
+    }
+
+    fn serve_with(
+        &self,
+        listeners: Vec<Socket>,
+        start_connection: StartConnection,
+        options: &ServerOptions,
+        unix_path: Option<(PathBuf, (u64, u64))>,
+    ) -> Result<Server> {
         let mut claimed = Vec::with_capacity(listeners.len());
         for socket in listeners {
             let source = match self.claim_source(socket.as_raw_fd()) {
