@@ -341,7 +341,7 @@ impl fmt::Debug for Subscription {
 ///
 /// As [`EventLoop::add_signal_handler`].
 #[track_caller]
-#[allow(dead_code)] // the subprocess layer's SIGCHLD fallback is its user
+#[allow(dead_code)] // for a SIGCHLD-driven child watcher (the subprocess layer uses pidfds and waiter threads today)
 pub(crate) fn subscribe(lp: &EventLoop, signum: c_int, cb: impl FnMut() + 'static) -> Result<Subscription> {
     let at = Location::caller();
     check_signal(signum, "subscribe")?;
