@@ -32,9 +32,9 @@ mod udp;
 
 pub use connect::ConnectOptions;
 pub use extra::{ExtraInfo, SocketView};
-pub use listen::{ServerHosts, ServerOptions};
+pub use listen::ServerHosts;
 pub use protocol::{Buffered, BufferedProtocol, DatagramProtocol, Protocol, StreamProtocol};
-pub use server::{ACCEPT_RETRY_DELAY, Server};
+pub use server::{ACCEPT_RETRY_DELAY, Server, ServerOptions};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};
 pub use udp::{DatagramOptions, DatagramTransport};
 
