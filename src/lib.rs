@@ -70,8 +70,8 @@
 //! wrapper and every `unsafe` block; the rest of the crate denies unsafe
 //! code), [`runtime`] (the loop, its selector, timers, handles, clock,
 //! statistics and [`RemoteLoop`]; it knows nothing of networking),
-//! [`task`] (futures, tasks and the helpers built on them), [`sync`], and
-//! [`net`] with the streams in [`net::stream`]. The names used every day are
+//! [`task`] (futures, tasks and the helpers built on them), [`sync`],
+//! [`net`] with the streams in [`net::stream`], and [`os`] (signals). The names used every day are
 //! re-exported here; the future types that adapters return live in
 //! [`task`].
 //!

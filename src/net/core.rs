@@ -270,6 +270,17 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
         true
     }
 
+    /// Swaps in `protocol` and returns the old one (`start_tls` puts the
+    /// TLS layer between the transport and its protocol); `None`, and no
+    /// swap, once the transport is lost.
+    #[cfg(feature = "tls")]
+    pub(crate) fn replace_protocol(&self, protocol: Rc<RefCell<P>>) -> Option<Rc<RefCell<P>>> {
+        if self.is_lost() {
+            return None;
+        }
+        self.protocol.borrow_mut().replace(protocol)
+    }
+
     pub(crate) fn set_made(&self) {
         self.set_flag(flag::MADE, true);
     }

@@ -1,5 +1,5 @@
 //! Making servers: `create_server` (one host or several),
-//! `create_unix_server` and `create_server_from_socket`.
+//! `create_unix_server`, `create_server_from_socket`, and their options.
 //!
 //! Invariant: either every listening socket a call asked for is bound,
 //! listening and handed to the [`Server`], or the call fails and the
@@ -14,8 +14,67 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use crate::error::{Error, Result};
 use crate::net::connect::nonblocking_stream;
 use crate::net::protocol::StreamProtocol;
-use crate::net::server::{Server, ServerOptions, file_id};
+use crate::net::server::{Server, file_id};
 use crate::runtime::event_loop::EventLoop;
+
+/// Options of [`EventLoop::create_server`] and
+/// [`EventLoop::create_unix_server`] (asyncio's keyword arguments);
+/// `Default::default()` gives asyncio's defaults.
+///
+/// # Examples
+///
+/// ```
+/// let opts = evloop::net::ServerOptions { backlog: 512, reuse_port: true, ..Default::default() };
+/// assert!(opts.reuse_address && opts.start_serving);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// `listen(2)` backlog, and the most connections accepted per readiness
+    /// event (asyncio's default: 100).
+    pub backlog: i32,
+    /// `SO_REUSEADDR` (TCP only; asyncio's default on Unix: on).
+    pub reuse_address: bool,
+    /// `SO_REUSEPORT`: several sockets (processes) share the port.
+    pub reuse_port: bool,
+    /// Start accepting at once (otherwise call [`Server::start_serving`]).
+    pub start_serving: bool,
+    /// Unix servers: remove an existing socket file at the path first (a
+    /// stale one left by a crashed process). Off by default: binding to a
+    /// path that exists fails with `AddrInUse`.
+    pub remove_stale_socket: bool,
+    /// Serve TLS with this configuration (asyncio's `ssl`): each accepted
+    /// connection does the handshake before its protocol gets
+    /// `connection_made`; one that fails is closed and logged at debug
+    /// level, as asyncio does. See [`net::tls`](crate::net::tls).
+    #[cfg(feature = "tls")]
+    pub ssl: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// How long a client may take over the TLS handshake (asyncio's
+    /// `ssl_handshake_timeout`, default 60 s).
+    #[cfg(feature = "tls")]
+    pub ssl_handshake_timeout: std::time::Duration,
+    /// How long closing a TLS connection waits for the socket to take the
+    /// last records (asyncio's `ssl_shutdown_timeout`, default 30 s).
+    #[cfg(feature = "tls")]
+    pub ssl_shutdown_timeout: std::time::Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            backlog: 100,
+            reuse_address: true,
+            reuse_port: false,
+            start_serving: true,
+            remove_stale_socket: false,
+            #[cfg(feature = "tls")]
+            ssl: None,
+            #[cfg(feature = "tls")]
+            ssl_handshake_timeout: crate::net::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+            #[cfg(feature = "tls")]
+            ssl_shutdown_timeout: crate::net::tls::DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
 
 /// The `host` argument of [`EventLoop::create_server`] and
 /// [`start_server`](crate::start_server): one host, or several (asyncio

@@ -16,6 +16,7 @@ use socket2::{SockAddr, Socket};
 
 use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
+use crate::net::listen::ServerOptions;
 use crate::net::protocol::StreamProtocol;
 use crate::net::transport::Transport;
 use crate::runtime::event_loop::{Closer, CloserKey, EventLoop, WeakLoop};
@@ -27,45 +28,6 @@ use crate::task::future::Future;
 /// How long accepting pauses after the process ran out of fds or memory
 /// (asyncio's `ACCEPT_RETRY_DELAY`).
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// Options of [`EventLoop::create_server`] and
-/// [`EventLoop::create_unix_server`] (asyncio's keyword arguments);
-/// `Default::default()` gives asyncio's defaults.
-///
-/// # Examples
-///
-/// ```
-/// let opts = evloop::net::ServerOptions { backlog: 512, reuse_port: true, ..Default::default() };
-/// assert!(opts.reuse_address && opts.start_serving);
-/// ```
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// `listen(2)` backlog, and the most connections accepted per readiness
-    /// event (asyncio's default: 100).
-    pub backlog: i32,
-    /// `SO_REUSEADDR` (TCP only; asyncio's default on Unix: on).
-    pub reuse_address: bool,
-    /// `SO_REUSEPORT`: several sockets (processes) share the port.
-    pub reuse_port: bool,
-    /// Start accepting at once (otherwise call [`Server::start_serving`]).
-    pub start_serving: bool,
-    /// Unix servers: remove an existing socket file at the path first (a
-    /// stale one left by a crashed process). Off by default: binding to a
-    /// path that exists fails with `AddrInUse`.
-    pub remove_stale_socket: bool,
-}
-
-impl Default for ServerOptions {
-    fn default() -> ServerOptions {
-        ServerOptions {
-            backlog: 100,
-            reuse_address: true,
-            reuse_port: false,
-            start_serving: true,
-            remove_stale_socket: false,
-        }
-    }
-}
 
 slotmap::new_key_type! {
     struct ConnKey;
@@ -517,9 +479,31 @@ impl EventLoop {
         P: StreamProtocol,
         F: Fn() -> P + 'static,
     {
+        #[cfg(feature = "tls")]
+        if let Some(config) = options.ssl.clone() {
+            let tls = crate::net::tls::TlsOptions {
+                server_hostname: None,
+                ssl_handshake_timeout: options.ssl_handshake_timeout,
+                ssl_shutdown_timeout: options.ssl_shutdown_timeout,
+            };
+            let start_connection: StartConnection = Box::new(move |lp, socket, link| {
+                crate::net::tls::start_server_connection(lp, socket, factory(), link, &config, &tls)
+            });
+            return self.serve_with(listeners, start_connection, options, unix_path);
+        }
         let start_connection: StartConnection = Box::new(move |lp, socket, link| {
             Transport::start(lp, socket, factory(), Some(link), None).map(|(t, _)| t)
         });
+        self.serve_with(listeners, start_connection, options, unix_path)
+    }
+
+    fn serve_with(
+        &self,
+        listeners: Vec<Socket>,
+        start_connection: StartConnection,
+        options: &ServerOptions,
+        unix_path: Option<(PathBuf, (u64, u64))>,
+    ) -> Result<Server> {
         let mut claimed = Vec::with_capacity(listeners.len());
         for socket in listeners {
             let source = match self.claim_source(socket.as_raw_fd()) {

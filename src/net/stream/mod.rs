@@ -39,8 +39,9 @@ pub const DEFAULT_LIMIT: usize = 64 * 1024;
 
 type ClientConnected = Rc<dyn Fn(StreamReader, StreamWriter)>;
 
-/// The protocol behind a stream pair (asyncio's `StreamReaderProtocol`).
-struct StreamProtocolImpl {
+/// The protocol behind a stream pair (asyncio's `StreamReaderProtocol`);
+/// subprocess pipes use it too.
+pub(crate) struct StreamProtocolImpl {
     reader: Option<StreamReader>,
     reader_shared: Rc<ReaderShared>,
     writer: Rc<WriterShared>,
@@ -120,7 +121,7 @@ impl StreamProtocol for StreamProtocolImpl {
     }
 }
 
-fn stream_protocol(limit: usize, on_connect: Option<ClientConnected>) -> StreamProtocolImpl {
+pub(crate) fn stream_protocol(limit: usize, on_connect: Option<ClientConnected>) -> StreamProtocolImpl {
     let reader = StreamReader::with_limit(limit);
     StreamProtocolImpl {
         reader_shared: reader.shared.clone(),
@@ -138,7 +139,14 @@ fn split(
     transport: Transport,
     protocol: &Rc<RefCell<StreamProtocolImpl>>,
 ) -> Result<(StreamReader, StreamWriter)> {
-    let mut p = protocol.borrow_mut();
+    split_parts(transport, &mut protocol.borrow_mut())
+}
+
+/// [`split`] on a protocol already borrowed (one wrapped in another).
+pub(crate) fn split_parts(
+    transport: Transport,
+    p: &mut StreamProtocolImpl,
+) -> Result<(StreamReader, StreamWriter)> {
     let reader = p.reader.take().ok_or(Error::InvalidState("the stream reader was already taken"))?;
     let writer = StreamWriter { transport, shared: p.writer.clone(), reader: Some(p.reader_shared.clone()) };
     Ok((reader, writer))
