@@ -87,8 +87,15 @@ mod tests {
     fn pidfd_of_a_reaped_child_is_esrch_and_kill_refuses_groups() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
-        // Running or exited, but not reaped: a pidfd.
-        assert!(pidfd_open(pid).is_ok());
+        // Running or exited, but not reaped: a pidfd. (Valgrind does not
+        // know the syscall: ENOSYS, as before Linux 5.3.)
+        match pidfd_open(pid) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                child.wait().unwrap();
+                return;
+            }
+            opened => assert!(opened.is_ok(), "{opened:?}"),
+        }
         child.wait().unwrap();
         assert_eq!(pidfd_open(pid).unwrap_err().raw_os_error(), Some(libc::ESRCH));
         assert_eq!(kill(0, libc::SIGTERM).unwrap_err().kind(), io::ErrorKind::InvalidInput);
