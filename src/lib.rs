@@ -70,8 +70,8 @@
 //! wrapper and every `unsafe` block; the rest of the crate denies unsafe
 //! code), [`runtime`] (the loop, its selector, timers, handles, clock,
 //! statistics and [`RemoteLoop`]; it knows nothing of networking),
-//! [`task`] (futures, tasks and the helpers built on them), [`sync`], and
-//! [`net`] with the streams in [`net::stream`]. The names used every day are
+//! [`task`] (futures, tasks and the helpers built on them), [`sync`],
+//! [`net`] with the streams in [`net::stream`], and [`os`] (signals). The names used every day are
 //! re-exported here; the future types that adapters return live in
 //! [`task`].
 //!
@@ -96,7 +96,8 @@ pub mod task;
 pub use error::{Error, IoError, Result};
 pub use exception::ExceptionContext;
 pub use net::stream::{
-    StreamReader, StreamWriter, open_connection, open_unix_connection, start_server, start_unix_server,
+    StreamReader, StreamWriter, open_connection, open_connection_from_socket, open_unix_connection,
+    start_server, start_server_from_socket, start_unix_server,
 };
 pub use runtime::{
     BlockingWait, Builder, EventLoop, ForeignEntry, Handle, LoopOwner, LoopStats, RemoteLoop, TimerHandle,

@@ -432,3 +432,52 @@ fn ctrl_c_cancels_the_main_task_only_when_asked() {
     assert_eq!(out.unwrap(), 7);
     assert!(is_default(sig));
 }
+
+/// Calls into the loop's signal handling from its destructor: panics
+/// (reported, then caught by the test) if a borrow were alive.
+struct RemovesOnDrop {
+    lp: EventLoop,
+    sig: i32,
+    drops: Rc<Cell<usize>>,
+}
+
+impl Drop for RemovesOnDrop {
+    fn drop(&mut self) {
+        let _ = self.lp.remove_signal_handler(self.sig).unwrap();
+        let _ = self.lp.add_signal_handler(self.sig, || {});
+        let _ = self.lp.remove_signal_handler(self.sig).unwrap();
+        self.drops.set(self.drops.get() + 1);
+    }
+}
+
+#[test]
+fn handler_destructors_may_call_the_loop() {
+    let (sig, other) = (rt(12), rt(13));
+    let lp = EventLoop::new().unwrap();
+    let seen = capture_exceptions(&lp);
+    let drops = Rc::new(Cell::new(0));
+    let probe = || RemovesOnDrop { lp: lp.clone(), sig: other, drops: drops.clone() };
+    let p = probe();
+    lp.add_signal_handler(sig, move || {
+        let _ = &p;
+    })
+    .unwrap();
+    lp.add_signal_handler(sig, || {}).unwrap(); // replaces: drops the first
+    assert_eq!(drops.get(), 1);
+    let p = probe();
+    lp.add_signal_handler(sig, move || {
+        let _ = &p;
+    })
+    .unwrap();
+    assert!(lp.remove_signal_handler(sig).unwrap());
+    assert_eq!(drops.get(), 2);
+    let p = probe();
+    lp.add_signal_handler(sig, move || {
+        let _ = &p;
+    })
+    .unwrap();
+    lp.close().unwrap();
+    assert_eq!(drops.get(), 3);
+    assert!(seen.borrow().is_empty(), "{:?}", seen.borrow());
+    assert!(is_default(sig) && is_default(other));
+}

@@ -59,6 +59,25 @@ pub struct ConnectOptions {
     /// keeps the resolver's order, unless `happy_eyeballs_delay` is set:
     /// then 1, as in asyncio.
     pub interleave: Option<usize>,
+    /// Speak TLS with this client configuration (asyncio's `ssl`): the
+    /// connection is returned after the handshake, and the protocol gets
+    /// `connection_made` then. See [`net::tls`](crate::net::tls).
+    #[cfg(feature = "tls")]
+    pub ssl: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The name the server's certificate must match, sent as SNI
+    /// (asyncio's `server_hostname`). Default: the host connected to; for
+    /// a Unix socket or [`create_connection_to`](EventLoop::create_connection_to),
+    /// the peer's IP address (none for Unix: set it).
+    #[cfg(feature = "tls")]
+    pub server_hostname: Option<String>,
+    /// How long the TLS handshake may take (asyncio's
+    /// `ssl_handshake_timeout`; `None`: 60 s).
+    #[cfg(feature = "tls")]
+    pub ssl_handshake_timeout: Option<Duration>,
+    /// How long closing waits for the last TLS records to go (asyncio's
+    /// `ssl_shutdown_timeout`; `None`: 30 s).
+    #[cfg(feature = "tls")]
+    pub ssl_shutdown_timeout: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -85,15 +104,66 @@ impl ConnectOptions {
         self
     }
 
+    /// Sets [`ssl`](ConnectOptions::ssl).
+    #[cfg(feature = "tls")]
+    pub fn ssl(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> ConnectOptions {
+        self.ssl = Some(config);
+        self
+    }
+
+    /// Sets [`server_hostname`](ConnectOptions::server_hostname).
+    #[cfg(feature = "tls")]
+    pub fn server_hostname(mut self, name: impl Into<String>) -> ConnectOptions {
+        self.server_hostname = Some(name.into());
+        self
+    }
+
+    /// Sets [`ssl_handshake_timeout`](ConnectOptions::ssl_handshake_timeout).
+    #[cfg(feature = "tls")]
+    pub fn ssl_handshake_timeout(mut self, timeout: Duration) -> ConnectOptions {
+        self.ssl_handshake_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`ssl_shutdown_timeout`](ConnectOptions::ssl_shutdown_timeout).
+    #[cfg(feature = "tls")]
+    pub fn ssl_shutdown_timeout(mut self, timeout: Duration) -> ConnectOptions {
+        self.ssl_shutdown_timeout = Some(timeout);
+        self
+    }
+
+    /// Makes the connection on `socket`: with TLS if asked for.
+    async fn start_on<P: StreamProtocol>(
+        &self,
+        lp: &EventLoop,
+        socket: Socket,
+        protocol: P,
+    ) -> Result<(Transport, Rc<RefCell<P>>)> {
+        #[cfg(feature = "tls")]
+        if let Some(config) = &self.ssl {
+            let tls = crate::net::tls::TlsOptions {
+                server_hostname: self.server_hostname.clone(),
+                ssl_handshake_timeout: self
+                    .ssl_handshake_timeout
+                    .unwrap_or(crate::net::tls::DEFAULT_HANDSHAKE_TIMEOUT),
+                ssl_shutdown_timeout: self
+                    .ssl_shutdown_timeout
+                    .unwrap_or(crate::net::tls::DEFAULT_SHUTDOWN_TIMEOUT),
+            };
+            return crate::net::tls::connect_tls(lp, socket, protocol, config.clone(), &tls).await;
+        }
+        lp.start_transport(socket, protocol).await
+    }
+
     /// The interleave in effect: the delay implies 1 (asyncio).
     fn effective_interleave(&self) -> Option<usize> {
         self.interleave.or(self.happy_eyeballs_delay.map(|_| 1))
     }
 
-    /// Refuses the options that only a TCP connection has.
+    /// Refuses the options that only a TCP connection to a host has.
     fn check_unix(&self) -> Result<()> {
         if self.local_addr.is_some() || self.happy_eyeballs_delay.is_some() || self.interleave.is_some() {
-            let msg = "local_addr, happy_eyeballs_delay and interleave apply to TCP connections only";
+            let msg = "local_addr, happy_eyeballs_delay and interleave apply only when connecting to a host";
             return Err(io::Error::new(io::ErrorKind::InvalidInput, msg).into());
         }
         Ok(())
@@ -359,6 +429,15 @@ impl EventLoop {
         port: u16,
         options: ConnectOptions,
     ) -> Result<(Transport, Rc<RefCell<P>>)> {
+        #[cfg(feature = "tls")]
+        let options = {
+            let mut options = options;
+            // asyncio: server_hostname defaults to the host.
+            if options.ssl.is_some() && options.server_hostname.is_none() {
+                options.server_hostname = Some(host.to_owned());
+            }
+            options
+        };
         let addrs = self.getaddrinfo(host, port).await?;
         self.create_connection_to(factory, addrs, options).await
     }
@@ -416,7 +495,7 @@ impl EventLoop {
                 race.await?
             }
         };
-        self.start_transport(socket, factory()).await
+        options.start_on(self, socket, factory()).await
     }
 
     /// Connects to the Unix socket at `path` (asyncio's
@@ -451,6 +530,60 @@ impl EventLoop {
         let socket = nonblocking_stream(Domain::UNIX)?;
         let connected = self.sock_connect(&socket, &SockAddr::unix(path)?).await;
         connected.map_err(|e| e.with_context(format_args!("connect to {}", path.display())))?;
+        options.start_on(self, socket, factory()).await
+    }
+
+    /// Runs the protocol made by `factory` on a stream socket the caller
+    /// connected (asyncio's `create_connection(sock=…)`): TCP or Unix,
+    /// made nonblocking; the transport owns it from now on. Unlike
+    /// [`connect_accepted_socket`](EventLoop::connect_accepted_socket) (the
+    /// server side), `options` are a client's. The options that choose how
+    /// to connect (`local_addr`, `happy_eyeballs_delay`, `interleave`) are
+    /// refused: the socket is already connected.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if the socket is not a stream socket or an option
+    /// does not apply; [`Error::Io`] if it cannot be made nonblocking.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::net::{ConnectOptions, Protocol, Transport};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"hello").unwrap();
+    ///     }
+    ///     fn data_received(&mut self, _: &[u8]) {}
+    /// }
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let socket = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let (transport, _) = lp.run_until_complete(async move {
+    ///     l.create_connection_from_socket(|| Hello, socket, ConnectOptions::new()).await
+    /// })??;
+    /// let mut got = [0; 5];
+    /// std::io::Read::read_exact(&mut listener.accept()?.0, &mut got)?;
+    /// assert_eq!(&got, b"hello");
+    /// transport.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn create_connection_from_socket<P: StreamProtocol>(
+        &self,
+        factory: impl FnOnce() -> P,
+        socket: impl Into<Socket>,
+        options: ConnectOptions,
+    ) -> Result<(Transport, Rc<RefCell<P>>)> {
+        let socket = socket.into();
+        options.check_unix()?;
+        if socket.r#type()? != Type::STREAM {
+            let msg = "create_connection_from_socket: a stream socket was expected";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg).into());
+        }
         self.start_transport(socket, factory()).await
     }
 

@@ -126,7 +126,9 @@ enum WriteSide {
 
 pub(crate) struct StreamInner {
     core: Core<dyn StreamProtocol>,
-    read_path: ReadPath,
+    /// A `Cell`: `set_protocol` and `start_tls` swap the protocol (and its
+    /// read path).
+    read_path: Cell<ReadPath>,
     read_side: Cell<ReadSide>,
     write_side: Cell<WriteSide>,
     write_buf: RefCell<WriteBuffer>,
@@ -211,7 +213,24 @@ impl TransportKind for StreamInner {
 /// ```
 #[derive(Clone)]
 pub struct Transport {
+    /// The socket's transport (for a TLS transport, the one carrying the
+    /// ciphertext: addresses and the fd come from it).
     pub(crate) inner: Rc<StreamInner>,
+    /// Set on the application side of a TLS connection: the stream
+    /// methods then act on the TLS layer (`net/tls`). One pointer test per
+    /// call on the plain path.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Rc<crate::net::tls::TlsSession>>,
+}
+
+/// On a TLS transport, answers the call from the TLS layer instead.
+macro_rules! via_tls {
+    ($self:ident, $tls:ident => $e:expr) => {
+        #[cfg(feature = "tls")]
+        if let Some($tls) = &$self.tls {
+            return $e;
+        }
+    };
 }
 
 impl Transport {
@@ -237,7 +256,7 @@ impl Transport {
         let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
         let inner = Rc::new(StreamInner {
             core: Core::new(lp, fd, socket, shared)?,
-            read_path,
+            read_path: Cell::new(read_path),
             read_side: Cell::new(ReadSide::Reading),
             write_side: Cell::new(WriteSide::Open),
             write_buf: RefCell::new(WriteBuffer::default()),
@@ -247,7 +266,7 @@ impl Transport {
             pipe: Cell::new(PipeEnd::NotPipe),
         });
         core::register_closer(&inner);
-        let transport = Transport { inner };
+        let transport = Transport::plain(inner);
         // asyncio: connection_made first, then start reading, both on the
         // next pass.
         let t = transport.clone();
@@ -267,6 +286,7 @@ impl Transport {
     /// [`close`](Transport::close), or while
     /// [`sendfile`](EventLoop::sendfile) runs on the transport.
     pub fn write(&self, data: &[u8]) -> Result<()> {
+        via_tls!(self, tls => tls.write(data));
         self.inner.check_writable()?;
         self.inner.write(data);
         Ok(())
@@ -282,6 +302,7 @@ impl Transport {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
+        via_tls!(self, tls => tls.writelines(chunks));
         self.inner.check_writable()?;
         for chunk in chunks {
             self.write(chunk.as_ref())?;
@@ -290,8 +311,13 @@ impl Transport {
     }
 
     /// Closes the write side once the buffer is flushed (half-close); the
-    /// peer sees EOF and can still send.
+    /// peer sees EOF and can still send. Does nothing on a TLS transport
+    /// (see [`can_write_eof`](Transport::can_write_eof)).
     pub fn write_eof(&self) {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return;
+        }
         let inner = &self.inner;
         match inner.pipe.get() {
             // A pipe has no half-close: its write end closes (asyncio).
@@ -309,15 +335,21 @@ impl Transport {
     }
 
     /// Whether [`write_eof`](Transport::write_eof) is supported: true for
-    /// TCP and Unix stream sockets and write pipes, false for read pipes.
+    /// TCP and Unix stream sockets and write pipes, false for read pipes
+    /// and over TLS (as asyncio's SSL transport: TLS has no half-close
+    /// that peers agree on).
     pub fn can_write_eof(&self) -> bool {
+        via_tls!(self, _tls => false);
         self.inner.pipe.get() != PipeEnd::Read
     }
 
     /// Closes the transport: stops reading now, sends what is buffered, then
     /// calls the protocol's `connection_lost(None)` (on a later pass) and
-    /// closes the socket. Calling it again does nothing.
+    /// closes the socket. Calling it again does nothing. Over TLS, the
+    /// plaintext is flushed, then `close_notify` is sent; a peer that does
+    /// not take it within the shutdown timeout is cut off.
     pub fn close(&self) {
+        via_tls!(self, tls => tls.close());
         let inner = &self.inner;
         if !inner.core.start_closing() {
             return;
@@ -329,13 +361,16 @@ impl Transport {
     }
 
     /// Closes the transport at once, dropping buffered data; the protocol
-    /// gets `connection_lost(None)` on a later pass.
+    /// gets `connection_lost(None)` on a later pass. Over TLS no
+    /// `close_notify` is sent.
     pub fn abort(&self) {
+        via_tls!(self, tls => tls.abort());
         core::force_close(&self.inner, None);
     }
 
     /// Whether the transport is closing or closed.
     pub fn is_closing(&self) -> bool {
+        via_tls!(self, tls => tls.is_closing());
         self.inner.core.is_closing()
     }
 
@@ -347,6 +382,7 @@ impl Transport {
         // unregisters it only if the fd reports readable while paused. A
         // pause that is resumed before the next readiness (a stream
         // reader's flow control, every 256 KiB read) costs no epoll_ctl.
+        via_tls!(self, tls => tls.pause_reading());
         let inner = &self.inner;
         // A write pipe's reader callback watches for the peer closing.
         if inner.core.is_closing() || inner.pipe.get() == PipeEnd::Write {
@@ -361,6 +397,7 @@ impl Transport {
 
     /// Resumes reading after [`pause_reading`](Transport::pause_reading).
     pub fn resume_reading(&self) {
+        via_tls!(self, tls => tls.resume_reading());
         let inner = &self.inner;
         if inner.core.is_closing() {
             return;
@@ -377,13 +414,16 @@ impl Transport {
 
     /// Whether the transport is reading (not paused, not closing).
     pub fn is_reading(&self) -> bool {
+        via_tls!(self, tls => tls.is_reading());
         !self.inner.core.is_closing()
             && self.inner.pipe.get() != PipeEnd::Write
             && matches!(self.inner.read_side.get(), ReadSide::Reading | ReadSide::AtEof)
     }
 
-    /// Bytes accepted by `write` and not yet sent.
+    /// Bytes accepted by `write` and not yet sent (over TLS: plaintext
+    /// waiting for the handshake plus ciphertext not yet sent).
     pub fn get_write_buffer_size(&self) -> usize {
+        via_tls!(self, tls => tls.get_write_buffer_size());
         self.inner.write_buf.borrow().len()
     }
 
@@ -405,6 +445,10 @@ impl Transport {
         if low > high {
             return Err(Error::InvalidState("the low-water mark must not exceed the high-water mark"));
         }
+        via_tls!(self, tls => {
+            tls.set_write_buffer_limits(high, low);
+            Ok(())
+        });
         let inner = &self.inner;
         inner.core.set_limits(high, low);
         let buffered = inner.write_buf.borrow().len();
@@ -415,6 +459,7 @@ impl Transport {
 
     /// The write buffer's `(low, high)` water marks, as asyncio orders them.
     pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+        via_tls!(self, tls => tls.get_write_buffer_limits());
         (self.inner.core.low_water(), self.inner.core.high_water())
     }
 
@@ -466,6 +511,82 @@ impl Transport {
     pub fn get_loop(&self) -> EventLoop {
         self.inner.core.get_loop()
     }
+
+    /// Hands the connection to `protocol` (asyncio's `set_protocol`, used
+    /// for protocol upgrades): every later call (`data_received`,
+    /// `eof_received`, `pause_writing`, `connection_lost`…) goes to it, and
+    /// bytes not yet read are read for it, with its kind's read path. It
+    /// does not get `connection_made` (as in asyncio): it is handed the
+    /// connection in the middle; give it the transport yourself. Safe from
+    /// inside a method of the old protocol: the switch applies from the
+    /// next call on. The old protocol is dropped once the transport no
+    /// longer needs it (at once, or on the next pass if one of its methods
+    /// is running), unless you keep its `Rc`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] once `connection_lost` has run (the
+    /// transport keeps no protocol then); `protocol` is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::net::{Protocol, Transport};
+    ///
+    /// /// Waits for "UPGRADE\n", then hands the connection to `Shout`.
+    /// struct Plain(Option<Transport>);
+    /// impl Protocol for Plain {
+    ///     fn connection_made(&mut self, t: &Transport) { self.0 = Some(t.clone()); }
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         if data == b"UPGRADE\n" {
+    ///             let t = self.0.take().unwrap();
+    ///             t.set_protocol(Shout(t.clone())).unwrap();
+    ///             t.write(b"ok\n").unwrap(); // the client waits for this
+    ///         }
+    ///     }
+    /// }
+    /// struct Shout(Transport);
+    /// impl Protocol for Shout {
+    ///     fn data_received(&mut self, data: &[u8]) { self.0.write(&data.to_ascii_uppercase()).unwrap(); }
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let reply = lp.run_until_complete(async move {
+    ///     let server = l.create_server(|| Plain(None), "127.0.0.1", 0, Default::default()).await?;
+    ///     let port = server.local_addr().unwrap().port();
+    ///     let (mut r, w) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
+    ///     w.write(b"UPGRADE\n")?;
+    ///     assert_eq!(r.readline().await?, b"ok\n");
+    ///     w.write(b"hi")?;
+    ///     let reply = r.readexactly(2).await?;
+    ///     server.close();
+    ///     Ok::<_, evloop::Error>(reply)
+    /// })??;
+    /// assert_eq!(reply, b"HI");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn set_protocol<P: StreamProtocol>(&self, protocol: P) -> Result<Rc<RefCell<P>>> {
+        let inner = &self.inner;
+        if inner.core.lifecycle() == Lifecycle::Gone {
+            let _ = crate::runtime::guard::drop_user(protocol);
+            return Err(Error::InvalidState("the transport is closed"));
+        }
+        inner.read_path.set(protocol.read_path());
+        let protocol = Rc::new(RefCell::new(protocol));
+        let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
+        core::replace_protocol(inner, shared);
+        Ok(protocol)
+    }
+
+    /// The protocol, if it is a `P` (asyncio's `get_protocol`, typed):
+    /// the one `create_connection` returned or `set_protocol` set last.
+    /// `None` if it is another type, once `connection_lost` has run, or
+    /// while it is mutably borrowed (inside one of its own methods, where
+    /// `self` is at hand anyway).
+    pub fn get_protocol<P: StreamProtocol>(&self) -> Option<Rc<RefCell<P>>> {
+        crate::sys::downcast::downcast_protocol(self.inner.core.protocol()?)
+    }
 }
 
 impl Transport {
@@ -481,6 +602,17 @@ impl Transport {
             PipeEnd::Read => self.inner.write_side.set(WriteSide::EofSent),
             PipeEnd::Write if !watch_peer => self.inner.read_side.set(ReadSide::AtEof),
             PipeEnd::Write | PipeEnd::NotPipe => {}
+        }
+    }
+}
+
+impl Transport {
+    /// The plain (not TLS) transport over `inner`.
+    pub(crate) fn plain(inner: Rc<StreamInner>) -> Transport {
+        Transport {
+            inner,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -541,6 +673,19 @@ impl StreamInner {
         Ok(())
     }
 
+    /// Puts `protocol` (the TLS layer) in place of the current protocol,
+    /// which is returned; `None` once the transport is lost.
+    #[cfg(feature = "tls")]
+    pub(crate) fn replace_protocol(
+        &self,
+        protocol: Rc<RefCell<dyn StreamProtocol>>,
+    ) -> Option<Rc<RefCell<dyn StreamProtocol>>> {
+        let read_path = protocol.borrow().read_path();
+        let old = self.core.replace_protocol(protocol)?;
+        self.read_path.set(read_path);
+        Some(old)
+    }
+
     pub(crate) fn write_buffered(&self) -> usize {
         self.write_buf.borrow().len()
     }
@@ -599,7 +744,7 @@ impl StreamInner {
 
     /// One receive; returns whether it filled the buffer (more may wait).
     fn receive_once(self: &Rc<Self>) -> bool {
-        match self.read_path {
+        match self.read_path.get() {
             // The streams' direct receive is `recv(2)`: a pipe takes the
             // shared buffer and `data_received` instead.
             ReadPath::Direct if self.pipe.get() == PipeEnd::NotPipe => {
@@ -695,7 +840,7 @@ impl StreamInner {
         // A read pipe has nothing left to do after EOF (asyncio closes it
         // whatever `eof_received` answers).
         if keep_open == Some(false) || self.pipe.get() == PipeEnd::Read {
-            Transport { inner: self.clone() }.close();
+            Transport::plain(self.clone()).close();
         }
     }
 

@@ -7,6 +7,7 @@
 //! tested on Linux.
 
 pub(crate) mod dns;
+pub(crate) mod downcast;
 pub(crate) mod entry;
 pub(crate) mod fork;
 pub(crate) mod owner;

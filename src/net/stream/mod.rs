@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
 use crate::net::protocol::ReadPath;
 use crate::net::transport::READ_SIZE;
-use crate::net::{ConnectOptions, Server, ServerOptions, StreamProtocol, Transport};
+use crate::net::{ConnectOptions, Server, ServerHosts, ServerOptions, StreamProtocol, Transport};
 use crate::runtime::event_loop::{EventLoop, running_loop};
 use socket2::SockRef;
 
@@ -269,6 +269,27 @@ pub async fn open_unix_connection(
     split(transport, &protocol)
 }
 
+/// A reader/writer pair over a stream socket the caller connected
+/// (asyncio's `open_connection(sock=…)`); the stream owns it from now on.
+///
+/// # Errors
+///
+/// As [`EventLoop::create_connection_from_socket`].
+///
+/// # Panics
+///
+/// When awaited outside a running loop, or if `options.limit` is 0.
+pub async fn open_connection_from_socket(
+    socket: impl Into<socket2::Socket>,
+    options: StreamConnectOptions,
+) -> Result<(StreamReader, StreamWriter)> {
+    let lp = running_loop("open_connection_from_socket");
+    let limit = options.limit;
+    let factory = move || stream_protocol(limit, None);
+    let (transport, protocol) = lp.create_connection_from_socket(factory, socket, options.connect).await?;
+    split(transport, &protocol)
+}
+
 /// Options of [`start_server`] and [`start_unix_server`];
 /// `Default::default()` gives asyncio's.
 #[derive(Debug, Clone)]
@@ -342,7 +363,8 @@ where
 
 /// Starts a server on `host:port` that runs `client_connected(reader,
 /// writer)` as a new task for each connection (asyncio's `start_server`).
-/// An empty `host` listens on every interface. If a connection's task
+/// An empty `host` listens on every interface; several hosts listen on
+/// each (see [`ServerHosts`]). If a connection's task
 /// panics or is cancelled, its connection is closed, and a panic is passed
 /// to the loop's exception handler.
 ///
@@ -355,7 +377,7 @@ where
 /// When awaited outside a running loop.
 pub async fn start_server<F, Fut>(
     client_connected: F,
-    host: &str,
+    host: impl ServerHosts,
     port: u16,
     options: StreamServerOptions,
 ) -> Result<Server>
@@ -366,6 +388,30 @@ where
     let lp = running_loop("start_server");
     let factory = server_protocol_factory(&lp, client_connected, options.limit);
     lp.create_server(factory, host, port, options.server).await
+}
+
+/// Starts a stream server on a socket the caller made (asyncio's
+/// `start_server(sock=…)` and `start_unix_server(sock=…)`).
+///
+/// # Errors
+///
+/// As [`EventLoop::create_server_from_socket`].
+///
+/// # Panics
+///
+/// When awaited outside a running loop.
+pub async fn start_server_from_socket<F, Fut>(
+    client_connected: F,
+    socket: impl Into<socket2::Socket>,
+    options: StreamServerOptions,
+) -> Result<Server>
+where
+    F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let lp = running_loop("start_server_from_socket");
+    let factory = server_protocol_factory(&lp, client_connected, options.limit);
+    lp.create_server_from_socket(factory, socket, options.server).await
 }
 
 /// Starts a Unix-socket server at `path` (asyncio's `start_unix_server`).
