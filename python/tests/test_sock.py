@@ -304,3 +304,75 @@ def test_a_pending_recv_does_not_keep_the_loop_alive(loop_factory):
     assert ref() is None
     a.close()
     b.close()
+
+
+def test_a_blocking_socket_does_not_stall_other_threads(loop):
+    # The bytes come from another Python thread: a recv that blocked with
+    # the GIL held would never see them (evloop's syscalls never block).
+    import threading
+
+    a, b = socket.socketpair()  # blocking
+    go = threading.Event()
+
+    def sender():
+        go.wait()
+        a.sendall(b"from a thread")
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+
+    async def main():
+        go.set()
+        got = b""
+        while len(got) < 13:
+            got += await loop.sock_recv(b, 100)
+        return got
+
+    with a, b:
+        assert loop.run_until_complete(main()) == b"from a thread"
+    thread.join()
+
+
+def test_a_reused_fd_number_is_watched_afresh(loop):
+    # A sock_recv keeps its read registration for the next call on the
+    # same socket; a new socket that gets the closed one's fd number must
+    # still be woken.
+    async def main():
+        a, b = pair()
+        await loop.sock_sendall(a, b"one")
+        assert await loop.sock_recv(b, 10) == b"one"
+        read = asyncio.ensure_future(loop.sock_recv(b, 10))
+        await asyncio.sleep(0)
+        await loop.sock_sendall(a, b"two")
+        assert await read == b"two"
+        number = b.fileno()
+        b.close()
+        a.close()
+        c, d = pair()
+        with c, d:
+            assert number in (c.fileno(), d.fileno())
+            reader, writer = (c, d) if c.fileno() == number else (d, c)
+            read = asyncio.ensure_future(loop.sock_recv(reader, 10))
+            await asyncio.sleep(0)
+            await loop.sock_sendall(writer, b"three")
+            return await asyncio.wait_for(read, 5)
+
+    assert loop.run_until_complete(main()) == b"three"
+
+
+def test_data_nobody_waits_for_stays_for_the_next_recv(loop):
+    a, b = pair()
+
+    async def main():
+        read = asyncio.ensure_future(loop.sock_recv(b, 10))
+        await asyncio.sleep(0)
+        await loop.sock_sendall(a, b"first")
+        assert await read == b"first"
+        await loop.sock_sendall(a, b"second")  # nobody is reading now
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert loop.remove_reader(b) is False
+        return await loop.sock_recv(b, 10)
+
+    with a, b:
+        assert loop.run_until_complete(main()) == b"second"
