@@ -399,14 +399,19 @@ impl Core {
     }
 
     /// Stops watching `fd` for reading; false if it was not watched.
-    fn remove_reader(&self, fd: RawFd) -> PyResult<bool> {
+    fn remove_reader(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
         self.lp.check()?;
         let removed = self.lp.remove_reader(fd);
         let old = self.set_watcher(fd, Direction::Read, None);
-        // A registration kept for the next sock_* call is no reader.
-        let idle = matches!(old, Some(Watcher::Idle(_)));
+        // A registration kept for the next sock_* call, or a cancelled
+        // one's, is no reader (asyncio's was removed with its call).
+        let reader = match &old {
+            Some(Watcher::Idle(_)) => false,
+            Some(Watcher::Op(op)) => !op.is_over(py),
+            _ => true,
+        };
         drop(old);
-        Ok(removed && !idle)
+        Ok(removed && reader)
     }
 
     /// As [`add_reader`](Core::add_reader), for writing.
@@ -737,10 +742,14 @@ impl Core {
         same_socket: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let py = same_socket.py();
-        let reusable = match self.state().watchers.borrow().get(&(fd, direction)) {
-            Some(Watcher::Idle(weak)) => weak.bind(py).upgrade().is_some_and(|s| s.is(same_socket)),
-            _ => false,
+        let (idle_for_it, pending) = match self.state().watchers.borrow().get(&(fd, direction)) {
+            Some(Watcher::Idle(weak)) => (weak.bind(py).upgrade().is_some_and(|s| s.is(same_socket)), None),
+            Some(Watcher::Op(op)) => (false, Some(op.clone())),
+            _ => (false, None),
         };
+        // A cancelled call on the same socket, still registered, also
+        // leaves its registration (checked after the borrow: `done()`).
+        let reusable = idle_for_it || pending.is_some_and(|op| op.is_for(same_socket) && op.is_over(py));
         if !reusable {
             return self.watch_anew(lp, fd, direction, watcher);
         }

@@ -94,9 +94,32 @@ impl Op {
 pub(crate) struct SockOp {
     id: u64,
     fd: RawFd,
-    sock: Py<PyAny>,
+    sock: SockObject,
     fut: Py<PyAny>,
     op: Op,
+}
+
+/// How an operation holds its socket object.
+enum SockObject {
+    /// The operation's future has a done callback ([`OpDone`]) that
+    /// removes the operation at once when it is cancelled.
+    Strong(Py<PyAny>),
+    /// No done callback (the common `sock_recv`/`sock_recvfrom`/
+    /// `sock_accept`, which hold no buffer): a cancelled operation stays
+    /// the fd's watcher until the fd is next ready or another watcher
+    /// replaces it, holding its socket weakly meanwhile, so that it never
+    /// keeps a socket (and its fd) alive. While the call is pending, its
+    /// coroutine holds the socket.
+    Weak(Py<PyWeakrefReference>),
+}
+
+impl SockObject {
+    fn get<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        match self {
+            SockObject::Strong(s) => Some(s.bind(py).clone()),
+            SockObject::Weak(w) => w.bind(py).upgrade(),
+        }
+    }
 }
 
 impl SockOp {
@@ -104,9 +127,24 @@ impl SockOp {
         self.id
     }
 
+    /// Whether the call is over (cancelled, mostly) while the operation
+    /// is still the fd's watcher: then it is no reader or writer for
+    /// asyncio's `remove_reader`, and a new call on the same socket may
+    /// take its registration over.
+    pub(crate) fn is_over(&self, py: Python<'_>) -> bool {
+        self.fut.bind(py).call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()).unwrap_or(true)
+    }
+
+    /// Whether `sock` is this operation's socket object.
+    pub(crate) fn is_for(&self, sock: &Bound<'_, PyAny>) -> bool {
+        self.sock.get(sock.py()).is_some_and(|s| s.is(sock))
+    }
+
     /// The Python objects it holds, for the GC.
     pub(crate) fn visit(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
-        visit(&self.sock);
+        if let SockObject::Strong(sock) = &self.sock {
+            visit(sock);
+        }
         visit(&self.fut);
         match &self.op {
             Op::RecvInto { buf } => visit(buf),
@@ -393,10 +431,19 @@ pub(crate) fn wait(
     let fut = future_type(py)?.call((), Some(&kwargs))?;
     let direction = op.direction();
     let id = next_id();
-    let sock_op = Rc::new(SockOp { id, fd, sock: sock.clone().unbind(), fut: fut.clone().unbind(), op });
+    let holds_nothing = matches!(op, Op::Recv { .. } | Op::RecvFrom { .. } | Op::Accept);
+    let weak = if holds_nothing { PyWeakrefReference::new(sock).ok() } else { None };
+    let lazy = weak.is_some();
+    let sock_ref = match weak {
+        Some(w) => SockObject::Weak(w.unbind()),
+        None => SockObject::Strong(sock.clone().unbind()),
+    };
+    let sock_op = Rc::new(SockOp { id, fd, sock: sock_ref, fut: fut.clone().unbind(), op });
     core.watch(lp, fd, direction, Watcher::Op(sock_op), sock)?;
-    let done = Py::new(py, OpDone { id, fd, direction })?;
-    fut.call_method1(intern!(py, "add_done_callback"), (done,))?;
+    if !lazy {
+        let done = Py::new(py, OpDone { id, fd, direction })?;
+        fut.call_method1(intern!(py, "add_done_callback"), (done,))?;
+    }
     Ok(fut.unbind())
 }
 
@@ -422,13 +469,20 @@ fn ensure_no_transport(pyloop: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
 /// Runs a pending operation whose socket the core found ready.
 pub(crate) fn on_ready(py: Python<'_>, state: &Rc<RunState>, op: Rc<SockOp>) {
     let fut = op.fut.bind(py);
-    match fut.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()) {
-        // Cancelled meanwhile: its done callback removes it; nothing is read.
-        Ok(true) => return,
-        Ok(false) => {}
+    let sock = op.sock.get(py);
+    let over = match fut.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()) {
+        Ok(over) => over,
         Err(e) => return report(py, state, fut, e),
-    }
-    let outcome = attempt(py, state, op.sock.bind(py), &op.op);
+    };
+    let Some(sock) = sock.filter(|_| !over) else {
+        // Cancelled meanwhile: nothing is read. A done callback removes a
+        // strongly held operation; a weakly held one goes now.
+        if let SockObject::Weak(_) = op.sock {
+            forget(state, op.fd, op.op.direction(), op.id, op.sock.get(py).as_ref());
+        }
+        return;
+    };
+    let outcome = attempt(py, state, &sock, &op.op);
     let settle = match outcome {
         Try::Wait => return,
         Try::Failed(e)
@@ -438,11 +492,11 @@ pub(crate) fn on_ready(py: Python<'_>, state: &Rc<RunState>, op: Rc<SockOp>) {
             return interrupt_with(state, e, None);
         }
         Try::Done(v) => {
-            forget(py, state, op.fd, op.op.direction(), op.id, op.sock.bind(py));
+            forget(state, op.fd, op.op.direction(), op.id, Some(&sock));
             fut.call_method1(intern!(py, "set_result"), (v,))
         }
         Try::Failed(e) => {
-            forget(py, state, op.fd, op.op.direction(), op.id, op.sock.bind(py));
+            forget(state, op.fd, op.op.direction(), op.id, Some(&sock));
             fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))
         }
     };
@@ -455,22 +509,14 @@ pub(crate) fn on_ready(py: Python<'_>, state: &Rc<RunState>, op: Rc<SockOp>) {
 /// read registration is kept for the next call on the same socket
 /// ([`Watcher::Idle`]); a write one goes (a socket is writable nearly
 /// always: kept, it would only report at once).
-fn forget(
-    py: Python<'_>,
-    state: &RunState,
-    fd: RawFd,
-    direction: Direction,
-    id: u64,
-    sock: &Bound<'_, PyAny>,
-) {
+fn forget(state: &RunState, fd: RawFd, direction: Direction, id: u64, sock: Option<&Bound<'_, PyAny>>) {
     if direction == Direction::Read
-        && let Ok(weak) = PyWeakrefReference::new(sock)
+        && let Some(Ok(weak)) = sock.map(PyWeakrefReference::new)
     {
         let replaced = state.replace_op(fd, direction, id, Watcher::Idle(weak.unbind()));
         drop(replaced); // after the map's borrow: decrefs may run Python code
         return;
     }
-    let _ = py;
     let removed = state.take_op(fd, direction, id);
     if removed.is_some() {
         unregister(fd, direction);
@@ -544,7 +590,7 @@ impl OpDone {
             _ => None,
         };
         if let Some(op) = op {
-            forget(py, &state, self.fd, self.direction, self.id, op.sock.bind(py));
+            forget(&state, self.fd, self.direction, self.id, op.sock.get(py).as_ref());
         }
     }
 }

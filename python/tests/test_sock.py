@@ -230,8 +230,10 @@ def test_udp_sendto_recvfrom_and_recvfrom_into(loop):
 
 
 def test_a_socket_used_by_a_transport_is_refused(loop):
+    accepted = []
+
     async def main():
-        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
         reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
         fd = writer.get_extra_info("socket").fileno()
         alias = socket.socket(fileno=fd)  # the transport's own fd
@@ -242,6 +244,8 @@ def test_a_socket_used_by_a_transport_is_refused(loop):
             alias.detach()
         writer.close()
         await writer.wait_closed()
+        for w in accepted:  # 3.12's wait_closed waits for the connections too
+            w.close()
         server.close()
         await server.wait_closed()
 
@@ -376,3 +380,27 @@ def test_data_nobody_waits_for_stays_for_the_next_recv(loop):
 
     with a, b:
         assert loop.run_until_complete(main()) == b"second"
+
+
+def test_a_cancelled_recv_does_not_keep_its_socket_alive(loop):
+    import warnings
+    import weakref
+
+    a, b = pair()
+    ref = weakref.ref(b)
+
+    async def main(b):
+        task = asyncio.ensure_future(loop.sock_recv(b, 10))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    loop.run_until_complete(main(b))
+    loop.run_until_complete(asyncio.sleep(0))
+    del b
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert ref() is None
+    a.close()
