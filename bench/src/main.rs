@@ -7,7 +7,7 @@
 //! evloop-bench suite [--quick] [--rounds N] [--only SECTION,...] [--python PATH]
 //!                    [--http-hello PATH] [--out FILE] [--results DIR]
 //!     the side-by-side suite (bench/run.sh): writes BENCHMARKS.md, chart.svg, raw.tsv.
-//!     Sections: micro echo bulk cross http memory counts
+//!     Sections: micro echo bulk tls cross http memory counts
 //! evloop-bench one micro NAME PEER OPS   one run of a Rust micro benchmark (for perf)
 //! evloop-bench one echo PEER SIZE N      one in-process echo session
 //! evloop-bench one bulk PEER BYTES       one in-process bulk transfer
@@ -38,6 +38,7 @@ mod process;
 mod python;
 mod report;
 mod suite;
+mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
