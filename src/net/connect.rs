@@ -160,10 +160,10 @@ impl ConnectOptions {
         self.interleave.or(self.happy_eyeballs_delay.map(|_| 1))
     }
 
-    /// Refuses the options that only a TCP connection has.
+    /// Refuses the options that only a TCP connection to a host has.
     fn check_unix(&self) -> Result<()> {
         if self.local_addr.is_some() || self.happy_eyeballs_delay.is_some() || self.interleave.is_some() {
-            let msg = "local_addr, happy_eyeballs_delay and interleave apply to TCP connections only";
+            let msg = "local_addr, happy_eyeballs_delay and interleave apply only when connecting to a host";
             return Err(io::Error::new(io::ErrorKind::InvalidInput, msg).into());
         }
         Ok(())
@@ -531,6 +531,60 @@ impl EventLoop {
         let connected = self.sock_connect(&socket, &SockAddr::unix(path)?).await;
         connected.map_err(|e| e.with_context(format_args!("connect to {}", path.display())))?;
         options.start_on(self, socket, factory()).await
+    }
+
+    /// Runs the protocol made by `factory` on a stream socket the caller
+    /// connected (asyncio's `create_connection(sock=…)`): TCP or Unix,
+    /// made nonblocking; the transport owns it from now on. Unlike
+    /// [`connect_accepted_socket`](EventLoop::connect_accepted_socket) (the
+    /// server side), `options` are a client's. The options that choose how
+    /// to connect (`local_addr`, `happy_eyeballs_delay`, `interleave`) are
+    /// refused: the socket is already connected.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if the socket is not a stream socket or an option
+    /// does not apply; [`Error::Io`] if it cannot be made nonblocking.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::net::{ConnectOptions, Protocol, Transport};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"hello").unwrap();
+    ///     }
+    ///     fn data_received(&mut self, _: &[u8]) {}
+    /// }
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let socket = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let (transport, _) = lp.run_until_complete(async move {
+    ///     l.create_connection_from_socket(|| Hello, socket, ConnectOptions::new()).await
+    /// })??;
+    /// let mut got = [0; 5];
+    /// std::io::Read::read_exact(&mut listener.accept()?.0, &mut got)?;
+    /// assert_eq!(&got, b"hello");
+    /// transport.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn create_connection_from_socket<P: StreamProtocol>(
+        &self,
+        factory: impl FnOnce() -> P,
+        socket: impl Into<Socket>,
+        options: ConnectOptions,
+    ) -> Result<(Transport, Rc<RefCell<P>>)> {
+        let socket = socket.into();
+        options.check_unix()?;
+        if socket.r#type()? != Type::STREAM {
+            let msg = "create_connection_from_socket: a stream socket was expected";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg).into());
+        }
+        self.start_transport(socket, factory()).await
     }
 
     /// Runs a protocol on a socket that is already connected, e.g. one

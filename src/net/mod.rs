@@ -21,6 +21,8 @@
 mod connect;
 pub(crate) mod core;
 mod dns;
+mod extra;
+mod listen;
 pub(crate) mod protocol;
 mod sendfile;
 mod server;
@@ -32,8 +34,10 @@ pub(crate) mod transport;
 mod udp;
 
 pub use connect::ConnectOptions;
+pub use extra::{ExtraInfo, SocketView};
+pub use listen::{ServerHosts, ServerOptions};
 pub use protocol::{Buffered, BufferedProtocol, DatagramProtocol, Protocol, StreamProtocol};
-pub use server::{ACCEPT_RETRY_DELAY, Server, ServerOptions};
+pub use server::{ACCEPT_RETRY_DELAY, Server};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};
 pub use udp::{DatagramOptions, DatagramTransport};
 

@@ -1,4 +1,5 @@
-//! Servers: `create_server`, `create_unix_server` and [`Server`].
+//! [`Server`]: the listening sockets, accepting, and the connections a
+//! server accepted (made by `net/listen.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -11,11 +12,11 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use slotmap::SlotMap;
-use socket2::{Domain, SockAddr, Socket};
+use socket2::{SockAddr, Socket};
 
 use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
-use crate::net::connect::nonblocking_stream;
+use crate::net::listen::ServerOptions;
 use crate::net::protocol::StreamProtocol;
 use crate::net::transport::Transport;
 use crate::runtime::event_loop::{Closer, CloserKey, EventLoop, WeakLoop};
@@ -27,65 +28,6 @@ use crate::task::future::Future;
 /// How long accepting pauses after the process ran out of fds or memory
 /// (asyncio's `ACCEPT_RETRY_DELAY`).
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// Options of [`EventLoop::create_server`] and
-/// [`EventLoop::create_unix_server`] (asyncio's keyword arguments);
-/// `Default::default()` gives asyncio's defaults.
-///
-/// # Examples
-///
-/// ```
-/// let opts = evloop::net::ServerOptions { backlog: 512, reuse_port: true, ..Default::default() };
-/// assert!(opts.reuse_address && opts.start_serving);
-/// ```
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// `listen(2)` backlog, and the most connections accepted per readiness
-    /// event (asyncio's default: 100).
-    pub backlog: i32,
-    /// `SO_REUSEADDR` (TCP only; asyncio's default on Unix: on).
-    pub reuse_address: bool,
-    /// `SO_REUSEPORT`: several sockets (processes) share the port.
-    pub reuse_port: bool,
-    /// Start accepting at once (otherwise call [`Server::start_serving`]).
-    pub start_serving: bool,
-    /// Unix servers: remove an existing socket file at the path first (a
-    /// stale one left by a crashed process). Off by default: binding to a
-    /// path that exists fails with `AddrInUse`.
-    pub remove_stale_socket: bool,
-    /// Serve TLS with this configuration (asyncio's `ssl`): each accepted
-    /// connection does the handshake before its protocol gets
-    /// `connection_made`; one that fails is closed and logged at debug
-    /// level, as asyncio does. See [`net::tls`](crate::net::tls).
-    #[cfg(feature = "tls")]
-    pub ssl: Option<std::sync::Arc<rustls::ServerConfig>>,
-    /// How long a client may take over the TLS handshake (asyncio's
-    /// `ssl_handshake_timeout`, default 60 s).
-    #[cfg(feature = "tls")]
-    pub ssl_handshake_timeout: Duration,
-    /// How long closing a TLS connection waits for the socket to take the
-    /// last records (asyncio's `ssl_shutdown_timeout`, default 30 s).
-    #[cfg(feature = "tls")]
-    pub ssl_shutdown_timeout: Duration,
-}
-
-impl Default for ServerOptions {
-    fn default() -> ServerOptions {
-        ServerOptions {
-            backlog: 100,
-            reuse_address: true,
-            reuse_port: false,
-            start_serving: true,
-            remove_stale_socket: false,
-            #[cfg(feature = "tls")]
-            ssl: None,
-            #[cfg(feature = "tls")]
-            ssl_handshake_timeout: crate::net::tls::DEFAULT_HANDSHAKE_TIMEOUT,
-            #[cfg(feature = "tls")]
-            ssl_shutdown_timeout: crate::net::tls::DEFAULT_SHUTDOWN_TIMEOUT,
-        }
-    }
-}
 
 slotmap::new_key_type! {
     struct ConnKey;
@@ -517,140 +459,16 @@ impl fmt::Debug for Server {
     }
 }
 
-fn listen_on(addr: SocketAddr, options: &ServerOptions) -> io::Result<Socket> {
-    let socket = nonblocking_stream(Domain::for_address(addr))?;
-    if options.reuse_address {
-        socket.set_reuse_address(true)?;
-    }
-    if options.reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        // Keep the IPv4 and IPv6 sockets of "all interfaces" apart.
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(options.backlog)?;
-    Ok(socket)
-}
-
 /// The (device, inode) of the file at `path`, if any.
-fn file_id(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl EventLoop {
-    /// Listens on `host:port` and runs a protocol made by `factory` for each
-    /// connection (asyncio's `create_server`). An empty `host` listens on
-    /// every interface (IPv4 and IPv6); port 0 picks a free port (see
-    /// [`Server::local_addr`]). `options` as asyncio's keyword arguments;
-    /// `Default::default()` for asyncio's defaults.
-    ///
-    /// The server holds its loop weakly; closing the loop closes it (and,
-    /// separately, every connection it accepted).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] from resolving, `bind` or `listen` (e.g. `AddrInUse`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use evloop::net::{Protocol, ServerOptions, Transport};
-    ///
-    /// struct Hello;
-    /// impl Protocol for Hello {
-    ///     fn connection_made(&mut self, t: &Transport) {
-    ///         t.write(b"hello\n").unwrap();
-    ///         t.close();
-    ///     }
-    ///     fn data_received(&mut self, _: &[u8]) {}
-    /// }
-    ///
-    /// let lp = evloop::EventLoop::new()?;
-    /// let l = lp.clone();
-    /// let greeting = lp.run_until_complete(async move {
-    ///     let options = ServerOptions { backlog: 512, ..Default::default() };
-    ///     let server = l.create_server(|| Hello, "127.0.0.1", 0, options).await?;
-    ///     let port = server.local_addr().unwrap().port();
-    ///     let (mut reader, _writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
-    ///     let greeting = reader.read_to_end().await?;
-    ///     server.close();
-    ///     Ok::<_, evloop::Error>(greeting)
-    /// })??;
-    /// assert_eq!(greeting, b"hello\n");
-    /// # Ok::<(), evloop::Error>(())
-    /// ```
-    pub async fn create_server<P, F>(
-        &self,
-        factory: F,
-        host: &str,
-        port: u16,
-        options: ServerOptions,
-    ) -> Result<Server>
-    where
-        P: StreamProtocol,
-        F: Fn() -> P + 'static,
-    {
-        let addrs = if host.is_empty() {
-            vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from(([0u16; 8], port))]
-        } else {
-            self.getaddrinfo(host, port).await?
-        };
-        let all_interfaces = host.is_empty();
-        let mut listeners = Vec::new();
-        for addr in addrs {
-            match listen_on(addr, &options) {
-                Ok(socket) => listeners.push(socket),
-                // "All interfaces" on a machine without IPv6: IPv4 alone.
-                Err(e)
-                    if all_interfaces
-                        && addr.is_ipv6()
-                        && matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.serve(listeners, factory, &options, None)
-    }
-
-    /// Listens on the Unix socket `path` (asyncio's `create_unix_server`);
-    /// `options.remove_stale_socket` removes an existing socket file first
-    /// (only a socket: any other kind of file is an error).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] from `bind` (e.g. `AddrInUse` if the path exists) or
-    /// `listen`.
-    pub async fn create_unix_server<P, F>(
-        &self,
-        factory: F,
-        path: impl AsRef<Path>,
-        options: ServerOptions,
-    ) -> Result<Server>
-    where
-        P: StreamProtocol,
-        F: Fn() -> P + 'static,
-    {
-        let path = path.as_ref();
-        if options.remove_stale_socket {
-            use std::os::unix::fs::FileTypeExt;
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                if !meta.file_type().is_socket() {
-                    let msg = format!("{} exists and is not a socket", path.display());
-                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, msg).into());
-                }
-                std::fs::remove_file(path)?;
-            }
-        }
-        let socket = nonblocking_stream(Domain::UNIX)?;
-        socket.bind(&SockAddr::unix(path)?)?;
-        socket.listen(options.backlog)?;
-        let id = file_id(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        self.serve(vec![socket], factory, &options, Some((path.to_owned(), id)))
-    }
-
-    fn serve<P, F>(
+    /// Claims the listening sockets and makes the server (accepting at
+    /// once if `options.start_serving`).
+    pub(crate) fn serve<P, F>(
         &self,
         listeners: Vec<Socket>,
         factory: F,

@@ -18,4 +18,5 @@ pub use helpers::{
     sleep_until, wait_for, yield_now,
 };
 pub use run::{Awaitable, run};
+pub use run::{RunOptions, run_with};
 pub use task::{Task, TaskJoin, spawn};

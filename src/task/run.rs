@@ -442,6 +442,86 @@ pub fn run<A: Awaitable>(fut: A) -> Result<A::Output> {
     result
 }
 
+/// How [`run_with`] runs its future: asyncio's `Runner` settings that
+/// `evloop::run` leaves at their defaults.
+///
+/// # Examples
+///
+/// ```
+/// use evloop::RunOptions;
+/// let out = evloop::run_with(RunOptions::new().cancel_on_ctrl_c(true), async { 6 * 7 })?;
+/// assert_eq!(out, 42);
+/// # Ok::<(), evloop::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    cancel_on_ctrl_c: bool,
+}
+
+impl RunOptions {
+    /// The defaults, as [`run`]: signals are left alone.
+    pub fn new() -> RunOptions {
+        RunOptions::default()
+    }
+
+    /// Makes Ctrl-C (`SIGINT`) cancel the main task, as `asyncio.run`
+    /// and `asyncio.Runner` do (default: off, signals are left alone).
+    /// The future then runs as a task; the first Ctrl-C cancels it (its
+    /// future is dropped, so what it awaited is cancelled and its
+    /// destructors run), `run_with` returns `Err(Error::Cancelled)`
+    /// (asyncio raises `KeyboardInterrupt`), and the default disposition
+    /// is back the moment the first Ctrl-C arrives: a second one ends the
+    /// process as usual, even while the loop is stuck in a callback.
+    /// Applies only when `SIGINT` has its default disposition (nobody
+    /// else handles it), as asyncio takes it only from Python's default
+    /// handler; the disposition is restored when the task is done.
+    pub fn cancel_on_ctrl_c(mut self, on: bool) -> RunOptions {
+        self.cancel_on_ctrl_c = on;
+        self
+    }
+}
+
+/// [`run`] with [`RunOptions`]: runs `fut` on a new event loop set up as
+/// the options say, cancels the tasks still pending, and closes the loop.
+///
+/// # Errors
+///
+/// As [`run`]; [`Error::Cancelled`] if Ctrl-C cancelled the main task
+/// (with [`RunOptions::cancel_on_ctrl_c`]).
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use evloop::RunOptions;
+/// // A long job that Ctrl-C interrupts cleanly.
+/// let out = evloop::run_with(RunOptions::new().cancel_on_ctrl_c(true), async {
+///     evloop::sleep(Duration::from_secs(3600)).await;
+/// });
+/// if let Err(evloop::Error::Cancelled) = out {
+///     eprintln!("interrupted");
+/// }
+/// ```
+#[track_caller]
+pub fn run_with<F>(options: RunOptions, fut: F) -> Result<F::Output>
+where
+    F: std::future::Future + 'static,
+{
+    if get_running_loop().is_ok() {
+        return Err(Error::AlreadyRunning);
+    }
+    let lp = EventLoop::new()?;
+    let result = if options.cancel_on_ctrl_c {
+        crate::os::signal::run_cancelling_on_ctrl_c(&lp, fut)
+    } else {
+        lp.run_until_complete(fut)
+    };
+    cancel_leftover_tasks(&lp)?;
+    lp.close()?;
+    result
+}
+
 /// Cancels every unfinished task of `lp` and runs the loop until they are
 /// gone (a cancelled task drops its future at its next step).
 fn cancel_leftover_tasks(lp: &EventLoop) -> Result<()> {
