@@ -31,6 +31,7 @@ use pyo3::{PyTraverseError, PyVisit, intern};
 mod handle;
 mod loop_base;
 mod sock;
+mod transport;
 mod virtual_time;
 
 use handle::{AsyncioEntry, Handle, HandleEntry, PyEntry, TimerEntry, TimerHandle};
@@ -94,6 +95,9 @@ enum Watcher {
     /// the fd is reported ready with nobody waiting, the registration
     /// goes. Invisible to `remove_reader` (asyncio has no reader there).
     Idle(Py<pyo3::types::PyWeakrefReference>),
+    /// The reader of asyncio's socket transport (its `_read_ready`
+    /// handle), run natively (`transport.rs`).
+    Transport { handle: Py<PyAny>, transport: Py<PyAny> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,7 +161,7 @@ impl WaitHook for GilWaitHook {
 /// Runs one fd watcher's handle (native or asyncio's), as asyncio's
 /// `_run_once` does: skipped if cancelled, `_run()` otherwise (which
 /// reports ordinary exceptions to the loop's exception handler itself).
-fn run_handle(py: Python<'_>, handle: &Py<PyAny>) {
+pub(crate) fn run_handle(py: Python<'_>, handle: &Py<PyAny>) {
     let Some(state) = active() else { return };
     let h = handle.bind(py);
     let outcome = if state.debug.get() {
@@ -398,6 +402,16 @@ impl Core {
         Ok(())
     }
 
+    /// As [`add_reader`](Core::add_reader) for the `_read_ready` handle of
+    /// asyncio's socket transport `transport`: its reads run natively
+    /// (`transport.rs`).
+    fn add_transport_reader(&self, fd: RawFd, handle: Py<PyAny>, transport: Py<PyAny>) -> PyResult<()> {
+        self.lp.check()?;
+        self.lp.add_reader(fd, fd_callback(fd, Direction::Read)).map_err(core_error)?;
+        drop(self.set_watcher(fd, Direction::Read, Some(Watcher::Transport { handle, transport })));
+        Ok(())
+    }
+
     /// Stops watching `fd` for reading; false if it was not watched.
     fn remove_reader(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
         self.lp.check()?;
@@ -624,6 +638,10 @@ impl Core {
             for watcher in watchers.values() {
                 match watcher {
                     Watcher::Handle(handle) => visit.call(handle)?,
+                    Watcher::Transport { handle, transport } => {
+                        visit.call(handle)?;
+                        visit.call(transport)?;
+                    }
                     Watcher::Idle(_) => {}
                     Watcher::Op(op) => {
                         let mut outcome = Ok(());
@@ -824,11 +842,18 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
             let watcher = match state.watchers.borrow().get(&(fd, direction)) {
                 Some(Watcher::Handle(h)) => Some(Watcher::Handle(h.clone_ref(py))),
                 Some(Watcher::Op(op)) => Some(Watcher::Op(op.clone())),
+                Some(Watcher::Transport { handle, transport }) => Some(Watcher::Transport {
+                    handle: handle.clone_ref(py),
+                    transport: transport.clone_ref(py),
+                }),
                 Some(Watcher::Idle(_)) | None => None,
             };
             match watcher {
                 Some(Watcher::Handle(handle)) => run_handle(py, &handle),
                 Some(Watcher::Op(op)) => sock::on_ready(py, &state, op),
+                Some(Watcher::Transport { handle, transport }) => {
+                    transport::on_ready(py, &state, &handle, &transport)
+                }
                 // Ready with nobody waiting: the kept registration goes.
                 _ => sock::drop_idle(&state, fd, direction),
             }

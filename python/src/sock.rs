@@ -381,6 +381,31 @@ fn try_op(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) ->
     })
 }
 
+/// One non-blocking `recv` of at most `max` bytes on `fd`, as a `bytes`
+/// (empty at end of file); `None` if there was nothing to read.
+pub(crate) fn recv_bytes<'py>(
+    py: Python<'py>,
+    state: &RunState,
+    fd: RawFd,
+    max: usize,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let outcome = if max > SCRATCH_MAX {
+        let mut own: Vec<u8> = Vec::with_capacity(max);
+        recv_spare(py, fd, &mut own, max).map(|()| PyBytes::new(py, &own))
+    } else {
+        // No Python code runs while the scratch buffer is borrowed.
+        let mut scratch = state.scratch.borrow_mut();
+        scratch.clear();
+        recv_spare(py, fd, &mut scratch, max).map(|()| PyBytes::new(py, &scratch))
+    };
+    match outcome {
+        Ok(data) => Ok(Some(data)),
+        Err(Try::Wait) => Ok(None),
+        Err(Try::Failed(e)) => Err(e),
+        Err(Try::Done(_)) => unreachable!("recv_spare fails only with Wait or Failed"),
+    }
+}
+
 /// `recv` of at most `n` bytes into `vec`'s spare capacity.
 fn recv_spare(py: Python<'_>, fd: RawFd, vec: &mut Vec<u8>, n: usize) -> Result<(), Try> {
     vec.reserve(n);
