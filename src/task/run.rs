@@ -1,4 +1,5 @@
-//! Running a future to completion: `run_until_complete` and `evloop::run`.
+//! Running a future to completion: `run_until_complete` (`evloop::run`
+//! and [`Runner`](crate::Runner) are in `runner.rs`).
 //!
 //! `run_until_complete` polls its future itself, with no task around it:
 //! the loop has one ready-queue entry for it ([`MainMarker`]), queued where
@@ -19,7 +20,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result, panic_message};
-use crate::runtime::event_loop::{EventLoop, LoopInner, get_running_loop};
+use crate::runtime::event_loop::{EventLoop, LoopInner};
 use crate::runtime::handle::Runnable;
 use crate::task::future::Future;
 use crate::task::helpers::TaskGroup;
@@ -411,45 +412,4 @@ impl EventLoop {
         // Another loop running on this thread is refused when entering.
         fut.run_on(self)
     }
-}
-
-/// Runs `fut` on a new event loop and closes it (asyncio's `asyncio.run`):
-/// creates the loop, runs `fut` to completion, cancels the tasks still
-/// pending and runs the loop until they have unwound, then closes the loop,
-/// which also shuts its executor down.
-///
-/// # Errors
-///
-/// As [`EventLoop::run_until_complete`], plus [`Error::Io`] if the loop
-/// cannot be created.
-///
-/// # Examples
-///
-/// ```
-/// let out = evloop::run(async { 1 + 1 })?;
-/// assert_eq!(out, 2);
-/// # Ok::<(), evloop::Error>(())
-/// ```
-#[track_caller]
-pub fn run<A: Awaitable>(fut: A) -> Result<A::Output> {
-    if get_running_loop().is_ok() {
-        return Err(Error::AlreadyRunning);
-    }
-    let lp = EventLoop::new()?;
-    let result = lp.run_until_complete(fut);
-    cancel_leftover_tasks(&lp)?;
-    lp.close()?;
-    result
-}
-
-/// Cancels every unfinished task of `lp` and runs the loop until they are
-/// gone (a cancelled task drops its future at its next step).
-fn cancel_leftover_tasks(lp: &EventLoop) -> Result<()> {
-    // Cancelled tasks finish at their next step; re-cancel each pass in
-    // case dropping one future spawned another task.
-    while lp.stats().tasks > 0 {
-        crate::task::task::cancel_all(lp);
-        lp.run_once(Some(std::time::Duration::ZERO))?;
-    }
-    Ok(())
 }
