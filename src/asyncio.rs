@@ -50,7 +50,7 @@
 //! | `loop.create_datagram_endpoint(factory, local_addr=, remote_addr=)` | [`create_datagram_endpoint(factory, DatagramOptions)`](crate::EventLoop::create_datagram_endpoint), [`create_unix_datagram_endpoint`](crate::EventLoop::create_unix_datagram_endpoint) | |
 //! | `loop.getaddrinfo(host, port)`, `getnameinfo(addr, flags)` | [`getaddrinfo`](crate::EventLoop::getaddrinfo), [`getnameinfo`](crate::EventLoop::getnameinfo) | on the executor; `Vec<SocketAddr>` |
 //! | `loop.sendfile(transport, file)` | [`sendfile(&transport, &file, offset, count)`](crate::EventLoop::sendfile) | |
-//! | `asyncio.open_connection`, `start_server`, `open_unix_connection`, `start_unix_server` | [`open_connection`](crate::open_connection), [`start_server`](crate::start_server), [`open_unix_connection`](crate::open_unix_connection), [`start_unix_server`](crate::start_unix_server) | `limit=` and the server keyword arguments in `ConnectOptions` / `StreamServerOptions` |
+//! | `asyncio.open_connection`, `start_server`, `open_unix_connection`, `start_unix_server` | [`open_connection`](crate::open_connection), [`start_server`](crate::start_server), [`open_unix_connection`](crate::open_unix_connection), [`start_unix_server`](crate::start_unix_server) | `limit=` and the server keyword arguments in `StreamConnectOptions` / `StreamServerOptions` |
 //! | `StreamReader.read(n)`, `read(-1)`, `readline`, `readexactly`, `readuntil`, `at_eof` | [`StreamReader`](crate::StreamReader): `read(n)`, [`read_to_end`](crate::StreamReader::read_to_end), same names | `&mut self`; also `futures_io::AsyncRead`/`AsyncBufRead` |
 //! | `StreamWriter.write`, `writelines`, `drain`, `write_eof`, `close`, `wait_closed` | [`StreamWriter`](crate::StreamWriter), same names | also `futures_io::AsyncWrite` |
 //! | `asyncio.IncompleteReadError`, `LimitOverrunError` | [`Error::IncompleteRead`](crate::Error::IncompleteRead), [`Error::LimitOverrun`](crate::Error::LimitOverrun) | |
@@ -106,7 +106,7 @@
 //! - Keyword arguments of `create_server`, `start_server`,
 //!   `open_connection` and friends are the fields of a `Default` options
 //!   struct passed as the last argument (`ServerOptions`,
-//!   `StreamServerOptions`, `ConnectOptions`).
+//!   `StreamServerOptions`, `StreamConnectOptions`, `net::ConnectOptions`).
 //! - The loop holds a `Server` weakly: dropping every handle stops
 //!   listening (asyncio keeps a server serving while the loop references
 //!   it).

@@ -90,6 +90,12 @@ pub enum Error {
     /// [`source`](std::error::Error::source) is the `io::Error`.
     #[error("{0}")]
     Io(#[source] IoError),
+    /// The TLS layer failed: a bad or untrusted certificate, a name
+    /// mismatch, a peer that does not speak TLS, an alert from the peer
+    /// (see [`net::tls`](crate::net::tls)).
+    #[cfg(feature = "tls")]
+    #[error("TLS error: {0}")]
+    Tls(std::sync::Arc<rustls::Error>),
     /// Any other error, supplied by user code.
     #[error("{0}")]
     Other(std::sync::Arc<dyn std::error::Error + Send + Sync>),

@@ -70,8 +70,8 @@
 //! wrapper and every `unsafe` block; the rest of the crate denies unsafe
 //! code), [`runtime`] (the loop, its selector, timers, handles, clock,
 //! statistics and [`RemoteLoop`]; it knows nothing of networking),
-//! [`task`] (futures, tasks and the helpers built on them), [`sync`], and
-//! [`net`] with the streams in [`net::stream`]. The names used every day are
+//! [`task`] (futures, tasks and the helpers built on them), [`sync`],
+//! [`net`] with the streams in [`net::stream`], and [`os`] (signals). The names used every day are
 //! re-exported here; the future types that adapters return live in
 //! [`task`].
 //!
@@ -86,6 +86,7 @@ pub mod asyncio;
 mod error;
 mod exception;
 pub mod net;
+pub mod os;
 pub mod runtime;
 pub mod sync;
 #[allow(unsafe_code)]
@@ -95,7 +96,8 @@ pub mod task;
 pub use error::{Error, IoError, Result};
 pub use exception::ExceptionContext;
 pub use net::stream::{
-    StreamReader, StreamWriter, open_connection, open_unix_connection, start_server, start_unix_server,
+    StreamReader, StreamWriter, open_connection, open_connection_from_socket, open_unix_connection,
+    start_server, start_server_from_socket, start_unix_server,
 };
 pub use runtime::{
     BlockingWait, Builder, ConcurrentFuture, EventLoop, ExceptionHandler, ForeignEntry, Handle, LoopOwner,
@@ -108,3 +110,4 @@ pub use task::{
     sleep_until, spawn, spawn_named, timeout, timeout_at, timeout_scope, timeout_scope_at, to_thread, wait,
     wait_for, yield_now,
 };
+pub use task::{RunOptions, run_with};

@@ -712,3 +712,131 @@ fn a_second_concurrent_serve_forever_is_an_error() {
     })
     .unwrap();
 }
+
+// ------------------------------------------------------------ hosts and sockets
+
+/// asyncio's `create_server(host=[...])`: one listening socket per
+/// distinct address, each accepting.
+#[test]
+fn several_hosts_listen_on_each_address() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let made = NetCounter::new();
+        let m = made.clone();
+        let factory = move || {
+            m.add();
+            RecProto::echo().0
+        };
+        let hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.1"];
+        let server = l.create_server(factory, hosts, 0, Default::default()).await.unwrap();
+        let addrs: Vec<SocketAddr> = server.sockets().iter().filter_map(|a| a.as_socket()).collect();
+        let ips: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+        assert_eq!(ips, ["127.0.0.1", "127.0.0.2"], "the repeated host listens once");
+        for (n, addr) in addrs.iter().enumerate() {
+            let c = net_connect(&l, &sockaddr(*addr)).await;
+            l.sock_sendall(&c, b"ping").await.unwrap();
+            assert_eq!(net_read_exact(&l, &c, 4).await, b"ping");
+            assert_eq!(made.get(), n + 1);
+        }
+        server.close();
+    })
+    .unwrap();
+}
+
+/// One host failing to listen fails the whole call, and the sockets made
+/// for the other hosts are closed.
+#[test]
+fn a_host_that_cannot_listen_fails_the_server_and_closes_the_others() {
+    let lp = new_loop();
+    let taken = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let l = lp.clone();
+    let err = lp
+        .run_until_complete(async move {
+            l.create_server(|| RecProto::new().0, ["127.0.0.3", "127.0.0.2"], port, Default::default())
+                .await
+                .map(|_| ())
+        })
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.io_kind(), Some(io::ErrorKind::AddrInUse));
+    assert!(err.to_string().starts_with(&format!("listen on 127.0.0.2:{port}: ")), "{err}");
+    // 127.0.0.3's socket was closed: its address is free again.
+    std::net::TcpListener::bind(("127.0.0.3", port)).expect("127.0.0.3's listener is gone");
+    // No host at all is an error too.
+    let l = lp.clone();
+    let err = lp
+        .run_until_complete(async move {
+            let none: [&str; 0] = [];
+            l.create_server(|| RecProto::new().0, none, 0, Default::default()).await.map(|_| ())
+        })
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.io_kind(), Some(io::ErrorKind::InvalidInput));
+}
+
+/// asyncio's `create_server(sock=...)`: a bound socket the caller made
+/// (not yet listening) serves; `start_serving = false` holds accepts until
+/// `start_serving()`; a datagram socket is refused.
+#[test]
+fn create_server_from_socket_serves_on_the_callers_socket() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let socket = Socket::new(evloop::net::Domain::IPV4, evloop::net::Type::STREAM, None).unwrap();
+        socket.bind(&sockaddr("127.0.0.1:0".parse().unwrap())).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let made = NetCounter::new();
+        let m = made.clone();
+        let factory = move || {
+            m.add();
+            RecProto::echo().0
+        };
+        let opts = ServerOptions { start_serving: false, ..Default::default() };
+        let server = l.create_server_from_socket(factory, socket, opts).await.unwrap();
+        assert_eq!(server.local_addr(), Some(addr));
+        assert!(!server.is_serving());
+        let c = net_connect(&l, &sockaddr(addr)).await;
+        l.sock_sendall(&c, b"held").await.unwrap();
+        net_passes(10).await;
+        assert_eq!(made.get(), 0, "nothing accepted before start_serving");
+        server.start_serving();
+        assert_eq!(net_read_exact(&l, &c, 4).await, b"held");
+        assert_eq!(made.get(), 1);
+        server.close();
+        // The server owned the socket: closing it stopped the listening.
+        assert_eq!(try_connect(&l, addr).await.err(), Some(Some(io::ErrorKind::ConnectionRefused)));
+
+        let udp = Socket::new(evloop::net::Domain::IPV4, evloop::net::Type::DGRAM, None).unwrap();
+        let err =
+            l.create_server_from_socket(|| RecProto::new().0, udp, Default::default()).await.unwrap_err();
+        assert_eq!(err.io_kind(), Some(io::ErrorKind::InvalidInput));
+    })
+    .unwrap();
+}
+
+/// The streams' twin: `start_server_from_socket`.
+#[test]
+fn start_server_from_socket_runs_the_stream_handler() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    lp.run_until_complete(async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler = |mut r: evloop::StreamReader, w: evloop::StreamWriter| async move {
+            let line = r.readline().await.unwrap();
+            w.write(&line).unwrap();
+            w.close();
+        };
+        let server = evloop::start_server_from_socket(handler, listener, Default::default()).await.unwrap();
+        let c = net_connect(&l, &sockaddr(addr)).await;
+        l.sock_sendall(&c, b"hi\n").await.unwrap();
+        assert_eq!(within("echo", net_read_to_end(&l, &c)).await.0, b"hi\n");
+        server.close();
+    })
+    .unwrap();
+}

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use evloop::net::stream::{ConnectOptions, DEFAULT_LIMIT, StreamServerOptions};
+use evloop::net::stream::{DEFAULT_LIMIT, StreamConnectOptions, StreamServerOptions};
 use evloop::net::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Server, ServerOptions};
 use evloop::sync::{Event, Queue};
 use evloop::{
@@ -92,7 +92,9 @@ async fn stream_pair(server_limit: usize) -> (Server, Conn, Conn) {
 async fn raw_peer_pair(limit: usize) -> (Conn, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().unwrap().port();
-    let client = open_connection("127.0.0.1", port, ConnectOptions { limit }).await.expect("open_connection");
+    let client = open_connection("127.0.0.1", port, StreamConnectOptions::new().limit(limit))
+        .await
+        .expect("open_connection");
     // The handshake is complete once open_connection returns: this accept
     // does not block.
     let (peer, _) = listener.accept().expect("accept");

@@ -7,10 +7,11 @@
 //! evloop-bench suite [--quick] [--rounds N] [--only SECTION,...] [--python PATH]
 //!                    [--http-hello PATH] [--out FILE] [--results DIR]
 //!     the side-by-side suite (bench/run.sh): writes BENCHMARKS.md, chart.svg, raw.tsv.
-//!     Sections: micro echo bulk cross http memory counts
+//!     Sections: micro echo bulk cross http memory subprocess counts
 //! evloop-bench one micro NAME PEER OPS   one run of a Rust micro benchmark (for perf)
 //! evloop-bench one echo PEER SIZE N      one in-process echo session
 //! evloop-bench one bulk PEER BYTES       one in-process bulk transfer
+//! evloop-bench one subprocess NAME PEER OPS   spawn|cat on evloop|tokio
 //! evloop-bench echo-count PEER SIZE N    an echo inside `measured_echo` (callgrind, strace)
 //! evloop-bench bulk-count PEER BYTES     a bulk transfer inside `measured_bulk` (strace)
 //! evloop-bench chart RAW.tsv OUT.svg     redraw the chart from a run's raw values
@@ -37,6 +38,7 @@ mod net;
 mod process;
 mod python;
 mod report;
+mod subprocess;
 mod suite;
 
 use std::path::PathBuf;
@@ -48,7 +50,7 @@ fn usage() -> ! {
         include_str!("main.rs")
             .lines()
             .skip(3)
-            .take(17)
+            .take(18)
             .map(|l| l.trim_start_matches("//! "))
             .collect::<Vec<_>>()
             .join("\n")
@@ -98,6 +100,16 @@ fn main() {
                 println!(
                     "bulk {peer} {bytes} B: {:.0} MiB/s",
                     bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+                );
+            }
+            Some("subprocess") => {
+                let (name, peer, ops): (String, String, u64) = (arg(&args, 2), arg(&args, 3), arg(&args, 4));
+                let mut r = subprocess::runner(&peer, &name).unwrap_or_else(|| usage());
+                let d = r(ops);
+                println!(
+                    "subprocess {name} {peer}: {:.1} µs/op, {:.0} ops/s",
+                    d.as_nanos() as f64 / 1e3 / ops as f64,
+                    ops as f64 / d.as_secs_f64()
                 );
             }
             _ => usage(),

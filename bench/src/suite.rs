@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use crate::common::{Row, Runner, load_average};
 use crate::process::{output_of, say};
 use crate::report::{self, targets};
-use crate::{counts, http, io, memory, micro, net, python};
+use crate::{counts, http, io, memory, micro, net, python, subprocess};
 
-pub const SECTIONS: &[&str] = &["micro", "echo", "bulk", "cross", "http", "memory", "counts"];
+pub const SECTIONS: &[&str] = &["micro", "echo", "bulk", "cross", "http", "memory", "subprocess", "counts"];
 
 /// What `suite` was asked to do.
 pub struct Config {
@@ -130,6 +130,9 @@ pub fn run_all(cfg: Config) {
     }
     if cfg.wants("memory") {
         memory::section_memory(&cfg, &mut s);
+    }
+    if cfg.wants("subprocess") {
+        subprocess::section_subprocess(&cfg, &mut s);
     }
     if cfg.wants("counts") {
         counts::section_counts(&cfg, &mut s);

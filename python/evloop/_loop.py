@@ -10,8 +10,9 @@ selector asyncio builds is never polled.
 
 import asyncio
 import selectors
+import socket
 import sys
-from asyncio import base_events, events, format_helpers, unix_events
+from asyncio import base_events, events, format_helpers, futures, unix_events
 
 from . import _evloop
 
@@ -21,6 +22,9 @@ __all__ = ("EventLoop", "EventLoopPolicy", "VirtualTimeLoop", "new_event_loop")
 Handle = _evloop.Handle
 TimerHandle = _evloop.TimerHandle
 
+# What the native sock_* calls return when they have to wait.
+_Future = futures.Future
+_check_ssl_socket = base_events._check_ssl_socket
 
 
 class _NativeWatchers(selectors.BaseSelector):
@@ -229,6 +233,93 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         if handle is not None:
             handle.cancel()
         return removed or handle is not None
+
+    # ------------------------------------------------------------ sock_*
+    # asyncio's argument checks here, the rest native (_evloop.Core
+    # sock_*): the operation is tried at once; if the socket is not
+    # ready, the core returns a pending future and retries the operation
+    # itself whenever the socket is ready, as asyncio's _sock_* callbacks.
+
+    async def sock_recv(self, sock, n):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._core.sock_recv(sock, n)
+        if r.__class__ is _Future:
+            return await r
+        return r
+
+    async def sock_recv_into(self, sock, buf):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._core.sock_recv_into(sock, buf)
+        if r.__class__ is _Future:
+            return await r
+        return r
+
+    async def sock_recvfrom(self, sock, bufsize):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._core.sock_recvfrom(sock, bufsize)
+        if r.__class__ is _Future:
+            return await r
+        return r
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        if not nbytes:
+            nbytes = len(buf)
+        r = self._core.sock_recvfrom_into(sock, buf, nbytes)
+        if r.__class__ is _Future:
+            return await r
+        return r
+
+    async def sock_sendall(self, sock, data):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._core.sock_sendall(sock, data)
+        if r is not None:
+            return await r
+
+    async def sock_sendto(self, sock, data, address):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._core.sock_sendto(sock, data, address)
+        if r.__class__ is _Future:
+            return await r
+        return r
+
+    async def sock_connect(self, sock, address):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        if sock.family == socket.AF_INET or (base_events._HAS_IPv6 and sock.family == socket.AF_INET6):
+            resolved = await self._ensure_resolved(
+                address, family=sock.family, type=sock.type, proto=sock.proto, loop=self
+            )
+            _, _, _, _, address = resolved[0]
+        fut = self._core.sock_connect(sock, address)
+        if fut is not None:
+            try:
+                return await fut
+            finally:
+                # As asyncio: break the cycle through the traceback.
+                fut = None
+
+    async def sock_accept(self, sock):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._core.sock_accept(sock)
+        if r.__class__ is _Future:
+            return await r
+        return r
 
     def _process_events(self, event_list):
         # Never called: the core dispatches fd events itself.

@@ -30,6 +30,7 @@ use pyo3::{PyTraverseError, PyVisit, intern};
 
 mod handle;
 mod loop_base;
+mod sock;
 mod virtual_time;
 
 use handle::{AsyncioEntry, Handle, HandleEntry, PyEntry, TimerEntry, TimerHandle};
@@ -38,7 +39,7 @@ use virtual_time::VirtualTime;
 
 /// What the callbacks of one `run_until_stopped` share with it.
 #[derive(Default)]
-struct RunState {
+pub(crate) struct RunState {
     /// The exception that must end the run (asyncio lets `KeyboardInterrupt`
     /// and `SystemExit` out of `_run_once`, the rest of the ready queue
     /// staying put).
@@ -49,11 +50,36 @@ struct RunState {
     /// in the core's closures, so that the GC sees them (`__traverse__`):
     /// the self-pipe reader alone would otherwise keep every unclosed loop
     /// alive in an invisible cycle.
-    watchers: RefCell<HashMap<(RawFd, Direction), Py<PyAny>>>,
+    watchers: RefCell<HashMap<(RawFd, Direction), Watcher>>,
+    /// The buffer native `sock_recv` receives into before copying the
+    /// bytes into their `bytes` object (borrowed only while no Python code
+    /// runs).
+    scratch: RefCell<Vec<u8>>,
+}
+
+impl RunState {
+    /// Takes the pending `sock_*` operation `id` out of the watchers, if
+    /// it is still the watcher of `fd` in `direction`. The caller drops
+    /// it (after this borrow has ended).
+    fn take_op(&self, fd: RawFd, direction: Direction, id: u64) -> Option<Watcher> {
+        let mut watchers = self.watchers.borrow_mut();
+        match watchers.get(&(fd, direction)) {
+            Some(Watcher::Op(op)) if op.id() == id => watchers.remove(&(fd, direction)),
+            _ => None,
+        }
+    }
+}
+
+/// What runs when a watched fd is ready.
+enum Watcher {
+    /// An asyncio `Handle` (`add_reader`, asyncio's own transports).
+    Handle(Py<PyAny>),
+    /// A native `sock_*` call waiting for its socket (`sock.rs`).
+    Op(Rc<sock::SockOp>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Direction {
+pub(crate) enum Direction {
     Read,
     Write,
 }
@@ -64,7 +90,7 @@ thread_local! {
     static ACTIVE: RefCell<Option<Rc<RunState>>> = const { RefCell::new(None) };
 }
 
-fn active() -> Option<Rc<RunState>> {
+pub(crate) fn active() -> Option<Rc<RunState>> {
     ACTIVE.with(|a| a.borrow().clone())
 }
 
@@ -76,7 +102,7 @@ const BUSY_POLL_INTERVAL: Duration = Duration::from_micros(250);
 
 /// Keeps an exception that must end the run, and ends the core's pass
 /// after the running callback (the rest stays queued, in front).
-fn interrupt_with(state: &RunState, e: PyErr, lp: Option<&EventLoop>) {
+pub(crate) fn interrupt_with(state: &RunState, e: PyErr, lp: Option<&EventLoop>) {
     *state.pending.borrow_mut() = Some(e);
     match lp {
         Some(lp) => lp.interrupt(),
@@ -350,7 +376,7 @@ impl Core {
     fn add_reader(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
         self.lp.check()?;
         self.lp.add_reader(fd, fd_callback(fd, Direction::Read)).map_err(core_error)?;
-        self.set_watcher(fd, Direction::Read, Some(handle));
+        self.set_watcher(fd, Direction::Read, Some(Watcher::Handle(handle)));
         Ok(())
     }
 
@@ -366,7 +392,7 @@ impl Core {
     fn add_writer(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
         self.lp.check()?;
         self.lp.add_writer(fd, fd_callback(fd, Direction::Write)).map_err(core_error)?;
-        self.set_watcher(fd, Direction::Write, Some(handle));
+        self.set_watcher(fd, Direction::Write, Some(Watcher::Handle(handle)));
         Ok(())
     }
 
@@ -376,6 +402,75 @@ impl Core {
         let removed = self.lp.remove_writer(fd);
         self.set_watcher(fd, Direction::Write, None);
         Ok(removed)
+    }
+
+    // ----- sock_* (sock.rs): the result, or a pending future to await -----
+
+    /// asyncio's `sock_recv` (after its argument checks).
+    fn sock_recv(&self, py: Python<'_>, sock: &Bound<'_, PyAny>, n: isize) -> PyResult<Py<PyAny>> {
+        sock::start(py, self, sock, sock::recv_op(n)?)
+    }
+
+    /// asyncio's `sock_recv_into`.
+    fn sock_recv_into(&self, py: Python<'_>, sock: &Bound<'_, PyAny>, buf: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        sock::start(py, self, sock, sock::Op::RecvInto { buf })
+    }
+
+    /// asyncio's `sock_recvfrom`.
+    fn sock_recvfrom(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        bufsize: Py<PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        sock::start(py, self, sock, sock::Op::RecvFrom { bufsize })
+    }
+
+    /// asyncio's `sock_recvfrom_into` (`nbytes` already defaulted).
+    fn sock_recvfrom_into(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        buf: Py<PyAny>,
+        nbytes: Py<PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        sock::start(py, self, sock, sock::Op::RecvFromInto { buf, nbytes })
+    }
+
+    /// asyncio's `sock_sendall`.
+    fn sock_sendall(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        sock::start(py, self, sock, sock::sendall_op(data)?)
+    }
+
+    /// asyncio's `sock_sendto`.
+    fn sock_sendto(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        data: Py<PyAny>,
+        address: Py<PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        sock::start(py, self, sock, sock::Op::SendTo { data, address })
+    }
+
+    /// asyncio's `sock_connect`, the address resolved.
+    fn sock_connect(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        address: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        sock::connect(py, self, sock, address)
+    }
+
+    /// asyncio's `sock_accept`.
+    fn sock_accept(&self, py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        sock::start(py, self, sock, sock::Op::Accept)
     }
 
     /// The thread-safe door (`call_soon_threadsafe`).
@@ -500,8 +595,19 @@ impl Core {
             visit.call(pyloop)?;
         }
         if let Ok(watchers) = cs.state.watchers.try_borrow() {
-            for handle in watchers.values() {
-                visit.call(handle)?;
+            for watcher in watchers.values() {
+                match watcher {
+                    Watcher::Handle(handle) => visit.call(handle)?,
+                    Watcher::Op(op) => {
+                        let mut outcome = Ok(());
+                        op.visit(&mut |obj| {
+                            if outcome.is_ok() {
+                                outcome = visit.call(obj);
+                            }
+                        });
+                        outcome?;
+                    }
+                }
             }
         }
         // Handles are not tracked by the GC themselves: one that only the
@@ -594,7 +700,19 @@ impl Core {
         }
     }
 
-    fn set_watcher(&self, fd: RawFd, direction: Direction, handle: Option<Py<PyAny>>) {
+    /// Makes `watcher` the one that runs whenever `fd` is ready in
+    /// `direction`, replacing any other.
+    fn watch(&self, lp: &EventLoop, fd: RawFd, direction: Direction, watcher: Watcher) -> PyResult<()> {
+        match direction {
+            Direction::Read => lp.add_reader(fd, fd_callback(fd, direction)),
+            Direction::Write => lp.add_writer(fd, fd_callback(fd, direction)),
+        }
+        .map_err(core_error)?;
+        self.set_watcher(fd, direction, Some(watcher));
+        Ok(())
+    }
+
+    fn set_watcher(&self, fd: RawFd, direction: Direction, handle: Option<Watcher>) {
         let old = {
             let mut watchers = self.state().watchers.borrow_mut();
             match handle {
@@ -647,10 +765,16 @@ impl Core {
 fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
     move || {
         Python::attach(|py| {
-            let handle = active()
-                .and_then(|state| state.watchers.borrow().get(&(fd, direction)).map(|h| h.clone_ref(py)));
-            if let Some(handle) = handle {
-                run_handle(py, &handle);
+            let Some(state) = active() else { return };
+            let watcher = match state.watchers.borrow().get(&(fd, direction)) {
+                Some(Watcher::Handle(h)) => Some(Watcher::Handle(h.clone_ref(py))),
+                Some(Watcher::Op(op)) => Some(Watcher::Op(op.clone())),
+                None => None,
+            };
+            match watcher {
+                Some(Watcher::Handle(handle)) => run_handle(py, &handle),
+                Some(Watcher::Op(op)) => sock::on_ready(py, &state, op),
+                None => {}
             }
         })
     }
@@ -690,6 +814,7 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Handle>()?;
     m.add_class::<TimerHandle>()?;
     m.add_class::<Remote>()?;
+    m.add_class::<sock::OpDone>()?;
     m.add_class::<loop_base::LoopBase>()?;
     Ok(())
 }

@@ -270,6 +270,17 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
         true
     }
 
+    /// Swaps in `protocol` and returns the old one (`start_tls` puts the
+    /// TLS layer between the transport and its protocol); `None`, and no
+    /// swap, once the transport is lost.
+    #[cfg(feature = "tls")]
+    pub(crate) fn replace_protocol(&self, protocol: Rc<RefCell<P>>) -> Option<Rc<RefCell<P>>> {
+        if self.is_lost() {
+            return None;
+        }
+        self.protocol.borrow_mut().replace(protocol)
+    }
+
     pub(crate) fn set_made(&self) {
         self.set_flag(flag::MADE, true);
     }
@@ -284,6 +295,24 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
         let socket = self.socket.borrow();
         let socket = socket.as_ref().ok_or(Error::InvalidState("the transport is closed"))?;
         Ok(f(socket)?)
+    }
+
+    /// Runs `f` (user code) on a duplicate of the socket's fd (`dup(2)`,
+    /// closed when `f` returns): the same socket, but no borrow of the
+    /// transport is alive while `f` runs, and `f` cannot close the
+    /// transport's fd.
+    ///
+    /// # Errors
+    ///
+    /// As [`with_socket`](Core::with_socket), or `dup`'s error.
+    pub(crate) fn with_socket_dup<T>(&self, f: impl FnOnce(&Socket) -> T) -> Result<T> {
+        let dup = self.with_socket(|s| s.try_clone())?;
+        Ok(f(&dup))
+    }
+
+    /// The protocol, while the transport has one.
+    pub(crate) fn protocol(&self) -> Option<Rc<RefCell<P>>> {
+        self.protocol.borrow().clone()
     }
 
     /// Runs `f` on the socket, or fails with `NotConnected` once closed
@@ -522,6 +551,32 @@ pub(crate) fn notify<K: TransportKind>(this: &Rc<K>, what: Notification) {
             me.core().set_flag(flag::FLUSH_SCHEDULED, false);
             deliver_deferred(&me);
         });
+    }
+}
+
+/// Puts `protocol` in the old one's place (`set_protocol`). The old one is
+/// dropped with no borrow alive: now, or on the next pass if one of its
+/// methods is running (that method's caller still holds it, and would
+/// otherwise drop it unguarded when it returns).
+pub(crate) fn replace_protocol<K: TransportKind>(this: &Rc<K>, protocol: Rc<RefCell<K::Protocol>>) {
+    let core = this.core();
+    let old = core.protocol.borrow_mut().replace(protocol);
+    let Some(old) = old else { return };
+    let lp = core.event_loop();
+    match lp.as_ref().filter(|lp| !lp.is_closed()) {
+        Some(lp) if core.flag(flag::BUSY) => {
+            let weak = lp.downgrade();
+            lp.call_soon(move || {
+                if let Err(message) = drop_user(old) {
+                    report(weak.upgrade(), "panic in the destructor of a protocol", Error::Panicked(message));
+                }
+            });
+        }
+        _ => {
+            if let Err(message) = drop_user(old) {
+                report(lp, "panic in the destructor of a protocol", Error::Panicked(message));
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! asyncio's networking layer on evloop: low-level `sock_*` coroutines,
 //! transports and protocols, servers, UDP and Unix sockets, and name
-//! resolution. Everything is built on the loop's own readers, writers,
+//! resolution, and TLS on rustls ([`tls`], the default-on `tls` feature).
+//! Everything is built on the loop's own readers, writers,
 //! futures and tasks.
 //!
 //! Every socket the layer creates is nonblocking and close-on-exec, and
@@ -17,18 +18,26 @@
 //! [`create_server`](crate::EventLoop::create_server) and the rest are
 //! methods of [`EventLoop`](crate::EventLoop); this module holds the types.
 
+mod connect;
 pub(crate) mod core;
 mod dns;
+mod extra;
+mod listen;
 pub(crate) mod protocol;
 mod sendfile;
 mod server;
 pub(crate) mod sock;
 pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub(crate) mod transport;
 mod udp;
 
+pub use connect::ConnectOptions;
+pub use extra::{ExtraInfo, SocketView};
+pub use listen::{ServerHosts, ServerOptions};
 pub use protocol::{Buffered, BufferedProtocol, DatagramProtocol, Protocol, StreamProtocol};
-pub use server::{ACCEPT_RETRY_DELAY, Server, ServerOptions};
+pub use server::{ACCEPT_RETRY_DELAY, Server};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};
 pub use udp::{DatagramOptions, DatagramTransport};
 

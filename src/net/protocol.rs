@@ -122,9 +122,9 @@ pub struct Buffered<P>(pub P);
 /// What a stream transport drives: every [`Protocol`], and
 /// [`Buffered`]`<P>` for every [`BufferedProtocol`]. Sealed; implement
 /// `Protocol` or `BufferedProtocol` instead.
-pub trait StreamProtocol: sealed::Sealed + 'static {
-    /// How the transport reads for this protocol; asked once, when the
-    /// transport is made.
+pub trait StreamProtocol: sealed::Sealed + std::any::Any {
+    /// How the transport reads for this protocol; asked when the protocol
+    /// is given to the transport (made, or `set_protocol`).
     #[doc(hidden)]
     fn read_path(&self) -> ReadPath;
     #[doc(hidden)]

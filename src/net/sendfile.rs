@@ -24,7 +24,7 @@ impl Drop for SendfileGuard {
     fn drop(&mut self) {
         self.inner.sendfile_active.set(false);
         if self.resume_reading {
-            Transport { inner: self.inner.clone() }.resume_reading();
+            Transport::plain(self.inner.clone()).resume_reading();
         }
     }
 }
@@ -49,6 +49,10 @@ impl EventLoop {
         offset: u64,
         count: Option<usize>,
     ) -> Result<usize> {
+        #[cfg(feature = "tls")]
+        if transport.tls.is_some() {
+            return Err(Error::InvalidState("sendfile() is not available on a TLS transport"));
+        }
         let inner = &transport.inner;
         if inner.core().is_closing() {
             return Err(Error::InvalidState("cannot sendfile() on a closing transport"));

@@ -1,5 +1,5 @@
-//! Connections and servers: `create_connection`, `create_server`, their
-//! Unix twins, `connect_accepted_socket`, and [`Server`].
+//! [`Server`]: the listening sockets, accepting, and the connections a
+//! server accepted (made by `net/listen.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -12,10 +12,11 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use slotmap::SlotMap;
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{SockAddr, Socket};
 
 use crate::error::{Error, Result, panic_message};
 use crate::exception::ExceptionContext;
+use crate::net::listen::ServerOptions;
 use crate::net::protocol::StreamProtocol;
 use crate::net::transport::Transport;
 use crate::runtime::event_loop::{Closer, CloserKey, EventLoop, WeakLoop};
@@ -27,45 +28,6 @@ use crate::task::future::Future;
 /// How long accepting pauses after the process ran out of fds or memory
 /// (asyncio's `ACCEPT_RETRY_DELAY`).
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// Options of [`EventLoop::create_server`] and
-/// [`EventLoop::create_unix_server`] (asyncio's keyword arguments);
-/// `Default::default()` gives asyncio's defaults.
-///
-/// # Examples
-///
-/// ```
-/// let opts = evloop::net::ServerOptions { backlog: 512, reuse_port: true, ..Default::default() };
-/// assert!(opts.reuse_address && opts.start_serving);
-/// ```
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// `listen(2)` backlog, and the most connections accepted per readiness
-    /// event (asyncio's default: 100).
-    pub backlog: i32,
-    /// `SO_REUSEADDR` (TCP only; asyncio's default on Unix: on).
-    pub reuse_address: bool,
-    /// `SO_REUSEPORT`: several sockets (processes) share the port.
-    pub reuse_port: bool,
-    /// Start accepting at once (otherwise call [`Server::start_serving`]).
-    pub start_serving: bool,
-    /// Unix servers: remove an existing socket file at the path first (a
-    /// stale one left by a crashed process). Off by default: binding to a
-    /// path that exists fails with `AddrInUse`.
-    pub remove_stale_socket: bool,
-}
-
-impl Default for ServerOptions {
-    fn default() -> ServerOptions {
-        ServerOptions {
-            backlog: 100,
-            reuse_address: true,
-            reuse_port: false,
-            start_serving: true,
-            remove_stale_socket: false,
-        }
-    }
-}
 
 slotmap::new_key_type! {
     struct ConnKey;
@@ -497,274 +459,16 @@ impl fmt::Debug for Server {
     }
 }
 
-fn listen_on(addr: SocketAddr, options: &ServerOptions) -> io::Result<Socket> {
-    let socket = nonblocking_stream(Domain::for_address(addr))?;
-    if options.reuse_address {
-        socket.set_reuse_address(true)?;
-    }
-    if options.reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        // Keep the IPv4 and IPv6 sockets of "all interfaces" apart.
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(options.backlog)?;
-    Ok(socket)
-}
-
 /// The (device, inode) of the file at `path`, if any.
-fn file_id(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-fn nonblocking_stream(domain: Domain) -> io::Result<Socket> {
-    Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)
-}
-
 impl EventLoop {
-    /// Connects to `host:port` and runs the protocol made by `factory` on
-    /// the connection (asyncio's `create_connection`). `host` is resolved
-    /// with [`getaddrinfo`](EventLoop::getaddrinfo); each address is tried in
-    /// turn until one connects. Returns once `connection_made` has run.
-    ///
-    /// # Errors
-    ///
-    /// The last connection error if no address connects (e.g.
-    /// `ConnectionRefused`, its message naming the address: "connect to
-    /// 127.0.0.1:1: Connection refused"), or the resolver's error.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use evloop::net::{Protocol, Transport};
-    ///
-    /// /// Sends a greeting and collects the reply.
-    /// #[derive(Default)]
-    /// struct Client(Vec<u8>);
-    /// impl Protocol for Client {
-    ///     fn connection_made(&mut self, t: &Transport) {
-    ///         t.write(b"ping").unwrap();
-    ///         t.write_eof();
-    ///     }
-    ///     fn data_received(&mut self, data: &[u8]) {
-    ///         self.0.extend_from_slice(data);
-    ///     }
-    /// }
-    ///
-    /// let lp = evloop::EventLoop::new()?;
-    /// let l = lp.clone();
-    /// let reply = lp.run_until_complete(async move {
-    ///     let echo = |mut r: evloop::StreamReader, w: evloop::StreamWriter| async move {
-    ///         let all = r.read_to_end().await.unwrap();
-    ///         w.write(&all).unwrap();
-    ///         w.close();
-    ///     };
-    ///     let server = evloop::start_server(echo, "127.0.0.1", 0, Default::default()).await?;
-    ///     let port = server.local_addr().unwrap().port();
-    ///     let (transport, client) = l.create_connection(Client::default, "127.0.0.1", port).await?;
-    ///     while !transport.is_closing() {
-    ///         evloop::yield_now().await; // the server closes after echoing
-    ///     }
-    ///     server.close();
-    ///     let reply = client.borrow().0.clone();
-    ///     Ok::<_, evloop::Error>(reply)
-    /// })??;
-    /// assert_eq!(reply, b"ping");
-    ///
-    /// let l = lp.clone();
-    /// let refused = lp.run_until_complete(async move {
-    ///     l.create_connection(Client::default, "127.0.0.1", 1).await.map(|_| ())
-    /// })?;
-    /// assert!(refused.unwrap_err().to_string().contains("connect to 127.0.0.1:1"));
-    /// # Ok::<(), evloop::Error>(())
-    /// ```
-    pub async fn create_connection<P: StreamProtocol>(
-        &self,
-        factory: impl FnOnce() -> P,
-        host: &str,
-        port: u16,
-    ) -> Result<(Transport, Rc<RefCell<P>>)> {
-        let mut last_error = None;
-        for addr in self.getaddrinfo(host, port).await? {
-            let socket = nonblocking_stream(Domain::for_address(addr))?;
-            match self.sock_connect(&socket, &addr.into()).await {
-                Ok(()) => return self.start_transport(socket, factory()).await,
-                Err(e) => last_error = Some(e.with_context(format_args!("connect to {addr}"))),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound).into()))
-    }
-
-    /// Connects to the Unix socket at `path` (asyncio's
-    /// `create_unix_connection`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] from `connect`.
-    pub async fn create_unix_connection<P: StreamProtocol>(
-        &self,
-        factory: impl FnOnce() -> P,
-        path: impl AsRef<Path>,
-    ) -> Result<(Transport, Rc<RefCell<P>>)> {
-        let path = path.as_ref();
-        let socket = nonblocking_stream(Domain::UNIX)?;
-        let connected = self.sock_connect(&socket, &SockAddr::unix(path)?).await;
-        connected.map_err(|e| e.with_context(format_args!("connect to {}", path.display())))?;
-        self.start_transport(socket, factory()).await
-    }
-
-    /// Runs a protocol on a socket that is already connected, e.g. one
-    /// accepted elsewhere (asyncio's `connect_accepted_socket`). The socket
-    /// is switched to nonblocking mode; the transport owns it from now on.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] if the socket cannot be made nonblocking.
-    pub async fn connect_accepted_socket<P: StreamProtocol>(
-        &self,
-        factory: impl FnOnce() -> P,
-        socket: impl Into<Socket>,
-    ) -> Result<(Transport, Rc<RefCell<P>>)> {
-        self.start_transport(socket.into(), factory()).await
-    }
-
-    async fn start_transport<P: StreamProtocol>(
-        &self,
-        socket: Socket,
-        protocol: P,
-    ) -> Result<(Transport, Rc<RefCell<P>>)> {
-        let made = self.create_future::<()>();
-        let started = Transport::start(self, socket, protocol, None, Some(made.clone()))?;
-        // If the caller is cancelled before connection_made has run, nobody
-        // will ever get this transport: abort it rather than leak an open
-        // connection (asyncio closes it too).
-        struct AbortOnDrop(Option<Transport>);
-        impl Drop for AbortOnDrop {
-            fn drop(&mut self) {
-                if let Some(t) = self.0.take() {
-                    t.abort();
-                }
-            }
-        }
-        let mut guard = AbortOnDrop(Some(started.0.clone()));
-        made.await?;
-        guard.0 = None;
-        Ok(started)
-    }
-
-    /// Listens on `host:port` and runs a protocol made by `factory` for each
-    /// connection (asyncio's `create_server`). An empty `host` listens on
-    /// every interface (IPv4 and IPv6); port 0 picks a free port (see
-    /// [`Server::local_addr`]). `options` as asyncio's keyword arguments;
-    /// `Default::default()` for asyncio's defaults.
-    ///
-    /// The server holds its loop weakly; closing the loop closes it (and,
-    /// separately, every connection it accepted).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] from resolving, `bind` or `listen` (e.g. `AddrInUse`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use evloop::net::{Protocol, ServerOptions, Transport};
-    ///
-    /// struct Hello;
-    /// impl Protocol for Hello {
-    ///     fn connection_made(&mut self, t: &Transport) {
-    ///         t.write(b"hello\n").unwrap();
-    ///         t.close();
-    ///     }
-    ///     fn data_received(&mut self, _: &[u8]) {}
-    /// }
-    ///
-    /// let lp = evloop::EventLoop::new()?;
-    /// let l = lp.clone();
-    /// let greeting = lp.run_until_complete(async move {
-    ///     let options = ServerOptions { backlog: 512, ..Default::default() };
-    ///     let server = l.create_server(|| Hello, "127.0.0.1", 0, options).await?;
-    ///     let port = server.local_addr().unwrap().port();
-    ///     let (mut reader, _writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
-    ///     let greeting = reader.read_to_end().await?;
-    ///     server.close();
-    ///     Ok::<_, evloop::Error>(greeting)
-    /// })??;
-    /// assert_eq!(greeting, b"hello\n");
-    /// # Ok::<(), evloop::Error>(())
-    /// ```
-    pub async fn create_server<P, F>(
-        &self,
-        factory: F,
-        host: &str,
-        port: u16,
-        options: ServerOptions,
-    ) -> Result<Server>
-    where
-        P: StreamProtocol,
-        F: Fn() -> P + 'static,
-    {
-        let addrs = if host.is_empty() {
-            vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from(([0u16; 8], port))]
-        } else {
-            self.getaddrinfo(host, port).await?
-        };
-        let all_interfaces = host.is_empty();
-        let mut listeners = Vec::new();
-        for addr in addrs {
-            match listen_on(addr, &options) {
-                Ok(socket) => listeners.push(socket),
-                // "All interfaces" on a machine without IPv6: IPv4 alone.
-                Err(e)
-                    if all_interfaces
-                        && addr.is_ipv6()
-                        && matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.serve(listeners, factory, &options, None)
-    }
-
-    /// Listens on the Unix socket `path` (asyncio's `create_unix_server`);
-    /// `options.remove_stale_socket` removes an existing socket file first
-    /// (only a socket: any other kind of file is an error).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] from `bind` (e.g. `AddrInUse` if the path exists) or
-    /// `listen`.
-    pub async fn create_unix_server<P, F>(
-        &self,
-        factory: F,
-        path: impl AsRef<Path>,
-        options: ServerOptions,
-    ) -> Result<Server>
-    where
-        P: StreamProtocol,
-        F: Fn() -> P + 'static,
-    {
-        let path = path.as_ref();
-        if options.remove_stale_socket {
-            use std::os::unix::fs::FileTypeExt;
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                if !meta.file_type().is_socket() {
-                    let msg = format!("{} exists and is not a socket", path.display());
-                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, msg).into());
-                }
-                std::fs::remove_file(path)?;
-            }
-        }
-        let socket = nonblocking_stream(Domain::UNIX)?;
-        socket.bind(&SockAddr::unix(path)?)?;
-        socket.listen(options.backlog)?;
-        let id = file_id(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        self.serve(vec![socket], factory, &options, Some((path.to_owned(), id)))
-    }
-
-    fn serve<P, F>(
+    /// Claims the listening sockets and makes the server (accepting at
+    /// once if `options.start_serving`).
+    pub(crate) fn serve<P, F>(
         &self,
         listeners: Vec<Socket>,
         factory: F,
@@ -775,9 +479,31 @@ impl EventLoop {
         P: StreamProtocol,
         F: Fn() -> P + 'static,
     {
+        #[cfg(feature = "tls")]
+        if let Some(config) = options.ssl.clone() {
+            let tls = crate::net::tls::TlsOptions {
+                server_hostname: None,
+                ssl_handshake_timeout: options.ssl_handshake_timeout,
+                ssl_shutdown_timeout: options.ssl_shutdown_timeout,
+            };
+            let start_connection: StartConnection = Box::new(move |lp, socket, link| {
+                crate::net::tls::start_server_connection(lp, socket, factory(), link, &config, &tls)
+            });
+            return self.serve_with(listeners, start_connection, options, unix_path);
+        }
         let start_connection: StartConnection = Box::new(move |lp, socket, link| {
             Transport::start(lp, socket, factory(), Some(link), None).map(|(t, _)| t)
         });
+        self.serve_with(listeners, start_connection, options, unix_path)
+    }
+
+    fn serve_with(
+        &self,
+        listeners: Vec<Socket>,
+        start_connection: StartConnection,
+        options: &ServerOptions,
+        unix_path: Option<(PathBuf, (u64, u64))>,
+    ) -> Result<Server> {
         let mut claimed = Vec::with_capacity(listeners.len());
         for socket in listeners {
             let source = match self.claim_source(socket.as_raw_fd()) {

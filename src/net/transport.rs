@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
 use std::task::Waker;
 
@@ -104,6 +104,17 @@ enum ReadSide {
     AtEofPaused,
 }
 
+/// Which end of a pipe a transport is ([`crate::os::pipe`]); sockets are
+/// `NotPipe`. A pipe reads and writes with `read(2)`/`write(2)`, reads or
+/// writes only, and a write pipe's reader callback watches for its peer
+/// closing instead of reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PipeEnd {
+    NotPipe,
+    Read,
+    Write,
+}
+
 /// The write side's half-close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WriteSide {
@@ -115,7 +126,9 @@ enum WriteSide {
 
 pub(crate) struct StreamInner {
     core: Core<dyn StreamProtocol>,
-    read_path: ReadPath,
+    /// A `Cell`: `set_protocol` and `start_tls` swap the protocol (and its
+    /// read path).
+    read_path: Cell<ReadPath>,
     read_side: Cell<ReadSide>,
     write_side: Cell<WriteSide>,
     write_buf: RefCell<WriteBuffer>,
@@ -124,6 +137,8 @@ pub(crate) struct StreamInner {
     pub(crate) sendfile_active: Cell<bool>,
     /// The server that accepted the connection, told once it is gone.
     server: Cell<Option<ServerLink>>,
+    /// Set once, right after `start`, for pipe transports.
+    pub(crate) pipe: Cell<PipeEnd>,
 }
 
 impl TransportKind for StreamInner {
@@ -198,7 +213,24 @@ impl TransportKind for StreamInner {
 /// ```
 #[derive(Clone)]
 pub struct Transport {
+    /// The socket's transport (for a TLS transport, the one carrying the
+    /// ciphertext: addresses and the fd come from it).
     pub(crate) inner: Rc<StreamInner>,
+    /// Set on the application side of a TLS connection: the stream
+    /// methods then act on the TLS layer (`net/tls`). One pointer test per
+    /// call on the plain path.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Rc<crate::net::tls::TlsSession>>,
+}
+
+/// On a TLS transport, answers the call from the TLS layer instead.
+macro_rules! via_tls {
+    ($self:ident, $tls:ident => $e:expr) => {
+        #[cfg(feature = "tls")]
+        if let Some($tls) = &$self.tls {
+            return $e;
+        }
+    };
 }
 
 impl Transport {
@@ -224,16 +256,17 @@ impl Transport {
         let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
         let inner = Rc::new(StreamInner {
             core: Core::new(lp, fd, socket, shared)?,
-            read_path,
+            read_path: Cell::new(read_path),
             read_side: Cell::new(ReadSide::Reading),
             write_side: Cell::new(WriteSide::Open),
             write_buf: RefCell::new(WriteBuffer::default()),
             is_tcp,
             sendfile_active: Cell::new(false),
             server: Cell::new(server),
+            pipe: Cell::new(PipeEnd::NotPipe),
         });
         core::register_closer(&inner);
-        let transport = Transport { inner };
+        let transport = Transport::plain(inner);
         // asyncio: connection_made first, then start reading, both on the
         // next pass.
         let t = transport.clone();
@@ -253,6 +286,7 @@ impl Transport {
     /// [`close`](Transport::close), or while
     /// [`sendfile`](EventLoop::sendfile) runs on the transport.
     pub fn write(&self, data: &[u8]) -> Result<()> {
+        via_tls!(self, tls => tls.write(data));
         self.inner.check_writable()?;
         self.inner.write(data);
         Ok(())
@@ -268,6 +302,7 @@ impl Transport {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
+        via_tls!(self, tls => tls.writelines(chunks));
         self.inner.check_writable()?;
         for chunk in chunks {
             self.write(chunk.as_ref())?;
@@ -276,9 +311,20 @@ impl Transport {
     }
 
     /// Closes the write side once the buffer is flushed (half-close); the
-    /// peer sees EOF and can still send.
+    /// peer sees EOF and can still send. Does nothing on a TLS transport
+    /// (see [`can_write_eof`](Transport::can_write_eof)).
     pub fn write_eof(&self) {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return;
+        }
         let inner = &self.inner;
+        match inner.pipe.get() {
+            // A pipe has no half-close: its write end closes (asyncio).
+            PipeEnd::Write => return self.close(),
+            PipeEnd::Read => return,
+            PipeEnd::NotPipe => {}
+        }
         if inner.core.is_closing() || inner.write_side.get() != WriteSide::Open {
             return;
         }
@@ -289,15 +335,21 @@ impl Transport {
     }
 
     /// Whether [`write_eof`](Transport::write_eof) is supported: true for
-    /// TCP and Unix stream sockets.
+    /// TCP and Unix stream sockets and write pipes, false for read pipes
+    /// and over TLS (as asyncio's SSL transport: TLS has no half-close
+    /// that peers agree on).
     pub fn can_write_eof(&self) -> bool {
-        true
+        via_tls!(self, _tls => false);
+        self.inner.pipe.get() != PipeEnd::Read
     }
 
     /// Closes the transport: stops reading now, sends what is buffered, then
     /// calls the protocol's `connection_lost(None)` (on a later pass) and
-    /// closes the socket. Calling it again does nothing.
+    /// closes the socket. Calling it again does nothing. Over TLS, the
+    /// plaintext is flushed, then `close_notify` is sent; a peer that does
+    /// not take it within the shutdown timeout is cut off.
     pub fn close(&self) {
+        via_tls!(self, tls => tls.close());
         let inner = &self.inner;
         if !inner.core.start_closing() {
             return;
@@ -309,13 +361,16 @@ impl Transport {
     }
 
     /// Closes the transport at once, dropping buffered data; the protocol
-    /// gets `connection_lost(None)` on a later pass.
+    /// gets `connection_lost(None)` on a later pass. Over TLS no
+    /// `close_notify` is sent.
     pub fn abort(&self) {
+        via_tls!(self, tls => tls.abort());
         core::force_close(&self.inner, None);
     }
 
     /// Whether the transport is closing or closed.
     pub fn is_closing(&self) -> bool {
+        via_tls!(self, tls => tls.is_closing());
         self.inner.core.is_closing()
     }
 
@@ -327,8 +382,10 @@ impl Transport {
         // unregisters it only if the fd reports readable while paused. A
         // pause that is resumed before the next readiness (a stream
         // reader's flow control, every 256 KiB read) costs no epoll_ctl.
+        via_tls!(self, tls => tls.pause_reading());
         let inner = &self.inner;
-        if inner.core.is_closing() {
+        // A write pipe's reader callback watches for the peer closing.
+        if inner.core.is_closing() || inner.pipe.get() == PipeEnd::Write {
             return;
         }
         match inner.read_side.get() {
@@ -340,6 +397,7 @@ impl Transport {
 
     /// Resumes reading after [`pause_reading`](Transport::pause_reading).
     pub fn resume_reading(&self) {
+        via_tls!(self, tls => tls.resume_reading());
         let inner = &self.inner;
         if inner.core.is_closing() {
             return;
@@ -356,12 +414,16 @@ impl Transport {
 
     /// Whether the transport is reading (not paused, not closing).
     pub fn is_reading(&self) -> bool {
+        via_tls!(self, tls => tls.is_reading());
         !self.inner.core.is_closing()
+            && self.inner.pipe.get() != PipeEnd::Write
             && matches!(self.inner.read_side.get(), ReadSide::Reading | ReadSide::AtEof)
     }
 
-    /// Bytes accepted by `write` and not yet sent.
+    /// Bytes accepted by `write` and not yet sent (over TLS: plaintext
+    /// waiting for the handshake plus ciphertext not yet sent).
     pub fn get_write_buffer_size(&self) -> usize {
+        via_tls!(self, tls => tls.get_write_buffer_size());
         self.inner.write_buf.borrow().len()
     }
 
@@ -383,6 +445,10 @@ impl Transport {
         if low > high {
             return Err(Error::InvalidState("the low-water mark must not exceed the high-water mark"));
         }
+        via_tls!(self, tls => {
+            tls.set_write_buffer_limits(high, low);
+            Ok(())
+        });
         let inner = &self.inner;
         inner.core.set_limits(high, low);
         let buffered = inner.write_buf.borrow().len();
@@ -393,6 +459,7 @@ impl Transport {
 
     /// The write buffer's `(low, high)` water marks, as asyncio orders them.
     pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+        via_tls!(self, tls => tls.get_write_buffer_limits());
         (self.inner.core.low_water(), self.inner.core.high_water())
     }
 
@@ -443,6 +510,106 @@ impl Transport {
     #[track_caller]
     pub fn get_loop(&self) -> EventLoop {
         self.inner.core.get_loop()
+    }
+
+    /// Hands the connection to `protocol` (asyncio's `set_protocol`, used
+    /// for protocol upgrades): every later call (`data_received`,
+    /// `eof_received`, `pause_writing`, `connection_lost`…) goes to it, and
+    /// bytes not yet read are read for it, with its kind's read path. It
+    /// does not get `connection_made` (as in asyncio): it is handed the
+    /// connection in the middle; give it the transport yourself. Safe from
+    /// inside a method of the old protocol: the switch applies from the
+    /// next call on. The old protocol is dropped once the transport no
+    /// longer needs it (at once, or on the next pass if one of its methods
+    /// is running), unless you keep its `Rc`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] once `connection_lost` has run (the
+    /// transport keeps no protocol then); `protocol` is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::net::{Protocol, Transport};
+    ///
+    /// /// Waits for "UPGRADE\n", then hands the connection to `Shout`.
+    /// struct Plain(Option<Transport>);
+    /// impl Protocol for Plain {
+    ///     fn connection_made(&mut self, t: &Transport) { self.0 = Some(t.clone()); }
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         if data == b"UPGRADE\n" {
+    ///             let t = self.0.take().unwrap();
+    ///             t.set_protocol(Shout(t.clone())).unwrap();
+    ///             t.write(b"ok\n").unwrap(); // the client waits for this
+    ///         }
+    ///     }
+    /// }
+    /// struct Shout(Transport);
+    /// impl Protocol for Shout {
+    ///     fn data_received(&mut self, data: &[u8]) { self.0.write(&data.to_ascii_uppercase()).unwrap(); }
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// let reply = lp.run_until_complete(async move {
+    ///     let server = l.create_server(|| Plain(None), "127.0.0.1", 0, Default::default()).await?;
+    ///     let port = server.local_addr().unwrap().port();
+    ///     let (mut r, w) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
+    ///     w.write(b"UPGRADE\n")?;
+    ///     assert_eq!(r.readline().await?, b"ok\n");
+    ///     w.write(b"hi")?;
+    ///     let reply = r.readexactly(2).await?;
+    ///     server.close();
+    ///     Ok::<_, evloop::Error>(reply)
+    /// })??;
+    /// assert_eq!(reply, b"HI");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn set_protocol<P: StreamProtocol>(&self, protocol: P) -> Result<Rc<RefCell<P>>> {
+        let inner = &self.inner;
+        if inner.core.lifecycle() == Lifecycle::Gone {
+            let _ = crate::runtime::guard::drop_user(protocol);
+            return Err(Error::InvalidState("the transport is closed"));
+        }
+        inner.read_path.set(protocol.read_path());
+        let protocol = Rc::new(RefCell::new(protocol));
+        let shared: Rc<RefCell<dyn StreamProtocol>> = protocol.clone();
+        core::replace_protocol(inner, shared);
+        Ok(protocol)
+    }
+
+    /// The protocol, if it is a `P` (asyncio's `get_protocol`, typed):
+    /// the one `create_connection` returned or `set_protocol` set last.
+    /// `None` if it is another type, once `connection_lost` has run, or
+    /// while it is mutably borrowed (inside one of its own methods, where
+    /// `self` is at hand anyway).
+    pub fn get_protocol<P: StreamProtocol>(&self) -> Option<Rc<RefCell<P>>> {
+        crate::sys::downcast::downcast_protocol(self.inner.core.protocol()?)
+    }
+}
+
+impl Transport {
+    /// Makes a transport that `start` just made a pipe end, before its
+    /// `connection_made` runs. A write pipe watches its fd for the reader
+    /// closing when `watch_peer` (a FIFO or a socket; a character device
+    /// may not be pollable for that).
+    pub(crate) fn set_pipe_end(&self, end: PipeEnd, watch_peer: bool) {
+        self.inner.pipe.set(end);
+        if end == PipeEnd::Write && !watch_peer {
+            self.inner.read_side.set(ReadSide::AtEof);
+        }
+    }
+}
+
+impl Transport {
+    /// The plain (not TLS) transport over `inner`.
+    pub(crate) fn plain(inner: Rc<StreamInner>) -> Transport {
+        Transport {
+            inner,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
     }
 }
 
@@ -495,7 +662,23 @@ impl StreamInner {
         if self.core.is_closing() {
             return Err(Error::InvalidState("cannot write to a closing transport"));
         }
+        if self.pipe.get() == PipeEnd::Read {
+            return Err(Error::InvalidState("cannot write to a read pipe"));
+        }
         Ok(())
+    }
+
+    /// Puts `protocol` (the TLS layer) in place of the current protocol,
+    /// which is returned; `None` once the transport is lost.
+    #[cfg(feature = "tls")]
+    pub(crate) fn replace_protocol(
+        &self,
+        protocol: Rc<RefCell<dyn StreamProtocol>>,
+    ) -> Option<Rc<RefCell<dyn StreamProtocol>>> {
+        let read_path = protocol.borrow().read_path();
+        let old = self.core.replace_protocol(protocol)?;
+        self.read_path.set(read_path);
+        Some(old)
     }
 
     pub(crate) fn write_buffered(&self) -> usize {
@@ -532,6 +715,9 @@ impl StreamInner {
         if self.core.is_closing() {
             return;
         }
+        if self.pipe.get() == PipeEnd::Write {
+            return self.on_peer_closed();
+        }
         if self.read_side.get() != ReadSide::Reading {
             // Paused (see `pause_reading`): stop watching the fd now.
             self.core.unwatch_read();
@@ -549,8 +735,10 @@ impl StreamInner {
 
     /// One receive; returns whether it filled the buffer (more may wait).
     fn receive_once(self: &Rc<Self>) -> bool {
-        match self.read_path {
-            ReadPath::Direct => {
+        match self.read_path.get() {
+            // The streams' direct receive is `recv(2)`: a pipe takes the
+            // shared buffer and `data_received` instead.
+            ReadPath::Direct if self.pipe.get() == PipeEnd::NotPipe => {
                 let received = core::call(self, |p| self.core.io(|s| p.receive(s)));
                 match received {
                     Some(Ok(0)) => self.on_eof(),
@@ -580,7 +768,7 @@ impl StreamInner {
                 }
                 false
             }
-            ReadPath::Shared => {
+            ReadPath::Shared | ReadPath::Direct => {
                 let mut buf = take_read_buffer();
                 let full = match self.recv(&mut buf) {
                     Ok(0) => {
@@ -605,7 +793,24 @@ impl StreamInner {
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pipe.get() != PipeEnd::NotPipe {
+            return self.core.io(|s| crate::sys::process::read(s.as_fd(), buf));
+        }
         self.core.io(|s| (&*SockRef::from(s)).read(buf))
+    }
+
+    /// A write pipe turned readable: its reader closed (asyncio's
+    /// `_UnixWritePipeTransport._read_ready`): data still buffered can
+    /// never be delivered.
+    fn on_peer_closed(self: &Rc<Self>) {
+        if self.core.is_lost() {
+            return;
+        }
+        if self.write_buffered() > 0 {
+            core::force_close(self, Some(io::Error::from(io::ErrorKind::BrokenPipe).into()));
+        } else {
+            core::connection_lost(self, None);
+        }
     }
 
     fn on_read_error(self: &Rc<Self>, e: io::Error) {
@@ -623,8 +828,10 @@ impl StreamInner {
         });
         self.core.unwatch_read();
         let keep_open = core::call(self, |p| p.eof_received());
-        if keep_open == Some(false) {
-            Transport { inner: self.clone() }.close();
+        // A read pipe has nothing left to do after EOF (asyncio closes it
+        // whatever `eof_received` answers).
+        if keep_open == Some(false) || self.pipe.get() == PipeEnd::Read {
+            Transport::plain(self.clone()).close();
         }
     }
 
@@ -652,6 +859,9 @@ impl StreamInner {
     }
 
     fn send(&self, data: &[u8]) -> io::Result<usize> {
+        if self.pipe.get() != PipeEnd::NotPipe {
+            return self.core.io(|s| crate::sys::process::write(s.as_fd(), data));
+        }
         self.core.io(|s| send_nosignal(&SockRef::from(s), data))
     }
 

@@ -33,7 +33,7 @@ pub struct DatagramOptions {
     pub allow_broadcast: bool,
 }
 
-struct DatagramInner {
+pub(crate) struct DatagramInner {
     core: Core<dyn DatagramProtocol>,
     queue: RefCell<VecDeque<(Vec<u8>, Option<SockAddr>)>>,
     queued_bytes: Cell<usize>,
@@ -106,7 +106,7 @@ impl TransportKind for DatagramInner {
 /// ```
 #[derive(Clone)]
 pub struct DatagramTransport {
-    inner: Rc<DatagramInner>,
+    pub(crate) inner: Rc<DatagramInner>,
 }
 
 impl DatagramTransport {

@@ -79,6 +79,8 @@ pub(crate) struct LoopInner {
     /// Held weakly and unboxed: a transport registers itself, which costs
     /// one slot, not an allocation.
     closers: RefCell<SlotMap<CloserKey, Weak<dyn Closer>>>,
+    /// Signal handlers and subscriptions (os/signal.rs).
+    pub(crate) signals: crate::os::signal::LoopSignals,
     /// The ready-queue entry of `run_until_complete`'s future (task/run.rs):
     /// when it runs, the pass polls that future in its place.
     pub(crate) main: Rc<MainMarker>,
@@ -168,6 +170,8 @@ impl Drop for LoopInner {
         } else {
             drop(self.remote.close());
         }
+        let signals = self.signals.shutdown(self.forked());
+        let _ = crate::runtime::guard::drop_user(signals);
         let closers = std::mem::take(self.closers.get_mut());
         for (_, closer) in closers {
             if let Some(closer) = closer.upgrade() {
@@ -245,6 +249,7 @@ impl LoopInner {
 /// | low-level sockets | [`sock_recv`](EventLoop::sock_recv), [`sock_recv_into`](EventLoop::sock_recv_into), [`sock_sendall`](EventLoop::sock_sendall), [`sock_connect`](EventLoop::sock_connect), [`sock_accept`](EventLoop::sock_accept), [`sock_recvfrom`](EventLoop::sock_recvfrom), [`sock_recvfrom_into`](EventLoop::sock_recvfrom_into), [`sock_sendto`](EventLoop::sock_sendto), [`sock_sendfile`](EventLoop::sock_sendfile) |
 /// | transports and servers | [`create_connection`](EventLoop::create_connection), [`create_unix_connection`](EventLoop::create_unix_connection), [`connect_accepted_socket`](EventLoop::connect_accepted_socket), [`create_server`](EventLoop::create_server), [`create_unix_server`](EventLoop::create_unix_server), [`create_datagram_endpoint`](EventLoop::create_datagram_endpoint), [`create_unix_datagram_endpoint`](EventLoop::create_unix_datagram_endpoint), [`sendfile`](EventLoop::sendfile) |
 /// | name resolution | [`getaddrinfo`](EventLoop::getaddrinfo), [`getnameinfo`](EventLoop::getnameinfo) |
+/// | signals | [`add_signal_handler`](EventLoop::add_signal_handler), [`remove_signal_handler`](EventLoop::remove_signal_handler) |
 /// | errors and debugging | [`set_exception_handler`](EventLoop::set_exception_handler), [`get_exception_handler`](EventLoop::get_exception_handler), [`call_exception_handler`](EventLoop::call_exception_handler), [`default_exception_handler`](EventLoop::default_exception_handler), [`set_debug`](EventLoop::set_debug), [`get_debug`](EventLoop::get_debug), [`set_slow_callback_duration`](EventLoop::set_slow_callback_duration), [`stats`](EventLoop::stats) |
 ///
 /// # Examples
@@ -444,6 +449,7 @@ impl Builder {
             waker_slot: Cell::new(crate::task::task::SLOT_UNCLAIMED),
             executor: RefCell::new(None),
             closers: RefCell::new(SlotMap::with_key()),
+            signals: Default::default(),
             pass: PassState {
                 hook: self.wait_hook,
                 busy_poll_interval: self.busy_poll_interval,
@@ -895,6 +901,8 @@ impl EventLoop {
             }
         }
         *inner.remote_buf.borrow_mut() = items;
+        // A signal wakes the loop through the same pending flag.
+        crate::os::signal::dispatch_pending(self);
     }
 
     /// Step 3: move every due timer to the ready queue, earliest first, equal
@@ -1091,6 +1099,9 @@ impl EventLoop {
                 }
             }
         }
+        // Signal handlers next: their dispositions are restored at once.
+        let signals = inner.signals.shutdown(forked);
+        self.drop_reporting(signals);
         // Take everything else out, then drop it with no borrow alive: the
         // closures' destructors are user code.
         let remote = if forked { inner.remote.abandon_after_fork() } else { inner.remote.close() };

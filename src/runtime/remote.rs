@@ -89,6 +89,23 @@ impl RemoteShared {
         Ok(())
     }
 
+    /// Wakes the loop for a signal (called in signal context, by
+    /// `sys::signal`): marks the queue pending so the loop's next drain
+    /// looks at its signals, and notifies `poller` unless a wake-up is on
+    /// its way. Async-signal-safe: one atomic swap, then `Poller::notify`
+    /// (an atomic compare-exchange and a `write(2)` to its eventfd).
+    pub(crate) fn wake_from_signal(&self, poller: &Poller) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            let _ = poller.notify();
+        }
+    }
+
+    /// The loop's poller, while the loop lives (for signal targets, which
+    /// must hold it strongly: see `sys::signal`).
+    pub(crate) fn poller(&self) -> Option<Arc<Poller>> {
+        self.poller.upgrade()
+    }
+
     /// Whether something was pushed since the last `take`.
     #[inline]
     pub(crate) fn has_pending(&self) -> bool {

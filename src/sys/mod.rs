@@ -7,10 +7,13 @@
 //! tested on Linux.
 
 pub(crate) mod dns;
+pub(crate) mod downcast;
 pub(crate) mod entry;
 pub(crate) mod fork;
 pub(crate) mod owner;
 pub(crate) mod pinned;
 pub(crate) mod poller;
+pub(crate) mod process;
+pub(crate) mod signal;
 pub(crate) mod socket;
 pub(crate) mod waker;

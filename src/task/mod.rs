@@ -26,7 +26,7 @@ pub use helpers::{
 };
 pub use interval::{Interval, interval};
 pub use run::Awaitable;
-pub use runner::{Runner, RunnerBuilder, run};
+pub use runner::{RunOptions, Runner, RunnerBuilder, run, run_with};
 pub use task::{AnyTask, Task, TaskJoin, all_tasks, current_task, spawn, spawn_named};
 pub use timeout::{Timeout, TimeoutScope, timeout, timeout_at, timeout_scope, timeout_scope_at};
 pub use wait::{AsCompleted, IntoTask, ReturnWhen, Shield, Wait, Watched, as_completed, shield, wait};

@@ -47,6 +47,11 @@ pub trait Awaitable: sealed::Sealed + 'static {
 
     #[doc(hidden)]
     fn run_on(self, lp: &EventLoop) -> Result<Self::Output>;
+
+    /// The awaitable as a plain future, for a runner that must run it as
+    /// a task (Ctrl-C cancels the main task).
+    #[doc(hidden)]
+    fn into_main_future(self) -> Pin<Box<dyn std::future::Future<Output = Result<Self::Output>>>>;
 }
 
 impl<F: std::future::Future + 'static> sealed::Sealed for F {}
@@ -61,6 +66,10 @@ impl<F: std::future::Future + 'static> Awaitable for F {
     fn run_on(self, lp: &EventLoop) -> Result<F::Output> {
         run_main_future(lp, self, Location::caller())
     }
+
+    fn into_main_future(self) -> Pin<Box<dyn std::future::Future<Output = Result<F::Output>>>> {
+        Box::pin(async move { Ok(self.await) })
+    }
 }
 
 impl<T: Clone + 'static> Awaitable for Task<T> {
@@ -69,6 +78,10 @@ impl<T: Clone + 'static> Awaitable for Task<T> {
     #[track_caller]
     fn run_on(self, lp: &EventLoop) -> Result<Result<T>> {
         self.as_future().clone().run_on(lp)
+    }
+
+    fn into_main_future(self) -> Pin<Box<dyn std::future::Future<Output = Result<Result<T>>>>> {
+        self.as_future().clone().into_main_future()
     }
 }
 
@@ -99,6 +112,10 @@ impl<T: Clone + 'static> Awaitable for Future<T> {
         }
         Ok(self.result())
     }
+
+    fn into_main_future(self) -> Pin<Box<dyn std::future::Future<Output = Result<Result<T>>>>> {
+        Box::pin(async move { Ok((&self).await) })
+    }
 }
 
 impl Awaitable for TaskGroup {
@@ -107,6 +124,10 @@ impl Awaitable for TaskGroup {
     #[track_caller]
     fn run_on(self, lp: &EventLoop) -> Result<Result<()>> {
         std::future::IntoFuture::into_future(self).run_on(lp)
+    }
+
+    fn into_main_future(self) -> Pin<Box<dyn std::future::Future<Output = Result<Result<()>>>>> {
+        std::future::IntoFuture::into_future(self).into_main_future()
     }
 }
 

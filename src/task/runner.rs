@@ -45,6 +45,7 @@ enum State {
 pub struct Runner {
     state: RefCell<State>,
     debug: Option<bool>,
+    cancel_on_ctrl_c: bool,
 }
 
 /// Options for a [`Runner`], from [`Runner::builder`].
@@ -52,6 +53,7 @@ pub struct Runner {
 pub struct RunnerBuilder {
     debug: Option<bool>,
     factory: Option<LoopFactory>,
+    cancel_on_ctrl_c: bool,
 }
 
 impl RunnerBuilder {
@@ -81,9 +83,22 @@ impl RunnerBuilder {
         self
     }
 
+    /// Makes Ctrl-C (`SIGINT`) cancel the main task of each
+    /// [`run`](Runner::run), as `asyncio.Runner` does (default: off,
+    /// signals are left alone); see [`RunOptions::cancel_on_ctrl_c`]. The
+    /// run's future is then wrapped in a task.
+    pub fn cancel_on_ctrl_c(mut self, on: bool) -> RunnerBuilder {
+        self.cancel_on_ctrl_c = on;
+        self
+    }
+
     /// The runner; its loop is made on first use.
     pub fn build(self) -> Runner {
-        Runner { state: RefCell::new(State::Created(self.factory)), debug: self.debug }
+        Runner {
+            state: RefCell::new(State::Created(self.factory)),
+            debug: self.debug,
+            cancel_on_ctrl_c: self.cancel_on_ctrl_c,
+        }
     }
 }
 
@@ -137,13 +152,19 @@ impl Runner {
     ///
     /// [`Error::AlreadyRunning`] when called from inside a running loop
     /// (asyncio's `RuntimeError`), and as
-    /// [`EventLoop::run_until_complete`] and [`get_loop`](Runner::get_loop).
+    /// [`EventLoop::run_until_complete`] and [`get_loop`](Runner::get_loop);
+    /// [`Error::Cancelled`] if Ctrl-C cancelled the main task (with
+    /// [`RunnerBuilder::cancel_on_ctrl_c`]).
     #[track_caller]
     pub fn run<A: Awaitable>(&self, fut: A) -> Result<A::Output> {
         if get_running_loop().is_ok() {
             return Err(Error::AlreadyRunning);
         }
-        self.get_loop()?.run_until_complete(fut)
+        let lp = self.get_loop()?;
+        if self.cancel_on_ctrl_c {
+            return crate::os::signal::run_cancelling_on_ctrl_c(&lp, fut.into_main_future())?;
+        }
+        lp.run_until_complete(fut)
     }
 
     /// Cancels every task still pending and runs the loop until they have
@@ -189,7 +210,11 @@ impl fmt::Debug for Runner {
             State::Running(_) => "initialized",
             State::Closed => "closed",
         };
-        f.debug_struct("Runner").field("state", &state).field("debug", &self.debug).finish()
+        f.debug_struct("Runner")
+            .field("state", &state)
+            .field("debug", &self.debug)
+            .field("cancel_on_ctrl_c", &self.cancel_on_ctrl_c)
+            .finish()
     }
 }
 
@@ -198,6 +223,7 @@ impl fmt::Debug for RunnerBuilder {
         f.debug_struct("RunnerBuilder")
             .field("debug", &self.debug)
             .field("loop_factory", &self.factory.is_some())
+            .field("cancel_on_ctrl_c", &self.cancel_on_ctrl_c)
             .finish()
     }
 }
@@ -223,6 +249,80 @@ impl fmt::Debug for RunnerBuilder {
 #[track_caller]
 pub fn run<A: Awaitable>(fut: A) -> Result<A::Output> {
     let runner = Runner::new();
+    let result = runner.run(fut);
+    let closed = runner.close();
+    let out = result?;
+    closed?;
+    Ok(out)
+}
+
+/// How [`run_with`] runs its future: asyncio's `Runner` settings that
+/// `evloop::run` leaves at their defaults (the same as [`RunnerBuilder`]'s,
+/// for one run).
+///
+/// # Examples
+///
+/// ```
+/// use evloop::RunOptions;
+/// let out = evloop::run_with(RunOptions::new().cancel_on_ctrl_c(true), async { 6 * 7 })?;
+/// assert_eq!(out, 42);
+/// # Ok::<(), evloop::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    cancel_on_ctrl_c: bool,
+}
+
+impl RunOptions {
+    /// The defaults, as [`run`]: signals are left alone.
+    pub fn new() -> RunOptions {
+        RunOptions::default()
+    }
+
+    /// Makes Ctrl-C (`SIGINT`) cancel the main task, as `asyncio.run`
+    /// and `asyncio.Runner` do (default: off, signals are left alone).
+    /// The future then runs as a task; the first Ctrl-C cancels it (its
+    /// future is dropped, so what it awaited is cancelled and its
+    /// destructors run), `run_with` returns `Err(Error::Cancelled)`
+    /// (asyncio raises `KeyboardInterrupt`), and the default disposition
+    /// is back at once: a second Ctrl-C ends the process as usual.
+    /// Applies only when `SIGINT` has its default disposition (nobody
+    /// else handles it), as asyncio takes it only from Python's default
+    /// handler; the disposition is restored when the task is done.
+    pub fn cancel_on_ctrl_c(mut self, on: bool) -> RunOptions {
+        self.cancel_on_ctrl_c = on;
+        self
+    }
+}
+
+/// [`run`] with [`RunOptions`]: one run of a [`Runner`] built as the
+/// options say, then its close.
+///
+/// # Errors
+///
+/// As [`run`]; [`Error::Cancelled`] if Ctrl-C cancelled the main task
+/// (with [`RunOptions::cancel_on_ctrl_c`]).
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use evloop::RunOptions;
+/// // A long job that Ctrl-C interrupts cleanly.
+/// let out = evloop::run_with(RunOptions::new().cancel_on_ctrl_c(true), async {
+///     evloop::sleep(Duration::from_secs(3600)).await;
+/// });
+/// if let Err(evloop::Error::Cancelled) = out {
+///     eprintln!("interrupted");
+/// }
+/// ```
+#[track_caller]
+pub fn run_with<F>(options: RunOptions, fut: F) -> Result<F::Output>
+where
+    F: std::future::Future + 'static,
+{
+    let runner = Runner::builder().cancel_on_ctrl_c(options.cancel_on_ctrl_c).build();
     let result = runner.run(fut);
     let closed = runner.close();
     let out = result?;

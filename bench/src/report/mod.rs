@@ -228,7 +228,7 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
          peers on one workload use the same paired ratio; the chain-vs-`yield_now` target compares two \
          workloads, so it uses their medians.\n",
     );
-    let sections: [(&str, &str, &[&str], &str, &str); 6] = [
+    let sections: [(&str, &str, &[&str], &str, &str); 7] = [
         (
             "micro",
             "Loop micro benchmarks",
@@ -287,6 +287,15 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
             &["evloop", "tokio", "asyncio", "uvloop"],
             "evloop",
             "Resident memory of a process (VmRSS / VmHWM from /proc), one measurement each.",
+        ),
+        (
+            "subprocess",
+            "Subprocesses",
+            &["evloop", "tokio"],
+            "evloop",
+            "`create_subprocess_exec` against `tokio::process` on the current-thread runtime, in this process: \
+             spawn + wait of `true` one after another (stdio inherited), and one 64-byte line written to a \
+             running `cat` and read back (`readline` / `BufReader::read_until`), one line in flight.",
         ),
     ];
     for (key, title, peers, base, intro) in sections {

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::exception::ExceptionContext;
 use crate::net::protocol::ReadPath;
 use crate::net::transport::READ_SIZE;
-use crate::net::{Server, ServerOptions, StreamProtocol, Transport};
+use crate::net::{ConnectOptions, Server, ServerHosts, ServerOptions, StreamProtocol, Transport};
 use crate::runtime::event_loop::{EventLoop, running_loop};
 use socket2::SockRef;
 
@@ -39,8 +39,9 @@ pub const DEFAULT_LIMIT: usize = 64 * 1024;
 
 type ClientConnected = Rc<dyn Fn(StreamReader, StreamWriter)>;
 
-/// The protocol behind a stream pair (asyncio's `StreamReaderProtocol`).
-struct StreamProtocolImpl {
+/// The protocol behind a stream pair (asyncio's `StreamReaderProtocol`);
+/// subprocess pipes use it too.
+pub(crate) struct StreamProtocolImpl {
     reader: Option<StreamReader>,
     reader_shared: Rc<ReaderShared>,
     writer: Rc<WriterShared>,
@@ -120,7 +121,7 @@ impl StreamProtocol for StreamProtocolImpl {
     }
 }
 
-fn stream_protocol(limit: usize, on_connect: Option<ClientConnected>) -> StreamProtocolImpl {
+pub(crate) fn stream_protocol(limit: usize, on_connect: Option<ClientConnected>) -> StreamProtocolImpl {
     let reader = StreamReader::with_limit(limit);
     StreamProtocolImpl {
         reader_shared: reader.shared.clone(),
@@ -138,31 +139,64 @@ fn split(
     transport: Transport,
     protocol: &Rc<RefCell<StreamProtocolImpl>>,
 ) -> Result<(StreamReader, StreamWriter)> {
-    let mut p = protocol.borrow_mut();
+    split_parts(transport, &mut protocol.borrow_mut())
+}
+
+/// [`split`] on a protocol already borrowed (one wrapped in another).
+pub(crate) fn split_parts(
+    transport: Transport,
+    p: &mut StreamProtocolImpl,
+) -> Result<(StreamReader, StreamWriter)> {
     let reader = p.reader.take().ok_or(Error::InvalidState("the stream reader was already taken"))?;
     let writer = StreamWriter { transport, shared: p.writer.clone(), reader: Some(p.reader_shared.clone()) };
     Ok((reader, writer))
 }
 
-/// Options of [`open_connection`] and [`open_unix_connection`];
-/// `Default::default()` gives asyncio's.
+/// Options of [`open_connection`] and [`open_unix_connection`]: the
+/// reader's `limit` and the connection's [`ConnectOptions`];
+/// `Default::default()` gives asyncio's. Fields may be added: build it
+/// with the setters.
 ///
 /// # Examples
 ///
 /// ```
-/// let opts = evloop::net::stream::ConnectOptions { limit: 1 << 20 };
-/// assert_eq!(evloop::net::stream::ConnectOptions::default().limit, evloop::net::stream::DEFAULT_LIMIT);
-/// # let _ = opts;
+/// use evloop::net::ConnectOptions;
+/// use evloop::net::stream::{DEFAULT_LIMIT, StreamConnectOptions};
+/// let opts = StreamConnectOptions::new().limit(1 << 20).connect(ConnectOptions::new().local_addr("127.0.0.1", 0));
+/// assert_eq!(opts.limit, 1 << 20);
+/// assert_eq!(StreamConnectOptions::default().limit, DEFAULT_LIMIT);
 /// ```
 #[derive(Debug, Clone)]
-pub struct ConnectOptions {
+#[non_exhaustive]
+pub struct StreamConnectOptions {
     /// The reader's buffer limit (default 64 KiB, asyncio's `limit`).
     pub limit: usize,
+    /// The connection's options (local address, Happy Eyeballs…).
+    pub connect: ConnectOptions,
 }
 
-impl Default for ConnectOptions {
-    fn default() -> ConnectOptions {
-        ConnectOptions { limit: DEFAULT_LIMIT }
+impl Default for StreamConnectOptions {
+    fn default() -> StreamConnectOptions {
+        StreamConnectOptions { limit: DEFAULT_LIMIT, connect: ConnectOptions::default() }
+    }
+}
+
+impl StreamConnectOptions {
+    /// asyncio's defaults (the same as `Default::default()`).
+    pub fn new() -> StreamConnectOptions {
+        StreamConnectOptions::default()
+    }
+
+    /// Sets [`limit`](StreamConnectOptions::limit).
+    pub fn limit(mut self, limit: usize) -> StreamConnectOptions {
+        self.limit = limit;
+        self
+    }
+
+    /// Sets [`connect`](StreamConnectOptions::connect).
+    pub fn connect(mut self, connect: ConnectOptions) -> StreamConnectOptions {
+        self.connect = connect;
+        self
     }
 }
 
@@ -171,7 +205,7 @@ impl Default for ConnectOptions {
 ///
 /// # Errors
 ///
-/// As [`EventLoop::create_connection`].
+/// As [`EventLoop::create_connection_with`].
 ///
 /// # Panics
 ///
@@ -205,12 +239,12 @@ impl Default for ConnectOptions {
 pub async fn open_connection(
     host: &str,
     port: u16,
-    options: ConnectOptions,
+    options: StreamConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
     let lp = running_loop("open_connection");
     let limit = options.limit;
-    let (transport, protocol) =
-        lp.create_connection(move || stream_protocol(limit, None), host, port).await?;
+    let factory = move || stream_protocol(limit, None);
+    let (transport, protocol) = lp.create_connection_with(factory, host, port, options.connect).await?;
     split(transport, &protocol)
 }
 
@@ -219,18 +253,40 @@ pub async fn open_connection(
 ///
 /// # Errors
 ///
-/// As [`EventLoop::create_unix_connection`].
+/// As [`EventLoop::create_unix_connection_with`].
 ///
 /// # Panics
 ///
 /// When awaited outside a running loop, or if `options.limit` is 0.
 pub async fn open_unix_connection(
     path: impl AsRef<Path>,
-    options: ConnectOptions,
+    options: StreamConnectOptions,
 ) -> Result<(StreamReader, StreamWriter)> {
     let lp = running_loop("open_unix_connection");
     let limit = options.limit;
-    let (transport, protocol) = lp.create_unix_connection(move || stream_protocol(limit, None), path).await?;
+    let factory = move || stream_protocol(limit, None);
+    let (transport, protocol) = lp.create_unix_connection_with(factory, path, options.connect).await?;
+    split(transport, &protocol)
+}
+
+/// A reader/writer pair over a stream socket the caller connected
+/// (asyncio's `open_connection(sock=…)`); the stream owns it from now on.
+///
+/// # Errors
+///
+/// As [`EventLoop::create_connection_from_socket`].
+///
+/// # Panics
+///
+/// When awaited outside a running loop, or if `options.limit` is 0.
+pub async fn open_connection_from_socket(
+    socket: impl Into<socket2::Socket>,
+    options: StreamConnectOptions,
+) -> Result<(StreamReader, StreamWriter)> {
+    let lp = running_loop("open_connection_from_socket");
+    let limit = options.limit;
+    let factory = move || stream_protocol(limit, None);
+    let (transport, protocol) = lp.create_connection_from_socket(factory, socket, options.connect).await?;
     split(transport, &protocol)
 }
 
@@ -307,7 +363,8 @@ where
 
 /// Starts a server on `host:port` that runs `client_connected(reader,
 /// writer)` as a new task for each connection (asyncio's `start_server`).
-/// An empty `host` listens on every interface. If a connection's task
+/// An empty `host` listens on every interface; several hosts listen on
+/// each (see [`ServerHosts`]). If a connection's task
 /// panics or is cancelled, its connection is closed, and a panic is passed
 /// to the loop's exception handler.
 ///
@@ -320,7 +377,7 @@ where
 /// When awaited outside a running loop.
 pub async fn start_server<F, Fut>(
     client_connected: F,
-    host: &str,
+    host: impl ServerHosts,
     port: u16,
     options: StreamServerOptions,
 ) -> Result<Server>
@@ -331,6 +388,30 @@ where
     let lp = running_loop("start_server");
     let factory = server_protocol_factory(&lp, client_connected, options.limit);
     lp.create_server(factory, host, port, options.server).await
+}
+
+/// Starts a stream server on a socket the caller made (asyncio's
+/// `start_server(sock=…)` and `start_unix_server(sock=…)`).
+///
+/// # Errors
+///
+/// As [`EventLoop::create_server_from_socket`].
+///
+/// # Panics
+///
+/// When awaited outside a running loop.
+pub async fn start_server_from_socket<F, Fut>(
+    client_connected: F,
+    socket: impl Into<socket2::Socket>,
+    options: StreamServerOptions,
+) -> Result<Server>
+where
+    F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let lp = running_loop("start_server_from_socket");
+    let factory = server_protocol_factory(&lp, client_connected, options.limit);
+    lp.create_server_from_socket(factory, socket, options.server).await
 }
 
 /// Starts a Unix-socket server at `path` (asyncio's `start_unix_server`).

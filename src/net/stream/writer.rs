@@ -200,6 +200,39 @@ impl StreamWriter {
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
+
+    /// Upgrades the connection to TLS (asyncio's `StreamWriter.start_tls`):
+    /// does the handshake, then this writer and its reader go through the
+    /// TLS layer (see [`EventLoop::start_tls`](crate::EventLoop::start_tls)).
+    /// Clones of the writer made before keep the plain transport: upgrade
+    /// first, clone after.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventLoop::start_tls`](crate::EventLoop::start_tls); after a
+    /// failed handshake the connection is closed.
+    ///
+    /// # Panics
+    ///
+    /// If the loop was dropped.
+    ///
+    /// # Examples
+    ///
+    /// See [`net::tls`](crate::net::tls).
+    #[cfg(feature = "tls")]
+    pub async fn start_tls(
+        &mut self,
+        config: impl Into<crate::net::tls::TlsConfig>,
+        options: crate::net::tls::TlsOptions,
+    ) -> Result<()> {
+        let lp = self.transport.get_loop();
+        let upgraded = lp.start_tls(&self.transport, config, options).await?;
+        if let Some(reader) = &self.reader {
+            *reader.transport.borrow_mut() = Some(upgraded.clone());
+        }
+        self.transport = upgraded;
+        Ok(())
+    }
 }
 
 impl fmt::Debug for StreamWriter {

@@ -1,0 +1,518 @@
+//! Native `sock_*` (asyncio's low-level socket calls): each tries the
+//! operation at once and, if the socket is not ready, returns a pending
+//! asyncio `Future` and waits for readiness as a core fd watcher that
+//! retries the operation, as asyncio's selector loop does, without a
+//! Python frame, `Handle` or `functools.partial` per wait.
+//!
+//! Invariants:
+//! - Bytes are only read when the operation is tried, and never once its
+//!   future is done: a cancelled `sock_recv` leaves what arrives in the
+//!   socket for the next read (asyncio's `if fut.done(): return`).
+//! - A pending operation is the fd's watcher for its direction (the map
+//!   `RunState::watchers`, visited by the GC); it leaves the map when it
+//!   completes, and its future's done callback ([`OpDone`]) removes it on
+//!   cancellation, unless another watcher replaced it meanwhile (asyncio's
+//!   `_sock_read_done` checking `handle.cancelled()`).
+//! - Only exact `socket.socket` objects get the direct syscalls (recv,
+//!   recv_into, send); any other object (a subclass, a wrapper) gets its
+//!   own methods called, as asyncio calls them.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{
+    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit, PyTypeError,
+    PyValueError,
+};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyType};
+use socket2::SockRef;
+
+use crate::{Direction, RunState, Watcher, active, interrupt_with};
+
+/// Receives larger than this go to a buffer of their own instead of the
+/// loop's reusable one, so that one huge `sock_recv` does not pin its
+/// size for the loop's lifetime.
+const SCRATCH_MAX: usize = 256 * 1024;
+
+/// What a pending operation does when tried.
+pub(crate) enum Op {
+    Recv {
+        n: usize,
+    },
+    RecvInto {
+        buf: Py<PyAny>,
+    },
+    RecvFrom {
+        bufsize: Py<PyAny>,
+    },
+    RecvFromInto {
+        buf: Py<PyAny>,
+        nbytes: Py<PyAny>,
+    },
+    /// The data's buffer is held (exported) while the send is pending, as
+    /// asyncio holds a `memoryview`: a `bytearray` cannot be resized
+    /// under it.
+    SendAll {
+        data: PyUntypedBuffer,
+        sent: std::cell::Cell<usize>,
+    },
+    SendTo {
+        data: Py<PyAny>,
+        address: Py<PyAny>,
+    },
+    Connect {
+        address: Py<PyAny>,
+    },
+    Accept,
+}
+
+impl Op {
+    fn direction(&self) -> Direction {
+        match self {
+            Op::Recv { .. }
+            | Op::RecvInto { .. }
+            | Op::RecvFrom { .. }
+            | Op::RecvFromInto { .. }
+            | Op::Accept => Direction::Read,
+            Op::SendAll { .. } | Op::SendTo { .. } | Op::Connect { .. } => Direction::Write,
+        }
+    }
+}
+
+/// A `sock_*` call waiting for its socket: the fd's watcher until done.
+pub(crate) struct SockOp {
+    id: u64,
+    fd: RawFd,
+    sock: Py<PyAny>,
+    fut: Py<PyAny>,
+    op: Op,
+}
+
+impl SockOp {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The Python objects it holds, for the GC.
+    pub(crate) fn visit(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
+        visit(&self.sock);
+        visit(&self.fut);
+        match &self.op {
+            Op::RecvInto { buf } => visit(buf),
+            Op::RecvFrom { bufsize } => visit(bufsize),
+            Op::RecvFromInto { buf, nbytes } => {
+                visit(buf);
+                visit(nbytes);
+            }
+            Op::SendTo { data, address } => {
+                visit(data);
+                visit(address);
+            }
+            Op::Connect { address } => visit(address),
+            Op::Recv { .. } | Op::SendAll { .. } | Op::Accept => {}
+        }
+    }
+}
+
+/// What one try of an operation gave.
+enum Try {
+    Done(Py<PyAny>),
+    /// Not ready (`EAGAIN`, `EINTR`): wait for readiness and try again.
+    Wait,
+    Failed(PyErr),
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn socket_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static SOCKET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    SOCKET.import(py, "socket", "socket")
+}
+
+fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static FUTURE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    FUTURE.import(py, "asyncio", "Future")
+}
+
+/// Whether `sock` is a plain `socket.socket`, whose `recv`/`send` the
+/// loop may do itself on the fd.
+fn is_plain_socket(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(sock.get_type().is(socket_type(sock.py())?))
+}
+
+fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    sock.call_method0(intern!(sock.py(), "fileno"))?.extract()
+}
+
+/// The OSError Python's socket module raises for `errno`
+/// (`OSError(errno, strerror)` picks the subclass: `ConnectionResetError`…).
+fn os_error(py: Python<'_>, err: &io::Error) -> PyErr {
+    match err.raw_os_error() {
+        Some(errno) => {
+            let strerror = py
+                .import(intern!(py, "os"))
+                .and_then(|os| os.call_method1(intern!(py, "strerror"), (errno,)))
+                .and_then(|s| s.extract::<String>())
+                .unwrap_or_else(|_| err.to_string());
+            PyOSError::new_err((errno, strerror))
+        }
+        None => PyOSError::new_err(err.to_string()),
+    }
+}
+
+fn would_block(err: &io::Error) -> bool {
+    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+}
+
+/// Runs `f` on the socket whose fd is `fd`.
+fn with_fd<R>(py: Python<'_>, fd: RawFd, f: impl FnOnce(SockRef<'_>) -> io::Result<R>) -> Result<R, Try> {
+    if fd < 0 {
+        return Err(Try::Failed(os_error(py, &io::Error::from_raw_os_error(libc::EBADF))));
+    }
+    // SAFETY: `fd` is the number `fileno()` of a Python socket object the
+    // caller holds just returned, and the GIL is held from that call to
+    // the end of this one with no Python code run in between: the socket
+    // cannot be closed meanwhile (closing it needs the GIL), so the fd
+    // stays open for the borrow, which ends with `f`.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    f(SockRef::from(&borrowed))
+        .map_err(|e| if would_block(&e) { Try::Wait } else { Try::Failed(os_error(py, &e)) })
+}
+
+/// A Python call that raises `BlockingIOError`/`InterruptedError` when not
+/// ready (asyncio's `except (BlockingIOError, InterruptedError)`).
+fn python_try(py: Python<'_>, outcome: PyResult<Bound<'_, PyAny>>) -> Try {
+    match outcome {
+        Ok(v) => Try::Done(v.unbind()),
+        Err(e) if e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py) => {
+            Try::Wait
+        }
+        Err(e) => Try::Failed(e),
+    }
+}
+
+/// A C-contiguous byte view of a buffer-exporting object.
+fn contiguous(obj: &Bound<'_, PyAny>) -> PyResult<PyUntypedBuffer> {
+    let buf = PyUntypedBuffer::get(obj)?;
+    if !buf.is_c_contiguous() {
+        // Python's socket methods ask for a C-contiguous buffer too.
+        return Err(PyTypeError::new_err("a C-contiguous bytes-like object is required"));
+    }
+    Ok(buf)
+}
+
+/// The bytes of a held, C-contiguous buffer.
+fn bytes_of(buf: &PyUntypedBuffer) -> &[u8] {
+    // SAFETY: `buf` is a C-contiguous export (checked by `contiguous`) of
+    // `len_bytes()` bytes at `buf_ptr()`, valid while `buf` is held; the
+    // GIL is held while the slice is used (by one `send`, no Python code
+    // in between), so no Python code can write into it meanwhile.
+    unsafe { std::slice::from_raw_parts(buf.buf_ptr().cast::<u8>(), buf.len_bytes()) }
+}
+
+/// The bytes of a held, C-contiguous, writable buffer, for one `recv`.
+fn bytes_of_mut(buf: &mut PyUntypedBuffer) -> &mut [u8] {
+    // SAFETY: as `bytes_of`, and the exporter said it is writable
+    // (checked by the caller); the slice lives for one `recv` with the
+    // GIL held, the only writer meanwhile.
+    unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr().cast::<u8>(), buf.len_bytes()) }
+}
+
+fn writable(obj: &Bound<'_, PyAny>, method: &str) -> PyResult<PyUntypedBuffer> {
+    let buf = contiguous(obj)?;
+    if buf.readonly() {
+        let kind = obj.get_type().name()?;
+        return Err(PyTypeError::new_err(format!(
+            "{method}() argument 'buffer' must be read-write bytes-like object, not {kind}"
+        )));
+    }
+    Ok(buf)
+}
+
+/// One try of `op` on `sock`.
+fn attempt(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) -> Try {
+    match try_op(py, state, sock, op) {
+        Ok(t) => t,
+        Err(e) => Try::Failed(e),
+    }
+}
+
+fn try_op(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) -> PyResult<Try> {
+    Ok(match op {
+        Op::Recv { n } => {
+            if !is_plain_socket(sock)? {
+                return Ok(python_try(py, sock.call_method1(intern!(py, "recv"), (*n,))));
+            }
+            let fd = fileno(sock)?;
+            if *n > SCRATCH_MAX {
+                let mut own: Vec<u8> = Vec::with_capacity(*n);
+                match recv_spare(py, fd, &mut own, *n) {
+                    Ok(()) => Try::Done(PyBytes::new(py, &own).into_any().unbind()),
+                    Err(t) => t,
+                }
+            } else {
+                // No Python code runs while the scratch buffer is borrowed.
+                let mut scratch = state.scratch.borrow_mut();
+                scratch.clear();
+                match recv_spare(py, fd, &mut scratch, *n) {
+                    Ok(()) => Try::Done(PyBytes::new(py, &scratch).into_any().unbind()),
+                    Err(t) => t,
+                }
+            }
+        }
+        Op::RecvInto { buf } => {
+            let buf = buf.bind(py);
+            if !is_plain_socket(sock)? {
+                return Ok(python_try(py, sock.call_method1(intern!(py, "recv_into"), (buf,))));
+            }
+            let fd = fileno(sock)?;
+            let mut view = writable(buf, "recv_into")?;
+            match with_fd(py, fd, |s| {
+                let mut s: &socket2::Socket = &s;
+                io::Read::read(&mut s, bytes_of_mut(&mut view))
+            }) {
+                Ok(got) => Try::Done(got.into_pyobject(py)?.into_any().unbind()),
+                Err(t) => t,
+            }
+        }
+        Op::RecvFrom { bufsize } => python_try(py, sock.call_method1(intern!(py, "recvfrom"), (bufsize,))),
+        Op::RecvFromInto { buf, nbytes } => {
+            python_try(py, sock.call_method1(intern!(py, "recvfrom_into"), (buf, nbytes)))
+        }
+        Op::SendAll { data, sent } => {
+            let bytes = bytes_of(data);
+            let start = sent.get();
+            let sent_now = if is_plain_socket(sock)? {
+                let fd = fileno(sock)?;
+                match with_fd(py, fd, |s| s.send_with_flags(&bytes[start..], libc::MSG_NOSIGNAL)) {
+                    Ok(n) => n,
+                    Err(t) => return Ok(t),
+                }
+            } else {
+                let view = PyBytes::new(py, &bytes[start..]);
+                match python_try(py, sock.call_method1(intern!(py, "send"), (view,))) {
+                    Try::Done(n) => n.extract::<usize>(py)?,
+                    other => return Ok(other),
+                }
+            };
+            let total = start + sent_now;
+            sent.set(total);
+            if total >= bytes.len() { Try::Done(py.None()) } else { Try::Wait }
+        }
+        Op::SendTo { data, address } => {
+            python_try(py, sock.call_method1(intern!(py, "sendto"), (data, 0, address)))
+        }
+        Op::Connect { address } => {
+            // Tried again once writable: the connect's outcome is SO_ERROR.
+            let getsockopt = sock.call_method1(intern!(py, "getsockopt"), (libc::SOL_SOCKET, libc::SO_ERROR));
+            match python_try(py, getsockopt) {
+                Try::Done(err) => {
+                    let err: i32 = err.extract(py)?;
+                    if err != 0 {
+                        let message = format!("Connect call failed {}", address.bind(py).str()?);
+                        Try::Failed(PyOSError::new_err((err, message)))
+                    } else {
+                        Try::Done(py.None())
+                    }
+                }
+                other => other,
+            }
+        }
+        Op::Accept => match python_try(py, sock.call_method0(intern!(py, "accept"))) {
+            Try::Done(pair) => {
+                let pair = pair.bind(py);
+                pair.get_item(0)?.call_method1(intern!(py, "setblocking"), (false,))?;
+                Try::Done(pair.clone().unbind())
+            }
+            other => other,
+        },
+    })
+}
+
+/// `recv` of at most `n` bytes into `vec`'s spare capacity.
+fn recv_spare(py: Python<'_>, fd: RawFd, vec: &mut Vec<u8>, n: usize) -> Result<(), Try> {
+    vec.reserve(n);
+    let got = with_fd(py, fd, |s| {
+        let spare: &mut [MaybeUninit<u8>] = &mut vec.spare_capacity_mut()[..n];
+        s.recv(spare)
+    })?;
+    // SAFETY: `recv` initialized the first `got` bytes of the spare
+    // capacity (it never reports more than it was given), and the vector
+    // was empty before.
+    unsafe { vec.set_len(got) };
+    Ok(())
+}
+
+/// Tries `op` at once; if the socket is not ready, registers it as the
+/// fd's watcher and returns its pending future.
+pub(crate) fn start(
+    py: Python<'_>,
+    core: &crate::Core,
+    sock: &Bound<'_, PyAny>,
+    op: Op,
+) -> PyResult<Py<PyAny>> {
+    let lp = core.open_loop()?;
+    let state = core.state().clone();
+    match attempt(py, &state, sock, &op) {
+        Try::Done(v) => return Ok(v),
+        Try::Failed(e) => return Err(e),
+        Try::Wait => {}
+    }
+    wait(py, core, lp, sock, op)
+}
+
+/// Registers `op` to be tried whenever its socket is ready, and returns
+/// its future (asyncio's `_add_reader`/`_add_writer` plus the done
+/// callback that removes it).
+pub(crate) fn wait(
+    py: Python<'_>,
+    core: &crate::Core,
+    lp: &evloop::EventLoop,
+    sock: &Bound<'_, PyAny>,
+    op: Op,
+) -> PyResult<Py<PyAny>> {
+    let pyloop = core.pyloop(py)?;
+    let fd = fileno(sock)?;
+    pyloop.bind(py).call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "loop"), &pyloop)?;
+    let fut = future_type(py)?.call((), Some(&kwargs))?;
+    let direction = op.direction();
+    let id = next_id();
+    let sock_op = Rc::new(SockOp { id, fd, sock: sock.clone().unbind(), fut: fut.clone().unbind(), op });
+    core.watch(lp, fd, direction, Watcher::Op(sock_op))?;
+    let done = Py::new(py, OpDone { id, fd, direction })?;
+    fut.call_method1(intern!(py, "add_done_callback"), (done,))?;
+    Ok(fut.unbind())
+}
+
+/// Runs a pending operation whose socket the core found ready.
+pub(crate) fn on_ready(py: Python<'_>, state: &Rc<RunState>, op: Rc<SockOp>) {
+    let fut = op.fut.bind(py);
+    match fut.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()) {
+        // Cancelled meanwhile: its done callback removes it; nothing is read.
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => return report(py, state, fut, e),
+    }
+    let outcome = attempt(py, state, op.sock.bind(py), &op.op);
+    let settle = match outcome {
+        Try::Wait => return,
+        Try::Failed(e)
+            if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) =>
+        {
+            // asyncio lets these out of the callback, into run_forever.
+            return interrupt_with(state, e, None);
+        }
+        Try::Done(v) => {
+            forget(state, &op);
+            fut.call_method1(intern!(py, "set_result"), (v,))
+        }
+        Try::Failed(e) => {
+            forget(state, &op);
+            fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))
+        }
+    };
+    if let Err(e) = settle {
+        report(py, state, fut, e);
+    }
+}
+
+/// Unregisters a finished operation, if it is still its fd's watcher.
+fn forget(state: &RunState, op: &SockOp) {
+    let direction = op.op.direction();
+    let removed = state.take_op(op.fd, direction, op.id);
+    if removed.is_some()
+        && let Ok(lp) = evloop::get_running_loop()
+    {
+        match direction {
+            Direction::Read => lp.remove_reader(op.fd),
+            Direction::Write => lp.remove_writer(op.fd),
+        };
+    }
+    drop(removed); // after the map's borrow (in take_op): decrefs may run Python code
+}
+
+/// An error no `sock_*` call expects (a failing `set_result`): to the
+/// loop's exception handler, or out of the run for `KeyboardInterrupt`.
+fn report(py: Python<'_>, state: &Rc<RunState>, fut: &Bound<'_, PyAny>, e: PyErr) {
+    if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) {
+        return interrupt_with(state, e, None);
+    }
+    let handled = (|| -> PyResult<()> {
+        let context = PyDict::new(py);
+        context.set_item("message", "Exception in a native sock_* callback")?;
+        context.set_item("exception", e.value(py))?;
+        context.set_item("future", fut)?;
+        fut.call_method0(intern!(py, "get_loop"))?
+            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    })();
+    if let Err(e) = handled {
+        // The handler itself failed: asyncio lets that out of the pass.
+        interrupt_with(state, e, None);
+    }
+}
+
+/// The done callback of a pending operation's future: once the future is
+/// done (cancelled, mostly: a completed operation unregisters itself
+/// first), removes the operation from its fd if it is still the watcher.
+#[pyclass(frozen, module = "evloop._evloop")]
+pub(crate) struct OpDone {
+    id: u64,
+    fd: RawFd,
+    direction: Direction,
+}
+
+#[pymethods]
+impl OpDone {
+    fn __call__(&self, _fut: &Bound<'_, PyAny>) {
+        let Some(state) = active() else { return };
+        let removed = state.take_op(self.fd, self.direction, self.id);
+        if removed.is_some()
+            && let Ok(lp) = evloop::get_running_loop()
+        {
+            match self.direction {
+                Direction::Read => lp.remove_reader(self.fd),
+                Direction::Write => lp.remove_writer(self.fd),
+            };
+        }
+        drop(removed);
+    }
+}
+
+/// asyncio's `sock_connect` once the address is resolved: `connect`, and
+/// if it is in progress, wait until writable and read `SO_ERROR`.
+pub(crate) fn connect(
+    py: Python<'_>,
+    core: &crate::Core,
+    sock: &Bound<'_, PyAny>,
+    address: &Bound<'_, PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let lp = core.open_loop()?;
+    match python_try(py, sock.call_method1(intern!(py, "connect"), (address,))) {
+        Try::Done(_) => Ok(py.None()),
+        Try::Failed(e) => Err(e),
+        Try::Wait => wait(py, core, lp, sock, Op::Connect { address: address.clone().unbind() }),
+    }
+}
+
+/// Builds the operation of a `sock_*` call from its arguments.
+pub(crate) fn recv_op(n: isize) -> PyResult<Op> {
+    let n = usize::try_from(n).map_err(|_| PyValueError::new_err("negative buffersize in recv"))?;
+    Ok(Op::Recv { n })
+}
+
+pub(crate) fn sendall_op(data: &Bound<'_, PyAny>) -> PyResult<Op> {
+    Ok(Op::SendAll { data: contiguous(data)?, sent: std::cell::Cell::new(0) })
+}

@@ -1,0 +1,306 @@
+"""The low-level socket calls (``loop.sock_*``), native on evloop: every
+test runs on asyncio's loop and on evloop's and expects the same."""
+
+import asyncio
+import gc
+import os
+import socket
+
+import pytest
+
+
+def pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def test_recv_waits_for_data(loop):
+    a, b = pair()
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        assert not task.done()
+        await loop.sock_sendall(a, b"hello")
+        return await task
+
+    with a, b:
+        assert loop.run_until_complete(main()) == b"hello"
+
+
+def test_recv_returns_at_once_when_data_is_there(loop):
+    a, b = pair()
+    with a, b:
+        a.send(b"ready")
+        assert loop.run_until_complete(loop.sock_recv(b, 3)) == b"rea"
+        assert loop.run_until_complete(loop.sock_recv(b, 100)) == b"dy"
+
+
+def test_large_sendall_arrives_whole_and_in_order(loop):
+    a, b = pair()
+    payload = os.urandom(4 * 1024 * 1024)  # far beyond the socket buffers
+
+    async def reader():
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = await loop.sock_recv(b, 65536)
+            assert chunk
+            got += chunk
+        return bytes(got)
+
+    async def main():
+        read = asyncio.ensure_future(reader())
+        await loop.sock_sendall(a, memoryview(payload))
+        return await read
+
+    with a, b:
+        assert loop.run_until_complete(main()) == payload
+
+
+def test_cancelled_recv_loses_no_data_and_leaves_no_reader(loop):
+    a, b = pair()
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.sleep(0)
+        a.send(b"kept")
+        await asyncio.sleep(0.01)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The cancelled call's watcher is gone: nothing to remove.
+        assert loop.remove_reader(b) is False
+        return await loop.sock_recv(b, 100)
+
+    with a, b:
+        assert loop.run_until_complete(main()) == b"kept"
+
+
+def test_cancelled_sendall_leaves_no_writer(loop):
+    a, b = pair()
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_sendall(a, b"x" * (8 * 1024 * 1024)))
+        await asyncio.sleep(0)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        assert loop.remove_writer(a) is False
+
+    with a, b:
+        loop.run_until_complete(main())
+
+
+def test_pending_sendall_holds_its_buffer(loop):
+    # asyncio keeps a memoryview of the data while it sends: the
+    # bytearray cannot be resized under it.
+    a, b = pair()
+    data = bytearray(8 * 1024 * 1024)
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_sendall(a, data))
+        await asyncio.sleep(0)
+        with pytest.raises(BufferError):
+            data.extend(b"more")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        data.extend(b"more")  # released once cancelled
+
+    with a, b:
+        loop.run_until_complete(main())
+
+
+def test_recv_into_a_memoryview_slice(loop):
+    a, b = pair()
+    buf = bytearray(10)
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recv_into(b, memoryview(buf)[2:]))
+        await asyncio.sleep(0)
+        await loop.sock_sendall(a, b"abc")
+        return await task
+
+    with a, b:
+        assert loop.run_until_complete(main()) == 3
+        assert buf == b"\0\0abc" + bytes(5)
+
+
+def test_recv_into_a_read_only_buffer_raises_type_error(loop):
+    a, b = pair()
+    with a, b:
+        a.send(b"x")
+        with pytest.raises(TypeError):
+            loop.run_until_complete(loop.sock_recv_into(b, b"immutable"))
+
+
+def test_recv_with_a_negative_size_raises_value_error(loop):
+    a, b = pair()
+    with a, b, pytest.raises(ValueError):
+        loop.run_until_complete(loop.sock_recv(b, -1))
+
+
+def test_recv_on_a_closed_socket_raises_os_error(loop):
+    a, b = pair()
+    b.close()
+    with a, pytest.raises(OSError):
+        loop.run_until_complete(loop.sock_recv(b, 10))
+
+
+def test_recv_sees_the_peer_close(loop):
+    a, b = pair()
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recv(b, 10))
+        await asyncio.sleep(0)
+        a.close()
+        return await task
+
+    with b:
+        assert loop.run_until_complete(main()) == b""
+
+
+def test_sendall_to_a_closed_peer_raises(loop):
+    a, b = pair()
+    b.close()
+    with a, pytest.raises((BrokenPipeError, ConnectionResetError)):
+        loop.run_until_complete(loop.sock_sendall(a, b"x" * 1_000_000))
+
+
+def test_accept_and_connect_over_tcp(loop):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    client = socket.socket()
+    client.setblocking(False)
+
+    async def main():
+        accept = asyncio.ensure_future(loop.sock_accept(listener))
+        await loop.sock_connect(client, listener.getsockname())
+        conn, address = await accept
+        with conn:
+            assert conn.gettimeout() == 0  # made non-blocking, as asyncio does
+            assert address == client.getsockname()
+            await loop.sock_sendall(client, b"ping")
+            assert await loop.sock_recv(conn, 10) == b"ping"
+
+    with listener, client:
+        loop.run_until_complete(main())
+
+
+def test_connect_refused(loop):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    address = probe.getsockname()
+    probe.close()  # nobody listens there now
+    client = socket.socket()
+    client.setblocking(False)
+    with client, pytest.raises(ConnectionRefusedError):
+        loop.run_until_complete(loop.sock_connect(client, address))
+
+
+def test_udp_sendto_recvfrom_and_recvfrom_into(loop):
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (a, b):
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+
+    async def main():
+        recv = asyncio.ensure_future(loop.sock_recvfrom(b, 100))
+        await asyncio.sleep(0)
+        assert await loop.sock_sendto(a, b"one", b.getsockname()) == 3
+        assert await recv == (b"one", a.getsockname())
+        buf = bytearray(8)
+        recv_into = asyncio.ensure_future(loop.sock_recvfrom_into(b, buf))
+        await asyncio.sleep(0)
+        await loop.sock_sendto(a, b"two", b.getsockname())
+        assert await recv_into == (3, a.getsockname())
+        assert buf[:3] == b"two"
+
+    with a, b:
+        loop.run_until_complete(main())
+
+
+def test_a_socket_used_by_a_transport_is_refused(loop):
+    async def main():
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+        fd = writer.get_extra_info("socket").fileno()
+        alias = socket.socket(fileno=fd)  # the transport's own fd
+        try:
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                await loop.sock_recv(alias, 10)
+        finally:
+            alias.detach()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())
+
+
+def test_debug_mode_refuses_a_blocking_socket(loop):
+    a, b = pair()
+    b.setblocking(True)
+    loop.set_debug(True)
+    with a, b, pytest.raises(ValueError, match="non-blocking"):
+        loop.run_until_complete(loop.sock_recv(b, 10))
+
+
+def test_a_socket_subclass_gets_its_own_methods_called(loop):
+    calls = []
+
+    class Counting(socket.socket):
+        def recv(self, n, *args):
+            calls.append(n)
+            return super().recv(n, *args)
+
+    raw_a, raw_b = socket.socketpair()
+    b = Counting(fileno=raw_b.detach())
+    b.setblocking(False)
+    raw_a.setblocking(False)
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recv(b, 7))
+        await asyncio.sleep(0)
+        await loop.sock_sendall(raw_a, b"sub")
+        return await task
+
+    with raw_a, b:
+        assert loop.run_until_complete(main()) == b"sub"
+    assert calls and set(calls) == {7}
+
+
+def test_a_pending_recv_does_not_keep_the_loop_alive(loop_factory):
+    # The loop -> pending operation -> future -> task -> coroutine -> loop
+    # cycle is visible to the GC: an abandoned loop is collected.
+    import warnings
+    import weakref
+
+    lp = loop_factory()
+    a, b = pair()
+
+    async def waits():
+        await lp.sock_recv(b, 10)
+
+    task = lp.create_task(waits())
+    lp.run_until_complete(asyncio.sleep(0))
+    assert not task.done()
+    ref = weakref.ref(lp)
+    del lp, task
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gc.collect()
+        gc.collect()
+    assert ref() is None
+    a.close()
+    b.close()
