@@ -184,7 +184,7 @@ fn serve_forever_ends_cancelled_when_the_server_is_closed_from_another_task() {
     let _errors = fail_on_callback_errors(&lp);
     let l = lp.clone();
     lp.run_until_complete(async move {
-        let conns = evloop::sync::Queue::unbounded();
+        let conns = util::ConnQueue::unbounded();
         let q = conns.clone();
         let opts = ServerOptions { start_serving: false, ..Default::default() };
         let server = l

@@ -32,7 +32,7 @@ fn unix_server_and_connection_round_trip() {
     let _errors = fail_on_callback_errors(&lp);
     let l = lp.clone();
     lp.run_until_complete(async move {
-        let conns = evloop::sync::Queue::unbounded();
+        let conns = util::ConnQueue::unbounded();
         let q = conns.clone();
         let server = l
             .create_unix_server(
