@@ -999,7 +999,7 @@ fn set_protocol_on_a_tls_transport_swaps_the_app_protocol_not_the_tls_layer() {
         let options = ConnectOptions::new().ssl(client).server_hostname("localhost");
         let first = Rc::new(Seen::default());
         let (t, _) = l
-            .create_connection_with(
+            .create_connection(
                 move || Recording(first, Some(DropCounter::token(&d))),
                 "127.0.0.1",
                 port,
