@@ -970,3 +970,56 @@ fn a_thousand_tls_connections_leave_no_fd_behind() {
     assert_eq!(after, before, "every connection's fds are closed");
     println!("{MARKER}");
 }
+
+#[test]
+fn set_protocol_on_a_tls_transport_swaps_the_app_protocol_not_the_tls_layer() {
+    let pki = TestPki::localhost();
+    let lp = EventLoop::new().unwrap();
+    let l = lp.clone();
+    let seen = Rc::new(Seen::default());
+    let s = seen.clone();
+    let config = pki.server_config();
+    let client = pki.client_config();
+    let drops = DropCounter::new();
+    let d = drops.clone();
+    lp.run_until_complete(async move {
+        /// Answers "ping" with "pong" and keeps the connection open.
+        struct PongOpen(Option<Transport>);
+        impl Protocol for PongOpen {
+            fn connection_made(&mut self, t: &Transport) {
+                self.0 = Some(t.clone());
+            }
+            fn data_received(&mut self, _: &[u8]) {
+                self.0.as_ref().unwrap().write(b"pong").unwrap();
+            }
+        }
+        let options = ServerOptions { ssl: Some(config), ..Default::default() };
+        let server = l.create_server(|| PongOpen(None), "127.0.0.1", 0, options).await?;
+        let port = server.local_addr().unwrap().port();
+        let options = ConnectOptions::new().ssl(client).server_hostname("localhost");
+        let first = Rc::new(Seen::default());
+        let (t, _) = l
+            .create_connection(
+                move || Recording(first, Some(DropCounter::token(&d))),
+                "127.0.0.1",
+                port,
+                options,
+            )
+            .await?;
+        assert!(t.get_protocol::<Recording>().is_some());
+        let new = t.set_protocol(Lost(s))?;
+        assert_eq!(drops.get(), 1, "the old app protocol is dropped");
+        assert!(t.get_protocol::<Lost>().is_some_and(|p| Rc::ptr_eq(&p, &new)));
+        t.write(b"ping")?;
+        while seen.data.borrow().is_empty() {
+            evloop::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(&*seen.data.borrow(), b"pong", "decrypted for the new protocol");
+        t.close();
+        server.close();
+        server.abort_clients();
+        Ok::<_, Error>(())
+    })
+    .unwrap()
+    .unwrap();
+}

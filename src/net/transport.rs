@@ -567,6 +567,8 @@ impl Transport {
     /// # Ok::<(), evloop::Error>(())
     /// ```
     pub fn set_protocol<P: StreamProtocol>(&self, protocol: P) -> Result<Rc<RefCell<P>>> {
+        // Over TLS the protocol is the TLS layer's, not the socket's.
+        via_tls!(self, tls => tls.set_protocol(protocol));
         let inner = &self.inner;
         if inner.core.lifecycle() == Lifecycle::Gone {
             let _ = crate::runtime::guard::drop_user(protocol);
@@ -585,6 +587,7 @@ impl Transport {
     /// while it is mutably borrowed (inside one of its own methods, where
     /// `self` is at hand anyway).
     pub fn get_protocol<P: StreamProtocol>(&self) -> Option<Rc<RefCell<P>>> {
+        via_tls!(self, tls => crate::sys::downcast::downcast_protocol(tls.app_protocol()?));
         crate::sys::downcast::downcast_protocol(self.inner.core.protocol()?)
     }
 }

@@ -154,7 +154,28 @@ impl TlsSession {
     /// The user's protocol, which the layer drives.
     pub(crate) fn set_app(&self, app: Rc<RefCell<dyn StreamProtocol>>) {
         self.app_read_path.set(app.borrow().read_path());
-        *self.app.borrow_mut() = Some(app);
+        let old = self.app.replace(Some(app));
+        // The old protocol's destructor is user code: no borrow held.
+        if let Err(message) = drop_user(old) {
+            self.report("panic in the destructor of a protocol", Error::Panicked(message));
+        }
+    }
+
+    /// `Transport::set_protocol` on the app side: later calls go to
+    /// `protocol` (no `connection_made`, as asyncio).
+    pub(crate) fn set_protocol<P: StreamProtocol>(&self, protocol: P) -> crate::Result<Rc<RefCell<P>>> {
+        if self.state.get() == State::Lost {
+            let _ = drop_user(protocol);
+            return Err(Error::InvalidState("the transport is closed"));
+        }
+        let protocol = Rc::new(RefCell::new(protocol));
+        self.set_app(protocol.clone());
+        Ok(protocol)
+    }
+
+    /// The app protocol, while the connection lasts.
+    pub(crate) fn app_protocol(&self) -> Option<Rc<RefCell<dyn StreamProtocol>>> {
+        self.app.borrow().clone()
     }
 
     /// The app-side transport handle.
