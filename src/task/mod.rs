@@ -28,7 +28,7 @@ pub use helpers::{
 };
 pub use interval::{Interval, interval};
 pub use run::Awaitable;
-pub use runner::{RunOptions, Runner, RunnerBuilder, run, run_with};
+pub use runner::{Runner, RunnerBuilder, run};
 pub use task::{Task, TaskJoin, spawn};
-pub use timeout::{Timeout, TimeoutScope, timeout, timeout_at, timeout_scope, timeout_scope_at};
+pub use timeout::{Timeout, TimeoutScope, timeout, timeout_at};
 pub use wait::{AsCompleted, IntoTask, ReturnWhen, Shield, Wait, Watched, as_completed, shield, wait};

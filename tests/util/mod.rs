@@ -693,3 +693,18 @@ impl NetCounter {
         }
     }
 }
+
+/// The `/proc/self/fd` link of `fd` (`socket:[inode]`, `pipe:[inode]`…):
+/// it names the open file itself, so a later file that reuses the fd
+/// number (or a port another test takes) is told apart.
+pub fn fd_link(fd: std::os::fd::RawFd) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("read /proc/self/fd link")
+}
+
+/// Whether any open fd of the process links to `link` (see [`fd_link`]).
+pub fn is_open_file(link: &std::path::Path) -> bool {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|l| l == link)
+}
