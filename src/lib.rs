@@ -107,7 +107,5 @@ pub use task::executor;
 pub use task::{
     AnyTask, Awaitable, CallbackId, Future, Interval, ReturnWhen, Runner, RunnerBuilder, Task, TaskGroup,
     Timeout, all_tasks, as_completed, current_task, gather, gather_results, interval, run, shield, sleep,
-    sleep_until, spawn, spawn_named, timeout, timeout_at, timeout_scope, timeout_scope_at, to_thread, wait,
-    wait_for, yield_now,
+    sleep_until, spawn, spawn_named, timeout, timeout_at, to_thread, wait, wait_for, yield_now,
 };
-pub use task::{RunOptions, run_with};

@@ -403,7 +403,7 @@ impl Drop for JoinOnDrop {
 }
 
 /// The only test here that touches `SIGINT`: plain `run` leaves it alone,
-/// `run_with(cancel_on_ctrl_c)` takes it for the main task and restores it.
+/// `Runner::builder().cancel_on_ctrl_c(true)` takes it for the main task and restores it.
 #[test]
 fn ctrl_c_cancels_the_main_task_only_when_asked() {
     let _dog = Watchdog::new("ctrl-c runner", Duration::from_secs(30));
@@ -413,7 +413,7 @@ fn ctrl_c_cancels_the_main_task_only_when_asked() {
 
     let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let d = dropped.clone();
-    let out = evloop::run_with(evloop::RunOptions::new().cancel_on_ctrl_c(true), async move {
+    let out = evloop::Runner::builder().cancel_on_ctrl_c(true).build().run(async move {
         assert!(!is_default(sig), "SIGINT is caught while the main task runs");
         let _token = util::SendDropCounter::token(&d);
         let tid = gettid();
@@ -429,7 +429,7 @@ fn ctrl_c_cancels_the_main_task_only_when_asked() {
 
     // The first Ctrl-C restores the default at once, in the signal handler:
     // before the loop has run the handler that cancels the task.
-    let out = evloop::run_with(evloop::RunOptions::new().cancel_on_ctrl_c(true), async move {
+    let out = evloop::Runner::builder().cancel_on_ctrl_c(true).build().run(async move {
         raise(sig);
         assert!(is_default(sig), "a second Ctrl-C would end the process now");
         std::future::pending::<()>().await;
@@ -437,7 +437,7 @@ fn ctrl_c_cancels_the_main_task_only_when_asked() {
     assert!(matches!(out, Err(evloop::Error::Cancelled)), "{out:?}");
 
     // Done without a Ctrl-C: the result comes back and SIGINT is restored.
-    let out = evloop::run_with(evloop::RunOptions::new().cancel_on_ctrl_c(true), async { 7 });
+    let out = evloop::Runner::builder().cancel_on_ctrl_c(true).build().run(async { 7 });
     assert_eq!(out.unwrap(), 7);
     assert!(is_default(sig));
 }
@@ -499,7 +499,7 @@ fn a_second_ctrl_c_ends_a_stuck_program() {
     use std::os::unix::process::ExitStatusExt;
     const CHILD: &str = "EVLOOP_TEST_SECOND_CTRL_C";
     if std::env::var_os(CHILD).is_some() {
-        let _ = evloop::run_with(evloop::RunOptions::new().cancel_on_ctrl_c(true), async {
+        let _ = evloop::Runner::builder().cancel_on_ctrl_c(true).build().run(async {
             raise(libc::SIGINT);
             println!("first Ctrl-C survived");
             raise(libc::SIGINT);

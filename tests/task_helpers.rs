@@ -242,7 +242,7 @@ fn timeout_cancels_the_work_and_reports_timeout() {
     let lp = manual_loop();
     let dropped = DropCounter::new();
     let token = DropCounter::token(&dropped);
-    let scope = evloop::timeout(S * 5, async move {
+    let scope = evloop::timeout(S * 5, move |_| async move {
         let _token = token;
         evloop::sleep(S * 100).await;
     });
@@ -264,7 +264,7 @@ fn timeout_cancels_the_work_and_reports_timeout() {
 fn timeout_reschedule_from_inside_moves_the_deadline() {
     let lp = manual_loop();
     let start = lp.time();
-    let task = lp.create_task(evloop::timeout_scope(S * 10, move |t| async move {
+    let task = lp.create_task(evloop::timeout(S * 10, move |t| async move {
         evloop::sleep(S * 5).await;
         assert_eq!(t.when(), Some(start + S * 10));
         // Push it out: the work needs 13 s in all.
@@ -280,7 +280,7 @@ fn timeout_reschedule_from_inside_moves_the_deadline() {
 
     // reschedule(None) removes the deadline; an earlier one fires earlier.
     let start = lp.time();
-    let task = lp.create_task(evloop::timeout_scope(S, move |t| async move {
+    let task = lp.create_task(evloop::timeout(S, move |t| async move {
         t.reschedule(None).unwrap();
         evloop::sleep(S * 50).await;
         t.reschedule(Some(start + S * 60)).unwrap();
@@ -295,8 +295,8 @@ fn timeout_reschedule_from_inside_moves_the_deadline() {
 #[test]
 fn nested_timeouts_the_inner_one_fires_and_the_outer_goes_on() {
     let lp = manual_loop();
-    let task = lp.create_task(evloop::timeout(S * 10, async {
-        let inner = evloop::timeout(S * 2, evloop::sleep(S * 100)).await;
+    let task = lp.create_task(evloop::timeout(S * 10, |_| async {
+        let inner = evloop::timeout(S * 2, |_| evloop::sleep(S * 100)).await;
         assert!(matches!(inner, Err(Error::Timeout)));
         evloop::sleep(S).await;
         "outer finished"
@@ -312,8 +312,8 @@ fn nested_timeouts_the_outer_one_fires_and_the_inner_cannot_swallow_it() {
     let lp = manual_loop();
     let inner_saw = Rc::new(Cell::new(false));
     let saw = inner_saw.clone();
-    let task = lp.create_task(evloop::timeout(S * 2, async move {
-        let inner = evloop::timeout(S * 10, evloop::sleep(S * 100)).await;
+    let task = lp.create_task(evloop::timeout(S * 2, move |_| async move {
+        let inner = evloop::timeout(S * 10, |_| evloop::sleep(S * 100)).await;
         // Never reached: the outer scope dropped this work.
         saw.set(true);
         inner
@@ -324,8 +324,8 @@ fn nested_timeouts_the_outer_one_fires_and_the_inner_cannot_swallow_it() {
 
     // Both due in one pass: the outer reports, as asyncio's counting of
     // cancellations has it.
-    let task = lp.create_task(evloop::timeout(S * 5, async {
-        let inner = evloop::timeout(S * 3, evloop::sleep(S * 100)).await;
+    let task = lp.create_task(evloop::timeout(S * 5, |_| async {
+        let inner = evloop::timeout(S * 3, |_| evloop::sleep(S * 100)).await;
         Ok::<_, Error>(inner.is_err())
     }));
     advance(&lp, 6);
@@ -336,13 +336,13 @@ fn nested_timeouts_the_outer_one_fires_and_the_inner_cannot_swallow_it() {
 fn timeout_at_and_none_deadlines() {
     let lp = manual_loop();
     let when = lp.time() + S * 3;
-    let task = lp.create_task(evloop::timeout_at(when, evloop::sleep(S * 10)));
+    let task = lp.create_task(evloop::timeout_at(when, |_| evloop::sleep(S * 10)));
     advance(&lp, 3);
     assert!(matches!(task.result().unwrap(), Err(Error::Timeout)));
-    let task = lp.create_task(evloop::timeout(None, evloop::sleep(S * 10)));
+    let task = lp.create_task(evloop::timeout(None, |_| evloop::sleep(S * 10)));
     advance(&lp, 10);
     assert!(task.result().unwrap().is_ok(), "no deadline");
-    let scope = evloop::timeout_scope_at(None, |t| async move { t.when() });
+    let scope = evloop::timeout_at(None, |t| async move { t.when() });
     assert_eq!(lp.run_until_complete(scope).unwrap().unwrap(), None);
 }
 

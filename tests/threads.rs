@@ -232,7 +232,7 @@ fn run_coroutine_threadsafe_from_eight_threads() {
                 let futs: Vec<_> = (0..50u64)
                     .map(|j| {
                         remote
-                            .run_coroutine_threadsafe_with(move || async move {
+                            .run_coroutine_threadsafe(move || async move {
                                 evloop::yield_now().await;
                                 (i * 1000 + j, thread::current().id())
                             })
@@ -270,7 +270,7 @@ fn a_concurrent_future_cancelled_from_another_thread_cancels_the_task() {
     let (started_tx, started_rx) = mpsc::channel();
     let token = SendDropCounter::token(&drops);
     let fut = remote
-        .run_coroutine_threadsafe_with(move || async move {
+        .run_coroutine_threadsafe(move || async move {
             let _token = token;
             started_tx.send(()).unwrap();
             evloop::sleep(Duration::from_secs(3600)).await;
@@ -301,17 +301,17 @@ fn run_coroutine_threadsafe_on_a_closed_loop_errors_and_close_releases_waiters()
     let lp = EventLoop::new().unwrap();
     let remote = lp.remote();
     // Started, then the loop closes with the task pending.
-    let pending = remote.run_coroutine_threadsafe_with(|| evloop::sleep(Duration::from_secs(3600))).unwrap();
+    let pending = remote.run_coroutine_threadsafe(|| evloop::sleep(Duration::from_secs(3600))).unwrap();
     lp.run_once(Some(Duration::ZERO)).unwrap();
     lp.run_once(Some(Duration::ZERO)).unwrap();
     assert!(!pending.done());
     assert_eq!(lp.stats().tasks, 1);
     // Submitted but never run: closing resolves it too.
-    let queued = remote.run_coroutine_threadsafe(async { 1 }).unwrap();
+    let queued = remote.run_coroutine_threadsafe(|| async { 1 }).unwrap();
     lp.close().unwrap();
     assert!(matches!(queued.result(Some(LIMIT)), Err(Error::Closed)));
     assert!(matches!(pending.result(Some(LIMIT)), Err(Error::Closed)));
-    assert!(matches!(remote.run_coroutine_threadsafe(async { 2 }), Err(Error::Closed)));
+    assert!(matches!(remote.run_coroutine_threadsafe(|| async { 2 }), Err(Error::Closed)));
 }
 
 #[test]
@@ -335,7 +335,7 @@ fn a_concurrent_future_can_be_awaited_from_another_loop() {
     let got = client
         .run_until_complete(async move {
             let fut = remote
-                .run_coroutine_threadsafe_with(|| async {
+                .run_coroutine_threadsafe(|| async {
                     evloop::sleep(Duration::from_millis(1)).await;
                     "from the other loop"
                 })

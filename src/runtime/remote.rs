@@ -432,48 +432,14 @@ impl<T> fmt::Debug for ConcurrentFuture<T> {
 }
 
 impl RemoteLoop {
-    /// Runs `fut` as a task on the loop, from any thread (asyncio's
+    /// Runs a future as a task on the loop, from any thread (asyncio's
     /// `run_coroutine_threadsafe`), and returns a [`ConcurrentFuture`] to
-    /// wait for, await or cancel it. The task is created in the loop's next
-    /// iteration.
-    ///
-    /// `fut` must be `Send` to cross threads, which a future holding one of
-    /// evloop's own (single-threaded) futures across an `.await` is not:
-    /// for those, send a closure that makes the future on the loop thread,
-    /// with [`run_coroutine_threadsafe_with`](RemoteLoop::run_coroutine_threadsafe_with).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Closed`] if the loop is closed; `fut` is dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let lp = evloop::EventLoop::new()?;
-    /// let remote = lp.remote();
-    /// let worker = std::thread::spawn(move || {
-    ///     let fut = remote.run_coroutine_threadsafe(async { 6 * 7 })?;
-    ///     let answer = fut.result(Some(std::time::Duration::from_secs(20)));
-    ///     remote.call_soon_threadsafe(|| evloop::get_running_loop().unwrap().stop())?;
-    ///     answer
-    /// });
-    /// lp.run_forever()?;
-    /// assert_eq!(worker.join().unwrap()?, 42);
-    /// # Ok::<(), evloop::Error>(())
-    /// ```
-    #[track_caller]
-    pub fn run_coroutine_threadsafe<F>(&self, fut: F) -> Result<ConcurrentFuture<F::Output>>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.run_coroutine_threadsafe_with(move || fut)
-    }
-
-    /// [`run_coroutine_threadsafe`](RemoteLoop::run_coroutine_threadsafe)
-    /// for a future that is not `Send`: `make` is sent to the loop thread
-    /// and called there, and the future it returns runs as the task. Only
-    /// `make` and the output cross threads.
+    /// wait for, await or cancel it. `make` is sent to the loop thread and
+    /// called there in the loop's next iteration; the future it returns
+    /// runs as the task. Only `make` and the output cross threads, so the
+    /// future need not be `Send` (evloop's own futures are not): where
+    /// asyncio takes a coroutine object, evloop takes the closure that
+    /// makes it (`|| async { .. }`).
     ///
     /// # Errors
     ///
@@ -486,20 +452,20 @@ impl RemoteLoop {
     /// let lp = evloop::EventLoop::new()?;
     /// let remote = lp.remote();
     /// let worker = std::thread::spawn(move || {
-    ///     let fut = remote.run_coroutine_threadsafe_with(|| async {
+    ///     let fut = remote.run_coroutine_threadsafe(|| async {
     ///         evloop::sleep(Duration::from_millis(1)).await;
-    ///         "slept on the loop"
+    ///         6 * 7
     ///     })?;
-    ///     let out = fut.result(Some(Duration::from_secs(20)));
+    ///     let answer = fut.result(Some(Duration::from_secs(20)));
     ///     remote.call_soon_threadsafe(|| evloop::get_running_loop().unwrap().stop())?;
-    ///     out
+    ///     answer
     /// });
     /// lp.run_forever()?;
-    /// assert_eq!(worker.join().unwrap()?, "slept on the loop");
+    /// assert_eq!(worker.join().unwrap()?, 42);
     /// # Ok::<(), evloop::Error>(())
     /// ```
     #[track_caller]
-    pub fn run_coroutine_threadsafe_with<M, F>(&self, make: M) -> Result<ConcurrentFuture<F::Output>>
+    pub fn run_coroutine_threadsafe<M, F>(&self, make: M) -> Result<ConcurrentFuture<F::Output>>
     where
         M: FnOnce() -> F + Send + 'static,
         F: std::future::Future + 'static,

@@ -7,6 +7,7 @@
 //! The crate root re-exports the names; the future types that adapters
 //! return (`Sleep`, `Gather`, `WaitFor`, `TaskJoin`…) live here.
 
+pub(crate) mod current;
 pub mod executor;
 pub(crate) mod future;
 pub(crate) mod helpers;
@@ -18,6 +19,7 @@ pub(crate) mod task;
 pub(crate) mod timeout;
 pub(crate) mod wait;
 
+pub use current::{AnyTask, all_tasks, current_task, spawn_named};
 pub use executor::{ToThread, to_thread};
 pub use future::{CallbackId, Future, FutureOwned, FutureRef};
 pub use helpers::{
@@ -26,7 +28,7 @@ pub use helpers::{
 };
 pub use interval::{Interval, interval};
 pub use run::Awaitable;
-pub use runner::{RunOptions, Runner, RunnerBuilder, run, run_with};
-pub use task::{AnyTask, Task, TaskJoin, all_tasks, current_task, spawn, spawn_named};
-pub use timeout::{Timeout, TimeoutScope, timeout, timeout_at, timeout_scope, timeout_scope_at};
+pub use runner::{Runner, RunnerBuilder, run};
+pub use task::{Task, TaskJoin, spawn};
+pub use timeout::{Timeout, TimeoutScope, timeout, timeout_at};
 pub use wait::{AsCompleted, IntoTask, ReturnWhen, Shield, Wait, Watched, as_completed, shield, wait};

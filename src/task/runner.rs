@@ -84,9 +84,29 @@ impl RunnerBuilder {
     }
 
     /// Makes Ctrl-C (`SIGINT`) cancel the main task of each
-    /// [`run`](Runner::run), as `asyncio.Runner` does (default: off,
-    /// signals are left alone); see [`RunOptions::cancel_on_ctrl_c`]. The
-    /// run's future is then wrapped in a task.
+    /// [`run`](Runner::run), as `asyncio.Runner` and `asyncio.run` do
+    /// (default: off, signals are left alone). The future then runs as a
+    /// task; the first Ctrl-C cancels it (its future is dropped, so what it
+    /// awaited is cancelled and its destructors run), `run` returns
+    /// `Err(Error::Cancelled)` (asyncio raises `KeyboardInterrupt`), and
+    /// the default disposition is back the moment the first Ctrl-C
+    /// arrives: a second one ends the process as usual, even while the
+    /// loop is stuck in a callback. Applies only when `SIGINT` has its
+    /// default disposition (nobody else handles it), as asyncio takes it
+    /// only from Python's default handler; the disposition is restored when
+    /// the task is done.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// // A long job that Ctrl-C interrupts cleanly.
+    /// let runner = evloop::Runner::builder().cancel_on_ctrl_c(true).build();
+    /// let out = runner.run(evloop::sleep(Duration::from_secs(3600)));
+    /// if let Err(evloop::Error::Cancelled) = out {
+    ///     eprintln!("interrupted");
+    /// }
+    /// ```
     pub fn cancel_on_ctrl_c(mut self, on: bool) -> RunnerBuilder {
         self.cancel_on_ctrl_c = on;
         self
@@ -249,80 +269,6 @@ impl fmt::Debug for RunnerBuilder {
 #[track_caller]
 pub fn run<A: Awaitable>(fut: A) -> Result<A::Output> {
     let runner = Runner::new();
-    let result = runner.run(fut);
-    let closed = runner.close();
-    let out = result?;
-    closed?;
-    Ok(out)
-}
-
-/// How [`run_with`] runs its future: asyncio's `Runner` settings that
-/// `evloop::run` leaves at their defaults (the same as [`RunnerBuilder`]'s,
-/// for one run).
-///
-/// # Examples
-///
-/// ```
-/// use evloop::RunOptions;
-/// let out = evloop::run_with(RunOptions::new().cancel_on_ctrl_c(true), async { 6 * 7 })?;
-/// assert_eq!(out, 42);
-/// # Ok::<(), evloop::Error>(())
-/// ```
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct RunOptions {
-    cancel_on_ctrl_c: bool,
-}
-
-impl RunOptions {
-    /// The defaults, as [`run`]: signals are left alone.
-    pub fn new() -> RunOptions {
-        RunOptions::default()
-    }
-
-    /// Makes Ctrl-C (`SIGINT`) cancel the main task, as `asyncio.run`
-    /// and `asyncio.Runner` do (default: off, signals are left alone).
-    /// The future then runs as a task; the first Ctrl-C cancels it (its
-    /// future is dropped, so what it awaited is cancelled and its
-    /// destructors run), `run_with` returns `Err(Error::Cancelled)`
-    /// (asyncio raises `KeyboardInterrupt`), and the default disposition
-    /// is back at once: a second Ctrl-C ends the process as usual.
-    /// Applies only when `SIGINT` has its default disposition (nobody
-    /// else handles it), as asyncio takes it only from Python's default
-    /// handler; the disposition is restored when the task is done.
-    pub fn cancel_on_ctrl_c(mut self, on: bool) -> RunOptions {
-        self.cancel_on_ctrl_c = on;
-        self
-    }
-}
-
-/// [`run`] with [`RunOptions`]: one run of a [`Runner`] built as the
-/// options say, then its close.
-///
-/// # Errors
-///
-/// As [`run`]; [`Error::Cancelled`] if Ctrl-C cancelled the main task
-/// (with [`RunOptions::cancel_on_ctrl_c`]).
-///
-/// # Examples
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use evloop::RunOptions;
-/// // A long job that Ctrl-C interrupts cleanly.
-/// let out = evloop::run_with(RunOptions::new().cancel_on_ctrl_c(true), async {
-///     evloop::sleep(Duration::from_secs(3600)).await;
-/// });
-/// if let Err(evloop::Error::Cancelled) = out {
-///     eprintln!("interrupted");
-/// }
-/// ```
-#[track_caller]
-pub fn run_with<F>(options: RunOptions, fut: F) -> Result<F::Output>
-where
-    F: std::future::Future + 'static,
-{
-    let runner = Runner::builder().cancel_on_ctrl_c(options.cancel_on_ctrl_c).build();
     let result = runner.run(fut);
     let closed = runner.close();
     let out = result?;

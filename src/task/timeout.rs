@@ -141,8 +141,8 @@ impl fmt::Debug for Timeout {
     }
 }
 
-/// Work under a deadline: the future of [`timeout`], [`timeout_at`],
-/// [`timeout_scope`] and [`timeout_scope_at`]. It gives `Ok(output)`, or
+/// Work under a deadline: the future of [`timeout`] and [`timeout_at`].
+/// It gives `Ok(output)`, or
 /// [`Error::Timeout`] if the deadline passed first, in which case the work
 /// was dropped (cancelling what it awaited). Dropping the scope disarms
 /// its timer.
@@ -152,22 +152,24 @@ pub struct TimeoutScope<F> {
 }
 
 impl<F> TimeoutScope<F> {
-    /// The scope's [`Timeout`], to read or move its deadline.
+    /// The scope's [`Timeout`], to read or move its deadline from outside
+    /// the work.
     pub fn handle(&self) -> Timeout {
         self.timeout.clone()
     }
 }
 
-/// Runs `fut` with a deadline `delay` from when it is first polled
-/// (asyncio's `async with asyncio.timeout(delay)`); `None` for no deadline
-/// (until [`Timeout::reschedule`] sets one). Unlike
-/// [`wait_for`](crate::wait_for), the deadline can be moved while the work
-/// runs: see [`timeout_scope`] for a handle inside the work, or
-/// [`TimeoutScope::handle`] for one outside.
+/// Runs the work `make(t)` gives with a deadline `delay` from when it is
+/// first polled (asyncio's `async with asyncio.timeout(delay) as t:`);
+/// `None` for no deadline (until [`Timeout::reschedule`] sets one). `make`
+/// is called at once with the scope's [`Timeout`], which the work can keep
+/// to read or move its own deadline (`|_| fut` if it needs none; for a
+/// fixed timeout around one future, [`wait_for`](crate::wait_for) is the
+/// simpler form).
 ///
 /// # Errors
 ///
-/// [`Error::Timeout`] if the deadline passes first.
+/// [`Error::Timeout`] if the deadline passes first; the work was dropped.
 ///
 /// # Panics
 ///
@@ -177,18 +179,31 @@ impl<F> TimeoutScope<F> {
 ///
 /// ```
 /// use std::time::Duration;
-/// let out = evloop::run(evloop::timeout(
-///     Duration::from_millis(5),
-///     evloop::sleep(Duration::from_secs(3600)),
-/// ))?;
-/// assert!(matches!(out, Err(evloop::Error::Timeout)));
+/// let out = evloop::run(evloop::timeout(Duration::from_millis(5), |t| async move {
+///     // More time is needed: push the deadline out.
+///     let later = evloop::get_running_loop().unwrap().time() + Duration::from_secs(3600);
+///     t.reschedule(Some(later)).unwrap();
+///     evloop::sleep(Duration::from_millis(10)).await;
+///     "done"
+/// }))?;
+/// assert_eq!(out?, "done");
+///
+/// let late = evloop::run(evloop::timeout(Duration::from_millis(5), |_| {
+///     evloop::sleep(Duration::from_secs(3600))
+/// }))?;
+/// assert!(matches!(late, Err(evloop::Error::Timeout)));
 /// # Ok::<(), evloop::Error>(())
 /// ```
-pub fn timeout<F: IntoFuture>(delay: impl Into<Option<Duration>>, fut: F) -> TimeoutScope<F::IntoFuture> {
-    TimeoutScope { fut: Some(Box::pin(fut.into_future())), timeout: Timeout::new(None, delay.into()) }
+pub fn timeout<M, Fut>(delay: impl Into<Option<Duration>>, make: M) -> TimeoutScope<Fut::IntoFuture>
+where
+    M: FnOnce(Timeout) -> Fut,
+    Fut: IntoFuture,
+{
+    let timeout = Timeout::new(None, delay.into());
+    TimeoutScope { fut: Some(Box::pin(make(timeout.clone()).into_future())), timeout }
 }
 
-/// Runs `fut` with a deadline at loop time `when` (asyncio's
+/// [`timeout`] with the deadline at loop time `when` (asyncio's
 /// `asyncio.timeout_at`); `None` for no deadline.
 ///
 /// # Errors
@@ -198,61 +213,13 @@ pub fn timeout<F: IntoFuture>(delay: impl Into<Option<Duration>>, fut: F) -> Tim
 /// # Panics
 ///
 /// When polled outside a running loop.
-pub fn timeout_at<F: IntoFuture>(when: impl Into<Option<Instant>>, fut: F) -> TimeoutScope<F::IntoFuture> {
-    TimeoutScope { fut: Some(Box::pin(fut.into_future())), timeout: Timeout::new(when.into(), None) }
-}
-
-/// [`timeout`] with the scope's [`Timeout`] handed to the work, which can
-/// then move its own deadline: the shape of asyncio's
-/// `async with asyncio.timeout(delay) as t:`.
-///
-/// # Errors
-///
-/// [`Error::Timeout`] if the deadline passes first.
-///
-/// # Panics
-///
-/// When polled outside a running loop.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// let out = evloop::run(evloop::timeout_scope(Duration::from_millis(5), |t| async move {
-///     // More time is needed: push the deadline out.
-///     let later = evloop::get_running_loop().unwrap().time() + Duration::from_secs(3600);
-///     t.reschedule(Some(later)).unwrap();
-///     evloop::sleep(Duration::from_millis(10)).await;
-///     "done"
-/// }))?;
-/// assert_eq!(out?, "done");
-/// # Ok::<(), evloop::Error>(())
-/// ```
-pub fn timeout_scope<F, Fut>(delay: impl Into<Option<Duration>>, work: F) -> TimeoutScope<Fut::IntoFuture>
+pub fn timeout_at<M, Fut>(when: impl Into<Option<Instant>>, make: M) -> TimeoutScope<Fut::IntoFuture>
 where
-    F: FnOnce(Timeout) -> Fut,
-    Fut: IntoFuture,
-{
-    let timeout = Timeout::new(None, delay.into());
-    TimeoutScope { fut: Some(Box::pin(work(timeout.clone()).into_future())), timeout }
-}
-
-/// [`timeout_at`] with the scope's [`Timeout`] handed to the work.
-///
-/// # Errors
-///
-/// [`Error::Timeout`] if the deadline passes first.
-///
-/// # Panics
-///
-/// When polled outside a running loop.
-pub fn timeout_scope_at<F, Fut>(when: impl Into<Option<Instant>>, work: F) -> TimeoutScope<Fut::IntoFuture>
-where
-    F: FnOnce(Timeout) -> Fut,
+    M: FnOnce(Timeout) -> Fut,
     Fut: IntoFuture,
 {
     let timeout = Timeout::new(when.into(), None);
-    TimeoutScope { fut: Some(Box::pin(work(timeout.clone()).into_future())), timeout }
+    TimeoutScope { fut: Some(Box::pin(make(timeout.clone()).into_future())), timeout }
 }
 
 impl<F: std::future::Future> std::future::Future for TimeoutScope<F> {
