@@ -129,14 +129,15 @@ async fn read_lines(
         room.broadcast(Some(id), &format!("{name}: {text}"));
     }
     // `put`, not `put_nowait`: the marker must get through a full queue.
-    own_outbox.put(Outgoing::Leave).await;
+    // Never shut down: the put cannot fail.
+    let _ = own_outbox.put(Outgoing::Leave).await;
     Ok(())
 }
 
 /// Sends what arrives in the client's queue, until `Leave`.
 async fn write_lines(writer: StreamWriter, outbox: Queue<Outgoing>) -> evloop::Result<()> {
     loop {
-        match outbox.get().await {
+        match outbox.get().await? {
             Outgoing::Line(line) => {
                 writer.writelines([line.as_bytes(), b"\n"])?;
                 writer.drain().await?;

@@ -153,7 +153,8 @@ impl Protocol for EchoClient {
 async fn run_client(lp: EventLoop, id: usize, port: u16) -> evloop::Result<usize> {
     let done = lp.create_future();
     let client_done = done.clone();
-    lp.create_connection(move || EchoClient::new(id, client_done), "127.0.0.1", port).await?;
+    lp.create_connection(move || EchoClient::new(id, client_done), "127.0.0.1", port, Default::default())
+        .await?;
     done.await
 }
 

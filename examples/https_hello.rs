@@ -142,7 +142,7 @@ async fn demo(lp: &EventLoop, port: u16, cert: pki_types::CertificateDer<'static
     let options = ConnectOptions::new().ssl(Arc::new(config)).server_hostname("localhost");
     let got = Rc::new(std::cell::RefCell::new(Vec::new()));
     let g = got.clone();
-    let (t, _) = lp.create_connection_with(move || Client(g), "127.0.0.1", port, options).await?;
+    let (t, _) = lp.create_connection(move || Client(g), "127.0.0.1", port, options).await?;
     println!(
         "connected: {:?}, {:?}",
         t.tls_version().expect("a TLS connection"),

@@ -288,13 +288,13 @@ fn main() -> evloop::Result<()> {
         let producer_queue = queue.clone();
         let producer = evloop::spawn(async move {
             for item in 1..=5 {
-                producer_queue.put(item).await;
+                producer_queue.put(item).await.ok();
                 println!("   put {item} (queue size {})", producer_queue.qsize());
             }
         });
         let mut total = 0;
         for _ in 0..5 {
-            let item = queue.get().await;
+            let item = queue.get().await.expect("never shut down");
             println!("   got {item}");
             evloop::sleep(Duration::from_millis(2)).await; // "process" the item
             total += item;

@@ -54,6 +54,15 @@ pub enum Error {
     /// A deadline passed before the operation finished.
     #[error("the operation timed out")]
     Timeout,
+    /// A [`Barrier`](crate::sync::Barrier) was aborted, reset or broken
+    /// while the task waited, or is broken now (asyncio's
+    /// `BrokenBarrierError`).
+    #[error("the barrier is broken (aborted, reset, or a waiter was cancelled)")]
+    BrokenBarrier,
+    /// The queue was shut down (asyncio 3.13's `QueueShutDown`): no more
+    /// puts, and gets once it is empty.
+    #[error("the queue is shut down")]
+    QueueShutDown,
     /// A callback or task panicked; the string is the panic message.
     #[error("panicked: {0}")]
     Panicked(String),

@@ -100,12 +100,14 @@ pub use net::stream::{
     open_unix_connection, start_server, start_server_from_socket, start_unix_server,
 };
 pub use runtime::{
-    BlockingWait, Builder, EventLoop, ForeignEntry, Handle, LoopOwner, LoopStats, RemoteLoop, TimerHandle,
-    TimerKey, WaitDone, WaitHook, get_running_loop,
+    BlockingWait, Builder, ConcurrentFuture, EventLoop, ExceptionHandler, ForeignEntry, Handle, LoopOwner,
+    LoopStats, RemoteLoop, TimerHandle, TimerKey, WaitDone, WaitHook, get_running_loop,
 };
 pub use task::executor;
 pub use task::{
-    Awaitable, CallbackId, Future, Task, TaskGroup, gather, gather_results, run, sleep, sleep_until, spawn,
+    AnyTask, Awaitable, CallbackId, Future, Interval, ReturnWhen, Runner, RunnerBuilder, Task, TaskGroup,
+    Timeout, all_tasks, as_completed, current_task, gather, gather_results, interval, run, shield, sleep,
+    sleep_until, spawn, spawn_named, timeout, timeout_at, timeout_scope, timeout_scope_at, to_thread, wait,
     wait_for, yield_now,
 };
 pub use task::{RunOptions, run_with};

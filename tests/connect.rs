@@ -184,8 +184,7 @@ fn local_addr_binds_before_connecting() {
     let (transport, _) = lp
         .run_until_complete(async move {
             let options = ConnectOptions::new().local_addr("127.0.0.2", 0);
-            within("connect", l.create_connection_with(|| RecProto::new().0, "127.0.0.1", port, options))
-                .await
+            within("connect", l.create_connection(|| RecProto::new().0, "127.0.0.1", port, options)).await
         })
         .unwrap()
         .expect("connect from 127.0.0.2");
@@ -205,7 +204,7 @@ fn local_addr_errors_say_what_failed() {
     let connect = |options: ConnectOptions| {
         let l = lp.clone();
         lp.run_until_complete(async move {
-            l.create_connection_with(|| RecProto::new().0, "127.0.0.1", port, options).await.map(|_| ())
+            l.create_connection(|| RecProto::new().0, "127.0.0.1", port, options).await.map(|_| ())
         })
         .unwrap()
         .unwrap_err()
@@ -226,7 +225,7 @@ fn unix_connections_refuse_tcp_options() {
     let err = lp
         .run_until_complete(async move {
             let options = ConnectOptions::new().happy_eyeballs_delay(DELAY);
-            l.create_unix_connection_with(|| RecProto::new().0, "/nonexistent", options).await.map(|_| ())
+            l.create_unix_connection(|| RecProto::new().0, "/nonexistent", options).await.map(|_| ())
         })
         .unwrap()
         .unwrap_err();

@@ -92,7 +92,7 @@ fn handler_ignoring_its_writer_still_reads_until_it_returns() {
         let port = server.local_addr().unwrap().port();
         let (mut reader, writer) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
         writer.write(b"abcd").unwrap();
-        assert_eq!(got.get().await, b"abcd");
+        assert_eq!(got.get().await.unwrap(), b"abcd");
         assert_eq!(reader.read_to_end().await.unwrap(), b"");
         server.close();
     });
@@ -117,7 +117,7 @@ fn handler_that_hands_its_writer_on_keeps_the_connection_open() {
         let port = server.local_addr().unwrap().port();
         let (mut reader, _client_writer) =
             open_connection("127.0.0.1", port, Default::default()).await.unwrap();
-        let server_writer: StreamWriter = writers.get().await;
+        let server_writer: StreamWriter = writers.get().await.unwrap();
         // The handler returned, but a writer handle lives on.
         for _ in 0..5 {
             evloop::yield_now().await;
@@ -135,7 +135,7 @@ fn dropping_every_writer_clone_closes_after_flushing() {
     run(async {
         let (server, port, conns) = queue_server().await;
         let (_r, writer) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
-        let (mut peer, _peer_writer) = conns.get().await;
+        let (mut peer, _peer_writer) = conns.get().await.unwrap();
         let data = pattern(1 << 20);
         writer.write(&data).unwrap();
         let clone = writer.clone();
@@ -155,7 +155,7 @@ fn dropping_only_the_reader_closes_nothing() {
     run(async {
         let (server, port, conns) = queue_server().await;
         let (reader, writer) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
-        let (mut peer, _pw) = conns.get().await;
+        let (mut peer, _pw) = conns.get().await.unwrap();
         drop(reader);
         writer.write(b"still here").unwrap();
         assert_eq!(peer.readexactly(10).await.unwrap(), b"still here");
@@ -171,7 +171,7 @@ fn flush_and_close_after_close_are_ok() {
     run(async {
         let (server, port, conns) = queue_server().await;
         let (_r, mut writer) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
-        let (mut peer, _pw) = conns.get().await;
+        let (mut peer, _pw) = conns.get().await.unwrap();
         writer.write(b"bye").unwrap();
         AsyncWriteExt::close(&mut writer).await.unwrap();
         // hyper flushes after its own close: a clean close is no error.
@@ -179,7 +179,7 @@ fn flush_and_close_after_close_are_ok() {
         AsyncWriteExt::close(&mut writer).await.unwrap();
         // Closing (not yet closed) counts too.
         let (_r2, mut w2) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
-        let _peer2 = conns.get().await;
+        let _peer2 = conns.get().await.unwrap();
         w2.close();
         w2.flush().await.unwrap();
         assert_eq!(peer.read_to_end().await.unwrap(), b"bye");
@@ -246,7 +246,7 @@ fn dropping_a_duplex_stream_gives_the_peer_eof() {
     run(async {
         let (server, port, conns) = queue_server().await;
         let mut stream = open_stream("127.0.0.1", port, Default::default()).await.unwrap();
-        let (mut peer, _pw) = conns.get().await;
+        let (mut peer, _pw) = conns.get().await.unwrap();
         stream.write_all(b"last words").await.unwrap();
         drop(stream);
         assert_eq!(peer.read_to_end().await.unwrap(), b"last words");
@@ -296,7 +296,7 @@ fn duplex_buf_reader_lines_and_inherent_asyncio_reads() {
     run(async {
         let (server, port, conns) = queue_server().await;
         let mut stream = open_stream("127.0.0.1", port, Default::default()).await.unwrap();
-        let (_pr, pw) = conns.get().await;
+        let (_pr, pw) = conns.get().await.unwrap();
         pw.write(b"HEAD\r\nabc:one\ntwo\nthree").unwrap();
         drop(pw);
         assert_eq!(stream.readuntil(b"\r\n").await.unwrap(), b"HEAD\r\n");
@@ -379,7 +379,7 @@ fn duplex_stream_is_one_value_of_its_halves() {
     run(async {
         let (server, port, conns) = queue_server().await;
         let (r, w) = open_connection("127.0.0.1", port, Default::default()).await.unwrap();
-        let (mut pr, pw) = conns.get().await;
+        let (mut pr, pw) = conns.get().await.unwrap();
         pw.write(b"xyz").unwrap();
         let mut stream: DuplexStream = (r, w).into();
         assert_eq!(stream.readexactly(3).await.unwrap(), b"xyz");

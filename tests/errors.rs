@@ -456,8 +456,16 @@ fn connect_errors_name_the_address() {
     let missing = dir.join("nobody-listens");
     let (tcp, unix) = lp
         .run_until_complete(async move {
-            let tcp = l.create_connection(|| Quiet, "127.0.0.1", 1).await.err().expect("port 1 refuses");
-            let unix = l.create_unix_connection(|| Quiet, &missing).await.err().expect("no such socket");
+            let tcp = l
+                .create_connection(|| Quiet, "127.0.0.1", 1, Default::default())
+                .await
+                .err()
+                .expect("port 1 refuses");
+            let unix = l
+                .create_unix_connection(|| Quiet, &missing, Default::default())
+                .await
+                .err()
+                .expect("no such socket");
             (tcp, unix)
         })
         .unwrap();
@@ -479,7 +487,7 @@ fn address_getters_of_a_closed_transport_say_the_transport_is_closed() {
     lp.run_until_complete(async move {
         let server = l.create_server(|| Quiet, "127.0.0.1", 0, Default::default()).await.unwrap();
         let port = server.local_addr().unwrap().port();
-        let (t, _) = l.create_connection(|| Quiet, "127.0.0.1", port).await.unwrap();
+        let (t, _) = l.create_connection(|| Quiet, "127.0.0.1", port, Default::default()).await.unwrap();
         t.abort();
         evloop::yield_now().await;
         for e in [t.peer_sockaddr().unwrap_err(), t.local_sockaddr().unwrap_err()] {

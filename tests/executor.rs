@@ -201,3 +201,134 @@ fn run_in_executor_on_a_closed_loop_panics() {
     lp.close().unwrap();
     let _ = lp.run_in_executor(|| 1);
 }
+
+#[test]
+fn set_default_executor_bounds_the_pool() {
+    let _watchdog = Watchdog::new("set_default_executor_bounds_the_pool", LIMIT * 3);
+    let lp = EventLoop::new().unwrap();
+    assert!(matches!(lp.set_default_executor(0), Err(Error::InvalidState(_))));
+    lp.set_default_executor(2).unwrap();
+    let gate = Gate::default();
+    let (tx, rx) = mpsc::channel();
+    let futures: Vec<_> = (0..4)
+        .map(|i| {
+            let (tx, gate) = (tx.clone(), gate.clone());
+            lp.run_in_executor(move || {
+                tx.send(current_tid()).unwrap();
+                gate.wait();
+                i
+            })
+        })
+        .collect();
+    let first: HashSet<String> = (0..2).map(|_| rx.recv_timeout(LIMIT).unwrap()).collect();
+    assert_eq!(first.len(), 2);
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "only two jobs run at once");
+    gate.open();
+    let values = lp
+        .run_until_complete(async move {
+            let mut out = Vec::new();
+            for fut in futures {
+                out.push(fut.await.unwrap());
+            }
+            out
+        })
+        .unwrap();
+    assert_eq!(values, [0, 1, 2, 3]);
+    let all: HashSet<String> = first.into_iter().chain((0..2).map(|_| rx.recv().unwrap())).collect();
+    assert_eq!(all.len(), 2, "the last two jobs reuse the two workers");
+    lp.close().unwrap();
+}
+
+#[test]
+fn jobs_of_a_replaced_executor_still_resolve() {
+    let _watchdog = Watchdog::new("jobs_of_a_replaced_executor_still_resolve", LIMIT * 3);
+    let lp = EventLoop::new().unwrap();
+    let gate = Gate::default();
+    let (old, old_tids) = blocked_jobs(&lp, 2, &gate);
+    lp.set_default_executor(1).unwrap();
+    let new = lp.run_in_executor(current_tid);
+    gate.open();
+    let (olds, new_tid) = lp
+        .run_until_complete(async move {
+            let mut out = Vec::new();
+            for fut in old {
+                out.push(fut.await.unwrap());
+            }
+            (out, new.await.unwrap())
+        })
+        .unwrap();
+    assert_eq!(olds, [0, 1]);
+    assert!(!old_tids.contains(&new_tid), "the new pool has its own thread");
+    let alive = wait_until_exited(&old_tids);
+    assert!(alive.is_empty(), "the old pool's threads exit once drained: {alive:?}");
+    lp.close().unwrap();
+}
+
+#[test]
+fn shutdown_default_executor_finishes_queued_jobs_waits_for_threads_and_refuses_more() {
+    let _watchdog = Watchdog::new("shutdown_default_executor", LIMIT * 3);
+    let lp = EventLoop::new().unwrap();
+    lp.set_default_executor(1).unwrap();
+    let gate = Gate::default();
+    let (running, tids) = blocked_jobs(&lp, 1, &gate);
+    let queued = lp.run_in_executor(|| 10);
+    let shutdown = lp.create_task(lp.shutdown_default_executor());
+    let ticks = std::rc::Rc::new(std::cell::Cell::new(0));
+    let t = ticks.clone();
+    // The loop keeps running while the helper thread waits.
+    let ticker = lp.create_task(async move {
+        for _ in 0..3 {
+            evloop::yield_now().await;
+            t.set(t.get() + 1);
+        }
+    });
+    lp.run_until_complete(ticker).unwrap().unwrap();
+    assert_eq!(ticks.get(), 3);
+    assert!(!shutdown.done(), "a job is still running");
+    gate.open();
+    lp.run_until_complete(shutdown).unwrap().unwrap().unwrap();
+    assert_eq!(running[0].result().unwrap(), 0);
+    assert_eq!(queued.result().unwrap(), 10, "queued jobs ran before the shutdown finished");
+    // Joined; the kernel may list the thread a moment longer.
+    assert!(wait_until_exited(&tids).is_empty(), "the worker has exited");
+    let refused = lp.run_until_complete(lp.run_in_executor(|| 1)).unwrap();
+    assert!(matches!(refused, Err(Error::InvalidState(_))));
+    // A new pool works again.
+    lp.set_default_executor(1).unwrap();
+    assert_eq!(lp.run_until_complete(lp.run_in_executor(|| 2)).unwrap().unwrap(), 2);
+    lp.close().unwrap();
+}
+
+#[test]
+fn to_thread_runs_on_the_default_executor() {
+    let here = current_tid();
+    let (tid, name) =
+        evloop::run(evloop::to_thread(|| (current_tid(), thread::current().name().map(str::to_owned))))
+            .unwrap()
+            .unwrap();
+    assert_ne!(tid, here);
+    assert_eq!(name.as_deref(), Some("evloop-executor"));
+    let panicked = evloop::run(evloop::to_thread(|| -> u32 { panic!("in a thread") })).unwrap();
+    assert!(matches!(panicked, Err(Error::Panicked(m)) if m == "in a thread"));
+}
+
+#[test]
+fn run_waits_for_the_executor_threads() {
+    let _watchdog = Watchdog::new("run_waits_for_the_executor_threads", LIMIT * 3);
+    let (tx, rx) = mpsc::channel();
+    let finished = Arc::new(AtomicBool::new(false));
+    let f = finished.clone();
+    evloop::run(async move {
+        // Not awaited: the run returns while the job sleeps.
+        let _job = evloop::get_running_loop().unwrap().run_in_executor(move || {
+            tx.send(current_tid()).unwrap();
+            thread::sleep(Duration::from_millis(20));
+            f.store(true, Ordering::SeqCst);
+        });
+        evloop::yield_now().await;
+    })
+    .unwrap();
+    let tid = rx.recv_timeout(LIMIT).unwrap();
+    assert!(finished.load(Ordering::SeqCst), "asyncio.run shuts the executor down and waits for it");
+    assert!(wait_until_exited(&HashSet::from([tid])).is_empty());
+}

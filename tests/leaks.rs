@@ -143,6 +143,7 @@ fn fill_a_loop(
                 move || KeepingEcho { transport: None, lost: lo, _token: DropCounter::token(&d) },
                 "127.0.0.1",
                 port,
+                Default::default(),
             )
             .await
         })

@@ -93,7 +93,7 @@ fn protocols_of_10000_closed_connections_are_all_dropped_while_the_loop_runs() {
             for _ in 0..AT_ONCE {
                 let (d, c) = (client_drops.clone(), clients.clone());
                 let factory = move || Pinger { transport: None, done: c, _drop: DropCounter::token(&d) };
-                l.create_connection(factory, "127.0.0.1", port).await.unwrap();
+                l.create_connection(factory, "127.0.0.1", port, Default::default()).await.unwrap();
             }
             within("a batch of connections", served.until((batch + 1) * AT_ONCE)).await;
             within("a batch of clients", clients.until((batch + 1) * AT_ONCE)).await;
@@ -214,7 +214,7 @@ fn loop_close_closes_50_open_pairs_and_drops_their_100_protocols() {
             let port = server.local_addr().unwrap().port();
             for _ in 0..50 {
                 let factory = || Keeper::new(&d, &lg, &NetCounter::new());
-                l.create_connection(factory, "127.0.0.1", port).await.unwrap();
+                l.create_connection(factory, "127.0.0.1", port, Default::default()).await.unwrap();
             }
             within("accepts", acc.until(50)).await;
             net_passes(2).await;
@@ -288,7 +288,7 @@ fn dropping_the_loop_without_close_closes_transports_and_servers() {
             let port = server.local_addr().unwrap().port();
             for _ in 0..10 {
                 let factory = || Keeper::new(&d, &lost_log(), &NetCounter::new());
-                l.create_connection(factory, "127.0.0.1", port).await.unwrap();
+                l.create_connection(factory, "127.0.0.1", port, Default::default()).await.unwrap();
             }
             within("accepts", acc.until(10)).await;
             net_passes(2).await;
@@ -384,7 +384,8 @@ fn a_connection_lost_still_due_at_loop_close_is_delivered_once_inside_close() {
             let server = l.create_server(factory, "127.0.0.1", 0, Default::default()).await.unwrap();
             let port = server.local_addr().unwrap().port();
             let factory = || Keeper::new(&d, &lg, &NetCounter::new());
-            let (client, _) = l.create_connection(factory, "127.0.0.1", port).await.unwrap();
+            let (client, _) =
+                l.create_connection(factory, "127.0.0.1", port, Default::default()).await.unwrap();
             within("accept", acc.until(1)).await;
             (server, client)
         })

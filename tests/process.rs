@@ -529,3 +529,57 @@ fn signals_and_pipe_writes_from_inside_callbacks() {
     assert_eq!(out, b"ping\n");
     assert_eq!(code, -libc::SIGTERM);
 }
+
+/// Write flow control reaches the `SubprocessProtocol`: a child that does
+/// not read its stdin makes the stdin pipe pause writing (delivered as
+/// `pause_writing`, never while the protocol is busy); killing the child
+/// then loses the buffered data: `pipe_connection_lost(0, BrokenPipe)`.
+#[test]
+fn stdin_flow_control_reaches_the_protocol_and_a_dead_reader_breaks_the_pipe() {
+    #[derive(Default)]
+    struct Flow {
+        transport: Option<SubprocessTransport>,
+        events: Vec<String>,
+    }
+    impl SubprocessProtocol for Flow {
+        fn connection_made(&mut self, transport: &SubprocessTransport) {
+            self.transport = Some(transport.clone());
+            let Some(PipeTransport::Write(stdin)) = transport.get_pipe_transport(0) else { panic!("stdin") };
+            // Far more than the pipe and the high-water mark hold.
+            stdin.write(&vec![b'x'; 1 << 20]).unwrap();
+        }
+        fn pause_writing(&mut self) {
+            self.events.push("pause".into());
+            self.transport.as_ref().unwrap().kill().unwrap();
+        }
+        fn resume_writing(&mut self) {
+            self.events.push("resume".into());
+        }
+        fn pipe_connection_lost(&mut self, fd: i32, error: Option<Error>) {
+            let kind = error.and_then(|e| e.io_kind());
+            self.events.push(format!("pipe{fd}:{kind:?}"));
+        }
+        fn connection_lost(&mut self, _: Option<Error>) {
+            self.events.push("lost".into());
+        }
+    }
+    let lp = EventLoop::new().unwrap();
+    let l = lp.clone();
+    let events = lp
+        .run_until_complete(async move {
+            let options = SubprocessOptions::new().stdin(Stdio::Piped);
+            let (t, p) = l.subprocess_exec(Flow::default, "sleep", ["30"], options).await?;
+            assert_eq!(within("exit", t.wait()).await?, -9);
+            within("connection_lost", async {
+                while !p.borrow().events.iter().any(|e| e == "lost") {
+                    evloop::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+            let events = p.borrow().events.clone();
+            Ok::<_, Error>(events)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(events, ["pause", "pipe0:Some(BrokenPipe)", "lost"]);
+}

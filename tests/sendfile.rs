@@ -37,7 +37,8 @@ fn sendfile_goes_between_the_writes_before_and_after_it() {
     let r = refused.clone();
     let sent = lp
         .run_until_complete(async move {
-            let (t, _p): (Transport, _) = l.create_connection(|| Quiet, "127.0.0.1", port).await?;
+            let (t, _p): (Transport, _) =
+                l.create_connection(|| Quiet, "127.0.0.1", port, Default::default()).await?;
             // More than the socket takes at once, so sendfile must flush
             // the transport's buffer first.
             t.write(&vec![b'H'; 8 * 1024 * 1024])?;
@@ -74,7 +75,7 @@ fn sendfile_on_a_closing_transport_is_refused() {
     let l = lp.clone();
     let out = lp
         .run_until_complete(async move {
-            let (t, _p) = l.create_connection(|| Quiet, "127.0.0.1", port).await.unwrap();
+            let (t, _p) = l.create_connection(|| Quiet, "127.0.0.1", port, Default::default()).await.unwrap();
             t.close();
             l.sendfile(&t, &file, 0, None).await
         })

@@ -427,6 +427,15 @@ fn ctrl_c_cancels_the_main_task_only_when_asked() {
     assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 1, "the main future was dropped");
     assert!(is_default(sig), "a second Ctrl-C has its default action");
 
+    // The first Ctrl-C restores the default at once, in the signal handler:
+    // before the loop has run the handler that cancels the task.
+    let out = evloop::run_with(evloop::RunOptions::new().cancel_on_ctrl_c(true), async move {
+        raise(sig);
+        assert!(is_default(sig), "a second Ctrl-C would end the process now");
+        std::future::pending::<()>().await;
+    });
+    assert!(matches!(out, Err(evloop::Error::Cancelled)), "{out:?}");
+
     // Done without a Ctrl-C: the result comes back and SIGINT is restored.
     let out = evloop::run_with(evloop::RunOptions::new().cancel_on_ctrl_c(true), async { 7 });
     assert_eq!(out.unwrap(), 7);
@@ -480,4 +489,127 @@ fn handler_destructors_may_call_the_loop() {
     assert_eq!(drops.get(), 3);
     assert!(seen.borrow().is_empty(), "{:?}", seen.borrow());
     assert!(is_default(sig) && is_default(other));
+}
+
+/// A second Ctrl-C ends the process even while the loop is stuck in a
+/// callback (here: the main task, between two raises with no await). Run
+/// in a child process, which the signal kills.
+#[test]
+fn a_second_ctrl_c_ends_a_stuck_program() {
+    use std::os::unix::process::ExitStatusExt;
+    const CHILD: &str = "EVLOOP_TEST_SECOND_CTRL_C";
+    if std::env::var_os(CHILD).is_some() {
+        let _ = evloop::run_with(evloop::RunOptions::new().cancel_on_ctrl_c(true), async {
+            raise(libc::SIGINT);
+            println!("first Ctrl-C survived");
+            raise(libc::SIGINT);
+            println!("second Ctrl-C survived");
+        });
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_second_ctrl_c_ends_a_stuck_program", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{:?}\n{stdout}", out.status);
+    assert!(stdout.contains("first Ctrl-C survived"), "{stdout}");
+    assert!(!stdout.contains("second Ctrl-C survived"), "{stdout}");
+}
+
+/// The disposition of `sig` as a raw handler value (SIG_DFL, SIG_IGN or a
+/// function's address).
+fn handler_of(sig: i32) -> libc::sighandler_t {
+    // SAFETY: as in `is_default`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(sig, std::ptr::null(), &mut old), 0, "sigaction query");
+        old.sa_sigaction
+    }
+}
+
+#[test]
+fn remove_restores_the_disposition_it_found_not_always_the_default() {
+    let sig = rt(14);
+    // SAFETY: SIG_IGN is a valid disposition for a real-time signal.
+    assert_ne!(unsafe { libc::signal(sig, libc::SIG_IGN) }, libc::SIG_ERR);
+    let lp = EventLoop::new().unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    lp.add_signal_handler(sig, move || c.set(c.get() + 1)).unwrap();
+    raise(sig);
+    lp.run_until_idle().unwrap();
+    assert_eq!(calls.get(), 1, "caught although it was ignored before");
+    assert!(lp.remove_signal_handler(sig).unwrap());
+    assert_eq!(handler_of(sig), libc::SIG_IGN, "ignored again, as it was found");
+    raise(sig); // ignored: nothing happens
+    // SAFETY: as above.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+}
+
+#[test]
+fn another_library_watching_the_same_signal_keeps_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sig = rt(15);
+    let theirs = Arc::new(AtomicUsize::new(0));
+    let t = theirs.clone();
+    // SAFETY: the action is one atomic increment: async-signal-safe.
+    let id = unsafe {
+        signal_hook_registry::register(sig, move || {
+            t.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+    .unwrap();
+    let installed = handler_of(sig);
+    let lp = EventLoop::new().unwrap();
+    let ours = Rc::new(Cell::new(0));
+    let o = ours.clone();
+    lp.add_signal_handler(sig, move || o.set(o.get() + 1)).unwrap();
+    raise(sig);
+    lp.run_until_idle().unwrap();
+    assert_eq!((theirs.load(Ordering::SeqCst), ours.get()), (1, 1), "both watchers get it");
+    assert!(lp.remove_signal_handler(sig).unwrap());
+    assert_eq!(handler_of(sig), installed, "left caught for the other library");
+    raise(sig);
+    lp.run_until_idle().unwrap();
+    assert_eq!((theirs.load(Ordering::SeqCst), ours.get()), (2, 1));
+    lp.close().unwrap();
+    assert!(signal_hook_registry::unregister(id));
+}
+
+/// 500 handshakes: a thread sends the signal (process-directed, so the OS
+/// runs the handler on whichever thread it picks, the loop's included)
+/// and waits until the loop has run the handler before sending the next.
+/// A lost wake-up between the loop's drain and its next wait would hang
+/// here (and the watchdog would abort).
+#[test]
+fn no_signal_is_lost_between_passes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const N: usize = 500;
+    let _dog = Watchdog::new("signal handshakes", Duration::from_secs(60));
+    let sig = rt(16);
+    let lp = EventLoop::new().unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (h, stopper) = (handled.clone(), lp.clone());
+    lp.add_signal_handler(sig, move || {
+        if h.fetch_add(1, Ordering::SeqCst) + 1 == N {
+            stopper.stop();
+        }
+    })
+    .unwrap();
+    let h = handled.clone();
+    let sender = thread::spawn(move || {
+        for i in 1..=N {
+            // SAFETY: kill has no memory-safety preconditions.
+            assert_eq!(unsafe { libc::kill(libc::getpid(), sig) }, 0);
+            while h.load(Ordering::SeqCst) < i {
+                thread::yield_now();
+            }
+        }
+    });
+    lp.run_forever().unwrap();
+    sender.join().unwrap();
+    assert_eq!(handled.load(Ordering::SeqCst), N);
+    lp.close().unwrap();
 }

@@ -315,8 +315,10 @@ fn sock_methods_refuse_a_transports_fd_and_a_closed_fd() {
     let l = lp.clone();
     lp.run_until_complete(async move {
         let (listener, addr) = listener();
-        let (transport, _proto) =
-            l.create_connection(|| util::RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+        let (transport, _proto) = l
+            .create_connection(|| util::RecProto::new().0, "127.0.0.1", addr.port(), Default::default())
+            .await
+            .unwrap();
         let (accepted, _) = within("accept", l.sock_accept(&listener)).await.unwrap();
         l.sock_sendall(&accepted, b"for the transport").await.unwrap();
         let fd = transport.fd();

@@ -83,7 +83,7 @@ async fn queue_server(limit: usize) -> (Server, Queue<Conn>, u16) {
 async fn stream_pair(server_limit: usize) -> (Server, Conn, Conn) {
     let (server, queue, port) = queue_server(server_limit).await;
     let client = open_connection("127.0.0.1", port, Default::default()).await.expect("open_connection");
-    let accepted = queue.get().await;
+    let accepted = queue.get().await.unwrap();
     (server, client, accepted)
 }
 
@@ -1052,7 +1052,7 @@ fn futures_io_copy_echo_server_write_all_and_close() {
         sending.await.unwrap();
         assert_eq!(echoed.len(), data.len());
         assert_pattern(&echoed, 0);
-        let (copied, closed) = outcomes.get().await;
+        let (copied, closed) = outcomes.get().await.unwrap();
         assert_eq!(copied, Ok(data.len() as u64));
         assert_eq!(closed, Ok(()));
 

@@ -425,6 +425,7 @@ fn buffered_protocol_echo() {
                 move || Buffered(BufCollect { buf: [0; 777], got: g, changed: ch }),
                 "127.0.0.1",
                 addr.port(),
+                Default::default(),
             )
             .await
             .unwrap();
@@ -867,6 +868,7 @@ fn close_or_abort_inside_connection_made() {
                     },
                     "127.0.0.1",
                     addr.port(),
+                    Default::default(),
                 )
                 .await
                 .expect("create_connection returns even if connection_made closed the transport");
@@ -910,6 +912,7 @@ fn cancelling_create_connection_does_not_leak_the_connection() {
                         },
                         "127.0.0.1",
                         addr.port(),
+                        Default::default(),
                     )
                     .await;
                 panic!("create_connection returned after its task was cancelled: {:?}", made.map(|(t, _)| t));
@@ -1159,7 +1162,12 @@ fn ten_thousand_connect_close_cycles_leave_the_fd_count_unchanged() {
                         let lost = NetCounter::new();
                         let lo = lost.clone();
                         let (t, _) = l
-                            .create_connection(move || OneShot { lost: lo, t: None }, "127.0.0.1", port)
+                            .create_connection(
+                                move || OneShot { lost: lo, t: None },
+                                "127.0.0.1",
+                                port,
+                                Default::default(),
+                            )
                             .await
                             .unwrap();
                         lost.until(1).await;
@@ -1192,7 +1200,10 @@ fn add_reader_on_a_transport_fd_is_refused() {
     let l = lp.clone();
     lp.run_until_complete(async move {
         let (_server, addr, conns) = net_rec_server(&l, RecProto::echo).await;
-        let (t, client) = l.create_connection(|| RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+        let (t, client) = l
+            .create_connection(|| RecProto::new().0, "127.0.0.1", addr.port(), Default::default())
+            .await
+            .unwrap();
         let s = within("accept", conns.get()).await;
         let fd = t.fd();
         assert!(matches!(l.add_reader(fd, || panic!("must not run")), Err(Error::InvalidState(_))));
@@ -1266,7 +1277,10 @@ fn create_connection_to_localhost_by_name_and_addresses() {
     let l = lp.clone();
     lp.run_until_complete(async move {
         let (server, addr, conns) = net_rec_server(&l, RecProto::echo).await;
-        let (t, client) = l.create_connection(|| RecProto::new().0, "localhost", addr.port()).await.unwrap();
+        let (t, client) = l
+            .create_connection(|| RecProto::new().0, "localhost", addr.port(), Default::default())
+            .await
+            .unwrap();
         let s = within("accept", conns.get()).await;
         s.until("made", |s| !s.names().is_empty()).await;
         let st = s.transport();
@@ -1309,6 +1323,7 @@ fn create_connection_to_a_closed_port_is_refused() {
                 },
                 "127.0.0.1",
                 port,
+                Default::default(),
             )
             .await
         })
@@ -1441,7 +1456,10 @@ fn no_resume_writing_after_abort_with_writing_paused() {
             (p, s)
         })
         .await;
-        let (t, proto) = l.create_connection(|| RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+        let (t, proto) = l
+            .create_connection(|| RecProto::new().0, "127.0.0.1", addr.port(), Default::default())
+            .await
+            .unwrap();
         let cs = proto.borrow().state.clone();
         let _accepted = within("accept", conns.get()).await;
         t.set_write_buffer_limits(Some(1024), None).unwrap();
@@ -1500,7 +1518,10 @@ fn writelines_of_nothing_after_close_or_write_eof_errors_like_write() {
     lp.run_until_complete(async move {
         let (server, addr, _conns) = net_rec_server(&l, RecProto::new).await;
         for eof in [false, true] {
-            let (t, _p) = l.create_connection(|| RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+            let (t, _p) = l
+                .create_connection(|| RecProto::new().0, "127.0.0.1", addr.port(), Default::default())
+                .await
+                .unwrap();
             assert!(t.writelines(Vec::<Vec<u8>>::new()).is_ok(), "nothing to write on an open transport");
             if eof {
                 t.write_eof();
@@ -1528,7 +1549,10 @@ fn a_pause_raised_while_the_caller_borrows_the_protocol_comes_on_the_next_pass()
             (p, s)
         })
         .await;
-        let (t, proto) = l.create_connection(|| RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+        let (t, proto) = l
+            .create_connection(|| RecProto::new().0, "127.0.0.1", addr.port(), Default::default())
+            .await
+            .unwrap();
         let _accepted = within("accept", conns.get()).await;
         let cs = {
             // Borrowed outside any protocol method: before, the transport

@@ -212,3 +212,141 @@ fn remote_loop_is_send_sync_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<RemoteLoop>();
 }
+
+// ------------------------------------------------- run_coroutine_threadsafe
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn run_coroutine_threadsafe_from_eight_threads() {
+    let _dog = Watchdog::new("run_coroutine_threadsafe_from_eight_threads", Duration::from_secs(120));
+    let lp = EventLoop::new().unwrap();
+    let remote = lp.remote();
+    let loop_thread = thread::current().id();
+    let start = Arc::new(Barrier::new(8));
+    let workers: Vec<_> = (0..8u64)
+        .map(|i| {
+            let (remote, start) = (remote.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let futs: Vec<_> = (0..50u64)
+                    .map(|j| {
+                        remote
+                            .run_coroutine_threadsafe_with(move || async move {
+                                evloop::yield_now().await;
+                                (i * 1000 + j, thread::current().id())
+                            })
+                            .unwrap()
+                    })
+                    .collect();
+                futs.into_iter().map(|f| f.result(Some(LIMIT)).unwrap()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let stopper = {
+        let remote = remote.clone();
+        thread::spawn(move || {
+            let results: Vec<Vec<_>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+            remote.call_soon_threadsafe(|| evloop::get_running_loop().unwrap().stop()).unwrap();
+            results
+        })
+    };
+    lp.run_forever().unwrap();
+    let results = stopper.join().unwrap();
+    for (i, per_thread) in results.iter().enumerate() {
+        let values: Vec<u64> = per_thread.iter().map(|(v, _)| *v).collect();
+        assert_eq!(values, (0..50).map(|j| i as u64 * 1000 + j).collect::<Vec<_>>());
+        assert!(per_thread.iter().all(|(_, t)| *t == loop_thread), "every task ran on the loop thread");
+    }
+    assert_eq!(lp.stats().tasks, 0);
+}
+
+#[test]
+fn a_concurrent_future_cancelled_from_another_thread_cancels_the_task() {
+    let _dog = Watchdog::new("concurrent_future_cancel", Duration::from_secs(60));
+    let lp = EventLoop::new().unwrap();
+    let remote = lp.remote();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = mpsc::channel();
+    let token = SendDropCounter::token(&drops);
+    let fut = remote
+        .run_coroutine_threadsafe_with(move || async move {
+            let _token = token;
+            started_tx.send(()).unwrap();
+            evloop::sleep(Duration::from_secs(3600)).await;
+        })
+        .unwrap();
+    let canceller = {
+        let remote = remote.clone();
+        thread::spawn(move || {
+            started_rx.recv_timeout(LIMIT).unwrap();
+            assert!(matches!(fut.result(Some(Duration::from_millis(1))), Err(Error::Timeout)));
+            assert!(fut.cancel());
+            let outcome = fut.result(Some(LIMIT));
+            remote.call_soon_threadsafe(|| evloop::get_running_loop().unwrap().stop()).unwrap();
+            (outcome, fut.cancelled() || fut.done(), fut.cancel())
+        })
+    };
+    lp.run_forever().unwrap();
+    let (outcome, done, cancel_again) = canceller.join().unwrap();
+    assert!(matches!(outcome, Err(Error::Cancelled)));
+    assert!(done);
+    assert!(!cancel_again, "cancel after done is false");
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "the task's future was dropped");
+    assert_eq!(lp.stats().tasks, 0, "the task ended");
+}
+
+#[test]
+fn run_coroutine_threadsafe_on_a_closed_loop_errors_and_close_releases_waiters() {
+    let lp = EventLoop::new().unwrap();
+    let remote = lp.remote();
+    // Started, then the loop closes with the task pending.
+    let pending = remote.run_coroutine_threadsafe_with(|| evloop::sleep(Duration::from_secs(3600))).unwrap();
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert!(!pending.done());
+    assert_eq!(lp.stats().tasks, 1);
+    // Submitted but never run: closing resolves it too.
+    let queued = remote.run_coroutine_threadsafe(async { 1 }).unwrap();
+    lp.close().unwrap();
+    assert!(matches!(queued.result(Some(LIMIT)), Err(Error::Closed)));
+    assert!(matches!(pending.result(Some(LIMIT)), Err(Error::Closed)));
+    assert!(matches!(remote.run_coroutine_threadsafe(async { 2 }), Err(Error::Closed)));
+}
+
+#[test]
+fn a_concurrent_future_can_be_awaited_from_another_loop() {
+    let _dog = Watchdog::new("concurrent_future_awaited", Duration::from_secs(60));
+    let (remote_tx, remote_rx) = mpsc::channel::<RemoteLoop>();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let serving = thread::spawn(move || {
+        let lp = EventLoop::new().unwrap();
+        remote_tx.send(lp.remote()).unwrap();
+        let l = lp.clone();
+        lp.run_until_complete(async move {
+            // Run until told to stop (polled through the executor).
+            let stop = l.run_in_executor(move || stop_rx.recv_timeout(LIMIT).is_ok());
+            stop.await.unwrap()
+        })
+        .unwrap()
+    });
+    let remote = remote_rx.recv_timeout(LIMIT).unwrap();
+    let client = EventLoop::new().unwrap();
+    let got = client
+        .run_until_complete(async move {
+            let fut = remote
+                .run_coroutine_threadsafe_with(|| async {
+                    evloop::sleep(Duration::from_millis(1)).await;
+                    "from the other loop"
+                })
+                .unwrap();
+            let first = (&fut).await;
+            let again = fut.await;
+            (first, again)
+        })
+        .unwrap();
+    assert_eq!(got.0.unwrap(), "from the other loop");
+    assert!(matches!(got.1, Err(Error::InvalidState(_))), "the outcome is taken once");
+    stop_tx.send(()).unwrap();
+    assert!(serving.join().unwrap());
+}

@@ -226,8 +226,14 @@ fn protocol_server_with_a_start_tls_client_and_clean_close() {
             }
         }
         let s2 = s.clone();
-        let (plain, _proto) =
-            l.create_connection(move || Plain(s2, Some(DropCounter::token(&d))), "127.0.0.1", port).await?;
+        let (plain, _proto) = l
+            .create_connection(
+                move || Plain(s2, Some(DropCounter::token(&d))),
+                "127.0.0.1",
+                port,
+                Default::default(),
+            )
+            .await?;
         let options = TlsOptions { server_hostname: Some("localhost".into()), ..Default::default() };
         let t = l.start_tls(&plain, client, options).await?;
         assert!(t.is_tls() && !plain.is_tls());
@@ -256,7 +262,7 @@ fn protocol_server_with_a_start_tls_client_and_clean_close() {
 }
 
 #[test]
-fn create_connection_with_ssl_makes_the_protocol_after_the_handshake() {
+fn create_connection_ssl_makes_the_protocol_after_the_handshake() {
     let pki = TestPki::localhost();
     let lp = EventLoop::new().unwrap();
     let l = lp.clone();
@@ -271,7 +277,7 @@ fn create_connection_with_ssl_makes_the_protocol_after_the_handshake() {
         // server_hostname defaults to the host: "localhost" is in the cert.
         let options = ConnectOptions::new().ssl(client);
         let (t, protocol) =
-            l.create_connection_with(move || Recording(s, None), "localhost", port, options).await?;
+            l.create_connection(move || Recording(s, None), "localhost", port, options).await?;
         assert!(t.is_tls());
         assert!(protocol.borrow().0.made.get(), "connection_made ran before the connect returned");
         t.write(b"ping")?;

@@ -173,8 +173,10 @@ fn set_protocol_outside_a_callback_and_after_the_connection_is_gone() {
         impl Protocol for Tagged {
             fn data_received(&mut self, _: &[u8]) {}
         }
-        let (t, first) =
-            l.create_connection(move || Tagged(DropCounter::token(&d)), "127.0.0.1", port).await.unwrap();
+        let (t, first) = l
+            .create_connection(move || Tagged(DropCounter::token(&d)), "127.0.0.1", port, Default::default())
+            .await
+            .unwrap();
         assert!(Rc::ptr_eq(&t.get_protocol::<Tagged>().unwrap(), &first));
         // Borrowed by the caller: the type cannot be asked.
         {
@@ -213,7 +215,10 @@ fn extra_info_gives_the_socket_and_both_addresses() {
     lp.run_until_complete(async move {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let (t, _) = l.create_connection(|| RecProto::new().0, "127.0.0.1", addr.port()).await.unwrap();
+        let (t, _) = l
+            .create_connection(|| RecProto::new().0, "127.0.0.1", addr.port(), Default::default())
+            .await
+            .unwrap();
         let Some(ExtraInfo::Peername(peer)) = t.get_extra_info("peername") else { panic!("peername") };
         assert_eq!(peer.as_socket(), Some(addr));
         let Some(ExtraInfo::Sockname(me)) = t.get_extra_info("sockname") else { panic!("sockname") };
@@ -256,7 +261,9 @@ fn aborting_inside_with_socket_after_the_loop_closed_is_safe() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (t, _) = lp
-        .run_until_complete(async move { l.create_connection(|| RecProto::new().0, "127.0.0.1", port).await })
+        .run_until_complete(async move {
+            l.create_connection(|| RecProto::new().0, "127.0.0.1", port, Default::default()).await
+        })
         .unwrap()
         .unwrap();
     let t2 = t.clone();

@@ -32,7 +32,7 @@ fn unix_server_and_connection_round_trip() {
     let _errors = fail_on_callback_errors(&lp);
     let l = lp.clone();
     lp.run_until_complete(async move {
-        let conns = evloop::sync::Queue::unbounded();
+        let conns = util::ConnQueue::unbounded();
         let q = conns.clone();
         let server = l
             .create_unix_server(
@@ -51,7 +51,8 @@ fn unix_server_and_connection_round_trip() {
         assert_eq!(server.sockets()[0].as_pathname(), Some(path.as_path()));
         assert_eq!(server.local_addr(), None, "not an IP server");
 
-        let (t, client) = l.create_unix_connection(|| RecProto::new().0, &path).await.unwrap();
+        let (t, client) =
+            l.create_unix_connection(|| RecProto::new().0, &path, Default::default()).await.unwrap();
         let cs = client.borrow().state.clone();
         assert_eq!(cs.names(), ["made"]);
         let ss = within("accept", conns.get()).await;
@@ -132,7 +133,11 @@ fn closing_a_unix_server_removes_its_socket_file() {
         assert!(is_socket(&path));
         server.close();
         assert!(!path.exists(), "the socket file outlived the server");
-        let e = l.create_unix_connection(|| RecProto::new().0, &path).await.err().expect("connected");
+        let e = l
+            .create_unix_connection(|| RecProto::new().0, &path, Default::default())
+            .await
+            .err()
+            .expect("connected");
         assert_eq!(e.io_kind(), Some(io::ErrorKind::NotFound), "{e}");
         // The accepted connection is still served until it closes.
         l.sock_sendall(&c, b"y").await.unwrap();

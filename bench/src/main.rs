@@ -7,7 +7,7 @@
 //! evloop-bench suite [--quick] [--rounds N] [--only SECTION,...] [--python PATH]
 //!                    [--http-hello PATH] [--out FILE] [--results DIR]
 //!     the side-by-side suite (bench/run.sh): writes BENCHMARKS.md, chart.svg, raw.tsv.
-//!     Sections: micro echo bulk cross http memory subprocess counts
+//!     Sections: micro echo bulk tls cross http memory subprocess counts
 //! evloop-bench one micro NAME PEER OPS   one run of a Rust micro benchmark (for perf)
 //! evloop-bench one echo PEER SIZE N      one in-process echo session
 //! evloop-bench one bulk PEER BYTES       one in-process bulk transfer
@@ -40,6 +40,7 @@ mod python;
 mod report;
 mod subprocess;
 mod suite;
+mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -13,7 +13,8 @@ use crate::process::{output_of, say};
 use crate::report::{self, targets};
 use crate::{counts, http, io, memory, micro, net, python, subprocess};
 
-pub const SECTIONS: &[&str] = &["micro", "echo", "bulk", "cross", "http", "memory", "subprocess", "counts"];
+pub const SECTIONS: &[&str] =
+    &["micro", "echo", "bulk", "tls", "cross", "http", "memory", "subprocess", "counts"];
 
 /// What `suite` was asked to do.
 pub struct Config {
@@ -121,6 +122,9 @@ pub fn run_all(cfg: Config) {
     }
     if cfg.wants("bulk") {
         io::section_bulk(&cfg, &mut s, &workers);
+    }
+    if cfg.wants("tls") {
+        crate::tls::section_tls(&cfg, &mut s);
     }
     if cfg.wants("cross") {
         net::section_cross(&cfg, &mut s);

@@ -12,7 +12,7 @@ import asyncio
 import selectors
 import socket
 import sys
-from asyncio import base_events, events, format_helpers, futures, unix_events
+from asyncio import base_events, events, format_helpers, futures, selector_events, unix_events
 
 from . import _evloop
 
@@ -25,6 +25,15 @@ TimerHandle = _evloop.TimerHandle
 # What the native sock_* calls return when they have to wait.
 _Future = futures.Future
 _check_ssl_socket = base_events._check_ssl_socket
+
+# The reader asyncio's socket transports register; the core runs it
+# natively when the transport class keeps asyncio's read path.
+_TRANSPORT_READ_READY = selector_events._SelectorSocketTransport._read_ready
+_DATA_RECEIVED = selector_events._SelectorSocketTransport._read_ready__data_received
+
+
+def _reads_natively(cls):
+    return cls._read_ready is _TRANSPORT_READ_READY and cls._read_ready__data_received is _DATA_RECEIVED
 
 
 class _NativeWatchers(selectors.BaseSelector):
@@ -196,7 +205,13 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         self._check_closed()
         fd = selectors._fileobj_to_fd(fd)
         handle = events.Handle(callback, args, self, None)
-        self._core.add_reader(fd, handle)
+        if not args and getattr(callback, "__func__", None) is _TRANSPORT_READ_READY and _reads_natively(
+            type(callback.__self__)
+        ):
+            # asyncio's socket transport: its reads run natively.
+            self._core.add_transport_reader(fd, handle, callback.__self__)
+        else:
+            self._core.add_reader(fd, handle)
         old = self._readers.pop(fd, None)
         self._readers[fd] = handle
         if old is not None:

@@ -549,6 +549,30 @@ fn call_in_context(
     outcome
 }
 
+/// Runs `f` inside `context` as `context.run` would, if `context` is a
+/// real `contextvars.Context`; `None` (and `f` not run) if it is not.
+pub(crate) fn run_in_context<R>(
+    py: Python<'_>,
+    context: &Bound<'_, PyAny>,
+    f: impl FnOnce() -> PyResult<R>,
+) -> Option<PyResult<R>> {
+    // SAFETY: a live object borrowed from `context`, with the GIL held;
+    // the check reads its type only.
+    if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
+        return None;
+    }
+    // SAFETY: a Context, with the GIL held; -1 means an exception is set.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Some(Err(PyErr::fetch(py)));
+    }
+    let outcome = f();
+    // SAFETY: the Context entered above, on this thread, with the GIL.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+        return Some(Err(PyErr::fetch(py)));
+    }
+    Some(outcome)
+}
+
 /// `callback(*args)`. No argument or one (most callbacks: a future's
 /// done-callbacks get the future) goes by vectorcall, without
 /// `PyObject_Call`'s generic dispatch.

@@ -31,6 +31,7 @@ use pyo3::{PyTraverseError, PyVisit, intern};
 mod handle;
 mod loop_base;
 mod sock;
+mod transport;
 mod virtual_time;
 
 use handle::{AsyncioEntry, Handle, HandleEntry, PyEntry, TimerEntry, TimerHandle};
@@ -68,6 +69,18 @@ impl RunState {
             _ => None,
         }
     }
+
+    /// Puts `new` in place of the pending operation `id`, if that is
+    /// still the watcher of `fd` in `direction`; returns what it replaced
+    /// (for the caller to drop after this borrow).
+    fn replace_op(&self, fd: RawFd, direction: Direction, id: u64, new: Watcher) -> Option<Watcher> {
+        let mut watchers = self.watchers.borrow_mut();
+        let slot = watchers.get_mut(&(fd, direction))?;
+        match slot {
+            Watcher::Op(op) if op.id() == id => Some(std::mem::replace(slot, new)),
+            _ => None,
+        }
+    }
 }
 
 /// What runs when a watched fd is ready.
@@ -76,6 +89,15 @@ enum Watcher {
     Handle(Py<PyAny>),
     /// A native `sock_*` call waiting for its socket (`sock.rs`).
     Op(Rc<sock::SockOp>),
+    /// The read registration a finished `sock_*` call left for the next
+    /// one on the same socket object (`sock.rs`), so that a `sock_recv`
+    /// loop costs no `epoll_ctl` per call. Nobody waits: the first time
+    /// the fd is reported ready with nobody waiting, the registration
+    /// goes. Invisible to `remove_reader` (asyncio has no reader there).
+    Idle(Py<pyo3::types::PyWeakrefReference>),
+    /// The reader of asyncio's socket transport (its `_read_ready`
+    /// handle), run natively (`transport.rs`).
+    Transport { handle: Py<PyAny>, transport: Py<PyAny> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,7 +161,7 @@ impl WaitHook for GilWaitHook {
 /// Runs one fd watcher's handle (native or asyncio's), as asyncio's
 /// `_run_once` does: skipped if cancelled, `_run()` otherwise (which
 /// reports ordinary exceptions to the loop's exception handler itself).
-fn run_handle(py: Python<'_>, handle: &Py<PyAny>) {
+pub(crate) fn run_handle(py: Python<'_>, handle: &Py<PyAny>) {
     let Some(state) = active() else { return };
     let h = handle.bind(py);
     let outcome = if state.debug.get() {
@@ -376,23 +398,41 @@ impl Core {
     fn add_reader(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
         self.lp.check()?;
         self.lp.add_reader(fd, fd_callback(fd, Direction::Read)).map_err(core_error)?;
-        self.set_watcher(fd, Direction::Read, Some(Watcher::Handle(handle)));
+        drop(self.set_watcher(fd, Direction::Read, Some(Watcher::Handle(handle))));
+        Ok(())
+    }
+
+    /// As [`add_reader`](Core::add_reader) for the `_read_ready` handle of
+    /// asyncio's socket transport `transport`: its reads run natively
+    /// (`transport.rs`).
+    fn add_transport_reader(&self, fd: RawFd, handle: Py<PyAny>, transport: Py<PyAny>) -> PyResult<()> {
+        self.lp.check()?;
+        self.lp.add_reader(fd, fd_callback(fd, Direction::Read)).map_err(core_error)?;
+        drop(self.set_watcher(fd, Direction::Read, Some(Watcher::Transport { handle, transport })));
         Ok(())
     }
 
     /// Stops watching `fd` for reading; false if it was not watched.
-    fn remove_reader(&self, fd: RawFd) -> PyResult<bool> {
+    fn remove_reader(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
         self.lp.check()?;
         let removed = self.lp.remove_reader(fd);
-        self.set_watcher(fd, Direction::Read, None);
-        Ok(removed)
+        let old = self.set_watcher(fd, Direction::Read, None);
+        // A registration kept for the next sock_* call, or a cancelled
+        // one's, is no reader (asyncio's was removed with its call).
+        let reader = match &old {
+            Some(Watcher::Idle(_)) => false,
+            Some(Watcher::Op(op)) => !op.is_over(py),
+            _ => true,
+        };
+        drop(old);
+        Ok(removed && reader)
     }
 
     /// As [`add_reader`](Core::add_reader), for writing.
     fn add_writer(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
         self.lp.check()?;
         self.lp.add_writer(fd, fd_callback(fd, Direction::Write)).map_err(core_error)?;
-        self.set_watcher(fd, Direction::Write, Some(Watcher::Handle(handle)));
+        drop(self.set_watcher(fd, Direction::Write, Some(Watcher::Handle(handle))));
         Ok(())
     }
 
@@ -400,7 +440,7 @@ impl Core {
     fn remove_writer(&self, fd: RawFd) -> PyResult<bool> {
         self.lp.check()?;
         let removed = self.lp.remove_writer(fd);
-        self.set_watcher(fd, Direction::Write, None);
+        drop(self.set_watcher(fd, Direction::Write, None));
         Ok(removed)
     }
 
@@ -598,6 +638,11 @@ impl Core {
             for watcher in watchers.values() {
                 match watcher {
                     Watcher::Handle(handle) => visit.call(handle)?,
+                    Watcher::Transport { handle, transport } => {
+                        visit.call(handle)?;
+                        visit.call(transport)?;
+                    }
+                    Watcher::Idle(_) => {}
                     Watcher::Op(op) => {
                         let mut outcome = Ok(());
                         op.visit(&mut |obj| {
@@ -702,25 +747,53 @@ impl Core {
 
     /// Makes `watcher` the one that runs whenever `fd` is ready in
     /// `direction`, replacing any other.
-    fn watch(&self, lp: &EventLoop, fd: RawFd, direction: Direction, watcher: Watcher) -> PyResult<()> {
+    /// `same_socket`: the socket object the watcher is for; if the fd's
+    /// registration is one a finished call on that same object left
+    /// ([`Watcher::Idle`]), it is still that socket's (an open socket
+    /// object keeps its fd), and it is reused as it is.
+    fn watch(
+        &self,
+        lp: &EventLoop,
+        fd: RawFd,
+        direction: Direction,
+        watcher: Watcher,
+        same_socket: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = same_socket.py();
+        let (idle_for_it, pending) = match self.state().watchers.borrow().get(&(fd, direction)) {
+            Some(Watcher::Idle(weak)) => (weak.bind(py).upgrade().is_some_and(|s| s.is(same_socket)), None),
+            Some(Watcher::Op(op)) => (false, Some(op.clone())),
+            _ => (false, None),
+        };
+        // A cancelled call on the same socket, still registered, also
+        // leaves its registration (checked after the borrow: `done()`).
+        let reusable = idle_for_it || pending.is_some_and(|op| op.is_for(same_socket) && op.is_over(py));
+        if !reusable {
+            return self.watch_anew(lp, fd, direction, watcher);
+        }
+        drop(self.set_watcher(fd, direction, Some(watcher))); // the old one after the borrow
+        Ok(())
+    }
+
+    fn watch_anew(&self, lp: &EventLoop, fd: RawFd, direction: Direction, watcher: Watcher) -> PyResult<()> {
         match direction {
             Direction::Read => lp.add_reader(fd, fd_callback(fd, direction)),
             Direction::Write => lp.add_writer(fd, fd_callback(fd, direction)),
         }
         .map_err(core_error)?;
-        self.set_watcher(fd, direction, Some(watcher));
+        drop(self.set_watcher(fd, direction, Some(watcher)));
         Ok(())
     }
 
-    fn set_watcher(&self, fd: RawFd, direction: Direction, handle: Option<Watcher>) {
-        let old = {
-            let mut watchers = self.state().watchers.borrow_mut();
-            match handle {
-                Some(h) => watchers.insert((fd, direction), h),
-                None => watchers.remove(&(fd, direction)),
-            }
-        };
-        drop(old); // after the borrow: a decref may run Python code
+    /// Sets or removes the watcher of `fd` in `direction`; returns the old
+    /// one, for the caller to drop (a decref may run Python code).
+    #[must_use]
+    fn set_watcher(&self, fd: RawFd, direction: Direction, handle: Option<Watcher>) -> Option<Watcher> {
+        let mut watchers = self.state().watchers.borrow_mut();
+        match handle {
+            Some(h) => watchers.insert((fd, direction), h),
+            None => watchers.remove(&(fd, direction)),
+        }
     }
 
     /// Loop time in seconds to a core `Instant`, to the nearest
@@ -769,12 +842,20 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
             let watcher = match state.watchers.borrow().get(&(fd, direction)) {
                 Some(Watcher::Handle(h)) => Some(Watcher::Handle(h.clone_ref(py))),
                 Some(Watcher::Op(op)) => Some(Watcher::Op(op.clone())),
-                None => None,
+                Some(Watcher::Transport { handle, transport }) => Some(Watcher::Transport {
+                    handle: handle.clone_ref(py),
+                    transport: transport.clone_ref(py),
+                }),
+                Some(Watcher::Idle(_)) | None => None,
             };
             match watcher {
                 Some(Watcher::Handle(handle)) => run_handle(py, &handle),
                 Some(Watcher::Op(op)) => sock::on_ready(py, &state, op),
-                None => {}
+                Some(Watcher::Transport { handle, transport }) => {
+                    transport::on_ready(py, &state, &handle, &transport)
+                }
+                // Ready with nobody waiting: the kept registration goes.
+                _ => sock::drop_idle(&state, fd, direction),
             }
         })
     }

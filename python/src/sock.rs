@@ -16,6 +16,10 @@
 //! - Only exact `socket.socket` objects get the direct syscalls (recv,
 //!   recv_into, send); any other object (a subclass, a wrapper) gets its
 //!   own methods called, as asyncio calls them.
+//! - The direct syscalls never block (`MSG_DONTWAIT`), whatever the
+//!   socket's mode: they run with the GIL held, and a blocking one would
+//!   stall every Python thread, the one that would send the awaited
+//!   bytes included.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -25,13 +29,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{
-    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit, PyTypeError,
-    PyValueError,
+    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit,
+    PyTypeError, PyValueError,
 };
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyType};
+use pyo3::types::{PyBytes, PyDict, PyType, PyWeakrefReference};
 use socket2::SockRef;
 
 use crate::{Direction, RunState, Watcher, active, interrupt_with};
@@ -90,9 +94,32 @@ impl Op {
 pub(crate) struct SockOp {
     id: u64,
     fd: RawFd,
-    sock: Py<PyAny>,
+    sock: SockObject,
     fut: Py<PyAny>,
     op: Op,
+}
+
+/// How an operation holds its socket object.
+enum SockObject {
+    /// The operation's future has a done callback ([`OpDone`]) that
+    /// removes the operation at once when it is cancelled.
+    Strong(Py<PyAny>),
+    /// No done callback (the common `sock_recv`/`sock_recvfrom`/
+    /// `sock_accept`, which hold no buffer): a cancelled operation stays
+    /// the fd's watcher until the fd is next ready or another watcher
+    /// replaces it, holding its socket weakly meanwhile, so that it never
+    /// keeps a socket (and its fd) alive. While the call is pending, its
+    /// coroutine holds the socket.
+    Weak(Py<PyWeakrefReference>),
+}
+
+impl SockObject {
+    fn get<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        match self {
+            SockObject::Strong(s) => Some(s.bind(py).clone()),
+            SockObject::Weak(w) => w.bind(py).upgrade(),
+        }
+    }
 }
 
 impl SockOp {
@@ -100,9 +127,24 @@ impl SockOp {
         self.id
     }
 
+    /// Whether the call is over (cancelled, mostly) while the operation
+    /// is still the fd's watcher: then it is no reader or writer for
+    /// asyncio's `remove_reader`, and a new call on the same socket may
+    /// take its registration over.
+    pub(crate) fn is_over(&self, py: Python<'_>) -> bool {
+        self.fut.bind(py).call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()).unwrap_or(true)
+    }
+
+    /// Whether `sock` is this operation's socket object.
+    pub(crate) fn is_for(&self, sock: &Bound<'_, PyAny>) -> bool {
+        self.sock.get(sock.py()).is_some_and(|s| s.is(sock))
+    }
+
     /// The Python objects it holds, for the GC.
     pub(crate) fn visit(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
-        visit(&self.sock);
+        if let SockObject::Strong(sock) = &self.sock {
+            visit(sock);
+        }
         visit(&self.fut);
         match &self.op {
             Op::RecvInto { buf } => visit(buf),
@@ -220,12 +262,13 @@ fn bytes_of(buf: &PyUntypedBuffer) -> &[u8] {
     unsafe { std::slice::from_raw_parts(buf.buf_ptr().cast::<u8>(), buf.len_bytes()) }
 }
 
-/// The bytes of a held, C-contiguous, writable buffer, for one `recv`.
-fn bytes_of_mut(buf: &mut PyUntypedBuffer) -> &mut [u8] {
+/// The memory of a held, C-contiguous, writable buffer, for one `recv`.
+fn bytes_of_mut(buf: &mut PyUntypedBuffer) -> &mut [MaybeUninit<u8>] {
     // SAFETY: as `bytes_of`, and the exporter said it is writable
     // (checked by the caller); the slice lives for one `recv` with the
-    // GIL held, the only writer meanwhile.
-    unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr().cast::<u8>(), buf.len_bytes()) }
+    // GIL held, the only writer meanwhile, and `recv` writes only
+    // initialized bytes, so the buffer stays initialized for Python.
+    unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr().cast::<MaybeUninit<u8>>(), buf.len_bytes()) }
 }
 
 fn writable(obj: &Bound<'_, PyAny>, method: &str) -> PyResult<PyUntypedBuffer> {
@@ -277,10 +320,7 @@ fn try_op(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) ->
             }
             let fd = fileno(sock)?;
             let mut view = writable(buf, "recv_into")?;
-            match with_fd(py, fd, |s| {
-                let mut s: &socket2::Socket = &s;
-                io::Read::read(&mut s, bytes_of_mut(&mut view))
-            }) {
+            match with_fd(py, fd, |s| s.recv_with_flags(bytes_of_mut(&mut view), libc::MSG_DONTWAIT)) {
                 Ok(got) => Try::Done(got.into_pyobject(py)?.into_any().unbind()),
                 Err(t) => t,
             }
@@ -294,7 +334,9 @@ fn try_op(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) ->
             let start = sent.get();
             let sent_now = if is_plain_socket(sock)? {
                 let fd = fileno(sock)?;
-                match with_fd(py, fd, |s| s.send_with_flags(&bytes[start..], libc::MSG_NOSIGNAL)) {
+                match with_fd(py, fd, |s| {
+                    s.send_with_flags(&bytes[start..], libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+                }) {
                     Ok(n) => n,
                     Err(t) => return Ok(t),
                 }
@@ -339,12 +381,37 @@ fn try_op(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) ->
     })
 }
 
+/// One non-blocking `recv` of at most `max` bytes on `fd`, as a `bytes`
+/// (empty at end of file); `None` if there was nothing to read.
+pub(crate) fn recv_bytes<'py>(
+    py: Python<'py>,
+    state: &RunState,
+    fd: RawFd,
+    max: usize,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let outcome = if max > SCRATCH_MAX {
+        let mut own: Vec<u8> = Vec::with_capacity(max);
+        recv_spare(py, fd, &mut own, max).map(|()| PyBytes::new(py, &own))
+    } else {
+        // No Python code runs while the scratch buffer is borrowed.
+        let mut scratch = state.scratch.borrow_mut();
+        scratch.clear();
+        recv_spare(py, fd, &mut scratch, max).map(|()| PyBytes::new(py, &scratch))
+    };
+    match outcome {
+        Ok(data) => Ok(Some(data)),
+        Err(Try::Wait) => Ok(None),
+        Err(Try::Failed(e)) => Err(e),
+        Err(Try::Done(_)) => unreachable!("recv_spare fails only with Wait or Failed"),
+    }
+}
+
 /// `recv` of at most `n` bytes into `vec`'s spare capacity.
 fn recv_spare(py: Python<'_>, fd: RawFd, vec: &mut Vec<u8>, n: usize) -> Result<(), Try> {
     vec.reserve(n);
     let got = with_fd(py, fd, |s| {
         let spare: &mut [MaybeUninit<u8>] = &mut vec.spare_capacity_mut()[..n];
-        s.recv(spare)
+        s.recv_with_flags(spare, libc::MSG_DONTWAIT)
     })?;
     // SAFETY: `recv` initialized the first `got` bytes of the spare
     // capacity (it never reports more than it was given), and the vector
@@ -383,29 +450,64 @@ pub(crate) fn wait(
 ) -> PyResult<Py<PyAny>> {
     let pyloop = core.pyloop(py)?;
     let fd = fileno(sock)?;
-    pyloop.bind(py).call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
+    ensure_no_transport(pyloop.bind(py), fd)?;
     let kwargs = PyDict::new(py);
     kwargs.set_item(intern!(py, "loop"), &pyloop)?;
     let fut = future_type(py)?.call((), Some(&kwargs))?;
     let direction = op.direction();
     let id = next_id();
-    let sock_op = Rc::new(SockOp { id, fd, sock: sock.clone().unbind(), fut: fut.clone().unbind(), op });
-    core.watch(lp, fd, direction, Watcher::Op(sock_op))?;
-    let done = Py::new(py, OpDone { id, fd, direction })?;
-    fut.call_method1(intern!(py, "add_done_callback"), (done,))?;
+    let holds_nothing = matches!(op, Op::Recv { .. } | Op::RecvFrom { .. } | Op::Accept);
+    let weak = if holds_nothing { PyWeakrefReference::new(sock).ok() } else { None };
+    let lazy = weak.is_some();
+    let sock_ref = match weak {
+        Some(w) => SockObject::Weak(w.unbind()),
+        None => SockObject::Strong(sock.clone().unbind()),
+    };
+    let sock_op = Rc::new(SockOp { id, fd, sock: sock_ref, fut: fut.clone().unbind(), op });
+    core.watch(lp, fd, direction, Watcher::Op(sock_op), sock)?;
+    if !lazy {
+        let done = Py::new(py, OpDone { id, fd, direction })?;
+        fut.call_method1(intern!(py, "add_done_callback"), (done,))?;
+    }
     Ok(fut.unbind())
+}
+
+/// asyncio's `_ensure_fd_no_transport`: refuses an fd an open transport
+/// uses. Read straight from the `WeakValueDictionary`'s dict (its
+/// `__getitem__` raises `KeyError` for the usual miss); asyncio's own
+/// method if the loop's `_transports` is something else.
+fn ensure_no_transport(pyloop: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+    let py = pyloop.py();
+    let transports = pyloop.getattr(intern!(py, "_transports"))?;
+    let data = transports.getattr(intern!(py, "data")).ok().and_then(|d| d.cast_into::<PyDict>().ok());
+    let Some(data) = data else {
+        return pyloop.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,)).map(drop);
+    };
+    let Some(weak) = data.get_item(fd)? else { return Ok(()) };
+    let transport = weak.call0()?;
+    if transport.is_none() || transport.call_method0(intern!(py, "is_closing"))?.is_truthy()? {
+        return Ok(());
+    }
+    Err(PyRuntimeError::new_err(format!("File descriptor {fd} is used by transport {}", transport.repr()?)))
 }
 
 /// Runs a pending operation whose socket the core found ready.
 pub(crate) fn on_ready(py: Python<'_>, state: &Rc<RunState>, op: Rc<SockOp>) {
     let fut = op.fut.bind(py);
-    match fut.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()) {
-        // Cancelled meanwhile: its done callback removes it; nothing is read.
-        Ok(true) => return,
-        Ok(false) => {}
+    let sock = op.sock.get(py);
+    let over = match fut.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()) {
+        Ok(over) => over,
         Err(e) => return report(py, state, fut, e),
-    }
-    let outcome = attempt(py, state, op.sock.bind(py), &op.op);
+    };
+    let Some(sock) = sock.filter(|_| !over) else {
+        // Cancelled meanwhile: nothing is read. A done callback removes a
+        // strongly held operation; a weakly held one goes now.
+        if let SockObject::Weak(_) = op.sock {
+            forget(state, op.fd, op.op.direction(), op.id, op.sock.get(py).as_ref());
+        }
+        return;
+    };
+    let outcome = attempt(py, state, &sock, &op.op);
     let settle = match outcome {
         Try::Wait => return,
         Try::Failed(e)
@@ -415,11 +517,11 @@ pub(crate) fn on_ready(py: Python<'_>, state: &Rc<RunState>, op: Rc<SockOp>) {
             return interrupt_with(state, e, None);
         }
         Try::Done(v) => {
-            forget(state, &op);
+            forget(state, op.fd, op.op.direction(), op.id, Some(&sock));
             fut.call_method1(intern!(py, "set_result"), (v,))
         }
         Try::Failed(e) => {
-            forget(state, &op);
+            forget(state, op.fd, op.op.direction(), op.id, Some(&sock));
             fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))
         }
     };
@@ -428,19 +530,49 @@ pub(crate) fn on_ready(py: Python<'_>, state: &Rc<RunState>, op: Rc<SockOp>) {
     }
 }
 
-/// Unregisters a finished operation, if it is still its fd's watcher.
-fn forget(state: &RunState, op: &SockOp) {
-    let direction = op.op.direction();
-    let removed = state.take_op(op.fd, direction, op.id);
-    if removed.is_some()
-        && let Ok(lp) = evloop::get_running_loop()
+/// Unregisters a finished operation, if it is still its fd's watcher: a
+/// read registration is kept for the next call on the same socket
+/// ([`Watcher::Idle`]); a write one goes (a socket is writable nearly
+/// always: kept, it would only report at once).
+fn forget(state: &RunState, fd: RawFd, direction: Direction, id: u64, sock: Option<&Bound<'_, PyAny>>) {
+    if direction == Direction::Read
+        && let Some(Ok(weak)) = sock.map(PyWeakrefReference::new)
     {
+        let replaced = state.replace_op(fd, direction, id, Watcher::Idle(weak.unbind()));
+        drop(replaced); // after the map's borrow: decrefs may run Python code
+        return;
+    }
+    let removed = state.take_op(fd, direction, id);
+    if removed.is_some() {
+        unregister(fd, direction);
+    }
+    drop(removed);
+}
+
+fn unregister(fd: RawFd, direction: Direction) {
+    if let Ok(lp) = evloop::get_running_loop() {
         match direction {
-            Direction::Read => lp.remove_reader(op.fd),
-            Direction::Write => lp.remove_writer(op.fd),
+            Direction::Read => lp.remove_reader(fd),
+            Direction::Write => lp.remove_writer(fd),
         };
     }
-    drop(removed); // after the map's borrow (in take_op): decrefs may run Python code
+}
+
+/// The fd of a kept registration ([`Watcher::Idle`]) was reported ready
+/// with nobody waiting: the registration goes, so that a level-triggered
+/// fd nobody reads does not wake every pass.
+pub(crate) fn drop_idle(state: &RunState, fd: RawFd, direction: Direction) {
+    let old = {
+        let mut watchers = state.watchers.borrow_mut();
+        match watchers.get(&(fd, direction)) {
+            Some(Watcher::Idle(_)) => watchers.remove(&(fd, direction)),
+            _ => None,
+        }
+    };
+    if old.is_some() {
+        unregister(fd, direction);
+    }
+    drop(old);
 }
 
 /// An error no `sock_*` call expects (a failing `set_result`): to the
@@ -476,18 +608,15 @@ pub(crate) struct OpDone {
 
 #[pymethods]
 impl OpDone {
-    fn __call__(&self, _fut: &Bound<'_, PyAny>) {
+    fn __call__(&self, py: Python<'_>, _fut: &Bound<'_, PyAny>) {
         let Some(state) = active() else { return };
-        let removed = state.take_op(self.fd, self.direction, self.id);
-        if removed.is_some()
-            && let Ok(lp) = evloop::get_running_loop()
-        {
-            match self.direction {
-                Direction::Read => lp.remove_reader(self.fd),
-                Direction::Write => lp.remove_writer(self.fd),
-            };
+        let op = match state.watchers.borrow().get(&(self.fd, self.direction)) {
+            Some(Watcher::Op(op)) if op.id() == self.id => Some(op.clone()),
+            _ => None,
+        };
+        if let Some(op) = op {
+            forget(&state, self.fd, self.direction, self.id, op.sock.get(py).as_ref());
         }
-        drop(removed);
     }
 }
 

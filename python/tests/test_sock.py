@@ -230,8 +230,10 @@ def test_udp_sendto_recvfrom_and_recvfrom_into(loop):
 
 
 def test_a_socket_used_by_a_transport_is_refused(loop):
+    accepted = []
+
     async def main():
-        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
         reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
         fd = writer.get_extra_info("socket").fileno()
         alias = socket.socket(fileno=fd)  # the transport's own fd
@@ -242,6 +244,8 @@ def test_a_socket_used_by_a_transport_is_refused(loop):
             alias.detach()
         writer.close()
         await writer.wait_closed()
+        for w in accepted:  # 3.12's wait_closed waits for the connections too
+            w.close()
         server.close()
         await server.wait_closed()
 
@@ -304,3 +308,99 @@ def test_a_pending_recv_does_not_keep_the_loop_alive(loop_factory):
     assert ref() is None
     a.close()
     b.close()
+
+
+def test_a_blocking_socket_does_not_stall_other_threads(loop):
+    # The bytes come from another Python thread: a recv that blocked with
+    # the GIL held would never see them (evloop's syscalls never block).
+    import threading
+
+    a, b = socket.socketpair()  # blocking
+    go = threading.Event()
+
+    def sender():
+        go.wait()
+        a.sendall(b"from a thread")
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+
+    async def main():
+        go.set()
+        got = b""
+        while len(got) < 13:
+            got += await loop.sock_recv(b, 100)
+        return got
+
+    with a, b:
+        assert loop.run_until_complete(main()) == b"from a thread"
+    thread.join()
+
+
+def test_a_reused_fd_number_is_watched_afresh(loop):
+    # A sock_recv keeps its read registration for the next call on the
+    # same socket; a new socket that gets the closed one's fd number must
+    # still be woken.
+    async def main():
+        a, b = pair()
+        await loop.sock_sendall(a, b"one")
+        assert await loop.sock_recv(b, 10) == b"one"
+        read = asyncio.ensure_future(loop.sock_recv(b, 10))
+        await asyncio.sleep(0)
+        await loop.sock_sendall(a, b"two")
+        assert await read == b"two"
+        number = b.fileno()
+        b.close()
+        a.close()
+        c, d = pair()
+        with c, d:
+            assert number in (c.fileno(), d.fileno())
+            reader, writer = (c, d) if c.fileno() == number else (d, c)
+            read = asyncio.ensure_future(loop.sock_recv(reader, 10))
+            await asyncio.sleep(0)
+            await loop.sock_sendall(writer, b"three")
+            return await asyncio.wait_for(read, 5)
+
+    assert loop.run_until_complete(main()) == b"three"
+
+
+def test_data_nobody_waits_for_stays_for_the_next_recv(loop):
+    a, b = pair()
+
+    async def main():
+        read = asyncio.ensure_future(loop.sock_recv(b, 10))
+        await asyncio.sleep(0)
+        await loop.sock_sendall(a, b"first")
+        assert await read == b"first"
+        await loop.sock_sendall(a, b"second")  # nobody is reading now
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert loop.remove_reader(b) is False
+        return await loop.sock_recv(b, 10)
+
+    with a, b:
+        assert loop.run_until_complete(main()) == b"second"
+
+
+def test_a_cancelled_recv_does_not_keep_its_socket_alive(loop):
+    import warnings
+    import weakref
+
+    a, b = pair()
+    ref = weakref.ref(b)
+
+    async def main(b):
+        task = asyncio.ensure_future(loop.sock_recv(b, 10))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    loop.run_until_complete(main(b))
+    loop.run_until_complete(asyncio.sleep(0))
+    del b
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert ref() is None
+    a.close()

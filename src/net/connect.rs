@@ -26,7 +26,7 @@ use crate::net::transport::Transport;
 use crate::runtime::event_loop::EventLoop;
 use crate::task::{Sleep, sleep};
 
-/// Options of [`EventLoop::create_connection_with`] and the other
+/// Options of [`EventLoop::create_connection`] and the other
 /// connecting methods (asyncio's keyword arguments of
 /// `create_connection`); `ConnectOptions::default()` gives asyncio's
 /// defaults. Fields may be added: build it with the setters.
@@ -320,18 +320,21 @@ impl fmt::Debug for Staggered {
 
 impl EventLoop {
     /// Connects to `host:port` and runs the protocol made by `factory` on
-    /// the connection (asyncio's `create_connection`, without keyword
-    /// arguments: [`create_connection_with`](EventLoop::create_connection_with)
-    /// takes them). `host` is resolved with
+    /// the connection (asyncio's `create_connection`; its keyword
+    /// arguments are the [`ConnectOptions`]: a local address to bind,
+    /// Happy Eyeballs, address interleaving, TLS). `host` is resolved with
     /// [`getaddrinfo`](EventLoop::getaddrinfo); each address is tried in
-    /// turn until one connects. Returns once `connection_made` has run.
+    /// turn (or staggered, with Happy Eyeballs) until one connects.
+    /// Returns once `connection_made` has run.
     ///
     /// # Errors
     ///
     /// The connection error if no address connects (e.g.
     /// `ConnectionRefused`, its message naming the address: "connect to
     /// 127.0.0.1:1: Connection refused"; with several addresses, one error
-    /// listing each), or the resolver's error.
+    /// listing each), or the resolver's error (also for `local_addr`); a
+    /// bind error ("bind to local address …") if no local address of the
+    /// attempt's family binds.
     ///
     /// # Examples
     ///
@@ -361,7 +364,7 @@ impl EventLoop {
     ///     };
     ///     let server = evloop::start_server(echo, "127.0.0.1", 0, Default::default()).await?;
     ///     let port = server.local_addr().unwrap().port();
-    ///     let (transport, client) = l.create_connection(Client::default, "127.0.0.1", port).await?;
+    ///     let (transport, client) = l.create_connection(Client::default, "127.0.0.1", port, Default::default()).await?;
     ///     while !transport.is_closing() {
     ///         evloop::yield_now().await; // the server closes after echoing
     ///     }
@@ -373,31 +376,13 @@ impl EventLoop {
     ///
     /// let l = lp.clone();
     /// let refused = lp.run_until_complete(async move {
-    ///     l.create_connection(Client::default, "127.0.0.1", 1).await.map(|_| ())
+    ///     l.create_connection(Client::default, "127.0.0.1", 1, Default::default()).await.map(|_| ())
     /// })?;
     /// assert!(refused.unwrap_err().to_string().contains("connect to 127.0.0.1:1"));
     /// # Ok::<(), evloop::Error>(())
     /// ```
-    pub async fn create_connection<P: StreamProtocol>(
-        &self,
-        factory: impl FnOnce() -> P,
-        host: &str,
-        port: u16,
-    ) -> Result<(Transport, Rc<RefCell<P>>)> {
-        self.create_connection_with(factory, host, port, ConnectOptions::default()).await
-    }
-
-    /// [`create_connection`](EventLoop::create_connection) with asyncio's
-    /// keyword arguments: a local address to bind, Happy Eyeballs, address
-    /// interleaving (see [`ConnectOptions`]).
+    /// With options:
     ///
-    /// # Errors
-    ///
-    /// As [`create_connection`](EventLoop::create_connection); also the
-    /// resolver's error for `local_addr`, and a bind error ("bind to local
-    /// address …") if no local address of the attempt's family binds.
-    ///
-    /// # Examples
     ///
     /// ```
     /// use evloop::net::{ConnectOptions, Protocol};
@@ -413,7 +398,7 @@ impl EventLoop {
     ///     let server = evloop::start_server(|_, _| async {}, "127.0.0.1", 0, Default::default()).await?;
     ///     let port = server.local_addr().unwrap().port();
     ///     let options = ConnectOptions::new().local_addr("127.0.0.2", 0);
-    ///     let (transport, _) = l.create_connection_with(|| Quiet, "127.0.0.1", port, options).await?;
+    ///     let (transport, _) = l.create_connection(|| Quiet, "127.0.0.1", port, options).await?;
     ///     let local = transport.local_addr().unwrap();
     ///     transport.close();
     ///     server.close();
@@ -422,7 +407,7 @@ impl EventLoop {
     /// assert_eq!(local.ip().to_string(), "127.0.0.2");
     /// # Ok::<(), evloop::Error>(())
     /// ```
-    pub async fn create_connection_with<P: StreamProtocol>(
+    pub async fn create_connection<P: StreamProtocol>(
         &self,
         factory: impl FnOnce() -> P,
         host: &str,
@@ -442,14 +427,14 @@ impl EventLoop {
         self.create_connection_to(factory, addrs, options).await
     }
 
-    /// [`create_connection_with`](EventLoop::create_connection_with) to
+    /// [`create_connection`](EventLoop::create_connection) to
     /// addresses the caller resolved (its own resolver, SRV records…): the
     /// same attempts, interleaving and Happy Eyeballs over `addrs`, in
     /// their order. Not in asyncio (which always resolves `host`).
     ///
     /// # Errors
     ///
-    /// As [`create_connection_with`](EventLoop::create_connection_with);
+    /// As [`create_connection`](EventLoop::create_connection);
     /// `NotFound` if `addrs` is empty.
     pub async fn create_connection_to<P: StreamProtocol>(
         &self,
@@ -499,27 +484,14 @@ impl EventLoop {
     }
 
     /// Connects to the Unix socket at `path` (asyncio's
-    /// `create_unix_connection`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] from `connect`.
-    pub async fn create_unix_connection<P: StreamProtocol>(
-        &self,
-        factory: impl FnOnce() -> P,
-        path: impl AsRef<Path>,
-    ) -> Result<(Transport, Rc<RefCell<P>>)> {
-        self.create_unix_connection_with(factory, path, ConnectOptions::default()).await
-    }
-
-    /// [`create_unix_connection`](EventLoop::create_unix_connection) with
-    /// options. The TCP-only ones (`local_addr`, `happy_eyeballs_delay`,
-    /// `interleave`) are refused, as asyncio's signature has none of them.
+    /// `create_unix_connection`). Of the [`ConnectOptions`], the TCP-only
+    /// ones (`local_addr`, `happy_eyeballs_delay`, `interleave`) are
+    /// refused, as asyncio's signature has none of them.
     ///
     /// # Errors
     ///
     /// `InvalidInput` for a TCP-only option; [`Error::Io`] from `connect`.
-    pub async fn create_unix_connection_with<P: StreamProtocol>(
+    pub async fn create_unix_connection<P: StreamProtocol>(
         &self,
         factory: impl FnOnce() -> P,
         path: impl AsRef<Path>,

@@ -124,7 +124,7 @@ impl Transport {
     /// let keepalive = lp.run_until_complete(async move {
     ///     let server = l.create_server(|| Idle, "127.0.0.1", 0, Default::default()).await?;
     ///     let port = server.local_addr().unwrap().port();
-    ///     let (t, _) = l.create_connection(|| Idle, "127.0.0.1", port).await?;
+    ///     let (t, _) = l.create_connection(|| Idle, "127.0.0.1", port, Default::default()).await?;
     ///     t.with_socket(|s| s.set_keepalive(true))??;
     ///     let keepalive = t.with_socket(|s| s.keepalive())??;
     ///     t.close();
@@ -161,7 +161,7 @@ impl Transport {
     /// lp.run_until_complete(async move {
     ///     let server = l.create_server(|| Idle, "127.0.0.1", 0, Default::default()).await?;
     ///     let addr = server.local_addr().unwrap();
-    ///     let (t, _) = l.create_connection(|| Idle, "127.0.0.1", addr.port()).await?;
+    ///     let (t, _) = l.create_connection(|| Idle, "127.0.0.1", addr.port(), Default::default()).await?;
     ///     let Some(ExtraInfo::Peername(peer)) = t.get_extra_info("peername") else { panic!() };
     ///     assert_eq!(peer.as_socket(), Some(addr));
     ///     assert!(t.get_extra_info("no such key").is_none());

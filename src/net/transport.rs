@@ -596,8 +596,12 @@ impl Transport {
     /// may not be pollable for that).
     pub(crate) fn set_pipe_end(&self, end: PipeEnd, watch_peer: bool) {
         self.inner.pipe.set(end);
-        if end == PipeEnd::Write && !watch_peer {
-            self.inner.read_side.set(ReadSide::AtEof);
+        match end {
+            // Writes are refused by the write side's state, off the
+            // sockets' write path.
+            PipeEnd::Read => self.inner.write_side.set(WriteSide::EofSent),
+            PipeEnd::Write if !watch_peer => self.inner.read_side.set(ReadSide::AtEof),
+            PipeEnd::Write | PipeEnd::NotPipe => {}
         }
     }
 }
@@ -657,13 +661,14 @@ impl StreamInner {
             return Err(Error::InvalidState("cannot write while sendfile() is in progress"));
         }
         if self.write_side.get() != WriteSide::Open {
+            // A read pipe's write side is shut from the start.
+            if self.pipe.get() == PipeEnd::Read {
+                return Err(Error::InvalidState("cannot write to a read pipe"));
+            }
             return Err(Error::InvalidState("cannot write after write_eof()"));
         }
         if self.core.is_closing() {
             return Err(Error::InvalidState("cannot write to a closing transport"));
-        }
-        if self.pipe.get() == PipeEnd::Read {
-            return Err(Error::InvalidState("cannot write to a read pipe"));
         }
         Ok(())
     }
@@ -694,7 +699,14 @@ impl StreamInner {
             return;
         }
         let me = self.clone();
-        if let Err(e) = self.core.watch_read(move || me.on_readable()) {
+        // A write pipe's reader callback watches for the reader closing;
+        // chosen here, once, rather than on every readiness event.
+        let watched = if self.pipe.get() == PipeEnd::Write {
+            self.core.watch_read(move || me.on_peer_closed())
+        } else {
+            self.core.watch_read(move || me.on_readable())
+        };
+        if let Err(e) = watched {
             core::force_close(self, Some(e));
         }
     }
@@ -714,9 +726,6 @@ impl StreamInner {
     fn on_readable(self: &Rc<Self>) {
         if self.core.is_closing() {
             return;
-        }
-        if self.pipe.get() == PipeEnd::Write {
-            return self.on_peer_closed();
         }
         if self.read_side.get() != ReadSide::Reading {
             // Paused (see `pause_reading`): stop watching the fd now.

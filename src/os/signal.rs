@@ -13,7 +13,10 @@
 //! disposition evloop found before it first took the signal is put back
 //! (`SIG_DFL` in a program that never touched it), as asyncio's
 //! `remove_signal_handler` does. A signal whose registry handler was
-//! already installed by another library is left as it is.
+//! already installed by another library is left as it is; a library that
+//! starts watching a signal through the registry only *after* evloop took
+//! it loses it when evloop restores the disposition (the registry does not
+//! say who else is watching).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -338,7 +341,7 @@ impl fmt::Debug for Subscription {
 ///
 /// As [`EventLoop::add_signal_handler`].
 #[track_caller]
-#[allow(dead_code)] // the subprocess layer's SIGCHLD fallback is its user
+#[allow(dead_code)] // for a SIGCHLD-driven child watcher (the subprocess layer uses pidfds and waiter threads today)
 pub(crate) fn subscribe(lp: &EventLoop, signum: c_int, cb: impl FnMut() + 'static) -> Result<Subscription> {
     let at = Location::caller();
     check_signal(signum, "subscribe")?;
@@ -450,9 +453,11 @@ fn is_default(signum: c_int) -> bool {
 /// Runs `fut` as the main task of `lp` with Ctrl-C cancelling it, as
 /// `asyncio.Runner.run` does: if `SIGINT` has its default disposition
 /// (nobody else handles it), a handler is installed that, on the first
-/// Ctrl-C, cancels the main task and restores the default, so that a
-/// second Ctrl-C ends the process as it would without the loop. The
-/// handler is removed when the task is done, whatever happened.
+/// Ctrl-C, cancels the main task; that delivery restores the default
+/// disposition at once (in the signal handler), so that a second Ctrl-C
+/// ends the process as it would without the loop, even while the loop is
+/// stuck in a callback. The handler is removed when the task is done,
+/// whatever happened.
 pub(crate) fn run_cancelling_on_ctrl_c<F>(lp: &EventLoop, fut: F) -> Result<F::Output>
 where
     F: std::future::Future + 'static,
@@ -466,19 +471,34 @@ where
                 let _ = lp.remove_signal_handler(SIGINT);
             }
         });
-        installed.ok().and_then(|()| lp.inner.signals.handler_generation(SIGINT))
+        let ours = installed.ok().and_then(|()| lp.inner.signals.handler_generation(SIGINT));
+        // The first Ctrl-C restores the default in the signal handler
+        // itself: a second one ends the process even if the loop is stuck
+        // in a callback and has not run the handler yet.
+        lp.inner.signals.set_default_on_delivery(SIGINT, ours.is_some());
+        ours
     } else {
         None
     };
     let out = lp.run_until_complete(async move { task.await });
-    // Unless the first Ctrl-C removed it, or the program replaced it.
-    if ours.is_some() && lp.inner.signals.handler_generation(SIGINT) == ours {
-        let _ = lp.remove_signal_handler(SIGINT);
+    if ours.is_some() {
+        lp.inner.signals.set_default_on_delivery(SIGINT, false);
+        // Unless the first Ctrl-C removed it, or the program replaced it.
+        if lp.inner.signals.handler_generation(SIGINT) == ours {
+            let _ = lp.remove_signal_handler(SIGINT);
+        }
     }
     out?
 }
 
 impl LoopSignals {
+    /// See `sys::signal::Target::set_default_on_delivery`.
+    fn set_default_on_delivery(&self, signum: c_int, on: bool) {
+        if let Some(state) = self.state.borrow().as_ref() {
+            state.target.set_default_on_delivery(signum, on);
+        }
+    }
+
     /// Which handler `signum` has (changes when it is replaced).
     fn handler_generation(&self, signum: c_int) -> Option<u64> {
         let state = self.state.borrow();

@@ -36,7 +36,8 @@ const DEFAULT_SLOW_CALLBACK: Duration = Duration::from_millis(100);
 /// Default [`Builder::busy_poll_interval`]: poll in every pass, as asyncio.
 const DEFAULT_BUSY_POLL_INTERVAL: Duration = Duration::ZERO;
 
-type ExceptionHandler = Rc<dyn Fn(&EventLoop, &ExceptionContext)>;
+/// An exception handler as [`EventLoop::get_exception_handler`] gives it.
+pub type ExceptionHandler = Rc<dyn Fn(&EventLoop, &ExceptionContext)>;
 
 static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -243,13 +244,13 @@ impl LoopInner {
 /// | scheduling callbacks | [`call_soon`](EventLoop::call_soon), [`call_later`](EventLoop::call_later), [`call_at`](EventLoop::call_at), [`time`](EventLoop::time), [`advance_time`](EventLoop::advance_time), [`next_timer`](EventLoop::next_timer) |
 /// | embedders' entries | [`call_soon_entry`](EventLoop::call_soon_entry), [`call_at_entry`](EventLoop::call_at_entry), [`cancel_timer`](EventLoop::cancel_timer), [`visit_entries`](EventLoop::visit_entries), [`clear_entries`](EventLoop::clear_entries) |
 /// | futures and tasks | [`create_future`](EventLoop::create_future), [`create_task`](EventLoop::create_task) |
-/// | threads | [`remote`](EventLoop::remote) (`call_soon_threadsafe`), [`run_in_executor`](EventLoop::run_in_executor) |
+/// | threads | [`remote`](EventLoop::remote) (`call_soon_threadsafe`), [`run_in_executor`](EventLoop::run_in_executor), [`set_default_executor`](EventLoop::set_default_executor), [`shutdown_default_executor`](EventLoop::shutdown_default_executor) |
 /// | file descriptors | [`add_reader`](EventLoop::add_reader), [`remove_reader`](EventLoop::remove_reader), [`add_writer`](EventLoop::add_writer), [`remove_writer`](EventLoop::remove_writer) |
 /// | low-level sockets | [`sock_recv`](EventLoop::sock_recv), [`sock_recv_into`](EventLoop::sock_recv_into), [`sock_sendall`](EventLoop::sock_sendall), [`sock_connect`](EventLoop::sock_connect), [`sock_accept`](EventLoop::sock_accept), [`sock_recvfrom`](EventLoop::sock_recvfrom), [`sock_recvfrom_into`](EventLoop::sock_recvfrom_into), [`sock_sendto`](EventLoop::sock_sendto), [`sock_sendfile`](EventLoop::sock_sendfile) |
 /// | transports and servers | [`create_connection`](EventLoop::create_connection), [`create_unix_connection`](EventLoop::create_unix_connection), [`connect_accepted_socket`](EventLoop::connect_accepted_socket), [`create_server`](EventLoop::create_server), [`create_unix_server`](EventLoop::create_unix_server), [`create_datagram_endpoint`](EventLoop::create_datagram_endpoint), [`create_unix_datagram_endpoint`](EventLoop::create_unix_datagram_endpoint), [`sendfile`](EventLoop::sendfile) |
 /// | name resolution | [`getaddrinfo`](EventLoop::getaddrinfo), [`getnameinfo`](EventLoop::getnameinfo) |
 /// | signals | [`add_signal_handler`](EventLoop::add_signal_handler), [`remove_signal_handler`](EventLoop::remove_signal_handler) |
-/// | errors and debugging | [`set_exception_handler`](EventLoop::set_exception_handler), [`call_exception_handler`](EventLoop::call_exception_handler), [`default_exception_handler`](EventLoop::default_exception_handler), [`set_debug`](EventLoop::set_debug), [`get_debug`](EventLoop::get_debug), [`set_slow_callback_duration`](EventLoop::set_slow_callback_duration), [`stats`](EventLoop::stats) |
+/// | errors and debugging | [`set_exception_handler`](EventLoop::set_exception_handler), [`get_exception_handler`](EventLoop::get_exception_handler), [`call_exception_handler`](EventLoop::call_exception_handler), [`default_exception_handler`](EventLoop::default_exception_handler), [`set_debug`](EventLoop::set_debug), [`get_debug`](EventLoop::get_debug), [`set_slow_callback_duration`](EventLoop::set_slow_callback_duration), [`stats`](EventLoop::stats) |
 ///
 /// # Examples
 ///
@@ -1348,6 +1349,25 @@ impl EventLoop {
         let new = handler.map(|h| Rc::new(h) as ExceptionHandler);
         let old = self.inner.exception_handler.replace(new);
         drop(old);
+    }
+
+    /// The handler set with
+    /// [`set_exception_handler`](EventLoop::set_exception_handler), or
+    /// `None` for the default (asyncio's `get_exception_handler`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lp = evloop::EventLoop::new()?;
+    /// assert!(lp.get_exception_handler().is_none());
+    /// lp.set_exception_handler(Some(|_: &evloop::EventLoop, _: &evloop::ExceptionContext| {}));
+    /// let handler = lp.get_exception_handler().expect("set above");
+    /// // Wrap it to set it again, on this loop or another one.
+    /// lp.set_exception_handler(Some(move |l: &evloop::EventLoop, c: &evloop::ExceptionContext| handler(l, c)));
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn get_exception_handler(&self) -> Option<ExceptionHandler> {
+        self.inner.exception_handler.borrow().clone()
     }
 
     /// Passes `ctx` to the exception handler, or to the default one if none

@@ -19,10 +19,10 @@ pub(crate) mod stats;
 pub(crate) mod timers;
 pub(crate) mod wait;
 
-pub use event_loop::{Builder, EventLoop, get_running_loop};
+pub use event_loop::{Builder, EventLoop, ExceptionHandler, get_running_loop};
 pub use handle::{ForeignEntry, Handle, TimerHandle, TimerKey};
 pub use owner::LoopOwner;
 pub use readiness::WaitReady;
-pub use remote::RemoteLoop;
+pub use remote::{ConcurrentFuture, RemoteLoop};
 pub use stats::LoopStats;
 pub use wait::{BlockingWait, WaitDone, WaitHook};

@@ -29,6 +29,10 @@ pub(crate) const MAX_SIGNAL: c_int = 64;
 pub(crate) struct Target {
     /// Bit `n - 1` is signal `n`.
     pending: AtomicU64,
+    /// Signals whose delivery also resets their disposition to `SIG_DFL`,
+    /// there and then (the runner's Ctrl-C: a second one must end the
+    /// process even while the loop is stuck in a callback).
+    default_on_delivery: AtomicU64,
     remote: Arc<RemoteShared>,
     /// Strong: the last reference may not go in signal context, and the
     /// registry drops actions (with this) only outside it.
@@ -37,7 +41,12 @@ pub(crate) struct Target {
 
 impl Target {
     pub(crate) fn new(remote: Arc<RemoteShared>, poller: Arc<Poller>) -> Arc<Target> {
-        Arc::new(Target { pending: AtomicU64::new(0), remote, poller })
+        Arc::new(Target {
+            pending: AtomicU64::new(0),
+            default_on_delivery: AtomicU64::new(0),
+            remote,
+            poller,
+        })
     }
 
     /// The signals that arrived since the last call (bit `n - 1` for
@@ -46,9 +55,27 @@ impl Target {
         self.pending.swap(0, Ordering::AcqRel)
     }
 
+    /// Makes a delivery of `signum` reset its disposition to `SIG_DFL` in
+    /// the signal handler itself (`on`), or stops doing so.
+    pub(crate) fn set_default_on_delivery(&self, signum: c_int, on: bool) {
+        if on {
+            self.default_on_delivery.fetch_or(bit(signum), Ordering::AcqRel);
+        } else {
+            self.default_on_delivery.fetch_and(!bit(signum), Ordering::AcqRel);
+        }
+    }
+
     /// Runs in signal context: see the module docs for why each step is
-    /// async-signal-safe.
+    /// async-signal-safe (`sigaction` is, too).
     fn on_signal(&self, signum: c_int) {
+        if self.default_on_delivery.fetch_and(!bit(signum), Ordering::AcqRel) & bit(signum) != 0 {
+            // SAFETY: an all-zero `sigaction` is SIG_DFL with no flags and
+            // an empty mask; `sigaction` is async-signal-safe.
+            unsafe {
+                let default: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(signum, &default, std::ptr::null_mut());
+            }
+        }
         // Before the wake: the loop reads the bits after it sees the
         // remote queue's pending flag.
         self.pending.fetch_or(bit(signum), Ordering::AcqRel);

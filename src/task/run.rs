@@ -1,4 +1,5 @@
-//! Running a future to completion: `run_until_complete` and `evloop::run`.
+//! Running a future to completion: `run_until_complete` (`evloop::run`
+//! and [`Runner`](crate::Runner) are in `runner.rs`).
 //!
 //! `run_until_complete` polls its future itself, with no task around it:
 //! the loop has one ready-queue entry for it ([`MainMarker`]), queued where
@@ -19,7 +20,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result, panic_message};
-use crate::runtime::event_loop::{EventLoop, LoopInner, get_running_loop};
+use crate::runtime::event_loop::{EventLoop, LoopInner};
 use crate::runtime::handle::Runnable;
 use crate::task::future::Future;
 use crate::task::helpers::TaskGroup;
@@ -46,6 +47,11 @@ pub trait Awaitable: sealed::Sealed + 'static {
 
     #[doc(hidden)]
     fn run_on(self, lp: &EventLoop) -> Result<Self::Output>;
+
+    /// The awaitable as a plain future, for a runner that must run it as
+    /// a task (Ctrl-C cancels the main task).
+    #[doc(hidden)]
+    fn into_main_future(self) -> Pin<Box<dyn std::future::Future<Output = Result<Self::Output>>>>;
 }
 
 impl<F: std::future::Future + 'static> sealed::Sealed for F {}
@@ -60,6 +66,10 @@ impl<F: std::future::Future + 'static> Awaitable for F {
     fn run_on(self, lp: &EventLoop) -> Result<F::Output> {
         run_main_future(lp, self, Location::caller())
     }
+
+    fn into_main_future(self) -> Pin<Box<dyn std::future::Future<Output = Result<F::Output>>>> {
+        Box::pin(async move { Ok(self.await) })
+    }
 }
 
 impl<T: Clone + 'static> Awaitable for Task<T> {
@@ -68,6 +78,10 @@ impl<T: Clone + 'static> Awaitable for Task<T> {
     #[track_caller]
     fn run_on(self, lp: &EventLoop) -> Result<Result<T>> {
         self.as_future().clone().run_on(lp)
+    }
+
+    fn into_main_future(self) -> Pin<Box<dyn std::future::Future<Output = Result<Result<T>>>>> {
+        self.as_future().clone().into_main_future()
     }
 }
 
@@ -98,6 +112,10 @@ impl<T: Clone + 'static> Awaitable for Future<T> {
         }
         Ok(self.result())
     }
+
+    fn into_main_future(self) -> Pin<Box<dyn std::future::Future<Output = Result<Result<T>>>>> {
+        Box::pin(async move { Ok((&self).await) })
+    }
 }
 
 impl Awaitable for TaskGroup {
@@ -106,6 +124,10 @@ impl Awaitable for TaskGroup {
     #[track_caller]
     fn run_on(self, lp: &EventLoop) -> Result<Result<()>> {
         std::future::IntoFuture::into_future(self).run_on(lp)
+    }
+
+    fn into_main_future(self) -> Pin<Box<dyn std::future::Future<Output = Result<Result<()>>>>> {
+        std::future::IntoFuture::into_future(self).into_main_future()
     }
 }
 
@@ -411,124 +433,4 @@ impl EventLoop {
         // Another loop running on this thread is refused when entering.
         fut.run_on(self)
     }
-}
-
-/// Runs `fut` on a new event loop and closes it (asyncio's `asyncio.run`):
-/// creates the loop, runs `fut` to completion, cancels the tasks still
-/// pending and runs the loop until they have unwound, then closes the loop,
-/// which also shuts its executor down.
-///
-/// # Errors
-///
-/// As [`EventLoop::run_until_complete`], plus [`Error::Io`] if the loop
-/// cannot be created.
-///
-/// # Examples
-///
-/// ```
-/// let out = evloop::run(async { 1 + 1 })?;
-/// assert_eq!(out, 2);
-/// # Ok::<(), evloop::Error>(())
-/// ```
-#[track_caller]
-pub fn run<A: Awaitable>(fut: A) -> Result<A::Output> {
-    if get_running_loop().is_ok() {
-        return Err(Error::AlreadyRunning);
-    }
-    let lp = EventLoop::new()?;
-    let result = lp.run_until_complete(fut);
-    cancel_leftover_tasks(&lp)?;
-    lp.close()?;
-    result
-}
-
-/// How [`run_with`] runs its future: asyncio's `Runner` settings that
-/// `evloop::run` leaves at their defaults.
-///
-/// # Examples
-///
-/// ```
-/// use evloop::RunOptions;
-/// let out = evloop::run_with(RunOptions::new().cancel_on_ctrl_c(true), async { 6 * 7 })?;
-/// assert_eq!(out, 42);
-/// # Ok::<(), evloop::Error>(())
-/// ```
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct RunOptions {
-    cancel_on_ctrl_c: bool,
-}
-
-impl RunOptions {
-    /// The defaults, as [`run`]: signals are left alone.
-    pub fn new() -> RunOptions {
-        RunOptions::default()
-    }
-
-    /// Makes Ctrl-C (`SIGINT`) cancel the main task, as `asyncio.run`
-    /// and `asyncio.Runner` do (default: off, signals are left alone).
-    /// The future then runs as a task; the first Ctrl-C cancels it (its
-    /// future is dropped, so what it awaited is cancelled and its
-    /// destructors run), `run_with` returns `Err(Error::Cancelled)`
-    /// (asyncio raises `KeyboardInterrupt`), and the default disposition
-    /// is back at once: a second Ctrl-C ends the process as usual.
-    /// Applies only when `SIGINT` has its default disposition (nobody
-    /// else handles it), as asyncio takes it only from Python's default
-    /// handler; the disposition is restored when the task is done.
-    pub fn cancel_on_ctrl_c(mut self, on: bool) -> RunOptions {
-        self.cancel_on_ctrl_c = on;
-        self
-    }
-}
-
-/// [`run`] with [`RunOptions`]: runs `fut` on a new event loop set up as
-/// the options say, cancels the tasks still pending, and closes the loop.
-///
-/// # Errors
-///
-/// As [`run`]; [`Error::Cancelled`] if Ctrl-C cancelled the main task
-/// (with [`RunOptions::cancel_on_ctrl_c`]).
-///
-/// # Examples
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use evloop::RunOptions;
-/// // A long job that Ctrl-C interrupts cleanly.
-/// let out = evloop::run_with(RunOptions::new().cancel_on_ctrl_c(true), async {
-///     evloop::sleep(Duration::from_secs(3600)).await;
-/// });
-/// if let Err(evloop::Error::Cancelled) = out {
-///     eprintln!("interrupted");
-/// }
-/// ```
-#[track_caller]
-pub fn run_with<F>(options: RunOptions, fut: F) -> Result<F::Output>
-where
-    F: std::future::Future + 'static,
-{
-    if get_running_loop().is_ok() {
-        return Err(Error::AlreadyRunning);
-    }
-    let lp = EventLoop::new()?;
-    let result = if options.cancel_on_ctrl_c {
-        crate::os::signal::run_cancelling_on_ctrl_c(&lp, fut)
-    } else {
-        lp.run_until_complete(fut)
-    };
-    cancel_leftover_tasks(&lp)?;
-    lp.close()?;
-    result
-}
-
-/// Cancels every unfinished task of `lp` and runs the loop until they are
-/// gone (a cancelled task drops its future at its next step).
-fn cancel_leftover_tasks(lp: &EventLoop) -> Result<()> {
-    // Cancelled tasks finish at their next step; re-cancel each pass in
-    // case dropping one future spawned another task.
-    while lp.stats().tasks > 0 {
-        crate::task::task::cancel_all(lp);
-        lp.run_once(Some(std::time::Duration::ZERO))?;
-    }
-    Ok(())
 }

@@ -80,6 +80,21 @@ pub(crate) trait TaskStep {
     fn request_cancel(&self);
     /// Where the task was created.
     fn location(&self) -> &'static Location<'static>;
+    /// The task's number ([`Task::id`]).
+    fn task_id(&self) -> u64;
+    /// The task's name ([`Task::name`]).
+    fn task_name(&self) -> String;
+    /// Renames the task.
+    fn set_task_name(&self, name: Box<str>);
+    /// Whether the task is done, and whether it was cancelled.
+    fn task_done(&self) -> (bool, bool);
+}
+
+thread_local! {
+    /// The key bits of the task whose step is running on this thread
+    /// (`MAIN_KEY`, 0, for none): what `current_task` looks up. One loop
+    /// runs per thread at a time, so the key alone names the task.
+    static CURRENT: Cell<u64> = const { Cell::new(MAIN_KEY) };
 }
 
 /// A task step on the ready queue: the task's block itself, stored inline
@@ -435,7 +450,10 @@ impl<T: 'static, F: std::future::Future<Output = T> + 'static> TaskStep for Task
         };
         let polled = {
             let mut cx = Context::from_waker(&waker);
-            std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)))
+            let outer = CURRENT.replace(head.key.data().as_ffi());
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)));
+            CURRENT.set(outer);
+            polled
         };
         match polled {
             Ok(Some(Poll::Pending)) => {}
@@ -481,6 +499,22 @@ impl<T: 'static, F: std::future::Future<Output = T> + 'static> TaskStep for Task
 
     fn location(&self) -> &'static Location<'static> {
         self.rest().head().location
+    }
+
+    fn task_id(&self) -> u64 {
+        TaskControl::<T>::id(self.rest().head())
+    }
+
+    fn task_name(&self) -> String {
+        TaskControl::<T>::name(self.rest().head())
+    }
+
+    fn set_task_name(&self, name: Box<str>) {
+        TaskControl::<T>::set_name(self.rest().head(), name);
+    }
+
+    fn task_done(&self) -> (bool, bool) {
+        (self.head().done(), self.head().cancelled())
     }
 }
 
@@ -611,6 +645,154 @@ impl EventLoop {
     }
 }
 
+impl EventLoop {
+    /// [`create_task`](EventLoop::create_task) with a name (asyncio's
+    /// `create_task(coro, name=...)`).
+    ///
+    /// # Panics
+    ///
+    /// With "event loop is closed" if the loop was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lp = evloop::EventLoop::new()?;
+    /// let task = lp.create_task_named("worker-1", async { 1 });
+    /// assert_eq!(task.get_name(), "worker-1");
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn create_task_named<F>(&self, name: impl Into<String>, fut: F) -> Task<F::Output>
+    where
+        F: std::future::Future + 'static,
+    {
+        let task = self.create_task(fut);
+        task.set_name(name);
+        task
+    }
+
+    /// The loop's unfinished tasks (asyncio's `all_tasks(loop)`), in no
+    /// particular order, as type-erased [`AnyTask`] handles.
+    pub fn all_tasks(&self) -> Vec<AnyTask> {
+        self.inner.tasks.borrow().values().map(|slot| AnyTask { slot: slot.clone() }).collect()
+    }
+}
+
+/// [`spawn`] with a name (asyncio's `create_task(coro, name=...)`).
+///
+/// # Panics
+///
+/// If no loop is running on this thread.
+#[track_caller]
+pub fn spawn_named<F>(name: impl Into<String>, fut: F) -> Task<F::Output>
+where
+    F: std::future::Future + 'static,
+{
+    running_loop("spawn_named").create_task_named(name, fut)
+}
+
+/// The task whose step is running now (asyncio's `current_task()`), or
+/// `None` outside a task: in a plain callback, outside a running loop, and
+/// in the future given to [`run_until_complete`](EventLoop::run_until_complete)
+/// or [`run`](crate::run) itself, which evloop polls without a task
+/// around it (asyncio wraps it in one). `spawn` it to make it a task.
+///
+/// # Examples
+///
+/// ```
+/// evloop::run(async {
+///     let task = evloop::spawn_named("me", async {
+///         evloop::current_task().map(|t| t.name())
+///     });
+///     assert_eq!(task.await.unwrap().as_deref(), Some("me"));
+///     assert!(evloop::current_task().is_none(), "the main future is not a task");
+/// })?;
+/// # Ok::<(), evloop::Error>(())
+/// ```
+pub fn current_task() -> Option<AnyTask> {
+    let key = CURRENT.get();
+    if key == MAIN_KEY {
+        return None;
+    }
+    let lp = crate::runtime::event_loop::get_running_loop().ok()?;
+    let slot = lp.inner.tasks.borrow().get(TaskKey::from(KeyData::from_ffi(key))).cloned()?;
+    Some(AnyTask { slot })
+}
+
+/// The running loop's unfinished tasks (asyncio's `all_tasks()`); see
+/// [`EventLoop::all_tasks`].
+///
+/// # Panics
+///
+/// If no loop is running on this thread.
+pub fn all_tasks() -> Vec<AnyTask> {
+    running_loop("all_tasks").all_tasks()
+}
+
+/// A handle to a task of any output type: what [`current_task`] and
+/// [`all_tasks`] give. It has a [`Task`]'s name, state and `cancel`, but
+/// not its result (the type is not known here).
+#[derive(Clone)]
+pub struct AnyTask {
+    slot: TaskSlot,
+}
+
+impl AnyTask {
+    /// The task's number ([`Task::id`]).
+    pub fn id(&self) -> u64 {
+        self.slot.task_id()
+    }
+
+    /// The task's name ([`Task::name`]).
+    pub fn name(&self) -> String {
+        self.slot.task_name()
+    }
+
+    /// The task's name (asyncio's spelling of [`name`](AnyTask::name)).
+    pub fn get_name(&self) -> String {
+        self.name()
+    }
+
+    /// Renames the task.
+    pub fn set_name(&self, name: impl Into<String>) {
+        self.slot.set_task_name(name.into().into_boxed_str());
+    }
+
+    /// Asks the task to stop, as [`Task::cancel`]; false if it is done.
+    pub fn cancel(&self) -> bool {
+        if self.done() {
+            return false;
+        }
+        self.slot.request_cancel();
+        true
+    }
+
+    /// Whether the task is finished.
+    pub fn done(&self) -> bool {
+        self.slot.task_done().0
+    }
+
+    /// Whether the task was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.slot.task_done().1
+    }
+
+    /// Where the task was created.
+    pub fn location(&self) -> &'static Location<'static> {
+        self.slot.location()
+    }
+}
+
+impl fmt::Debug for AnyTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnyTask")
+            .field("name", &self.name())
+            .field("done", &self.done())
+            .field("created_at", &format_args!("{}", self.location()))
+            .finish()
+    }
+}
+
 /// Wraps `fut` in a [`Task`] on the running loop (asyncio's
 /// `asyncio.create_task`).
 ///
@@ -642,7 +824,10 @@ impl<T: 'static> Task<T> {
     }
 
     /// The task's number, unique in the process; the default name is
-    /// `Task-<id>`.
+    /// `Task-<id>`. Numbers are handed out when first asked for (`id`,
+    /// `name`, `Debug`), not at creation, so that creating a task costs no
+    /// counter: they follow the order of asking (asyncio numbers tasks as
+    /// they are created).
     pub fn id(&self) -> u64 {
         self.control().id()
     }
@@ -650,6 +835,11 @@ impl<T: 'static> Task<T> {
     /// The task's name (`Task-N` unless set).
     pub fn name(&self) -> String {
         self.control().name()
+    }
+
+    /// The task's name (asyncio's spelling of [`name`](Task::name)).
+    pub fn get_name(&self) -> String {
+        self.name()
     }
 
     /// Renames the task; the name appears in debug output and reports.

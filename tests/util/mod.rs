@@ -620,8 +620,8 @@ pub fn pattern(n: usize) -> Vec<u8> {
 pub async fn net_rec_server(
     lp: &EventLoop,
     make: impl Fn() -> (RecProto, Rc<ConnState>) + 'static,
-) -> (evloop::net::Server, std::net::SocketAddr, evloop::sync::Queue<Rc<ConnState>>) {
-    let conns = evloop::sync::Queue::unbounded();
+) -> (evloop::net::Server, std::net::SocketAddr, ConnQueue) {
+    let conns = ConnQueue::unbounded();
     let q = conns.clone();
     let factory = move || {
         let (p, s) = make();
@@ -631,6 +631,25 @@ pub async fn net_rec_server(
     let server = lp.create_server(factory, "127.0.0.1", 0, Default::default()).await.expect("create_server");
     let addr = server.local_addr().expect("server address");
     (server, addr, conns)
+}
+
+/// The accepted connections' states, in accept order: a queue that is
+/// never shut down, so `get` gives the state itself.
+#[derive(Clone)]
+pub struct ConnQueue(evloop::sync::Queue<Rc<ConnState>>);
+
+impl ConnQueue {
+    pub fn unbounded() -> ConnQueue {
+        ConnQueue(evloop::sync::Queue::unbounded())
+    }
+
+    pub fn put_nowait(&self, s: Rc<ConnState>) -> Result<(), Rc<ConnState>> {
+        self.0.put_nowait(s)
+    }
+
+    pub async fn get(&self) -> Rc<ConnState> {
+        self.0.get().await.expect("the queue is never shut down")
+    }
 }
 
 /// Gives the loop `n` passes (each `yield_now` is one iteration, with a
@@ -673,4 +692,19 @@ impl NetCounter {
             }
         }
     }
+}
+
+/// The `/proc/self/fd` link of `fd` (`socket:[inode]`, `pipe:[inode]`…):
+/// it names the open file itself, so a later file that reuses the fd
+/// number (or a port another test takes) is told apart.
+pub fn fd_link(fd: std::os::fd::RawFd) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("read /proc/self/fd link")
+}
+
+/// Whether any open fd of the process links to `link` (see [`fd_link`]).
+pub fn is_open_file(link: &std::path::Path) -> bool {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|l| l == link)
 }

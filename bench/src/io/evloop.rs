@@ -120,7 +120,7 @@ pub fn evloop_echo(size: usize, n: u64) -> Duration {
             let port = server.local_addr().unwrap().port();
             let l2 = l.clone();
             let factory = move || ev::EchoClient { t: None, check: EchoCheck::new(m, 0), lp: l2 };
-            let (t, p) = l.create_connection(factory, "127.0.0.1", port).await.unwrap();
+            let (t, p) = l.create_connection(factory, "127.0.0.1", port, Default::default()).await.unwrap();
             (server, t, p)
         })
         .unwrap();
@@ -169,7 +169,7 @@ pub fn evloop_bulk(total: u64) -> Duration {
             let port = server.local_addr().unwrap().port();
             let l2 = l.clone();
             let factory = move || ev::BulkClient { t: None, st: st2, lp: l2 };
-            let (t, p) = l.create_connection(factory, "127.0.0.1", port).await.unwrap();
+            let (t, p) = l.create_connection(factory, "127.0.0.1", port, Default::default()).await.unwrap();
             (server, t, p)
         })
         .unwrap();

@@ -228,7 +228,7 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
          peers on one workload use the same paired ratio; the chain-vs-`yield_now` target compares two \
          workloads, so it uses their medians.\n",
     );
-    let sections: [(&str, &str, &[&str], &str, &str); 7] = [
+    let sections: [(&str, &str, &[&str], &str, &str); 8] = [
         (
             "micro",
             "Loop micro benchmarks",
@@ -261,6 +261,17 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
             "The client writes 64 KiB chunks while the transport's write buffer is at most its high-water \
              mark (64 KiB; resumes on `resume_writing`; streams: `write` + `drain`; tokio/smol: `write_all`); \
              the server counts the bytes and answers the total, which the client checks.",
+        ),
+        (
+            "tls",
+            "TLS on one loop (loopback TCP, TLS 1.3, rustls + ring on both sides)",
+            &["evloop", "tokio-rustls"],
+            "evloop",
+            "evloop's TLS layer (`ServerOptions::ssl`, `ConnectOptions::ssl`, the `Protocol` API) against \
+             tokio-rustls on tokio's current-thread runtime, with the same rustls build, crypto provider and \
+             certificate: the difference is the I/O around rustls. Echo: 1 KiB ping-pong as in the echo \
+             section (50 untimed round trips first); bulk: 64 KiB writes under flow control (tokio-rustls: \
+             `write_all`), the server answers the total. Handshakes are not timed.",
         ),
         (
             "cross",

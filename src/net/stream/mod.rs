@@ -251,7 +251,7 @@ impl StreamConnectOptions {
 ///
 /// # Errors
 ///
-/// As [`EventLoop::create_connection_with`].
+/// As [`EventLoop::create_connection`].
 ///
 /// # Panics
 ///
@@ -290,7 +290,7 @@ pub async fn open_connection(
     let lp = running_loop("open_connection");
     let limit = options.limit;
     let factory = move || stream_protocol(limit, None);
-    let (transport, protocol) = lp.create_connection_with(factory, host, port, options.connect).await?;
+    let (transport, protocol) = lp.create_connection(factory, host, port, options.connect).await?;
     split(transport, &protocol)
 }
 
@@ -299,7 +299,7 @@ pub async fn open_connection(
 ///
 /// # Errors
 ///
-/// As [`EventLoop::create_unix_connection_with`].
+/// As [`EventLoop::create_unix_connection`].
 ///
 /// # Panics
 ///
@@ -311,7 +311,7 @@ pub async fn open_unix_connection(
     let lp = running_loop("open_unix_connection");
     let limit = options.limit;
     let factory = move || stream_protocol(limit, None);
-    let (transport, protocol) = lp.create_unix_connection_with(factory, path, options.connect).await?;
+    let (transport, protocol) = lp.create_unix_connection(factory, path, options.connect).await?;
     split(transport, &protocol)
 }
 

@@ -16,8 +16,8 @@
 //! Entry points:
 //! - [`ConnectOptions::ssl`](crate::net::ConnectOptions::ssl) (with
 //!   `server_hostname` and the timeouts) on
-//!   [`create_connection_with`](crate::EventLoop::create_connection_with),
-//!   [`create_unix_connection_with`](crate::EventLoop::create_unix_connection_with)
+//!   [`create_connection`](crate::EventLoop::create_connection),
+//!   [`create_unix_connection`](crate::EventLoop::create_unix_connection)
 //!   and, through [`StreamConnectOptions`](crate::net::stream::StreamConnectOptions),
 //!   [`open_connection`](crate::open_connection): the connection is
 //!   returned once the handshake is done.

@@ -203,6 +203,7 @@ impl TlsSession {
     }
 
     // ===== the app side: what the user's Transport calls =====
+    // Out of line: the plain transport's methods inline only the test.
 
     fn check_writable(&self) -> crate::Result<()> {
         match self.state.get() {
@@ -211,6 +212,7 @@ impl TlsSession {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn write(self: &Rc<Self>, data: &[u8]) -> crate::Result<()> {
         self.check_writable()?;
         self.encrypt(data);
@@ -218,6 +220,7 @@ impl TlsSession {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn writelines<I>(self: &Rc<Self>, chunks: I) -> crate::Result<()>
     where
         I: IntoIterator,
@@ -267,6 +270,7 @@ impl TlsSession {
     /// asyncio: during the handshake, abort; else flush, send
     /// `close_notify`, close the socket's transport once it is flushed,
     /// and cut it off if that takes longer than the shutdown timeout.
+    #[inline(never)]
     pub(crate) fn close(self: &Rc<Self>) {
         match self.state.get() {
             State::Idle | State::Handshaking => {
@@ -303,6 +307,7 @@ impl TlsSession {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn abort(&self) {
         if let Some(plain) = self.plain.get() {
             core::force_close(&plain.inner, None);
@@ -312,10 +317,12 @@ impl TlsSession {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn is_closing(&self) -> bool {
         matches!(self.state.get(), State::Closing | State::Lost)
     }
 
+    #[inline(never)]
     pub(crate) fn pause_reading(&self) {
         if self.is_closing() || self.read_paused.replace(true) {
             return;
@@ -325,6 +332,7 @@ impl TlsSession {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn resume_reading(self: &Rc<Self>) {
         if self.is_closing() || !self.read_paused.replace(false) {
             return;
@@ -339,16 +347,19 @@ impl TlsSession {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn is_reading(&self) -> bool {
         !self.is_closing() && !self.read_paused.get()
     }
 
+    #[inline(never)]
     pub(crate) fn get_write_buffer_size(&self) -> usize {
         // rustls's own queue is drained into the plain transport at every
         // write, so what is left is the plain transport's.
         self.plain.get().map_or(0, |p| p.inner.write_buffered())
     }
 
+    #[inline(never)]
     pub(crate) fn set_write_buffer_limits(&self, high: usize, low: usize) {
         if let Some(plain) = self.plain.get() {
             // Checked by the caller; the plain transport notifies the
@@ -357,6 +368,7 @@ impl TlsSession {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn get_write_buffer_limits(&self) -> (usize, usize) {
         match self.plain.get() {
             Some(plain) => Transport::plain(plain.inner.clone()).get_write_buffer_limits(),

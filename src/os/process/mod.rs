@@ -5,13 +5,19 @@
 //! Invariant: no child outlives its watch unreaped. A child is spawned with
 //! `std::process::Command` (which does the fork/exec safely and reports an
 //! exec failure), its exit observed with a pidfd registered on the loop
-//! (Linux ≥ 5.3; where `pidfd_open` is missing, one waiter thread per
-//! child blocks in `waitid(WNOWAIT)` and wakes the loop through its
-//! [`RemoteLoop`](crate::RemoteLoop)), and it is reaped on the loop thread
-//! as soon as it exits, whether or not anyone still holds its handles.
-//! Closing (or dropping) the loop kills a child still running and reaps
-//! it. Each child has its own pidfd, so loops on several threads spawn and
-//! reap independently, with no process-wide `SIGCHLD` handler.
+//! (Linux ≥ 5.3), and it is reaped on the loop thread as soon as it exits,
+//! whether or not anyone still holds its handles. Closing (or dropping)
+//! the loop kills a child still running and reaps it. Each child has its
+//! own pidfd, so loops on several threads spawn and reap independently,
+//! with no process-wide `SIGCHLD` handler.
+//!
+//! Where `pidfd_open` is missing (`ENOSYS` before Linux 5.3, or refused by
+//! a sandbox), the child is watched through a `SIGCHLD` subscription of
+//! its loop ([`crate::os::signal`]): each `SIGCHLD` makes the loop poll
+//! each such child with `waitpid(pid, WNOHANG)`, which reaps only that
+//! child, never another loop's or another library's. This installs a
+//! process-wide `SIGCHLD` handler while such children are watched (and
+//! restores the default disposition after).
 //!
 //! asyncio's returncode convention holds: the exit code, or `-N` for a
 //! child killed by signal `N`.

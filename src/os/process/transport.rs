@@ -4,8 +4,8 @@
 //!
 //! Invariants:
 //! - Every child is reaped, by exactly one `waitpid`, on the loop thread:
-//!   the exit watch (a pidfd, or a waiter thread that only *waits* with
-//!   `WNOWAIT`) keeps the transport's state alive until the child exits,
+//!   the exit watch (a pidfd, or a `SIGCHLD` subscription where there is
+//!   none) keeps the transport's state alive until the child exits,
 //!   whoever holds the handles, and the loop's `close()` (or its drop)
 //!   kills a child still running and reaps it. A pid is signalled only
 //!   while its child is unreaped, so a reused pid is never hit.
@@ -17,7 +17,6 @@
 //!   watch go through `call_soon`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
@@ -34,6 +33,7 @@ use crate::net::{Protocol, StreamProtocol, Transport};
 use crate::os::pipe::{ReadPipeTransport, WritePipeTransport};
 use crate::os::process::SubprocessProtocol;
 use crate::os::process::options::Spawned;
+use crate::os::signal::{Subscription, subscribe};
 use crate::runtime::event_loop::{Closer, CloserKey, EventLoop, WeakLoop};
 use crate::runtime::fds::OwnedSource;
 use crate::runtime::guard::{drop_user, run_user};
@@ -43,25 +43,22 @@ use crate::runtime::selector::Interest;
 enum Watch {
     /// A pidfd registered for readability (Linux ≥ 5.3).
     Pidfd { source: OwnedSource, fd: OwnedFd },
-    /// A thread blocked in `waitid(WNOWAIT)` that wakes the loop through
-    /// its [`RemoteLoop`](crate::RemoteLoop); the state waits in
-    /// [`THREAD_WATCHED`].
-    Thread,
+    /// Without pidfd: the loop's `SIGCHLD` subscription
+    /// ([`crate::os::signal`]); each signal polls this child with a
+    /// `waitpid(pid, WNOHANG)`, which never takes another loop's child.
+    Sigchld(#[allow(dead_code)] Subscription),
 }
 
 thread_local! {
-    /// The children watched by a waiter thread, by pid: the thread hands
-    /// the loop thread a pid (an `Rc` cannot cross threads).
-    static THREAD_WATCHED: RefCell<HashMap<u32, Rc<ProcInner>>> = RefCell::new(HashMap::new());
     /// Tests only: skip the pidfd, as on a kernel without one.
-    static FORCE_WAITER_THREAD: Cell<bool> = const { Cell::new(false) };
+    static FORCE_SIGCHLD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Tests: make this thread's next spawns watch their exit with a waiter
-/// thread, as on a kernel without `pidfd_open`.
+/// Tests: make this thread's next spawns watch their exit through
+/// `SIGCHLD`, as on a kernel without `pidfd_open`.
 #[cfg(test)]
-pub(crate) fn force_waiter_thread(on: bool) {
-    FORCE_WAITER_THREAD.with(|f| f.set(on));
+pub(crate) fn force_sigchld(on: bool) {
+    FORCE_SIGCHLD.with(|f| f.set(on));
 }
 
 pub(crate) struct ProcInner {
@@ -343,7 +340,7 @@ impl ProcInner {
         if self.watch.borrow().is_some() || self.returncode.get().is_some() {
             return Ok(());
         }
-        let pidfd = if FORCE_WAITER_THREAD.with(Cell::get) {
+        let pidfd = if FORCE_SIGCHLD.with(Cell::get) {
             Err(io::Error::from_raw_os_error(libc::ENOSYS))
         } else {
             crate::sys::process::pidfd_open(self.pid)
@@ -367,32 +364,21 @@ impl ProcInner {
                 lp.call_soon(move || me.poll_exit());
                 Ok(())
             }
-            Err(_) => self.watch_with_thread(lp),
+            // ENOSYS before Linux 5.3 (or a sandbox refusing it).
+            Err(_) => self.watch_with_sigchld(lp),
         }
     }
 
-    /// The fallback without pidfd: one thread per child, blocked in
-    /// `waitid(WNOWAIT)`; it does not reap (the loop thread does, so
-    /// `send_signal` never races a reap) and wakes the loop by pid.
-    fn watch_with_thread(self: &Rc<Self>, lp: &EventLoop) -> Result<()> {
-        let remote = lp.remote();
-        let pid = self.pid;
-        THREAD_WATCHED.with(|m| m.borrow_mut().insert(pid, self.clone()));
-        *self.watch.borrow_mut() = Some(Watch::Thread);
-        let spawned = std::thread::Builder::new().name(format!("evloop-wait-{pid}")).spawn(move || {
-            let _ = crate::sys::process::wait_exited_no_reap(pid);
-            // A closed loop reaped (or will reap) the child itself.
-            let _ = remote.call_soon_threadsafe(move || {
-                let state = THREAD_WATCHED.with(|m| m.borrow_mut().remove(&pid));
-                if let Some(state) = state {
-                    state.poll_exit();
-                }
-            });
-        });
-        if let Err(e) = spawned {
-            self.unwatch();
-            return Err(e.into());
-        }
+    /// The fallback without pidfd: a `SIGCHLD` subscription on this loop
+    /// (several loops and children may hold one each; every one runs per
+    /// signal). The child may have exited before the subscription
+    /// existed, so it is polled once on the next pass too.
+    fn watch_with_sigchld(self: &Rc<Self>, lp: &EventLoop) -> Result<()> {
+        let me = self.clone();
+        let subscription = subscribe(lp, libc::SIGCHLD, move || me.poll_exit())?;
+        *self.watch.borrow_mut() = Some(Watch::Sigchld(subscription));
+        let me = self.clone();
+        lp.call_soon(move || me.poll_exit());
         Ok(())
     }
 
@@ -406,10 +392,9 @@ impl ProcInner {
                 }
                 drop(fd);
             }
-            Some(Watch::Thread) => {
-                let state = THREAD_WATCHED.with(|m| m.borrow_mut().remove(&self.pid));
-                drop(state);
-            }
+            // Dropped even from inside its own callback: the signal layer
+            // allows that.
+            Some(Watch::Sigchld(subscription)) => drop(subscription),
             None => {}
         }
     }
@@ -603,11 +588,11 @@ mod tests {
         }
     }
 
-    /// The fallback for kernels without pidfd: a waiter thread per child
-    /// reports the exit, the loop thread reaps.
+    /// The fallback for kernels without pidfd: `SIGCHLD` makes the loop
+    /// poll its children, an exit before the subscription included.
     #[test]
-    fn waiter_thread_fallback_reports_exit_codes_and_signals() {
-        force_waiter_thread(true);
+    fn sigchld_fallback_reports_exit_codes_and_signals() {
+        force_sigchld(true);
         let lp = EventLoop::new().unwrap();
         let l = lp.clone();
         let (codes, protocol) = lp
@@ -615,7 +600,7 @@ mod tests {
                 let (t1, p) = l.subprocess_shell(Exits::default, "exit 3", SubprocessOptions::new()).await?;
                 let (t2, _) =
                     l.subprocess_exec(Exits::default, "sleep", ["10"], SubprocessOptions::new()).await?;
-                assert!(matches!(&*t1.inner.watch.borrow(), Some(Watch::Thread) | None));
+                assert!(matches!(&*t2.inner.watch.borrow(), Some(Watch::Sigchld(_))));
                 t2.kill()?;
                 let codes = (t1.wait().await?, t2.wait().await?);
                 crate::sleep(std::time::Duration::from_millis(1)).await;
@@ -623,9 +608,8 @@ mod tests {
             })
             .unwrap()
             .unwrap();
-        force_waiter_thread(false);
+        force_sigchld(false);
         assert_eq!(codes, (3, -9));
         assert_eq!(protocol.borrow().0, ["exited", "lost"]);
-        assert!(THREAD_WATCHED.with(|m| m.borrow().is_empty()));
     }
 }

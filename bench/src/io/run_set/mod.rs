@@ -302,7 +302,7 @@ fn echo_protocol(lp: &EventLoop, ops: u64, size: usize, buffered: bool) -> Sampl
         let port = server.local_addr().expect("bound").port();
         let c = s.clone();
         let (client, _) = l
-            .create_connection(move || EchoClient { st: c, t: None }, "127.0.0.1", port)
+            .create_connection(move || EchoClient { st: c, t: None }, "127.0.0.1", port, Default::default())
             .await
             .expect("connect");
         (&s.done).await.expect("all round trips");
@@ -565,8 +565,10 @@ pub fn bulk_protocol(lp: &EventLoop, ops: u64) -> Sample {
             .expect("server");
         let port = server.local_addr().expect("bound").port();
         let sf = s.clone();
-        let (client, _) =
-            l.create_connection(move || BulkSendProtocol(sf), "127.0.0.1", port).await.expect("connect");
+        let (client, _) = l
+            .create_connection(move || BulkSendProtocol(sf), "127.0.0.1", port, Default::default())
+            .await
+            .expect("connect");
         r.window.open(&l);
         if ops == 0 {
             r.window.close(&l);
