@@ -96,8 +96,8 @@ pub mod task;
 pub use error::{Error, IoError, Result};
 pub use exception::ExceptionContext;
 pub use net::stream::{
-    StreamReader, StreamWriter, open_connection, open_connection_from_socket, open_unix_connection,
-    start_server, start_server_from_socket, start_unix_server,
+    DuplexStream, StreamReader, StreamWriter, open_connection, open_connection_from_socket, open_stream,
+    open_unix_connection, start_server, start_server_from_socket, start_unix_server,
 };
 pub use runtime::{
     BlockingWait, Builder, ConcurrentFuture, EventLoop, ExceptionHandler, ForeignEntry, Handle, LoopOwner,

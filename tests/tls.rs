@@ -759,29 +759,33 @@ fn closing_the_loop_closes_tls_connections_and_frees_their_protocols() {
     let config = pki.server_config();
     let client = pki.client_config();
     let s2 = seen.clone();
-    lp.run_until_complete(async move {
-        let seen = s2;
-        let options = ServerOptions { ssl: Some(config), ..Default::default() };
-        let server = l
-            .create_server(
-                move || Recording(s.clone(), Some(DropCounter::token(&d))),
-                "127.0.0.1",
-                0,
-                options,
-            )
-            .await?;
-        let port = server.local_addr().unwrap().port();
-        let options = with_tls(client, Some("localhost"));
-        let (_reader, writer) = evloop::open_connection("127.0.0.1", port, options).await?;
-        writer.write(b"hello")?;
-        while seen.data.borrow().is_empty() {
-            evloop::sleep(Duration::from_millis(1)).await;
-        }
-        Ok::<_, Error>(())
-    })
-    .unwrap()
-    .unwrap();
+    let client_kept = lp
+        .run_until_complete(async move {
+            let seen = s2;
+            let options = ServerOptions { ssl: Some(config), ..Default::default() };
+            let server = l
+                .create_server(
+                    move || Recording(s.clone(), Some(DropCounter::token(&d))),
+                    "127.0.0.1",
+                    0,
+                    options,
+                )
+                .await?;
+            let port = server.local_addr().unwrap().port();
+            let options = with_tls(client, Some("localhost"));
+            let (reader, writer) = evloop::open_connection("127.0.0.1", port, options).await?;
+            writer.write(b"hello")?;
+            while seen.data.borrow().is_empty() {
+                evloop::sleep(Duration::from_millis(1)).await;
+            }
+            // Kept open past the loop's close: dropping the writer would close
+            // the connection itself.
+            Ok::<_, Error>((reader, writer))
+        })
+        .unwrap()
+        .unwrap();
     assert!(seen_made(&seen));
+    let _client = client_kept;
     lp.close().unwrap();
     assert_eq!(seen.lost.borrow().clone(), Some(Some(Error::Closed.to_string())));
     assert_eq!(drops.get(), 1, "the app protocol is freed by the loop's close");

@@ -283,6 +283,18 @@ impl<P: ?Sized + CoreProtocol + 'static> Core<P> {
 
     pub(crate) fn set_made(&self) {
         self.set_flag(flag::MADE, true);
+        log::trace!(target: "evloop", "transport made (peer {})", self.peer_for_log());
+    }
+
+    /// The peer's address for a log line; only looked up if it is logged.
+    fn peer_for_log(&self) -> String {
+        if !log::log_enabled!(target: "evloop", log::Level::Trace) {
+            return String::new();
+        }
+        match self.with_socket(|s| s.peer_addr()) {
+            Ok(a) => a.as_socket().map_or_else(|| format!("{a:?}"), |a| a.to_string()),
+            Err(_) => "unknown".to_owned(),
+        }
     }
 
     /// Runs `f` on the socket while it is open.
@@ -640,6 +652,7 @@ fn finish_lost<K: TransportKind>(this: &Rc<K>) {
     }
     this.before_lost();
     let error = core.rare.borrow_mut().as_mut().and_then(|r| r.lost_error.take());
+    log::trace!(target: "evloop", "transport lost (peer {}): {error:?}", core.peer_for_log());
     if core.flag(flag::MADE) {
         // A panic here is reported; the transport is already lost.
         invoke(this, |p| p.connection_lost(error));

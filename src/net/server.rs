@@ -205,6 +205,7 @@ impl ServerInner {
             if let Some(me) = me.upgrade() {
                 me.backoff.borrow_mut().take();
                 if me.serving.get() {
+                    log::debug!(target: "evloop", "server: accept backoff over, accepting again");
                     me.start_accepting();
                 }
             }

@@ -601,9 +601,14 @@ impl EventLoop {
     /// callback called [`interrupt`](EventLoop::interrupt).
     pub fn run_forever(&self) -> Result<()> {
         let _running = self.enter()?;
+        log::debug!(target: "evloop", "loop running (run_forever)");
         loop {
-            self.iterate(None, None)?;
+            if let Err(e) = self.iterate(None, None) {
+                log::debug!(target: "evloop", "loop stopped: {e}");
+                return Err(e);
+            }
             if self.inner.stopping.get() {
+                log::debug!(target: "evloop", "loop stopped");
                 return Ok(());
             }
         }
@@ -1012,6 +1017,7 @@ impl EventLoop {
     /// is not running, it makes the next `run_forever` run one iteration with
     /// a zero timeout and return.
     pub fn stop(&self) {
+        log::trace!(target: "evloop", "loop stop requested");
         self.inner.stopping.set(true);
     }
 
@@ -1070,6 +1076,7 @@ impl EventLoop {
     /// [`Error::Running`] if the loop is running; call
     /// [`stop`](EventLoop::stop) first.
     pub fn close(&self) -> Result<()> {
+        log::debug!(target: "evloop", "loop closing");
         let inner = &self.inner;
         let forked = inner.forked();
         // A loop inherited through fork() from inside its run is not

@@ -9,9 +9,45 @@
 //! buffer is down to `limit`. A reader that needs more than is buffered
 //! (say `readexactly` of a large block) resumes reading itself.
 //!
-//! Both halves also implement the `futures-io` traits (`AsyncRead`,
-//! `AsyncBufRead`, `AsyncWrite`) so codecs and TLS crates built on them work
-//! on evloop streams.
+//! Both halves, and [`DuplexStream`] (the two in one value, from
+//! [`open_stream`] or a [`duplex_handler`]), also implement the
+//! `futures-io` traits (`AsyncRead`, `AsyncBufRead`, `AsyncWrite`) so
+//! codecs and TLS crates built on them work on evloop streams.
+//!
+//! Lifetime: dropping the last handle to a connection's writing side
+//! closes the connection after flushing (asyncio 3.13 closes it when the
+//! `StreamWriter` is collected); a server's handler task holds one until it
+//! finishes. After a close, `poll_flush` and `poll_close` are `Ok`.
+//!
+//! # Name clashes with the `futures-io` extension traits
+//!
+//! asyncio's names are inherent methods, and an inherent method wins over
+//! a trait method of the same name: with `AsyncWriteExt` in scope,
+//! `writer.close().await` does not compile (the inherent
+//! [`StreamWriter::close`] returns `()`), `writer.write(buf)` is the
+//! inherent, synchronous one, and `reader.read(n)` / `reader.read_to_end()`
+//! are asyncio's (a byte count and no buffer argument). Through a
+//! `&mut StreamWriter` it turns round: `w.write(buf)` there is
+//! `AsyncWriteExt::write`, found before the inherent `&self` method. Name
+//! the one you mean with the fully qualified form:
+//!
+//! ```
+//! use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+//! # evloop::run(async {
+//! # let server = evloop::start_server(|_r, _w| async {}, "127.0.0.1", 0, Default::default()).await?;
+//! # let port = server.local_addr().unwrap().port();
+//! let (mut reader, mut writer) = evloop::open_connection("127.0.0.1", port, Default::default()).await?;
+//! AsyncWriteExt::write(&mut writer, b"ping").await?;
+//! AsyncWriteExt::close(&mut writer).await?;
+//! let mut rest = Vec::new();
+//! AsyncReadExt::read_to_end(&mut reader, &mut rest).await?;
+//! # Ok::<(), evloop::Error>(())
+//! # })??;
+//! # Ok::<(), evloop::Error>(())
+//! ```
+//!
+//! [`DuplexStream`] has none of the clashing names inherent, so the
+//! extension methods work on it with method syntax.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -26,13 +62,17 @@ use crate::net::{ConnectOptions, Server, ServerHosts, ServerOptions, StreamProto
 use crate::runtime::event_loop::{EventLoop, running_loop};
 use socket2::SockRef;
 
+mod duplex;
 mod reader;
 mod writer;
+
+pub use duplex::{DuplexStream, duplex_handler, open_stream, open_stream_from_socket, open_unix_stream};
 
 use reader::ReaderShared;
 pub use reader::StreamReader;
 pub use writer::StreamWriter;
-use writer::WriterShared;
+pub(crate) use writer::reader_only;
+use writer::{WriteSide, WriterShared};
 
 /// Default buffer limit of a stream (asyncio's 64 KiB).
 pub const DEFAULT_LIMIT: usize = 64 * 1024;
@@ -86,6 +126,7 @@ impl StreamProtocol for StreamProtocolImpl {
                 transport: transport.clone(),
                 shared: self.writer.clone(),
                 reader: Some(self.reader_shared.clone()),
+                side: WriteSide::new(transport.clone()),
             };
             on_connect(reader, writer);
         }
@@ -148,7 +189,12 @@ pub(crate) fn split_parts(
     p: &mut StreamProtocolImpl,
 ) -> Result<(StreamReader, StreamWriter)> {
     let reader = p.reader.take().ok_or(Error::InvalidState("the stream reader was already taken"))?;
-    let writer = StreamWriter { transport, shared: p.writer.clone(), reader: Some(p.reader_shared.clone()) };
+    let writer = StreamWriter {
+        side: WriteSide::new(transport.clone()),
+        transport,
+        shared: p.writer.clone(),
+        reader: Some(p.reader_shared.clone()),
+    };
     Ok((reader, writer))
 }
 
@@ -336,8 +382,15 @@ where
         // is called inside the task, not here in `connection_made`, where
         // the transport's protocol is borrowed.
         let handler = client_connected.clone();
+        // The task holds the writing side until it finishes: a handler
+        // that returns without `close()` closes its connection (the peer
+        // sees EOF), and one that ignores its writer still reads.
+        let side = writer.side.clone();
         // The connection is being made on this loop, so it exists.
-        let task = lp.get().create_task(async move { handler(reader, writer).await });
+        let task = lp.get().create_task(async move {
+            handler(reader, writer).await;
+            drop(side);
+        });
         // asyncio (`StreamReaderProtocol`): a handler task that panics or
         // is cancelled closes its connection, and a panic is reported.
         // Without this the peer waited forever on a connection nobody

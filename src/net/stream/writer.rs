@@ -3,7 +3,10 @@
 //! Invariant: `lost` is set exactly once, by the protocol's
 //! `connection_lost`, and every task waiting in `drain`, `wait_closed` or
 //! `poll_close` is woken then; the writer holds no loop (a protocol that
-//! did would keep its loop alive through the loop's own fd table).
+//! did would keep its loop alive through the loop's own fd table). Every
+//! handle to one connection's writing side shares one [`WriteSide`], whose
+//! drop closes the connection: the protocol never holds one, so the last
+//! user handle going is what closes it.
 
 use std::cell::Cell;
 use std::cell::RefCell;
@@ -57,15 +60,52 @@ impl WriterShared {
     }
 }
 
+/// Closes its connection (after flushing) when the last writer handle is
+/// dropped, as asyncio 3.13's `StreamWriter.__del__` does.
+pub(super) struct WriteSide {
+    /// The transport to close: the TLS one once `start_tls` upgraded it;
+    /// `None` for a connection nobody writes to (a child's stdout pipe).
+    transport: RefCell<Option<Transport>>,
+}
+
+impl WriteSide {
+    pub(super) fn new(transport: Transport) -> Rc<WriteSide> {
+        Rc::new(WriteSide { transport: RefCell::new(Some(transport)) })
+    }
+}
+
+impl Drop for WriteSide {
+    fn drop(&mut self) {
+        // `close` flushes first and defers `connection_lost` to the next
+        // pass, so this is safe wherever the last handle goes.
+        if let Some(transport) = self.transport.get_mut() {
+            transport.close();
+        }
+    }
+}
+
+/// The reader of a read-only connection (a child's stdout or stderr pipe):
+/// its writer is dropped without closing the connection.
+pub(crate) fn reader_only((reader, writer): (super::StreamReader, StreamWriter)) -> super::StreamReader {
+    writer.side.transport.borrow_mut().take();
+    reader
+}
+
 /// The writing half of a stream connection (asyncio's `StreamWriter`).
 /// Cheap to clone.
 ///
-/// Dropping the reader and every writer handle does not close the
-/// connection (the loop owns the transport); call
-/// [`close`](StreamWriter::close) when done. A stream server's connection
-/// is also closed when its handler task panics or is cancelled, and every
-/// connection is closed when the loop is (so `evloop::run` leaves none
-/// open).
+/// When the last handle to a connection's writing side is dropped (every
+/// clone, and the [`DuplexStream`](super::DuplexStream) holding one), the
+/// connection is closed after its buffer is flushed, as asyncio 3.13 does
+/// when a `StreamWriter` is collected; dropping only the reader closes
+/// nothing. So `let (reader, _) = open_connection(..)` closes the
+/// connection at once: keep the writer while you read. A stream server's
+/// handler task holds its connection's writing side until it finishes, so
+/// a handler that returns without [`close`](StreamWriter::close) closes
+/// its connection (unless it handed a writer to someone else), one that
+/// ignores its writer (`|reader, _| ..`) still reads, and one that panics
+/// or is cancelled closes it too. Every connection is closed when the loop
+/// is (so `evloop::run` leaves none open).
 ///
 /// # Examples
 ///
@@ -101,6 +141,7 @@ pub struct StreamWriter {
     pub(super) transport: Transport,
     pub(super) shared: Rc<WriterShared>,
     pub(super) reader: Option<Rc<ReaderShared>>,
+    pub(super) side: Rc<WriteSide>,
 }
 
 impl StreamWriter {
@@ -230,6 +271,7 @@ impl StreamWriter {
         if let Some(reader) = &self.reader {
             *reader.transport.borrow_mut() = Some(upgraded.clone());
         }
+        *self.side.transport.borrow_mut() = Some(upgraded.clone());
         self.transport = upgraded;
         Ok(())
     }
@@ -256,6 +298,14 @@ impl futures_io::AsyncWrite for StreamWriter {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A flush after a clean close has nothing left to do: `Ok`, or
+        // hyper reports every connection it closes as a write error.
+        if let Some(lost) = &*self.shared.lost.borrow() {
+            return Poll::Ready(lost.clone().map_or(Ok(()), |e| Err(into_io(e))));
+        }
+        if self.transport.is_closing() {
+            return Poll::Ready(Ok(()));
+        }
         self.as_ref().poll_ready(cx)
     }
 

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use crate::error::{Error, Result};
-use crate::net::stream::{StreamReader, StreamWriter, split_parts, stream_protocol};
+use crate::net::stream::{StreamReader, StreamWriter, reader_only, split_parts, stream_protocol};
 use crate::net::transport::PipeEnd;
 use crate::os::pipe::start_pipe;
 use crate::os::process::options::{SubprocessOptions, spawn};
@@ -231,8 +231,9 @@ pub(crate) async fn spawn_process(
     let [stdin, stdout, stderr] = halves;
     Ok(Process {
         stdin: stdin.map(|(_, w)| w),
-        stdout: stdout.map(|(r, _)| r),
-        stderr: stderr.map(|(r, _)| r),
+        // Dropping a read pipe's writer must not close the pipe.
+        stdout: stdout.map(reader_only),
+        stderr: stderr.map(reader_only),
         transport,
     })
 }
