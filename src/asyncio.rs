@@ -70,6 +70,7 @@
 //! | `asyncio.open_connection`, `start_server`, `open_unix_connection`, `start_unix_server` | [`open_connection`](crate::open_connection), [`start_server`](crate::start_server), [`open_unix_connection`](crate::open_unix_connection), [`start_unix_server`](crate::start_unix_server) | `limit=` and the server keyword arguments in `StreamConnectOptions` / `StreamServerOptions` |
 //! | `StreamReader.read(n)`, `read(-1)`, `readline`, `readexactly`, `readuntil`, `at_eof` | [`StreamReader`](crate::StreamReader): `read(n)`, [`read_to_end`](crate::StreamReader::read_to_end), same names | `&mut self`; also `futures_io::AsyncRead`/`AsyncBufRead` |
 //! | `StreamWriter.write`, `writelines`, `drain`, `write_eof`, `close`, `wait_closed` | [`StreamWriter`](crate::StreamWriter), same names | also `futures_io::AsyncWrite` |
+//! | — | [`DuplexStream`](crate::DuplexStream), [`open_stream`](crate::open_stream), [`duplex_handler`](crate::net::stream::duplex_handler) | reader and writer in one `futures-io` value |
 //! | `asyncio.IncompleteReadError`, `LimitOverrunError` | [`Error::IncompleteRead`](crate::Error::IncompleteRead), [`Error::LimitOverrun`](crate::Error::LimitOverrun) | |
 //! | `ssl=ctx, server_hostname=, ssl_handshake_timeout=, ssl_shutdown_timeout=` on `create_connection`/`open_connection` | [`ConnectOptions::ssl`](crate::net::ConnectOptions::ssl) and its siblings, on [`create_connection`](crate::EventLoop::create_connection) / `StreamConnectOptions::connect` | returns after the handshake; feature `tls` (on by default) |
 //! | `ssl=ctx` on `create_server`/`start_server` | [`ServerOptions::ssl`](crate::net::ServerOptions::ssl) (+ the two timeouts) | handshake before `connection_made` |
@@ -255,6 +256,24 @@
 //!   its own methods). `set_protocol` returns the new protocol's
 //!   `Rc<RefCell<P>>`. As in asyncio, the new protocol gets no
 //!   `connection_made`.
+//! - Closing on drop: a `StreamWriter` closes its connection (after
+//!   flushing) when its last handle is dropped (asyncio 3.13 does it on
+//!   garbage collection, with a `ResourceWarning`; no warning here), so
+//!   `let (reader, _) = open_connection(..)` closes at once. asyncio's
+//!   `start_server` keeps the writer alive in the protocol until the
+//!   connection is lost, so a handler returning without `close()` leaves
+//!   the connection open; evloop's handler task closes it when it finishes
+//!   (unless the handler handed a writer on).
+//! - Name clashes with the `futures-io` extension traits: inherent
+//!   `StreamWriter::write`/`close` and `StreamReader::read`/`read_to_end`
+//!   (asyncio's) win over `AsyncWriteExt::write`/`close` and
+//!   `AsyncReadExt::read`/`read_to_end` on a value (`w.close().await` does
+//!   not compile: asyncio's `close` is not async); through a `&mut
+//!   StreamWriter`, `.write(buf)` is `AsyncWriteExt`'s. Name the trait's
+//!   with the fully qualified form (`AsyncWriteExt::close(&mut w).await`).
+//!   `DuplexStream` has none of the clashing names inherent, so
+//!   `stream.close().await`, `stream.write_all(..)`,
+//!   `stream.read_to_end(&mut buf)` work with method syntax.
 //! - `ssl=` takes rustls configurations, not an `ssl.SSLContext`:
 //!   `Arc<rustls::ClientConfig>` on connections,
 //!   `Arc<rustls::ServerConfig>` on servers. `ssl.create_default_context()`
