@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evloop::net::tls;
-use evloop::net::{Protocol, ServerOptions};
+use evloop::net::{ConnectOptions, ExtraInfo, Protocol, ServerOptions};
 use evloop::{Error, EventLoop};
 use tls_common::TestPki;
 
@@ -100,4 +100,56 @@ fn abort_clients_on_a_tls_server_sends_no_close_notify() {
         matches!(kind, std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset),
         "{kind:?}"
     );
+}
+
+#[test]
+fn get_extra_info_answers_the_tls_keys_and_plain_transports_do_not() {
+    let pki = TestPki::localhost();
+    let lp = EventLoop::new().unwrap();
+    let l = lp.clone();
+    let config = pki.server_config();
+    let client = pki.client_config();
+    let cert = pki.cert_der.clone();
+    lp.run_until_complete(async move {
+        let options = ServerOptions { ssl: Some(config), ..Default::default() };
+        let server = l.create_server(|| Counting(Rc::default()), "127.0.0.1", 0, options).await?;
+        let port = server.local_addr().unwrap().port();
+        let options = ConnectOptions::new().ssl(client);
+        let (t, _) = l.create_connection(|| Counting(Rc::default()), "localhost", port, options).await?;
+        let Some(ExtraInfo::PeerCert(chain)) = t.get_extra_info("peercert") else { panic!("peercert") };
+        assert_eq!(chain[0], cert);
+        let Some(ExtraInfo::Cipher(name, version, bits)) = t.get_extra_info("cipher") else {
+            panic!("cipher")
+        };
+        assert!(name.starts_with("TLS13_"), "{name}");
+        assert_eq!(version, "TLSv1.3");
+        let expected_bits = if name.contains("_128_") { 128 } else { 256 };
+        assert_eq!(bits, expected_bits, "{name}");
+        let Some(ExtraInfo::SslObject(info)) = t.get_extra_info("ssl_object") else { panic!("ssl_object") };
+        assert_eq!(info.version, tls::rustls::ProtocolVersion::TLSv1_3);
+        assert_eq!(info.cipher_suite, t.cipher_suite().unwrap());
+        assert_eq!(info.peer_certificates, chain);
+        assert!(!info.server_side);
+        assert!(t.get_extra_info("sslcontext").is_none());
+        assert!(
+            matches!(t.get_extra_info("peername"), Some(ExtraInfo::Peername(_))),
+            "socket keys still answer"
+        );
+        t.close();
+
+        let plain_server =
+            l.create_server(|| Counting(Rc::default()), "127.0.0.1", 0, Default::default()).await?;
+        let port = plain_server.local_addr().unwrap().port();
+        let (p, _) =
+            l.create_connection(|| Counting(Rc::default()), "127.0.0.1", port, Default::default()).await?;
+        for key in ["peercert", "cipher", "ssl_object", "sslcontext"] {
+            assert!(p.get_extra_info(key).is_none(), "{key} on a plain transport");
+        }
+        p.close();
+        server.close();
+        plain_server.close();
+        Ok::<_, Error>(())
+    })
+    .unwrap()
+    .unwrap();
 }
