@@ -9,7 +9,7 @@
 mod tls_common;
 mod util;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::Read;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -152,4 +152,82 @@ fn get_extra_info_answers_the_tls_keys_and_plain_transports_do_not() {
     })
     .unwrap()
     .unwrap();
+}
+
+/// Keeps what it receives.
+struct Collect(Rc<RefCell<Vec<u8>>>);
+
+impl Protocol for Collect {
+    fn data_received(&mut self, data: &[u8]) {
+        self.0.borrow_mut().extend_from_slice(data);
+    }
+}
+
+fn temp_file(name: &str, data: &[u8]) -> (std::path::PathBuf, std::fs::File) {
+    use std::io::Write;
+    let path = std::env::temp_dir().join(format!("evloop-tls-sendfile-{}-{name}", std::process::id()));
+    std::fs::File::create(&path).unwrap().write_all(data).unwrap();
+    (path.clone(), std::fs::File::open(&path).unwrap())
+}
+
+/// Sends `data[offset..][..count]` with `sendfile` over TLS and returns
+/// what the server received and what `sendfile` returned.
+fn sendfile_over_tls(name: &str, data: &[u8], offset: u64, count: Option<usize>) -> (Vec<u8>, usize) {
+    let (path, file) = temp_file(name, data);
+    let pki = TestPki::localhost();
+    let lp = EventLoop::new().unwrap();
+    let l = lp.clone();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let (g, got_loop) = (got.clone(), got.clone());
+    let config = pki.server_config();
+    let client = pki.client_config();
+    let sent = lp
+        .run_until_complete(async move {
+            let options = ServerOptions { ssl: Some(config), ..Default::default() };
+            let server = l.create_server(move || Collect(g.clone()), "127.0.0.1", 0, options).await?;
+            let port = server.local_addr().unwrap().port();
+            let options = ConnectOptions::new().ssl(client);
+            let (t, _) = l.create_connection(|| Counting(Rc::default()), "localhost", port, options).await?;
+            // A small buffer, so the fallback must wait for it to drain.
+            t.set_write_buffer_limits(Some(16 * 1024), None)?;
+            t.write(b"<")?;
+            let sent = l.sendfile(&t, &file, offset, count).await?;
+            assert!(t.is_reading(), "reading resumed after sendfile");
+            t.write(b">")?;
+            // Close once all arrived: closing with the server's session
+            // tickets unread would reset the connection (as plain TCP does).
+            while got_loop.borrow().len() < sent + 2 {
+                evloop::sleep(Duration::from_millis(1)).await;
+            }
+            t.close();
+            while server.connections() > 0 {
+                evloop::sleep(Duration::from_millis(1)).await;
+            }
+            server.close();
+            Ok::<_, Error>(sent)
+        })
+        .unwrap()
+        .unwrap();
+    std::fs::remove_file(path).unwrap();
+    let got = got.borrow().clone();
+    (got, sent)
+}
+
+#[test]
+fn sendfile_over_tls_falls_back_to_writes_and_arrives_intact() {
+    let data: Vec<u8> =
+        (0..3 * 1024 * 1024 + 7u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let (got, sent) = sendfile_over_tls("all", &data, 0, None);
+    assert_eq!(sent, data.len());
+    assert_eq!(got.len(), data.len() + 2);
+    assert!(got[0] == b'<' && got[got.len() - 1] == b'>', "between the writes before and after it");
+    assert!(got[1..got.len() - 1] == data[..], "the file arrived intact");
+
+    let (got, sent) = sendfile_over_tls("part", &data, 100_000, Some(200_001));
+    assert_eq!(sent, 200_001);
+    assert!(got[1..got.len() - 1] == data[100_000..300_001]);
+
+    let (got, sent) = sendfile_over_tls("past-end", &data, data.len() as u64 - 10, Some(1000));
+    assert_eq!(sent, 10, "stops at the end of the file");
+    assert!(got[1..got.len() - 1] == data[data.len() - 10..]);
 }
