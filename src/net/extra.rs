@@ -19,7 +19,7 @@ use crate::net::udp::DatagramTransport;
 
 /// A value of `get_extra_info` ([`Transport::get_extra_info`],
 /// [`DatagramTransport::get_extra_info`]), named by asyncio's key. More
-/// keys may be added (TLS ones, say).
+/// keys may be added.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ExtraInfo {
@@ -29,6 +29,18 @@ pub enum ExtraInfo {
     Sockname(SockAddr),
     /// `"peername"`: the peer's address (connected sockets only).
     Peername(SockAddr),
+    /// `"peercert"` (TLS only): the peer's certificate chain, DER, leaf
+    /// first, as [`Transport::peer_certificates`] gives it (asyncio gives a
+    /// decoded dict of the leaf).
+    #[cfg(feature = "tls")]
+    PeerCert(Vec<crate::net::tls::pki_types::CertificateDer<'static>>),
+    /// `"cipher"` (TLS only): asyncio's `(name, protocol version, secret
+    /// bits)`, e.g. `("TLS13_AES_256_GCM_SHA384", "TLSv1.3", 256)`.
+    #[cfg(feature = "tls")]
+    Cipher(String, String, u32),
+    /// `"ssl_object"` (TLS only): the negotiated session's details.
+    #[cfg(feature = "tls")]
+    SslObject(crate::net::tls::TlsInfo),
 }
 
 /// A transport's socket as `get_extra_info("socket")` gives it (asyncio's
@@ -141,7 +153,10 @@ impl Transport {
     /// asyncio's `get_extra_info(name)` for the keys a socket transport
     /// has: `"socket"` ([`ExtraInfo::Socket`]), `"sockname"`
     /// ([`local_sockaddr`](Transport::local_sockaddr)), `"peername"`
-    /// ([`peer_sockaddr`](Transport::peer_sockaddr)). `None` for other
+    /// ([`peer_sockaddr`](Transport::peer_sockaddr)); on a TLS transport
+    /// also `"peercert"`, `"cipher"` and `"ssl_object"` (once the
+    /// handshake is done; `None` on plain ones). `"sslcontext"` is not
+    /// kept: the rustls config is the caller's. `None` for other
     /// keys and, unlike asyncio (which keeps what it read when the
     /// transport was made), once the socket is closed: the values are read
     /// when asked.
@@ -172,6 +187,23 @@ impl Transport {
     /// # Ok::<(), evloop::Error>(())
     /// ```
     pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        #[cfg(feature = "tls")]
+        match name {
+            "peercert" => return self.peer_certificates().map(ExtraInfo::PeerCert),
+            "cipher" => {
+                let info = self.tls_info()?;
+                let suite = info.cipher_suite.suite();
+                let name = suite.as_str().map_or_else(|| format!("{suite:?}"), str::to_owned);
+                let version = match info.version {
+                    rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+                    rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+                    v => format!("{v:?}"),
+                };
+                return Some(ExtraInfo::Cipher(name, version, info.secret_bits));
+            }
+            "ssl_object" => return self.tls_info().map(ExtraInfo::SslObject),
+            _ => {}
+        }
         lookup(
             name,
             self.inner.core().lifecycle() != Lifecycle::Gone,

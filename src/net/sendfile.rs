@@ -1,9 +1,12 @@
 //! `loop.sendfile` over a stream transport: flush the transport's buffer,
 //! then hand the socket to the kernel's zero-copy `sendfile(2)`.
 //!
-//! Invariant: while it runs the transport refuses `write` and does not
-//! read; both are restored however the call ends (a guard, so even when
-//! the awaiting task is cancelled midway).
+//! On a TLS transport the kernel would send plaintext, so the file is read
+//! and written through the transport instead (asyncio's fallback).
+//!
+//! Invariant: while it runs the transport does not read (and, on a plain
+//! transport, refuses `write`); both are restored however the call ends
+//! (a guard, so even when the awaiting task is cancelled midway).
 
 use std::io;
 use std::rc::Rc;
@@ -37,6 +40,15 @@ impl EventLoop {
     /// on the transport's socket. Meanwhile reading is paused and `write`
     /// is refused; both are restored afterwards. Returns the bytes sent.
     ///
+    /// On a TLS transport (which `sendfile(2)` would bypass) it falls back
+    /// to reading the file in blocks and writing them through the
+    /// transport, waiting while its buffer is above the high-water mark, as
+    /// asyncio does with its default `fallback=True` (there is no
+    /// `fallback` switch here: a plain transport always has `sendfile(2)`).
+    /// Reading is paused meanwhile; writes are not refused, so do not write
+    /// until it returns. The file is read where it lies (`pread`, on the
+    /// loop's thread) and its position is not moved.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidState`] if the transport is closing or another
@@ -51,7 +63,7 @@ impl EventLoop {
     ) -> Result<usize> {
         #[cfg(feature = "tls")]
         if transport.tls.is_some() {
-            return Err(Error::InvalidState("sendfile() is not available on a TLS transport"));
+            return sendfile_fallback(transport, file, offset, count).await;
         }
         let inner = &transport.inner;
         if inner.core().is_closing() {
@@ -86,5 +98,66 @@ impl EventLoop {
             core::force_close(inner, Some(e.clone()));
         }
         sent
+    }
+}
+
+/// Resumes reading after the fallback, however it ends.
+#[cfg(feature = "tls")]
+struct ResumeReading(Transport, bool);
+
+#[cfg(feature = "tls")]
+impl Drop for ResumeReading {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.resume_reading();
+        }
+    }
+}
+
+/// asyncio's `_sendfile_fallback`: read a block, wait for the buffer to
+/// drain below the high-water mark, write it through the transport.
+#[cfg(feature = "tls")]
+async fn sendfile_fallback(
+    transport: &Transport,
+    file: &std::fs::File,
+    offset: u64,
+    count: Option<usize>,
+) -> Result<usize> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 64 * 1024;
+    if transport.is_closing() {
+        return Err(Error::InvalidState("cannot sendfile() on a closing transport"));
+    }
+    let _resume = ResumeReading(transport.clone(), transport.is_reading());
+    transport.pause_reading();
+    let inner = &transport.inner;
+    let mut buf = vec![0; count.map_or(BLOCK, |c| c.min(BLOCK))];
+    let mut sent = 0usize;
+    loop {
+        let want = count.map_or(buf.len(), |c| (c - sent).min(buf.len()));
+        if want == 0 {
+            return Ok(sent);
+        }
+        let pos = offset + sent as u64;
+        let read = match file.read_at(&mut buf[..want], pos) {
+            Ok(0) => return Ok(sent),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io_context(e, format_args!("sendfile: read the file at {pos}"))),
+        };
+        std::future::poll_fn(|cx| {
+            let (high, _) = transport.get_write_buffer_limits();
+            if inner.core().is_lost() || transport.get_write_buffer_size() <= high {
+                return std::task::Poll::Ready(());
+            }
+            inner.add_empty_waiter(cx.waker());
+            std::task::Poll::Pending
+        })
+        .await;
+        if inner.core().is_lost() {
+            return Err(io::Error::from(io::ErrorKind::ConnectionReset).into());
+        }
+        transport.write(&buf[..read])?;
+        sent += read;
     }
 }

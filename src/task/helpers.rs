@@ -15,14 +15,15 @@ use crate::runtime::handle::TimerHandle;
 use crate::task::task::{Task, TaskSlot};
 
 /// Stores `waker` in `slot` unless it would wake the same task already.
-fn remember(slot: &RefCell<Option<Waker>>, waker: &Waker) {
+pub(crate) fn remember(slot: &RefCell<Option<Waker>>, waker: &Waker) {
     let mut slot = slot.borrow_mut();
     if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
         *slot = Some(waker.clone());
     }
 }
 
-fn wake(slot: &RefCell<Option<Waker>>) {
+/// Wakes (and empties) `slot`, outside its borrow.
+pub(crate) fn wake(slot: &RefCell<Option<Waker>>) {
     let waker = slot.borrow_mut().take();
     if let Some(waker) = waker {
         waker.wake();

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::runtime::event_loop::running_loop;
 use crate::runtime::handle::TimerHandle;
 use crate::task::future::{CallbackId, Future};
+use crate::task::helpers::{remember, wake};
 use crate::task::task::Task;
 
 /// Something [`wait`] and [`as_completed`] can watch: a [`Task`] or a
@@ -76,21 +77,6 @@ impl<F: std::future::Future + 'static> IntoTask for F {
     #[track_caller]
     fn into_task(self) -> Task<F::Output> {
         running_loop("wait / as_completed / shield").create_task(self)
-    }
-}
-
-/// Stores `waker` in `slot` unless it would wake the same task already.
-fn remember(slot: &RefCell<Option<Waker>>, waker: &Waker) {
-    let mut slot = slot.borrow_mut();
-    if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-        *slot = Some(waker.clone());
-    }
-}
-
-fn wake(slot: &RefCell<Option<Waker>>) {
-    let waker = slot.borrow_mut().take();
-    if let Some(waker) = waker {
-        waker.wake();
     }
 }
 

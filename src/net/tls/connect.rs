@@ -143,8 +143,9 @@ pub(crate) async fn connect_tls<P: StreamProtocol>(
 }
 
 /// A connection a TLS server accepted: the server handshake, then
-/// `protocol`'s `connection_made`. Returns the socket's transport (the
-/// server's bookkeeping: closing it closes the connection).
+/// `protocol`'s `connection_made`. Returns the app-side transport (the
+/// server's bookkeeping), so `Server::close_clients` closes through the
+/// TLS layer (sending `close_notify`) and `abort_clients` aborts.
 pub(crate) fn start_server_connection<P: StreamProtocol>(
     lp: &EventLoop,
     socket: Socket,
@@ -157,6 +158,6 @@ pub(crate) fn start_server_connection<P: StreamProtocol>(
     let conn = new_connection(&TlsConfig::Server(config.clone()), None)?;
     let session = TlsSession::new(conn, true, timeouts(options), None);
     session.set_app(Rc::new(RefCell::new(protocol)));
-    let (plain, _) = Transport::start(lp, socket, TlsLayer(session), Some(link), None)?;
-    Ok(plain)
+    let (plain, _) = Transport::start(lp, socket, TlsLayer(session.clone()), Some(link), None)?;
+    Ok(Transport { inner: plain.inner, tls: Some(session) })
 }

@@ -43,8 +43,9 @@
 //! | `ctx.load_verify_locations(cafile)` | [`client_config_from_pem_file`] / [`client_config_with_roots`] |
 //! | `ctx.load_cert_chain(certfile, keyfile)` (server) | [`server_config_from_pem_files`] / [`server_config`] |
 //! | `ctx.set_alpn_protocols([...])` | set `alpn_protocols` on the rustls config before wrapping it in `Arc` |
-//! | `get_extra_info('peercert')` | [`Transport::peer_certificates`] (DER) |
-//! | `get_extra_info('cipher')` | [`Transport::cipher_suite`], [`Transport::tls_version`] |
+//! | `get_extra_info('peercert')` | `get_extra_info("peercert")` or [`Transport::peer_certificates`] (DER chain) |
+//! | `get_extra_info('cipher')` | `get_extra_info("cipher")` (the same tuple), [`Transport::cipher_suite`], [`Transport::tls_version`] |
+//! | `get_extra_info('ssl_object')` | `get_extra_info("ssl_object")` or [`Transport::tls_info`] ([`TlsInfo`]) |
 //! | `get_extra_info('ssl_object').selected_alpn_protocol()` | [`Transport::alpn_protocol`] |
 //!
 //! rustls does not do TLS 1.0/1.1, renegotiation, or compression, and
@@ -365,4 +366,57 @@ impl Transport {
             rustls::Connection::Client(_) => None,
         })
     }
+
+    /// What asyncio's `get_extra_info('ssl_object')` is asked, in one
+    /// value: the negotiated session's details. `None` on a plain
+    /// transport and until the handshake is done.
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        self.with_tls(|c| {
+            let cipher_suite = c.negotiated_cipher_suite()?;
+            Some(TlsInfo {
+                version: c.protocol_version()?,
+                cipher_suite,
+                secret_bits: secret_bits(cipher_suite),
+                alpn_protocol: c.alpn_protocol().map(<[u8]>::to_vec),
+                server_name: match c {
+                    rustls::Connection::Server(s) => s.server_name().map(str::to_owned),
+                    rustls::Connection::Client(_) => None,
+                },
+                peer_certificates: c.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+                server_side: matches!(c, rustls::Connection::Server(_)),
+            })
+        })
+    }
+}
+
+/// A TLS connection's negotiated session (asyncio's `ssl_object` as far
+/// as its questions have answers here), from [`Transport::tls_info`] or
+/// `get_extra_info("ssl_object")`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TlsInfo {
+    /// The TLS version (`ssl_object.version()`).
+    pub version: rustls::ProtocolVersion,
+    /// The cipher suite (`ssl_object.cipher()`'s name).
+    pub cipher_suite: rustls::SupportedCipherSuite,
+    /// The symmetric key's size in bits (`cipher()`'s third element).
+    pub secret_bits: u32,
+    /// The agreed ALPN protocol (`selected_alpn_protocol()`).
+    pub alpn_protocol: Option<Vec<u8>>,
+    /// On a server: the name the client asked for (SNI).
+    pub server_name: Option<String>,
+    /// The peer's chain, DER, leaf first (`getpeercert(binary_form=True)`
+    /// is the first); empty if the peer sent none.
+    pub peer_certificates: Vec<pki_types::CertificateDer<'static>>,
+    /// Whether this side is the server (`ssl_object.server_side`).
+    pub server_side: bool,
+}
+
+/// The suite's symmetric key size in bits, as OpenSSL's `cipher()` gives.
+pub(crate) fn secret_bits(suite: rustls::SupportedCipherSuite) -> u32 {
+    let bytes = match suite {
+        rustls::SupportedCipherSuite::Tls13(s) => s.aead_alg.key_len(),
+        rustls::SupportedCipherSuite::Tls12(s) => s.aead_alg.key_block_shape().enc_key_len,
+    };
+    u32::try_from(bytes * 8).unwrap_or(u32::MAX)
 }
