@@ -66,7 +66,7 @@
 //! | `Server.close()`, `wait_closed()`, `serve_forever()`, `is_serving()`, `sockets`, `close_clients()`, `abort_clients()` | [`net::Server`](crate::net::Server), same names | `sockets()` gives the addresses |
 //! | `loop.create_datagram_endpoint(factory, local_addr=, remote_addr=)` | [`create_datagram_endpoint(factory, DatagramOptions)`](crate::EventLoop::create_datagram_endpoint), [`create_unix_datagram_endpoint`](crate::EventLoop::create_unix_datagram_endpoint) | |
 //! | `loop.getaddrinfo(host, port)`, `getnameinfo(addr, flags)` | [`getaddrinfo`](crate::EventLoop::getaddrinfo), [`getnameinfo`](crate::EventLoop::getnameinfo) | on the executor; `Vec<SocketAddr>` |
-//! | `loop.sendfile(transport, file)` | [`sendfile(&transport, &file, offset, count)`](crate::EventLoop::sendfile) | |
+//! | `loop.sendfile(transport, file)` | [`sendfile(&transport, &file, offset, count)`](crate::EventLoop::sendfile) | a TLS transport reads and writes (no `fallback=`) |
 //! | `asyncio.open_connection`, `start_server`, `open_unix_connection`, `start_unix_server` | [`open_connection`](crate::open_connection), [`start_server`](crate::start_server), [`open_unix_connection`](crate::open_unix_connection), [`start_unix_server`](crate::start_unix_server) | `limit=` and the server keyword arguments in `StreamConnectOptions` / `StreamServerOptions` |
 //! | `StreamReader.read(n)`, `read(-1)`, `readline`, `readexactly`, `readuntil`, `at_eof` | [`StreamReader`](crate::StreamReader): `read(n)`, [`read_to_end`](crate::StreamReader::read_to_end), same names | `&mut self`; also `futures_io::AsyncRead`/`AsyncBufRead` |
 //! | `StreamWriter.write`, `writelines`, `drain`, `write_eof`, `close`, `wait_closed` | [`StreamWriter`](crate::StreamWriter), same names | also `futures_io::AsyncWrite` |
@@ -76,7 +76,7 @@
 //! | `ssl=ctx` on `create_server`/`start_server` | [`ServerOptions::ssl`](crate::net::ServerOptions::ssl) (+ the two timeouts) | handshake before `connection_made` |
 //! | `loop.start_tls(transport, protocol, ctx, server_side=, server_hostname=)`, `StreamWriter.start_tls` | [`start_tls(&t, config, TlsOptions)`](crate::EventLoop::start_tls), [`StreamWriter::start_tls`](crate::net::stream::StreamWriter::start_tls) | returns the new transport |
 //! | `ssl.create_default_context()`, `load_cert_chain`, `load_verify_locations` | [`net::tls::client_config`](crate::net::tls::client_config), [`server_config_from_pem_files`](crate::net::tls::server_config_from_pem_files), [`client_config_from_pem_file`](crate::net::tls::client_config_from_pem_file) | rustls configs |
-//! | `get_extra_info('peercert')`, `('cipher')`, `('ssl_object')` | [`peer_certificates`](crate::net::Transport::peer_certificates), [`cipher_suite`](crate::net::Transport::cipher_suite), [`tls_version`](crate::net::Transport::tls_version), [`alpn_protocol`](crate::net::Transport::alpn_protocol) | DER chain |
+//! | `get_extra_info('peercert')`, `('cipher')`, `('ssl_object')` | [`get_extra_info`](crate::net::Transport::get_extra_info) (`ExtraInfo::{PeerCert, Cipher, SslObject}`), [`peer_certificates`](crate::net::Transport::peer_certificates), [`tls_info`](crate::net::Transport::tls_info), [`cipher_suite`](crate::net::Transport::cipher_suite), [`tls_version`](crate::net::Transport::tls_version), [`alpn_protocol`](crate::net::Transport::alpn_protocol) | DER chain |
 //! | `loop.add_signal_handler(sig, cb)`, `remove_signal_handler(sig)` | [`add_signal_handler(signum, closure)`](crate::EventLoop::add_signal_handler), [`remove_signal_handler(signum)`](crate::EventLoop::remove_signal_handler) | `FnMut`, run on the loop as a callback; numbers in [`os::signal`](crate::os::signal) |
 //! | `loop.connect_read_pipe(factory, pipe)` | [`connect_read_pipe(factory, pipe)`](crate::EventLoop::connect_read_pipe) → ([`ReadPipeTransport`](crate::os::pipe::ReadPipeTransport), protocol) | `pipe`: anything `Into<OwnedFd>`; regular files refused |
 //! | `loop.connect_write_pipe(factory, pipe)` | [`connect_write_pipe(factory, pipe)`](crate::EventLoop::connect_write_pipe) → ([`WritePipeTransport`](crate::os::pipe::WritePipeTransport), protocol) | stream transport flow control |
@@ -249,8 +249,8 @@
 //!   (options set through it apply; it cannot close or detach the
 //!   transport's fd, and none outlives the call, so a kept duplicate cannot
 //!   hold a closed connection open). Of asyncio's keys, `socket`,
-//!   `sockname` and `peername` exist so far; the TLS ones are the
-//!   transport's own accessors (below).
+//!   `sockname`, `peername` and the TLS ones (`peercert`, `cipher`,
+//!   `ssl_object`, below) exist so far.
 //! - `get_protocol` is typed (`get_protocol::<P>()`), and gives `None`
 //!   while the protocol is mutably borrowed (e.g. called from inside one of
 //!   its own methods). `set_protocol` returns the new protocol's
@@ -292,11 +292,19 @@
 //! - `StreamWriter::start_tls` takes `&mut self`: clones of the writer made
 //!   before the upgrade keep the plain transport (upgrade first, then
 //!   clone).
-//! - `get_extra_info('peercert')` gives a decoded dict in asyncio; evloop
-//!   gives the DER chain (`peer_certificates()`); `'cipher'` is
-//!   `cipher_suite()` + `tls_version()`; `'ssl_object'` has no object: its
-//!   questions are the `Transport` accessors. `get_extra_info(name)` does
-//!   not know these keys yet.
+//! - `get_extra_info('peercert')` gives a decoded dict of the leaf in
+//!   asyncio; evloop's `ExtraInfo::PeerCert` is the DER chain, leaf first
+//!   (`peer_certificates()`). `'cipher'` is the same `(name, version,
+//!   secret bits)` tuple, with rustls's suite names
+//!   (`TLS13_AES_256_GCM_SHA384`, not OpenSSL's `TLS_AES_256_GCM_SHA384`).
+//!   `'ssl_object'` is a `TlsInfo` value (the negotiated session), not an
+//!   object to call. `'sslcontext'` gives `None` (the rustls config is the
+//!   caller's `Arc`).
+//! - `sendfile` has no `fallback` parameter: a plain transport always uses
+//!   `sendfile(2)`, a TLS one always reads and writes (asyncio's default
+//!   `fallback=True`). The fallback reads the file with `pread` on the
+//!   loop's thread (asyncio uses the executor), does not move the file's
+//!   position, and does not refuse `write` meanwhile.
 //! - On a TLS transport `write_eof` does nothing and `can_write_eof()` is
 //!   false (asyncio raises `NotImplementedError`).
 //! - Closing a TLS transport sends `close_notify` and closes the socket
