@@ -335,13 +335,13 @@ impl fmt::Debug for Subscription {
 /// Runs `cb` on `lp` (as an ordinary callback, in the pass after the
 /// signal arrives) whenever `signum` arrives, until the returned
 /// [`Subscription`] is dropped. Several subscriptions and the user's
-/// handler may watch the same signal; each runs.
+/// handler may watch the same signal; each runs. The subprocess layer
+/// watches SIGCHLD this way where pidfds are unavailable.
 ///
 /// # Errors
 ///
 /// As [`EventLoop::add_signal_handler`].
 #[track_caller]
-#[allow(dead_code)] // for a SIGCHLD-driven child watcher (the subprocess layer uses pidfds and waiter threads today)
 pub(crate) fn subscribe(lp: &EventLoop, signum: c_int, cb: impl FnMut() + 'static) -> Result<Subscription> {
     let at = Location::caller();
     check_signal(signum, "subscribe")?;
