@@ -69,10 +69,22 @@ struct Member {
     thread: Option<JoinHandle<Result<()>>>,
 }
 
-/// N event loops on N threads serving one port (see the
-/// [module docs](self)): made by [`reuse_port`](LoopGroup::reuse_port),
-/// [`with_acceptor`](LoopGroup::with_acceptor) or, for loops without a
-/// listener, [`spawn`](LoopGroup::spawn).
+/// N event loops on N threads serving one port, the way uvicorn runs one
+/// worker per core: an [`EventLoop`] is single-threaded, so a server that
+/// outgrows a core runs several. Only `Send` things cross threads (the
+/// setup closure, sockets, [`RemoteLoop`]s); each loop builds its servers,
+/// protocols and tasks on its own thread.
+///
+/// - [`reuse_port`](LoopGroup::reuse_port): every loop has its own
+///   listening socket on the port (`SO_REUSEPORT`); the kernel spreads
+///   the connections, with no thread in between.
+/// - [`with_acceptor`](LoopGroup::with_acceptor): one acceptor loop hands
+///   each accepted socket to the next worker, round robin.
+/// - [`spawn`](LoopGroup::spawn): loops without a listener.
+///
+/// Each constructor returns once every loop's setup is done; if one
+/// failed or panicked, the loops already started are stopped and joined
+/// first, and the error says which loop failed ([`LoopGroupError`]).
 ///
 /// [`shutdown`](LoopGroup::shutdown) (or dropping the group) stops every
 /// loop, joins its thread and closes the loop: its servers stop listening
