@@ -3,9 +3,12 @@
 //! `create_connection`, `create_server`, `create_unix_connection`,
 //! `create_unix_server` and `connect_accepted_socket` all get it) and
 //! under TLS, where asyncio's `SSLProtocol` (a `BufferedProtocol`) rides
-//! on it. The Python class is `evloop._loop._SocketTransport`, a thin
-//! subclass (repr, `__del__`'s ResourceWarning, asyncio's class
-//! attributes); everything that runs per event or per call is here.
+//! on it. The Python class is `evloop._loop._SocketTransport`, a real
+//! `asyncio.Transport` (and `_FlowControlMixin`, which asyncio's sendfile
+//! fallback checks for) that makes this engine and binds its methods into
+//! the instance once (repr, `__del__`'s ResourceWarning and asyncio's class
+//! attributes are Python); everything that runs per event or per call is
+//! here.
 //!
 //! Behaviour is asyncio's `_SelectorSocketTransport`, call for call: one
 //! `recv` per readiness event (into the protocol's own buffer for a
@@ -22,7 +25,14 @@
 //!   reading while it reads, and for writing while its buffer holds bytes;
 //!   both registrations go before the socket is closed.
 //! - The socket object is held until `_call_connection_lost` closes it,
-//!   so the fd the syscalls use stays this socket's.
+//!   so the fd the syscalls use stays this socket's. As with asyncio, the
+//!   transport owns the socket: closing it behind the transport's back
+//!   (the object passed as `sock=`) is a bug in the caller.
+//! - The state is reached on the loop's thread only (`LoopOwner`); the
+//!   Python transport and this engine reference each other until the
+//!   connection is lost, when the engine lets go of it (and of the loop,
+//!   the protocol and the server), so closed connections are freed by
+//!   reference counting alone.
 
 use std::cell::{Cell, RefCell};
 use std::io;
