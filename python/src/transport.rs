@@ -198,6 +198,12 @@ pub(crate) struct Inner {
     paused: Cell<bool>,
     /// The protocol is a `BufferedProtocol`.
     buffered: Cell<bool>,
+    /// The protocol's `data_received` (`buffer_updated` for a
+    /// `BufferedProtocol`) and `get_buffer`, looked up once per protocol
+    /// (as uvloop does) rather than at every read; `None` if the protocol
+    /// has none, and the read then fails as asyncio's does.
+    on_data: Slot,
+    get_buffer: Slot,
     /// `pause_writing()` was called on the protocol (not resumed).
     protocol_paused: Cell<bool>,
     high_water: Cell<usize>,
@@ -267,6 +273,23 @@ impl Inner {
         // the fd stays open and this socket's for the borrow.
         let borrowed = unsafe { BorrowedFd::borrow_raw(self.fd) };
         Some(f(sock_ref(&borrowed)))
+    }
+
+    /// Makes `protocol` the one reads go to.
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        let buffered = protocol.is_instance(buffered_protocol_type(py)?)?;
+        let method = |name: &Bound<'_, PyString>| protocol.getattr(name).ok().map(Bound::unbind);
+        let (on_data, get_buffer) = if buffered {
+            (method(intern!(py, "buffer_updated")), method(intern!(py, "get_buffer")))
+        } else {
+            (method(intern!(py, "data_received")), None)
+        };
+        self.buffered.set(buffered);
+        put(&self.protocol, Some(protocol.clone().unbind()));
+        put(&self.on_data, on_data);
+        put(&self.get_buffer, get_buffer);
+        Ok(())
     }
 
     /// The Python transport (None once lost).
@@ -508,8 +531,14 @@ impl Inner {
         if data.as_bytes().is_empty() {
             return Self::on_eof(slf);
         }
-        let Some(protocol) = get(py, &this.protocol) else { return Ok(()) };
-        match protocol.call_method1(intern!(py, "data_received"), (data,)) {
+        let received = match get(py, &this.on_data) {
+            Some(data_received) => data_received.call1((data,)),
+            None => match get(py, &this.protocol) {
+                Some(protocol) => protocol.call_method1(intern!(py, "data_received"), (data,)),
+                None => return Ok(()),
+            },
+        };
+        match received {
             Ok(_) => Ok(()),
             Err(e) => Self::callback_failed(slf, e, "Fatal error: protocol.data_received() call failed."),
         }
@@ -520,7 +549,10 @@ impl Inner {
         let this = inner(slf)?;
         let Some(protocol) = get(py, &this.protocol) else { return Ok(()) };
         let got = (|| {
-            let buf = protocol.call_method1(intern!(py, "get_buffer"), (-1,))?;
+            let buf = match get(py, &this.get_buffer) {
+                Some(get_buffer) => get_buffer.call1((-1,))?,
+                None => protocol.call_method1(intern!(py, "get_buffer"), (-1,))?,
+            };
             let view = PyUntypedBuffer::get(&buf)?;
             if view.len_bytes() == 0 {
                 return Err(PyRuntimeError::new_err("get_buffer() returned an empty buffer"));
@@ -556,7 +588,11 @@ impl Inner {
         if n == 0 {
             return Self::on_eof(slf);
         }
-        match protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
+        let updated = match get(py, &this.on_data) {
+            Some(buffer_updated) => buffer_updated.call1((n,)),
+            None => protocol.call_method1(intern!(py, "buffer_updated"), (n,)),
+        };
+        match updated {
             Ok(_) => Ok(()),
             Err(e) => Self::callback_failed(slf, e, "Fatal error: protocol.buffer_updated() call failed."),
         }
@@ -683,6 +719,8 @@ impl Inner {
         };
         drop(sock);
         put(&this.protocol, None);
+        put(&this.on_data, None);
+        put(&this.get_buffer, None);
         put(&this.lp, None);
         put(&this.context, None);
         let server = this.server.borrow_mut().take();
@@ -754,7 +792,6 @@ impl StreamTransport {
         }
         // asyncio turns Nagle's algorithm off for TCP: small writes go at once.
         py.import(intern!(py, "asyncio.base_events"))?.call_method1(intern!(py, "_set_nodelay"), (sock,))?;
-        let buffered = protocol.is_instance(buffered_protocol_type(py)?)?;
         let lp = core.get().open_loop()?.clone();
         let inner = Inner {
             fd,
@@ -770,7 +807,9 @@ impl StreamTransport {
             phase: Cell::new(Phase::Open),
             eof: Cell::new(false),
             paused: Cell::new(false),
-            buffered: Cell::new(buffered),
+            buffered: Cell::new(false),
+            on_data: RefCell::new(None),
+            get_buffer: RefCell::new(None),
             protocol_paused: Cell::new(false),
             high_water: Cell::new(DEFAULT_HIGH_WATER),
             low_water: Cell::new(DEFAULT_HIGH_WATER / 4),
@@ -780,6 +819,7 @@ impl StreamTransport {
             writing: Cell::new(false),
             buffer: RefCell::new(WriteBuffer::default()),
         };
+        inner.set_protocol(protocol)?;
         Ok(StreamTransport { owned: LoopOwner::with_state(lp, inner) })
     }
 
@@ -978,8 +1018,7 @@ impl StreamTransport {
     /// `BufferedProtocol`).
     fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let this = self.inner()?;
-        this.buffered.set(protocol.is_instance(buffered_protocol_type(protocol.py())?)?);
-        put(&this.protocol, Some(protocol.clone().unbind()));
+        this.set_protocol(protocol)?;
         Ok(())
     }
 
@@ -1170,7 +1209,16 @@ impl StreamTransport {
 
     fn __clear__(&self) {
         let Some(this) = self.owned.state() else { return };
-        for slot in [&this.owner, &this.lp, &this.protocol, &this.server, &this.empty_waiter, &this.context] {
+        for slot in [
+            &this.owner,
+            &this.lp,
+            &this.protocol,
+            &this.on_data,
+            &this.get_buffer,
+            &this.server,
+            &this.empty_waiter,
+            &this.context,
+        ] {
             if let Ok(mut slot) = slot.try_borrow_mut() {
                 let old = slot.take();
                 drop(slot);
