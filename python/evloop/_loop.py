@@ -9,10 +9,12 @@ selector asyncio builds is never polled.
 """
 
 import asyncio
+import io
+import os
 import selectors
 import socket
 import sys
-from asyncio import base_events, events, format_helpers, futures, selector_events, unix_events
+from asyncio import base_events, events, exceptions, format_helpers, futures, selector_events, unix_events
 
 from . import _evloop
 
@@ -332,6 +334,30 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         r = self._core.sock_accept(sock)
+        if r.__class__ is _Future:
+            return await r
+        return r
+
+    async def _sock_sendfile_native(self, sock, file, offset, count):
+        # asyncio's checks (base_events.sock_sendfile checked the
+        # arguments; SendfileNotAvailableError makes it fall back to
+        # reading the file and sock_sendall), then sendfile(2) natively.
+        # Looked up through asyncio's module, as asyncio does (tests
+        # patch it).
+        if not hasattr(unix_events.os, "sendfile"):
+            raise exceptions.SendfileNotAvailableError("os.sendfile() is not available")
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError:
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        blocksize = count if count else fsize
+        if not blocksize:
+            return 0  # empty file
+        r = self._core.sock_sendfile(sock, file, fileno, offset, count or 0, blocksize)
         if r.__class__ is _Future:
             return await r
         return r

@@ -513,6 +513,23 @@ impl Core {
         sock::start(py, self, sock, sock::Op::Accept)
     }
 
+    /// asyncio's `_sock_sendfile_native` once the file is checked:
+    /// `sendfile(2)` of `file` (fd `file_fd`) from `offset`, `count` bytes
+    /// at most (0: to its end), `blocksize` per call; the bytes sent.
+    #[allow(clippy::too_many_arguments)]
+    fn sock_sendfile(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        file: Py<PyAny>,
+        file_fd: RawFd,
+        offset: u64,
+        count: usize,
+        blocksize: usize,
+    ) -> PyResult<Py<PyAny>> {
+        sock::start(py, self, sock, sock::sendfile_op(file, file_fd, offset, count, blocksize))
+    }
+
     /// The thread-safe door (`call_soon_threadsafe`).
     fn remote(&self) -> Remote {
         Remote { remote: self.lp.0.remote() }
