@@ -14,7 +14,16 @@ import os
 import selectors
 import socket
 import sys
-from asyncio import base_events, events, exceptions, format_helpers, futures, selector_events, unix_events
+from asyncio import (
+    base_events,
+    events,
+    exceptions,
+    format_helpers,
+    futures,
+    selector_events,
+    trsock,
+    unix_events,
+)
 
 from . import _evloop
 
@@ -337,6 +346,39 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         if r.__class__ is _Future:
             return await r
         return r
+
+    # ---------------------------------------------------------- datagrams
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        # asyncio's create_datagram_endpoint (inherited: every argument)
+        # calls this with the socket ready; the transport is native
+        # (_evloop.DatagramTransport), made as asyncio's __init__ makes
+        # its own. In debug mode asyncio's Python transport is used, so
+        # that its callbacks are timed like every other.
+        if self._debug:
+            return super()._make_datagram_transport(sock, protocol, address, waiter, extra)
+        self._ensure_fd_no_transport(sock)
+        extra = dict(extra) if extra else {}
+        extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            extra["sockname"] = sock.getsockname()
+        except OSError:
+            extra["sockname"] = None
+        if "peername" not in extra:
+            try:
+                extra["peername"] = sock.getpeername()
+            except OSError:
+                extra["peername"] = None
+        transport = _evloop.DatagramTransport(self, sock, protocol, address, extra)
+        self._transports[sock.fileno()] = transport
+        self.call_soon(protocol.connection_made, transport)
+        # Only start reading once connection_made() has run.
+        self.call_soon(transport._start_reading)
+        if waiter is not None:
+            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        return transport
+
+    # ------------------------------------------------------ sock_sendfile
 
     async def _sock_sendfile_native(self, sock, file, offset, count):
         # asyncio's checks (base_events.sock_sendfile checked the

@@ -30,8 +30,10 @@ use pyo3::{PyTraverseError, PyVisit, intern};
 
 mod handle;
 mod loop_base;
+mod pysock;
 mod sock;
 mod transport;
+mod udp;
 mod virtual_time;
 
 use handle::{AsyncioEntry, Handle, HandleEntry, PyEntry, TimerEntry, TimerHandle};
@@ -98,6 +100,8 @@ enum Watcher {
     /// The reader of asyncio's socket transport (its `_read_ready`
     /// handle), run natively (`transport.rs`).
     Transport { handle: Py<PyAny>, transport: Py<PyAny> },
+    /// A native datagram transport (`udp.rs`), reader and writer.
+    Datagram(Py<udp::DatagramTransport>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -660,6 +664,7 @@ impl Core {
                         visit.call(transport)?;
                     }
                     Watcher::Idle(_) => {}
+                    Watcher::Datagram(transport) => visit.call(transport)?,
                     Watcher::Op(op) => {
                         let mut outcome = Ok(());
                         op.visit(&mut |obj| {
@@ -863,6 +868,7 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
                     handle: handle.clone_ref(py),
                     transport: transport.clone_ref(py),
                 }),
+                Some(Watcher::Datagram(t)) => Some(Watcher::Datagram(t.clone_ref(py))),
                 Some(Watcher::Idle(_)) | None => None,
             };
             match watcher {
@@ -871,6 +877,7 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
                 Some(Watcher::Transport { handle, transport }) => {
                     transport::on_ready(py, &state, &handle, &transport)
                 }
+                Some(Watcher::Datagram(t)) => udp::on_ready(py, &state, &t, direction),
                 // Ready with nobody waiting: the kept registration goes.
                 _ => sock::drop_idle(&state, fd, direction),
             }
@@ -914,5 +921,6 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Remote>()?;
     m.add_class::<sock::OpDone>()?;
     m.add_class::<loop_base::LoopBase>()?;
+    m.add_class::<udp::DatagramTransport>()?;
     Ok(())
 }
