@@ -21,6 +21,7 @@ from asyncio import (
     format_helpers,
     futures,
     selector_events,
+    transports,
     trsock,
     unix_events,
 )
@@ -45,6 +46,44 @@ _DATA_RECEIVED = selector_events._SelectorSocketTransport._read_ready__data_rece
 
 def _reads_natively(cls):
     return cls._read_ready is _TRANSPORT_READ_READY and cls._read_ready__data_received is _DATA_RECEIVED
+
+
+class _DatagramTransport(transports.Transport, transports.DatagramTransport):
+    """The datagram transport of evloop's ``create_datagram_endpoint``: an
+    ``asyncio.DatagramTransport`` (and ``asyncio.Transport``, as asyncio's
+    own is) whose methods are those of the native
+    transport it holds (``_evloop.DatagramTransport``), bound to it as
+    instance attributes, so that ``sendto`` runs no Python frame.
+    ``get_extra_info`` is asyncio's (``socket`` is asyncio's
+    ``TransportSocket``, which never detaches or closes the fd)."""
+
+    def __init__(self, loop, sock, protocol, address, extra):
+        super().__init__(extra)
+        native = _evloop.DatagramTransport(loop, sock, protocol, address, extra, self)
+        self._native = native
+        self.sendto = native.sendto
+        self.close = native.close
+        self.abort = native.abort
+        self.is_closing = native.is_closing
+        self.get_write_buffer_size = native.get_write_buffer_size
+        self.get_write_buffer_limits = native.get_write_buffer_limits
+        self.set_write_buffer_limits = native.set_write_buffer_limits
+        self.get_protocol = native.get_protocol
+        self.set_protocol = native.set_protocol
+        self._start_reading = native._start_reading
+
+    @property
+    def _sock(self):
+        # asyncio's attribute (the socket; None once closed), which code
+        # and tests read.
+        return self._native._sock
+
+    @property
+    def _protocol(self):
+        return self._native.get_protocol()
+
+    def __repr__(self):
+        return repr(self._native)
 
 
 class _NativeWatchers(selectors.BaseSelector):
@@ -369,7 +408,7 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
                 extra["peername"] = sock.getpeername()
             except OSError:
                 extra["peername"] = None
-        transport = _evloop.DatagramTransport(self, sock, protocol, address, extra)
+        transport = _DatagramTransport(self, sock, protocol, address, extra)
         self._transports[sock.fileno()] = transport
         self.call_soon(protocol.connection_made, transport)
         # Only start reading once connection_made() has run.

@@ -66,7 +66,9 @@ struct Peer {
 }
 
 /// asyncio's datagram transport, native. Made by the loop
-/// (`create_datagram_endpoint`), never by user code.
+/// (`create_datagram_endpoint`), never by user code, inside `_loop.py`'s
+/// `_DatagramTransport` (an `asyncio.DatagramTransport`, as `isinstance`
+/// checks want), whose methods are this object's bound methods.
 #[pyclass(frozen, unsendable, weakref, module = "evloop._evloop")]
 pub(crate) struct DatagramTransport {
     core: Py<Core>,
@@ -82,7 +84,10 @@ pub(crate) struct DatagramTransport {
     connected: bool,
     /// `AF_INET`/`AF_INET6` on an exact `socket.socket`: direct syscalls.
     native_family: Option<i32>,
-    extra: Py<PyDict>,
+    /// The `asyncio.DatagramTransport` the protocol knows (`_loop.py`'s
+    /// `_DatagramTransport`, whose methods are this object's): named in
+    /// exception-handler contexts; dropped with the protocol.
+    owner: RefCell<Option<Py<PyAny>>>,
     /// The context the protocol's read callbacks run in (the reader's,
     /// as asyncio's `add_reader` handle copies it).
     context: RefCell<Option<Py<PyAny>>>,
@@ -145,18 +150,19 @@ impl DatagramTransport {
     /// loop's `_transports` and schedules `connection_made` and
     /// `_start_reading`, as asyncio's `__init__` does).
     #[new]
-    #[pyo3(signature = (pyloop, sock, protocol, address, extra))]
+    #[pyo3(signature = (pyloop, sock, protocol, address, extra, owner))]
     fn new(
         py: Python<'_>,
         pyloop: Py<PyAny>,
         sock: &Bound<'_, PyAny>,
         protocol: Py<PyAny>,
         address: Option<Py<PyAny>>,
-        extra: Py<PyDict>,
+        extra: &Bound<'_, PyDict>,
+        owner: Py<PyAny>,
     ) -> PyResult<Self> {
         let core: Py<Core> = pyloop.bind(py).getattr(intern!(py, "_core"))?.extract()?;
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-        let connected = match extra.bind(py).get_item(intern!(py, "peername"))? {
+        let connected = match extra.get_item(intern!(py, "peername"))? {
             Some(peer) => peer.is_truthy()?,
             None => false,
         };
@@ -176,7 +182,7 @@ impl DatagramTransport {
             address,
             connected,
             native_family,
-            extra,
+            owner: RefCell::new(Some(owner)),
             context: RefCell::new(None),
             queue: RefCell::new(VecDeque::new()),
             buffer_size: Cell::new(0),
@@ -338,24 +344,14 @@ impl DatagramTransport {
         this.maybe_pause_protocol(slf)
     }
 
-    /// asyncio's `get_extra_info`: `socket` (asyncio's `TransportSocket`,
-    /// which never detaches or closes the fd), `sockname`, `peername`,
-    /// and whatever the loop passed.
-    #[pyo3(signature = (name, default = None))]
-    fn get_extra_info<'py>(
-        &self,
-        py: Python<'py>,
-        name: &Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        match self.extra.bind(py).get_item(name)? {
-            Some(v) => Ok(v),
-            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
-        }
-    }
-
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.protocol.borrow().as_ref().map(|p| p.clone_ref(py))
+    }
+
+    /// The socket object, `None` once closed (asyncio's `_sock`).
+    #[getter]
+    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.sock.borrow().as_ref().map(|s| s.clone_ref(py))
     }
 
     fn set_protocol(&self, protocol: Py<PyAny>) {
@@ -378,6 +374,8 @@ impl DatagramTransport {
         drop(context);
         let peer = self.peer.borrow_mut().take();
         drop(peer);
+        let owner = self.owner.borrow_mut().take();
+        drop(owner);
         outcome.and(closed)
     }
 
@@ -401,11 +399,10 @@ impl DatagramTransport {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.core)?;
         visit.call(&self.pyloop)?;
-        visit.call(&self.extra)?;
         if let Some(a) = &self.address {
             visit.call(a)?;
         }
-        for cell in [&self.sock, &self.protocol, &self.context] {
+        for cell in [&self.sock, &self.protocol, &self.context, &self.owner] {
             if let Ok(v) = cell.try_borrow()
                 && let Some(v) = &*v
             {
@@ -439,6 +436,8 @@ impl DatagramTransport {
         drop(queue);
         let peer = self.peer.try_borrow_mut().map(|mut p| p.take());
         drop(peer);
+        let owner = self.owner.try_borrow_mut().map(|mut o| o.take());
+        drop(owner);
     }
 }
 
@@ -733,7 +732,10 @@ impl DatagramTransport {
         let context = PyDict::new(py);
         context.set_item(intern!(py, "message"), message)?;
         context.set_item(intern!(py, "exception"), e.value(py))?;
-        context.set_item(intern!(py, "transport"), slf)?;
+        match &*self.owner.borrow() {
+            Some(owner) => context.set_item(intern!(py, "transport"), owner)?,
+            None => context.set_item(intern!(py, "transport"), slf)?,
+        }
         context.set_item(intern!(py, "protocol"), self.get_protocol(py))?;
         self.pyloop.bind(py).call_method1(intern!(py, "call_exception_handler"), (context,)).map(drop)
     }
