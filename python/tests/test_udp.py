@@ -356,3 +356,45 @@ def test_an_unclosed_transport_warns_and_closes_its_socket(loop_factory):
     assert any(issubclass(w.category, ResourceWarning) and "unclosed transport" in str(w.message) for w in caught)
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def test_protocol_runs_in_the_context_the_endpoint_was_made_in(loop):
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+
+    class Seeing(Recorder):
+        def datagram_received(self, data, addr):
+            super().datagram_received(var.get(), addr)
+
+    async def make():
+        var.set("at creation")
+        return await loop.create_datagram_endpoint(Seeing, local_addr=("127.0.0.1", 0))
+
+    async def main():
+        transport, proto = await asyncio.ensure_future(make())
+        var.set("elsewhere")
+        transport.sendto(b"x", transport.get_extra_info("sockname"))
+        await proto.arrived.wait()
+        transport.close()
+        await proto.lost
+        return proto.datagrams[0][0]
+
+    assert loop.run_until_complete(main()) == "at creation"
+
+
+def test_set_protocol_sends_later_datagrams_to_the_new_protocol(loop):
+    async def main():
+        transport, first = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+        second = Recorder()
+        transport.set_protocol(second)
+        assert transport.get_protocol() is second
+        transport.sendto(b"x", transport.get_extra_info("sockname"))
+        await second.arrived.wait()
+        transport.close()
+        await second.lost
+        return first, second
+
+    first, second = loop.run_until_complete(main())
+    assert first.datagrams == [] and not first.lost.done()
+    assert [d for d, _ in second.datagrams] == [b"x"]
