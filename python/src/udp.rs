@@ -513,20 +513,22 @@ impl DatagramTransport {
             None => return Err(os_error(&std::io::Error::from_raw_os_error(libc::EBADF))),
         };
         let sock = sock.bind(py);
-        if let Some(family) = self.native_family
-            && let Ok(buf) = PyUntypedBuffer::get(data)
-            && buf.is_c_contiguous()
-        {
-            // SAFETY: a C-contiguous export of `len_bytes()` bytes, held
-            // for the call; the GIL is held and no Python code runs while
-            // the slice is used.
-            let bytes = unsafe { std::slice::from_raw_parts(buf.buf_ptr().cast::<u8>(), buf.len_bytes()) };
-            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-            let outcome = if self.connected {
-                Some(with_fd(self.fd, |s| s.send_with_flags(bytes, flags)))
+        if let Some(family) = self.native_family {
+            let outcome = if let Ok(bytes) = data.cast::<PyBytes>() {
+                self.send_native(bytes.as_bytes(), addr, family)
             } else {
-                addr.and_then(|a| self.raw_addr(a, family))
-                    .map(|to| with_fd(self.fd, |s| s.send_to_with_flags(bytes, &to, flags)))
+                match PyUntypedBuffer::get(data) {
+                    Ok(buf) if buf.is_c_contiguous() => {
+                        // SAFETY: a C-contiguous export of `len_bytes()`
+                        // bytes, held for the call; the GIL is held and no
+                        // Python code runs while the slice is used.
+                        let bytes = unsafe {
+                            std::slice::from_raw_parts(buf.buf_ptr().cast::<u8>(), buf.len_bytes())
+                        };
+                        self.send_native(bytes, addr, family)
+                    }
+                    _ => None,
+                }
             };
             match outcome {
                 Some(Ok(_)) => return Ok(true),
@@ -552,6 +554,22 @@ impl DatagramTransport {
             Err(e) if would_block(py, &e) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// `send`/`sendto` on the fd; `None` if the address needs Python's
+    /// resolution.
+    fn send_native(
+        &self,
+        bytes: &[u8],
+        addr: Option<&Bound<'_, PyAny>>,
+        family: i32,
+    ) -> Option<std::io::Result<usize>> {
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        if self.connected {
+            return Some(with_fd(self.fd, |s| s.send_with_flags(bytes, flags)));
+        }
+        let to = self.raw_addr(addr?, family)?;
+        Some(with_fd(self.fd, |s| s.send_to_with_flags(bytes, &to, flags)))
     }
 
     /// The `SockAddr` of `addr`: the cached peer's if it is that object.
