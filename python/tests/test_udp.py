@@ -398,3 +398,27 @@ def test_set_protocol_sends_later_datagrams_to_the_new_protocol(loop):
     first, second = loop.run_until_complete(main())
     assert first.datagrams == [] and not first.lost.done()
     assert [d for d, _ in second.datagrams] == [b"x"]
+
+
+def test_sendto_takes_bytes_bytearray_and_memoryview(loop):
+    async def main():
+        server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+        address = server.get_extra_info("sockname")
+        client, proto = await loop.create_datagram_endpoint(Recorder, remote_addr=address)
+        other, mine = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+        payloads = [b"bytes", bytearray(b"bytearray"), memoryview(b"..memoryview")[2:]]
+        for data in payloads:
+            proto.arrived.clear()
+            client.sendto(data)
+            await proto.arrived.wait()
+            mine.arrived.clear()
+            other.sendto(data, address)  # unconnected: to an address
+            await mine.arrived.wait()
+        for t in (client, other, server):
+            t.close()
+        await proto.lost
+        await mine.lost
+        return [d for d, _ in proto.datagrams], [d for d, _ in mine.datagrams]
+
+    connected, unconnected = loop.run_until_complete(main())
+    assert connected == unconnected == [b"bytes", b"bytearray", b"memoryview"]
