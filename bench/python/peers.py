@@ -248,6 +248,114 @@ def protocol_echo(loop, n, size):
     return loop.run_until_complete(main()) / n
 
 
+class _UdpEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data, addr)
+
+
+class _UdpClient(asyncio.DatagramProtocol):
+    def __init__(self, loop, msg, n):
+        self.msg, self.left, self.done = msg, n, loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def start(self):
+        self.t0 = perf()
+        self.transport.sendto(self.msg)
+
+    def datagram_received(self, data, addr):
+        if self.left % 64 == 0:
+            assert data == self.msg
+        self.left -= 1
+        if self.left:
+            self.transport.sendto(self.msg)
+        else:
+            self.done.set_result(perf() - self.t0)
+
+    def error_received(self, exc):
+        self.done.set_exception(exc)
+
+
+def udp_echo(loop, n, size=1024):
+    """create_datagram_endpoint over loopback: a connected client sends
+    SIZE bytes, an unconnected server echoes them to the sender; one
+    datagram in flight (UDP drops nothing on an idle loopback)."""
+    msg = _message(size)
+
+    async def main():
+        server, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
+        transport, client = await loop.create_datagram_endpoint(
+            lambda: _UdpClient(loop, msg, n), remote_addr=server.get_extra_info("sockname"))
+        gc.collect()
+        gc.disable()
+        try:
+            client.start()
+            seconds = await client.done
+        finally:
+            gc.enable()
+        transport.close()
+        server.close()
+        return seconds
+
+    try:
+        return loop.run_until_complete(main()) / n
+    except NotImplementedError as e:
+        raise NotAvailable(str(e)) from e
+
+
+def sock_sendfile(loop, n, size=1 << 20):
+    """loop.sock_sendfile of a SIZE-byte temp file over loopback TCP, read
+    back with sock_recv_into on the same loop; seconds per file."""
+    import tempfile
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    client = socket.socket()
+    client.setblocking(False)
+    data = _message(size)
+
+    async def drain(conn, total):
+        buf = bytearray(1 << 18)
+        got = 0
+        while got < total:
+            k = await loop.sock_recv_into(conn, buf)
+            assert k, "sender closed early"
+            got += k
+        return got
+
+    async def main(f):
+        connect = loop.create_task(loop.sock_connect(client, listener.getsockname()))
+        conn, _ = await loop.sock_accept(listener)
+        await connect
+        with conn, Timed() as t:
+            for _ in range(n):
+                reader = loop.create_task(drain(conn, size))
+                try:
+                    sent = await loop.sock_sendfile(client, f, 0, size)
+                except BaseException:
+                    reader.cancel()  # a peer without sock_sendfile: n/a
+                    raise
+                assert sent == size and await reader == size
+        return t.seconds
+
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        try:
+            return loop.run_until_complete(main(f)) / n
+        except NotImplementedError as e:
+            raise NotAvailable(str(e)) from e
+        finally:
+            listener.close()
+            client.close()
+
+
 # Row name -> (workload, ops in a full run, unit shown).
 LOOP_ROWS = {
     "call_soon 10^6 then run": (call_soon, 1_000_000, "ns"),
@@ -258,6 +366,8 @@ LOOP_ROWS = {
     "Protocol echo 1 KiB": (lambda lp, n: protocol_echo(lp, n, 1024), 20_000, "us"),
     "Protocol echo 10 KiB": (lambda lp, n: protocol_echo(lp, n, 10 * 1024), 10_000, "us"),
     "Protocol echo 100 KiB": (lambda lp, n: protocol_echo(lp, n, 100 * 1024), 2_000, "us"),
+    "UDP echo 1 KiB (datagram endpoint)": (udp_echo, 20_000, "us"),
+    "sock_sendfile 1 MiB": (sock_sendfile, 1_000, "us"),
 }
 
 

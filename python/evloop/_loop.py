@@ -10,12 +10,25 @@ selector asyncio builds is never polled.
 
 import asyncio
 import errno
+import io
+import os
 import selectors
 import socket
 import sys
 import threading
 import warnings
-from asyncio import base_events, constants, events, format_helpers, futures, sslproto, transports, trsock, unix_events
+from asyncio import (
+    base_events,
+    constants,
+    events,
+    exceptions,
+    format_helpers,
+    futures,
+    sslproto,
+    transports,
+    trsock,
+    unix_events,
+)
 
 from . import _evloop
 
@@ -121,6 +134,44 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
         if sock is not None and sock.fileno() != -1:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             sock.close()
+
+
+class _DatagramTransport(transports.Transport, transports.DatagramTransport):
+    """The datagram transport of evloop's ``create_datagram_endpoint``: an
+    ``asyncio.DatagramTransport`` (and ``asyncio.Transport``, as asyncio's
+    own is) whose methods are those of the native
+    transport it holds (``_evloop.DatagramTransport``), bound to it as
+    instance attributes, so that ``sendto`` runs no Python frame.
+    ``get_extra_info`` is asyncio's (``socket`` is asyncio's
+    ``TransportSocket``, which never detaches or closes the fd)."""
+
+    def __init__(self, loop, sock, protocol, address, extra):
+        super().__init__(extra)
+        native = _evloop.DatagramTransport(loop, sock, protocol, address, extra, self)
+        self._native = native
+        self.sendto = native.sendto
+        self.close = native.close
+        self.abort = native.abort
+        self.is_closing = native.is_closing
+        self.get_write_buffer_size = native.get_write_buffer_size
+        self.get_write_buffer_limits = native.get_write_buffer_limits
+        self.set_write_buffer_limits = native.set_write_buffer_limits
+        self.get_protocol = native.get_protocol
+        self.set_protocol = native.set_protocol
+        self._start_reading = native._start_reading
+
+    @property
+    def _sock(self):
+        # asyncio's attribute (the socket; None once closed), which code
+        # and tests read.
+        return self._native._sock
+
+    @property
+    def _protocol(self):
+        return self._native.get_protocol()
+
+    def __repr__(self):
+        return repr(self._native)
 
 
 class _NativeWatchers(selectors.BaseSelector):
@@ -532,6 +583,63 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         )
         _SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
+
+    # ---------------------------------------------------------- datagrams
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        # asyncio's create_datagram_endpoint (inherited: every argument)
+        # calls this with the socket ready; the transport is native
+        # (_evloop.DatagramTransport), made as asyncio's __init__ makes
+        # its own. In debug mode asyncio's Python transport is used, so
+        # that its callbacks are timed like every other.
+        if self._debug:
+            return super()._make_datagram_transport(sock, protocol, address, waiter, extra)
+        self._ensure_fd_no_transport(sock)
+        extra = dict(extra) if extra else {}
+        extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            extra["sockname"] = sock.getsockname()
+        except OSError:
+            extra["sockname"] = None
+        if "peername" not in extra:
+            try:
+                extra["peername"] = sock.getpeername()
+            except OSError:
+                extra["peername"] = None
+        transport = _DatagramTransport(self, sock, protocol, address, extra)
+        self._transports[sock.fileno()] = transport
+        self.call_soon(protocol.connection_made, transport)
+        # Only start reading once connection_made() has run.
+        self.call_soon(transport._start_reading)
+        if waiter is not None:
+            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        return transport
+
+    # ------------------------------------------------------ sock_sendfile
+
+    async def _sock_sendfile_native(self, sock, file, offset, count):
+        # asyncio's checks (base_events.sock_sendfile checked the
+        # arguments; SendfileNotAvailableError makes it fall back to
+        # reading the file and sock_sendall), then sendfile(2) natively.
+        # Looked up through asyncio's module, as asyncio does (tests
+        # patch it).
+        if not hasattr(unix_events.os, "sendfile"):
+            raise exceptions.SendfileNotAvailableError("os.sendfile() is not available")
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError:
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        blocksize = count if count else fsize
+        if not blocksize:
+            return 0  # empty file
+        r = self._core.sock_sendfile(sock, file, fileno, offset, count or 0, blocksize)
+        if r.__class__ is _Future:
+            return await r
+        return r
 
     def _process_events(self, event_list):
         # Never called: the core dispatches fd events itself.

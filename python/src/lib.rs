@@ -30,8 +30,10 @@ use pyo3::{PyTraverseError, PyVisit, intern};
 
 mod handle;
 mod loop_base;
+mod pysock;
 mod sock;
 mod transport;
+mod udp;
 mod virtual_time;
 
 use handle::{AsyncioEntry, Handle, HandleEntry, PyEntry, TimerEntry, TimerHandle};
@@ -98,6 +100,8 @@ enum Watcher {
     /// A native stream transport (`transport.rs`), for reading or
     /// writing by the key's direction.
     Stream(Py<transport::StreamTransport>),
+    /// A native datagram transport (`udp.rs`), reader and writer.
+    Datagram(Py<udp::DatagramTransport>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -504,6 +508,23 @@ impl Core {
         sock::start(py, self, sock, sock::Op::Accept)
     }
 
+    /// asyncio's `_sock_sendfile_native` once the file is checked:
+    /// `sendfile(2)` of `file` (fd `file_fd`) from `offset`, `count` bytes
+    /// at most (0: to its end), `blocksize` per call; the bytes sent.
+    #[allow(clippy::too_many_arguments)]
+    fn sock_sendfile(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        file: Py<PyAny>,
+        file_fd: RawFd,
+        offset: u64,
+        count: usize,
+        blocksize: usize,
+    ) -> PyResult<Py<PyAny>> {
+        sock::start(py, self, sock, sock::sendfile_op(file, file_fd, offset, count, blocksize))
+    }
+
     /// The thread-safe door (`call_soon_threadsafe`).
     fn remote(&self) -> Remote {
         Remote { remote: self.lp.0.remote() }
@@ -631,6 +652,7 @@ impl Core {
                     Watcher::Handle(handle) => visit.call(handle)?,
                     Watcher::Stream(transport) => visit.call(transport)?,
                     Watcher::Idle(_) => {}
+                    Watcher::Datagram(transport) => visit.call(transport)?,
                     Watcher::Op(op) => {
                         let mut outcome = Ok(());
                         op.visit(&mut |obj| {
@@ -831,12 +853,14 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
                 Some(Watcher::Handle(h)) => Some(Watcher::Handle(h.clone_ref(py))),
                 Some(Watcher::Op(op)) => Some(Watcher::Op(op.clone())),
                 Some(Watcher::Stream(t)) => Some(Watcher::Stream(t.clone_ref(py))),
+                Some(Watcher::Datagram(t)) => Some(Watcher::Datagram(t.clone_ref(py))),
                 Some(Watcher::Idle(_)) | None => None,
             };
             match watcher {
                 Some(Watcher::Handle(handle)) => run_handle(py, &handle),
                 Some(Watcher::Op(op)) => sock::on_ready(py, &state, op),
                 Some(Watcher::Stream(t)) => transport::on_ready(py, &state, t.bind(py), direction),
+                Some(Watcher::Datagram(t)) => udp::on_ready(py, &state, &t, direction),
                 // Ready with nobody waiting: the kept registration goes.
                 _ => sock::drop_idle(&state, fd, direction),
             }
@@ -881,5 +905,6 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sock::OpDone>()?;
     m.add_class::<loop_base::LoopBase>()?;
     m.add_class::<transport::StreamTransport>()?;
+    m.add_class::<udp::DatagramTransport>()?;
     Ok(())
 }

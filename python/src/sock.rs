@@ -75,6 +75,20 @@ pub(crate) enum Op {
         address: Py<PyAny>,
     },
     Accept,
+    /// asyncio's `_sock_sendfile_native_impl`: `sendfile(2)` from the
+    /// regular file `file` (its fd `file_fd`) at `offset`, at most `count`
+    /// bytes in all (0: to the end of the file), `blocksize` per call.
+    SendFile {
+        file: Py<PyAny>,
+        file_fd: RawFd,
+        offset: std::cell::Cell<u64>,
+        count: usize,
+        blocksize: usize,
+        sent: std::cell::Cell<usize>,
+        /// Whether a call was made before this one (asyncio's
+        /// `registered_fd is not None`).
+        again: std::cell::Cell<bool>,
+    },
 }
 
 impl Op {
@@ -85,7 +99,9 @@ impl Op {
             | Op::RecvFrom { .. }
             | Op::RecvFromInto { .. }
             | Op::Accept => Direction::Read,
-            Op::SendAll { .. } | Op::SendTo { .. } | Op::Connect { .. } => Direction::Write,
+            Op::SendAll { .. } | Op::SendTo { .. } | Op::Connect { .. } | Op::SendFile { .. } => {
+                Direction::Write
+            }
         }
     }
 }
@@ -140,6 +156,17 @@ impl SockOp {
         self.sock.get(sock.py()).is_some_and(|s| s.is(sock))
     }
 
+    /// Its call is over before the operation completed (cancelled): a
+    /// `sock_sendfile` leaves the file's position after the bytes it did
+    /// send, so that nothing is lost (asyncio leaves it where it was).
+    fn cancelled(&self, py: Python<'_>) {
+        if let Op::SendFile { file_fd, offset, sent, .. } = &self.op {
+            // A failed seek (the file closed meanwhile) has nobody to
+            // report to: the future is cancelled already.
+            let _ = update_filepos(py, *file_fd, offset.get(), sent.get());
+        }
+    }
+
     /// The Python objects it holds, for the GC.
     pub(crate) fn visit(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
         if let SockObject::Strong(sock) = &self.sock {
@@ -158,6 +185,7 @@ impl SockOp {
                 visit(address);
             }
             Op::Connect { address } => visit(address),
+            Op::SendFile { file, .. } => visit(file),
             Op::Recv { .. } | Op::SendAll { .. } | Op::Accept => {}
         }
     }
@@ -370,6 +398,37 @@ fn try_op(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) ->
                 other => other,
             }
         }
+        Op::SendFile { file_fd, offset, count, blocksize, sent, again, .. } => {
+            let first = !again.replace(true);
+            let total = sent.get();
+            let block = if *count > 0 { count.saturating_sub(total) } else { *blocksize };
+            if block == 0 {
+                update_filepos(py, *file_fd, offset.get(), total)?;
+                return Ok(Try::Done(total.into_pyobject(py)?.into_any().unbind()));
+            }
+            let fd = fileno(sock)?;
+            match with_fd(py, fd, |s| send_file(s, *file_fd, offset, block)) {
+                Ok(0) => {
+                    // End of the file.
+                    update_filepos(py, *file_fd, offset.get(), total)?;
+                    Try::Done(total.into_pyobject(py)?.into_any().unbind())
+                }
+                Ok(n) => {
+                    sent.set(total + n);
+                    if *count > 0 && total + n >= *count {
+                        update_filepos(py, *file_fd, offset.get(), total + n)?;
+                        Try::Done((total + n).into_pyobject(py)?.into_any().unbind())
+                    } else {
+                        Try::Wait
+                    }
+                }
+                Err(Try::Failed(e)) => {
+                    update_filepos(py, *file_fd, offset.get(), total)?;
+                    Try::Failed(sendfile_error(py, e, first, total)?)
+                }
+                Err(other) => other,
+            }
+        }
         Op::Accept => match python_try(py, sock.call_method0(intern!(py, "accept"))) {
             Try::Done(pair) => {
                 let pair = pair.bind(py);
@@ -379,6 +438,61 @@ fn try_op(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) ->
             other => other,
         },
     })
+}
+
+/// One `sendfile(2)` of at most `count` bytes from `file_fd` at
+/// `offset` (moved past what was sent) to `sock`.
+fn send_file(
+    sock: SockRef<'_>,
+    file_fd: RawFd,
+    offset: &std::cell::Cell<u64>,
+    count: usize,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut off =
+        libc::off_t::try_from(offset.get()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a plain syscall: `sock` is borrowed (kept open) for the
+    // call, `off` is a valid, exclusively borrowed offset, and the kernel
+    // checks `file_fd` (an fd the file object gave; the operation holds
+    // that object, and a closed fd fails with EBADF).
+    let n = unsafe { libc::sendfile(sock.as_raw_fd(), file_fd, &mut off, count) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    offset.set(off as u64);
+    Ok(n as usize)
+}
+
+/// asyncio's `_sock_sendfile_update_filepos`: once bytes were sent, the
+/// file's position is where the sending stopped.
+fn update_filepos(py: Python<'_>, file_fd: RawFd, offset: u64, sent: usize) -> PyResult<()> {
+    if sent > 0 {
+        let seek_set = 0;
+        py.import(intern!(py, "os"))?.call_method1(intern!(py, "lseek"), (file_fd, offset, seek_set))?;
+    }
+    Ok(())
+}
+
+/// asyncio's treatment of a failed `sendfile`: before any byte went,
+/// `SendfileNotAvailableError` (the caller falls back to read and send);
+/// later, the error itself, `ENOTCONN` on a later call made a
+/// `ConnectionError` (the peer went away mid-way).
+fn sendfile_error(py: Python<'_>, e: PyErr, first: bool, sent: usize) -> PyResult<PyErr> {
+    if sent == 0 {
+        let cls = py.import(intern!(py, "asyncio"))?.getattr(intern!(py, "SendfileNotAvailableError"))?;
+        return Ok(PyErr::from_value(cls.call1(("os.sendfile call failed",))?));
+    }
+    let value = e.value(py);
+    let errno: Option<i32> = value.getattr(intern!(py, "errno")).ok().and_then(|n| n.extract().ok());
+    if !first
+        && errno == Some(libc::ENOTCONN)
+        && !value.get_type().is_subclass_of::<pyo3::exceptions::PyConnectionError>()?
+    {
+        let new = pyo3::exceptions::PyConnectionError::new_err(("socket is not connected", libc::ENOTCONN));
+        new.set_cause(py, Some(e));
+        return Ok(new);
+    }
+    Ok(e)
 }
 
 /// One non-blocking `recv` of at most `max` bytes on `fd`, as a `bytes`
@@ -616,6 +730,7 @@ impl OpDone {
         };
         if let Some(op) = op {
             forget(&state, self.fd, self.direction, self.id, op.sock.get(py).as_ref());
+            op.cancelled(py);
         }
     }
 }
@@ -644,4 +759,22 @@ pub(crate) fn recv_op(n: isize) -> PyResult<Op> {
 
 pub(crate) fn sendall_op(data: &Bound<'_, PyAny>) -> PyResult<Op> {
     Ok(Op::SendAll { data: contiguous(data)?, sent: std::cell::Cell::new(0) })
+}
+
+pub(crate) fn sendfile_op(
+    file: Py<PyAny>,
+    file_fd: RawFd,
+    offset: u64,
+    count: usize,
+    blocksize: usize,
+) -> Op {
+    Op::SendFile {
+        file,
+        file_fd,
+        offset: std::cell::Cell::new(offset),
+        count,
+        blocksize,
+        sent: std::cell::Cell::new(0),
+        again: std::cell::Cell::new(false),
+    }
 }

@@ -404,3 +404,142 @@ def test_a_cancelled_recv_does_not_keep_its_socket_alive(loop):
         gc.collect()
     assert ref() is None
     a.close()
+
+
+# ----------------------------------------------------------- sock_sendfile
+
+
+def file_of(tmp_path, size):
+    data = os.urandom(size)
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+    return data, open(path, "rb")
+
+
+async def read_exactly(loop, sock, n):
+    got = bytearray()
+    while len(got) < n:
+        chunk = await loop.sock_recv(sock, 65536)
+        assert chunk, f"end of stream after {len(got)} of {n} bytes"
+        got += chunk
+    return bytes(got)
+
+
+def test_sendfile_of_a_temp_file_with_offset_and_count(loop, tmp_path):
+    a, b = pair()
+    data, f = file_of(tmp_path, 1 << 20)
+
+    async def main():
+        read = asyncio.ensure_future(read_exactly(loop, b, 500_000))
+        sent = await loop.sock_sendfile(a, f, 1000, 500_000)
+        return sent, await read
+
+    with a, b, f:
+        sent, got = loop.run_until_complete(main())
+        assert sent == 500_000
+        assert got == data[1000:501_000]
+        # asyncio's contract: the file's position follows what was sent.
+        assert f.tell() == 501_000
+
+
+def test_sendfile_without_count_sends_to_the_end(loop, tmp_path):
+    a, b = pair()
+    data, f = file_of(tmp_path, 300_000)
+
+    async def main():
+        read = asyncio.ensure_future(read_exactly(loop, b, len(data) - 7))
+        sent = await loop.sock_sendfile(a, f, 7)
+        return sent, await read
+
+    with a, b, f:
+        sent, got = loop.run_until_complete(main())
+        assert (sent, got) == (len(data) - 7, data[7:])
+        assert f.tell() == len(data)
+
+
+def test_sendfile_of_an_empty_file_sends_nothing(loop, tmp_path):
+    a, b = pair()
+    _, f = file_of(tmp_path, 0)
+    with a, b, f:
+        assert loop.run_until_complete(loop.sock_sendfile(a, f)) == 0
+        assert f.tell() == 0
+
+
+def test_sendfile_of_a_non_regular_file_falls_back_to_read_and_send(loop):
+    import io
+
+    a, b = pair()
+    data = os.urandom(200_000)
+    buffer = io.BytesIO(data)
+
+    async def main():
+        read = asyncio.ensure_future(read_exactly(loop, b, len(data) - 10))
+        sent = await loop.sock_sendfile(a, buffer, 10)
+        return sent, await read
+
+    with a, b:
+        sent, got = loop.run_until_complete(main())
+        assert (sent, got) == (len(data) - 10, data[10:])
+        assert buffer.tell() == len(data)
+        with pytest.raises(asyncio.SendfileNotAvailableError):
+            loop.run_until_complete(loop.sock_sendfile(a, io.BytesIO(data), fallback=False))
+
+
+def test_cancelled_sendfile_loses_no_data(loop, tmp_path):
+    a, b = pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data, f = file_of(tmp_path, 4 << 20)  # far beyond the socket buffers
+
+    def drain():
+        got = bytearray()
+        while True:
+            try:
+                chunk = b.recv(65536)
+            except BlockingIOError:
+                return bytes(got)
+            got += chunk
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_sendfile(a, f))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        first = drain()
+        assert 0 < len(first) < len(data)
+        assert loop.remove_writer(a) is False  # the cancelled call left no writer
+        if loop.__class__.__module__.startswith("evloop"):
+            # evloop leaves the position after what was sent (asyncio
+            # leaves it where it was): a plain retry resumes.
+            assert f.tell() == len(first)
+        read = asyncio.ensure_future(read_exactly(loop, b, len(data) - len(first)))
+        sent = await loop.sock_sendfile(a, f, len(first))
+        return first + await read, sent, len(first)
+
+    with a, b, f:
+        got, sent, before = loop.run_until_complete(main())
+        assert got == data
+        assert sent == len(data) - before
+
+
+def test_sendfile_to_a_closed_peer_raises_and_keeps_the_position(loop, tmp_path):
+    a, b = pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data, f = file_of(tmp_path, 4 << 20)
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_sendfile(a, f))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        b.close()
+        with pytest.raises(OSError):
+            await task
+        return f.tell()
+
+    with a, f:
+        position = loop.run_until_complete(main())
+        # Some bytes went before the peer closed: the position says how many.
+        assert 0 < position < len(data)
