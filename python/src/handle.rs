@@ -173,22 +173,34 @@ impl Handle {
         self.lock().event_loop.as_ref().map(|l| l.clone_ref(py))
     }
 
+    /// The loop's `get_debug()`; an evloop loop's mirrored flag without a
+    /// Python call (what its scheduling calls read too: `set_debug`
+    /// keeps it), so that cancelling a handle (uvicorn: a keep-alive
+    /// timer per request) runs no Python code.
     fn is_debug(&self, py: Python<'_>) -> bool {
-        self.event_loop(py)
-            .and_then(|lp| lp.bind(py).call_method0(intern!(py, "get_debug")).ok())
-            .and_then(|d| d.is_truthy().ok())
-            .unwrap_or(false)
+        let Some(lp) = self.event_loop(py).map(|lp| lp.into_bound(py)) else { return false };
+        if let Some(debug) = crate::loop_base::native_debug(&lp) {
+            return debug;
+        }
+        lp.call_method0(intern!(py, "get_debug")).and_then(|d| d.is_truthy()).unwrap_or(false)
     }
 
     /// asyncio's `Handle.cancel` minus the timer part: remembers the repr
-    /// in debug mode, then lets go of the callback and its arguments.
+    /// in debug mode (as asyncio's: once cancelled), then lets go of the
+    /// callback and its arguments.
     /// False if it was already cancelled.
-    fn cancel_handle(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+    /// `when`: a `TimerHandle`'s deadline, for its repr.
+    fn cancel_handle(&self, py: Python<'_>, name: &str, when: Option<f64>) -> PyResult<bool> {
         if self.is_cancelled() {
             return Ok(false);
         }
         let repr = if self.is_debug(py) {
-            let info = self.repr_info(py, name)?;
+            // asyncio marks the handle cancelled, then takes its repr.
+            let mut info = self.repr_info(py, name)?;
+            info.insert(1, "cancelled".to_owned());
+            if let Some(when) = when {
+                info.insert(2, format!("when={}", py_float_repr(py, when)?));
+            }
             Some(format!("<{}>", info.join(" ")).into_pyobject(py)?.into_any().unbind())
         } else {
             None
@@ -274,7 +286,7 @@ impl Handle {
     /// Cancels the callback: it will not run, and it and its arguments
     /// are let go now.
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        self.cancel_handle(py, "Handle").map(drop)
+        self.cancel_handle(py, "Handle", None).map(drop)
     }
 
     fn cancelled(&self) -> bool {
@@ -413,7 +425,7 @@ impl TimerHandle {
     /// `TimerHandle.cancel` tells the loop, which counts it).
     fn cancel(slf: &Bound<'_, TimerHandle>) -> PyResult<()> {
         let py = slf.py();
-        if !slf.as_super().get().cancel_handle(py, "TimerHandle")? {
+        if !slf.as_super().get().cancel_handle(py, "TimerHandle", Some(slf.get().when))? {
             return Ok(());
         }
         let timer = slf.get().lock().take();

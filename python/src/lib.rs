@@ -118,7 +118,7 @@ pub(crate) fn active() -> Option<Rc<RunState>> {
 
 /// Runs `f` with the GIL token and the active run state: the way into
 /// Python for everything the core calls back during a pass (queued
-/// entries, fd callbacks). Outside a run (`ACTIVE` unset), `f` gets
+/// entries, fd callbacks, the wait hook's `after_poll`). Outside a run (`ACTIVE` unset), `f` gets
 /// `None` and a token from `Python::attach`.
 ///
 /// The core calls back only from inside `Core.run_until_stopped`, a
@@ -178,7 +178,9 @@ impl WaitHook for GilWaitHook {
     }
 
     fn after_poll(&self, lp: &EventLoop) {
-        if let Err(e) = Python::attach(|py| py.check_signals()) {
+        // Called in every pass (a busy one too, whose poll is skipped):
+        // with the run's token, not a `Python::attach` each time.
+        if let Err(e) = in_pass(|py, _| py.check_signals()) {
             interrupt_with(&self.state, e, Some(lp));
         }
     }

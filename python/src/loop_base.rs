@@ -39,6 +39,12 @@ impl LoopBase {
     }
 }
 
+/// The debug mode of `lp` if it is an evloop loop (see
+/// [`LoopBase::_set_native_debug`]); `None` for any other object.
+pub(crate) fn native_debug(lp: &Bound<'_, PyAny>) -> Option<bool> {
+    lp.cast::<LoopBase>().ok().map(|lb| lb.get().debug())
+}
+
 impl LoopBase {
     /// asyncio's `call_soon`: a native `Handle`, itself the queued entry
     /// (what `LoopBase.call_soon` does once its arguments are read).

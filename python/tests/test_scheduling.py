@@ -151,6 +151,30 @@ def test_handle_reprs_match_asyncio(loop):
     assert repr(ours) == repr(theirs)
 
 
+def test_cancel_keeps_the_repr_in_debug_mode_only(loop):
+    def cb(x):
+        pass
+
+    h = loop.call_soon(cb, 1)
+    t = loop.call_later(60, cb, 2)
+    h.cancel()
+    t.cancel()
+    assert repr(h) == "<Handle cancelled>"
+    assert re.fullmatch(r"<TimerHandle cancelled when=[0-9.e+]+>", repr(t)), repr(t)
+    loop.set_debug(True)
+    h = loop.call_soon(cb, 3)
+    t = loop.call_later(60, cb, 4)
+    h.cancel()
+    t.cancel()
+    # asyncio remembers the repr of the cancelled handle, callback and all.
+    assert repr(h).startswith("<Handle cancelled ") and "cb(3) at " in repr(h), repr(h)
+    assert re.match(r"<TimerHandle cancelled when=[0-9.e+]+ .*cb\(4\) at ", repr(t)), repr(t)
+    loop.set_debug(False)
+    h = loop.call_soon(cb, 5)
+    h.cancel()
+    assert repr(h) == "<Handle cancelled>"
+
+
 def test_timer_handles_compare_by_deadline(loop):
     def cb():
         pass
