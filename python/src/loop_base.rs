@@ -79,7 +79,7 @@ impl LoopBase {
 // method descriptor, without PyO3's trampoline (two updates of PyO3's
 // thread-local attach count, its pass over the deferred decrefs) and
 // without PyO3's generic argument reading: about 190 of the 925
-// instructions `call_soon` cost (callgrind; see CHANGELOG.d/pycall.md).
+// instructions `call_soon` cost (`bench/python/callgrind_loop.py`).
 //
 // PyO3's attach count may be zero here (no PyO3 frame below us): a `Py`
 // dropped on this path would go to PyO3's deferred decrefs (correct, but
