@@ -110,6 +110,30 @@ impl Handle {
         drop(taken); // after the lock: a decref may run Python code
     }
 
+    /// For an entry that has run, before it is dropped: if `this` is the
+    /// last reference, everything the handle holds is let go now, with
+    /// the GIL token, each by a plain decref (dropping a `Py` checks
+    /// PyO3's thread-local attach count first), so that freeing the
+    /// handle has nothing left to drop.
+    /// Otherwise nothing is done: the entry's drop then releases it.
+    pub(crate) fn release_attached(&self, py: Python<'_>, this: &Py<Handle>) {
+        if !holds_the_only_reference(this.as_any()) {
+            return;
+        }
+        let taken = {
+            let mut f = self.lock();
+            (f.callback.take(), f.args.take(), f.event_loop.take(), f.context.take())
+        };
+        // After the lock: a decref may run Python code.
+        let (callback, args, event_loop, context) = taken;
+        for obj in [callback, event_loop, context].into_iter().flatten() {
+            obj.drop_ref(py);
+        }
+        if let Some(args) = args {
+            args.drop_ref(py);
+        }
+    }
+
     /// asyncio's `Handle._repr_info`, as a list of words.
     fn repr_info(&self, py: Python<'_>, name: &str) -> PyResult<Vec<String>> {
         let (cancelled, callback, args, tb) = {
@@ -149,22 +173,34 @@ impl Handle {
         self.lock().event_loop.as_ref().map(|l| l.clone_ref(py))
     }
 
+    /// The loop's `get_debug()`; an evloop loop's mirrored flag without a
+    /// Python call (what its scheduling calls read too: `set_debug`
+    /// keeps it), so that cancelling a handle (uvicorn: a keep-alive
+    /// timer per request) runs no Python code.
     fn is_debug(&self, py: Python<'_>) -> bool {
-        self.event_loop(py)
-            .and_then(|lp| lp.bind(py).call_method0(intern!(py, "get_debug")).ok())
-            .and_then(|d| d.is_truthy().ok())
-            .unwrap_or(false)
+        let Some(lp) = self.event_loop(py).map(|lp| lp.into_bound(py)) else { return false };
+        if let Some(debug) = crate::loop_base::native_debug(&lp) {
+            return debug;
+        }
+        lp.call_method0(intern!(py, "get_debug")).and_then(|d| d.is_truthy()).unwrap_or(false)
     }
 
     /// asyncio's `Handle.cancel` minus the timer part: remembers the repr
-    /// in debug mode, then lets go of the callback and its arguments.
+    /// in debug mode (as asyncio's: once cancelled), then lets go of the
+    /// callback and its arguments.
     /// False if it was already cancelled.
-    fn cancel_handle(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+    /// `when`: a `TimerHandle`'s deadline, for its repr.
+    fn cancel_handle(&self, py: Python<'_>, name: &str, when: Option<f64>) -> PyResult<bool> {
         if self.is_cancelled() {
             return Ok(false);
         }
         let repr = if self.is_debug(py) {
-            let info = self.repr_info(py, name)?;
+            // asyncio marks the handle cancelled, then takes its repr.
+            let mut info = self.repr_info(py, name)?;
+            info.insert(1, "cancelled".to_owned());
+            if let Some(when) = when {
+                info.insert(2, format!("when={}", py_float_repr(py, when)?));
+            }
             Some(format!("<{}>", info.join(" ")).into_pyobject(py)?.into_any().unbind())
         } else {
             None
@@ -187,6 +223,8 @@ impl Handle {
     /// and `SystemExit` (and whatever the handler raises) come back.
     pub(crate) fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
+        // `Bound`s, not `Py`s: dropping one is a plain decref, without
+        // `Py`'s check of PyO3's thread-local attach count.
         let (callback, args, context) = {
             let f = slf.get().lock();
             if f.cancelled {
@@ -194,17 +232,17 @@ impl Handle {
             }
             match (&f.callback, &f.args, &f.context) {
                 (Some(cb), Some(args), Some(ctx)) => {
-                    (cb.clone_ref(py), args.clone_ref(py), ctx.clone_ref(py))
+                    (cb.bind(py).clone(), args.bind(py).clone(), ctx.bind(py).clone())
                 }
                 _ => return Ok(()),
             }
         };
-        let outcome = call_in_context(py, context.bind(py), callback.bind(py), args.bind(py));
+        let outcome = call_in_context(py, &context, &callback, &args);
         let Err(err) = outcome else { return Ok(()) };
         if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
             return Err(err);
         }
-        let source = format_callback_source(py, callback.bind(py), args.bind(py).as_any())?;
+        let source = format_callback_source(py, &callback, args.as_any())?;
         let ctx = PyDict::new(py);
         ctx.set_item(intern!(py, "message"), format!("Exception in callback {source}"))?;
         ctx.set_item(intern!(py, "exception"), err.value(py))?;
@@ -248,7 +286,7 @@ impl Handle {
     /// Cancels the callback: it will not run, and it and its arguments
     /// are let go now.
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        self.cancel_handle(py, "Handle").map(drop)
+        self.cancel_handle(py, "Handle", None).map(drop)
     }
 
     fn cancelled(&self) -> bool {
@@ -387,7 +425,7 @@ impl TimerHandle {
     /// `TimerHandle.cancel` tells the loop, which counts it).
     fn cancel(slf: &Bound<'_, TimerHandle>) -> PyResult<()> {
         let py = slf.py();
-        if !slf.as_super().get().cancel_handle(py, "TimerHandle")? {
+        if !slf.as_super().get().cancel_handle(py, "TimerHandle", Some(slf.get().when))? {
             return Ok(());
         }
         let timer = slf.get().lock().take();
@@ -595,6 +633,13 @@ pub(crate) trait PyEntry: ForeignEntry {
     fn starting(&self, _py: Python<'_>) {}
     /// Runs the handle (asyncio's `handle._run()`).
     fn run_handle(&self, py: Python<'_>) -> PyResult<()>;
+    /// Lets go of the entry once it has run, with the GIL token (then
+    /// drops it).
+    fn finish(self, _py: Python<'_>)
+    where
+        Self: Sized,
+    {
+    }
 }
 
 /// A queued `Handle`: the entry *is* the Python object.
@@ -612,6 +657,9 @@ impl PyEntry for HandleEntry {
     }
     fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
         Handle::run(self.0.bind(py))
+    }
+    fn finish(self, py: Python<'_>) {
+        self.0.get().release_attached(py, &self.0);
     }
 }
 
@@ -666,6 +714,10 @@ impl PyEntry for TimerEntry {
     }
     fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
         Handle::run(self.handle.bind(py).as_super())
+    }
+    fn finish(self, py: Python<'_>) {
+        let base = timer_base(&self.handle);
+        base.get().release_attached(py, base);
     }
 }
 

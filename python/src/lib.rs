@@ -120,6 +120,32 @@ pub(crate) fn active() -> Option<Rc<RunState>> {
     ACTIVE.with(|a| a.borrow().clone())
 }
 
+/// Runs `f` with the GIL token and the active run state: the way into
+/// Python for everything the core calls back during a pass (queued
+/// entries, fd callbacks, the wait hook's `after_poll`). Outside a run (`ACTIVE` unset), `f` gets
+/// `None` and a token from `Python::attach`.
+///
+/// The core calls back only from inside `Core.run_until_stopped`, a
+/// Python method that holds the GIL from start to end but for the
+/// blocking OS wait (the wait hook's `detach`), in which nothing is
+/// called back; `ACTIVE` is set exactly for that method's duration, on
+/// its thread. So while it is set, the code the core calls back holds
+/// the GIL, and the token needs no `Python::attach` (two reads and two
+/// writes of PyO3's thread-local attach count per callback).
+pub(crate) fn in_pass<R>(f: impl for<'py> FnOnce(Python<'py>, Option<&Rc<RunState>>) -> R) -> R {
+    match active() {
+        Some(state) => {
+            // SAFETY: `ACTIVE` is set on this thread, so we are inside
+            // `run_until_stopped`, which holds the GIL, and not in its
+            // blocking wait, which calls nothing back (see above). The
+            // token does not outlive `f`.
+            let py = unsafe { Python::assume_attached() };
+            f(py, Some(&state))
+        }
+        None => Python::attach(|py| f(py, None)),
+    }
+}
+
 /// How long a busy loop goes without polling for I/O (the core's
 /// `busy_poll_interval`): a `sleep(0)` chain or a burst of `call_soon`
 /// then pays one `epoll_wait(0)` per 250 µs instead of one per pass, and
@@ -156,7 +182,9 @@ impl WaitHook for GilWaitHook {
     }
 
     fn after_poll(&self, lp: &EventLoop) {
-        if let Err(e) = Python::attach(|py| py.check_signals()) {
+        // Called in every pass (a busy one too, whose poll is skipped):
+        // with the run's token, not a `Python::attach` each time.
+        if let Err(e) = in_pass(|py, _| py.check_signals()) {
             interrupt_with(&self.state, e, Some(lp));
         }
     }
@@ -189,8 +217,11 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Py<PyAny>) {
 /// Runs one queued entry (`handle.rs`): in debug mode through the Python
 /// loop's timing wrapper, else natively.
 pub(crate) fn run_entry<E: PyEntry>(entry: E) {
-    Python::attach(|py| {
-        let Some(state) = active() else { return };
+    in_pass(|py, state| {
+        let Some(state) = state else {
+            drop(entry); // with the GIL
+            return;
+        };
         entry.starting(py);
         let outcome = if state.debug.get() {
             let h = entry.handle(py);
@@ -203,9 +234,9 @@ pub(crate) fn run_entry<E: PyEntry>(entry: E) {
         if let Err(e) = outcome {
             // KeyboardInterrupt, SystemExit or a failing exception
             // handler: the core stops after this entry.
-            interrupt_with(&state, e, None);
+            interrupt_with(state, e, None);
         }
-        drop(entry); // with the GIL: the last reference may go here
+        entry.finish(py); // the last reference may go here
     });
 }
 
@@ -847,8 +878,8 @@ impl Core {
 /// the fd is ready.
 fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
     move || {
-        Python::attach(|py| {
-            let Some(state) = active() else { return };
+        in_pass(|py, state| {
+            let Some(state) = state else { return };
             let watcher = match state.watchers.borrow().get(&(fd, direction)) {
                 Some(Watcher::Handle(h)) => Some(Watcher::Handle(h.clone_ref(py))),
                 Some(Watcher::Op(op)) => Some(Watcher::Op(op.clone())),
@@ -858,11 +889,11 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
             };
             match watcher {
                 Some(Watcher::Handle(handle)) => run_handle(py, &handle),
-                Some(Watcher::Op(op)) => sock::on_ready(py, &state, op),
-                Some(Watcher::Stream(t)) => transport::on_ready(py, &state, t.bind(py), direction),
-                Some(Watcher::Datagram(t)) => udp::on_ready(py, &state, &t, direction),
+                Some(Watcher::Op(op)) => sock::on_ready(py, state, op),
+                Some(Watcher::Stream(t)) => transport::on_ready(py, state, t.bind(py), direction),
+                Some(Watcher::Datagram(t)) => udp::on_ready(py, state, &t, direction),
                 // Ready with nobody waiting: the kept registration goes.
-                _ => sock::drop_idle(&state, fd, direction),
+                _ => sock::drop_idle(state, fd, direction),
             }
         })
     }
@@ -906,5 +937,6 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_base::LoopBase>()?;
     m.add_class::<transport::StreamTransport>()?;
     m.add_class::<udp::DatagramTransport>()?;
+    loop_base::add_call_soon(m.py())?;
     Ok(())
 }

@@ -12,10 +12,11 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
-use pyo3::{PyTraverseError, PyVisit, intern};
+use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit, ffi, intern};
 
 use crate::Core;
 use crate::handle::{Handle, TimerHandle};
@@ -36,6 +37,190 @@ impl LoopBase {
     fn debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
     }
+}
+
+/// The debug mode of `lp` if it is an evloop loop (see
+/// [`LoopBase::_set_native_debug`]); `None` for any other object.
+pub(crate) fn native_debug(lp: &Bound<'_, PyAny>) -> Option<bool> {
+    lp.cast::<LoopBase>().ok().map(|lb| lb.get().debug())
+}
+
+impl LoopBase {
+    /// asyncio's `call_soon`: a native `Handle`, itself the queued entry
+    /// (what `LoopBase.call_soon` does once its arguments are read).
+    fn call_soon<'py>(
+        slf: &Bound<'py, LoopBase>,
+        callback: Py<PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.debug() {
+            return call_debug(
+                slf,
+                intern!(py, "_call_soon_debug"),
+                vec![callback.into_bound(py)],
+                args,
+                context,
+            );
+        }
+        let handle: Py<Handle> = this.core()?.get().call_soon(py, callback, args, context)?;
+        Ok(handle.into_bound(py).into_any())
+    }
+}
+
+// ===== LoopBase.call_soon as a C method =====
+//
+// `call_soon` is the hottest call of an asyncio loop (every task step and
+// every future callback goes through it), so it is not a `#[pymethods]`
+// method but a C method of the class made by hand, as CPython's own are
+// (`METH_FASTCALL | METH_KEYWORDS`): CPython calls it straight from its
+// method descriptor, without PyO3's trampoline (two updates of PyO3's
+// thread-local attach count, its pass over the deferred decrefs) and
+// without PyO3's generic argument reading: about 190 of the 925
+// instructions `call_soon` cost (`bench/python/callgrind_loop.py`).
+//
+// PyO3's attach count may be zero here (no PyO3 frame below us): a `Py`
+// dropped on this path would go to PyO3's deferred decrefs (correct, but
+// slower), so the success path drops `Bound`s only (`context=None` too).
+
+/// The message of the `TypeError` for a bad call, as PyO3's would be.
+fn bad_call(what: std::fmt::Arguments<'_>) -> PyErr {
+    PyTypeError::new_err(format!("LoopBase.call_soon() {what}"))
+}
+
+/// The keyword arguments `call_soon` takes.
+enum Keyword {
+    Callback,
+    Context,
+}
+
+/// Which keyword argument `name` is (asyncio's `callback` may be passed
+/// by name too).
+fn keyword(name: &Bound<'_, PyAny>) -> PyResult<Keyword> {
+    let py = name.py();
+    // Keyword names are interned strings: almost always the very object
+    // `intern!` holds.
+    if name.is(intern!(py, "context")) {
+        return Ok(Keyword::Context);
+    }
+    match name.cast::<PyString>()?.to_str()? {
+        "context" => Ok(Keyword::Context),
+        "callback" => Ok(Keyword::Callback),
+        _ => Err(bad_call(format_args!("got an unexpected keyword argument '{name}'"))),
+    }
+}
+
+/// The C function of `LoopBase.call_soon` (`METH_FASTCALL | METH_KEYWORDS`).
+///
+/// # Safety
+///
+/// Called by CPython only, as a method of `LoopBase` with those flags:
+/// the GIL held, `slf` a live object, `args` the `nargs` positional
+/// arguments followed by one value per name in `kwnames` (a tuple of
+/// strings, or NULL for none), all borrowed for the call.
+unsafe extern "C" fn call_soon_c(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls C methods with the GIL held; the token does
+    // not outlive this call.
+    let py = unsafe { Python::assume_attached() };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the arguments as CPython passes them (see above).
+        unsafe { call_soon_from_raw(py, slf, args, nargs, kwnames) }
+    }));
+    match outcome {
+        Ok(Ok(handle)) => handle.into_ptr(),
+        Ok(Err(e)) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+        // Never unwind into CPython.
+        Err(_) => {
+            PanicException::new_err("LoopBase.call_soon panicked").restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Reads `call_soon(callback, *args, context=None)` from a vectorcall
+/// and makes the call.
+///
+/// # Safety
+///
+/// As [`call_soon_c`], with `py` the token of the GIL it holds.
+unsafe fn call_soon_from_raw<'py>(
+    py: Python<'py>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: a live object borrowed for the call, with the GIL held.
+    let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+    let slf = slf.cast::<LoopBase>()?;
+    let nargs = usize::try_from(nargs).unwrap_or(0);
+    let positional: &[*mut ffi::PyObject] = if nargs == 0 {
+        &[]
+    } else {
+        // SAFETY: `args` points to `nargs` (> 0) live objects, borrowed
+        // for the call.
+        unsafe { std::slice::from_raw_parts(args, nargs) }
+    };
+    let mut callback = positional.first().copied();
+    let mut context = None;
+    if !kwnames.is_null() {
+        // SAFETY: CPython's keyword names of a vectorcall: a live tuple
+        // of strings, borrowed for the call.
+        let names = unsafe { Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>() };
+        // SAFETY: after the positional arguments, one live value per
+        // keyword name, borrowed for the call.
+        let values = unsafe { std::slice::from_raw_parts(args.add(nargs), names.len()) };
+        for (name, &value) in names.iter().zip(values) {
+            match keyword(&name)? {
+                Keyword::Context => context = Some(value),
+                Keyword::Callback if callback.is_some() => {
+                    return Err(bad_call(format_args!("got multiple values for argument 'callback'")));
+                }
+                Keyword::Callback => callback = Some(value),
+            }
+        }
+    }
+    let Some(callback) = callback else {
+        return Err(bad_call(format_args!("missing 1 required positional argument: 'callback'")));
+    };
+    // SAFETY (all three): live objects borrowed for the call.
+    let callback = unsafe { Bound::from_borrowed_ptr(py, callback) };
+    let context = context.map(|c| unsafe { Bound::from_borrowed_ptr(py, c) }).filter(|c| !c.is_none());
+    let rest = match positional.get(1..) {
+        Some(rest) if !rest.is_empty() => {
+            PyTuple::new(py, rest.iter().map(|&arg| unsafe { Borrowed::from_ptr(py, arg) }))?
+        }
+        _ => PyTuple::empty(py),
+    };
+    LoopBase::call_soon(slf, callback.unbind(), &rest, context.map(Bound::unbind))
+}
+
+/// Makes `call_soon_c` the `call_soon` method of `LoopBase`.
+pub(crate) fn add_call_soon(py: Python<'_>) -> PyResult<()> {
+    // Made once, when the module is initialised (once per process), and
+    // referred to by the class for as long as it lives.
+    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: c"call_soon".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: call_soon_c },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: c"call_soon($self, callback, *args, context=None)\n--\n\nasyncio's call_soon: a native Handle, itself the queued entry."
+            .as_ptr(),
+    }));
+    let ty = py.get_type::<LoopBase>();
+    // SAFETY: a live type object and a method definition that outlives
+    // it; returns a new reference or NULL with an exception set.
+    let descr = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def)) }?;
+    ty.setattr(intern!(py, "call_soon"), descr)
 }
 
 /// `name(*lead, *args, context=context)` on the Python loop: its debug-mode
@@ -78,29 +263,6 @@ impl LoopBase {
     /// `Core.time`).
     fn time(&self) -> PyResult<f64> {
         self.core()?.get().time()
-    }
-
-    /// asyncio's `call_soon`: a native `Handle`, itself the queued entry.
-    #[pyo3(signature = (callback, *args, context = None))]
-    fn call_soon<'py>(
-        slf: &Bound<'py, LoopBase>,
-        callback: Py<PyAny>,
-        args: &Bound<'py, PyTuple>,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        if this.debug() {
-            return call_debug(
-                slf,
-                intern!(py, "_call_soon_debug"),
-                vec![callback.into_bound(py)],
-                args,
-                context,
-            );
-        }
-        let handle: Py<Handle> = this.core()?.get().call_soon(py, callback, args, context)?;
-        Ok(handle.into_bound(py).into_any())
     }
 
     /// asyncio's `call_later`: a native `TimerHandle`.

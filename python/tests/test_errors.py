@@ -123,6 +123,41 @@ def test_handles_after_keyboard_interrupt_keep_their_place(loop):
     assert ran == ["queued before", "scheduled by the raiser"]
 
 
+def test_keyboard_interrupt_keeps_one_fifo_across_threadsafe_calls(loop):
+    ran = []
+
+    def raiser():
+        raise KeyboardInterrupt
+
+    loop.call_soon(ran.append, 1)
+    loop.call_soon_threadsafe(raiser)
+    loop.call_soon_threadsafe(ran.append, 2)
+    loop.call_soon(ran.append, 3)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
+    assert ran == [1]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ran == [1, 2, 3]
+
+
+def test_handler_sees_the_whole_handle_nobody_else_holds(loop):
+    # The loop lets go of a handle's callback once it has run: not before
+    # the exception handler has seen it.
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append((repr(ctx["handle"]), ctx["handle"]._args)))
+
+    def boom(x):
+        raise ValueError(x)
+
+    loop.call_soon(boom, 1)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    [(text, args)] = seen
+    assert text.startswith("<Handle ") and "boom(1) at " in text, text
+    assert args == (1,)
+
+
 def test_exception_context_is_asyncios(loop):
     seen = []
     loop.set_exception_handler(lambda lp, ctx: seen.append(ctx))

@@ -151,6 +151,30 @@ def test_handle_reprs_match_asyncio(loop):
     assert repr(ours) == repr(theirs)
 
 
+def test_cancel_keeps_the_repr_in_debug_mode_only(loop):
+    def cb(x):
+        pass
+
+    h = loop.call_soon(cb, 1)
+    t = loop.call_later(60, cb, 2)
+    h.cancel()
+    t.cancel()
+    assert repr(h) == "<Handle cancelled>"
+    assert re.fullmatch(r"<TimerHandle cancelled when=[0-9.e+]+>", repr(t)), repr(t)
+    loop.set_debug(True)
+    h = loop.call_soon(cb, 3)
+    t = loop.call_later(60, cb, 4)
+    h.cancel()
+    t.cancel()
+    # asyncio remembers the repr of the cancelled handle, callback and all.
+    assert repr(h).startswith("<Handle cancelled ") and "cb(3) at " in repr(h), repr(h)
+    assert re.match(r"<TimerHandle cancelled when=[0-9.e+]+ .*cb\(4\) at ", repr(t)), repr(t)
+    loop.set_debug(False)
+    h = loop.call_soon(cb, 5)
+    h.cancel()
+    assert repr(h) == "<Handle cancelled>"
+
+
 def test_timer_handles_compare_by_deadline(loop):
     def cb():
         pass
@@ -223,6 +247,78 @@ def test_a_run_handle_nobody_holds_frees_its_callback_at_once(loop):
         assert ref() is None, "the handle and its callback went with the loop's reference"
     finally:
         gc.enable()
+
+
+def test_a_run_handle_nobody_holds_lets_go_of_its_arguments_and_context(loop):
+    import gc
+
+    ctx = contextvars.copy_context()
+    arg = object()
+    before = (sys.getrefcount(ctx), sys.getrefcount(arg))
+    loop.call_soon(lambda a: None, arg, context=ctx)
+    assert sys.getrefcount(ctx) > before[0] and sys.getrefcount(arg) > before[1]
+    gc.disable()
+    try:
+        _run_one_pass(loop)
+        assert (sys.getrefcount(ctx), sys.getrefcount(arg)) == before
+    finally:
+        gc.enable()
+
+
+def test_call_soon_takes_asyncios_arguments(loop):
+    var = contextvars.ContextVar("var", default="unset")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in ctx")
+    seen = []
+
+    def record(*args):
+        seen.append((args, var.get()))
+
+    loop.call_soon(record)
+    loop.call_soon(record, 1)
+    loop.call_soon(record, 1, 2, 3)
+    loop.call_soon(record, 4, context=ctx)
+    loop.call_soon(callback=record, context=ctx)
+    loop.call_soon(record, 5, context=None)
+    # A keyword name made at run time is not the interned string.
+    loop.call_soon(record, 6, **{"".join(["con", "text"]): ctx})
+    loop.call_soon(*[record, 7], **{"context": ctx})
+    _run_one_pass(loop)
+    assert seen == [
+        ((), "unset"),
+        ((1,), "unset"),
+        ((1, 2, 3), "unset"),
+        ((4,), "in ctx"),
+        ((), "in ctx"),
+        ((5,), "unset"),
+        ((6,), "in ctx"),
+        ((7,), "in ctx"),
+    ]
+
+
+def test_call_soon_refuses_bad_arguments_as_asyncio_and_queues_nothing(loop):
+    ran = []
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'callback'"):
+        loop.call_soon()
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'callback'"):
+        loop.call_soon(context=None)
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'ctx'"):
+        loop.call_soon(ran.append, 1, ctx=None)
+    with pytest.raises(TypeError, match="got multiple values for argument 'callback'"):
+        loop.call_soon(ran.append, callback=ran.append)
+    _run_one_pass(loop)
+    assert ran == []
+
+
+def test_call_soon_signature_is_asyncios(loop):
+    import inspect
+
+    params = inspect.signature(loop.call_soon).parameters
+    assert [(p.name, p.kind) for p in params.values()] == [
+        ("callback", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("args", inspect.Parameter.VAR_POSITIONAL),
+        ("context", inspect.Parameter.KEYWORD_ONLY),
+    ]
 
 
 def test_a_run_handle_held_by_its_own_callback_is_collected(loop):
