@@ -73,3 +73,27 @@ fn getaddrinfo_accepts_only_well_formed_brackets() {
     })
     .unwrap();
 }
+
+/// Regression: the system resolver's message ("failed to lookup address
+/// information: …") did not say which name failed; through
+/// `open_connection` the caller could not tell which host was wrong.
+#[test]
+fn a_name_that_does_not_resolve_is_named_in_the_error() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let (direct, connect) = lp
+        .run_until_complete(async move {
+            // RFC 6761: .invalid never resolves.
+            let direct = within("getaddrinfo", l.getaddrinfo("nosuch-host.invalid", 8080)).await;
+            let connect = within(
+                "open_connection",
+                evloop::open_connection("nosuch-host.invalid", 81, Default::default()),
+            )
+            .await;
+            (direct.unwrap_err(), connect.unwrap_err())
+        })
+        .unwrap();
+    assert!(direct.to_string().starts_with("resolve nosuch-host.invalid:8080: "), "{direct}");
+    assert!(direct.io_kind().is_some(), "still an I/O error: {direct:?}");
+    assert!(connect.to_string().starts_with("resolve nosuch-host.invalid:81: "), "{connect}");
+}

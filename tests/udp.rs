@@ -439,3 +439,105 @@ fn transport_registration_after_loop_close_fails_instead_of_refilling_the_select
     assert_eq!(transport.get_write_buffer_size(), 0);
     assert_eq!(lp.stats().readers + lp.stats().writers, 0);
 }
+
+/// Hands the endpoint to `next` from inside its first `datagram_received`
+/// (asyncio's `set_protocol` from a protocol method), counting its drop.
+struct Handover {
+    next: Option<DgRec>,
+    dropped: Rc<std::cell::Cell<usize>>,
+    transport: Option<DatagramTransport>,
+}
+
+impl DatagramProtocol for Handover {
+    fn connection_made(&mut self, transport: &DatagramTransport) {
+        self.transport = Some(transport.clone());
+    }
+
+    fn datagram_received(&mut self, _: &[u8], _: SockAddr) {
+        let t = self.transport.clone().unwrap();
+        let next = self.next.take().expect("one datagram reaches the old protocol");
+        t.set_protocol(next).unwrap();
+        // Still inside the old protocol: it is not dropped yet.
+        assert_eq!(self.dropped.get(), 0);
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        self.dropped.set(self.dropped.get() + 1);
+    }
+}
+
+#[test]
+fn set_protocol_from_inside_datagram_received_routes_later_datagrams_and_drops_the_old_one() {
+    let lp = new_loop();
+    let _errors = fail_on_callback_errors(&lp);
+    let l = lp.clone();
+    let dropped = Rc::new(std::cell::Cell::new(0));
+    let d = dropped.clone();
+    lp.run_until_complete(async move {
+        let (next, next_state) = DgRec::new(false);
+        let (server, _) = l
+            .create_datagram_endpoint(
+                move || Handover { next: Some(next), dropped: d, transport: None },
+                DatagramOptions { local_addr: Some(loopback0()), ..Default::default() },
+            )
+            .await
+            .unwrap();
+        let to = server.local_addr().unwrap().as_socket();
+        let (client, _) = l
+            .create_datagram_endpoint(
+                || DgRec::new(false).0,
+                DatagramOptions { remote_addr: to, ..Default::default() },
+            )
+            .await
+            .unwrap();
+        client.sendto(b"first", None).unwrap();
+        within("the handover", async {
+            while server.get_protocol::<DgRec>().is_none() {
+                evloop::yield_now().await;
+            }
+        })
+        .await;
+        assert!(server.get_protocol::<Handover>().is_none());
+        client.sendto(b"second", None).unwrap();
+        next_state.until("the second datagram", |s| !s.datagrams().is_empty()).await;
+        assert_eq!(next_state.datagrams()[0].0, b"second");
+        // connection_made is not called again on the new protocol.
+        assert!(!next_state.events().iter().any(|e| matches!(e, Dg::Made)));
+        server.close();
+        next_state.until("connection_lost", |s| !s.lost().is_empty()).await;
+        assert!(matches!(next_state.lost()[..], [None]));
+        assert!(server.get_protocol::<DgRec>().is_none());
+        client.close();
+    })
+    .unwrap();
+    assert_eq!(dropped.get(), 1);
+}
+
+#[test]
+fn set_protocol_after_close_is_refused_and_drops_the_protocol() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let dropped = Rc::new(std::cell::Cell::new(0));
+    let d = dropped.clone();
+    lp.run_until_complete(async move {
+        let (t, state) = {
+            let (rec, state) = DgRec::new(false);
+            let (t, _) = l
+                .create_datagram_endpoint(
+                    move || rec,
+                    DatagramOptions { local_addr: Some(loopback0()), ..Default::default() },
+                )
+                .await
+                .unwrap();
+            (t, state)
+        };
+        t.close();
+        state.until("connection_lost", |s| !s.lost().is_empty()).await;
+        let refused = t.set_protocol(Handover { next: None, dropped: d, transport: None });
+        assert!(matches!(refused, Err(Error::InvalidState(_))), "{:?}", refused.err());
+    })
+    .unwrap();
+    assert_eq!(dropped.get(), 1);
+}

@@ -14,12 +14,24 @@ use crate::suite::{Config, Suite};
 pub const HTTP_BODY: &str = r#"{"message": "Hello World"}"#;
 
 pub fn serve_http_hyper(port: u16) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    serve_http_hyper_on(rt, port);
+}
+
+/// hyper on tokio's multi-thread runtime with `workers` worker threads
+/// (the multi-loop section's peer).
+pub fn serve_http_hyper_multi_thread(port: u16, workers: usize) {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
+    serve_http_hyper_on(rt, port);
+}
+
+fn serve_http_hyper_on(rt: tokio::runtime::Runtime, port: u16) {
     use bytes::Bytes;
     use http_body_util::Full;
     use hyper::header::{CONTENT_TYPE, HeaderValue};
     use hyper::{Request, Response, server::conn::http1, service::service_fn};
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         announce(listener.local_addr().unwrap().port());
@@ -43,7 +55,7 @@ pub fn serve_http_hyper(port: u16) {
     });
 }
 
-fn http_check(addr: &str) -> Result<(), String> {
+pub fn http_check(addr: &str) -> Result<(), String> {
     let req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     let got = blocking_roundtrip(addr, req, HTTP_BODY.as_bytes()).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&got);
@@ -183,7 +195,7 @@ pub fn section_http(cfg: &Config, s: &mut Suite) {
 }
 
 /// (utime, stime) of process `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+pub fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces: split after its ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -192,7 +204,7 @@ fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf reads a configuration value; no memory is passed.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 { hz as f64 } else { 100.0 }

@@ -7,7 +7,7 @@
 //! evloop-bench suite [--quick] [--rounds N] [--only SECTION,...] [--python PATH]
 //!                    [--http-hello PATH] [--out FILE] [--results DIR]
 //!     the side-by-side suite (bench/run.sh): writes BENCHMARKS.md, chart.svg, raw.tsv.
-//!     Sections: micro echo bulk tls cross http memory subprocess counts
+//!     Sections: micro echo bulk tls cross http multi memory subprocess counts
 //! evloop-bench one micro NAME PEER OPS   one run of a Rust micro benchmark (for perf)
 //! evloop-bench one echo PEER SIZE N      one in-process echo session
 //! evloop-bench one bulk PEER BYTES       one in-process bulk transfer
@@ -15,7 +15,7 @@
 //! evloop-bench echo-count PEER SIZE N    an echo inside `measured_echo` (callgrind, strace)
 //! evloop-bench bulk-count PEER BYTES     a bulk transfer inside `measured_bulk` (strace)
 //! evloop-bench chart RAW.tsv OUT.svg     redraw the chart from a run's raw values
-//! evloop-bench serve KIND PORT           echo-evloop | echo-tokio | http-hyper
+//! evloop-bench serve KIND PORT           echo-evloop | echo-tokio | http-hyper | http-hyper-mt2
 //! evloop-bench loadgen PORT CONNS SIZE SECS [WARM]   the cross-process echo load generator
 //! evloop-bench mem-timers evloop|tokio N RSS with N pending timers
 //! ```
@@ -23,7 +23,7 @@
 //! Layout: one module per workload family, the peer (evloop, tokio, smol,
 //! calloop, raw epoll, asyncio/uvloop) a parameter of each: `micro/`,
 //! `io/` (in-process echo and bulk), `net.rs` (cross-process echo),
-//! `http.rs`, `memory.rs`, `counts.rs` (callgrind and strace), `python.rs`
+//! `http.rs`, `multi.rs` (HTTP on 2 cores), `memory.rs`, `counts.rs` (callgrind and strace), `python.rs`
 //! (the asyncio/uvloop workers). `suite.rs` runs the sections; `report/`
 //! writes the markdown, the targets, the chart and the raw values.
 
@@ -34,6 +34,7 @@ mod http;
 mod io;
 mod memory;
 mod micro;
+mod multi;
 mod net;
 mod process;
 mod python;

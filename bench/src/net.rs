@@ -28,7 +28,8 @@ pub fn serve(kind: &str, port: u16) {
         "echo-evloop" => serve_echo_evloop(port),
         "echo-tokio" => serve_echo_tokio(port),
         "http-hyper" => crate::http::serve_http_hyper(port),
-        _ => panic!("unknown server {kind:?} (echo-evloop, echo-tokio, http-hyper)"),
+        "http-hyper-mt2" => crate::http::serve_http_hyper_multi_thread(port, 2),
+        _ => panic!("unknown server {kind:?} (echo-evloop, echo-tokio, http-hyper, http-hyper-mt2)"),
     }
 }
 

@@ -9,18 +9,22 @@ selector asyncio builds is never polled.
 """
 
 import asyncio
+import errno
 import io
 import os
 import selectors
 import socket
 import sys
+import threading
+import warnings
 from asyncio import (
     base_events,
+    constants,
     events,
     exceptions,
     format_helpers,
     futures,
-    selector_events,
+    sslproto,
     transports,
     trsock,
     unix_events,
@@ -38,14 +42,98 @@ TimerHandle = _evloop.TimerHandle
 _Future = futures.Future
 _check_ssl_socket = base_events._check_ssl_socket
 
-# The reader asyncio's socket transports register; the core runs it
-# natively when the transport class keeps asyncio's read path.
-_TRANSPORT_READ_READY = selector_events._SelectorSocketTransport._read_ready
-_DATA_RECEIVED = selector_events._SelectorSocketTransport._read_ready__data_received
+
+def _native_attr(name, doc):
+    return property(lambda self: getattr(self._native, name), doc=doc)
 
 
-def _reads_natively(cls):
-    return cls._read_ready is _TRANSPORT_READ_READY and cls._read_ready__data_received is _DATA_RECEIVED
+class _SocketTransport(transports._FlowControlMixin, transports.Transport):
+    """The stream transport of evloop's TCP and Unix connections and
+    servers (and under TLS, of asyncio's SSL protocol): an
+    ``asyncio.Transport`` whose engine is native
+    (``_evloop.StreamTransport``, ``python/src/transport.rs``).
+
+    The API's methods are the native object's, bound once per transport
+    into the instance (they win over the inherited Python methods), so a
+    ``write`` runs no Python frame.
+    """
+
+    max_size = 256 * 1024  # the most one read takes (asyncio's)
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    _sock = _native_attr("_sock", "the socket, until the connection is lost")
+    _sock_fd = _native_attr("_sock_fd", "the socket's fd")
+    _loop = _native_attr("_loop", "the loop, until the connection is lost")
+    _protocol = _native_attr("_protocol", "the protocol, until the connection is lost")
+    _server = _native_attr("_server", "the server that accepted it, if any")
+    _closing = _native_attr("_closing", "close() or abort() was called")
+    _conn_lost = _native_attr("_conn_lost", "connection_lost is scheduled (or ran), plus writes after")
+    _eof = _native_attr("_eof", "write_eof() was called")
+    _paused = _native_attr("_paused", "pause_reading() was called")
+    _protocol_paused = _native_attr("_protocol_paused", "the protocol's writing is paused")
+    _empty_waiter = _native_attr("_empty_waiter", "the future sendfile waits on")
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        if extra is None:
+            extra = {}
+        self._extra = extra
+        # For __del__ and __repr__, which the GC may call on any thread,
+        # where the native half cannot be touched.
+        self._rawsock = sock
+        self._thread = threading.get_ident()
+        native = self._native = _evloop.StreamTransport(loop, sock, protocol, extra, server, self)
+        for name in self._BOUND:
+            setattr(self, name, getattr(native, name))
+        native._start(waiter)
+
+    _BOUND = (
+        "write",
+        "writelines",
+        "write_eof",
+        "can_write_eof",
+        "close",
+        "abort",
+        "is_closing",
+        "is_reading",
+        "pause_reading",
+        "resume_reading",
+        "get_extra_info",
+        "set_protocol",
+        "get_protocol",
+        "get_write_buffer_size",
+        "get_write_buffer_limits",
+        "set_write_buffer_limits",
+        "_force_close",
+        "_fatal_error",
+        "_call_connection_lost",
+        "_make_empty_waiter",
+        "_reset_empty_waiter",
+    )
+
+    def __repr__(self):
+        native = self.__dict__.get("_native")
+        info = [self.__class__.__name__]
+        if native is None or threading.get_ident() != self._thread:
+            return f"<{info[0]} fd={self._rawsock.fileno()}>"
+        if native._sock is None:
+            info.append("closed")
+        elif native._closing:
+            info.append("closing")
+        info.append(f"fd={native._sock_fd}")
+        lp = native._loop
+        if lp is not None and not lp.is_closed():
+            info.append("read=polling" if native._read_polling else "read=idle")
+            state = "polling" if native._write_polling else "idle"
+            info.append(f"write=<{state}, bufsize={native.get_write_buffer_size()}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        # The socket is closed once the connection is lost.
+        sock = self.__dict__.get("_rawsock")
+        if sock is not None and sock.fileno() != -1:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            sock.close()
 
 
 class _DatagramTransport(transports.Transport, transports.DatagramTransport):
@@ -255,13 +343,7 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         self._check_closed()
         fd = selectors._fileobj_to_fd(fd)
         handle = events.Handle(callback, args, self, None)
-        if not args and getattr(callback, "__func__", None) is _TRANSPORT_READ_READY and _reads_natively(
-            type(callback.__self__)
-        ):
-            # asyncio's socket transport: its reads run natively.
-            self._core.add_transport_reader(fd, handle, callback.__self__)
-        else:
-            self._core.add_reader(fd, handle)
+        self._core.add_reader(fd, handle)
         old = self._readers.pop(fd, None)
         self._readers[fd] = handle
         if old is not None:
@@ -442,6 +524,122 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         if r.__class__ is _Future:
             return await r
         return r
+
+    # ------------------------------------------------ stream transports
+    # asyncio's create_connection, create_server, create_unix_connection,
+    # create_unix_server and connect_accepted_socket all make their
+    # transports here: evloop's native one.
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        return _SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _accept_connection(
+        self,
+        protocol_factory,
+        sock,
+        sslcontext=None,
+        server=None,
+        backlog=100,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        # asyncio's accept loop (up to `backlog` connections per readiness
+        # event, its handling of accept errors), except that a plain
+        # connection's protocol and transport are made here and now rather
+        # than by a task per connection: nothing is awaited for it (the
+        # waiter asyncio awaits is only done one pass after
+        # connection_made). TLS connections keep asyncio's task, which
+        # waits for the handshake.
+        if sslcontext:
+            return super()._accept_connection(
+                protocol_factory,
+                sock,
+                sslcontext,
+                server,
+                backlog,
+                ssl_handshake_timeout,
+                ssl_shutdown_timeout,
+            )
+        accept = sock.accept
+        for _ in range(backlog):
+            try:
+                conn, addr = accept()
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of fds or memory: as asyncio, stop accepting for a
+                    # while (Linux keeps reporting the listener ready).
+                    self.call_exception_handler(
+                        {
+                            "message": "socket.accept() out of system resource",
+                            "exception": exc,
+                            "socket": trsock.TransportSocket(sock),
+                        }
+                    )
+                    self._remove_reader(sock.fileno())
+                    self.call_later(
+                        constants.ACCEPT_RETRY_DELAY,
+                        self._start_serving,
+                        protocol_factory,
+                        sock,
+                        sslcontext,
+                        server,
+                        backlog,
+                        ssl_handshake_timeout,
+                        ssl_shutdown_timeout,
+                    )
+                    return None
+                raise  # the loop's exception handler reports it
+            self._serve_accepted(protocol_factory, conn, {"peername": addr}, server)
+        return None
+
+    def _serve_accepted(self, protocol_factory, conn, extra, server):
+        protocol = None
+        try:
+            protocol = protocol_factory()
+            _SocketTransport(self, conn, protocol, None, extra, server)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            # As asyncio's _accept_connection2: the connection goes, and
+            # the error is only reported in debug mode.
+            conn.close()
+            if self._debug:
+                context = {"message": "Error on transport creation for incoming connection", "exception": exc}
+                if protocol is not None:
+                    context["protocol"] = protocol
+                self.call_exception_handler(context)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        # TLS stays asyncio's: its SSLProtocol (a BufferedProtocol) runs
+        # over the native transport, and the app gets its app transport.
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        _SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
 
     def _process_events(self, event_list):
         # Never called: the core dispatches fd events itself.

@@ -97,9 +97,9 @@ enum Watcher {
     /// the fd is reported ready with nobody waiting, the registration
     /// goes. Invisible to `remove_reader` (asyncio has no reader there).
     Idle(Py<pyo3::types::PyWeakrefReference>),
-    /// The reader of asyncio's socket transport (its `_read_ready`
-    /// handle), run natively (`transport.rs`).
-    Transport { handle: Py<PyAny>, transport: Py<PyAny> },
+    /// A native stream transport (`transport.rs`), for reading or
+    /// writing by the key's direction.
+    Stream(Py<transport::StreamTransport>),
     /// A native datagram transport (`udp.rs`), reader and writer.
     Datagram(Py<udp::DatagramTransport>),
 }
@@ -210,7 +210,8 @@ pub(crate) fn run_entry<E: PyEntry>(entry: E) {
 }
 
 /// asyncio's message for a loop used from a thread other than its own.
-const OTHER_THREAD: &str = "Non-thread-safe operation invoked on an event loop other than the current one";
+pub(crate) const OTHER_THREAD: &str =
+    "Non-thread-safe operation invoked on an event loop other than the current one";
 
 fn no_pyloop() -> PyErr {
     PyRuntimeError::new_err("the core has no Python loop (set_loop)")
@@ -403,16 +404,6 @@ impl Core {
         self.lp.check()?;
         self.lp.add_reader(fd, fd_callback(fd, Direction::Read)).map_err(core_error)?;
         drop(self.set_watcher(fd, Direction::Read, Some(Watcher::Handle(handle))));
-        Ok(())
-    }
-
-    /// As [`add_reader`](Core::add_reader) for the `_read_ready` handle of
-    /// asyncio's socket transport `transport`: its reads run natively
-    /// (`transport.rs`).
-    fn add_transport_reader(&self, fd: RawFd, handle: Py<PyAny>, transport: Py<PyAny>) -> PyResult<()> {
-        self.lp.check()?;
-        self.lp.add_reader(fd, fd_callback(fd, Direction::Read)).map_err(core_error)?;
-        drop(self.set_watcher(fd, Direction::Read, Some(Watcher::Transport { handle, transport })));
         Ok(())
     }
 
@@ -659,10 +650,7 @@ impl Core {
             for watcher in watchers.values() {
                 match watcher {
                     Watcher::Handle(handle) => visit.call(handle)?,
-                    Watcher::Transport { handle, transport } => {
-                        visit.call(handle)?;
-                        visit.call(transport)?;
-                    }
+                    Watcher::Stream(transport) => visit.call(transport)?,
                     Watcher::Idle(_) => {}
                     Watcher::Datagram(transport) => visit.call(transport)?,
                     Watcher::Op(op) => {
@@ -864,19 +852,14 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
             let watcher = match state.watchers.borrow().get(&(fd, direction)) {
                 Some(Watcher::Handle(h)) => Some(Watcher::Handle(h.clone_ref(py))),
                 Some(Watcher::Op(op)) => Some(Watcher::Op(op.clone())),
-                Some(Watcher::Transport { handle, transport }) => Some(Watcher::Transport {
-                    handle: handle.clone_ref(py),
-                    transport: transport.clone_ref(py),
-                }),
+                Some(Watcher::Stream(t)) => Some(Watcher::Stream(t.clone_ref(py))),
                 Some(Watcher::Datagram(t)) => Some(Watcher::Datagram(t.clone_ref(py))),
                 Some(Watcher::Idle(_)) | None => None,
             };
             match watcher {
                 Some(Watcher::Handle(handle)) => run_handle(py, &handle),
                 Some(Watcher::Op(op)) => sock::on_ready(py, &state, op),
-                Some(Watcher::Transport { handle, transport }) => {
-                    transport::on_ready(py, &state, &handle, &transport)
-                }
+                Some(Watcher::Stream(t)) => transport::on_ready(py, &state, t.bind(py), direction),
                 Some(Watcher::Datagram(t)) => udp::on_ready(py, &state, &t, direction),
                 // Ready with nobody waiting: the kept registration goes.
                 _ => sock::drop_idle(&state, fd, direction),
@@ -921,6 +904,7 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Remote>()?;
     m.add_class::<sock::OpDone>()?;
     m.add_class::<loop_base::LoopBase>()?;
+    m.add_class::<transport::StreamTransport>()?;
     m.add_class::<udp::DatagramTransport>()?;
     Ok(())
 }

@@ -1,124 +1,1277 @@
-//! The read path of asyncio's socket transport, run natively: when
-//! `_SelectorSocketTransport` registers its `_read_ready` (and neither it
-//! nor `_read_ready__data_received` is overridden), the core's fd watcher
-//! does what `_read_ready__data_received` does itself: `recv` on the fd,
-//! then `protocol.data_received(data)`, in the handle's context, without
-//! the `Handle._run`, `Context.run` and two Python frames per read.
+//! Native stream transports: asyncio's `Transport` over a connected TCP or
+//! Unix stream socket, made by the loop's `_make_socket_transport` (so
+//! `create_connection`, `create_server`, `create_unix_connection`,
+//! `create_unix_server` and `connect_accepted_socket` all get it) and
+//! under TLS, where asyncio's `SSLProtocol` (a `BufferedProtocol`) rides
+//! on it. The Python class is `evloop._loop._SocketTransport`, a real
+//! `asyncio.Transport` (and `_FlowControlMixin`, which asyncio's sendfile
+//! fallback checks for) that makes this engine and binds its methods into
+//! the instance once (repr, `__del__`'s ResourceWarning and asyncio's class
+//! attributes are Python); everything that runs per event or per call is
+//! here.
 //!
-//! Invariant: the transport's own state decides everything, read at every
-//! event (`_conn_lost`, `_read_ready_cb`, `_protocol`): a `set_protocol`
-//! to a `BufferedProtocol`, debug mode, or a context that is not a real
-//! `contextvars.Context` runs asyncio's Python path instead, and every
-//! outcome other than data (end of file, errors) is handed to the
-//! transport's own methods, so asyncio's behaviour is unchanged.
+//! Behaviour is asyncio's `_SelectorSocketTransport`, call for call: one
+//! `recv` per readiness event (into the protocol's own buffer for a
+//! `BufferedProtocol`), `write` tries `send` at once and buffers only the
+//! rest, flow control at the high/low water marks, `close` flushes first,
+//! `abort` drops the buffer, and `connection_lost` runs exactly once,
+//! through `call_soon` (or at once when a close's flush ends).
+//!
+//! Invariants:
+//! - No `RefCell` borrow is alive while Python code runs: every Python
+//!   object is cloned out of its cell in a statement of its own, and the
+//!   write buffer is borrowed only around `send` and copies.
+//! - The transport is its fd's watcher (the core's `Watcher::Stream`) for
+//!   reading while it reads, and for writing while its buffer holds bytes;
+//!   both registrations go before the socket is closed.
+//! - The socket object is held until `_call_connection_lost` closes it,
+//!   so the fd the syscalls use stays this socket's. As with asyncio, the
+//!   transport owns the socket: closing it behind the transport's back
+//!   (the object passed as `sock=`) is a bug in the caller.
+//! - The state is reached on the loop's thread only (`LoopOwner`); the
+//!   Python transport and this engine reference each other until the
+//!   connection is lost, when the engine lets go of it (and of the loop,
+//!   the protocol and the server), so closed connections are freed by
+//!   reference counting alone.
 
-use std::os::fd::RawFd;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::rc::Rc;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{
+    PyConnectionError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError,
+    PyValueError,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+use socket2::SockRef;
 
-use crate::handle::run_in_context;
-use crate::{RunState, interrupt_with, run_handle};
+use evloop::LoopOwner;
 
-/// asyncio's `_SelectorSocketTransport._read_ready__data_received`, the
-/// read callback this module stands in for.
-fn data_received_path(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    static PATH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    PATH.get_or_try_init(py, || {
-        let cls = py.import("asyncio.selector_events")?.getattr("_SelectorSocketTransport")?;
-        Ok::<_, PyErr>(cls.getattr("_read_ready__data_received")?.unbind())
-    })
-    .map(|p| p.bind(py))
+use crate::{Core, Direction, RunState, Watcher, interrupt_with};
+
+/// The most one `recv` reads (asyncio's `max_size`).
+const MAX_SIZE: usize = 256 * 1024;
+
+/// After this many writes to a lost connection, each further one logs a
+/// warning (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+/// The default high water mark of the write buffer (asyncio's).
+const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+
+/// Where a transport is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading (unless paused) and writing.
+    Open,
+    /// `close()` was called and the buffer is still being flushed; no more
+    /// reading. `is_closing()` from here on.
+    Closing,
+    /// `connection_lost` is scheduled or ran (asyncio's `_conn_lost`):
+    /// nothing is read or written any more.
+    Lost,
 }
 
-/// The transport reader of `fd`: its asyncio handle (for cancellation,
-/// the context, and the Python path) and the transport.
-pub(crate) fn on_ready(py: Python<'_>, state: &Rc<RunState>, handle: &Py<PyAny>, transport: &Py<PyAny>) {
-    let h = handle.bind(py);
-    let native = (|| -> PyResult<Option<Bound<'_, PyAny>>> {
-        if state.debug.get() || h.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
-            return Ok(None);
+/// Bytes `send` did not take yet, in order; `head` is where the unsent
+/// part starts (sent bytes are dropped in bulk, not one `memmove` per
+/// `send`).
+#[derive(Default)]
+struct WriteBuffer {
+    bytes: Vec<u8>,
+    head: usize,
+}
+
+impl WriteBuffer {
+    /// Capacity kept once the buffer is empty: a connection that once
+    /// buffered a lot does not keep it while idle.
+    const KEEP: usize = 64 * 1024;
+
+    fn len(&self) -> usize {
+        self.bytes.len() - self.head
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.head..]
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.head > 0 && self.head >= self.bytes.len() / 2 {
+            self.bytes.drain(..self.head);
+            self.head = 0;
         }
-        let tr = transport.bind(py);
-        let cb = tr.getattr(intern!(py, "_read_ready_cb"))?;
-        let path = data_received_path(py)?;
-        let on_data = cb.getattr(intern!(py, "__func__")).is_ok_and(|f| f.is(path));
-        if !on_data {
-            return Ok(None);
+        self.bytes.extend_from_slice(data);
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.head += n;
+        if self.head >= self.bytes.len() {
+            self.clear();
         }
-        Ok(Some(h.getattr(intern!(py, "_context"))?))
-    })();
-    let context = match native {
-        Ok(Some(context)) => context,
-        // Cancelled: as asyncio, nothing runs; the Python path otherwise.
-        Ok(None) if h.getattr(intern!(py, "_cancelled")).and_then(|c| c.is_truthy()).unwrap_or(false) => {
-            return;
+    }
+
+    fn clear(&mut self) {
+        self.head = 0;
+        if self.bytes.capacity() > Self::KEEP {
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.clear();
         }
-        Ok(None) | Err(_) => return run_handle(py, handle),
-    };
-    let Some(outcome) = run_in_context(py, &context, || read(py, state, transport.bind(py))) else {
-        return run_handle(py, handle);
-    };
-    if let Err(e) = outcome {
-        escaped(py, state, h, e);
     }
 }
 
-/// `_read_ready__data_received`, for one readiness event.
-fn read(py: Python<'_>, state: &RunState, tr: &Bound<'_, PyAny>) -> PyResult<()> {
-    if tr.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
-        return Ok(());
+/// What `send_or_buffer` did with a write.
+enum Sent {
+    /// The socket took it all.
+    All,
+    /// Some or all of it is buffered; `start_writer` if the buffer was
+    /// empty before (the writer is to be registered).
+    Buffered { start_writer: bool },
+    /// `send` failed: a fatal error.
+    Failed(io::Error),
+}
+
+/// A cell holding a Python object that goes away when the transport does.
+type Slot = RefCell<Option<Py<PyAny>>>;
+
+fn get<'py>(py: Python<'py>, slot: &Slot) -> Option<Bound<'py, PyAny>> {
+    slot.borrow().as_ref().map(|o| o.bind(py).clone())
+}
+
+fn put(slot: &Slot, value: Option<Py<PyAny>>) {
+    let old = slot.replace(value);
+    drop(old); // after the borrow: a decref may run Python code
+}
+
+/// asyncio's stream transport, natively (see the module docs): the engine
+/// of `evloop._loop._SocketTransport`, which makes it. Sendable: its state
+/// is reached only on the loop's thread (elsewhere every method raises
+/// asyncio's `RuntimeError`), and dropped elsewhere (by a GC run another
+/// thread started) it leaks that state rather than touch it there.
+#[pyclass(frozen, weakref, module = "evloop._evloop", name = "StreamTransport")]
+pub(crate) struct StreamTransport {
+    owned: LoopOwner<Inner>,
+}
+
+fn inner<'a>(slf: &'a Bound<'_, StreamTransport>) -> PyResult<&'a Inner> {
+    slf.get().inner()
+}
+
+impl StreamTransport {
+    fn inner(&self) -> PyResult<&Inner> {
+        self.owned.state().ok_or_else(|| PyRuntimeError::new_err(crate::OTHER_THREAD))
     }
-    let fd: RawFd = tr.getattr(intern!(py, "_sock_fd"))?.extract()?;
-    let max: usize = tr.getattr(intern!(py, "max_size"))?.extract()?;
-    let data = match crate::sock::recv_bytes(py, state, fd, max) {
-        Ok(Some(data)) => data,
-        Ok(None) => return Ok(()), // not ready after all
-        Err(e) if is_base(py, &e) => return Err(e),
-        Err(e) => {
-            tr.call_method1(
-                intern!(py, "_fatal_error"),
-                (e.into_value(py), "Fatal read error on socket transport"),
-            )?;
-            return Ok(());
-        }
-    };
-    if data.as_bytes().is_empty() {
-        tr.call_method0(intern!(py, "_read_ready__on_eof"))?;
-        return Ok(());
-    }
-    let protocol = tr.getattr(intern!(py, "_protocol"))?;
-    match protocol.call_method1(intern!(py, "data_received"), (data,)) {
-        Ok(_) => Ok(()),
-        Err(e) if is_base(py, &e) => Err(e),
-        Err(e) => {
-            let message = "Fatal error: protocol.data_received() call failed.";
-            tr.call_method1(intern!(py, "_fatal_error"), (e.into_value(py), message)).map(drop)
-        }
-    }
+}
+
+/// A transport's state, on the loop's thread.
+pub(crate) struct Inner {
+    fd: RawFd,
+    core: Py<Core>,
+    extra: Py<PyDict>,
+    /// The Python transport this is the engine of (an `asyncio.Transport`
+    /// subclass, `evloop._loop._SocketTransport`): what protocols, the
+    /// loop and servers are given. Let go once the connection is lost.
+    owner: Slot,
+    lp: Slot,
+    sock: Slot,
+    protocol: Slot,
+    server: Slot,
+    /// The future `_make_empty_waiter` made (sendfile waits for it).
+    empty_waiter: Slot,
+    /// The context reads run in: a copy of the one current when reading
+    /// was (re)started, as asyncio's reader `Handle` copies it.
+    context: Slot,
+    phase: Cell<Phase>,
+    /// `write_eof()` was called.
+    eof: Cell<bool>,
+    /// `pause_reading()` was called (and not resumed).
+    paused: Cell<bool>,
+    /// The protocol is a `BufferedProtocol`.
+    buffered: Cell<bool>,
+    /// The protocol's `data_received` (`buffer_updated` for a
+    /// `BufferedProtocol`) and `get_buffer`, looked up once per protocol
+    /// (as uvloop does) rather than at every read; `None` if the protocol
+    /// has none, and the read then fails as asyncio's does.
+    on_data: Slot,
+    get_buffer: Slot,
+    /// `pause_writing()` was called on the protocol (not resumed).
+    protocol_paused: Cell<bool>,
+    high_water: Cell<usize>,
+    low_water: Cell<usize>,
+    /// asyncio's `_conn_lost` counter: 1 once lost, plus each write after.
+    conn_lost: Cell<u32>,
+    /// `_call_connection_lost` ran: it never runs twice.
+    lost_called: Cell<bool>,
+    /// Registered with the core as the fd's reader / writer.
+    reading: Cell<bool>,
+    writing: Cell<bool>,
+    buffer: RefCell<WriteBuffer>,
 }
 
 fn is_base(py: Python<'_>, e: &PyErr) -> bool {
     e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
 }
 
-/// What asyncio's `Handle._run` does with an exception the callback let
+fn would_block(err: &io::Error) -> bool {
+    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+}
+
+fn cached_type<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.import(py, module, name)
+}
+
+fn buffered_protocol_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    cached_type(py, &TYPE, "asyncio.protocols", "BufferedProtocol")
+}
+
+/// Whether servers' `_attach`/`_detach` take the transport (3.13's
+/// `close_clients`/`abort_clients`) or nothing (3.11, 3.12).
+fn server_tracks_clients(py: Python<'_>) -> bool {
+    static TRACKS: PyOnceLock<bool> = PyOnceLock::new();
+    *TRACKS.get_or_init(py, || py.version_info() >= (3, 13))
+}
+
+fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    static COPY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let copy = COPY.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("contextvars")?.getattr("copy_context")?.unbind())
+    })?;
+    Ok(copy.bind(py).call0()?.unbind())
+}
+
+/// The socket `fd` of a transport whose socket object is held.
+fn sock_ref<'a>(fd: &'a BorrowedFd<'_>) -> SockRef<'a> {
+    SockRef::from(fd)
+}
+
+impl Inner {
+    /// Runs `f` on the transport's socket, if it still has it.
+    fn with_socket<R>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<R>) -> Option<io::Result<R>> {
+        if self.sock.borrow().is_none() {
+            return None;
+        }
+        // SAFETY: the transport holds its socket object (checked above),
+        // which owns `fd` and is closed only by `_call_connection_lost`
+        // after it has been taken out of `sock`; no Python code runs
+        // between the check and the end of `f` (a syscall on the fd), so
+        // the fd stays open and this socket's for the borrow.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        Some(f(sock_ref(&borrowed)))
+    }
+
+    /// Makes `protocol` the one reads go to.
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        let buffered = protocol.is_instance(buffered_protocol_type(py)?)?;
+        let method = |name: &Bound<'_, PyString>| protocol.getattr(name).ok().map(Bound::unbind);
+        let (on_data, get_buffer) = if buffered {
+            (method(intern!(py, "buffer_updated")), method(intern!(py, "get_buffer")))
+        } else {
+            (method(intern!(py, "data_received")), None)
+        };
+        self.buffered.set(buffered);
+        put(&self.protocol, Some(protocol.clone().unbind()));
+        put(&self.on_data, on_data);
+        put(&self.get_buffer, get_buffer);
+        Ok(())
+    }
+
+    /// The Python transport (None once lost).
+    fn public<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        get(py, &self.owner).unwrap_or_else(|| py.None().into_bound(py))
+    }
+
+    fn is_closing(&self) -> bool {
+        self.phase.get() != Phase::Open
+    }
+
+    fn is_reading(&self) -> bool {
+        !self.is_closing() && !self.paused.get()
+    }
+
+    fn flag(&self, direction: Direction) -> &Cell<bool> {
+        match direction {
+            Direction::Read => &self.reading,
+            Direction::Write => &self.writing,
+        }
+    }
+
+    /// Makes the transport its fd's watcher in `direction`.
+    fn watch(slf: &Bound<'_, StreamTransport>, direction: Direction) -> PyResult<()> {
+        let this = inner(slf)?;
+        if this.flag(direction).get() {
+            return Ok(());
+        }
+        let core = this.core.get();
+        let lp = core.open_loop()?;
+        core.watch_anew(lp, this.fd, direction, Watcher::Stream(slf.clone().unbind()))?;
+        this.flag(direction).set(true);
+        Ok(())
+    }
+
+    /// Stops watching in `direction`, if this transport is still the
+    /// fd's watcher there.
+    fn unwatch(&self, direction: Direction) {
+        if !self.flag(direction).replace(false) {
+            return;
+        }
+        let core = self.core.get();
+        let Ok(lp) = core.lp.check() else { return };
+        let ours = matches!(
+            core.state().watchers.borrow().get(&(self.fd, direction)),
+            // A transport on this fd is this one: another would need the
+            // same socket, which this one holds until it unregisters.
+            Some(Watcher::Stream(_))
+        );
+        if !ours {
+            return;
+        }
+        if !lp.is_closed() {
+            match direction {
+                Direction::Read => lp.remove_reader(self.fd),
+                Direction::Write => lp.remove_writer(self.fd),
+            };
+        }
+        drop(core.set_watcher(self.fd, direction, None));
+    }
+
+    fn call_soon(&self, py: Python<'_>, callback: Bound<'_, PyAny>, arg: Bound<'_, PyAny>) -> PyResult<()> {
+        let lp = get(py, &self.lp).ok_or_else(|| PyRuntimeError::new_err("the transport is closed"))?;
+        lp.call_method1(intern!(py, "call_soon"), (callback, arg))?;
+        Ok(())
+    }
+
+    /// Reports an exception to the loop's handler with asyncio's context
+    /// keys (`message`, `exception`, `transport`, `protocol`).
+    fn report(slf: &Bound<'_, StreamTransport>, message: &str, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        let Some(lp) = get(py, &this.lp) else { return Ok(()) };
+        let context = PyDict::new(py);
+        context.set_item(intern!(py, "message"), message)?;
+        context.set_item(intern!(py, "exception"), exc)?;
+        context.set_item(intern!(py, "transport"), this.public(py))?;
+        context.set_item(intern!(py, "protocol"), get(py, &this.protocol))?;
+        lp.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    }
+
+    /// asyncio's `_fatal_error`: an OSError is the connection's end (not
+    /// reported), anything else goes to the exception handler; then the
+    /// transport is force-closed with it.
+    fn fatal_error(slf: &Bound<'_, StreamTransport>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        if !exc.is_instance_of::<PyOSError>() {
+            Self::report(slf, message, exc)?;
+        }
+        Self::force_close(slf, Some(exc))
+    }
+
+    /// A protocol callback failed: `KeyboardInterrupt`/`SystemExit` go
+    /// on out, anything else is a fatal error with `message`.
+    fn callback_failed(slf: &Bound<'_, StreamTransport>, e: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_base(py, &e) {
+            return Err(e);
+        }
+        Self::fatal_error(slf, e.value(py), message)
+    }
+
+    fn force_close(slf: &Bound<'_, StreamTransport>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        if this.phase.get() == Phase::Lost {
+            return Ok(());
+        }
+        if !this.buffer.borrow().is_empty() {
+            this.buffer.borrow_mut().clear();
+        }
+        this.unwatch(Direction::Write);
+        this.unwatch(Direction::Read);
+        this.phase.set(Phase::Lost);
+        this.conn_lost.set(this.conn_lost.get() + 1);
+        let exc = match exc {
+            Some(e) => e.clone(),
+            None => py.None().into_bound(py),
+        };
+        this.call_soon(py, slf.getattr(intern!(py, "_call_connection_lost"))?, exc)
+    }
+
+    /// asyncio's `_maybe_pause_protocol`.
+    fn maybe_pause_protocol(slf: &Bound<'_, StreamTransport>) -> PyResult<()> {
+        let this = inner(slf)?;
+        if this.buffer.borrow().len() <= this.high_water.get() || this.protocol_paused.replace(true) {
+            return Ok(());
+        }
+        this.protocol_call(slf, intern!(slf.py(), "pause_writing"), "protocol.pause_writing() failed")
+    }
+
+    /// asyncio's `_maybe_resume_protocol`.
+    fn maybe_resume_protocol(slf: &Bound<'_, StreamTransport>) -> PyResult<()> {
+        let this = inner(slf)?;
+        if !this.protocol_paused.get() || this.buffer.borrow().len() > this.low_water.get() {
+            return Ok(());
+        }
+        this.protocol_paused.set(false);
+        this.protocol_call(slf, intern!(slf.py(), "resume_writing"), "protocol.resume_writing() failed")
+    }
+
+    /// Calls a flow-control method of the protocol; its failure goes to
+    /// the exception handler (`KeyboardInterrupt`/`SystemExit` on out).
+    fn protocol_call(
+        &self,
+        slf: &Bound<'_, StreamTransport>,
+        method: &Bound<'_, PyString>,
+        message: &str,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let Some(protocol) = get(py, &self.protocol) else { return Ok(()) };
+        match protocol.call_method0(method) {
+            Ok(_) => Ok(()),
+            Err(e) if is_base(py, &e) => Err(e),
+            Err(e) => Self::report(slf, message, e.value(py)),
+        }
+    }
+
+    /// The bytes of `data` go out: sent at once if nothing is buffered,
+    /// the rest (or all) copied into the buffer. No Python code runs, so
+    /// `data` may borrow a Python buffer.
+    fn send_or_buffer(&self, data: &[u8]) -> Sent {
+        if !self.buffer.borrow().is_empty() {
+            self.buffer.borrow_mut().push(data);
+            return Sent::Buffered { start_writer: false };
+        }
+        let sent =
+            match self.with_socket(|s| s.send_with_flags(data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)) {
+                Some(Ok(n)) => n,
+                Some(Err(e)) if would_block(&e) => 0,
+                Some(Err(e)) => return Sent::Failed(e),
+                None => 0,
+            };
+        if sent == data.len() {
+            return Sent::All;
+        }
+        self.buffer.borrow_mut().push(&data[sent..]);
+        Sent::Buffered { start_writer: true }
+    }
+
+    /// The Python half of a write, once `send_or_buffer` is done with the
+    /// caller's bytes: the writer's registration, flow control, or the
+    /// fatal error.
+    fn after_send(slf: &Bound<'_, StreamTransport>, sent: Sent) -> PyResult<()> {
+        match sent {
+            Sent::All => Ok(()),
+            Sent::Buffered { start_writer } => {
+                if start_writer {
+                    Self::watch(slf, Direction::Write)?;
+                }
+                Self::maybe_pause_protocol(slf)
+            }
+            Sent::Failed(e) => {
+                let exc = PyErr::from(e);
+                Self::fatal_error(slf, exc.value(slf.py()), "Fatal write error on socket transport")
+            }
+        }
+    }
+
+    /// What `write` and `writelines` check first; false if the write is
+    /// to be dropped (a lost connection).
+    fn writable(&self, py: Python<'_>, what: &str) -> PyResult<bool> {
+        if self.eof.get() {
+            return Err(PyRuntimeError::new_err(format!("Cannot call {what}() after write_eof()")));
+        }
+        if self.empty_waiter.borrow().is_some() {
+            return Err(PyRuntimeError::new_err(format!("unable to {what}; sendfile is in progress")));
+        }
+        if self.phase.get() == Phase::Lost {
+            if self.conn_lost.get() >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+                logger(py)?.call_method1(intern!(py, "warning"), ("socket.send() raised exception.",))?;
+            }
+            self.conn_lost.set(self.conn_lost.get() + 1);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// One readiness event for reading (asyncio's `_read_ready`).
+    fn read_ready(slf: &Bound<'_, StreamTransport>, state: &RunState) -> PyResult<()> {
+        let this = inner(slf)?;
+        if this.phase.get() == Phase::Lost {
+            return Ok(());
+        }
+        if this.buffered.get() { Self::read_into_buffer(slf) } else { Self::read_data(slf, state) }
+    }
+
+    fn read_data(slf: &Bound<'_, StreamTransport>, state: &RunState) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        if this.sock.borrow().is_none() {
+            return Ok(());
+        }
+        let data = match crate::sock::recv_bytes(py, state, this.fd, MAX_SIZE) {
+            Ok(Some(data)) => data,
+            Ok(None) => return Ok(()),
+            Err(e) => return Self::callback_failed(slf, e, "Fatal read error on socket transport"),
+        };
+        if data.as_bytes().is_empty() {
+            return Self::on_eof(slf);
+        }
+        let received = match get(py, &this.on_data) {
+            Some(data_received) => data_received.call1((data,)),
+            None => match get(py, &this.protocol) {
+                Some(protocol) => protocol.call_method1(intern!(py, "data_received"), (data,)),
+                None => return Ok(()),
+            },
+        };
+        match received {
+            Ok(_) => Ok(()),
+            Err(e) => Self::callback_failed(slf, e, "Fatal error: protocol.data_received() call failed."),
+        }
+    }
+
+    fn read_into_buffer(slf: &Bound<'_, StreamTransport>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        let Some(protocol) = get(py, &this.protocol) else { return Ok(()) };
+        let got = (|| {
+            let buf = match get(py, &this.get_buffer) {
+                Some(get_buffer) => get_buffer.call1((-1,))?,
+                None => protocol.call_method1(intern!(py, "get_buffer"), (-1,))?,
+            };
+            let view = PyUntypedBuffer::get(&buf)?;
+            if view.len_bytes() == 0 {
+                return Err(PyRuntimeError::new_err("get_buffer() returned an empty buffer"));
+            }
+            if view.readonly() || !view.is_c_contiguous() {
+                return Err(PyTypeError::new_err("get_buffer() must return a writable, C-contiguous buffer"));
+            }
+            Ok(view)
+        })();
+        let view = match got {
+            Ok(view) => view,
+            Err(e) => {
+                return Self::callback_failed(slf, e, "Fatal error: protocol.get_buffer() call failed.");
+            }
+        };
+        // SAFETY: `view` is a writable, C-contiguous export (checked
+        // above) of `len_bytes()` bytes, held until the slice's last use
+        // (one `recv`, no Python code in between, the GIL held), and
+        // `recv` writes only initialized bytes into it.
+        let memory = unsafe {
+            std::slice::from_raw_parts_mut(view.buf_ptr().cast::<MaybeUninit<u8>>(), view.len_bytes())
+        };
+        let received = this.with_socket(|s| s.recv_with_flags(memory, libc::MSG_DONTWAIT));
+        drop(view); // released before the protocol sees its buffer again
+        let n = match received {
+            None => return Ok(()),
+            Some(Ok(n)) => n,
+            Some(Err(e)) if would_block(&e) => return Ok(()),
+            Some(Err(e)) => {
+                return Self::callback_failed(slf, PyErr::from(e), "Fatal read error on socket transport");
+            }
+        };
+        if n == 0 {
+            return Self::on_eof(slf);
+        }
+        let updated = match get(py, &this.on_data) {
+            Some(buffer_updated) => buffer_updated.call1((n,)),
+            None => protocol.call_method1(intern!(py, "buffer_updated"), (n,)),
+        };
+        match updated {
+            Ok(_) => Ok(()),
+            Err(e) => Self::callback_failed(slf, e, "Fatal error: protocol.buffer_updated() call failed."),
+        }
+    }
+
+    /// The peer's end of file: `eof_received()` returning true keeps the
+    /// transport open for writing (no more reading); false closes it.
+    fn on_eof(slf: &Bound<'_, StreamTransport>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        let Some(protocol) = get(py, &this.protocol) else { return Ok(()) };
+        let keep_open = match protocol.call_method0(intern!(py, "eof_received")).and_then(|k| k.is_truthy()) {
+            Ok(keep) => keep,
+            Err(e) => {
+                return Self::callback_failed(slf, e, "Fatal error: protocol.eof_received() call failed.");
+            }
+        };
+        if keep_open {
+            this.unwatch(Direction::Read);
+            Ok(())
+        } else {
+            Self::close(slf)
+        }
+    }
+
+    /// One readiness event for writing: sends what the buffer holds.
+    fn write_ready(slf: &Bound<'_, StreamTransport>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        if this.phase.get() == Phase::Lost {
+            return Ok(());
+        }
+        let sent = {
+            let buffer = this.buffer.borrow();
+            if buffer.is_empty() {
+                None
+            } else {
+                this.with_socket(|s| {
+                    s.send_with_flags(buffer.pending(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+                })
+            }
+        };
+        match sent {
+            None => {}
+            Some(Ok(n)) => this.buffer.borrow_mut().consume(n),
+            Some(Err(e)) if would_block(&e) => return Ok(()),
+            Some(Err(e)) => {
+                this.unwatch(Direction::Write);
+                this.buffer.borrow_mut().clear();
+                let exc = PyErr::from(e).into_value(py).into_bound(py);
+                Self::fatal_error(slf, exc.as_any(), "Fatal write error on socket transport")?;
+                if let Some(waiter) = get(py, &this.empty_waiter) {
+                    waiter.call_method1(intern!(py, "set_exception"), (exc,))?;
+                }
+                return Ok(());
+            }
+        }
+        Self::maybe_resume_protocol(slf)?; // may write more
+        if !this.buffer.borrow().is_empty() {
+            return Ok(());
+        }
+        this.unwatch(Direction::Write);
+        if let Some(waiter) = get(py, &this.empty_waiter)
+            && !waiter.call_method0(intern!(py, "done"))?.is_truthy()?
+        {
+            waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+        if this.phase.get() == Phase::Closing {
+            this.phase.set(Phase::Lost);
+            this.conn_lost.set(this.conn_lost.get() + 1);
+            Self::call_connection_lost(slf, None)
+        } else if this.eof.get() {
+            this.shutdown_write()
+        } else {
+            Ok(())
+        }
+    }
+
+    fn shutdown_write(&self) -> PyResult<()> {
+        match self.with_socket(|s| s.shutdown(std::net::Shutdown::Write)) {
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn close(slf: &Bound<'_, StreamTransport>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        if this.is_closing() {
+            return Ok(());
+        }
+        this.phase.set(Phase::Closing);
+        this.unwatch(Direction::Read);
+        if this.buffer.borrow().is_empty() {
+            this.phase.set(Phase::Lost);
+            this.conn_lost.set(this.conn_lost.get() + 1);
+            this.unwatch(Direction::Write);
+            this.call_soon(py, slf.getattr(intern!(py, "_call_connection_lost"))?, py.None().into_bound(py))?;
+        }
+        Ok(())
+    }
+
+    /// `protocol.connection_lost(exc)`, once; then the socket is closed
+    /// and the transport lets go of the loop, the protocol and the server.
+    fn call_connection_lost(
+        slf: &Bound<'_, StreamTransport>,
+        exc: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        if this.lost_called.replace(true) {
+            return Ok(());
+        }
+        this.unwatch(Direction::Read);
+        this.unwatch(Direction::Write);
+        let outcome = match get(py, &this.protocol) {
+            Some(protocol) => protocol.call_method1(intern!(py, "connection_lost"), (exc,)).map(drop),
+            None => Ok(()),
+        };
+        let sock = this.sock.borrow_mut().take();
+        let closed = match &sock {
+            Some(sock) => sock.bind(py).call_method0(intern!(py, "close")).map(drop),
+            None => Ok(()),
+        };
+        drop(sock);
+        put(&this.protocol, None);
+        put(&this.on_data, None);
+        put(&this.get_buffer, None);
+        put(&this.lp, None);
+        put(&this.context, None);
+        let server = this.server.borrow_mut().take();
+        let detached = match &server {
+            Some(server) if server_tracks_clients(py) => {
+                server.bind(py).call_method1(intern!(py, "_detach"), (this.public(py),)).map(drop)
+            }
+            Some(server) => server.bind(py).call_method0(intern!(py, "_detach")).map(drop),
+            None => Ok(()),
+        };
+        drop(server);
+        put(&this.owner, None);
+        let waiter = this.empty_waiter.borrow().as_ref().map(|w| w.clone_ref(py));
+        if let Some(waiter) = waiter {
+            let waiter = waiter.bind(py);
+            if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
+                let err = PyConnectionError::new_err("Connection is closed by peer");
+                waiter.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
+            }
+        }
+        outcome.and(closed).and(detached)
+    }
+}
+
+fn logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    LOGGER
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("asyncio.log")?.getattr("logger")?.unbind()))
+        .map(|l| l.bind(py).clone())
+}
+
+#[pymethods]
+impl StreamTransport {
+    /// `StreamTransport(loop, sock, protocol, extra, server, owner)`:
+    /// asyncio's `_SelectorSocketTransport` arguments and the Python
+    /// transport it runs for. `owner` then calls `_start(waiter)`.
+    #[new]
+    #[pyo3(signature = (r#loop, sock, protocol, extra, server, owner))]
+    fn new(
+        py: Python<'_>,
+        r#loop: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        extra: Option<Bound<'_, PyDict>>,
+        server: Option<&Bound<'_, PyAny>>,
+        owner: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let core = r#loop.getattr(intern!(py, "_core"))?.cast_into::<Core>()?.unbind();
+        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        if fd < 0 {
+            return Err(PyValueError::new_err("the socket is closed"));
+        }
+        let extra = extra.unwrap_or_else(|| PyDict::new(py));
+        let trsock = py.import(intern!(py, "asyncio.trsock"))?.getattr(intern!(py, "TransportSocket"))?;
+        extra.set_item(intern!(py, "socket"), trsock.call1((sock,))?)?;
+        let sockname = match sock.call_method0(intern!(py, "getsockname")) {
+            Ok(name) => name,
+            Err(e) if e.is_instance_of::<PyOSError>(py) => py.None().into_bound(py),
+            Err(e) => return Err(e),
+        };
+        extra.set_item(intern!(py, "sockname"), sockname)?;
+        if !extra.contains(intern!(py, "peername"))? {
+            let peername = match sock.call_method0(intern!(py, "getpeername")) {
+                Ok(name) => name,
+                Err(e) if e.is_instance_of::<PyOSError>(py) => py.None().into_bound(py),
+                Err(e) => return Err(e),
+            };
+            extra.set_item(intern!(py, "peername"), peername)?;
+        }
+        // asyncio turns Nagle's algorithm off for TCP: small writes go at once.
+        py.import(intern!(py, "asyncio.base_events"))?.call_method1(intern!(py, "_set_nodelay"), (sock,))?;
+        let lp = core.get().open_loop()?.clone();
+        let inner = Inner {
+            fd,
+            core,
+            extra: extra.unbind(),
+            owner: RefCell::new(Some(owner.clone().unbind())),
+            lp: RefCell::new(Some(r#loop.clone().unbind())),
+            sock: RefCell::new(Some(sock.clone().unbind())),
+            protocol: RefCell::new(Some(protocol.clone().unbind())),
+            server: RefCell::new(server.map(|s| s.clone().unbind())),
+            empty_waiter: RefCell::new(None),
+            context: RefCell::new(None),
+            phase: Cell::new(Phase::Open),
+            eof: Cell::new(false),
+            paused: Cell::new(false),
+            buffered: Cell::new(false),
+            on_data: RefCell::new(None),
+            get_buffer: RefCell::new(None),
+            protocol_paused: Cell::new(false),
+            high_water: Cell::new(DEFAULT_HIGH_WATER),
+            low_water: Cell::new(DEFAULT_HIGH_WATER / 4),
+            conn_lost: Cell::new(0),
+            lost_called: Cell::new(false),
+            reading: Cell::new(false),
+            writing: Cell::new(false),
+            buffer: RefCell::new(WriteBuffer::default()),
+        };
+        inner.set_protocol(protocol)?;
+        Ok(StreamTransport { owned: LoopOwner::with_state(lp, inner) })
+    }
+
+    /// What asyncio's constructor does with the loop once the object
+    /// exists: the loop's `_transports` entry, the server's `_attach`,
+    /// then, in order on the loop, `connection_made`, the start of
+    /// reading and the waiter's result.
+    #[pyo3(signature = (waiter = None))]
+    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        let lp = get(py, &this.lp).ok_or_else(|| PyRuntimeError::new_err("the transport is closed"))?;
+        if let Some(server) = get(py, &this.server) {
+            if server_tracks_clients(py) {
+                server.call_method1(intern!(py, "_attach"), (this.public(py),))?;
+            } else {
+                server.call_method0(intern!(py, "_attach"))?;
+            }
+        }
+        lp.getattr(intern!(py, "_transports"))?.set_item(this.fd, this.public(py))?;
+        let protocol = get(py, &this.protocol).ok_or_else(|| PyRuntimeError::new_err("no protocol"))?;
+        this.call_soon(py, protocol.getattr(intern!(py, "connection_made"))?, this.public(py))?;
+        lp.call_method1(intern!(py, "call_soon"), (slf.getattr(intern!(py, "_start_reading"))?,))?;
+        if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
+            let set = py
+                .import(intern!(py, "asyncio.futures"))?
+                .getattr(intern!(py, "_set_result_unless_cancelled"))?;
+            lp.call_method1(intern!(py, "call_soon"), (set, waiter, py.None()))?;
+        }
+        Ok(())
+    }
+
+    /// Starts reading if the transport reads (not closing, not paused):
+    /// what asyncio's transport queues after `connection_made`.
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = inner(slf)?;
+        if !this.is_reading() || this.reading.get() {
+            return Ok(());
+        }
+        put(&this.context, Some(copy_context(slf.py())?));
+        Inner::watch(slf, Direction::Read)
+    }
+
+    /// Sends `data` (bytes, bytearray or memoryview) at once as far as
+    /// the socket takes it, and buffers the rest (a copy: the caller may
+    /// reuse its object). Raises `RuntimeError` after `write_eof()` or
+    /// while a sendfile runs; dropped silently once the connection is
+    /// lost, as asyncio does (with a warning after 5 such writes).
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            if !this.writable(py, "write")? || bytes.as_bytes().is_empty() {
+                return Ok(());
+            }
+            let sent = this.send_or_buffer(bytes.as_bytes());
+            return Inner::after_send(slf, sent);
+        }
+        if !(data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
+            let kind = data.get_type().name()?;
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not '{kind}'"
+            )));
+        }
+        if !this.writable(py, "write")? {
+            return Ok(());
+        }
+        let view = PyUntypedBuffer::get(data)?;
+        if !view.is_c_contiguous() {
+            return Err(PyTypeError::new_err("a C-contiguous bytes-like object is required"));
+        }
+        // SAFETY: a C-contiguous export of `len_bytes()` bytes, held until
+        // `send_or_buffer` returns; no Python code runs meanwhile (the GIL
+        // is held), so nothing writes to or resizes it.
+        let bytes = unsafe { std::slice::from_raw_parts(view.buf_ptr().cast::<u8>(), view.len_bytes()) };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let sent = this.send_or_buffer(bytes);
+        drop(view);
+        Inner::after_send(slf, sent)
+    }
+
+    /// Writes each bytes-like object of `list_of_data` in order, as one
+    /// write (one `send` if the buffer is empty).
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        if this.eof.get() {
+            return Err(PyRuntimeError::new_err("Cannot call writelines() after write_eof()"));
+        }
+        if this.empty_waiter.borrow().is_some() {
+            return Err(PyRuntimeError::new_err("unable to writelines; sendfile is in progress"));
+        }
+        let mut joined = Vec::new();
+        for item in list_of_data.try_iter()? {
+            let item = item?;
+            let view = PyUntypedBuffer::get(&item)?;
+            if !view.is_c_contiguous() {
+                return Err(PyTypeError::new_err("a C-contiguous bytes-like object is required"));
+            }
+            // SAFETY: a C-contiguous export of `len_bytes()` bytes, held
+            // while copied, with the GIL held and no Python code between.
+            let bytes = unsafe { std::slice::from_raw_parts(view.buf_ptr().cast::<u8>(), view.len_bytes()) };
+            joined.extend_from_slice(bytes);
+        }
+        if joined.is_empty() || !this.writable(py, "writelines")? {
+            return Ok(());
+        }
+        let sent = this.send_or_buffer(&joined);
+        Inner::after_send(slf, sent)
+    }
+
+    /// Closes the write side once the buffer is flushed
+    /// (`shutdown(SHUT_WR)`); reading goes on.
+    fn write_eof(&self) -> PyResult<()> {
+        let this = self.inner()?;
+        if this.is_closing() || this.eof.get() {
+            return Ok(());
+        }
+        this.eof.set(true);
+        if this.buffer.borrow().is_empty() { this.shutdown_write() } else { Ok(()) }
+    }
+
+    /// Always true: a stream socket can half-close.
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    /// Stops reading and closes once the buffer is flushed; then
+    /// `connection_lost(None)` runs (on the loop's next pass if nothing
+    /// was buffered).
+    #[pyo3(name = "close")]
+    fn py_close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Inner::close(slf)
+    }
+
+    /// Closes at once, dropping whatever is buffered;
+    /// `connection_lost(None)` runs on the loop's next pass.
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Inner::force_close(slf, None)
+    }
+
+    #[pyo3(name = "is_closing")]
+    fn py_is_closing(&self) -> PyResult<bool> {
+        let this = self.inner()?;
+        Ok(this.is_closing())
+    }
+
+    #[pyo3(name = "is_reading")]
+    fn py_is_reading(&self) -> PyResult<bool> {
+        let this = self.inner()?;
+        Ok(this.is_reading())
+    }
+
+    /// Stops calling the protocol with data until `resume_reading()`.
+    fn pause_reading(&self) -> PyResult<()> {
+        let this = self.inner()?;
+        if !this.is_reading() {
+            return Ok(());
+        }
+        this.paused.set(true);
+        this.unwatch(Direction::Read);
+        Ok(())
+    }
+
+    /// Reads again after `pause_reading()`, in a copy of the caller's
+    /// context (as asyncio's new reader handle).
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = inner(slf)?;
+        if this.is_closing() || !this.paused.get() {
+            return Ok(());
+        }
+        this.paused.set(false);
+        Self::_start_reading(slf)
+    }
+
+    /// `extra[name]`, or `default`: `socket` (a `TransportSocket`, which
+    /// neither closes nor detaches the fd), `sockname`, `peername`, and
+    /// what the loop added (`peercert`... under TLS).
+    #[pyo3(signature = (name, default = None))]
+    fn get_extra_info<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.inner()?.extra.bind(py).get_item(name)? {
+            Some(v) => Ok(v),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// Hands the connection to another protocol; reads from the next one
+    /// on go to it (`get_buffer`/`buffer_updated` for a
+    /// `BufferedProtocol`).
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let this = self.inner()?;
+        this.set_protocol(protocol)?;
+        Ok(())
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let this = self.inner()?;
+        Ok(get(py, &this.protocol).map(Bound::unbind))
+    }
+
+    /// Bytes buffered, not sent yet.
+    fn get_write_buffer_size(&self) -> PyResult<usize> {
+        let this = self.inner()?;
+        Ok(this.buffer.borrow().len())
+    }
+
+    /// `(low, high)`: the protocol is paused above `high` buffered bytes
+    /// and resumed at `low` or below.
+    fn get_write_buffer_limits(&self) -> PyResult<(usize, usize)> {
+        let this = self.inner()?;
+        Ok((this.low_water.get(), this.high_water.get()))
+    }
+
+    /// asyncio's defaults: `high` 64 KiB, `low` a quarter of `high`
+    /// (or `high` 4 × `low` if only `low` is given). Raises `ValueError`
+    /// unless `high >= low >= 0`; pauses the protocol at once if the
+    /// buffer is already above the new mark.
+    #[pyo3(signature = (high = None, low = None))]
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+        let this = inner(slf)?;
+        let high = match (high, low) {
+            (Some(h), _) => h,
+            (None, None) => DEFAULT_HIGH_WATER as i64,
+            (None, Some(l)) => l.saturating_mul(4),
+        };
+        let low = low.unwrap_or(high / 4);
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!("high ({high}) must be >= low ({low}) must be >= 0")));
+        }
+        this.high_water.set(high as usize);
+        this.low_water.set(low as usize);
+        Inner::maybe_pause_protocol(slf)
+    }
+
+    fn _force_close(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        Inner::force_close(slf, (!exc.is_none()).then_some(exc))
+    }
+
+    #[pyo3(signature = (exc, message = "Fatal error on transport"))]
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        Inner::fatal_error(slf, exc, message)
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        Inner::call_connection_lost(slf, (!exc.is_none()).then_some(exc))
+    }
+
+    /// A future done once the buffer is empty (sendfile waits for it
+    /// before sending on the socket itself).
+    fn _make_empty_waiter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let this = self.inner()?;
+        if this.empty_waiter.borrow().is_some() {
+            return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+        }
+        let lp = get(py, &this.lp).ok_or_else(|| PyRuntimeError::new_err("the transport is closed"))?;
+        let fut = lp.call_method0(intern!(py, "create_future"))?;
+        if this.buffer.borrow().is_empty() {
+            fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+        put(&this.empty_waiter, Some(fut.clone().unbind()));
+        Ok(fut.unbind())
+    }
+
+    fn _reset_empty_waiter(&self) -> PyResult<()> {
+        let this = self.inner()?;
+        put(&this.empty_waiter, None);
+        Ok(())
+    }
+
+    #[getter]
+    fn _sock_fd(&self) -> PyResult<RawFd> {
+        let this = self.inner()?;
+        Ok(this.fd)
+    }
+
+    #[getter]
+    fn _sock(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let this = self.inner()?;
+        Ok(get(py, &this.sock).map(Bound::unbind))
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let this = self.inner()?;
+        Ok(get(py, &this.lp).map(Bound::unbind))
+    }
+
+    #[getter]
+    fn _protocol(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let this = self.inner()?;
+        Ok(get(py, &this.protocol).map(Bound::unbind))
+    }
+
+    #[getter]
+    fn _server(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let this = self.inner()?;
+        Ok(get(py, &this.server).map(Bound::unbind))
+    }
+
+    #[getter]
+    fn _extra(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let this = self.inner()?;
+        Ok(this.extra.clone_ref(py))
+    }
+
+    #[getter]
+    fn _closing(&self) -> PyResult<bool> {
+        let this = self.inner()?;
+        Ok(this.is_closing())
+    }
+
+    #[getter]
+    fn _conn_lost(&self) -> PyResult<u32> {
+        let this = self.inner()?;
+        Ok(this.conn_lost.get())
+    }
+
+    #[getter]
+    fn _eof(&self) -> PyResult<bool> {
+        let this = self.inner()?;
+        Ok(this.eof.get())
+    }
+
+    #[getter]
+    fn _paused(&self) -> PyResult<bool> {
+        let this = self.inner()?;
+        Ok(this.paused.get())
+    }
+
+    #[getter]
+    fn _protocol_paused(&self) -> PyResult<bool> {
+        let this = self.inner()?;
+        Ok(this.protocol_paused.get())
+    }
+
+    #[getter]
+    fn _empty_waiter(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let this = self.inner()?;
+        Ok(get(py, &this.empty_waiter).map(Bound::unbind))
+    }
+
+    /// Whether the core watches the fd for reading / writing (for repr).
+    #[getter]
+    fn _read_polling(&self) -> PyResult<bool> {
+        let this = self.inner()?;
+        Ok(this.reading.get())
+    }
+
+    #[getter]
+    fn _write_polling(&self) -> PyResult<bool> {
+        let this = self.inner()?;
+        Ok(this.writing.get())
+    }
+
+    /// Off the loop's thread (a GC run started by another thread) nothing
+    /// is visited: the transport then looks referenced from outside and is
+    /// kept, to be collected by a GC run on its own thread, where it may
+    /// be dropped.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(this) = self.owned.state() else { return Ok(()) };
+        visit.call(&this.core)?;
+        visit.call(&this.extra)?;
+        for slot in [
+            &this.owner,
+            &this.lp,
+            &this.sock,
+            &this.protocol,
+            &this.server,
+            &this.empty_waiter,
+            &this.context,
+        ] {
+            if let Ok(slot) = slot.try_borrow()
+                && let Some(obj) = &*slot
+            {
+                visit.call(obj)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let Some(this) = self.owned.state() else { return };
+        for slot in [
+            &this.owner,
+            &this.lp,
+            &this.protocol,
+            &this.on_data,
+            &this.get_buffer,
+            &this.server,
+            &this.empty_waiter,
+            &this.context,
+        ] {
+            if let Ok(mut slot) = slot.try_borrow_mut() {
+                let old = slot.take();
+                drop(slot);
+                drop(old);
+            }
+        }
+    }
+}
+
+/// Runs the transport whose fd the core found ready in `direction`, in
+/// its context for reads; what the protocol lets through goes where
+/// asyncio's `Handle._run` sends it.
+pub(crate) fn on_ready(
+    py: Python<'_>,
+    state: &Rc<RunState>,
+    transport: &Bound<'_, StreamTransport>,
+    direction: Direction,
+) {
+    // The core runs callbacks on the loop's thread only.
+    let Ok(this) = inner(transport) else { return };
+    let outcome = match direction {
+        Direction::Read => match get(py, &this.context) {
+            Some(context) => {
+                crate::handle::run_in_context(py, &context, || Inner::read_ready(transport, state))
+                    .unwrap_or_else(|| Inner::read_ready(transport, state))
+            }
+            None => Inner::read_ready(transport, state),
+        },
+        Direction::Write => Inner::write_ready(transport),
+    };
+    if let Err(e) = outcome {
+        escaped(py, state, this, e);
+    }
+}
+
+/// What asyncio's `Handle._run` does with an exception a callback let
 /// through: `KeyboardInterrupt`/`SystemExit` end the run, the rest goes
 /// to the loop's exception handler.
-fn escaped(py: Python<'_>, state: &Rc<RunState>, handle: &Bound<'_, PyAny>, e: PyErr) {
+fn escaped(py: Python<'_>, state: &Rc<RunState>, this: &Inner, e: PyErr) {
     if is_base(py, &e) {
         return interrupt_with(state, e, None);
     }
     let reported = (|| -> PyResult<()> {
+        let lp = match get(py, &this.lp) {
+            Some(lp) => lp,
+            None => this.core.get().pyloop(py)?.into_bound(py),
+        };
+        let transport = this.public(py);
         let ctx = PyDict::new(py);
-        ctx.set_item(intern!(py, "message"), format!("Exception in callback {}", handle.repr()?))?;
+        ctx.set_item(intern!(py, "message"), format!("Exception in callback {}", transport.repr()?))?;
         ctx.set_item(intern!(py, "exception"), e.value(py))?;
-        ctx.set_item(intern!(py, "handle"), handle)?;
-        handle.getattr(intern!(py, "_loop"))?.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        ctx.set_item(intern!(py, "transport"), transport)?;
+        lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
         Ok(())
     })();
     if let Err(e) = reported {

@@ -1,5 +1,6 @@
-"""asyncio's socket transport, whose read path evloop runs natively: every
-test runs on asyncio's loop and on evloop's and expects the same."""
+"""The stream transport's read path (asyncio's socket transport on
+asyncio's loop, the native one on evloop's): every test runs on both loops
+and expects the same. More in test_stream_transport.py."""
 
 import asyncio
 import contextvars

@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::runtime::event_loop::EventLoop;
 
 impl EventLoop {
@@ -19,7 +19,8 @@ impl EventLoop {
     /// # Errors
     ///
     /// [`Error::Io`](crate::Error::Io) if the name does not resolve (or
-    /// resolves to nothing); with `InvalidInput` for malformed brackets
+    /// resolves to nothing), its message naming it ("resolve
+    /// nosuch.invalid:80: …"); with `InvalidInput` for malformed brackets
     /// such as `"[::1"` or `"[127.0.0.1]"`.
     ///
     /// # Examples
@@ -40,7 +41,9 @@ impl EventLoop {
         let name = host.to_owned();
         let found = self
             .run_in_executor(move || (name.as_str(), port).to_socket_addrs().map(Vec::from_iter))
-            .await??;
+            .await?
+            // The resolver's message does not say which name failed.
+            .map_err(|e| Error::io_context(e, format_args!("resolve {host}:{port}")))?;
         if found.is_empty() {
             let msg = format!("{host}: the name resolved to no address");
             return Err(io::Error::new(io::ErrorKind::NotFound, msg).into());

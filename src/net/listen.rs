@@ -131,7 +131,7 @@ impl<T: ServerHosts + ?Sized> ServerHosts for &T {
     }
 }
 
-fn listen_on(addr: SocketAddr, options: &ServerOptions) -> io::Result<Socket> {
+pub(crate) fn listen_on(addr: SocketAddr, options: &ServerOptions) -> io::Result<Socket> {
     let socket = nonblocking_stream(Domain::for_address(addr))?;
     if options.reuse_address {
         socket.set_reuse_address(true)?;

@@ -1,6 +1,7 @@
 //! asyncio's networking layer on evloop: low-level `sock_*` coroutines,
 //! transports and protocols, servers, UDP and Unix sockets, and name
-//! resolution, and TLS on rustls ([`tls`], the default-on `tls` feature).
+//! resolution, N loops on N threads serving one port ([`LoopGroup`]),
+//! and TLS on rustls ([`tls`], the default-on `tls` feature).
 //! Everything is built on the loop's own readers, writers,
 //! futures and tasks.
 //!
@@ -23,6 +24,7 @@ pub(crate) mod core;
 mod dns;
 mod extra;
 mod listen;
+mod multi;
 pub(crate) mod protocol;
 mod sendfile;
 mod server;
@@ -36,6 +38,7 @@ mod udp;
 pub use connect::ConnectOptions;
 pub use extra::{ExtraInfo, SocketView};
 pub use listen::{ServerHosts, ServerOptions};
+pub use multi::{LoopFailure, LoopGroup, LoopGroupError, handoff_protocol, handoff_streams};
 pub use protocol::{Buffered, BufferedProtocol, DatagramProtocol, Protocol, StreamProtocol};
 pub use server::{ACCEPT_RETRY_DELAY, Server};
 pub use transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport};

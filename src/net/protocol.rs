@@ -239,7 +239,7 @@ impl<P: BufferedProtocol> StreamProtocol for Buffered<P> {
 }
 
 /// The callbacks of a datagram endpoint (asyncio's `DatagramProtocol`).
-pub trait DatagramProtocol: 'static {
+pub trait DatagramProtocol: std::any::Any {
     /// The endpoint is ready; keep `transport` to send.
     fn connection_made(&mut self, transport: &DatagramTransport) {
         let _ = transport;

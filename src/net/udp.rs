@@ -215,6 +215,68 @@ impl DatagramTransport {
     pub fn peer_addr(&self) -> Result<SockAddr> {
         self.inner.core.with_socket(|s| s.peer_addr())
     }
+
+    /// Replaces the protocol (asyncio's `set_protocol`): later datagrams,
+    /// errors and `connection_lost` go to `protocol`; `connection_made` is
+    /// not called again. The old protocol is dropped — after its current
+    /// method returns when called from inside one. Returns the new
+    /// protocol's handle.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] once the endpoint is closed
+    /// (`connection_lost` has run); `protocol` is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use evloop::net::{DatagramOptions, DatagramProtocol, SockAddr};
+    ///
+    /// struct First;
+    /// impl DatagramProtocol for First {
+    ///     fn datagram_received(&mut self, _: &[u8], _: SockAddr) {}
+    /// }
+    /// #[derive(Default)]
+    /// struct Second(usize);
+    /// impl DatagramProtocol for Second {
+    ///     fn datagram_received(&mut self, _: &[u8], _: SockAddr) {
+    ///         self.0 += 1;
+    ///     }
+    /// }
+    ///
+    /// let lp = evloop::EventLoop::new()?;
+    /// let l = lp.clone();
+    /// lp.run_until_complete(async move {
+    ///     let local = Some("127.0.0.1:0".parse().unwrap());
+    ///     let (t, _) = l.create_datagram_endpoint(|| First, DatagramOptions { local_addr: local, ..Default::default() }).await?;
+    ///     let second = t.set_protocol(Second::default())?;
+    ///     assert!(t.get_protocol::<First>().is_none());
+    ///     assert!(Rc::ptr_eq(&t.get_protocol::<Second>().unwrap(), &second));
+    ///     t.close();
+    ///     Ok::<_, evloop::Error>(())
+    /// })??;
+    /// # use std::rc::Rc;
+    /// # Ok::<(), evloop::Error>(())
+    /// ```
+    pub fn set_protocol<P: DatagramProtocol>(&self, protocol: P) -> Result<Rc<RefCell<P>>> {
+        let inner = &self.inner;
+        if inner.core.lifecycle() == Lifecycle::Gone {
+            let _ = crate::runtime::guard::drop_user(protocol);
+            return Err(Error::InvalidState("the transport is closed"));
+        }
+        let protocol = Rc::new(RefCell::new(protocol));
+        let shared: Rc<RefCell<dyn DatagramProtocol>> = protocol.clone();
+        core::replace_protocol(inner, shared);
+        Ok(protocol)
+    }
+
+    /// The protocol, if it is a `P` (asyncio's `get_protocol`, typed): the
+    /// one `create_datagram_endpoint` returned or `set_protocol` set last.
+    /// `None` if it is another type, once `connection_lost` has run, or
+    /// while it is mutably borrowed (inside one of its own methods).
+    pub fn get_protocol<P: DatagramProtocol>(&self) -> Option<Rc<RefCell<P>>> {
+        crate::sys::downcast::downcast_datagram_protocol(self.inner.core.protocol()?)
+    }
 }
 
 impl fmt::Debug for DatagramTransport {

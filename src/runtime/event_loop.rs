@@ -22,7 +22,7 @@ use crate::runtime::selector::Selector;
 use crate::runtime::stats::{LoopStats, StatsCells};
 use crate::runtime::timers::TimerHeap;
 use crate::runtime::wait::WaitHook;
-use crate::sys::fork;
+use crate::sys::{fork, running};
 use crate::task::run::{MainMarker, MainStep, PassHook};
 use crate::task::task::{TaskKey, TaskSlot};
 
@@ -40,11 +40,6 @@ const DEFAULT_BUSY_POLL_INTERVAL: Duration = Duration::ZERO;
 pub type ExceptionHandler = Rc<dyn Fn(&EventLoop, &ExceptionContext)>;
 
 static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// The loop currently inside a `run_*` call on this thread, if any.
-    static RUNNING: RefCell<Option<Rc<LoopInner>>> = const { RefCell::new(None) };
-}
 
 /// The loop's state. One `Cell`/`RefCell` per field, each borrowed only for
 /// the statement that needs it, never across a call into user code.
@@ -213,8 +208,9 @@ impl LoopInner {
     }
 
     /// Runs `f` with the loop that is running on this thread, if any.
-    pub(crate) fn with_running<R>(f: impl FnOnce(Option<&Rc<LoopInner>>) -> R) -> R {
-        RUNNING.with(|r| f(r.borrow().as_ref()))
+    #[inline]
+    pub(crate) fn with_running<R>(f: impl FnOnce(Option<&LoopInner>) -> R) -> R {
+        running::with(f)
     }
 }
 
@@ -468,6 +464,8 @@ impl Builder {
 /// and undoes that on every exit path, panics included.
 pub(crate) struct RunningGuard<'a> {
     lp: &'a EventLoop,
+    /// This thread's running-loop slot, released after `drop` below.
+    _slot: running::Running,
 }
 
 impl RunningGuard<'_> {
@@ -485,7 +483,6 @@ impl Drop for RunningGuard<'_> {
         inner.running.set(false);
         inner.stopping.set(false);
         inner.stats.end_run();
-        RUNNING.with(|r| r.borrow_mut().take());
     }
 }
 
@@ -506,10 +503,7 @@ impl Drop for RunningGuard<'_> {
 /// # Ok::<(), evloop::Error>(())
 /// ```
 pub fn get_running_loop() -> Result<EventLoop> {
-    RUNNING
-        .try_with(|r| r.borrow().clone())
-        .ok()
-        .flatten()
+    running::get()
         // In a child of fork(), the parent's running loop is not running.
         .filter(|inner| !inner.forked())
         .map(|inner| EventLoop { inner })
@@ -572,21 +566,12 @@ impl EventLoop {
         if inner.running.get() {
             return Err(Error::AlreadyRunning);
         }
-        let inherited = RUNNING.with(|r| {
-            let mut r = r.borrow_mut();
-            // The parent's running loop, copied by fork(): forget it.
-            let inherited = r.take_if(|running| running.forked());
-            if r.is_some() {
-                return Err(Error::AlreadyRunning);
-            }
-            *r = Some(inner.clone());
-            Ok(inherited)
-        })?;
-        // After the borrow: this may be the last handle to that loop.
-        drop(inherited);
+        // Another loop running on this thread refuses; the parent's loop
+        // copied by fork() does not count.
+        let slot = running::enter(inner).ok_or(Error::AlreadyRunning)?;
         inner.pass.last_poll.set(None);
         inner.running.set(true);
-        Ok(RunningGuard { lp: self })
+        Ok(RunningGuard { lp: self, _slot: slot })
     }
 
     /// Runs until [`stop`](EventLoop::stop) is called (asyncio's

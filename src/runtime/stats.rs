@@ -54,7 +54,18 @@ impl StatsCells {
         self.run_started.set(Some(at));
     }
 
+    /// Ends the busy-time clock of a run, if it was started (a
+    /// `run_until_complete` done inline never starts it).
+    #[inline]
     pub(crate) fn end_run(&self) {
+        if self.run_started.get().is_some() {
+            self.add_run_time();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn add_run_time(&self) {
         if let Some(started) = self.run_started.take() {
             self.run_time.set(self.run_time.get() + started.elapsed());
         }

@@ -14,6 +14,7 @@ pub(crate) mod owner;
 pub(crate) mod pinned;
 pub(crate) mod poller;
 pub(crate) mod process;
+pub(crate) mod running;
 pub(crate) mod signal;
 pub(crate) mod socket;
 pub(crate) mod waker;

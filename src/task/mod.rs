@@ -6,6 +6,16 @@
 //!
 //! The crate root re-exports the names; the future types that adapters
 //! return (`Sleep`, `Gather`, `WaitFor`, `TaskJoin`…) live here.
+//!
+//! With the `tracing` cargo feature, every task has a span: `task` at
+//! INFO level, target `evloop::task`, with the fields `task.name` (its
+//! name at its first poll, recorded again by a later `set_name`),
+//! `task.id` and `spawn.location` (where `create_task`/`spawn` was
+//! called), and no parent (a task outlives its spawner). It is made at
+//! the task's first poll and entered around each poll, so events logged
+//! inside a task carry it. The future given to `run_until_complete` or
+//! `run` is not a task and has none. Filter the spans out with an
+//! `evloop::task=off` directive.
 
 pub(crate) mod current;
 pub mod executor;

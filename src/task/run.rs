@@ -424,13 +424,8 @@ impl EventLoop {
     /// ```
     #[track_caller]
     pub fn run_until_complete<A: Awaitable>(&self, fut: A) -> Result<A::Output> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
-        if self.is_running() {
-            return Err(Error::AlreadyRunning);
-        }
-        // Another loop running on this thread is refused when entering.
+        // Each `run_on` enters the loop before anything else, which refuses
+        // a closed loop, then one running here (this or another).
         fut.run_on(self)
     }
 }

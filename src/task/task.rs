@@ -372,6 +372,10 @@ struct TaskHead {
     key: TaskKey,
     location: &'static Location<'static>,
     info: Cell<Option<Box<TaskInfo>>>,
+    /// The task's span (the `tracing` feature), made at its first step,
+    /// when a name given right after creation is already set.
+    #[cfg(feature = "tracing")]
+    span: std::cell::OnceCell<tracing::Span>,
 }
 
 impl<F> PinnedHead<PinCell<F>> for TaskHead {}
@@ -408,6 +412,25 @@ impl TaskHead {
         let out = f(&mut info);
         self.info.set(Some(info));
         out
+    }
+
+    /// The span entered around each poll: `task` at INFO level, target
+    /// `evloop::task`, with the task's name, number and spawn location.
+    /// No parent: a task outlives the code that spawned it.
+    #[cfg(feature = "tracing")]
+    fn span(&self) -> &tracing::Span {
+        self.span.get_or_init(|| {
+            let (id, name) = self.info(|info| (info.id, info.name.clone()));
+            let name = name.map_or_else(|| format!("Task-{id}"), String::from);
+            tracing::info_span!(
+                target: "evloop::task",
+                parent: None,
+                "task",
+                task.name = %name,
+                task.id = id,
+                spawn.location = %self.location,
+            )
+        })
     }
 }
 
@@ -458,6 +481,8 @@ impl<T: 'static, F: std::future::Future<Output = T> + 'static> TaskStep for Task
             }
         };
         let polled = {
+            #[cfg(feature = "tracing")]
+            let _entered = head.span().enter();
             let mut cx = Context::from_waker(&waker);
             let outer = CURRENT.replace(head.key.data().as_ffi());
             let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)));
@@ -559,6 +584,10 @@ impl<T: 'static> TaskControl<T> for TaskHead {
     }
 
     fn set_name(&self, name: Box<str>) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = self.span.get() {
+            span.record("task.name", tracing::field::display(&name));
+        }
         self.info(|info| info.name = Some(name));
     }
 
@@ -639,7 +668,13 @@ impl EventLoop {
         let mut created = None;
         let weak_loop = self.downgrade();
         inner.tasks.borrow_mut().insert_with_key(|key| {
-            let head = TaskHead { key, location, info: Cell::new(None) };
+            let head = TaskHead {
+                key,
+                location,
+                info: Cell::new(None),
+                #[cfg(feature = "tracing")]
+                span: std::cell::OnceCell::new(),
+            };
             let core: Pin<Rc<TaskCore<F::Output, F>>> =
                 Rc::pin(Pinned::new(FutureState::new(weak_loop), Pinned::new(head, PinCell::new(fut))));
             created = Some(core.clone());
@@ -857,6 +892,8 @@ impl<T: 'static> fmt::Debug for TaskJoin<T> {
 mod tests {
     use super::*;
 
+    // The `tracing` feature adds the task's span to the header.
+    #[cfg(not(feature = "tracing"))]
     #[test]
     fn a_task_block_fits_glibcs_fast_bins() {
         fn block_size<F: std::future::Future + 'static>(_: &F) -> usize {

@@ -228,7 +228,7 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
          peers on one workload use the same paired ratio; the chain-vs-`yield_now` target compares two \
          workloads, so it uses their medians.\n",
     );
-    let sections: [(&str, &str, &[&str], &str, &str); 8] = [
+    let sections: [(&str, &str, &[&str], &str, &str); 9] = [
         (
             "micro",
             "Loop micro benchmarks",
@@ -291,6 +291,18 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
              current-thread runtime (`evloop-bench serve http-hyper`), and an asyncio `Protocol` with httptools on \
              uvloop and on asyncio's own loop (`bench/python/servers.py http`). Keep-alive, one response \
              per request.",
+        ),
+        (
+            "multi",
+            "Multi-loop: HTTP hello on 2 cores (wrk)",
+            crate::multi::PEERS,
+            crate::multi::BASE,
+            "Past one core: `examples/multi_loop_http.rs --serve` on 1 and 2 loops (one thread each; \
+             `SO_REUSEPORT` listeners, or `--acceptor`: one acceptor loop handing sockets round robin) \
+             against hyper 1 on tokio's multi-thread runtime with 2 workers (`evloop-bench serve \
+             http-hyper-mt2`) and on the current-thread runtime. Nothing is pinned: the servers and wrk \
+             share the machine's cores, so wrk's own CPU limits every row (on 2 cores, a 2-loop server \
+             and wrk compete). Keep-alive, one response per request, no `Date` header on any.",
         ),
         (
             "memory",

@@ -354,11 +354,11 @@ impl Default for StreamServerOptions {
 
 /// The protocol factory of a stream server: a reader/writer pair per
 /// connection, handed to `client_connected` in its own task.
-fn server_protocol_factory<F, Fut>(
+pub(crate) fn server_protocol_factory<F, Fut>(
     lp: &EventLoop,
     client_connected: F,
     limit: usize,
-) -> impl Fn() -> StreamProtocolImpl + 'static
+) -> impl Fn() -> StreamProtocolImpl + use<F, Fut>
 where
     F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
     Fut: std::future::Future<Output = ()> + 'static,

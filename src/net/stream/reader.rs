@@ -408,11 +408,12 @@ impl StreamReader {
     }
 }
 
+/// Where `needle` first occurs in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.len() == 1 {
-        return haystack.iter().position(|&b| b == needle[0]);
+    match needle {
+        [byte] => memchr::memchr(*byte, haystack),
+        _ => memchr::memmem::find(haystack, needle),
     }
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 impl fmt::Debug for StreamReader {
@@ -467,5 +468,39 @@ pub(super) fn into_io(e: Error) -> io::Error {
     match e {
         Error::Io(inner) => io::Error::new(inner.kind(), Error::Io(inner)),
         other => io::Error::other(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find;
+
+    /// The first match, the plain way.
+    fn naive(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+
+    #[test]
+    fn find_agrees_with_a_plain_search() {
+        // Small alphabet so separators occur, partially and often; lengths
+        // around the SIMD widths (16, 32, 64 bytes).
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let needles: [&[u8]; 5] = [b"\n", b"\r\n", b"\r\n\r\n", b"ab", b"aba"];
+        for len in 0..200 {
+            for _ in 0..20 {
+                let hay: Vec<u8> = (0..len).map(|_| b"ab\r\nx"[(next() % 5) as usize]).collect();
+                for needle in needles {
+                    assert_eq!(find(&hay, needle), naive(&hay, needle), "{hay:?} / {needle:?}");
+                }
+            }
+        }
+        assert_eq!(find(b"", b"\n"), None);
+        assert_eq!(find(b"\n", b"\r\n"), None);
     }
 }
