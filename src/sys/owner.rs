@@ -56,6 +56,13 @@ impl<T> ThreadBound<T> {
     pub(crate) fn get(&self) -> Option<&T> {
         self.is_owner_thread().then_some(&*self.value)
     }
+
+    /// The value, mutably, on its own thread only.
+    #[inline]
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+    pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
+        if self.is_owner_thread() { Some(&mut *self.value) } else { None }
+    }
 }
 
 impl<T> Drop for ThreadBound<T> {
