@@ -428,3 +428,53 @@ fn executor_runs_non_send_futures_on_the_loop() {
     lp.run_until_idle().unwrap();
     assert_eq!(ran.get(), 3);
 }
+
+/// The README's bridge: tokio-only code (here tokio's timer, which panics
+/// outside a tokio runtime) runs on a tokio runtime on another thread; the
+/// loop awaits its `JoinHandle` (a `Send` future woken from that thread),
+/// and tokio tasks reach back into the loop with
+/// `RemoteLoop::run_coroutine_threadsafe`.
+#[test]
+fn bridge_to_a_tokio_runtime_on_another_thread() {
+    let _dog = Watchdog::new("bridge_to_a_tokio_runtime_on_another_thread", LIMIT);
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let tokio_thread = thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        handle_tx.send(rt.handle().clone()).unwrap();
+        rt.block_on(stop_rx).unwrap();
+    });
+    let tokio = handle_rx.recv().unwrap();
+    let loop_thread = thread::current().id();
+    let (from_tokio, from_loop) = evloop::run(async move {
+        // Loop → tokio: spawn there, await the JoinHandle here.
+        let from_tokio = tokio
+            .spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                assert_ne!(thread::current().id(), loop_thread);
+                "tokio's timer"
+            })
+            .await
+            .unwrap();
+        // tokio → loop: a tokio task submits a coroutine to the loop.
+        let remote = evloop::get_running_loop().unwrap().remote();
+        let from_loop = tokio
+            .spawn(async move {
+                let on_loop = remote
+                    .run_coroutine_threadsafe(move || async move {
+                        assert_eq!(thread::current().id(), loop_thread);
+                        evloop::sleep(Duration::from_millis(1)).await;
+                        "the loop's timer"
+                    })
+                    .unwrap();
+                on_loop.await.unwrap()
+            })
+            .await
+            .unwrap();
+        (from_tokio, from_loop)
+    })
+    .unwrap();
+    assert_eq!((from_tokio, from_loop), ("tokio's timer", "the loop's timer"));
+    stop_tx.send(()).unwrap();
+    tokio_thread.join().unwrap();
+}
