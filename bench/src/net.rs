@@ -28,7 +28,12 @@ pub fn serve(kind: &str, port: u16) {
         "echo-evloop" => serve_echo_evloop(port),
         "echo-tokio" => serve_echo_tokio(port),
         "http-hyper" => crate::http::serve_http_hyper(port),
-        _ => panic!("unknown server {kind:?} (echo-evloop, echo-tokio, http-hyper)"),
+        "hyper-evloop" => crate::eco::serve_hyper_evloop(port),
+        "axum-evloop" => crate::eco::serve_axum_evloop(port),
+        "axum-tokio" => crate::eco::serve_axum_tokio(port),
+        _ => panic!(
+            "unknown server {kind:?} (echo-evloop, echo-tokio, http-hyper, hyper-evloop, axum-evloop, axum-tokio)"
+        ),
     }
 }
 

@@ -42,7 +42,10 @@ unsafe impl<T> Sync for ThreadBound<T> {}
 impl<T> ThreadBound<T> {
     /// Binds `value` to the current thread.
     pub(crate) fn new(value: T) -> ThreadBound<T> {
-        ThreadBound { value: ManuallyDrop::new(value), thread: thread::current().id() }
+        // The cached id: `thread::current()` clones the thread's handle, and
+        // a thread-checked sleep is made per request by hyper's timer.
+        let thread = current_id().unwrap_or_else(|| thread::current().id());
+        ThreadBound { value: ManuallyDrop::new(value), thread }
     }
 
     /// Whether the current thread is the one that made it.
