@@ -5,7 +5,7 @@
 #
 #   bench/run.sh            # full run, under 10 minutes on a 2-core machine
 #   bench/run.sh --quick    # under 2 minutes (fewer ops, 3 rounds, shorter loads)
-#   bench/run.sh --only micro,echo      # sections: micro echo bulk cross http memory counts
+#   bench/run.sh --only micro,echo      # sections: micro echo bulk cross http eco memory counts
 #   bench/run.sh --python [--quick]     # instead: the Python package against asyncio, uvloop
 #                                       # and rloop (bench/python/peers.sh; its options follow)
 #

@@ -83,6 +83,8 @@
 #![warn(missing_debug_implementations)]
 
 pub mod asyncio;
+#[cfg(feature = "hyper")]
+pub mod compat;
 mod error;
 mod exception;
 pub mod net;

@@ -122,40 +122,17 @@ pub fn section_http(cfg: &Config, s: &mut Suite) {
     for round in 0..rounds {
         for k in 0..servers.len() {
             let srv = &servers[(round + k) % servers.len()];
-            let mut cmd = pinned(1, Path::new("wrk"));
-            if !have("taskset") {
-                cmd = Command::new("wrk");
-            }
-            cmd.args(["-t1", "-c100", &format!("-d{secs}s"), &format!("http://{}/", srv.addr())]);
-            let cpu_before = cpu_ticks(srv.child.id());
-            let out = cmd.output().expect("run wrk");
-            let cpu_after = cpu_ticks(srv.child.id());
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let requests = text
-                .lines()
-                .find(|l| l.contains(" requests in "))
-                .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok());
-            if let (Some((u0, s0)), Some((u1, s1)), Some(n)) = (cpu_before, cpu_after, requests)
-                && n > 0.0
-            {
-                let us_per_tick = 1e6 / clock_ticks_per_second();
-                for (r, ticks) in [(&mut user, u1 - u0), (&mut system, s1 - s0)] {
-                    if let Some((_, Cell::Values(v))) = r.cells.iter_mut().find(|(p, _)| *p == srv.name) {
-                        v.push(ticks as f64 * us_per_tick / n);
+            let run = wrk_run(srv, secs);
+            if let Some((u, sys)) = run.cpu_us_per_request {
+                for (r, v) in [(&mut user, u), (&mut system, sys)] {
+                    if let Some((_, Cell::Values(vals))) = r.cells.iter_mut().find(|(p, _)| *p == srv.name) {
+                        vals.push(v);
                     }
                 }
             }
-            let rps = text
-                .lines()
-                .find(|l| l.starts_with("Requests/sec:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
-            let non2xx = text
-                .lines()
-                .find(|l| l.contains("Non-2xx or 3xx responses"))
-                .and_then(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            if let Some(l) = text.lines().find(|l| l.contains("Socket errors")) {
-                errors.push(format!("{} round {round}: {}", srv.name, l.trim()));
+            let (rps, non2xx) = (run.rps, run.non2xx);
+            if let Some(l) = run.socket_errors {
+                errors.push(format!("{} round {round}: {l}", srv.name));
             }
             let cell = row.cells.iter_mut().find(|(p, _)| *p == srv.name).map(|(_, c)| c).unwrap();
             match (rps, non2xx) {
@@ -192,6 +169,52 @@ pub fn section_http(cfg: &Config, s: &mut Suite) {
     s.rows.push(row);
     s.rows.push(user);
     s.rows.push(system);
+}
+
+/// What one wrk run against a server measured.
+pub struct WrkRun {
+    pub rps: Option<f64>,
+    /// The server's (user, system) CPU time per completed request, in µs.
+    pub cpu_us_per_request: Option<(f64, f64)>,
+    pub non2xx: u64,
+    /// wrk's "Socket errors" line, if any.
+    pub socket_errors: Option<String>,
+}
+
+/// `wrk -t1 -c100 -dSECS` (pinned to CPU 1 where taskset exists) against
+/// `srv`, with the server's CPU time read from /proc around it.
+pub fn wrk_run(srv: &Server, secs: u64) -> WrkRun {
+    let mut cmd = pinned(1, Path::new("wrk"));
+    if !have("taskset") {
+        cmd = Command::new("wrk");
+    }
+    cmd.args(["-t1", "-c100", &format!("-d{secs}s"), &format!("http://{}/", srv.addr())]);
+    let cpu_before = cpu_ticks(srv.child.id());
+    let out = cmd.output().expect("run wrk");
+    let cpu_after = cpu_ticks(srv.child.id());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok());
+    let cpu_us_per_request = match (cpu_before, cpu_after, requests) {
+        (Some((u0, s0)), Some((u1, s1)), Some(n)) if n > 0.0 => {
+            let us_per_tick = 1e6 / clock_ticks_per_second();
+            Some(((u1 - u0) as f64 * us_per_tick / n, (s1 - s0) as f64 * us_per_tick / n))
+        }
+        _ => None,
+    };
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
+    let non2xx = text
+        .lines()
+        .find(|l| l.contains("Non-2xx or 3xx responses"))
+        .and_then(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let socket_errors = text.lines().find(|l| l.contains("Socket errors")).map(|l| l.trim().to_string());
+    WrkRun { rps, cpu_us_per_request, non2xx, socket_errors }
 }
 
 /// (utime, stime) of process `pid`, in clock ticks.

@@ -7,7 +7,7 @@
 //! evloop-bench suite [--quick] [--rounds N] [--only SECTION,...] [--python PATH]
 //!                    [--http-hello PATH] [--out FILE] [--results DIR]
 //!     the side-by-side suite (bench/run.sh): writes BENCHMARKS.md, chart.svg, raw.tsv.
-//!     Sections: micro echo bulk tls cross http multi memory subprocess counts
+//!     Sections: micro echo bulk tls cross http eco multi memory subprocess counts
 //! evloop-bench one micro NAME PEER OPS   one run of a Rust micro benchmark (for perf)
 //! evloop-bench one echo PEER SIZE N      one in-process echo session
 //! evloop-bench one bulk PEER BYTES       one in-process bulk transfer
@@ -16,6 +16,7 @@
 //! evloop-bench bulk-count PEER BYTES     a bulk transfer inside `measured_bulk` (strace)
 //! evloop-bench chart RAW.tsv OUT.svg     redraw the chart from a run's raw values
 //! evloop-bench serve KIND PORT           echo-evloop | echo-tokio | http-hyper | http-hyper-mt2
+//!                                        | hyper-evloop | axum-evloop | axum-tokio
 //! evloop-bench loadgen PORT CONNS SIZE SECS [WARM]   the cross-process echo load generator
 //! evloop-bench mem-timers evloop|tokio N RSS with N pending timers
 //! ```
@@ -29,6 +30,7 @@
 
 mod common;
 mod counts;
+mod eco;
 mod harness;
 mod http;
 mod io;

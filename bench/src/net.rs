@@ -29,7 +29,13 @@ pub fn serve(kind: &str, port: u16) {
         "echo-tokio" => serve_echo_tokio(port),
         "http-hyper" => crate::http::serve_http_hyper(port),
         "http-hyper-mt2" => crate::http::serve_http_hyper_multi_thread(port, 2),
-        _ => panic!("unknown server {kind:?} (echo-evloop, echo-tokio, http-hyper, http-hyper-mt2)"),
+        "hyper-evloop" => crate::eco::serve_hyper_evloop(port),
+        "axum-evloop" => crate::eco::serve_axum_evloop(port),
+        "axum-tokio" => crate::eco::serve_axum_tokio(port),
+        _ => panic!(
+            "unknown server {kind:?} (echo-evloop, echo-tokio, http-hyper, http-hyper-mt2, hyper-evloop, \
+             axum-evloop, axum-tokio)"
+        ),
     }
 }
 

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use crate::common::{Row, Runner, load_average};
 use crate::process::{output_of, say};
 use crate::report::{self, targets};
-use crate::{counts, http, io, memory, micro, net, python, subprocess};
+use crate::{counts, eco, http, io, memory, micro, net, python, subprocess};
 
 pub const SECTIONS: &[&str] =
-    &["micro", "echo", "bulk", "tls", "cross", "http", "multi", "memory", "subprocess", "counts"];
+    &["micro", "echo", "bulk", "tls", "cross", "http", "eco", "multi", "memory", "subprocess", "counts"];
 
 /// What `suite` was asked to do.
 pub struct Config {
@@ -131,6 +131,9 @@ pub fn run_all(cfg: Config) {
     }
     if cfg.wants("http") {
         http::section_http(&cfg, &mut s);
+    }
+    if cfg.wants("eco") {
+        eco::section_eco(&cfg, &mut s);
     }
     if cfg.wants("multi") {
         crate::multi::section_multi(&cfg, &mut s);

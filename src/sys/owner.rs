@@ -42,7 +42,10 @@ unsafe impl<T> Sync for ThreadBound<T> {}
 impl<T> ThreadBound<T> {
     /// Binds `value` to the current thread.
     pub(crate) fn new(value: T) -> ThreadBound<T> {
-        ThreadBound { value: ManuallyDrop::new(value), thread: thread::current().id() }
+        // The cached id: `thread::current()` clones the thread's handle, and
+        // a thread-checked sleep is made per request by hyper's timer.
+        let thread = current_id().unwrap_or_else(|| thread::current().id());
+        ThreadBound { value: ManuallyDrop::new(value), thread }
     }
 
     /// Whether the current thread is the one that made it.
@@ -55,6 +58,13 @@ impl<T> ThreadBound<T> {
     #[inline]
     pub(crate) fn get(&self) -> Option<&T> {
         self.is_owner_thread().then_some(&*self.value)
+    }
+
+    /// The value, mutably, on its own thread only.
+    #[inline]
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+    pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
+        if self.is_owner_thread() { Some(&mut *self.value) } else { None }
     }
 }
 

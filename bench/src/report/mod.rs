@@ -228,7 +228,7 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
          peers on one workload use the same paired ratio; the chain-vs-`yield_now` target compares two \
          workloads, so it uses their medians.\n",
     );
-    let sections: [(&str, &str, &[&str], &str, &str); 9] = [
+    let sections: [(&str, &str, &[&str], &str, &str); 10] = [
         (
             "micro",
             "Loop micro benchmarks",
@@ -291,6 +291,16 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
              current-thread runtime (`evloop-bench serve http-hyper`), and an asyncio `Protocol` with httptools on \
              uvloop and on asyncio's own loop (`bench/python/servers.py http`). Keep-alive, one response \
              per request.",
+        ),
+        (
+            "eco",
+            "Ecosystem: hyper and axum on evloop vs on tokio (wrk)",
+            &["evloop", "tokio"],
+            "evloop",
+            "The HTTP hello served by hyper 1 and by an axum `Router`, each on evloop through `evloop::compat` \
+             (the `hyper` feature) and on tokio's current-thread runtime: `evloop-bench serve hyper-evloop | \
+             http-hyper | axum-evloop | axum-tokio`. Keep-alive, one response per request; CPU rows are the \
+             server's user + system time per request.",
         ),
         (
             "multi",

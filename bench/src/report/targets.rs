@@ -147,6 +147,22 @@ pub fn evaluate_targets(s: &mut Suite, previous: &[Row]) {
             None => not_measured(what.into()),
         },
     );
+    for bench in ["hyper hello", "axum hello"] {
+        let what = format!("{bench} on evloop ≥ 1.0× on tokio current-thread, requests/s");
+        let row = rows.iter().find(|r| r.section == "eco" && r.bench == format!("{bench}, wrk -c100"));
+        t.push(
+            match row.and_then(|r| {
+                Some((r.median("evloop")?, r.median("tokio")?, relative_speed(r, "evloop", "tokio")?))
+            }) {
+                Some((e, k, r)) => Target {
+                    what,
+                    measured: format!("evloop {e:.0} req/s, tokio {k:.0} req/s: {}×", fmt_ratio(r)),
+                    pass: Some(r >= 1.0),
+                },
+                None => not_measured(what),
+            },
+        );
+    }
     let what = "1M pending timers ≤ 128 MiB RSS";
     t.push(match m("1M pending timers: RSS", "evloop") {
         Some(v) => Target {
