@@ -88,9 +88,15 @@
 //! | `subprocess.PIPE`, `DEVNULL`, `STDOUT`, `None` | [`Stdio::Piped`](crate::os::process::Stdio), `Null`, `Stdout`, `Inherit`; `Stdio::Fd(fd)` for a file | |
 //! | `asyncio.CancelledError`, `InvalidStateError`, `TimeoutError` | [`Error::Cancelled`](crate::Error::Cancelled), [`Error::InvalidState`](crate::Error::InvalidState), [`Error::Timeout`](crate::Error::Timeout) | one [`Error`](crate::Error) enum |
 //! | `RuntimeError('Event loop is closed')` | panic "event loop is closed" when scheduling; [`Error::Closed`](crate::Error::Closed) from `run_*` and `call_soon_threadsafe` | |
+//! | `uvicorn --workers N` (one loop per process) | [`net::LoopGroup::reuse_port`](crate::net::LoopGroup::reuse_port) or [`LoopGroup::with_acceptor`](crate::net::LoopGroup::with_acceptor) | one loop per thread in one process |
 //!
 //! # Differences worth knowing
 //!
+//! - Past one core, [`LoopGroup`](crate::net::LoopGroup) runs one loop per
+//!   thread in one process, not a process per worker (uvicorn, gunicorn): it
+//!   shares one port with `SO_REUSEPORT` or hands accepted sockets to the
+//!   loops, and the setup's `Send` data (configuration, an `Arc`) is shared
+//!   rather than copied.
 //! - Callbacks are closures: there is no `*args`, and `contextvars` are not
 //!   modelled.
 //! - Cancellation drops the task's future at its next step; an `async` block

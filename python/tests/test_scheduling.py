@@ -63,12 +63,15 @@ def test_stop_before_run_forever_runs_one_pass(loop):
 
 def test_timers_fire_by_deadline_then_fifo(loop):
     order = []
+    # Wide gaps: `b`'s deadline counts from when call_later runs, so a
+    # descheduled test process (a loaded CI machine) must not push it
+    # past `c`'s.
     now = loop.time()
-    loop.call_at(now + 0.03, order.append, "c")
+    loop.call_later(0.1, order.append, "b")
+    loop.call_at(now + 0.2, order.append, "c")
     loop.call_at(now + 0.01, order.append, "a1")
     loop.call_at(now + 0.01, order.append, "a2")
-    loop.call_later(0.02, order.append, "b")
-    loop.call_at(now + 0.04, loop.stop)
+    loop.call_at(now + 0.3, loop.stop)
     loop.run_forever()
     assert order == ["a1", "a2", "b", "c"]
 
