@@ -20,11 +20,20 @@ struct ThreadMeter;
 
 thread_local! {
     static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn meter(delta: isize) {
     // `try_with`: allocations during thread teardown are simply not counted.
     let _ = LIVE_BYTES.try_with(|c| c.set(c.get() + delta));
+    if delta > 0 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+    }
+}
+
+/// Allocations (and growing reallocations) made by the current thread.
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
 }
 
 fn live_bytes() -> isize {
@@ -491,4 +500,117 @@ fn run_once_wakes_for_a_timer_due_before_its_timeout() {
         lp.run_once(Some(Duration::from_secs(3600))).unwrap();
     }
     assert!(lp.time() >= h.when());
+}
+
+// ------------------------------------------------------------ sleep's timer
+
+/// A waker that counts its wake-ups; its `Arc`'s strong count tells how
+/// many clones the loop still holds.
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn counting_waker() -> (std::sync::Arc<Wakes>, std::task::Waker) {
+    let wakes = std::sync::Arc::new(Wakes(std::sync::atomic::AtomicUsize::new(0)));
+    (wakes.clone(), std::task::Waker::from(wakes))
+}
+
+fn wakes(w: &Wakes) -> usize {
+    w.0.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Polls `sleep` once with `waker`, inside a callback of the running loop.
+fn poll_in_loop(
+    lp: &EventLoop,
+    sleep: &Rc<RefCell<Pin<Box<evloop::task::Sleep>>>>,
+    waker: &std::task::Waker,
+) -> bool {
+    let out = Rc::new(Cell::new(false));
+    let (s, w, o) = (sleep.clone(), waker.clone(), out.clone());
+    lp.call_soon(move || {
+        let mut cx = std::task::Context::from_waker(&w);
+        o.set(s.borrow_mut().as_mut().poll(&mut cx).is_ready());
+    });
+    lp.run_until_idle().unwrap();
+    out.get()
+}
+
+use std::future::Future as _;
+use std::pin::Pin;
+
+/// A sleep keeps only the waker of its latest poll (the one before is
+/// dropped at once), and its timer wakes that one.
+#[test]
+fn a_sleep_wakes_the_waker_of_its_latest_poll() {
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let sleep = Rc::new(RefCell::new(Box::pin(evloop::sleep(Duration::from_secs(5)))));
+    let (a, waker_a) = counting_waker();
+    let (b, waker_b) = counting_waker();
+    assert!(!poll_in_loop(&lp, &sleep, &waker_a));
+    assert_eq!(std::sync::Arc::strong_count(&a), 3, "ours, waker_a and the timer's clone");
+    assert!(!poll_in_loop(&lp, &sleep, &waker_b));
+    assert_eq!(std::sync::Arc::strong_count(&a), 2, "the timer let go of the first waker");
+    assert!(!poll_in_loop(&lp, &sleep, &waker_b), "the same waker again: nothing changes");
+    assert_eq!(std::sync::Arc::strong_count(&b), 3);
+    lp.advance_time(Duration::from_secs(4));
+    lp.run_until_idle().unwrap();
+    assert_eq!((wakes(&a), wakes(&b)), (0, 0), "never early");
+    lp.advance_time(Duration::from_secs(1));
+    lp.run_until_idle().unwrap();
+    assert_eq!((wakes(&a), wakes(&b)), (0, 1));
+    assert_eq!(std::sync::Arc::strong_count(&b), 2, "the fired timer dropped its waker");
+    assert!(poll_in_loop(&lp, &sleep, &waker_b), "fired: ready");
+    assert!(poll_in_loop(&lp, &sleep, &waker_a), "and stays ready");
+}
+
+/// Dropping an armed sleep cancels its timer and drops its waker at
+/// once; the timer never wakes anything.
+#[test]
+fn dropping_an_armed_sleep_drops_its_waker_at_once() {
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let sleep = Rc::new(RefCell::new(Box::pin(evloop::sleep(Duration::from_secs(5)))));
+    let (a, waker_a) = counting_waker();
+    assert!(!poll_in_loop(&lp, &sleep, &waker_a));
+    assert!(lp.next_timer().is_some());
+    drop(Rc::try_unwrap(sleep).expect("the only reference"));
+    assert_eq!(std::sync::Arc::strong_count(&a), 2, "ours and waker_a: the timer's clone is gone");
+    assert_eq!(lp.next_timer(), None, "the timer was cancelled");
+    lp.advance_time(Duration::from_secs(10));
+    lp.run_until_idle().unwrap();
+    assert_eq!(wakes(&a), 0);
+}
+
+/// Arming and cancelling a sleep allocates nothing once the heap has
+/// grown: the timer entry is the waker itself (hyper arms one per request
+/// for its header-read timeout).
+#[test]
+fn arming_and_cancelling_a_sleep_allocates_nothing() {
+    let lp = manual_loop();
+    let _strict = fail_on_callback_errors(&lp);
+    let counts = Rc::new(Cell::new((0usize, 0usize)));
+    let c = counts.clone();
+    lp.call_soon(move || {
+        let (_wakes, waker) = counting_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut cycle = |n: usize| {
+            for _ in 0..n {
+                let mut sleep = std::pin::pin!(evloop::sleep(Duration::from_secs(30)));
+                assert!(sleep.as_mut().poll(&mut cx).is_pending());
+                assert!(sleep.as_mut().poll(&mut cx).is_pending());
+            }
+        };
+        cycle(1_000); // the heap and the timer slots grow to their working size
+        let before = allocations();
+        cycle(1_000);
+        c.set((before, allocations()));
+    });
+    lp.run_until_idle().unwrap();
+    let (before, after) = counts.get();
+    assert_eq!(after - before, 0, "allocations for 1,000 sleeps armed and cancelled");
 }

@@ -36,7 +36,8 @@ pub fn serve_hyper_evloop(port: u16) {
     use hyper::{Request, body::Incoming, service::service_fn};
     evloop::run(async move {
         let mut builder = evloop::compat::builder();
-        builder.http1().auto_date_header(false);
+        // As the tokio peer's hyper, which has no timer: no header-read timeout.
+        builder.http1().auto_date_header(false).header_read_timeout(None);
         let service =
             service_fn(|_req: Request<Incoming>| async { Ok::<_, std::convert::Infallible>(hyper_hello()) });
         let handler = evloop::compat::hyper_handler_with(builder, service);
@@ -48,17 +49,56 @@ pub fn serve_hyper_evloop(port: u16) {
     .unwrap();
 }
 
-/// axum on evloop: the `Router` as a tower service through
-/// `evloop::compat::tower_handler` (hyper's defaults: Date header on).
+/// axum on evloop, as `axum::serve` runs it on tokio (hyper-util's auto
+/// builder, no timer): `compat::builder()` with the header-read timeout
+/// off, serving the `Router` through `TowerToHyperService`.
 pub fn serve_axum_evloop(port: u16) {
+    let mut builder = evloop::compat::builder();
+    builder.http1().header_read_timeout(None);
+    let service = hyper_util::service::TowerToHyperService::new(axum_app());
+    serve_evloop(port, evloop::compat::hyper_handler_with(builder, service));
+}
+
+/// axum on evloop with `compat::tower_handler`'s defaults: hyper's 30 s
+/// header-read timeout on the loop's timer, re-armed for every request.
+pub fn serve_axum_evloop_timeout(port: u16) {
+    serve_evloop(port, evloop::compat::tower_handler(axum_app()));
+}
+
+fn serve_evloop(
+    port: u16,
+    handler: impl Fn(evloop::StreamReader, evloop::StreamWriter) -> evloop::compat::ConnFuture + 'static,
+) {
     evloop::run(async move {
-        let handler = evloop::compat::tower_handler(axum_app());
         let server = evloop::start_server(handler, "127.0.0.1", port, stream_options()).await.unwrap();
         announce(server.local_addr().unwrap().port());
         server.serve_forever().await
     })
     .unwrap()
     .unwrap();
+}
+
+/// axum on tokio's current-thread runtime with the same 30 s header-read
+/// timeout: what `axum::serve` does (hyper-util's auto builder per
+/// accepted connection), with tokio's timer set on the builder.
+pub fn serve_axum_tokio_timeout(port: u16) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        announce(listener.local_addr().unwrap().port());
+        let app = axum_app();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let _ = tcp.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new());
+                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await;
+            });
+        }
+    });
 }
 
 /// axum on tokio's current-thread runtime with `axum::serve`, TCP_NODELAY
@@ -82,11 +122,16 @@ const SERVERS: &[(&str, &str, &str)] = &[
     ("hyper hello", "tokio", "http-hyper"),
     ("axum hello", "evloop", "axum-evloop"),
     ("axum hello", "tokio", "axum-tokio"),
+    ("axum hello, 30 s header timeout", "evloop", "axum-evloop-timeout"),
+    ("axum hello, 30 s header timeout", "tokio", "axum-tokio-timeout"),
 ];
+
+/// The benchmarks of the section, in row order.
+const BENCHES: &[&str] = &["hyper hello", "axum hello", "axum hello, 30 s header timeout"];
 
 pub fn section_eco(cfg: &Config, s: &mut Suite) {
     let mut rows: Vec<Row> = Vec::new();
-    for bench in ["hyper hello", "axum hello"] {
+    for bench in BENCHES {
         rows.push(Row::new("eco", format!("{bench}, wrk -c100"), "requests/s", false));
         rows.push(Row::new(
             "eco",
@@ -96,7 +141,7 @@ pub fn section_eco(cfg: &Config, s: &mut Suite) {
         ));
     }
     let row_of = |bench: &str, cpu: bool| {
-        let i = ["hyper hello", "axum hello"].iter().position(|b| *b == bench).unwrap();
+        let i = BENCHES.iter().position(|b| *b == bench).unwrap();
         2 * i + usize::from(cpu)
     };
     if !have("wrk") {
@@ -109,7 +154,7 @@ pub fn section_eco(cfg: &Config, s: &mut Suite) {
     for (i, (bench, peer, kind)) in SERVERS.iter().enumerate() {
         let mut cmd: Command = pinned(0, &self_exe());
         cmd.args(["serve", kind, "0"]);
-        let name = format!("{peer}+{}", bench.split(' ').next().unwrap());
+        let name = format!("{peer}+{kind}");
         let cell = match Server::start(&name, cmd).and_then(|srv| {
             http_check(&srv.addr()).map_err(|e| format!("{name}: {e}"))?;
             Ok(srv)
@@ -148,14 +193,21 @@ pub fn section_eco(cfg: &Config, s: &mut Suite) {
         }
     }
     rows[0].notes.push(format!(
-        "servers pinned to CPU 0, `wrk -t1 -c100 -d{secs}s` pinned to CPU 1; {rounds} rounds, all four servers \
+        "servers pinned to CPU 0, `wrk -t1 -c100 -d{secs}s` pinned to CPU 1; {rounds} rounds, all six servers \
          interleaved; every server answers `GET /` with 200 and `{HTTP_BODY}` (checked first; wrk's non-2xx \
-         count must be 0). hyper: evloop-bench serve hyper-evloop (`compat::hyper_handler_with`, hyper-util's \
-         auto builder) vs http-hyper (hyper's http1 builder on tokio), both without the Date header"
+         count must be 0). The same hyper settings on both sides of a row. hyper: evloop-bench serve \
+         hyper-evloop (`compat::hyper_handler_with`, hyper-util's auto builder, no header-read timeout) vs \
+         http-hyper (hyper's http1 builder on tokio, no timer), both without the Date header"
     ));
     rows[2].notes.push(
-        "axum: the same `Router`, through `compat::tower_handler` on evloop and `axum::serve` on tokio \
-         (both hyper-util's auto builder with hyper's defaults, Date header on, TCP_NODELAY on)"
+        "axum: the same `Router` with hyper-util's auto builder, Date header on, TCP_NODELAY on, no \
+         header-read timeout: `compat::hyper_handler_with` on evloop and `axum::serve` (which sets no timer) \
+         on tokio"
+            .into(),
+    );
+    rows[4].notes.push(
+        "axum with hyper's 30 s header-read timeout, re-armed per request: `compat::tower_handler`'s \
+         defaults on evloop (the loop's timer) and the auto builder with `TokioTimer` on tokio"
             .into(),
     );
     rows[1].notes.push("utime + stime of the server process from /proc/PID/stat across each wrk run, divided by the requests wrk completed".into());

@@ -17,6 +17,7 @@
 //! evloop-bench chart RAW.tsv OUT.svg     redraw the chart from a run's raw values
 //! evloop-bench serve KIND PORT           echo-evloop | echo-tokio | http-hyper | http-hyper-mt2
 //!                                        | hyper-evloop | axum-evloop | axum-tokio
+//!                                        | axum-evloop-timeout | axum-tokio-timeout
 //! evloop-bench loadgen PORT CONNS SIZE SECS [WARM]   the cross-process echo load generator
 //! evloop-bench mem-timers evloop|tokio N RSS with N pending timers
 //! ```

@@ -32,9 +32,11 @@ pub fn serve(kind: &str, port: u16) {
         "hyper-evloop" => crate::eco::serve_hyper_evloop(port),
         "axum-evloop" => crate::eco::serve_axum_evloop(port),
         "axum-tokio" => crate::eco::serve_axum_tokio(port),
+        "axum-evloop-timeout" => crate::eco::serve_axum_evloop_timeout(port),
+        "axum-tokio-timeout" => crate::eco::serve_axum_tokio_timeout(port),
         _ => panic!(
             "unknown server {kind:?} (echo-evloop, echo-tokio, http-hyper, http-hyper-mt2, hyper-evloop, \
-             axum-evloop, axum-tokio)"
+             axum-evloop, axum-tokio, axum-evloop-timeout, axum-tokio-timeout)"
         ),
     }
 }

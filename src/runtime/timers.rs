@@ -118,6 +118,11 @@ impl TimerHeap {
         Some(entry)
     }
 
+    /// A foreign timer still in the heap, as the `E` it was queued as.
+    pub(crate) fn foreign_mut<E: ForeignEntry>(&mut self, key: TimerKey) -> Option<&mut E> {
+        self.foreign.get_mut(key)?.downcast_mut::<E>()
+    }
+
     /// The foreign timers not yet run nor cancelled.
     pub(crate) fn foreign_entries(&self) -> impl Iterator<Item = &ErasedEntry> {
         self.foreign.values()

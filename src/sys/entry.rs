@@ -134,6 +134,16 @@ impl ErasedEntry {
         // (invariant), borrowed for as long as `self`.
         Some(unsafe { &*self.data.as_ptr().cast::<E>() })
     }
+
+    /// The entry as a mutable `E`, if that is its type.
+    pub(crate) fn downcast_mut<E: ForeignEntry>(&mut self) -> Option<&mut E> {
+        if (self.table.type_id)() != TypeId::of::<E>() {
+            return None;
+        }
+        // SAFETY: the type ids match, so `data` holds an initialised `E`
+        // (invariant), borrowed uniquely for as long as `self`.
+        Some(unsafe { &mut *self.data.as_mut_ptr().cast::<E>() })
+    }
 }
 
 impl Drop for ErasedEntry {

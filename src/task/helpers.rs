@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::runtime::event_loop::running_loop;
-use crate::runtime::handle::TimerHandle;
+use crate::runtime::event_loop::{EventLoop, WeakLoop};
+use crate::runtime::handle::{ForeignEntry, TimerKey};
 use crate::task::task::{Task, TaskSlot};
 
 /// Stores `waker` in `slot` unless it would wake the same task already.
@@ -30,24 +31,39 @@ pub(crate) fn wake(slot: &RefCell<Option<Waker>>) {
     }
 }
 
-#[derive(Default)]
-struct SleepShared {
-    fired: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
 enum Deadline {
     After(Duration),
     At(Instant),
+}
+
+/// Where a [`Sleep`] stands.
+enum SleepState {
+    /// Not polled yet: no timer.
+    New,
+    /// Its deadline had passed at the first poll: it yielded once.
+    Yielded,
+    /// Its timer is in the loop's heap: a [`SleepEntry`] under `key`.
+    Armed { key: TimerKey, when: Instant, lp: WeakLoop },
+    /// The timer fired.
+    Fired,
+}
+
+/// A sleep's timer: the waker of the task awaiting it. It is the heap's
+/// foreign entry itself (two words), so arming a sleep allocates nothing
+/// and cancelling it drops the waker at once.
+struct SleepEntry(Waker);
+
+impl ForeignEntry for SleepEntry {
+    fn run(self) {
+        self.0.wake();
+    }
 }
 
 /// The future of [`sleep`] and [`sleep_until`]. Dropping it cancels its
 /// timer.
 pub struct Sleep {
     deadline: Deadline,
-    timer: Option<(TimerHandle, Rc<SleepShared>)>,
-    /// A deadline already reached at the first poll: one turn, no timer.
-    yielded: bool,
+    state: SleepState,
 }
 
 /// Completes after `d` of loop time (asyncio's `asyncio.sleep`). The timer is
@@ -74,7 +90,7 @@ pub struct Sleep {
 /// # Ok::<(), evloop::Error>(())
 /// ```
 pub fn sleep(d: Duration) -> Sleep {
-    Sleep { deadline: Deadline::After(d), timer: None, yielded: false }
+    Sleep { deadline: Deadline::After(d), state: SleepState::New }
 }
 
 /// Completes when the loop's clock reaches `when`; a `when` already
@@ -84,55 +100,87 @@ pub fn sleep(d: Duration) -> Sleep {
 ///
 /// When polled outside a running loop.
 pub fn sleep_until(when: Instant) -> Sleep {
-    Sleep { deadline: Deadline::At(when), timer: None, yielded: false }
+    Sleep { deadline: Deadline::At(when), state: SleepState::New }
 }
 
 impl std::future::Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.yielded {
-            return Poll::Ready(());
-        }
-        if self.timer.is_none() {
-            let lp = running_loop("sleep");
-            let now = lp.time();
-            let when = match self.deadline {
-                Deadline::After(d) => {
-                    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(1 << 40))
+        match &self.state {
+            SleepState::Yielded | SleepState::Fired => Poll::Ready(()),
+            SleepState::New => {
+                let lp = running_loop("sleep");
+                let now = lp.time();
+                let when = match self.deadline {
+                    Deadline::After(d) => {
+                        now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(1 << 40))
+                    }
+                    Deadline::At(when) => when,
+                };
+                if when <= now {
+                    // asyncio's `sleep(0)`: a bare yield. A timer would be
+                    // moved to the ready queue on the next pass and resume
+                    // the task one pass later still.
+                    self.state = SleepState::Yielded;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-                Deadline::At(when) => when,
-            };
-            if when <= now {
-                // asyncio's `sleep(0)`: a bare yield. A timer would be moved
-                // to the ready queue on the next pass and resume the task
-                // one pass later still.
-                self.yielded = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+                let key = lp.call_at_entry(when, SleepEntry(cx.waker().clone()));
+                self.state = SleepState::Armed { key, when, lp: lp.downgrade() };
+                Poll::Pending
             }
-            let shared = Rc::new(SleepShared::default());
-            let fire = shared.clone();
-            let timer = lp.call_at(when, move || {
-                fire.fired.set(true);
-                wake(&fire.waker);
-            });
-            self.timer = Some((timer, shared));
+            SleepState::Armed { key, lp, .. } => {
+                let Some(lp) = lp.upgrade() else { return Poll::Pending };
+                match lp.update_sleep_waker(*key, cx.waker()) {
+                    Some(()) => Poll::Pending,
+                    // Its entry left the heap: it fired (it may still be on
+                    // the ready queue, where its wake-up is a no-op for a
+                    // task that has moved on). A loop closed before that
+                    // dropped it: then the sleep never ends, as a timer of
+                    // a closed loop never fires.
+                    None if lp.is_closed() => Poll::Pending,
+                    None => {
+                        self.state = SleepState::Fired;
+                        Poll::Ready(())
+                    }
+                }
+            }
         }
-        let (_, shared) = self.timer.as_ref().expect("set above");
-        if shared.fired.get() {
-            return Poll::Ready(());
-        }
-        remember(&shared.waker, cx.waker());
-        Poll::Pending
     }
 }
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let Some((timer, _)) = self.timer.take() {
-            timer.cancel();
+        if let SleepState::Armed { key, lp, .. } = &self.state
+            && let Some(lp) = lp.upgrade()
+        {
+            lp.cancel_timer(*key);
         }
+    }
+}
+
+impl EventLoop {
+    /// A sleep's poll: makes `waker` the one its timer wakes. `None` once
+    /// the timer has left the heap (fired, or dropped by `close`). The old
+    /// waker is replaced and dropped, and the new one cloned, with no
+    /// borrow alive: both may run a foreign executor's code.
+    fn update_sleep_waker(&self, key: TimerKey, waker: &Waker) -> Option<()> {
+        {
+            let mut timers = self.inner.timers.borrow_mut();
+            let entry = timers.foreign_mut::<SleepEntry>(key)?;
+            if entry.0.will_wake(waker) {
+                return Some(());
+            }
+        }
+        let new = waker.clone();
+        let old = {
+            let mut timers = self.inner.timers.borrow_mut();
+            let entry = timers.foreign_mut::<SleepEntry>(key)?;
+            std::mem::replace(&mut entry.0, new)
+        };
+        drop(old);
+        Some(())
     }
 }
 
@@ -586,7 +634,10 @@ impl Drop for TaskGroupWait {
 
 impl fmt::Debug for Sleep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let when = self.timer.as_ref().map(|(t, _)| t.when());
+        let when = match &self.state {
+            SleepState::Armed { when, .. } => Some(*when),
+            _ => None,
+        };
         f.debug_struct("Sleep").field("when", &when).finish()
     }
 }

@@ -299,7 +299,8 @@ pub fn write_report(cfg: &Config, s: &Suite, started: &str, elapsed: Duration, l
             "evloop",
             "The HTTP hello served by hyper 1 and by an axum `Router`, each on evloop through `evloop::compat` \
              (the `hyper` feature) and on tokio's current-thread runtime: `evloop-bench serve hyper-evloop | \
-             http-hyper | axum-evloop | axum-tokio`. Keep-alive, one response per request; CPU rows are the \
+             http-hyper | axum-evloop | axum-tokio | axum-evloop-timeout | axum-tokio-timeout`, the same hyper \
+             settings on both sides of a row. Keep-alive, one response per request; CPU rows are the \
              server's user + system time per request.",
         ),
         (
