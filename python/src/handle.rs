@@ -221,6 +221,49 @@ impl Handle {
     /// Runs the callback in its context, as asyncio's `Handle._run`: an
     /// exception goes to the loop's exception handler; `KeyboardInterrupt`
     /// and `SystemExit` (and whatever the handler raises) come back.
+    /// Runs the handle for the loop's queue entry that owns it. When that
+    /// entry holds the only reference, the callback, arguments, context
+    /// and loop are taken out in the same lock that reads them (no
+    /// incref, no second lock to let go of them after the call): `Ok(true)`
+    /// says so, and the entry need not release the handle again. A
+    /// callback that fails gets its fields put back first, so that the
+    /// exception handler sees the handle as asyncio shows it.
+    pub(crate) fn run_queued(slf: &Bound<'_, Handle>) -> PyResult<bool> {
+        let py = slf.py();
+        if !holds_the_only_reference(slf.as_any().as_unbound()) {
+            return Handle::run(slf).map(|()| false);
+        }
+        let taken = {
+            let mut f = slf.get().lock();
+            if f.cancelled {
+                return Ok(false);
+            }
+            match (f.callback.take(), f.args.take(), f.context.take()) {
+                (Some(cb), Some(args), Some(ctx)) => (cb, args, ctx, f.event_loop.take()),
+                (cb, args, ctx) => {
+                    (f.callback, f.args, f.context) = (cb, args, ctx);
+                    return Ok(false);
+                }
+            }
+        };
+        let (callback, args, context, event_loop) = taken;
+        let (callback, args, context) =
+            (callback.into_bound(py), args.into_bound(py), context.into_bound(py));
+        match call_in_context(py, &context, &callback, &args) {
+            Ok(()) => Ok(true), // the `Bound`s are dropped here: plain decrefs
+            Err(err) => {
+                {
+                    let mut f = slf.get().lock();
+                    f.callback = Some(callback.unbind());
+                    f.args = Some(args.unbind());
+                    f.context = Some(context.unbind());
+                    f.event_loop = event_loop;
+                }
+                Handle::report(slf, err).map(|()| false)
+            }
+        }
+    }
+
     pub(crate) fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         // `Bound`s, not `Py`s: dropping one is a plain decref, without
@@ -239,10 +282,24 @@ impl Handle {
         };
         let outcome = call_in_context(py, &context, &callback, &args);
         let Err(err) = outcome else { return Ok(()) };
+        drop((callback, args, context));
+        Handle::report(slf, err)
+    }
+
+    /// A callback of this handle raised `err`: `KeyboardInterrupt` and
+    /// `SystemExit` propagate, anything else goes to the loop's exception
+    /// handler with asyncio's context.
+    fn report(slf: &Bound<'_, Handle>, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
         if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
             return Err(err);
         }
-        let source = format_callback_source(py, &callback, args.as_any())?;
+        let (callback, args) = {
+            let f = slf.get().lock();
+            (f.callback.as_ref().map(|c| c.clone_ref(py)), f.args.as_ref().map(|a| a.clone_ref(py)))
+        };
+        let (Some(callback), Some(args)) = (callback, args) else { return Ok(()) };
+        let source = format_callback_source(py, callback.bind(py), args.bind(py).as_any())?;
         let ctx = PyDict::new(py);
         ctx.set_item(intern!(py, "message"), format!("Exception in callback {source}"))?;
         ctx.set_item(intern!(py, "exception"), err.value(py))?;
@@ -631,8 +688,12 @@ pub(crate) trait PyEntry: ForeignEntry {
     fn handle<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny>;
     /// Called once the entry's turn has come, before it runs.
     fn starting(&self, _py: Python<'_>) {}
-    /// Runs the handle (asyncio's `handle._run()`).
-    fn run_handle(&self, py: Python<'_>) -> PyResult<()>;
+    /// Runs the handle (asyncio's `handle._run()`); `Ok(true)` when the
+    /// handle has already let go of what it held, so [`finish`] has
+    /// nothing left to do.
+    ///
+    /// [`finish`]: PyEntry::finish
+    fn run_handle(&self, py: Python<'_>) -> PyResult<bool>;
     /// Lets go of the entry once it has run, with the GIL token (then
     /// drops it).
     fn finish(self, _py: Python<'_>)
@@ -655,8 +716,8 @@ impl PyEntry for HandleEntry {
     fn handle<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
         self.0.bind(py).clone().into_any()
     }
-    fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
-        Handle::run(self.0.bind(py))
+    fn run_handle(&self, py: Python<'_>) -> PyResult<bool> {
+        Handle::run_queued(self.0.bind(py))
     }
     fn finish(self, py: Python<'_>) {
         self.0.get().release_attached(py, &self.0);
@@ -685,12 +746,12 @@ impl PyEntry for AsyncioEntry {
     fn handle<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
         self.0.bind(py).clone()
     }
-    fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
+    fn run_handle(&self, py: Python<'_>) -> PyResult<bool> {
         let h = self.0.bind(py);
         if h.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
-            return Ok(());
+            return Ok(false);
         }
-        h.call_method0(intern!(py, "_run")).map(drop)
+        h.call_method0(intern!(py, "_run")).map(|_| false)
     }
 }
 
@@ -712,8 +773,8 @@ impl PyEntry for TimerEntry {
     fn starting(&self, _py: Python<'_>) {
         self.handle.get().forget_timer();
     }
-    fn run_handle(&self, py: Python<'_>) -> PyResult<()> {
-        Handle::run(self.handle.bind(py).as_super())
+    fn run_handle(&self, py: Python<'_>) -> PyResult<bool> {
+        Handle::run_queued(self.handle.bind(py).as_super())
     }
     fn finish(self, py: Python<'_>) {
         let base = timer_base(&self.handle);

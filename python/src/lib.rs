@@ -227,16 +227,22 @@ pub(crate) fn run_entry<E: PyEntry>(entry: E) {
             let h = entry.handle(py);
             h.getattr(intern!(py, "_loop"))
                 .and_then(|lp| lp.call_method1(intern!(py, "_run_handle_debug"), (h,)))
-                .map(drop)
+                .map(|_| false)
         } else {
             entry.run_handle(py)
         };
-        if let Err(e) = outcome {
-            // KeyboardInterrupt, SystemExit or a failing exception
-            // handler: the core stops after this entry.
-            interrupt_with(state, e, None);
+        match outcome {
+            // The handle let go of its contents while running: dropping
+            // the entry frees it.
+            Ok(true) => drop(entry),
+            Ok(false) => entry.finish(py), // the last reference may go here
+            Err(e) => {
+                // KeyboardInterrupt, SystemExit or a failing exception
+                // handler: the core stops after this entry.
+                interrupt_with(state, e, None);
+                entry.finish(py);
+            }
         }
-        entry.finish(py); // the last reference may go here
     });
 }
 
