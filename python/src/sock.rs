@@ -520,6 +520,64 @@ pub(crate) fn recv_bytes<'py>(
     }
 }
 
+unsafe extern "C" {
+    /// CPython's `_PyBytes_Resize` (a stable part of its C API since 2.x,
+    /// which PyO3 does not re-export): shrinks a `bytes` object nothing
+    /// else refers to yet; on failure it frees it, sets `*bytes` to NULL
+    /// and raises.
+    fn _PyBytes_Resize(bytes: *mut *mut pyo3::ffi::PyObject, newsize: pyo3::ffi::Py_ssize_t) -> i32;
+}
+
+/// `recv` of at most `max` bytes straight into a new `bytes` object,
+/// shrunk to what came: the kernel's copy is the only one (the scratch
+/// path copies a second time), as CPython's `socket.recv` reads. For the
+/// big reads of bulk transfers; small reads cost less through the scratch
+/// buffer, whose `bytes` is allocated at its final size.
+pub(crate) fn recv_bytes_direct<'py>(
+    py: Python<'py>,
+    fd: RawFd,
+    max: usize,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let size =
+        pyo3::ffi::Py_ssize_t::try_from(max).map_err(|_| PyValueError::new_err("read size too large"))?;
+    // SAFETY: with a NULL source CPython allocates `max` uninitialised
+    // bytes in a new object, which we own (or NULL with an exception set).
+    let mut obj = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
+    if obj.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    let got = with_fd(py, fd, |s| {
+        // SAFETY: `obj` is a live `bytes` of `max` bytes of storage that
+        // nothing else refers to yet; `recv` writes at most `max` of them.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(obj).cast::<MaybeUninit<u8>>(), max)
+        };
+        s.recv_with_flags(buf, libc::MSG_DONTWAIT)
+    });
+    let n = match got {
+        Ok(n) => n,
+        Err(e) => {
+            // SAFETY: our reference to the object made above.
+            unsafe { pyo3::ffi::Py_DECREF(obj) };
+            return match e {
+                Try::Wait => Ok(None),
+                Try::Failed(e) => Err(e),
+                Try::Done(_) => unreachable!("with_fd fails only with Wait or Failed"),
+            };
+        }
+    };
+    if n < max {
+        // SAFETY: `obj` is ours alone (refcount 1, never shared), as
+        // `_PyBytes_Resize` requires; `n` is at most its size.
+        if unsafe { _PyBytes_Resize(&mut obj, n as pyo3::ffi::Py_ssize_t) } < 0 {
+            return Err(PyErr::fetch(py));
+        }
+    }
+    // SAFETY: `obj` is a new reference to a `bytes` object (or its
+    // resized replacement), given to the `Bound`.
+    Ok(Some(unsafe { Bound::from_owned_ptr(py, obj).cast_into_unchecked() }))
+}
+
 /// `recv` of at most `n` bytes into `vec`'s spare capacity.
 fn recv_spare(py: Python<'_>, fd: RawFd, vec: &mut Vec<u8>, n: usize) -> Result<(), Try> {
     vec.reserve(n);

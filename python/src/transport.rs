@@ -66,6 +66,10 @@ const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 /// The default high water mark of the write buffer (asyncio's).
 const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
+/// A read of at least this many bytes makes the next read of the transport
+/// go straight into its `bytes` object ([`crate::sock::recv_bytes_direct`]).
+const DIRECT_READ: usize = 32 * 1024;
+
 /// Where a transport is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -198,6 +202,10 @@ pub(crate) struct Inner {
     paused: Cell<bool>,
     /// The protocol is a `BufferedProtocol`.
     buffered: Cell<bool>,
+    /// The last read filled at least [`DIRECT_READ`] bytes: the next one
+    /// reads straight into its `bytes` (bulk transfers), not through the
+    /// scratch buffer.
+    big_reads: Cell<bool>,
     /// The protocol's `data_received` (`buffer_updated` for a
     /// `BufferedProtocol`) and `get_buffer`, looked up once per protocol
     /// (as uvloop does) rather than at every read; `None` if the protocol
@@ -523,11 +531,17 @@ impl Inner {
         if this.sock.borrow().is_none() {
             return Ok(());
         }
-        let data = match crate::sock::recv_bytes(py, state, this.fd, MAX_SIZE) {
+        let read = if this.big_reads.get() {
+            crate::sock::recv_bytes_direct(py, this.fd, MAX_SIZE)
+        } else {
+            crate::sock::recv_bytes(py, state, this.fd, MAX_SIZE)
+        };
+        let data = match read {
             Ok(Some(data)) => data,
             Ok(None) => return Ok(()),
             Err(e) => return Self::callback_failed(slf, e, "Fatal read error on socket transport"),
         };
+        this.big_reads.set(data.as_bytes().len() >= DIRECT_READ);
         if data.as_bytes().is_empty() {
             return Self::on_eof(slf);
         }
@@ -808,6 +822,7 @@ impl StreamTransport {
             eof: Cell::new(false),
             paused: Cell::new(false),
             buffered: Cell::new(false),
+            big_reads: Cell::new(false),
             on_data: RefCell::new(None),
             get_buffer: RefCell::new(None),
             protocol_paused: Cell::new(false),

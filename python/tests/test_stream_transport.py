@@ -132,6 +132,37 @@ def test_writes_of_every_bytes_like_kind_and_writelines_arrive_in_order(loop):
     assert loop.run_until_complete(main()) == b"a1b2c3d4e5f6"
 
 
+def test_bulk_then_small_messages_arrive_whole_and_as_bytes(loop):
+    # Big reads go straight into their bytes object, small ones through
+    # the loop's scratch buffer: switching between the two loses, repeats
+    # or reorders nothing, and every chunk is a bytes object.
+    class Kinds(Recorder):
+        def __init__(self):
+            super().__init__()
+            self.kinds = set()
+
+        def data_received(self, data):
+            self.kinds.add(type(data))
+            super().data_received(data)
+
+    async def main():
+        server, peer, client = await connected_pair(loop, server_factory=Kinds)
+        payload = bytes(range(256)) * 4096 * 3  # 3 MiB
+        tail = [b"small-%d" % i for i in range(50)]
+        client.transport.write(payload)
+        await settle(lambda: len(peer.data()) == len(payload), rounds=5000)
+        for t in tail:
+            client.transport.write(t)
+            await settle(lambda: peer.data().endswith(t))
+        client.transport.write(payload[:100_000])
+        expected = payload + b"".join(tail) + payload[:100_000]
+        await settle(lambda: len(peer.data()) == len(expected), rounds=5000)
+        await shut(server, client, peer)
+        return peer.data() == expected, peer.kinds
+
+    assert loop.run_until_complete(main()) == (True, {bytes})
+
+
 def test_flow_control_pauses_above_high_and_resumes_at_low(loop):
     async def main():
         server, peer, client = await connected_pair(loop)
