@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit, ffi, intern};
 
@@ -257,6 +258,53 @@ impl LoopBase {
     /// Debug mode on or off for the scheduling calls.
     fn _set_native_debug(&self, on: bool) {
         self.debug.store(on, Ordering::Relaxed);
+    }
+
+    /// asyncio's `get_debug()`, without a Python frame: every
+    /// `asyncio.Future` and `Task` asks its loop at creation.
+    fn get_debug(&self) -> bool {
+        self.debug()
+    }
+
+    /// asyncio's `_debug` attribute (what its `set_debug` writes and its
+    /// code reads), kept in the native flag the scheduling calls read, so
+    /// the two never disagree. Any value is taken for its truth.
+    #[getter(_debug)]
+    fn debug_attr(&self) -> bool {
+        self.debug()
+    }
+
+    #[setter(_debug)]
+    fn set_debug_attr(&self, on: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.store(on.is_truthy()?, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// asyncio's `create_future()`: `asyncio.Future(loop=self)`, without a
+    /// Python frame (every `await` on a stream reader makes one).
+    fn create_future<'py>(slf: &Bound<'py, LoopBase>) -> PyResult<Bound<'py, PyAny>> {
+        static FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        static KWNAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+        let py = slf.py();
+        let future = FUTURE
+            .get_or_try_init(py, || py.import("asyncio.futures")?.getattr("Future").map(Bound::unbind))?;
+        let kwnames = KWNAMES.get_or_try_init(py, || PyTuple::new(py, ["loop"]).map(Bound::unbind))?;
+        // The slot before the arguments is ours to lend
+        // (PY_VECTORCALL_ARGUMENTS_OFFSET); the keyword's value follows.
+        let mut args = [std::ptr::null_mut(), slf.as_ptr()];
+        // SAFETY: `future` is a live callable, `args[1..]` holds one live
+        // object (the value of the one keyword named by the live tuple
+        // `kwnames`), no positional argument; the GIL is held. The result
+        // is a new reference or NULL with an exception set.
+        unsafe {
+            let obj = ffi::PyObject_Vectorcall(
+                future.as_ptr(),
+                args.as_mut_ptr().add(1),
+                ffi::PY_VECTORCALL_ARGUMENTS_OFFSET,
+                kwnames.as_ptr(),
+            );
+            Bound::from_owned_ptr_or_err(py, obj)
+        }
     }
 
     /// asyncio's `time()`: seconds on the loop's monotonic clock (see
