@@ -596,3 +596,24 @@ def test_time_follows_the_monotonic_clock(loop):
     now = loop.time()
     after = time.monotonic()
     assert before - 0.001 <= now <= after + 0.001
+
+
+def test_debug_mode_and_create_future_agree_whichever_way_debug_is_set(loop):
+    # get_debug(), the _debug attribute asyncio's own code reads, and what
+    # the scheduling calls do are one setting, however it was changed.
+    seen = []
+    assert loop.get_debug() is False and not loop._debug
+    loop.set_debug(True)
+    seen.append((loop.get_debug(), bool(loop._debug)))
+    fut = loop.create_future()
+    handle = loop.call_soon(lambda: None)
+    seen.append((fut.get_loop() is loop, fut._source_traceback is not None, handle._source_traceback is not None))
+    loop._debug = False  # as asyncio's set_debug does it
+    fut2 = loop.create_future()
+    handle2 = loop.call_soon(lambda: None)
+    seen.append((loop.get_debug(), fut2._source_traceback, handle2._source_traceback))
+    fut.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == [(True, True), (True, True, True), (False, None, None)]
+    assert isinstance(fut2, asyncio.Future) and not fut2.done()
