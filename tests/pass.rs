@@ -84,6 +84,49 @@ fn only_blocking_waits_go_through_the_hook() {
     assert_eq!(seen.after_polls.get() as u64, lp.stats().iterations);
 }
 
+/// A hook that asks to poll first is skipped while an fd is ready already,
+/// and called once nothing is: the blocking wait then still ends on I/O.
+#[test]
+fn a_poll_first_hook_waits_only_when_nothing_is_ready() {
+    struct First(Rc<Cell<usize>>);
+    impl WaitHook for First {
+        fn blocking_wait(&self, wait: BlockingWait) -> WaitDone {
+            self.0.set(self.0.get() + 1);
+            wait.wait()
+        }
+        fn poll_first(&self) -> bool {
+            true
+        }
+    }
+    let _dog = Watchdog::new("a_poll_first_hook_waits_only_when_nothing_is_ready", Duration::from_secs(30));
+    let waits = Rc::new(Cell::new(0));
+    let lp = EventLoop::builder().wait_hook(First(waits.clone())).build().unwrap();
+    let _strict = fail_on_callback_errors(&lp);
+    let (mut a, b) = socketpair();
+    a.write_all(b"x").unwrap();
+    let reads = Rc::new(Cell::new(0));
+    let r = reads.clone();
+    let fd = b.as_raw_fd();
+    lp.add_reader(fd, move || r.set(r.get() + 1)).unwrap();
+    // Readable from the start (level-triggered, never drained): every
+    // blocking pass finds it at once, without the hook's wait.
+    for _ in 0..5 {
+        lp.run_once(None).unwrap();
+    }
+    assert_eq!((reads.get(), waits.get()), (5, 0));
+    assert!(lp.remove_reader(fd));
+    // Nothing ready now: the pass waits through the hook, until the timer.
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    lp.call_later(Duration::from_millis(2), move || f.set(true));
+    while !fired.get() {
+        lp.run_once(None).unwrap();
+    }
+    assert!(waits.get() >= 1, "the wait for the timer went through the hook");
+    assert_eq!(reads.get(), 5);
+    drop(b);
+}
+
 /// The hook may run the wait on another thread (`BlockingWait` is `Send`),
 /// and another thread's call wakes it.
 #[test]

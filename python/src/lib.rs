@@ -230,8 +230,16 @@ struct GilWaitHook {
 impl WaitHook for GilWaitHook {
     fn blocking_wait(&self, wait: BlockingWait) -> WaitDone {
         // Everything the wait touches is `Send`: no `unsafe` needed to let
-        // other Python threads run meanwhile.
-        Python::attach(|py| py.detach(move || wait.wait()))
+        // other Python threads run meanwhile. With the run's token, not a
+        // `Python::attach` each time.
+        in_pass(|py, _| py.detach(move || wait.wait()))
+    }
+
+    /// Releasing and retaking the GIL costs more than an `epoll_wait(0)`:
+    /// a loop with an fd ready keeps the GIL (other threads still get it
+    /// at the interpreter's switch interval, as from any busy loop).
+    fn poll_first(&self) -> bool {
+        true
     }
 
     fn after_poll(&self, lp: &EventLoop) {

@@ -818,9 +818,15 @@ impl EventLoop {
         } else {
             inner.pass.skipped_poll.set(false);
             let started = Instant::now();
-            let wait = inner.selector.borrow_mut().begin_wait(timeout)?;
-            let done = hook.blocking_wait(wait);
-            inner.selector.borrow_mut().finish_wait(done)?;
+            // A hook whose wait is costly may ask for a try without
+            // blocking first: when something is ready already (a busy
+            // server, a ping-pong on one loop) its wait is skipped.
+            let found = hook.poll_first() && inner.selector.borrow_mut().wait_found(Some(Duration::ZERO))?;
+            if !found {
+                let wait = inner.selector.borrow_mut().begin_wait(timeout)?;
+                let done = hook.blocking_wait(wait);
+                inner.selector.borrow_mut().finish_wait(done)?;
+            }
             let ended = Instant::now();
             inner.pass.last_poll.set(Some(ended));
             inner.stats.polls.set(inner.stats.polls.get() + 1);

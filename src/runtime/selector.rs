@@ -824,6 +824,16 @@ impl Selector {
         Ok(())
     }
 
+    /// [`wait`](Selector::wait), saying whether it found anything: an
+    /// fd's readiness or a wake-up from another thread.
+    #[inline]
+    pub(crate) fn wait_found(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        let p = self.poller.as_deref().ok_or_else(closed_error)?;
+        let events = self.events.get_or_insert_with(Events::new);
+        let notified = poller::wait(p, events, timeout)?;
+        Ok(notified || !events.is_empty())
+    }
+
     /// The wait of [`wait`](Selector::wait) as an object that borrows
     /// nothing of the selector, for the loop's wait hook to run. The
     /// events buffer travels with it; [`finish_wait`](Selector::finish_wait)

@@ -127,6 +127,16 @@ pub trait WaitHook: 'static {
         wait.wait()
     }
 
+    /// Whether a pass that may block first polls without blocking, and
+    /// calls [`blocking_wait`](WaitHook::blocking_wait) only when that
+    /// found nothing (no fd ready, no wake-up). For a hook whose wait costs
+    /// more than one extra `epoll_wait(0)`: the Python binding's releases
+    /// and retakes the GIL, which a loop with work waiting need not do.
+    /// Default: false (every blocking pass calls the hook).
+    fn poll_first(&self) -> bool {
+        false
+    }
+
     /// Called in every pass right after the poll step (also when the poll
     /// was non-blocking or skipped, see
     /// [`Builder::busy_poll_interval`](crate::Builder::busy_poll_interval)),

@@ -119,6 +119,11 @@ pub(crate) struct Events {
 }
 
 impl Events {
+    /// Whether the last wait reported no fd (a wake-up is not an fd).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+
     pub(crate) fn new() -> Events {
         Events::with_capacity(1024)
     }
