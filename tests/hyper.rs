@@ -208,20 +208,21 @@ fn closed_connections_free_their_server_side() {
     .unwrap();
 }
 
-#[test]
-fn header_read_timeout_runs_on_the_loop_clock() {
-    let _dog = Watchdog::new("header_read_timeout_runs_on_the_loop_clock", LIMIT);
-    // The autojump clock: loop time leaps to the next timer whenever the
-    // loop would otherwise wait, so hyper's 30 s timeout passes at once.
+/// Sends half a request head to a server made by `handler` on an
+/// autojump loop (loop time leaps to the next timer whenever the loop
+/// would otherwise wait); returns what came back and the loop time until
+/// the server closed the connection.
+fn half_a_head_against<H, F>(handler: impl FnOnce() -> H) -> (Vec<u8>, Duration, Duration)
+where
+    H: Fn(evloop::StreamReader, evloop::StreamWriter) -> F + 'static,
+    F: std::future::Future<Output = ()> + 'static,
+{
     let lp = EventLoop::builder().autojump(Duration::from_millis(20)).build().unwrap();
     let start = lp.time();
+    let handler = handler();
     let (reply, elapsed) = lp
-        .run_until_complete(async {
+        .run_until_complete(async move {
             use futures_util::io::{AsyncReadExt, AsyncWriteExt};
-            let mut builder = compat::builder();
-            builder.http1().header_read_timeout(Duration::from_secs(30));
-            let token = Rc::new(());
-            let handler = compat::hyper_handler_with(builder, app(token));
             let server = evloop::start_server(handler, "127.0.0.1", 0, Default::default()).await.unwrap();
             let port = server.local_addr().unwrap().port();
             let mut stream = evloop::open_stream("127.0.0.1", port, Default::default()).await.unwrap();
@@ -235,10 +236,36 @@ fn header_read_timeout_runs_on_the_loop_clock() {
             (reply, elapsed)
         })
         .unwrap();
+    let total = lp.time() - start;
+    (reply, elapsed, total)
+}
+
+#[test]
+fn header_read_timeout_runs_on_the_loop_clock() {
+    let _dog = Watchdog::new("header_read_timeout_runs_on_the_loop_clock", LIMIT);
+    let (reply, elapsed, total) = half_a_head_against(|| {
+        let mut builder = compat::builder();
+        builder.http1().header_read_timeout(Duration::from_secs(10));
+        compat::hyper_handler_with(builder, app(Rc::new(())))
+    });
     // hyper closes the connection without a response.
     assert!(reply.is_empty(), "{reply:?}");
+    assert!(elapsed >= Duration::from_secs(10), "closed after {elapsed:?} of loop time");
+    assert!(total < Duration::from_secs(20), "closed after {total:?} of loop time");
+}
+
+/// `compat::builder`'s defaults (what `hyper_handler` and `tower_handler`
+/// use) include hyper's 30 s header-read timeout, on the loop's timer.
+#[test]
+fn the_default_handlers_time_out_a_header_after_30_s() {
+    let _dog = Watchdog::new("the_default_handlers_time_out_a_header_after_30_s", LIMIT);
+    let (reply, elapsed, total) = half_a_head_against(|| compat::hyper_handler(app(Rc::new(()))));
+    assert!(reply.is_empty(), "{reply:?}");
     assert!(elapsed >= Duration::from_secs(30), "closed after {elapsed:?} of loop time");
-    assert!(lp.time() - start < Duration::from_secs(60));
+    assert!(total < Duration::from_secs(60), "closed after {total:?} of loop time");
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+    let (reply, elapsed, _) = half_a_head_against(move || compat::tower_handler(app));
+    assert!(reply.is_empty() && elapsed >= Duration::from_secs(30), "{reply:?} after {elapsed:?}");
 }
 
 #[test]

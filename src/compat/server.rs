@@ -20,7 +20,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// hyper-util's auto-detecting connection builder (HTTP/1, or HTTP/2 when
 /// the client opens with the HTTP/2 preface, with or without TLS) with
 /// [`LoopExecutor`] and [`LoopTimer`] set for both protocols; otherwise
-/// hyper's defaults (no header-read timeout, keep-alive on). Configure it
+/// hyper's defaults: keep-alive on, and, because a timer is set, HTTP/1's
+/// 30 s header-read timeout (re-armed for every request on the loop's
+/// timer; `http1().header_read_timeout(None)` turns it off, which is what
+/// a hyper or `axum::serve` server without a timer has). Configure it
 /// further through its `http1()`/`http2()` and hand it to
 /// [`hyper_handler_with`].
 ///
