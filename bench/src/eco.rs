@@ -34,19 +34,12 @@ fn stream_options() -> evloop::net::stream::StreamServerOptions {
 /// response, no Date header; hyper-util's auto builder (HTTP/1 here).
 pub fn serve_hyper_evloop(port: u16) {
     use hyper::{Request, body::Incoming, service::service_fn};
-    evloop::run(async move {
-        let mut builder = evloop::compat::builder();
-        // As the tokio peer's hyper, which has no timer: no header-read timeout.
-        builder.http1().auto_date_header(false).header_read_timeout(None);
-        let service =
-            service_fn(|_req: Request<Incoming>| async { Ok::<_, std::convert::Infallible>(hyper_hello()) });
-        let handler = evloop::compat::hyper_handler_with(builder, service);
-        let server = evloop::start_server(handler, "127.0.0.1", port, stream_options()).await.unwrap();
-        announce(server.local_addr().unwrap().port());
-        server.serve_forever().await
-    })
-    .unwrap()
-    .unwrap();
+    let mut builder = evloop::compat::builder();
+    // As the tokio peer's hyper, which has no timer: no header-read timeout.
+    builder.http1().auto_date_header(false).header_read_timeout(None);
+    let service =
+        service_fn(|_req: Request<Incoming>| async { Ok::<_, std::convert::Infallible>(hyper_hello()) });
+    serve_evloop(port, evloop::compat::hyper_handler_with(builder, service));
 }
 
 /// axum on evloop, as `axum::serve` runs it on tokio (hyper-util's auto

@@ -254,12 +254,12 @@ impl Handle {
             Err(err) => {
                 {
                     let mut f = slf.get().lock();
-                    f.callback = Some(callback.unbind());
-                    f.args = Some(args.unbind());
+                    f.callback = Some(callback.clone().unbind());
+                    f.args = Some(args.clone().unbind());
                     f.context = Some(context.unbind());
                     f.event_loop = event_loop;
                 }
-                Handle::report(slf, err).map(|()| false)
+                Handle::report(slf, err, &callback, &args).map(|()| false)
             }
         }
     }
@@ -282,24 +282,25 @@ impl Handle {
         };
         let outcome = call_in_context(py, &context, &callback, &args);
         let Err(err) = outcome else { return Ok(()) };
-        drop((callback, args, context));
-        Handle::report(slf, err)
+        Handle::report(slf, err, &callback, &args)
     }
 
     /// A callback of this handle raised `err`: `KeyboardInterrupt` and
     /// `SystemExit` propagate, anything else goes to the loop's exception
     /// handler with asyncio's context.
-    fn report(slf: &Bound<'_, Handle>, err: PyErr) -> PyResult<()> {
+    /// `callback` and `args` are the ones that ran (the handle may have
+    /// let go of them meanwhile: a callback that cancels its own handle).
+    fn report(
+        slf: &Bound<'_, Handle>,
+        err: PyErr,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
         let py = slf.py();
         if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
             return Err(err);
         }
-        let (callback, args) = {
-            let f = slf.get().lock();
-            (f.callback.as_ref().map(|c| c.clone_ref(py)), f.args.as_ref().map(|a| a.clone_ref(py)))
-        };
-        let (Some(callback), Some(args)) = (callback, args) else { return Ok(()) };
-        let source = format_callback_source(py, callback.bind(py), args.bind(py).as_any())?;
+        let source = format_callback_source(py, callback, args.as_any())?;
         let ctx = PyDict::new(py);
         ctx.set_item(intern!(py, "message"), format!("Exception in callback {source}"))?;
         ctx.set_item(intern!(py, "exception"), err.value(py))?;

@@ -193,3 +193,19 @@ def test_debug_mode_context_carries_the_source_traceback(loop):
     assert tb[-1].name == "test_debug_mode_context_carries_the_source_traceback", tb[-1]
     assert "created at" in repr(seen[0]["handle"]) or seen[0]["handle"]._callback is None
     loop.set_debug(False)
+
+
+def test_a_callback_that_cancels_its_own_handle_then_raises_is_still_reported(loop):
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(ctx))
+    holder = []
+
+    def boom():
+        holder[0].cancel()
+        raise ValueError("after cancel")
+
+    holder.append(loop.call_soon(boom))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert [str(ctx["exception"]) for ctx in seen] == ["after cancel"]
+    assert seen[0]["message"].startswith("Exception in callback ")

@@ -821,7 +821,7 @@ impl EventLoop {
             // A hook whose wait is costly may ask for a try without
             // blocking first: when something is ready already (a busy
             // server, a ping-pong on one loop) its wait is skipped.
-            let found = hook.poll_first() && inner.selector.borrow_mut().wait_found(Some(Duration::ZERO))?;
+            let found = hook.poll_first() && inner.selector.borrow_mut().wait(Some(Duration::ZERO))?;
             if !found {
                 let wait = inner.selector.borrow_mut().begin_wait(timeout)?;
                 let done = hook.blocking_wait(wait);

@@ -816,18 +816,11 @@ impl Selector {
         Ok(())
     }
 
-    /// Waits for readiness and keeps the events for [`dispatch`](Selector::dispatch).
-    #[inline]
-    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let p = self.poller.as_deref().ok_or_else(closed_error)?;
-        poller::wait(p, self.events.get_or_insert_with(Events::new), timeout)?;
-        Ok(())
-    }
-
-    /// [`wait`](Selector::wait), saying whether it found anything: an
+    /// Waits for readiness and keeps the events for
+    /// [`dispatch`](Selector::dispatch); says whether it found anything: an
     /// fd's readiness or a wake-up from another thread.
     #[inline]
-    pub(crate) fn wait_found(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         let p = self.poller.as_deref().ok_or_else(closed_error)?;
         let events = self.events.get_or_insert_with(Events::new);
         let notified = poller::wait(p, events, timeout)?;
