@@ -9,7 +9,6 @@ selector asyncio builds is never polled.
 """
 
 import asyncio
-import errno
 import io
 import os
 import selectors
@@ -486,13 +485,13 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
     ):
-        # asyncio's accept loop (up to `backlog` connections per readiness
-        # event, its handling of accept errors), except that a plain
-        # connection's protocol and transport are made here and now rather
-        # than by a task per connection: nothing is awaited for it (the
-        # waiter asyncio awaits is only done one pass after
-        # connection_made). TLS connections keep asyncio's task, which
-        # waits for the handshake.
+        # asyncio's accept loop, native (python/src/accept.rs): up to
+        # `backlog` connections per readiness event, a plain connection's
+        # protocol and transport made there and then rather than by a
+        # task per connection (nothing is awaited for it: the waiter
+        # asyncio awaits is only done one pass after connection_made).
+        # TLS connections keep asyncio's task, which waits for the
+        # handshake.
         if sslcontext:
             return super()._accept_connection(
                 protocol_factory,
@@ -503,57 +502,30 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
                 ssl_handshake_timeout,
                 ssl_shutdown_timeout,
             )
-        accept = sock.accept
-        for _ in range(backlog):
-            try:
-                conn, addr = accept()
-                conn.setblocking(False)
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return None
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of fds or memory: as asyncio, stop accepting for a
-                    # while (Linux keeps reporting the listener ready).
-                    self.call_exception_handler(
-                        {
-                            "message": "socket.accept() out of system resource",
-                            "exception": exc,
-                            "socket": trsock.TransportSocket(sock),
-                        }
-                    )
-                    self._remove_reader(sock.fileno())
-                    self.call_later(
-                        constants.ACCEPT_RETRY_DELAY,
-                        self._start_serving,
-                        protocol_factory,
-                        sock,
-                        sslcontext,
-                        server,
-                        backlog,
-                        ssl_handshake_timeout,
-                        ssl_shutdown_timeout,
-                    )
-                    return None
-                raise  # the loop's exception handler reports it
-            self._serve_accepted(protocol_factory, conn, {"peername": addr}, server)
+        exc = self._core.accept_connections(sock, protocol_factory, server, backlog, _SocketTransport)
+        if exc is not None:
+            # Out of fds or memory: as asyncio, stop accepting for a
+            # while (Linux keeps reporting the listener ready).
+            self.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                }
+            )
+            self._remove_reader(sock.fileno())
+            self.call_later(
+                constants.ACCEPT_RETRY_DELAY,
+                self._start_serving,
+                protocol_factory,
+                sock,
+                sslcontext,
+                server,
+                backlog,
+                ssl_handshake_timeout,
+                ssl_shutdown_timeout,
+            )
         return None
-
-    def _serve_accepted(self, protocol_factory, conn, extra, server):
-        protocol = None
-        try:
-            protocol = protocol_factory()
-            _SocketTransport(self, conn, protocol, None, extra, server)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            # As asyncio's _accept_connection2: the connection goes, and
-            # the error is only reported in debug mode.
-            conn.close()
-            if self._debug:
-                context = {"message": "Error on transport creation for incoming connection", "exception": exc}
-                if protocol is not None:
-                    context["protocol"] = protocol
-                self.call_exception_handler(context)
 
     def _make_ssl_transport(
         self,

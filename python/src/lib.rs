@@ -28,6 +28,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit, intern};
 
+mod accept;
 mod handle;
 mod loop_base;
 mod pysock;
@@ -604,6 +605,26 @@ impl Core {
     /// asyncio's `sock_accept`.
     fn sock_accept(&self, py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         sock::start(py, self, sock, sock::Op::Accept)
+    }
+
+    /// asyncio's `_accept_connection` for a server without TLS (see
+    /// `accept.rs`): up to `backlog` connections accepted on `sock`, each
+    /// served by a protocol from `protocol_factory` over a
+    /// `transport(loop, conn, protocol, None, extra, server)`. The
+    /// exception if accepting ran out of fds or memory (the caller backs
+    /// off), else `None`.
+    fn accept_connections<'py>(
+        &self,
+        py: Python<'py>,
+        sock: &Bound<'py, PyAny>,
+        protocol_factory: &Bound<'py, PyAny>,
+        server: &Bound<'py, PyAny>,
+        backlog: usize,
+        transport: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.open_loop()?;
+        let pyloop = self.pyloop(py)?.into_bound(py);
+        accept::accept_connections(&pyloop, sock, protocol_factory, server, backlog, transport)
     }
 
     /// asyncio's `_sock_sendfile_native` once the file is checked:

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use socket2::SockAddr;
 
 /// The Python form of an IP socket address, as `recvfrom` returns it:
@@ -24,6 +24,38 @@ pub(crate) fn to_python<'py>(py: Python<'py>, addr: &SockAddr) -> Option<PyResul
         }
         SocketAddr::V6(v6) => Some(v6_to_python(py, &v6)),
     }
+}
+
+/// The Python form of an accepted connection's peer address, as
+/// `socket.accept()` gives it: [`to_python`]'s tuple for IP; for
+/// `AF_UNIX`, `''` when the peer is unnamed (the usual client), its path
+/// as a `str` (the file system encoding, as Python decodes it), or an
+/// abstract name as `bytes` with its leading NUL.
+///
+/// # Errors
+///
+/// A family other than these (the caller accepts natively only on them),
+/// or a failed `getnameinfo` for a scoped IPv6 peer.
+pub(crate) fn accepted_to_python<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(ip) = to_python(py, addr) {
+        return ip.map(Bound::into_any);
+    }
+    if !addr.is_unix() {
+        return Err(pyo3::exceptions::PyOSError::new_err(format!(
+            "accept() gave an address of family {}",
+            addr.family()
+        )));
+    }
+    if let Some(path) = addr.as_pathname() {
+        return Ok(path.as_os_str().into_pyobject(py)?.into_any());
+    }
+    if let Some(name) = addr.as_abstract_namespace() {
+        let mut named = Vec::with_capacity(name.len() + 1);
+        named.push(0);
+        named.extend_from_slice(name);
+        return Ok(PyBytes::new(py, &named).into_any());
+    }
+    Ok(PyString::new(py, "").into_any())
 }
 
 fn v6_to_python<'py>(py: Python<'py>, v6: &SocketAddrV6) -> PyResult<Bound<'py, PyTuple>> {

@@ -35,7 +35,7 @@ use pyo3::exceptions::{
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyType, PyWeakrefReference};
+use pyo3::types::{PyBytes, PyDict, PyTuple, PyType, PyWeakrefReference};
 use socket2::SockRef;
 
 use crate::{Direction, RunState, Watcher, active, interrupt_with};
@@ -192,7 +192,7 @@ impl SockOp {
 }
 
 /// What one try of an operation gave.
-enum Try {
+pub(crate) enum Try {
     Done(Py<PyAny>),
     /// Not ready (`EAGAIN`, `EINTR`): wait for readiness and try again.
     Wait,
@@ -204,7 +204,7 @@ fn next_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-fn socket_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+pub(crate) fn socket_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     static SOCKET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     SOCKET.import(py, "socket", "socket")
 }
@@ -216,11 +216,11 @@ fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 
 /// Whether `sock` is a plain `socket.socket`, whose `recv`/`send` the
 /// loop may do itself on the fd.
-fn is_plain_socket(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
+pub(crate) fn is_plain_socket(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(sock.get_type().is(socket_type(sock.py())?))
 }
 
-fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+pub(crate) fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     sock.call_method0(intern!(sock.py(), "fileno"))?.extract()
 }
 
@@ -245,7 +245,11 @@ fn would_block(err: &io::Error) -> bool {
 }
 
 /// Runs `f` on the socket whose fd is `fd`.
-fn with_fd<R>(py: Python<'_>, fd: RawFd, f: impl FnOnce(SockRef<'_>) -> io::Result<R>) -> Result<R, Try> {
+pub(crate) fn with_fd<R>(
+    py: Python<'_>,
+    fd: RawFd,
+    f: impl FnOnce(SockRef<'_>) -> io::Result<R>,
+) -> Result<R, Try> {
     if fd < 0 {
         return Err(Try::Failed(os_error(py, &io::Error::from_raw_os_error(libc::EBADF))));
     }
@@ -429,13 +433,9 @@ fn try_op(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) ->
                 Err(other) => other,
             }
         }
-        Op::Accept => match python_try(py, sock.call_method0(intern!(py, "accept"))) {
-            Try::Done(pair) => {
-                let pair = pair.bind(py);
-                pair.get_item(0)?.call_method1(intern!(py, "setblocking"), (false,))?;
-                Try::Done(pair.clone().unbind())
-            }
-            other => other,
+        Op::Accept => match crate::accept::accept(sock)? {
+            Some(pair) => Try::Done(PyTuple::new(py, [pair.0, pair.1])?.into_any().unbind()),
+            None => Try::Wait,
         },
     })
 }

@@ -1,0 +1,196 @@
+//! Native accepting: `sock_accept` and the accept loop of servers without
+//! TLS take connections with `accept4(2)` and make their socket objects
+//! themselves, as Python's `socket.accept()` followed by asyncio's
+//! `setblocking(False)` would, without a Python frame per connection.
+//!
+//! Invariants:
+//! - Only an exact `socket.socket` listener of `AF_INET`, `AF_INET6` or
+//!   `AF_UNIX` is accepted on directly; any other object (a subclass, a
+//!   wrapper, another family) gets its own `accept()` called, as asyncio
+//!   calls it.
+//! - An accepted fd is owned by exactly one thing at every moment: the
+//!   `socket2::Socket` until its Python socket object exists, that object
+//!   after. A failure in between closes it; none leaks.
+//! - The connection's socket object is what Python's `socket.accept()`
+//!   makes (`socket.socket` of the listener's family, type and protocol,
+//!   its address as Python names it), then non-blocking (timeout 0.0).
+
+use pyo3::exceptions::{
+    PyBlockingIOError, PyConnectionAbortedError, PyInterruptedError, PyKeyboardInterrupt, PyOSError,
+    PySystemExit,
+};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple};
+use socket2::SockRef;
+use std::os::fd::{AsRawFd, IntoRawFd};
+
+use crate::sock::{Try, fileno, is_plain_socket, socket_type, with_fd};
+
+/// One accepted connection: its socket object and its peer's address.
+pub(crate) type Accepted<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
+
+/// Accepts one connection on `listener`: `None` if none is waiting
+/// (`EAGAIN`, or `EINTR`: asyncio's `BlockingIOError`/`InterruptedError`),
+/// otherwise the connection as `socket.accept()` gives it, non-blocking.
+///
+/// # Errors
+///
+/// The `OSError` subclass Python's `accept()` raises (`EMFILE` is an
+/// `OSError`, `ECONNABORTED` a `ConnectionAbortedError`…), or what a
+/// non-native listener's own `accept()`/`setblocking()` raises.
+pub(crate) fn accept<'py>(listener: &Bound<'py, PyAny>) -> PyResult<Option<Accepted<'py>>> {
+    let py = listener.py();
+    let Some(kind) = native_kind(listener)? else {
+        let pair = match listener.call_method0(intern!(py, "accept")) {
+            Ok(pair) => pair,
+            Err(e) if not_ready(py, &e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let conn = pair.get_item(0)?;
+        conn.call_method1(intern!(py, "setblocking"), (false,))?;
+        return Ok(Some((conn, pair.get_item(1)?)));
+    };
+    let fd = fileno(listener)?;
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    let (socket, addr) = match with_fd(py, fd, |s: SockRef<'_>| s.accept4(flags)) {
+        Ok(pair) => pair,
+        Err(Try::Wait) => return Ok(None),
+        Err(Try::Failed(e)) => return Err(e),
+        Err(Try::Done(_)) => unreachable!("with_fd fails only with Wait or Failed"),
+    };
+    let peer = crate::pysock::accepted_to_python(py, &addr)?;
+    let conn = socket_type(py)?.call1((kind.family, kind.ty, kind.proto, socket.as_raw_fd()))?;
+    // The object owns the fd from here on (it closes it when collected).
+    let _ = socket.into_raw_fd();
+    // The fd is non-blocking already; this makes the object agree
+    // (timeout 0.0), as asyncio's `conn.setblocking(False)`.
+    conn.call_method1(intern!(py, "setblocking"), (false,))?;
+    Ok(Some((conn, peer)))
+}
+
+/// Whether `e` is asyncio's "not ready, try again later".
+fn not_ready(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py)
+}
+
+/// The family, type and protocol a native accept gives its connection.
+struct Kind {
+    family: i32,
+    ty: i32,
+    proto: i32,
+}
+
+/// The listener's [`Kind`] if it is accepted on natively, read from the
+/// C socket object's own fields (`socket.socket`'s `family` and `type`
+/// properties would make enums of them first).
+fn native_kind(listener: &Bound<'_, PyAny>) -> PyResult<Option<Kind>> {
+    if !is_plain_socket(listener)? {
+        return Ok(None);
+    }
+    let py = listener.py();
+    static FIELDS: PyOnceLock<[Py<PyAny>; 3]> = PyOnceLock::new();
+    let fields = FIELDS.get_or_try_init(py, || {
+        let base = py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?;
+        let dict = base.getattr(intern!(py, "__dict__"))?;
+        let field = |name: &str| dict.get_item(name).map(Bound::unbind);
+        Ok::<_, PyErr>([field("family")?, field("type")?, field("proto")?])
+    })?;
+    let read = |i: usize| -> PyResult<i32> {
+        fields[i].bind(py).call_method1(intern!(py, "__get__"), (listener,))?.extract()
+    };
+    let family = read(0)?;
+    if !matches!(family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX) {
+        return Ok(None);
+    }
+    Ok(Some(Kind { family, ty: read(1)?, proto: read(2)? }))
+}
+
+/// Whether an accept error is asyncio's "out of system resource"
+/// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`): the server stops accepting
+/// for a while instead of spinning on a listener that stays ready.
+fn out_of_resources(py: Python<'_>, e: &PyErr) -> bool {
+    if !e.is_instance_of::<PyOSError>(py) {
+        return false;
+    }
+    let errno = e.value(py).getattr(intern!(py, "errno")).ok().and_then(|n| n.extract::<i32>().ok());
+    matches!(errno, Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// asyncio's `_accept_connection` for a server without TLS: up to
+/// `backlog` connections per readiness event, each given a protocol from
+/// `protocol_factory` and a transport made by `transport`
+/// (`transport(loop, conn, protocol, None, {"peername": addr}, server)`)
+/// at once, with no task per connection (asyncio's waiter is done one
+/// pass after `connection_made` and nothing else awaits it). `None` when
+/// the listener is drained (or a connection was aborted before it was
+/// taken: asyncio stops there too); the exception if accepting ran out of
+/// fds or memory, for the caller's back-off.
+///
+/// # Errors
+///
+/// Any other accept error (the loop's exception handler reports it), and
+/// `KeyboardInterrupt`/`SystemExit` from the factory or the transport.
+pub(crate) fn accept_connections<'py>(
+    pyloop: &Bound<'py, PyAny>,
+    sock: &Bound<'py, PyAny>,
+    protocol_factory: &Bound<'py, PyAny>,
+    server: &Bound<'py, PyAny>,
+    backlog: usize,
+    transport: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = pyloop.py();
+    for _ in 0..backlog {
+        let (conn, peer) = match accept(sock) {
+            Ok(Some(pair)) => pair,
+            Ok(None) => return Ok(None),
+            Err(e) if e.is_instance_of::<PyConnectionAbortedError>(py) => return Ok(None),
+            Err(e) if out_of_resources(py, &e) => {
+                return Ok(Some(e.into_value(py).into_bound(py).into_any()));
+            }
+            Err(e) => return Err(e),
+        };
+        serve(pyloop, &conn, peer, protocol_factory, server, transport)?;
+    }
+    Ok(None)
+}
+
+/// The protocol and transport of one accepted connection. A failure
+/// closes the connection and is reported in debug mode only (asyncio's
+/// `_accept_connection2`); `KeyboardInterrupt` and `SystemExit` go on.
+fn serve<'py>(
+    pyloop: &Bound<'py, PyAny>,
+    conn: &Bound<'py, PyAny>,
+    peer: Bound<'py, PyAny>,
+    protocol_factory: &Bound<'py, PyAny>,
+    server: &Bound<'py, PyAny>,
+    transport: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = pyloop.py();
+    let mut protocol = None;
+    let made = (|| {
+        let p = protocol_factory.call0()?;
+        protocol = Some(p.clone());
+        let extra = PyDict::new(py);
+        extra.set_item(intern!(py, "peername"), peer)?;
+        let args =
+            [pyloop.clone(), conn.clone(), p, py.None().into_bound(py), extra.into_any(), server.clone()];
+        transport.call1(PyTuple::new(py, args)?)
+    })();
+    let Err(e) = made else { return Ok(()) };
+    if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) {
+        return Err(e);
+    }
+    conn.call_method0(intern!(py, "close"))?;
+    if pyloop.call_method0(intern!(py, "get_debug"))?.is_truthy()? {
+        let context = PyDict::new(py);
+        context.set_item("message", "Error on transport creation for incoming connection")?;
+        context.set_item("exception", e.into_value(py))?;
+        if let Some(p) = protocol {
+            context.set_item("protocol", p)?;
+        }
+        pyloop.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+    }
+    Ok(())
+}

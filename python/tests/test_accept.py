@@ -1,0 +1,235 @@
+"""Accepting connections: ``sock_accept`` and servers' accept loop (native
+on evloop, ``python/src/accept.rs``) give the same sockets, addresses and
+error handling as asyncio's ``socket.accept()``-based ones."""
+
+import asyncio
+import errno
+import os
+import resource
+import socket
+import tempfile
+import warnings
+
+import pytest
+
+import evloop
+from asyncio import constants
+
+
+def listening(family=socket.AF_INET, address=("127.0.0.1", 0)):
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(8)
+    listener.setblocking(False)
+    return listener
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_sock_accept_makes_the_socket_socket_accept_makes(loop, family):
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    try:
+        listener = listening(family, (host, 0))
+    except OSError:
+        pytest.skip(f"cannot listen on {host}")
+    client = socket.socket(family, socket.SOCK_STREAM)
+
+    async def main():
+        accept = asyncio.ensure_future(loop.sock_accept(listener))
+        await asyncio.sleep(0)
+        assert not accept.done()
+        client.connect(listener.getsockname())
+        conn, address = await accept
+        with conn:
+            assert type(conn) is socket.socket
+            assert (conn.family, conn.type, conn.proto) == (listener.family, listener.type, listener.proto)
+            assert conn.family is socket.AddressFamily(family)  # an enum, as Python's own
+            assert conn.gettimeout() == 0
+            assert not os.get_inheritable(conn.fileno())
+            assert address == client.getsockname()
+            assert conn.getpeername() == address
+            client.sendall(b"ping")
+            assert await loop.sock_recv(conn, 10) == b"ping"
+
+    with listener, client:
+        loop.run_until_complete(main())
+
+
+def test_sock_accept_names_unix_peers_as_python_does(loop):
+    with tempfile.TemporaryDirectory() as tmp:
+        listener = listening(socket.AF_UNIX, os.path.join(tmp, "server"))
+        named = os.path.join(tmp, "client")
+        abstract = b"\0evloop-accept-test-%d" % os.getpid()
+        clients = []
+
+        async def accept_from(bind):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            clients.append(client)
+            if bind is not None:
+                client.bind(bind)
+            client.connect(listener.getsockname())
+            conn, address = await loop.sock_accept(listener)
+            conn.close()
+            return address
+
+        async def main():
+            assert await accept_from(None) == ""  # unnamed, the usual client
+            assert await accept_from(named) == named
+            assert await accept_from(abstract) == abstract
+
+        try:
+            with listener:
+                loop.run_until_complete(main())
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_a_listener_of_a_socket_subclass_gets_its_own_accept_called(loop):
+    calls = []
+
+    class Counting(socket.socket):
+        def accept(self):
+            calls.append("accept")
+            return super().accept()
+
+    listener = Counting(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    client = socket.socket()
+
+    async def main():
+        accept = asyncio.ensure_future(loop.sock_accept(listener))
+        await asyncio.sleep(0)
+        client.connect(listener.getsockname())
+        conn, _ = await accept
+        conn.close()
+
+    with listener, client:
+        loop.run_until_complete(main())
+    assert calls[-1] == "accept"
+
+
+def test_a_cancelled_sock_accept_leaves_the_connection_for_the_next(loop):
+    listener = listening()
+    client = socket.socket()
+
+    async def main():
+        first = asyncio.ensure_future(loop.sock_accept(listener))
+        await asyncio.sleep(0)
+        first.cancel()
+        client.connect(listener.getsockname())
+        await asyncio.sleep(0)
+        conn, address = await loop.sock_accept(listener)
+        conn.close()
+        return address
+
+    with listener, client:
+        assert loop.run_until_complete(main()) == client.getsockname()
+
+
+def test_a_server_serves_each_connection_with_a_protocol_of_its_own(loop):
+    made = []
+
+    class Greeter(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.append(transport.get_extra_info("peername"))
+            transport.write(b"hello %d" % len(made))
+            transport.close()
+
+    async def main():
+        server = await loop.create_server(Greeter, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        clients = [socket.socket() for _ in range(3)]
+        for c in clients:
+            c.connect(address)  # all three wait in the backlog together
+            c.setblocking(False)
+        greetings = sorted([await loop.sock_recv(c, 100) for c in clients])
+        names = sorted(c.getsockname() for c in clients)
+        for c in clients:
+            c.close()
+        server.close()
+        await server.wait_closed()
+        return greetings, names
+
+    greetings, names = loop.run_until_complete(main())
+    assert greetings == [b"hello 1", b"hello 2", b"hello 3"]
+    assert sorted(made) == names
+
+
+def test_a_failing_protocol_factory_closes_the_connection_and_is_reported_in_debug_mode(loop):
+    reported = []
+    loop.set_exception_handler(lambda lp, context: reported.append(context))
+    loop.set_debug(True)
+
+    def factory():
+        raise ZeroDivisionError("no protocol")
+
+    async def main():
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        client = socket.socket()
+        client.connect(server.sockets[0].getsockname())
+        client.setblocking(False)
+        with client:
+            while not any("transport creation" in c["message"] for c in reported):
+                await asyncio.sleep(0)
+            if isinstance(loop, evloop.EventLoop):
+                # evloop closes the connection at once (asyncio leaves it
+                # to the GC): the client reads its end.
+                assert await asyncio.wait_for(loop.sock_recv(client, 10), 5) == b""
+        server.close()
+        await server.wait_closed()
+
+    with warnings.catch_warnings():
+        # asyncio's own loop leaves the socket to the GC, which warns.
+        warnings.simplefilter("ignore", ResourceWarning)
+        loop.run_until_complete(asyncio.wait_for(main(), 5))
+    [context] = [c for c in reported if "transport creation" in c["message"]]
+    assert context["message"] == "Error on transport creation for incoming connection"
+    assert isinstance(context["exception"], ZeroDivisionError)
+
+
+def test_a_server_out_of_fds_backs_off_and_accepts_again(loop, monkeypatch):
+    monkeypatch.setattr(constants, "ACCEPT_RETRY_DELAY", 0.01)
+    reported = loop.create_future()
+    served = loop.create_future()
+
+    def handler(lp, context):
+        if not reported.done():
+            reported.set_result(context)
+
+    loop.set_exception_handler(handler)
+
+    class Served(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.close()
+            if not served.done():
+                served.set_result(None)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    async def main():
+        server = await loop.create_server(Served, "127.0.0.1", 0)
+        client = socket.socket()
+        client.connect(server.sockets[0].getsockname())  # waits in the backlog
+        # No fd below the limit is free: accepting fails with EMFILE.
+        lowest_free = os.dup(0)
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+        try:
+            context = await asyncio.wait_for(reported, 5)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert context["message"] == "socket.accept() out of system resource"
+        assert isinstance(context["exception"], OSError)
+        assert context["exception"].errno == errno.EMFILE
+        # Past the back-off, the waiting connection is served.
+        await asyncio.wait_for(served, 5)
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())
+
