@@ -52,9 +52,11 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
     ``asyncio.Transport`` whose engine is native
     (``_evloop.StreamTransport``, ``python/src/transport.rs``).
 
-    The API's methods are the native object's, bound once per transport
-    into the instance (they win over the inherited Python methods), so a
-    ``write`` runs no Python frame.
+    The API's methods are the native object's: the ones a connection
+    calls all the time are bound once per transport into the instance
+    (they win over the inherited Python methods), so a ``write`` runs no
+    Python frame; the rest delegate to the native object from the class,
+    so that making a transport binds only the few.
     """
 
     max_size = 256 * 1024  # the most one read takes (asyncio's)
@@ -89,18 +91,20 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
     _BOUND = (
         "write",
         "writelines",
-        "write_eof",
-        "can_write_eof",
         "close",
-        "abort",
         "is_closing",
-        "is_reading",
+        "get_extra_info",
         "pause_reading",
         "resume_reading",
-        "get_extra_info",
+        "get_write_buffer_size",
+    )
+    _DELEGATED = (
+        "write_eof",
+        "can_write_eof",
+        "abort",
+        "is_reading",
         "set_protocol",
         "get_protocol",
-        "get_write_buffer_size",
         "get_write_buffer_limits",
         "set_write_buffer_limits",
         "_force_close",
@@ -133,6 +137,20 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
         if sock is not None and sock.fileno() != -1:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             sock.close()
+
+
+def _delegate(name):
+    def method(self, *args, **kwargs):
+        return getattr(self._native, name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = getattr(_evloop.StreamTransport, name).__doc__
+    return method
+
+
+for _name in _SocketTransport._DELEGATED:
+    setattr(_SocketTransport, _name, _delegate(_name))
+del _name
 
 
 class _DatagramTransport(transports.Transport, transports.DatagramTransport):
@@ -492,16 +510,17 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         # asyncio awaits is only done one pass after connection_made).
         # TLS connections keep asyncio's task, which waits for the
         # handshake.
+        serving = (
+            protocol_factory,
+            sock,
+            sslcontext,
+            server,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
         if sslcontext:
-            return super()._accept_connection(
-                protocol_factory,
-                sock,
-                sslcontext,
-                server,
-                backlog,
-                ssl_handshake_timeout,
-                ssl_shutdown_timeout,
-            )
+            return super()._accept_connection(*serving)
         exc = self._core.accept_connections(sock, protocol_factory, server, backlog, _SocketTransport)
         if exc is not None:
             # Out of fds or memory: as asyncio, stop accepting for a
@@ -514,17 +533,7 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
                 }
             )
             self._remove_reader(sock.fileno())
-            self.call_later(
-                constants.ACCEPT_RETRY_DELAY,
-                self._start_serving,
-                protocol_factory,
-                sock,
-                sslcontext,
-                server,
-                backlog,
-                ssl_handshake_timeout,
-                ssl_shutdown_timeout,
-            )
+            self.call_later(constants.ACCEPT_RETRY_DELAY, self._start_serving, *serving)
         return None
 
     def _make_ssl_transport(

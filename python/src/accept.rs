@@ -66,7 +66,10 @@ pub(crate) fn accept<'py>(listener: &Bound<'py, PyAny>) -> PyResult<Option<Accep
     let _ = socket.into_raw_fd();
     // The fd is non-blocking already; this makes the object agree
     // (timeout 0.0), as asyncio's `conn.setblocking(False)`.
-    conn.call_method1(intern!(py, "setblocking"), (false,))?;
+    if let Err(e) = conn.call_method1(intern!(py, "setblocking"), (false,)) {
+        conn.call_method0(intern!(py, "close"))?;
+        return Err(e);
+    }
     Ok(Some((conn, peer)))
 }
 
