@@ -215,7 +215,7 @@ def test_a_server_out_of_fds_backs_off_and_accepts_again(loop, monkeypatch):
         client = socket.socket()
         client.connect(server.sockets[0].getsockname())  # waits in the backlog
         # No fd below the limit is free: accepting fails with EMFILE.
-        lowest_free = os.dup(0)
+        lowest_free = os.open(os.devnull, os.O_RDONLY)
         os.close(lowest_free)
         resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
         try:
