@@ -41,8 +41,14 @@ pub(crate) type Accepted<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 /// `OSError`, `ECONNABORTED` a `ConnectionAbortedError`…), or what a
 /// non-native listener's own `accept()`/`setblocking()` raises.
 pub(crate) fn accept<'py>(listener: &Bound<'py, PyAny>) -> PyResult<Option<Accepted<'py>>> {
+    accept_as(listener, native_kind(listener)?.as_ref())
+}
+
+/// [`accept`] with the listener's [`native_kind`] already read (a
+/// server's batch reads it once).
+fn accept_as<'py>(listener: &Bound<'py, PyAny>, kind: Option<&Kind>) -> PyResult<Option<Accepted<'py>>> {
     let py = listener.py();
-    let Some(kind) = native_kind(listener)? else {
+    let Some(kind) = kind else {
         let pair = match listener.call_method0(intern!(py, "accept")) {
             Ok(pair) => pair,
             Err(e) if not_ready(py, &e) => return Ok(None),
@@ -144,8 +150,9 @@ pub(crate) fn accept_connections<'py>(
     transport: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = pyloop.py();
+    let kind = native_kind(sock)?;
     for _ in 0..backlog {
-        let (conn, peer) = match accept(sock) {
+        let (conn, peer) = match accept_as(sock, kind.as_ref()) {
             Ok(Some(pair)) => pair,
             Ok(None) => return Ok(None),
             Err(e) if e.is_instance_of::<PyConnectionAbortedError>(py) => return Ok(None),
