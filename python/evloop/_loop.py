@@ -9,6 +9,7 @@ selector asyncio builds is never polled.
 """
 
 import asyncio
+import inspect
 import io
 import os
 import selectors
@@ -76,28 +77,17 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
     _empty_waiter = _native_attr("_empty_waiter", "the future sendfile waits on")
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        if extra is None:
-            extra = {}
-        self._extra = extra
-        # For __del__ and __repr__, which the GC may call on any thread,
-        # where the native half cannot be touched.
-        self._rawsock = sock
-        self._thread = threading.get_ident()
-        native = self._native = _evloop.StreamTransport(loop, sock, protocol, extra, server, self)
-        for name in self._BOUND:
-            setattr(self, name, getattr(native, name))
-        native._start(waiter)
+        # Natively (python/src/transport.rs, init_stream_transport): sets
+        # _extra, _rawsock and _thread (what __repr__ and __del__ read,
+        # which the GC may call on any thread, where the native half
+        # cannot be touched), makes the engine (_native), binds its hot
+        # methods into the instance (write, writelines, close,
+        # is_closing, get_extra_info, pause_reading, resume_reading,
+        # get_write_buffer_size) and starts it as asyncio's constructor
+        # does. The native accept loop makes its transports the same way
+        # without running this method.
+        _evloop.init_stream_transport(self, loop, sock, protocol, waiter, extra, server)
 
-    _BOUND = (
-        "write",
-        "writelines",
-        "close",
-        "is_closing",
-        "get_extra_info",
-        "pause_reading",
-        "resume_reading",
-        "get_write_buffer_size",
-    )
     _DELEGATED = (
         "write_eof",
         "can_write_eof",
@@ -189,6 +179,28 @@ class _DatagramTransport(transports.Transport, transports.DatagramTransport):
 
     def __repr__(self):
         return repr(self._native)
+
+
+# create_connection's keyword options on this Python version (3.12 added
+# all_errors), each with the value that means "not used".
+_CONNECT_OPTIONS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(base_events.BaseEventLoop.create_connection).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+}
+
+
+def _default_connect_options(options):
+    """Whether every option given to create_connection is one it takes,
+    at its default (``ssl=False`` counts as no TLS, as asyncio reads it)."""
+    for name, value in options.items():
+        default = _CONNECT_OPTIONS.get(name, _CONNECT_OPTIONS)
+        if value is default or (name == "ssl" and value is False):
+            continue
+        if default.__class__ in (int, bool) and value.__class__ in (int, bool) and value == default:
+            continue
+        return False
+    return True
 
 
 class _NativeWatchers(selectors.BaseSelector):
@@ -490,6 +502,46 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
     # create_unix_server and connect_accepted_socket all make their
     # transports here: evloop's native one.
 
+    async def create_connection(self, protocol_factory, host=None, port=None, **options):
+        # asyncio's (inherited) for everything but the common call: an
+        # IP-literal host, an int port and every option at its default,
+        # outside debug mode. That one skips asyncio's resolving and
+        # connecting coroutines: the socket and its connect are native
+        # (Core.open_connection), then the transport is made and awaited
+        # as asyncio's _create_connection_transport does. Where the steps
+        # asyncio's path calls are replaced (a subclass's or a mock's
+        # sock_connect, a patched socket module), that path runs.
+        if (
+            self._debug
+            or base_events.socket is not socket
+            or "sock_connect" in self.__dict__
+            or type(self).sock_connect is not EventLoop.sock_connect
+            or not _default_connect_options(options)
+        ):
+            return await super().create_connection(protocol_factory, host, port, **options)
+        opened = self._core.open_connection(host, port)
+        if opened is None:
+            return await super().create_connection(protocol_factory, host, port, **options)
+        sock, connecting = opened
+        try:
+            if connecting is not None:
+                await connecting
+            protocol = protocol_factory()
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            # As asyncio: break the cycle through the traceback.
+            connecting = None
+        waiter = self.create_future()
+        transport = self._make_socket_transport(sock, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _SocketTransport(self, sock, protocol, waiter, extra, server)
 
@@ -521,7 +573,13 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         )
         if sslcontext:
             return super()._accept_connection(*serving)
-        exc = self._core.accept_connections(sock, protocol_factory, server, backlog, _SocketTransport)
+        # A loop subclass's own _make_socket_transport makes its
+        # transports; evloop's are made natively.
+        if type(self)._make_socket_transport is EventLoop._make_socket_transport:
+            transport = _SocketTransport
+        else:
+            transport = None
+        exc = self._core.accept_connections(sock, protocol_factory, server, backlog, transport)
         if exc is not None:
             # Out of fds or memory: as asyncio, stop accepting for a
             # while (Linux keeps reporting the listener ready).

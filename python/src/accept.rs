@@ -21,12 +21,10 @@ use pyo3::exceptions::{
 };
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyDict;
 use socket2::SockRef;
-use std::os::fd::{AsRawFd, IntoRawFd};
 
-use crate::sock::{Try, fileno, is_plain_socket, socket_type, with_fd};
+use crate::sock::{Kind, Try, fileno, is_plain_socket, with_fd};
 
 /// One accepted connection: its socket object and its peer's address.
 pub(crate) type Accepted<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
@@ -67,15 +65,7 @@ fn accept_as<'py>(listener: &Bound<'py, PyAny>, kind: Option<&Kind>) -> PyResult
         Err(Try::Done(_)) => unreachable!("with_fd fails only with Wait or Failed"),
     };
     let peer = crate::pysock::accepted_to_python(py, &addr)?;
-    let conn = socket_type(py)?.call1((kind.family, kind.ty, kind.proto, socket.as_raw_fd()))?;
-    // The object owns the fd from here on (it closes it when collected).
-    let _ = socket.into_raw_fd();
-    // The fd is non-blocking already; this makes the object agree
-    // (timeout 0.0), as asyncio's `conn.setblocking(False)`.
-    if let Err(e) = conn.call_method1(intern!(py, "setblocking"), (false,)) {
-        conn.call_method0(intern!(py, "close"))?;
-        return Err(e);
-    }
+    let conn = kind.wrap(py, socket)?;
     Ok(Some((conn, peer)))
 }
 
@@ -84,36 +74,14 @@ fn not_ready(py: Python<'_>, e: &PyErr) -> bool {
     e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py)
 }
 
-/// The family, type and protocol a native accept gives its connection.
-struct Kind {
-    family: i32,
-    ty: i32,
-    proto: i32,
-}
-
-/// The listener's [`Kind`] if it is accepted on natively, read from the
-/// C socket object's own fields (`socket.socket`'s `family` and `type`
-/// properties would make enums of them first).
+/// The listener's [`Kind`] if it is accepted on natively: an exact
+/// `socket.socket` of `AF_INET`, `AF_INET6` or `AF_UNIX`.
 fn native_kind(listener: &Bound<'_, PyAny>) -> PyResult<Option<Kind>> {
     if !is_plain_socket(listener)? {
         return Ok(None);
     }
-    let py = listener.py();
-    static FIELDS: PyOnceLock<[Py<PyAny>; 3]> = PyOnceLock::new();
-    let fields = FIELDS.get_or_try_init(py, || {
-        let base = py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?;
-        let dict = base.getattr(intern!(py, "__dict__"))?;
-        let field = |name: &str| dict.get_item(name).map(Bound::unbind);
-        Ok::<_, PyErr>([field("family")?, field("type")?, field("proto")?])
-    })?;
-    let read = |i: usize| -> PyResult<i32> {
-        fields[i].bind(py).call_method1(intern!(py, "__get__"), (listener,))?.extract()
-    };
-    let family = read(0)?;
-    if !matches!(family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX) {
-        return Ok(None);
-    }
-    Ok(Some(Kind { family, ty: read(1)?, proto: read(2)? }))
+    let kind = Kind::of(listener)?;
+    Ok(matches!(kind.family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX).then_some(kind))
 }
 
 /// Whether an accept error is asyncio's "out of system resource"
@@ -129,9 +97,9 @@ fn out_of_resources(py: Python<'_>, e: &PyErr) -> bool {
 
 /// asyncio's `_accept_connection` for a server without TLS: up to
 /// `backlog` connections per readiness event, each given a protocol from
-/// `protocol_factory` and a transport made by `transport`
-/// (`transport(loop, conn, protocol, None, {"peername": addr}, server)`)
-/// at once, with no task per connection (asyncio's waiter is done one
+/// `protocol_factory` and a transport of class `transport` (made
+/// natively, without its Python `__init__`; `None`: by the loop's
+/// `_make_socket_transport`, which a loop subclass may override) at once, with no task per connection (asyncio's waiter is done one
 /// pass after `connection_made` and nothing else awaits it). `None` when
 /// the listener is drained (or a connection was aborted before it was
 /// taken: asyncio stops there too); the exception if accepting ran out of
@@ -147,7 +115,7 @@ pub(crate) fn accept_connections<'py>(
     protocol_factory: &Bound<'py, PyAny>,
     server: &Bound<'py, PyAny>,
     backlog: usize,
-    transport: &Bound<'py, PyAny>,
+    transport: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = pyloop.py();
     let kind = native_kind(sock)?;
@@ -175,7 +143,7 @@ fn serve<'py>(
     peer: Bound<'py, PyAny>,
     protocol_factory: &Bound<'py, PyAny>,
     server: &Bound<'py, PyAny>,
-    transport: &Bound<'py, PyAny>,
+    transport: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
     let py = pyloop.py();
     let mut protocol = None;
@@ -184,15 +152,22 @@ fn serve<'py>(
         protocol = Some(p.clone());
         let extra = PyDict::new(py);
         extra.set_item(intern!(py, "peername"), peer)?;
-        let args =
-            [pyloop.clone(), conn.clone(), p, py.None().into_bound(py), extra.into_any(), server.clone()];
-        transport.call1(PyTuple::new(py, args)?)
+        match transport {
+            Some(cls) => crate::transport::new_stream_transport(cls, pyloop, conn, &p, extra, Some(server)),
+            None => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "extra"), extra)?;
+                kwargs.set_item(intern!(py, "server"), server)?;
+                let make = pyloop.getattr(intern!(py, "_make_socket_transport"))?;
+                make.call((conn, &p), Some(&kwargs))
+            }
+        }
     })();
     let Err(e) = made else { return Ok(()) };
     if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) {
         return Err(e);
     }
-    conn.call_method0(intern!(py, "close"))?;
+    crate::sock::close(conn)?;
     if pyloop.call_method0(intern!(py, "get_debug"))?.is_truthy()? {
         let context = PyDict::new(py);
         context.set_item("message", "Error on transport creation for incoming connection")?;

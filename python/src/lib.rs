@@ -602,6 +602,25 @@ impl Core {
         sock::connect(py, self, sock, address)
     }
 
+    /// The socket half of `create_connection(factory, host, port)` for an
+    /// IP-literal `host` (a `str`) and an `int` port: a non-blocking TCP
+    /// `socket.socket` of the address's family and its connect started,
+    /// as `(sock, None)` if it connected at once or `(sock, future)`.
+    /// `None` for anything else (host names, other types): asyncio's
+    /// resolving path takes those.
+    ///
+    /// # Errors
+    ///
+    /// What `socket()` or `connect()` raised (the socket is closed then).
+    fn open_connection<'py>(
+        &self,
+        py: Python<'py>,
+        host: &Bound<'py, PyAny>,
+        port: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Py<PyAny>)>> {
+        sock::open_connection(py, self, host, port)
+    }
+
     /// asyncio's `sock_accept`.
     fn sock_accept(&self, py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         sock::start(py, self, sock, sock::Op::Accept)
@@ -609,10 +628,10 @@ impl Core {
 
     /// asyncio's `_accept_connection` for a server without TLS (see
     /// `accept.rs`): up to `backlog` connections accepted on `sock`, each
-    /// served by a protocol from `protocol_factory` over a
-    /// `transport(loop, conn, protocol, None, extra, server)`. The
-    /// exception if accepting ran out of fds or memory (the caller backs
-    /// off), else `None`.
+    /// served by a protocol from `protocol_factory` over a transport of
+    /// class `transport` made natively (`None`: the loop's
+    /// `_make_socket_transport` makes it). The exception if accepting ran
+    /// out of fds or memory (the caller backs off), else `None`.
     fn accept_connections<'py>(
         &self,
         py: Python<'py>,
@@ -620,7 +639,7 @@ impl Core {
         protocol_factory: &Bound<'py, PyAny>,
         server: &Bound<'py, PyAny>,
         backlog: usize,
-        transport: &Bound<'py, PyAny>,
+        transport: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.open_loop()?;
         let pyloop = self.pyloop(py)?.into_bound(py);
@@ -1024,6 +1043,7 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sock::OpDone>()?;
     m.add_class::<loop_base::LoopBase>()?;
     m.add_class::<transport::StreamTransport>()?;
+    m.add_function(wrap_pyfunction!(transport::init_stream_transport, m)?)?;
     m.add_class::<udp::DatagramTransport>()?;
     loop_base::add_call_soon(m.py())?;
     Ok(())

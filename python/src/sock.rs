@@ -214,6 +214,81 @@ fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     FUTURE.import(py, "asyncio", "Future")
 }
 
+/// A socket object's family, type and protocol, as the C object holds
+/// them: read through `_socket.socket`'s member descriptors, because
+/// `socket.socket`'s `family` and `type` properties make enums of them
+/// first (a Python frame and an enum lookup each).
+pub(crate) struct Kind {
+    pub(crate) family: i32,
+    pub(crate) ty: i32,
+    pub(crate) proto: i32,
+}
+
+impl Kind {
+    /// The kind of `sock`, a `socket.socket` (or subclass) object.
+    ///
+    /// # Errors
+    ///
+    /// `TypeError` if `sock` is not a socket object.
+    pub(crate) fn of(sock: &Bound<'_, PyAny>) -> PyResult<Kind> {
+        let py = sock.py();
+        static FIELDS: PyOnceLock<[Py<PyAny>; 3]> = PyOnceLock::new();
+        let fields = FIELDS.get_or_try_init(py, || {
+            let base = py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?;
+            let dict = base.getattr(intern!(py, "__dict__"))?;
+            let field = |name: &str| dict.get_item(name).map(Bound::unbind);
+            Ok::<_, PyErr>([field("family")?, field("type")?, field("proto")?])
+        })?;
+        let read = |i: usize| -> PyResult<i32> {
+            fields[i].bind(py).call_method1(intern!(py, "__get__"), (sock,))?.extract()
+        };
+        Ok(Kind { family: read(0)?, ty: read(1)?, proto: read(2)? })
+    }
+
+    /// A `socket.socket` of this kind that owns `socket`, a non-blocking
+    /// fd: its timeout is 0.0 as after asyncio's `setblocking(False)`,
+    /// without the syscall (the constructor reads `SOCK_NONBLOCK` in the
+    /// type it is given, and `type` then reads without it).
+    ///
+    /// # Errors
+    ///
+    /// What the constructor raises; `socket` is closed then.
+    pub(crate) fn wrap<'py>(&self, py: Python<'py>, socket: socket2::Socket) -> PyResult<Bound<'py, PyAny>> {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let ty = self.ty | libc::SOCK_NONBLOCK;
+        let conn = socket_type(py)?.call1((self.family, ty, self.proto, socket.as_raw_fd()))?;
+        // The object owns the fd from here on (it closes it when collected).
+        let _ = socket.into_raw_fd();
+        Ok(conn.into_any())
+    }
+}
+
+/// `sock.close()`. For a plain `socket.socket` it does what that Python
+/// method does (marks the object closed, and closes the fd unless a
+/// `makefile()` object still uses it) without its two Python frames.
+///
+/// # Errors
+///
+/// What closing raises (`OSError` from `close(2)`).
+pub(crate) fn close(sock: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = sock.py();
+    if !is_plain_socket(sock)? {
+        return sock.call_method0(intern!(py, "close")).map(drop);
+    }
+    sock.setattr(intern!(py, "_closed"), true)?;
+    let io_refs: isize = sock.getattr(intern!(py, "_io_refs"))?.extract()?;
+    if io_refs <= 0 {
+        static CLOSE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let close = CLOSE.get_or_try_init(py, || {
+            Ok::<_, PyErr>(
+                py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?.getattr("close")?.unbind(),
+            )
+        })?;
+        close.bind(py).call1((sock,))?;
+    }
+    Ok(())
+}
+
 /// Whether `sock` is a plain `socket.socket`, whose `recv`/`send` the
 /// loop may do itself on the fd.
 pub(crate) fn is_plain_socket(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -388,18 +463,23 @@ fn try_op(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) ->
         }
         Op::Connect { address } => {
             // Tried again once writable: the connect's outcome is SO_ERROR.
-            let getsockopt = sock.call_method1(intern!(py, "getsockopt"), (libc::SOL_SOCKET, libc::SO_ERROR));
-            match python_try(py, getsockopt) {
-                Try::Done(err) => {
-                    let err: i32 = err.extract(py)?;
-                    if err != 0 {
-                        let message = format!("Connect call failed {}", address.bind(py).str()?);
-                        Try::Failed(PyOSError::new_err((err, message)))
-                    } else {
-                        Try::Done(py.None())
-                    }
+            let so_error: Result<i32, Try> = if is_plain_socket(sock)? {
+                with_fd(py, fileno(sock)?, |s| s.take_error())
+                    .map(|err| err.and_then(|e| e.raw_os_error()).unwrap_or(0))
+            } else {
+                let asked = sock.call_method1(intern!(py, "getsockopt"), (libc::SOL_SOCKET, libc::SO_ERROR));
+                match python_try(py, asked) {
+                    Try::Done(err) => Ok(err.extract(py)?),
+                    other => Err(other),
                 }
-                other => other,
+            };
+            match so_error {
+                Ok(0) => Try::Done(py.None()),
+                Ok(err) => {
+                    let message = format!("Connect call failed {}", address.bind(py).str()?);
+                    Try::Failed(PyOSError::new_err((err, message)))
+                }
+                Err(other) => other,
             }
         }
         Op::SendFile { file_fd, offset, count, blocksize, sent, again, .. } => {
@@ -802,11 +882,76 @@ pub(crate) fn connect(
     address: &Bound<'_, PyAny>,
 ) -> PyResult<Py<PyAny>> {
     let lp = core.open_loop()?;
-    match python_try(py, sock.call_method1(intern!(py, "connect"), (address,))) {
+    match connect_now(py, sock, address)? {
         Try::Done(_) => Ok(py.None()),
         Try::Failed(e) => Err(e),
         Try::Wait => wait(py, core, lp, sock, Op::Connect { address: address.clone().unbind() }),
     }
+}
+
+/// `Core.open_connection` (see there): the connected-or-connecting
+/// socket of an IP-literal host and int port, or `None`.
+pub(crate) fn open_connection<'py>(
+    py: Python<'py>,
+    core: &crate::Core,
+    host: &Bound<'py, PyAny>,
+    port: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyAny>, Py<PyAny>)>> {
+    use std::net::IpAddr;
+    let Ok(text) = host.cast::<pyo3::types::PyString>() else { return Ok(None) };
+    let Ok(ip) = text.to_str()?.parse::<IpAddr>() else { return Ok(None) };
+    if !port.is_instance_of::<pyo3::types::PyInt>() {
+        return Ok(None);
+    }
+    // Out of range: asyncio's path raises what it raises.
+    let Ok(number) = port.extract::<u16>() else { return Ok(None) };
+    let port = number.into_pyobject(py)?.into_any();
+    core.open_loop()?;
+    // The address as asyncio's resolver gives it for a literal: what
+    // `connect` is called with, and what its errors name.
+    let (family, address) = match ip {
+        IpAddr::V4(_) => (libc::AF_INET, PyTuple::new(py, [host.clone(), port])?),
+        IpAddr::V6(_) => {
+            let zero = 0u32.into_pyobject(py)?.into_any();
+            (libc::AF_INET6, PyTuple::new(py, [host.clone(), port, zero.clone(), zero])?)
+        }
+    };
+    // Python makes the socket (one socket(2), non-blocking and
+    // close-on-exec from the start: timeout 0.0, as after asyncio's
+    // setblocking(False)); an object made around an fd of ours would
+    // cost a getsockname(2) to check the fd.
+    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK;
+    let sock = socket_type(py)?.call1((family, ty, libc::IPPROTO_TCP))?.into_any();
+    match connect(py, core, &sock, address.as_any()) {
+        Ok(connecting) => Ok(Some((sock, connecting))),
+        Err(e) => {
+            close(&sock)?;
+            Err(e)
+        }
+    }
+}
+
+/// The first try of a connect: straight `connect(2)` for a plain socket
+/// and an IP-literal address in its family's tuple form, Python's
+/// `connect` otherwise (host names, Unix paths, other objects).
+fn connect_now(py: Python<'_>, sock: &Bound<'_, PyAny>, address: &Bound<'_, PyAny>) -> PyResult<Try> {
+    if is_plain_socket(sock)?
+        && let Some(addr) = crate::pysock::from_python(address, Kind::of(sock)?.family)
+    {
+        let fd = fileno(sock)?;
+        let started = with_fd(py, fd, |s| {
+            s.connect(&addr).map_err(|e| match e.raw_os_error() {
+                // Python's `BlockingIOError` too: wait for writable.
+                Some(libc::EINPROGRESS) => io::ErrorKind::WouldBlock.into(),
+                _ => e,
+            })
+        });
+        return Ok(match started {
+            Ok(()) => Try::Done(py.None()),
+            Err(t) => t,
+        });
+    }
+    Ok(python_try(py, sock.call_method1(intern!(py, "connect"), (address,))))
 }
 
 /// Builds the operation of a `sock_*` call from its arguments.

@@ -728,7 +728,7 @@ impl Inner {
         };
         let sock = this.sock.borrow_mut().take();
         let closed = match &sock {
-            Some(sock) => sock.bind(py).call_method0(intern!(py, "close")).map(drop),
+            Some(sock) => crate::sock::close(sock.bind(py)),
             None => Ok(()),
         };
         drop(sock);
@@ -766,51 +766,40 @@ fn logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         .map(|l| l.bind(py).clone())
 }
 
-#[pymethods]
 impl StreamTransport {
-    /// `StreamTransport(loop, sock, protocol, extra, server, owner)`:
-    /// asyncio's `_SelectorSocketTransport` arguments and the Python
-    /// transport it runs for. `owner` then calls `_start(waiter)`.
-    #[new]
-    #[pyo3(signature = (r#loop, sock, protocol, extra, server, owner))]
+    /// The engine of `owner` over `sock`, with asyncio's
+    /// `_SelectorSocketTransport` arguments: `extra` gets `socket` (a
+    /// `TransportSocket`), `sockname` and, unless given, `peername`, and
+    /// Nagle's algorithm is turned off for TCP, as asyncio does.
     fn new(
         py: Python<'_>,
         r#loop: &Bound<'_, PyAny>,
         sock: &Bound<'_, PyAny>,
         protocol: &Bound<'_, PyAny>,
-        extra: Option<Bound<'_, PyDict>>,
+        extra: &Bound<'_, PyDict>,
         server: Option<&Bound<'_, PyAny>>,
         owner: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
         let core = r#loop.getattr(intern!(py, "_core"))?.cast_into::<Core>()?.unbind();
-        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        let fd = crate::sock::fileno(sock)?;
         if fd < 0 {
             return Err(PyValueError::new_err("the socket is closed"));
         }
-        let extra = extra.unwrap_or_else(|| PyDict::new(py));
-        let trsock = py.import(intern!(py, "asyncio.trsock"))?.getattr(intern!(py, "TransportSocket"))?;
-        extra.set_item(intern!(py, "socket"), trsock.call1((sock,))?)?;
-        let sockname = match sock.call_method0(intern!(py, "getsockname")) {
-            Ok(name) => name,
-            Err(e) if e.is_instance_of::<PyOSError>(py) => py.None().into_bound(py),
-            Err(e) => return Err(e),
-        };
-        extra.set_item(intern!(py, "sockname"), sockname)?;
+        // A plain socket's kind, for the native getsockname/getpeername
+        // and TCP_NODELAY; anything else gets its own methods called.
+        let kind =
+            if crate::sock::is_plain_socket(sock)? { Some(crate::sock::Kind::of(sock)?) } else { None };
+        extra.set_item(intern!(py, "socket"), transport_socket(sock)?)?;
+        extra.set_item(intern!(py, "sockname"), address(sock, fd, kind.as_ref(), Side::Local)?)?;
         if !extra.contains(intern!(py, "peername"))? {
-            let peername = match sock.call_method0(intern!(py, "getpeername")) {
-                Ok(name) => name,
-                Err(e) if e.is_instance_of::<PyOSError>(py) => py.None().into_bound(py),
-                Err(e) => return Err(e),
-            };
-            extra.set_item(intern!(py, "peername"), peername)?;
+            extra.set_item(intern!(py, "peername"), address(sock, fd, kind.as_ref(), Side::Peer)?)?;
         }
-        // asyncio turns Nagle's algorithm off for TCP: small writes go at once.
-        py.import(intern!(py, "asyncio.base_events"))?.call_method1(intern!(py, "_set_nodelay"), (sock,))?;
+        set_nodelay(sock, fd, kind.as_ref())?;
         let lp = core.get().open_loop()?.clone();
         let inner = Inner {
             fd,
             core,
-            extra: extra.unbind(),
+            extra: extra.clone().unbind(),
             owner: RefCell::new(Some(owner.clone().unbind())),
             lp: RefCell::new(Some(r#loop.clone().unbind())),
             sock: RefCell::new(Some(sock.clone().unbind())),
@@ -842,8 +831,7 @@ impl StreamTransport {
     /// exists: the loop's `_transports` entry, the server's `_attach`,
     /// then, in order on the loop, `connection_made`, the start of
     /// reading and the waiter's result.
-    #[pyo3(signature = (waiter = None))]
-    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = inner(slf)?;
         let lp = get(py, &this.lp).ok_or_else(|| PyRuntimeError::new_err("the transport is closed"))?;
@@ -866,7 +854,168 @@ impl StreamTransport {
         }
         Ok(())
     }
+}
 
+/// The methods of the engine a Python transport binds into its instance
+/// (the ones connections call all the time: no Python frame per call);
+/// its class delegates the others.
+const BOUND: [&str; 8] = [
+    "write",
+    "writelines",
+    "close",
+    "is_closing",
+    "get_extra_info",
+    "pause_reading",
+    "resume_reading",
+    "get_write_buffer_size",
+];
+
+/// `evloop._loop._SocketTransport.__init__`, natively:
+/// `init_stream_transport(owner, loop, sock, protocol, waiter, extra,
+/// server)` makes `owner`'s engine, fills `owner`'s attributes (`_extra`,
+/// `_rawsock` and `_thread` first, which its `__repr__` and `__del__` read
+/// whatever happens next; then `_native` and the [`BOUND`] methods) and
+/// starts it: the loop's `_transports` entry, the server's `_attach`,
+/// then, in order on the loop, `connection_made`, the start of reading
+/// and the waiter's result.
+///
+/// # Errors
+///
+/// A closed socket (`ValueError`), a closed loop, or what asyncio's
+/// constructor would raise (`setsockopt`'s `OSError`...).
+#[pyfunction]
+#[pyo3(signature = (owner, r#loop, sock, protocol, waiter = None, extra = None, server = None))]
+pub(crate) fn init_stream_transport(
+    owner: &Bound<'_, PyAny>,
+    r#loop: &Bound<'_, PyAny>,
+    sock: &Bound<'_, PyAny>,
+    protocol: &Bound<'_, PyAny>,
+    waiter: Option<&Bound<'_, PyAny>>,
+    extra: Option<Bound<'_, PyDict>>,
+    server: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let py = owner.py();
+    let extra = extra.unwrap_or_else(|| PyDict::new(py));
+    let attrs = owner.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+    attrs.set_item(intern!(py, "_extra"), &extra)?;
+    attrs.set_item(intern!(py, "_rawsock"), sock)?;
+    attrs.set_item(intern!(py, "_thread"), thread_ident(py)?)?;
+    let server = server.filter(|s| !s.is_none());
+    let native = Bound::new(py, StreamTransport::new(py, r#loop, sock, protocol, &extra, server, owner)?)?;
+    attrs.set_item(intern!(py, "_native"), &native)?;
+    for name in BOUND {
+        attrs.set_item(name, native.getattr(name)?)?;
+    }
+    StreamTransport::start(&native, waiter)
+}
+
+/// A new transport of class `cls` (`evloop._loop._SocketTransport`) over
+/// `sock`, made without running its Python `__init__`: what the native
+/// accept loop makes for each connection.
+///
+/// # Errors
+///
+/// As [`init_stream_transport`].
+pub(crate) fn new_stream_transport<'py>(
+    cls: &Bound<'py, PyAny>,
+    r#loop: &Bound<'py, PyAny>,
+    sock: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    extra: Bound<'py, PyDict>,
+    server: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let owner = cls.call_method1(intern!(py, "__new__"), (cls,))?;
+    init_stream_transport(&owner, r#loop, sock, protocol, None, Some(extra), server)?;
+    Ok(owner)
+}
+
+/// `threading.get_ident()`.
+fn thread_ident(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET_IDENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET_IDENT
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("threading")?.getattr("get_ident")?.unbind()))?
+        .bind(py)
+        .call0()
+}
+
+/// asyncio's `TransportSocket(sock)` (a wrapper whose `close`/`detach`
+/// are not there), made without its Python `__init__`, which only sets
+/// its one slot.
+fn transport_socket<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = sock.py();
+    static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let cls = cached_type(py, &TYPE, "asyncio.trsock", "TransportSocket")?;
+    let wrapper = cls.call_method1(intern!(py, "__new__"), (cls,))?;
+    wrapper.setattr(intern!(py, "_sock"), sock)?;
+    Ok(wrapper)
+}
+
+/// Which end of a connection [`address`] names.
+#[derive(Clone, Copy)]
+enum Side {
+    Local,
+    Peer,
+}
+
+/// `sock.getsockname()` / `sock.getpeername()`, or `None` where they raise
+/// `OSError` (asyncio's `extra` values). Native for a plain IP socket.
+fn address<'py>(
+    sock: &Bound<'py, PyAny>,
+    fd: RawFd,
+    kind: Option<&crate::sock::Kind>,
+    side: Side,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = sock.py();
+    if kind.is_some_and(|k| matches!(k.family, libc::AF_INET | libc::AF_INET6)) {
+        let named = crate::sock::with_fd(py, fd, |s| match side {
+            Side::Local => s.local_addr(),
+            Side::Peer => s.peer_addr(),
+        });
+        // A failed call (not connected...) is None, as where Python's
+        // method raises `OSError`.
+        let none = || Ok(py.None().into_bound(py));
+        return match named {
+            Ok(addr) => crate::pysock::to_python(py, &addr).map_or_else(none, |t| t.map(Bound::into_any)),
+            Err(_) => none(),
+        };
+    }
+    let method = match side {
+        Side::Local => intern!(py, "getsockname"),
+        Side::Peer => intern!(py, "getpeername"),
+    };
+    match sock.call_method0(method) {
+        Ok(name) => Ok(name),
+        Err(e) if e.is_instance_of::<PyOSError>(py) => Ok(py.None().into_bound(py)),
+        Err(e) => Err(e),
+    }
+}
+
+/// asyncio's `_set_nodelay(sock)`: `TCP_NODELAY` on a TCP socket (small
+/// writes go at once). Native for a plain socket; asyncio's function for
+/// anything else.
+fn set_nodelay(sock: &Bound<'_, PyAny>, fd: RawFd, kind: Option<&crate::sock::Kind>) -> PyResult<()> {
+    let py = sock.py();
+    let Some(kind) = kind else {
+        let base_events = py.import(intern!(py, "asyncio.base_events"))?;
+        return base_events.call_method1(intern!(py, "_set_nodelay"), (sock,)).map(drop);
+    };
+    let tcp = matches!(kind.family, libc::AF_INET | libc::AF_INET6)
+        && kind.ty == libc::SOCK_STREAM
+        && kind.proto == libc::IPPROTO_TCP;
+    if tcp {
+        match crate::sock::with_fd(py, fd, |s| s.set_tcp_nodelay(true)) {
+            Ok(()) => {}
+            Err(crate::sock::Try::Failed(e)) => return Err(e),
+            // setsockopt(2) never waits.
+            Err(_) => unreachable!("setsockopt does not fail with EAGAIN"),
+        }
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl StreamTransport {
     /// Starts reading if the transport reads (not closing, not paused):
     /// what asyncio's transport queues after `connection_made`.
     fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
