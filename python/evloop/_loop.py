@@ -53,11 +53,9 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
     ``asyncio.Transport`` whose engine is native
     (``_evloop.StreamTransport``, ``python/src/transport.rs``).
 
-    The API's methods are the native object's: the ones a connection
-    calls all the time are bound once per transport into the instance
-    (they win over the inherited Python methods), so a ``write`` runs no
-    Python frame; the rest delegate to the native object from the class,
-    so that making a transport binds only the few.
+    The API's methods are the native object's, bound into the instance
+    the first time each is looked up (``_ENGINE_METHODS``), so a
+    ``write`` runs no Python frame and making a transport binds nothing.
     """
 
     max_size = 256 * 1024  # the most one read takes (asyncio's)
@@ -80,15 +78,24 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
         # Natively (python/src/transport.rs, init_stream_transport): sets
         # _extra, _rawsock and _thread (what __repr__ and __del__ read,
         # which the GC may call on any thread, where the native half
-        # cannot be touched), makes the engine (_native), binds its hot
-        # methods into the instance (write, writelines, close,
-        # is_closing, get_extra_info, pause_reading, resume_reading,
-        # get_write_buffer_size) and starts it as asyncio's constructor
-        # does. The native accept loop makes its transports the same way
+        # cannot be touched), makes the engine (_native) and starts it as
+        # asyncio's constructor does. The native accept loop makes its transports the same way
         # without running this method.
         _evloop.init_stream_transport(self, loop, sock, protocol, waiter, extra, server)
 
-    _DELEGATED = (
+    # The API's methods, the engine's: each class attribute is an
+    # _evloop.EngineMethod, which binds the engine's method into the
+    # instance on first use (no Python frame per call, and a transport
+    # binds only what it uses).
+    _ENGINE_METHODS = (
+        "write",
+        "writelines",
+        "close",
+        "is_closing",
+        "get_extra_info",
+        "pause_reading",
+        "resume_reading",
+        "get_write_buffer_size",
         "write_eof",
         "can_write_eof",
         "abort",
@@ -129,17 +136,8 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
             sock.close()
 
 
-def _delegate(name):
-    def method(self, *args, **kwargs):
-        return getattr(self._native, name)(*args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = getattr(_evloop.StreamTransport, name).__doc__
-    return method
-
-
-for _name in _SocketTransport._DELEGATED:
-    setattr(_SocketTransport, _name, _delegate(_name))
+for _name in _SocketTransport._ENGINE_METHODS:
+    setattr(_SocketTransport, _name, _evloop.EngineMethod(_name))
 del _name
 
 
@@ -534,7 +532,14 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
             # As asyncio: break the cycle through the traceback.
             connecting = None
         waiter = self.create_future()
-        transport = self._make_socket_transport(sock, protocol, waiter)
+        if (
+            "_make_socket_transport" not in self.__dict__
+            and type(self)._make_socket_transport is EventLoop._make_socket_transport
+        ):
+            # evloop's own transport, made without its Python __init__.
+            transport = _evloop.new_stream_transport(_SocketTransport, self, sock, protocol, waiter)
+        else:
+            transport = self._make_socket_transport(sock, protocol, waiter)
         try:
             await waiter
         except BaseException:

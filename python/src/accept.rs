@@ -129,12 +129,13 @@ pub(crate) fn accept_connections<'py>(
             }
             Err(e) => return Err(e),
         };
-        serve(pyloop, &conn, peer, protocol_factory, server, transport)?;
+        serve(pyloop, &conn, peer, protocol_factory, server, transport, kind.as_ref())?;
     }
     Ok(None)
 }
 
-/// The protocol and transport of one accepted connection. A failure
+/// The protocol and transport of one accepted connection (`listener_kind`:
+/// the listener's, if it is accepted on natively). A failure
 /// closes the connection and is reported in debug mode only (asyncio's
 /// `_accept_connection2`); `KeyboardInterrupt` and `SystemExit` go on.
 fn serve<'py>(
@@ -144,6 +145,7 @@ fn serve<'py>(
     protocol_factory: &Bound<'py, PyAny>,
     server: &Bound<'py, PyAny>,
     transport: Option<&Bound<'py, PyAny>>,
+    listener_kind: Option<&Kind>,
 ) -> PyResult<()> {
     let py = pyloop.py();
     let mut protocol = None;
@@ -153,7 +155,16 @@ fn serve<'py>(
         let extra = PyDict::new(py);
         extra.set_item(intern!(py, "peername"), peer)?;
         match transport {
-            Some(cls) => crate::transport::new_stream_transport(cls, pyloop, conn, &p, extra, Some(server)),
+            Some(cls) => {
+                // A natively accepted connection is a plain socket of the
+                // listener's kind; another one's kind is its own.
+                let own = match listener_kind {
+                    Some(_) => None,
+                    None => crate::sock::plain_kind(conn)?,
+                };
+                let kind = listener_kind.or(own.as_ref());
+                crate::transport::new_stream_transport(cls, pyloop, conn, &p, extra, Some(server), kind)
+            }
             None => {
                 let kwargs = PyDict::new(py);
                 kwargs.set_item(intern!(py, "extra"), extra)?;

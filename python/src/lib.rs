@@ -1043,7 +1043,9 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sock::OpDone>()?;
     m.add_class::<loop_base::LoopBase>()?;
     m.add_class::<transport::StreamTransport>()?;
+    m.add_class::<transport::EngineMethod>()?;
     m.add_function(wrap_pyfunction!(transport::init_stream_transport, m)?)?;
+    m.add_function(wrap_pyfunction!(transport::py_new_stream_transport, m)?)?;
     m.add_class::<udp::DatagramTransport>()?;
     loop_base::add_call_soon(m.py())?;
     Ok(())

@@ -232,16 +232,15 @@ impl Kind {
     /// `TypeError` if `sock` is not a socket object.
     pub(crate) fn of(sock: &Bound<'_, PyAny>) -> PyResult<Kind> {
         let py = sock.py();
-        static FIELDS: PyOnceLock<[Py<PyAny>; 3]> = PyOnceLock::new();
-        let fields = FIELDS.get_or_try_init(py, || {
+        // Each field's descriptor's `__get__`, looked up once.
+        static READERS: PyOnceLock<[Py<PyAny>; 3]> = PyOnceLock::new();
+        let readers = READERS.get_or_try_init(py, || {
             let base = py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?;
             let dict = base.getattr(intern!(py, "__dict__"))?;
-            let field = |name: &str| dict.get_item(name).map(Bound::unbind);
-            Ok::<_, PyErr>([field("family")?, field("type")?, field("proto")?])
+            let reader = |name: &str| dict.get_item(name)?.getattr("__get__").map(Bound::unbind);
+            Ok::<_, PyErr>([reader("family")?, reader("type")?, reader("proto")?])
         })?;
-        let read = |i: usize| -> PyResult<i32> {
-            fields[i].bind(py).call_method1(intern!(py, "__get__"), (sock,))?.extract()
-        };
+        let read = |i: usize| -> PyResult<i32> { readers[i].bind(py).call1((sock,))?.extract() };
         Ok(Kind { family: read(0)?, ty: read(1)?, proto: read(2)? })
     }
 
@@ -261,6 +260,16 @@ impl Kind {
         let _ = socket.into_raw_fd();
         Ok(conn.into_any())
     }
+}
+
+/// The [`Kind`] of a plain `socket.socket`; `None` for anything else
+/// (a subclass, a wrapper), whose own methods are called instead.
+///
+/// # Errors
+///
+/// Only what reading the object's type raises.
+pub(crate) fn plain_kind(sock: &Bound<'_, PyAny>) -> PyResult<Option<Kind>> {
+    if is_plain_socket(sock)? { Kind::of(sock).map(Some) } else { Ok(None) }
 }
 
 /// `sock.close()`. For a plain `socket.socket` it does what that Python

@@ -54,6 +54,7 @@ use socket2::SockRef;
 
 use evloop::LoopOwner;
 
+use crate::sock::Kind;
 use crate::{Core, Direction, RunState, Watcher, interrupt_with};
 
 /// The most one `recv` reads (asyncio's `max_size`).
@@ -771,6 +772,7 @@ impl StreamTransport {
     /// `_SelectorSocketTransport` arguments: `extra` gets `socket` (a
     /// `TransportSocket`), `sockname` and, unless given, `peername`, and
     /// Nagle's algorithm is turned off for TCP, as asyncio does.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         r#loop: &Bound<'_, PyAny>,
@@ -779,22 +781,21 @@ impl StreamTransport {
         extra: &Bound<'_, PyDict>,
         server: Option<&Bound<'_, PyAny>>,
         owner: &Bound<'_, PyAny>,
+        kind: Option<&Kind>,
     ) -> PyResult<Self> {
         let core = r#loop.getattr(intern!(py, "_core"))?.cast_into::<Core>()?.unbind();
         let fd = crate::sock::fileno(sock)?;
         if fd < 0 {
             return Err(PyValueError::new_err("the socket is closed"));
         }
-        // A plain socket's kind, for the native getsockname/getpeername
-        // and TCP_NODELAY; anything else gets its own methods called.
-        let kind =
-            if crate::sock::is_plain_socket(sock)? { Some(crate::sock::Kind::of(sock)?) } else { None };
+        // `kind` (a plain socket's) makes getsockname/getpeername and
+        // TCP_NODELAY native; anything else gets its own methods called.
         extra.set_item(intern!(py, "socket"), transport_socket(sock)?)?;
-        extra.set_item(intern!(py, "sockname"), address(sock, fd, kind.as_ref(), Side::Local)?)?;
+        extra.set_item(intern!(py, "sockname"), address(sock, fd, kind, Side::Local)?)?;
         if !extra.contains(intern!(py, "peername"))? {
-            extra.set_item(intern!(py, "peername"), address(sock, fd, kind.as_ref(), Side::Peer)?)?;
+            extra.set_item(intern!(py, "peername"), address(sock, fd, kind, Side::Peer)?)?;
         }
-        set_nodelay(sock, fd, kind.as_ref())?;
+        set_nodelay(sock, fd, kind)?;
         let lp = core.get().open_loop()?.clone();
         let inner = Inner {
             fd,
@@ -842,7 +843,7 @@ impl StreamTransport {
                 server.call_method0(intern!(py, "_attach"))?;
             }
         }
-        lp.getattr(intern!(py, "_transports"))?.set_item(this.fd, this.public(py))?;
+        register_transport(&lp, this.fd, &this.public(py))?;
         let protocol = get(py, &this.protocol).ok_or_else(|| PyRuntimeError::new_err("no protocol"))?;
         this.call_soon(py, protocol.getattr(intern!(py, "connection_made"))?, this.public(py))?;
         lp.call_method1(intern!(py, "call_soon"), (slf.getattr(intern!(py, "_start_reading"))?,))?;
@@ -856,26 +857,86 @@ impl StreamTransport {
     }
 }
 
-/// The methods of the engine a Python transport binds into its instance
-/// (the ones connections call all the time: no Python frame per call);
-/// its class delegates the others.
-const BOUND: [&str; 8] = [
-    "write",
-    "writelines",
-    "close",
-    "is_closing",
-    "get_extra_info",
-    "pause_reading",
-    "resume_reading",
-    "get_write_buffer_size",
-];
+/// A method of `evloop._loop._SocketTransport` that is its engine's (a
+/// class attribute there, one per method): looked up on a transport, it
+/// gets the engine's bound method and stores it in the transport's
+/// `__dict__`, which later lookups find first (this is a non-data
+/// descriptor). A transport pays only for the methods it uses, once each,
+/// and a call runs no Python frame.
+#[pyclass(frozen, module = "evloop._evloop", name = "EngineMethod")]
+pub(crate) struct EngineMethod {
+    name: Py<PyString>,
+}
+
+#[pymethods]
+impl EngineMethod {
+    #[new]
+    fn new(name: Bound<'_, PyString>) -> Self {
+        EngineMethod { name: name.unbind() }
+    }
+
+    fn __get__<'py>(
+        slf: &Bound<'py, Self>,
+        instance: Option<&Bound<'py, PyAny>>,
+        _owner: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let Some(instance) = instance.filter(|i| !i.is_none()) else {
+            return Ok(slf.clone().into_any()); // looked up on the class
+        };
+        let name = slf.get().name.bind(py);
+        let method = instance.getattr(intern!(py, "_native"))?.getattr(name)?;
+        instance.getattr(intern!(py, "__dict__"))?.set_item(name, &method)?;
+        Ok(method)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!("<engine method {}>", self.name.bind(py))
+    }
+}
+
+/// `loop._transports[fd] = transport`. asyncio's `WeakValueDictionary`
+/// is written as its `__setitem__` does (a `KeyedRef` to the transport,
+/// whose callback is the mapping's `_remove`, into its `data`) without
+/// that method's and `KeyedRef`'s Python frames; while removals are
+/// pending (an iteration of it is running), or for another mapping, its
+/// own `__setitem__` runs.
+///
+/// # Errors
+///
+/// What the mapping raises.
+pub(crate) fn register_transport(
+    pyloop: &Bound<'_, PyAny>,
+    fd: RawFd,
+    transport: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = pyloop.py();
+    let transports = pyloop.getattr(intern!(py, "_transports"))?;
+    static MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    static KEYED_REF: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    static REF_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    if transports.get_type().is(cached_type(py, &MAPPING, "weakref", "WeakValueDictionary")?)
+        && !transports.getattr(intern!(py, "_pending_removals"))?.is_truthy()?
+    {
+        let keyed_ref = cached_type(py, &KEYED_REF, "weakref", "KeyedRef")?;
+        let ref_new = REF_NEW.get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("weakref")?.getattr("ref")?.getattr("__new__")?.unbind())
+        })?;
+        let remove = transports.getattr(intern!(py, "_remove"))?;
+        let weak = ref_new.bind(py).call1((keyed_ref, transport, remove))?;
+        weak.setattr(intern!(py, "key"), fd)?;
+        let data = transports.getattr(intern!(py, "data"))?;
+        return data.set_item(fd, weak);
+    }
+    transports.set_item(fd, transport)
+}
 
 /// `evloop._loop._SocketTransport.__init__`, natively:
 /// `init_stream_transport(owner, loop, sock, protocol, waiter, extra,
 /// server)` makes `owner`'s engine, fills `owner`'s attributes (`_extra`,
 /// `_rawsock` and `_thread` first, which its `__repr__` and `__del__` read
-/// whatever happens next; then `_native` and the [`BOUND`] methods) and
-/// starts it: the loop's `_transports` entry, the server's `_attach`,
+/// whatever happens next; then `_native`, whose methods the class's
+/// [`EngineMethod`]s bind on first use) and starts it: the loop's `_transports` entry, the server's `_attach`,
 /// then, in order on the loop, `connection_made`, the start of reading
 /// and the waiter's result.
 ///
@@ -894,6 +955,23 @@ pub(crate) fn init_stream_transport(
     extra: Option<Bound<'_, PyDict>>,
     server: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
+    let kind = crate::sock::plain_kind(sock)?;
+    init(owner, r#loop, sock, protocol, waiter, extra, server, kind.as_ref())
+}
+
+/// [`init_stream_transport`] with the socket's kind known (`None`: not a
+/// plain `socket.socket`).
+#[allow(clippy::too_many_arguments)]
+fn init(
+    owner: &Bound<'_, PyAny>,
+    r#loop: &Bound<'_, PyAny>,
+    sock: &Bound<'_, PyAny>,
+    protocol: &Bound<'_, PyAny>,
+    waiter: Option<&Bound<'_, PyAny>>,
+    extra: Option<Bound<'_, PyDict>>,
+    server: Option<&Bound<'_, PyAny>>,
+    kind: Option<&Kind>,
+) -> PyResult<()> {
     let py = owner.py();
     let extra = extra.unwrap_or_else(|| PyDict::new(py));
     let attrs = owner.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
@@ -901,17 +979,16 @@ pub(crate) fn init_stream_transport(
     attrs.set_item(intern!(py, "_rawsock"), sock)?;
     attrs.set_item(intern!(py, "_thread"), thread_ident(py)?)?;
     let server = server.filter(|s| !s.is_none());
-    let native = Bound::new(py, StreamTransport::new(py, r#loop, sock, protocol, &extra, server, owner)?)?;
+    let native =
+        Bound::new(py, StreamTransport::new(py, r#loop, sock, protocol, &extra, server, owner, kind)?)?;
     attrs.set_item(intern!(py, "_native"), &native)?;
-    for name in BOUND {
-        attrs.set_item(name, native.getattr(name)?)?;
-    }
     StreamTransport::start(&native, waiter)
 }
 
 /// A new transport of class `cls` (`evloop._loop._SocketTransport`) over
 /// `sock`, made without running its Python `__init__`: what the native
-/// accept loop makes for each connection.
+/// accept loop makes for each connection (`kind`: the socket's, when it
+/// is a plain `socket.socket`).
 ///
 /// # Errors
 ///
@@ -923,10 +1000,35 @@ pub(crate) fn new_stream_transport<'py>(
     protocol: &Bound<'py, PyAny>,
     extra: Bound<'py, PyDict>,
     server: Option<&Bound<'py, PyAny>>,
+    kind: Option<&Kind>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let owner = cls.call_method1(intern!(py, "__new__"), (cls,))?;
-    init_stream_transport(&owner, r#loop, sock, protocol, None, Some(extra), server)?;
+    init(&owner, r#loop, sock, protocol, None, Some(extra), server, kind)?;
+    Ok(owner)
+}
+
+/// `new_stream_transport(cls, loop, sock, protocol, waiter)`: a client
+/// connection's transport of class `cls`, made as `cls(loop, sock,
+/// protocol, waiter)` would be, without running its Python `__init__`
+/// (evloop's `create_connection` for an IP literal).
+///
+/// # Errors
+///
+/// As [`init_stream_transport`].
+#[pyfunction]
+#[pyo3(name = "new_stream_transport")]
+pub(crate) fn py_new_stream_transport<'py>(
+    cls: &Bound<'py, PyAny>,
+    r#loop: &Bound<'py, PyAny>,
+    sock: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    waiter: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let kind = crate::sock::plain_kind(sock)?;
+    let owner = cls.call_method1(intern!(py, "__new__"), (cls,))?;
+    init(&owner, r#loop, sock, protocol, Some(waiter), None, None, kind.as_ref())?;
     Ok(owner)
 }
 
@@ -963,7 +1065,7 @@ enum Side {
 fn address<'py>(
     sock: &Bound<'py, PyAny>,
     fd: RawFd,
-    kind: Option<&crate::sock::Kind>,
+    kind: Option<&Kind>,
     side: Side,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = sock.py();
@@ -994,7 +1096,7 @@ fn address<'py>(
 /// asyncio's `_set_nodelay(sock)`: `TCP_NODELAY` on a TCP socket (small
 /// writes go at once). Native for a plain socket; asyncio's function for
 /// anything else.
-fn set_nodelay(sock: &Bound<'_, PyAny>, fd: RawFd, kind: Option<&crate::sock::Kind>) -> PyResult<()> {
+fn set_nodelay(sock: &Bound<'_, PyAny>, fd: RawFd, kind: Option<&Kind>) -> PyResult<()> {
     let py = sock.py();
     let Some(kind) = kind else {
         let base_events = py.import(intern!(py, "asyncio.base_events"))?;

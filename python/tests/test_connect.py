@@ -229,3 +229,53 @@ def test_a_loop_subclass_makes_the_transports_and_connects_its_own_way(loop_fact
         lp.close()
     assert sorted(made) == ["client", "server"]
     assert connects == [("127.0.0.1", port)]
+
+
+def test_the_loop_maps_the_fd_to_its_transport_weakly(loop):
+    async def main():
+        accepted = loop.create_future()
+
+        def serve():
+            protocol = Client()
+            accepted.set_result(protocol)
+            return protocol
+
+        server = await loop.create_server(serve, "127.0.0.1", 0)
+        transport, client = await loop.create_connection(Client, *server.sockets[0].getsockname())
+        peer = await accepted
+        fd = transport.get_extra_info("socket").fileno()
+        peer_fd = peer.transport.get_extra_info("socket").fileno()
+        mapped = loop._transports.get(fd) is transport and loop._transports.get(peer_fd) is peer.transport
+        transport.close()
+        await client.lost
+        await peer.lost  # the peer read the end of the stream and closed
+        server.close()
+        await server.wait_closed()
+        return mapped, fd, peer_fd
+
+    mapped, fd, peer_fd = loop.run_until_complete(main())
+    gc.collect()
+    assert mapped
+    assert fd not in loop._transports and peer_fd not in loop._transports
+    # The entries themselves went (the weak references' callbacks ran).
+    assert {fd, peer_fd}.isdisjoint(loop._transports.data)
+
+
+def test_evloop_binds_a_transports_methods_on_first_use(loop):
+    if not isinstance(loop, evloop.EventLoop):
+        pytest.skip("evloop's transport")
+
+    async def main():
+        server = await loop.create_server(Server, "127.0.0.1", 0)
+        transport, client = await loop.create_connection(Client, *server.sockets[0].getsockname())
+        before = "get_write_buffer_size" in transport.__dict__
+        size = transport.get_write_buffer_size()
+        after = transport.__dict__.get("get_write_buffer_size")
+        same = transport.get_write_buffer_size is after
+        transport.close()
+        await client.lost
+        server.close()
+        await server.wait_closed()
+        return before, size, after is not None, same
+
+    assert loop.run_until_complete(main()) == (False, 0, True, True)
