@@ -16,7 +16,6 @@ import selectors
 import socket
 import sys
 import threading
-import warnings
 from asyncio import (
     base_events,
     constants,
@@ -128,17 +127,15 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
             info.append(f"write=<{state}, bufsize={native.get_write_buffer_size()}>")
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn=warnings.warn):
-        # The socket is closed once the connection is lost.
-        sock = self.__dict__.get("_rawsock")
-        if sock is not None and sock.fileno() != -1:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            sock.close()
+    # __del__ (python/src/transport.rs, finalize): native, installed
+    # below. A transport collected with its socket open warns
+    # (ResourceWarning) and closes it, as asyncio's.
 
 
 for _name in _SocketTransport._ENGINE_METHODS:
     setattr(_SocketTransport, _name, _evloop.EngineMethod(_name))
 del _name
+_evloop.install_finalizer(_SocketTransport)
 
 
 class _DatagramTransport(transports.Transport, transports.DatagramTransport):
@@ -514,7 +511,7 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
             or base_events.socket is not socket
             or "sock_connect" in self.__dict__
             or type(self).sock_connect is not EventLoop.sock_connect
-            or not _default_connect_options(options)
+            or (options and not _default_connect_options(options))
         ):
             return await super().create_connection(protocol_factory, host, port, **options)
         opened = self._core.open_connection(host, port)

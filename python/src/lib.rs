@@ -1046,6 +1046,7 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::EngineMethod>()?;
     m.add_function(wrap_pyfunction!(transport::init_stream_transport, m)?)?;
     m.add_function(wrap_pyfunction!(transport::py_new_stream_transport, m)?)?;
+    m.add_function(wrap_pyfunction!(transport::install_finalizer, m)?)?;
     m.add_class::<udp::DatagramTransport>()?;
     loop_base::add_call_soon(m.py())?;
     Ok(())

@@ -221,7 +221,41 @@ pub(crate) fn add_call_soon(py: Python<'_>) -> PyResult<()> {
     // SAFETY: a live type object and a method definition that outlives
     // it; returns a new reference or NULL with an exception set.
     let descr = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def)) }?;
-    ty.setattr(intern!(py, "call_soon"), descr)
+    ty.setattr(intern!(py, "call_soon"), &descr)?;
+    // Already set if the module is initialised a second time (a
+    // subinterpreter): the first descriptor is the one compared with.
+    let _ = CALL_SOON.set(py, descr.unbind());
+    Ok(())
+}
+
+/// `LoopBase.call_soon`'s method descriptor, as [`add_call_soon`] made it.
+static CALL_SOON: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `pyloop.call_soon(callback, *args)` from native code: straight to the
+/// loop's core when `pyloop` is an evloop loop whose class keeps
+/// `LoopBase`'s `call_soon` (no method lookup on the instance, no
+/// argument parsing); the method call otherwise (a subclass's own
+/// `call_soon`, another loop).
+///
+/// # Errors
+///
+/// What `call_soon` raises (a closed loop, another thread).
+pub(crate) fn call_soon<'py>(
+    pyloop: &Bound<'py, PyAny>,
+    callback: Bound<'py, PyAny>,
+    args: Bound<'py, PyTuple>,
+) -> PyResult<()> {
+    let py = pyloop.py();
+    if let Ok(base) = pyloop.cast::<LoopBase>()
+        && let Some(own) = CALL_SOON.get(py)
+        && pyloop.get_type().getattr(intern!(py, "call_soon"))?.is(own)
+    {
+        return LoopBase::call_soon(base, callback.unbind(), &args, None).map(drop);
+    }
+    let mut all = Vec::with_capacity(args.len() + 1);
+    all.push(callback);
+    all.extend(args.iter());
+    pyloop.call_method1(intern!(py, "call_soon"), PyTuple::new(py, all)?).map(drop)
 }
 
 /// `name(*lead, *args, context=context)` on the Python loop: its debug-mode

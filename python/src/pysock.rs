@@ -6,7 +6,8 @@
 //! (Unix paths, host names, IPv6 scopes, odd tuples) answers `None` and
 //! the caller uses the Python socket's own method instead.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
@@ -19,7 +20,7 @@ use socket2::SockAddr;
 pub(crate) fn to_python<'py>(py: Python<'py>, addr: &SockAddr) -> Option<PyResult<Bound<'py, PyTuple>>> {
     match addr.as_socket()? {
         SocketAddr::V4(v4) => {
-            let host = PyString::new(py, &v4.ip().to_string());
+            let host = v4_host(py, *v4.ip());
             Some(PyTuple::new(py, [host.into_any(), port(py, v4.port())]))
         }
         SocketAddr::V6(v6) => Some(v6_to_python(py, &v6)),
@@ -56,6 +57,41 @@ pub(crate) fn accepted_to_python<'py>(py: Python<'py>, addr: &SockAddr) -> PyRes
         return Ok(PyBytes::new(py, &named).into_any());
     }
     Ok(PyString::new(py, "").into_any())
+}
+
+/// An IPv4 address as Python writes it (`"127.0.0.1"`), the `str` of the
+/// last address converted kept for the next: a server's peers, a client's
+/// own address and its server's all tend to repeat one host.
+fn v4_host(py: Python<'_>, ip: Ipv4Addr) -> Bound<'_, PyString> {
+    static LAST: Mutex<Option<(Ipv4Addr, Py<PyString>)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((cached, host)) = &*last
+        && *cached == ip
+    {
+        return host.bind(py).clone();
+    }
+    // Dotted decimal without the formatting machinery: at most 15 bytes.
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    let host = PyString::new(py, std::str::from_utf8(&text[..len]).expect("digits and dots are ASCII"));
+    *last = Some((ip, host.clone().unbind()));
+    host
 }
 
 fn v6_to_python<'py>(py: Python<'py>, v6: &SocketAddrV6) -> PyResult<Bound<'py, PyTuple>> {

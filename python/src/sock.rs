@@ -255,11 +255,45 @@ impl Kind {
     pub(crate) fn wrap<'py>(&self, py: Python<'py>, socket: socket2::Socket) -> PyResult<Bound<'py, PyAny>> {
         use std::os::fd::{AsRawFd, IntoRawFd};
         let ty = self.ty | libc::SOCK_NONBLOCK;
-        let conn = socket_type(py)?.call1((self.family, ty, self.proto, socket.as_raw_fd()))?;
+        let conn = new_socket(py, self.family, ty, self.proto, Some(socket.as_raw_fd()))?;
         // The object owns the fd from here on (it closes it when collected).
         let _ = socket.into_raw_fd();
-        Ok(conn.into_any())
+        Ok(conn)
     }
+}
+
+/// `socket.socket(family, ty, proto)` (a new socket) or, with `fileno`,
+/// the object owning that fd, made as `socket.socket.__init__` makes it
+/// (`_socket.socket`'s constructor, then `_io_refs = 0` and `_closed =
+/// False`) without its Python frame. The fd is the object's only once
+/// this returns `Ok`.
+///
+/// # Errors
+///
+/// What the constructor raises (`OSError` from `socket(2)`, or for a
+/// `fileno` that is not a socket).
+pub(crate) fn new_socket<'py>(
+    py: Python<'py>,
+    family: i32,
+    ty: i32,
+    proto: i32,
+    fileno: Option<RawFd>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let cls = socket_type(py)?;
+    // `socket.socket.__new__` (`_socket.socket`'s) and `_socket.socket.__init__`.
+    static PARTS: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
+    let (new, init) = PARTS.get_or_try_init(py, || {
+        let base = py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?;
+        Ok::<_, PyErr>((cls.getattr("__new__")?.unbind(), base.getattr("__init__")?.unbind()))
+    })?;
+    let sock = new.bind(py).call1((cls,))?;
+    match fileno {
+        Some(fd) => init.bind(py).call1((&sock, family, ty, proto, fd))?,
+        None => init.bind(py).call1((&sock, family, ty, proto))?,
+    };
+    sock.setattr(intern!(py, "_io_refs"), 0)?;
+    sock.setattr(intern!(py, "_closed"), false)?;
+    Ok(sock)
 }
 
 /// The [`Kind`] of a plain `socket.socket`; `None` for anything else
@@ -930,7 +964,7 @@ pub(crate) fn open_connection<'py>(
     // setblocking(False)); an object made around an fd of ours would
     // cost a getsockname(2) to check the fd.
     let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK;
-    let sock = socket_type(py)?.call1((family, ty, libc::IPPROTO_TCP))?.into_any();
+    let sock = new_socket(py, family, ty, libc::IPPROTO_TCP, None)?;
     match connect(py, core, &sock, address.as_any()) {
         Ok(connecting) => Ok(Some((sock, connecting))),
         Err(e) => {

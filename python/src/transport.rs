@@ -48,7 +48,7 @@ use pyo3::exceptions::{
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 use socket2::SockRef;
 
@@ -362,8 +362,7 @@ impl Inner {
 
     fn call_soon(&self, py: Python<'_>, callback: Bound<'_, PyAny>, arg: Bound<'_, PyAny>) -> PyResult<()> {
         let lp = get(py, &self.lp).ok_or_else(|| PyRuntimeError::new_err("the transport is closed"))?;
-        lp.call_method1(intern!(py, "call_soon"), (callback, arg))?;
-        Ok(())
+        crate::loop_base::call_soon(&lp, callback, PyTuple::new(py, [arg])?)
     }
 
     /// Reports an exception to the loop's handler with asyncio's context
@@ -727,6 +726,11 @@ impl Inner {
             Some(protocol) => protocol.call_method1(intern!(py, "connection_lost"), (exc,)).map(drop),
             None => Ok(()),
         };
+        // Reported with the rest below: the socket is closed whatever happens.
+        let unregistered = match get(py, &this.lp) {
+            Some(lp) => unregister_transport(&lp, this.fd, &this.public(py)),
+            None => Ok(()),
+        };
         let sock = this.sock.borrow_mut().take();
         let closed = match &sock {
             Some(sock) => crate::sock::close(sock.bind(py)),
@@ -756,7 +760,7 @@ impl Inner {
                 waiter.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
             }
         }
-        outcome.and(closed).and(detached)
+        outcome.and(unregistered).and(closed).and(detached)
     }
 }
 
@@ -846,15 +850,118 @@ impl StreamTransport {
         register_transport(&lp, this.fd, &this.public(py))?;
         let protocol = get(py, &this.protocol).ok_or_else(|| PyRuntimeError::new_err("no protocol"))?;
         this.call_soon(py, protocol.getattr(intern!(py, "connection_made"))?, this.public(py))?;
-        lp.call_method1(intern!(py, "call_soon"), (slf.getattr(intern!(py, "_start_reading"))?,))?;
+        crate::loop_base::call_soon(&lp, slf.getattr(intern!(py, "_start_reading"))?, PyTuple::empty(py))?;
         if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
-            let set = py
-                .import(intern!(py, "asyncio.futures"))?
-                .getattr(intern!(py, "_set_result_unless_cancelled"))?;
-            lp.call_method1(intern!(py, "call_soon"), (set, waiter, py.None()))?;
+            static SET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            let set = SET.get_or_try_init(py, || {
+                wrap_pyfunction!(set_result_unless_cancelled, py).map(|f| f.into_any().unbind())
+            })?;
+            crate::loop_base::call_soon(
+                &lp,
+                set.bind(py).clone(),
+                PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
+            )?;
         }
         Ok(())
     }
+}
+
+// ===== _SocketTransport.__del__ as a C method =====
+//
+// Every transport is finalised, so its `__del__` is a C method of the
+// Python class made by hand (as `LoopBase.call_soon` is): no Python frame
+// per connection for what is nearly always a check that finds the socket
+// closed.
+
+/// `__del__` of a `_SocketTransport`: a transport collected with its
+/// socket still open warns (`ResourceWarning: unclosed transport <...>`,
+/// the transport as its source) and closes the socket, as asyncio's do.
+/// What it reads (`_rawsock`, in the instance dictionary) is set before
+/// anything else when the transport is made, and `__repr__` answers on any
+/// thread: the garbage collector may finalise on any.
+fn finalize(transport: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = transport.py();
+    let attrs = transport.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+    let Some(sock) = attrs.get_item(intern!(py, "_rawsock"))? else { return Ok(()) };
+    if sock.is_none() || crate::sock::fileno(&sock)? == -1 {
+        return Ok(()); // closed once the connection was lost
+    }
+    static WARN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let warn = WARN.import(py, "warnings", "warn")?;
+    let message = format!("unclosed transport {}", transport.repr()?);
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "source"), transport)?;
+    let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+    warn.call((message, category), Some(&kwargs))?;
+    sock.call_method0(intern!(py, "close")).map(drop)
+}
+
+/// The C function of `_SocketTransport.__del__` (`METH_NOARGS`).
+///
+/// # Safety
+///
+/// Called by CPython only, as a method with that flag: the GIL held and
+/// `slf` a live object borrowed for the call.
+unsafe extern "C" fn finalize_c(
+    slf: *mut pyo3::ffi::PyObject,
+    _unused: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls C methods with the GIL held; the token does
+    // not outlive this call.
+    let py = unsafe { Python::assume_attached() };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: a live object borrowed for the call (see above).
+        let transport = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        finalize(&transport)
+    }));
+    match outcome {
+        Ok(Ok(())) => py.None().into_ptr(),
+        Ok(Err(e)) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+        // Never unwind into CPython.
+        Err(_) => {
+            pyo3::panic::PanicException::new_err("_SocketTransport.__del__ panicked").restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// `_evloop.install_finalizer(cls)`: makes the native `__del__` (see
+/// [`finalize`]) the one of `cls`, `evloop._loop._SocketTransport`.
+///
+/// # Errors
+///
+/// What setting the class attribute raises.
+#[pyfunction]
+pub(crate) fn install_finalizer(cls: &Bound<'_, PyType>) -> PyResult<()> {
+    let py = cls.py();
+    // One per call (the module installs it once per class), referred to by
+    // the descriptor for as long as the class lives.
+    let def: &'static mut pyo3::ffi::PyMethodDef = Box::leak(Box::new(pyo3::ffi::PyMethodDef {
+        ml_name: c"__del__".as_ptr(),
+        ml_meth: pyo3::ffi::PyMethodDefPointer { PyCFunction: finalize_c },
+        ml_flags: pyo3::ffi::METH_NOARGS,
+        ml_doc: c"Warns (ResourceWarning) and closes the socket of a transport collected unclosed.".as_ptr(),
+    }));
+    // SAFETY: a live type object and a method definition that outlives
+    // it; returns a new reference or NULL with an exception set.
+    let descr =
+        unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyDescr_NewMethod(cls.as_type_ptr(), def)) }?;
+    cls.setattr(intern!(py, "__del__"), descr)
+}
+
+/// asyncio's `futures._set_result_unless_cancelled(fut, result)`, the
+/// callback that completes a transport's waiter: `fut.set_result(result)`
+/// unless `fut` was cancelled (natively: no Python frame, no import).
+#[pyfunction]
+fn set_result_unless_cancelled(fut: &Bound<'_, PyAny>, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = fut.py();
+    if fut.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+        return Ok(());
+    }
+    fut.call_method1(intern!(py, "set_result"), (result,)).map(drop)
 }
 
 /// A method of `evloop._loop._SocketTransport` that is its engine's (a
@@ -929,6 +1036,35 @@ pub(crate) fn register_transport(
         return data.set_item(fd, weak);
     }
     transports.set_item(fd, transport)
+}
+
+/// Drops `loop._transports[fd]` when it is `transport`, whose socket is
+/// about to be closed (the fd may be reused from then on). asyncio leaves
+/// the entry to the weak reference's callback when the transport is
+/// collected (a Python frame per connection); a closed transport's entry
+/// answers nothing either way (`_ensure_fd_no_transport` ignores a closing
+/// transport). Left to that callback while the mapping is iterated, or for
+/// a mapping other than asyncio's.
+///
+/// # Errors
+///
+/// What reading the mapping raises.
+fn unregister_transport(pyloop: &Bound<'_, PyAny>, fd: RawFd, transport: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = pyloop.py();
+    static MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let Ok(transports) = pyloop.getattr(intern!(py, "_transports")) else { return Ok(()) };
+    if !transports.get_type().is(cached_type(py, &MAPPING, "weakref", "WeakValueDictionary")?)
+        || transports.getattr(intern!(py, "_pending_removals"))?.is_truthy()?
+        || transports.getattr(intern!(py, "_iterating"))?.is_truthy()?
+    {
+        return Ok(());
+    }
+    let data = transports.getattr(intern!(py, "data"))?.cast_into::<PyDict>()?;
+    let Some(weak) = data.get_item(fd)? else { return Ok(()) };
+    if weak.call0()?.is(transport) {
+        data.del_item(fd)?;
+    }
+    Ok(())
 }
 
 /// `evloop._loop._SocketTransport.__init__`, natively:

@@ -792,7 +792,7 @@ impl DatagramTransport {
     fn call_soon_lost(&self, slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let lost = slf.getattr(intern!(py, "_call_connection_lost"))?;
-        self.pyloop.bind(py).call_method1(intern!(py, "call_soon"), (lost, exc)).map(drop)
+        crate::loop_base::call_soon(self.pyloop.bind(py), lost, pyo3::types::PyTuple::new(py, [exc])?)
     }
 }
 

@@ -9,8 +9,10 @@ import socket
 import struct
 import sys
 import tempfile
+import warnings
 import weakref
 
+import evloop
 import pytest
 
 from test.test_asyncio import utils as test_utils
@@ -632,4 +634,26 @@ def test_an_unclosed_transport_warns_and_closes_its_socket(loop):
     assert ref() is None
     with pytest.raises(OSError):
         os.fstat(fd)
+    b.close()
+
+
+def test_a_transports_finalizer_warns_only_while_its_socket_is_open(loop):
+    async def main():
+        a, b = socket.socketpair()
+        tr, proto = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        return tr, a.fileno(), b
+
+    tr, fd, b = loop.run_until_complete(main())
+    with pytest.warns(ResourceWarning, match="unclosed transport") as caught:
+        tr.__del__()
+    assert caught[0].source is tr
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    if isinstance(loop, evloop.EventLoop):
+        # asyncio's warns again (it reads _sock, set until the loss).
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            tr.__del__()  # the socket is closed: nothing to say
+    tr.abort()
+    loop.run_until_complete(asyncio.sleep(0))
     b.close()

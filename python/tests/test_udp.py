@@ -422,3 +422,41 @@ def test_sendto_takes_bytes_bytearray_and_memoryview(loop):
 
     connected, unconnected = loop.run_until_complete(main())
     assert connected == unconnected == [b"bytes", b"bytearray", b"memoryview"]
+
+
+def test_senders_are_named_as_python_names_them(loop):
+    # Every 127/8 address is the loopback on Linux: senders whose octets
+    # have one, two and three digits (and 0 and 255), alternating so that
+    # neither the endpoint's last sender nor the last host name converted
+    # may be reused by mistake.
+    hosts = ["127.0.0.1", "127.10.200.5", "127.255.0.99", "127.0.0.1", "127.1.2.3", "127.10.200.5"]
+    senders = {}
+    for host in set(hosts):
+        senders[host] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        senders[host].bind((host, 0))
+    ports = {host: s.getsockname()[1] for host, s in senders.items()}
+
+    class Collect(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = asyncio.Queue()
+
+        def datagram_received(self, data, addr):
+            self.got.put_nowait((data.decode(), addr))
+
+    async def main():
+        transport, proto = await loop.create_datagram_endpoint(Collect, local_addr=("127.0.0.1", 0))
+        here = transport.get_extra_info("sockname")
+        got = []
+        for host in hosts:
+            senders[host].sendto(host.encode(), here)
+            got.append(await proto.got.get())
+        transport.close()
+        return got
+
+    try:
+        got = loop.run_until_complete(main())
+    finally:
+        for s in senders.values():
+            s.close()
+    assert got == [(h, (h, ports[h])) for h in hosts]
+    assert all(type(addr[0]) is str for _, addr in got)
