@@ -547,6 +547,66 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _SocketTransport(self, sock, protocol, waiter, extra, server)
 
+    def _start_serving(
+        self,
+        protocol_factory,
+        sock,
+        sslcontext=None,
+        server=None,
+        backlog=100,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        # A server without TLS is served natively (python/src/accept.rs):
+        # the listener's reader is the native accept loop itself, with no
+        # asyncio Handle, Context.run or _accept_connection frame per
+        # readiness event. TLS, debug mode (whose handles are timed) and a
+        # loop subclass's own _accept_connection take asyncio's reader.
+        serving = (
+            protocol_factory,
+            sock,
+            sslcontext,
+            server,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
+        if (
+            sslcontext
+            or self._debug
+            or "_accept_connection" in self.__dict__
+            or type(self)._accept_connection is not EventLoop._accept_connection
+        ):
+            return super()._start_serving(*serving)
+        self._check_closed()
+        fd = selectors._fileobj_to_fd(sock.fileno())
+        self._core.start_serving(fd, sock, protocol_factory, server, backlog, self._native_transport_class(), serving)
+        old = self._readers.pop(fd, None)
+        if old is not None:
+            old.cancel()
+        return None
+
+    def _native_transport_class(self):
+        # evloop's transport class, made natively, unless a loop subclass
+        # makes its own transports (_make_socket_transport): then None.
+        if type(self)._make_socket_transport is EventLoop._make_socket_transport:
+            return _SocketTransport
+        return None
+
+    def _accept_out_of_resources(self, exc, *serving):
+        # Out of fds or memory: as asyncio, stop accepting for a while
+        # (Linux keeps reporting the listener ready).
+        sock = serving[1]
+        self.call_exception_handler(
+            {
+                "message": "socket.accept() out of system resource",
+                "exception": exc,
+                "socket": trsock.TransportSocket(sock),
+            }
+        )
+        self._remove_reader(sock.fileno())
+        self.call_later(constants.ACCEPT_RETRY_DELAY, self._start_serving, *serving)
+
     def _accept_connection(
         self,
         protocol_factory,
@@ -575,25 +635,9 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         )
         if sslcontext:
             return super()._accept_connection(*serving)
-        # A loop subclass's own _make_socket_transport makes its
-        # transports; evloop's are made natively.
-        if type(self)._make_socket_transport is EventLoop._make_socket_transport:
-            transport = _SocketTransport
-        else:
-            transport = None
-        exc = self._core.accept_connections(sock, protocol_factory, server, backlog, transport)
+        exc = self._core.accept_connections(sock, protocol_factory, server, backlog, self._native_transport_class())
         if exc is not None:
-            # Out of fds or memory: as asyncio, stop accepting for a
-            # while (Linux keeps reporting the listener ready).
-            self.call_exception_handler(
-                {
-                    "message": "socket.accept() out of system resource",
-                    "exception": exc,
-                    "socket": trsock.TransportSocket(sock),
-                }
-            )
-            self._remove_reader(sock.fileno())
-            self.call_later(constants.ACCEPT_RETRY_DELAY, self._start_serving, *serving)
+            self._accept_out_of_resources(exc, *serving)
         return None
 
     def _make_ssl_transport(

@@ -19,9 +19,11 @@ use pyo3::exceptions::{
     PyBlockingIOError, PyConnectionAbortedError, PyInterruptedError, PyKeyboardInterrupt, PyOSError,
     PySystemExit,
 };
+use std::rc::Rc;
+
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 use socket2::SockRef;
 
 use crate::sock::{Kind, Try, fileno, is_plain_socket, with_fd};
@@ -189,4 +191,83 @@ fn serve<'py>(
         pyloop.call_method1(intern!(py, "call_exception_handler"), (context,))?;
     }
     Ok(())
+}
+
+/// A listener served natively (`EventLoop._start_serving` for a server
+/// without TLS): the fd's watcher ([`crate::Watcher::Accept`]), which runs
+/// [`accept_connections`] on each readiness event itself, without the
+/// asyncio `Handle`, `Context.run` and `_accept_connection` frames asyncio
+/// goes through.
+pub(crate) struct Listening {
+    pub(crate) pyloop: Py<PyAny>,
+    pub(crate) sock: Py<PyAny>,
+    pub(crate) protocol_factory: Py<PyAny>,
+    pub(crate) server: Py<PyAny>,
+    pub(crate) backlog: usize,
+    /// The transport class made natively; `None`: the loop's
+    /// `_make_socket_transport` makes them.
+    pub(crate) transport: Option<Py<PyAny>>,
+    /// A copy of the context `_start_serving` ran in (asyncio's handle
+    /// runs its callback in one): protocols and transports are made in it.
+    pub(crate) context: Py<PyAny>,
+    /// `_start_serving`'s arguments, for the retry after running out of
+    /// fds or memory.
+    pub(crate) serving: Py<PyTuple>,
+}
+
+impl Listening {
+    /// Visits every object held (the core's `__traverse__`).
+    pub(crate) fn visit(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
+        for obj in [&self.pyloop, &self.sock, &self.protocol_factory, &self.server, &self.context] {
+            visit(obj);
+        }
+        if let Some(t) = &self.transport {
+            visit(t);
+        }
+        visit(self.serving.as_any());
+    }
+}
+
+/// The listener of `listening` is ready: one batch of accepts. Running
+/// out of fds or memory goes to the loop's `_accept_out_of_resources`
+/// (report, pause, retry later, as asyncio); any other error is reported
+/// to the loop's exception handler as the failure of a callback, and
+/// `KeyboardInterrupt`/`SystemExit` end the run.
+pub(crate) fn on_ready(py: Python<'_>, state: &Rc<crate::RunState>, listening: &Listening) {
+    let pyloop = listening.pyloop.bind(py);
+    let accept = || {
+        accept_connections(
+            pyloop,
+            listening.sock.bind(py),
+            listening.protocol_factory.bind(py),
+            listening.server.bind(py),
+            listening.backlog,
+            listening.transport.as_ref().map(|t| t.bind(py)),
+        )
+    };
+    let outcome =
+        crate::handle::run_in_context(py, listening.context.bind(py), accept).unwrap_or_else(accept);
+    let outcome = outcome.and_then(|exhausted| match exhausted {
+        Some(exc) => {
+            let mut args = vec![exc];
+            args.extend(listening.serving.bind(py).iter());
+            pyloop.call_method1(intern!(py, "_accept_out_of_resources"), PyTuple::new(py, args)?).map(drop)
+        }
+        None => Ok(()),
+    });
+    let Err(e) = outcome else { return };
+    if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) {
+        return crate::interrupt_with(state, e, None);
+    }
+    let reported = (|| -> PyResult<()> {
+        let ctx = PyDict::new(py);
+        let sock = listening.sock.bind(py);
+        ctx.set_item(intern!(py, "message"), format!("Exception in callback accepting on {}", sock.repr()?))?;
+        ctx.set_item(intern!(py, "exception"), e.value(py))?;
+        ctx.set_item(intern!(py, "socket"), sock)?;
+        pyloop.call_method1(intern!(py, "call_exception_handler"), (ctx,)).map(drop)
+    })();
+    if let Err(e) = reported {
+        crate::interrupt_with(state, e, None);
+    }
 }

@@ -156,6 +156,8 @@ enum Watcher {
     Stream(Py<transport::StreamTransport>),
     /// A native datagram transport (`udp.rs`), reader and writer.
     Datagram(Py<udp::DatagramTransport>),
+    /// A server's listener, accepted on natively (`accept.rs`).
+    Accept(Rc<accept::Listening>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -646,6 +648,43 @@ impl Core {
         accept::accept_connections(&pyloop, sock, protocol_factory, server, backlog, transport)
     }
 
+    /// Serves `sock` (fd `fd`) natively (`EventLoop._start_serving` for a
+    /// server without TLS): the listener's reader is the accept loop of
+    /// `accept.rs` ([`accept_connections`](Core::accept_connections) on
+    /// each readiness event, in a copy of the current context), replacing
+    /// any reader it had; `_remove_reader` (asyncio's `_stop_serving`)
+    /// ends it. `serving` is `_start_serving`'s arguments, given back to
+    /// the loop's `_accept_out_of_resources` when accepting runs out of
+    /// fds or memory.
+    #[pyo3(signature = (fd, sock, protocol_factory, server, backlog, transport, serving))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_serving(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        sock: &Bound<'_, PyAny>,
+        protocol_factory: Py<PyAny>,
+        server: Py<PyAny>,
+        backlog: usize,
+        transport: Option<Py<PyAny>>,
+        serving: Py<PyTuple>,
+    ) -> PyResult<()> {
+        self.lp.check()?;
+        let listening = accept::Listening {
+            pyloop: self.pyloop(py)?,
+            sock: sock.clone().unbind(),
+            protocol_factory,
+            server,
+            backlog,
+            transport,
+            context: transport::copy_context(py)?,
+            serving,
+        };
+        self.lp.add_reader(fd, fd_callback(fd, Direction::Read)).map_err(core_error)?;
+        drop(self.set_watcher(fd, Direction::Read, Some(Watcher::Accept(Rc::new(listening)))));
+        Ok(())
+    }
+
     /// asyncio's `_sock_sendfile_native` once the file is checked:
     /// `sendfile(2)` of `file` (fd `file_fd`) from `offset`, `count` bytes
     /// at most (0: to its end), `blocksize` per call; the bytes sent.
@@ -791,6 +830,15 @@ impl Core {
                     Watcher::Stream(transport) => visit.call(transport)?,
                     Watcher::Idle(_) => {}
                     Watcher::Datagram(transport) => visit.call(transport)?,
+                    Watcher::Accept(listening) => {
+                        let mut outcome = Ok(());
+                        listening.visit(&mut |obj| {
+                            if outcome.is_ok() {
+                                outcome = visit.call(obj);
+                            }
+                        });
+                        outcome?;
+                    }
                     Watcher::Op(op) => {
                         let mut outcome = Ok(());
                         op.visit(&mut |obj| {
@@ -992,6 +1040,7 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
                 Some(Watcher::Op(op)) => Some(Watcher::Op(op.clone())),
                 Some(Watcher::Stream(t)) => Some(Watcher::Stream(t.clone_ref(py))),
                 Some(Watcher::Datagram(t)) => Some(Watcher::Datagram(t.clone_ref(py))),
+                Some(Watcher::Accept(l)) => Some(Watcher::Accept(l.clone())),
                 Some(Watcher::Idle(_)) | None => None,
             };
             match watcher {
@@ -999,6 +1048,7 @@ fn fd_callback(fd: RawFd, direction: Direction) -> impl FnMut() + 'static {
                 Some(Watcher::Op(op)) => sock::on_ready(py, state, op),
                 Some(Watcher::Stream(t)) => transport::on_ready(py, state, t.bind(py), direction),
                 Some(Watcher::Datagram(t)) => udp::on_ready(py, state, &t, direction),
+                Some(Watcher::Accept(l)) => accept::on_ready(py, state, &l),
                 // Ready with nobody waiting: the kept registration goes.
                 _ => sock::drop_idle(state, fd, direction),
             }

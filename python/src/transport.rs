@@ -256,7 +256,7 @@ fn server_tracks_clients(py: Python<'_>) -> bool {
     *TRACKS.get_or_init(py, || py.version_info() >= (3, 13))
 }
 
-fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     static COPY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let copy = COPY.get_or_try_init(py, || {
         Ok::<_, PyErr>(py.import("contextvars")?.getattr("copy_context")?.unbind())

@@ -233,3 +233,99 @@ def test_a_server_out_of_fds_backs_off_and_accepts_again(loop, monkeypatch):
 
     loop.run_until_complete(main())
 
+
+
+def test_protocols_are_made_in_the_context_the_server_started_in(loop):
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+
+    class Seen(asyncio.Protocol):
+        def __init__(self):
+            seen.append(("factory", var.get()))
+
+        def connection_made(self, transport):
+            seen.append(("made", var.get()))
+            var.set("changed by the protocol")
+            transport.close()
+
+    async def start():
+        var.set("at create_server")
+        return await loop.create_server(Seen, "127.0.0.1", 0)
+
+    async def main():
+        server = await loop.create_task(start())
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            assert await reader.read() == b""
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(asyncio.wait_for(main(), 5))
+    # Each connection sees the server's context, not what an earlier
+    # connection's protocol set in its own copy.
+    assert seen == [("factory", "at create_server"), ("made", "at create_server")] * 2
+
+
+def test_an_accept_error_is_reported_and_the_loop_goes_on(loop):
+    class Broken(socket.socket):
+        def accept(self):
+            raise RuntimeError("accept is broken")
+
+    reported = loop.create_future()
+
+    def handler(lp, context):
+        if not reported.done():
+            reported.set_result(context)
+
+    loop.set_exception_handler(handler)
+    listener = Broken(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+
+    async def main():
+        server = await loop.create_server(asyncio.Protocol, sock=listener)
+        client = socket.socket()
+        client.connect(listener.getsockname())
+        with client:
+            context = await asyncio.wait_for(reported, 5)
+            server.close()
+            await server.wait_closed()
+        await asyncio.sleep(0)
+        return context
+
+    context = loop.run_until_complete(main())
+    assert isinstance(context["exception"], RuntimeError)
+    assert context["message"].startswith("Exception in callback")
+
+
+def test_a_failing_protocol_factory_leaves_the_server_serving(loop):
+    made = []
+
+    def factory():
+        if not made:
+            made.append("failed")
+            raise ZeroDivisionError("no protocol")
+        made.append("served")
+        return asyncio.Protocol()
+
+    async def main():
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection(*address)
+            while len(made) < 1 + (_ == 1):
+                await asyncio.sleep(0)
+            writer.close()
+            await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    with warnings.catch_warnings():
+        # asyncio's own loop leaves the failed socket to the GC, which warns.
+        warnings.simplefilter("ignore", ResourceWarning)
+        loop.run_until_complete(asyncio.wait_for(main(), 5))
+    assert made == ["failed", "served"]
