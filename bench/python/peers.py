@@ -468,8 +468,10 @@ def wrk_row(kind, peer, seconds, wrk):
     sock.close()
     try:
         _wait_http(port)
+        cpu0 = _cpu_seconds(child.pid)
         out = subprocess.run([wrk, "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
                              capture_output=True, text=True, check=True).stdout
+        cpu = _cpu_seconds(child.pid) - cpu0
     finally:
         child.terminate()
         child.wait(10)
@@ -477,7 +479,17 @@ def wrk_row(kind, peer, seconds, wrk):
     if requests == 0 or "Socket errors" in out or "Non-2xx" in out:
         raise AssertionError(f"wrk against {peer}: {out}")
     rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
-    return 1.0 / rps  # seconds per request, like the loop rows
+    # Seconds per request, like the loop rows; and the server's CPU
+    # seconds per request, which the machine's other load moves less.
+    return 1.0 / rps, cpu / requests
+
+
+def _cpu_seconds(pid):
+    """User plus system CPU time of process PID so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime: fields 14 and 15 of stat(5), the 12th and 13th after the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_http(port, timeout=30.0):
@@ -526,6 +538,7 @@ def main():
         words = [w.strip().lower() for w in args.only.split(",")]
         rows = {k: v for k, v in rows.items() if any(w in k.lower() for w in words)}
     results = {(row, p): [] for row in rows for p in peers}
+    cpu = {(row, p): [] for row in rows if rows[row] is None for p in peers}
     start = time.monotonic()
     for r in range(rounds):
         print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
@@ -533,7 +546,8 @@ def main():
             for peer in peers:
                 try:
                     if spec is None:
-                        value = wrk_row(WRK_ROWS[row], peer, wrk_seconds, wrk)
+                        value, per_request = wrk_row(WRK_ROWS[row], peer, wrk_seconds, wrk)
+                        cpu[(row, peer)].append(per_request)
                     else:
                         workload, ops, _ = spec
                         loop = factories[peer]()
@@ -544,12 +558,12 @@ def main():
                 except NotAvailable:
                     value = None
                 results[(row, peer)].append(value)
-    report(rows, peers, results, rounds, time.monotonic() - start, args)
+    report(rows, peers, results, cpu, rounds, time.monotonic() - start, args)
     if not wrk:
         print("wrk not found: the uvicorn rows were not run (bench/python/peers.sh installs it)")
 
 
-def report(rows, peers, results, rounds, seconds, args):
+def report(rows, peers, results, cpu, rounds, seconds, args):
     versions = {"python": sys.version.split()[0]}
     for mod in ("uvloop", "rloop", "uvicorn", "fastapi"):
         try:
@@ -579,6 +593,23 @@ def report(rows, peers, results, rounds, seconds, args):
             ratio = paired(results, row, p)
             cells.append(f"{ratio:.2f}×" if ratio is not None else "n/a")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    wrk_rows = [row for row in rows if rows[row] is None]
+    if wrk_rows:
+        lines += ["", "The uvicorn server's CPU time (user + system, `/proc/PID/stat`) per request during "
+                  "the same wrk runs: medians, then the paired ratio peer/evloop (above 1.00× evloop "
+                  "uses less CPU per request).", "",
+                  "| server CPU per request | " + " | ".join(peers) + " | "
+                  + " | ".join(f"{p}/evloop" for p in others) + " |",
+                  "|---" * (1 + len(peers) + len(others)) + "|"]
+        for row in wrk_rows:
+            cells = []
+            for p in peers:
+                values = cpu[(row, p)]
+                cells.append(f"{statistics.median(values) * 1e6:,.1f} µs" if values else "n/a")
+            for p in others:
+                ratio = paired(cpu, row, p)
+                cells.append(f"{ratio:.2f}×" if ratio is not None else "n/a")
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += [""] + targets(rows, results)
     text = "\n".join(lines)
     print(text)
