@@ -232,16 +232,34 @@ impl Kind {
     /// `TypeError` if `sock` is not a socket object.
     pub(crate) fn of(sock: &Bound<'_, PyAny>) -> PyResult<Kind> {
         let py = sock.py();
-        // Each field's descriptor's `__get__`, looked up once.
-        static READERS: PyOnceLock<[Py<PyAny>; 3]> = PyOnceLock::new();
-        let readers = READERS.get_or_try_init(py, || {
-            let base = py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?;
+        // `_socket.socket`, and each field's descriptor with the offset of
+        // its C `int` (`None` if it is not a plain int member), read once.
+        type Field = (Py<PyAny>, Option<isize>);
+        static FIELDS: PyOnceLock<(Py<PyType>, [Field; 3])> = PyOnceLock::new();
+        let (base, fields) = FIELDS.get_or_try_init(py, || {
+            let base =
+                py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?.cast_into::<PyType>()?;
             let dict = base.getattr(intern!(py, "__dict__"))?;
-            let reader = |name: &str| dict.get_item(name)?.getattr("__get__").map(Bound::unbind);
-            Ok::<_, PyErr>([reader("family")?, reader("type")?, reader("proto")?])
+            let field = |name: &str| -> PyResult<Field> {
+                let descr = dict.get_item(name)?;
+                Ok((descr.getattr("__get__")?.unbind(), int_member_offset(&descr)))
+            };
+            Ok::<_, PyErr>((base.clone().unbind(), [field("family")?, field("type")?, field("proto")?]))
         })?;
-        let read = |i: usize| -> PyResult<i32> { readers[i].bind(py).call1((sock,))?.extract() };
-        Ok(Kind { family: read(0)?, ty: read(1)?, proto: read(2)? })
+        let native = sock.is_instance(base.bind(py))?;
+        let read = |(get, offset): &Field| -> PyResult<i32> {
+            match offset {
+                // SAFETY: `sock` is an instance of `_socket.socket` (or a
+                // subclass, which shares its layout), whose member
+                // descriptor says a C `int` lives at `offset` in every
+                // instance; the object is alive (borrowed) and the GIL held.
+                Some(offset) if native => {
+                    Ok(unsafe { sock.as_ptr().cast::<u8>().offset(*offset).cast::<i32>().read_unaligned() })
+                }
+                _ => get.bind(py).call1((sock,))?.extract(),
+            }
+        };
+        Ok(Kind { family: read(&fields[0])?, ty: read(&fields[1])?, proto: read(&fields[2])? })
     }
 
     /// A `socket.socket` of this kind that owns `socket`, a non-blocking
@@ -294,6 +312,22 @@ pub(crate) fn new_socket<'py>(
     sock.setattr(intern!(py, "_io_refs"), 0)?;
     sock.setattr(intern!(py, "_closed"), false)?;
     Ok(sock)
+}
+
+/// The offset in its instances of the C `int` a member descriptor
+/// (`_socket.socket.family`…) reads; `None` for any other kind of
+/// descriptor or member (then its `__get__` is called instead).
+fn int_member_offset(descr: &Bound<'_, PyAny>) -> Option<isize> {
+    // The address of CPython's static type object, only compared.
+    let member_type = std::ptr::addr_of_mut!(pyo3::ffi::PyMemberDescr_Type);
+    if descr.get_type().as_type_ptr() != member_type {
+        return None;
+    }
+    // SAFETY: `descr` is exactly a member descriptor (checked above), so
+    // its object is a `PyMemberDescrObject` whose `d_member` points at
+    // the static member definition of its type, alive while the type is.
+    let member = unsafe { &*(*descr.as_ptr().cast::<pyo3::ffi::PyMemberDescrObject>()).d_member };
+    (member.type_code == pyo3::ffi::Py_T_INT).then_some(member.offset)
 }
 
 /// The [`Kind`] of a plain `socket.socket`; `None` for anything else
