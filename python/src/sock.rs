@@ -687,9 +687,11 @@ unsafe extern "C" {
 
 /// `recv` of at most `max` bytes straight into a new `bytes` object,
 /// shrunk to what came: the kernel's copy is the only one (the scratch
-/// path copies a second time), as CPython's `socket.recv` reads. For the
-/// big reads of bulk transfers; small reads cost less through the scratch
-/// buffer, whose `bytes` is allocated at its final size.
+/// path copies a second time). For the big reads of bulk transfers, with
+/// `max` what is queued (a block allocated big and shrunk would leave
+/// glibc's mmap threshold below it: a map, page faults and an unmap per
+/// read); small reads cost less through the scratch buffer, whose `bytes`
+/// is allocated at its final size.
 pub(crate) fn recv_bytes_direct<'py>(
     py: Python<'py>,
     fd: RawFd,
@@ -733,6 +735,16 @@ pub(crate) fn recv_bytes_direct<'py>(
     // SAFETY: `obj` is a new reference to a `bytes` object (or its
     // resized replacement), given to the `Bound`.
     Ok(Some(unsafe { Bound::from_owned_ptr(py, obj).cast_into_unchecked() }))
+}
+
+/// How many bytes are queued for reading on the socket `fd` (`FIONREAD`);
+/// 0 when none are, or when asking fails (the ordinary read then finds out
+/// why).
+pub(crate) fn queued(py: Python<'_>, fd: RawFd) -> usize {
+    with_fd(py, fd, |s| rustix::io::ioctl_fionread(&*s).map_err(io::Error::from))
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
 }
 
 /// `recv` of at most `n` bytes into `vec`'s spare capacity.

@@ -68,7 +68,8 @@ const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 /// A read of at least this many bytes makes the next read of the transport
-/// go straight into its `bytes` object ([`crate::sock::recv_bytes_direct`]).
+/// go straight into a `bytes` object of the size queued
+/// ([`crate::sock::recv_bytes_direct`]).
 const DIRECT_READ: usize = 32 * 1024;
 
 /// Where a transport is in its life.
@@ -531,8 +532,14 @@ impl Inner {
         if this.sock.borrow().is_none() {
             return Ok(());
         }
-        let read = if this.big_reads.get() {
-            crate::sock::recv_bytes_direct(py, this.fd, MAX_SIZE)
+        // After a big read, the next goes straight into a `bytes` object
+        // of the size queued (no second copy; allocated at its final size,
+        // so the allocator's mmap threshold adapts to it instead of every
+        // read mapping and unmapping a `MAX_SIZE` block). Nothing queued
+        // (the end of the stream, an error) takes the ordinary read.
+        let queued = if this.big_reads.get() { crate::sock::queued(py, this.fd) } else { 0 };
+        let read = if queued > 0 {
+            crate::sock::recv_bytes_direct(py, this.fd, queued.min(MAX_SIZE))
         } else {
             crate::sock::recv_bytes(py, state, this.fd, MAX_SIZE)
         };

@@ -165,6 +165,24 @@ def test_bulk_then_small_messages_arrive_whole_and_as_bytes(loop):
     assert loop.run_until_complete(main()) == (True, {bytes})
 
 
+def test_the_end_of_the_stream_right_after_bulk_data_is_seen(loop):
+    # After big reads the transport sizes its reads by what is queued;
+    # once the peer has closed, nothing is queued and the end of the
+    # stream must still be read: all the data, then eof, then the loss.
+    async def main():
+        server, peer, client = await connected_pair(loop)
+        payload = bytes(range(256)) * 1024 * 5  # 1.25 MiB
+        client.transport.write(payload)
+        client.transport.close()
+        await asyncio.wait_for(peer.closed, 10)
+        server.close()
+        await server.wait_closed()
+        kinds = [e[0] for e in peer.events]
+        return peer.data() == payload, kinds[-2:], set(kinds[:-2])
+
+    assert loop.run_until_complete(main()) == (True, ["eof", "lost"], {"data"})
+
+
 def test_flow_control_pauses_above_high_and_resumes_at_low(loop):
     async def main():
         server, peer, client = await connected_pair(loop)
