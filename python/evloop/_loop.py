@@ -529,12 +529,10 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
             # As asyncio: break the cycle through the traceback.
             connecting = None
         waiter = self.create_future()
-        if (
-            "_make_socket_transport" not in self.__dict__
-            and type(self)._make_socket_transport is EventLoop._make_socket_transport
-        ):
+        cls = "_make_socket_transport" not in self.__dict__ and self._native_transport_class()
+        if cls:
             # evloop's own transport, made without its Python __init__.
-            transport = _evloop.new_stream_transport(_SocketTransport, self, sock, protocol, waiter)
+            transport = _evloop.new_stream_transport(cls, self, sock, protocol, waiter)
         else:
             transport = self._make_socket_transport(sock, protocol, waiter)
         try:

@@ -669,7 +669,7 @@ impl Core {
         transport: Option<Py<PyAny>>,
         serving: Py<PyTuple>,
     ) -> PyResult<()> {
-        self.lp.check()?;
+        let lp = self.lp.check()?;
         let listening = accept::Listening {
             pyloop: self.pyloop(py)?,
             sock: sock.clone().unbind(),
@@ -680,9 +680,7 @@ impl Core {
             context: transport::copy_context(py)?,
             serving,
         };
-        self.lp.add_reader(fd, fd_callback(fd, Direction::Read)).map_err(core_error)?;
-        drop(self.set_watcher(fd, Direction::Read, Some(Watcher::Accept(Rc::new(listening)))));
-        Ok(())
+        self.watch_anew(lp, fd, Direction::Read, Watcher::Accept(Rc::new(listening)))
     }
 
     /// asyncio's `_sock_sendfile_native` once the file is checked:
@@ -830,24 +828,8 @@ impl Core {
                     Watcher::Stream(transport) => visit.call(transport)?,
                     Watcher::Idle(_) => {}
                     Watcher::Datagram(transport) => visit.call(transport)?,
-                    Watcher::Accept(listening) => {
-                        let mut outcome = Ok(());
-                        listening.visit(&mut |obj| {
-                            if outcome.is_ok() {
-                                outcome = visit.call(obj);
-                            }
-                        });
-                        outcome?;
-                    }
-                    Watcher::Op(op) => {
-                        let mut outcome = Ok(());
-                        op.visit(&mut |obj| {
-                            if outcome.is_ok() {
-                                outcome = visit.call(obj);
-                            }
-                        });
-                        outcome?;
-                    }
+                    Watcher::Accept(listening) => visit_each(&visit, |f| listening.visit(f))?,
+                    Watcher::Op(op) => visit_each(&visit, |f| op.visit(f))?,
                 }
             }
         }
@@ -887,6 +869,21 @@ impl Core {
         let pyloop = cs.pyloop.try_borrow_mut().map(|mut p| p.take());
         drop(pyloop);
     }
+}
+
+/// Visits with `visit` every object `each` reports, stopping at the first
+/// failure (for holders that list their objects through a callback).
+fn visit_each(
+    visit: &PyVisit<'_>,
+    each: impl FnOnce(&mut dyn FnMut(&Py<PyAny>)),
+) -> Result<(), PyTraverseError> {
+    let mut outcome = Ok(());
+    each(&mut |obj| {
+        if outcome.is_ok() {
+            outcome = visit.call(obj);
+        }
+    });
+    outcome
 }
 
 impl Core {

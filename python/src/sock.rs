@@ -209,6 +209,12 @@ pub(crate) fn socket_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     SOCKET.import(py, "socket", "socket")
 }
 
+/// `_socket.socket`, the C type under `socket.socket`.
+fn base_socket_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static BASE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    BASE.import(py, "_socket", "socket")
+}
+
 fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     static FUTURE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     FUTURE.import(py, "asyncio", "Future")
@@ -232,21 +238,20 @@ impl Kind {
     /// `TypeError` if `sock` is not a socket object.
     pub(crate) fn of(sock: &Bound<'_, PyAny>) -> PyResult<Kind> {
         let py = sock.py();
-        // `_socket.socket`, and each field's descriptor with the offset of
-        // its C `int` (`None` if it is not a plain int member), read once.
+        // Each field's descriptor's `__get__` with the offset of its C
+        // `int` (`None` if it is not a plain int member), read once.
         type Field = (Py<PyAny>, Option<isize>);
-        static FIELDS: PyOnceLock<(Py<PyType>, [Field; 3])> = PyOnceLock::new();
-        let (base, fields) = FIELDS.get_or_try_init(py, || {
-            let base =
-                py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?.cast_into::<PyType>()?;
+        static FIELDS: PyOnceLock<[Field; 3]> = PyOnceLock::new();
+        let base = base_socket_type(py)?;
+        let fields = FIELDS.get_or_try_init(py, || {
             let dict = base.getattr(intern!(py, "__dict__"))?;
             let field = |name: &str| -> PyResult<Field> {
                 let descr = dict.get_item(name)?;
                 Ok((descr.getattr("__get__")?.unbind(), int_member_offset(&descr)))
             };
-            Ok::<_, PyErr>((base.clone().unbind(), [field("family")?, field("type")?, field("proto")?]))
+            Ok::<_, PyErr>([field("family")?, field("type")?, field("proto")?])
         })?;
-        let native = sock.is_instance(base.bind(py))?;
+        let native = sock.is_instance(base)?;
         let read = |(get, offset): &Field| -> PyResult<i32> {
             match offset {
                 // SAFETY: `sock` is an instance of `_socket.socket` (or a
@@ -301,8 +306,8 @@ pub(crate) fn new_socket<'py>(
     // `socket.socket.__new__` (`_socket.socket`'s) and `_socket.socket.__init__`.
     static PARTS: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
     let (new, init) = PARTS.get_or_try_init(py, || {
-        let base = py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?;
-        Ok::<_, PyErr>((cls.getattr("__new__")?.unbind(), base.getattr("__init__")?.unbind()))
+        let init = base_socket_type(py)?.getattr("__init__")?;
+        Ok::<_, PyErr>((cls.getattr("__new__")?.unbind(), init.unbind()))
     })?;
     let sock = new.bind(py).call1((cls,))?;
     match fileno {
@@ -356,11 +361,8 @@ pub(crate) fn close(sock: &Bound<'_, PyAny>) -> PyResult<()> {
     let io_refs: isize = sock.getattr(intern!(py, "_io_refs"))?.extract()?;
     if io_refs <= 0 {
         static CLOSE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let close = CLOSE.get_or_try_init(py, || {
-            Ok::<_, PyErr>(
-                py.import(intern!(py, "_socket"))?.getattr(intern!(py, "socket"))?.getattr("close")?.unbind(),
-            )
-        })?;
+        let close =
+            CLOSE.get_or_try_init(py, || Ok::<_, PyErr>(base_socket_type(py)?.getattr("close")?.unbind()))?;
         close.bind(py).call1((sock,))?;
     }
     Ok(())

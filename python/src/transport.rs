@@ -1026,12 +1026,9 @@ pub(crate) fn register_transport(
 ) -> PyResult<()> {
     let py = pyloop.py();
     let transports = pyloop.getattr(intern!(py, "_transports"))?;
-    static MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     static KEYED_REF: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     static REF_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    if transports.get_type().is(cached_type(py, &MAPPING, "weakref", "WeakValueDictionary")?)
-        && !transports.getattr(intern!(py, "_pending_removals"))?.is_truthy()?
-    {
+    if settled_weak_mapping(&transports)? {
         let keyed_ref = cached_type(py, &KEYED_REF, "weakref", "KeyedRef")?;
         let ref_new = REF_NEW.get_or_try_init(py, || {
             Ok::<_, PyErr>(py.import("weakref")?.getattr("ref")?.getattr("__new__")?.unbind())
@@ -1043,6 +1040,16 @@ pub(crate) fn register_transport(
         return data.set_item(fd, weak);
     }
     transports.set_item(fd, transport)
+}
+
+/// Whether `transports` is asyncio's `WeakValueDictionary` with no
+/// removals pending, whose `data` [`register_transport`] and
+/// [`unregister_transport`] may write as its own methods would.
+fn settled_weak_mapping(transports: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = transports.py();
+    static MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    Ok(transports.get_type().is(cached_type(py, &MAPPING, "weakref", "WeakValueDictionary")?)
+        && !transports.getattr(intern!(py, "_pending_removals"))?.is_truthy()?)
 }
 
 /// Drops `loop._transports[fd]` when it is `transport`, whose socket is
@@ -1058,12 +1065,8 @@ pub(crate) fn register_transport(
 /// What reading the mapping raises.
 fn unregister_transport(pyloop: &Bound<'_, PyAny>, fd: RawFd, transport: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = pyloop.py();
-    static MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     let Ok(transports) = pyloop.getattr(intern!(py, "_transports")) else { return Ok(()) };
-    if !transports.get_type().is(cached_type(py, &MAPPING, "weakref", "WeakValueDictionary")?)
-        || transports.getattr(intern!(py, "_pending_removals"))?.is_truthy()?
-        || transports.getattr(intern!(py, "_iterating"))?.is_truthy()?
-    {
+    if !settled_weak_mapping(&transports)? || transports.getattr(intern!(py, "_iterating"))?.is_truthy()? {
         return Ok(());
     }
     let data = transports.getattr(intern!(py, "data"))?.cast_into::<PyDict>()?;
