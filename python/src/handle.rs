@@ -611,10 +611,49 @@ fn format_callback_source(
 }
 
 /// `contextvars.copy_context()`.
-fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+/// `contextvars.copy_context()`.
+pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // SAFETY: called with the GIL held (`py`); returns a new reference or
     // NULL with an exception set, which `from_owned_ptr_or_err` handles.
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }.map(Bound::unbind)
+}
+
+/// `context.copy()` of a real `contextvars.Context`; `None` for any
+/// other object.
+pub(crate) fn copy_of(context: &Bound<'_, PyAny>) -> Option<PyResult<Py<PyAny>>> {
+    // SAFETY: a live object borrowed from `context`, with the GIL held;
+    // the check reads its type only.
+    if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
+        return None;
+    }
+    // SAFETY: a Context, with the GIL held; returns a new reference or
+    // NULL with an exception set.
+    let copy = unsafe { Bound::from_owned_ptr_or_err(context.py(), ffi::PyContext_Copy(context.as_ptr())) };
+    Some(copy.map(Bound::unbind))
+}
+
+/// Reports `err`, which `callback(*args)` raised when a native entry of
+/// the loop `event_loop` ran it in `context`, as the `Handle` asyncio
+/// queues for that call reports it (`Exception in callback ...`, the
+/// handle in the context); `KeyboardInterrupt` and `SystemExit` come back.
+///
+/// # Errors
+///
+/// `err` itself if it must end the run, or what the handler raised.
+pub(crate) fn report_as_handle(
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    event_loop: Py<PyAny>,
+    context: Py<PyAny>,
+    err: PyErr,
+) -> PyResult<()> {
+    let py = callback.py();
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        return Err(err);
+    }
+    let handle =
+        Handle::new(py, callback.clone().unbind(), args.clone().unbind(), event_loop, Some(context))?;
+    Handle::report(&Bound::new(py, handle)?, err, callback, args)
 }
 
 /// `context.run(callback, *args)`, without building the argument tuple

@@ -677,7 +677,7 @@ impl Core {
             server,
             backlog,
             transport,
-            context: transport::copy_context(py)?,
+            context: handle::copy_context(py)?,
             serving,
         };
         self.watch_anew(lp, fd, Direction::Read, Watcher::Accept(Rc::new(listening)))
@@ -848,6 +848,7 @@ impl Core {
                 e.0.get().visit_fields(&mut visit_one);
             }
         });
+        lp.visit_entries(|e: &transport::TransportEntry| visit_one(e.transport()));
         lp.visit_entries(|e: &TimerEntry| {
             if handle::holds_the_only_reference(e.handle.as_any()) {
                 let timer = e.handle.get();
@@ -873,7 +874,7 @@ impl Core {
 
 /// Visits with `visit` every object `each` reports, stopping at the first
 /// failure (for holders that list their objects through a callback).
-fn visit_each(
+pub(crate) fn visit_each(
     visit: &PyVisit<'_>,
     each: impl FnOnce(&mut dyn FnMut(&Py<PyAny>)),
 ) -> Result<(), PyTraverseError> {

@@ -247,8 +247,7 @@ pub(crate) fn call_soon<'py>(
 ) -> PyResult<()> {
     let py = pyloop.py();
     if let Ok(base) = pyloop.cast::<LoopBase>()
-        && let Some(own) = CALL_SOON.get(py)
-        && pyloop.get_type().getattr(intern!(py, "call_soon"))?.is(own)
+        && keeps_call_soon(pyloop)?
     {
         return LoopBase::call_soon(base, callback.unbind(), &args, None).map(drop);
     }
@@ -256,6 +255,29 @@ pub(crate) fn call_soon<'py>(
     all.push(callback);
     all.extend(args.iter());
     pyloop.call_method1(intern!(py, "call_soon"), PyTuple::new(py, all)?).map(drop)
+}
+
+/// Whether the class of `pyloop` (an evloop loop) keeps `LoopBase`'s
+/// `call_soon`.
+fn keeps_call_soon(pyloop: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = pyloop.py();
+    let Some(own) = CALL_SOON.get(py) else { return Ok(false) };
+    Ok(pyloop.get_type().getattr(intern!(py, "call_soon"))?.is(own))
+}
+
+/// Whether native code may queue its own entries on the core of `pyloop`
+/// in place of `pyloop.call_soon(...)` handles: an evloop loop whose class
+/// keeps `LoopBase`'s `call_soon` (nobody would see the calls), outside
+/// debug mode (whose handles are timed and reported by their repr).
+///
+/// # Errors
+///
+/// What looking up `call_soon` on the class raises.
+pub(crate) fn queues_natively(pyloop: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match pyloop.cast::<LoopBase>() {
+        Ok(base) if !base.get().debug() => keeps_call_soon(pyloop),
+        _ => Ok(false),
+    }
 }
 
 /// `name(*lead, *args, context=context)` on the Python loop: its debug-mode

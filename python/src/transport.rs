@@ -226,6 +226,111 @@ pub(crate) struct Inner {
     reading: Cell<bool>,
     writing: Cell<bool>,
     buffer: RefCell<WriteBuffer>,
+    /// What the queued start entry runs ([`TransportEntry`]).
+    start: RefCell<Option<Start>>,
+    /// What the queued `_call_connection_lost` entry runs.
+    lost: RefCell<Option<Lost>>,
+}
+
+/// asyncio's three calls queued when a transport is made, as one entry:
+/// `protocol.connection_made(transport)` in `context` (a copy of the
+/// context current when the transport was made), then the start of
+/// reading, in another copy of it (asyncio's reader `Handle`'s), then
+/// `waiter`'s result (`result`) unless it was cancelled. asyncio queues
+/// the three one after the other, so nothing can run between them.
+struct Start {
+    protocol: Py<PyAny>,
+    context: Py<PyAny>,
+    waiter: Option<Py<PyAny>>,
+    result: Py<PyAny>,
+}
+
+/// asyncio's queued `_call_connection_lost(exc)`, in `context` (a copy of
+/// the context current when it was queued).
+struct Lost {
+    exc: Py<PyAny>,
+    context: Py<PyAny>,
+}
+
+impl Start {
+    fn visit(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
+        [&self.protocol, &self.context, &self.result].into_iter().chain(&self.waiter).for_each(visit);
+    }
+}
+
+impl Lost {
+    fn visit(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
+        visit(&self.exc);
+        visit(&self.context);
+    }
+}
+
+/// Which of a transport's queued calls a [`TransportEntry`] is.
+#[derive(Clone, Copy)]
+enum Step {
+    Start,
+    Lost,
+}
+
+/// A transport's own entry on the loop's ready queue, in place of the
+/// `Handle`s asyncio's transport queues with `call_soon` (no handle
+/// object, bound method or argument tuple per call): its start
+/// ([`Start`]) or its `_call_connection_lost` ([`Lost`]), whose arguments
+/// the transport holds meanwhile. Queued only on a loop that
+/// [`queues_natively`](crate::loop_base::queues_natively). A failing
+/// protocol method is reported as asyncio's handle would report it.
+pub(crate) struct TransportEntry {
+    transport: Py<StreamTransport>,
+    step: Step,
+}
+
+impl TransportEntry {
+    /// The transport, for the core's GC pass.
+    pub(crate) fn transport(&self) -> &Py<PyAny> {
+        self.transport.as_any()
+    }
+}
+
+impl evloop::ForeignEntry for TransportEntry {
+    fn run(self) {
+        crate::run_entry(self);
+    }
+}
+
+impl crate::handle::PyEntry for TransportEntry {
+    /// Debug mode turned on after the entry was queued: a `Handle` of the
+    /// same step, for the loop's timing wrapper.
+    fn handle<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        let t = self.transport.bind(py);
+        let name = match self.step {
+            Step::Start => intern!(py, "_run_start"),
+            Step::Lost => intern!(py, "_run_lost"),
+        };
+        let made = (|| -> PyResult<Bound<'py, PyAny>> {
+            let this = inner(t)?;
+            let handle = crate::handle::Handle::new(
+                py,
+                t.getattr(name)?.unbind(),
+                PyTuple::empty(py).unbind(),
+                this.core.get().pyloop(py)?,
+                None,
+            )?;
+            Ok(Bound::new(py, handle)?.into_any())
+        })();
+        made.unwrap_or_else(|e| {
+            e.write_unraisable(py, Some(t.as_any()));
+            py.None().into_bound(py)
+        })
+    }
+
+    fn run_handle(&self, py: Python<'_>) -> PyResult<bool> {
+        let t = self.transport.bind(py);
+        match self.step {
+            Step::Start => Inner::run_start(t),
+            Step::Lost => Inner::run_lost(t),
+        }
+        .map(|()| true)
+    }
 }
 
 fn is_base(py: Python<'_>, e: &PyErr) -> bool {
@@ -255,14 +360,6 @@ fn buffered_protocol_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 fn server_tracks_clients(py: Python<'_>) -> bool {
     static TRACKS: PyOnceLock<bool> = PyOnceLock::new();
     *TRACKS.get_or_init(py, || py.version_info() >= (3, 13))
-}
-
-pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    static COPY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let copy = COPY.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("contextvars")?.getattr("copy_context")?.unbind())
-    })?;
-    Ok(copy.bind(py).call0()?.unbind())
 }
 
 /// The socket `fd` of a transport whose socket object is held.
@@ -418,7 +515,92 @@ impl Inner {
             Some(e) => e.clone(),
             None => py.None().into_bound(py),
         };
-        this.call_soon(py, slf.getattr(intern!(py, "_call_connection_lost"))?, exc)
+        Self::queue_connection_lost(slf, exc)
+    }
+
+    /// asyncio's `call_soon(self._call_connection_lost, exc)`: the
+    /// transport's own entry where the loop takes it.
+    fn queue_connection_lost(slf: &Bound<'_, StreamTransport>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        let lp = get(py, &this.lp).ok_or_else(|| PyRuntimeError::new_err("the transport is closed"))?;
+        if !crate::loop_base::queues_natively(&lp)? {
+            return this.call_soon(py, slf.getattr(intern!(py, "_call_connection_lost"))?, exc);
+        }
+        let core = this.core.get();
+        let queue = core.open_loop()?;
+        let lost = Lost { exc: exc.unbind(), context: crate::handle::copy_context(py)? };
+        drop(this.lost.replace(Some(lost)));
+        queue.call_soon_entry(TransportEntry { transport: slf.clone().unbind(), step: Step::Lost });
+        Ok(())
+    }
+
+    /// The queued `_call_connection_lost` ([`Lost`]) runs.
+    fn run_lost(slf: &Bound<'_, StreamTransport>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        let Some(Lost { exc, context }) = this.lost.borrow_mut().take() else { return Ok(()) };
+        let (exc, context) = (exc.into_bound(py), context.into_bound(py));
+        let given = (!exc.is_none()).then_some(&exc);
+        let outcome = crate::handle::run_in_context(py, &context, || Self::call_connection_lost(slf, given))
+            .unwrap_or_else(|| Self::call_connection_lost(slf, given));
+        let Err(e) = outcome else { return Ok(()) };
+        let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        let args = PyTuple::new(py, [exc])?;
+        crate::handle::report_as_handle(&callback, &args, this.core.get().pyloop(py)?, context.unbind(), e)
+    }
+
+    /// The queued start ([`Start`]) runs: `connection_made`, the start of
+    /// reading, the waiter's result. Each step runs whatever the one
+    /// before did; a failure is reported as the handle asyncio queues for
+    /// that step would report it, and an exception that must end the run
+    /// (`KeyboardInterrupt`, `SystemExit`, a failing exception handler) is
+    /// raised once all three have run.
+    fn run_start(slf: &Bound<'_, StreamTransport>) -> PyResult<()> {
+        let py = slf.py();
+        let this = inner(slf)?;
+        let Some(start) = this.start.borrow_mut().take() else { return Ok(()) };
+        let Start { protocol, context, waiter, result } = start;
+        let (protocol, context) = (protocol.into_bound(py), context.into_bound(py));
+        let owner = this.public(py);
+        // Taken before connection_made runs: what it sets in its context
+        // is not seen by reads, as with asyncio's separate handles.
+        let read_context = crate::handle::copy_of(&context).transpose()?;
+        let mut escaping: Option<PyErr> = None;
+        let mut report =
+            |callback: PyResult<Bound<'_, PyAny>>, args: &[Bound<'_, PyAny>], ctx: Py<PyAny>, e: PyErr| {
+                let reported = (|| {
+                    let args = PyTuple::new(py, args)?;
+                    crate::handle::report_as_handle(&callback?, &args, this.core.get().pyloop(py)?, ctx, e)
+                })();
+                if let Err(e) = reported {
+                    escaping.get_or_insert(e);
+                }
+            };
+        let made = || protocol.call_method1(intern!(py, "connection_made"), (&owner,)).map(drop);
+        let outcome = crate::handle::run_in_context(py, &context, made).unwrap_or_else(made);
+        if let Err(e) = outcome {
+            let callback = protocol.getattr(intern!(py, "connection_made"));
+            report(callback, std::slice::from_ref(&owner), context.clone().unbind(), e);
+        }
+        if this.is_reading() && !this.reading.get() {
+            let read_context = match read_context {
+                Some(c) => c,
+                None => crate::handle::copy_context(py)?,
+            };
+            put(&this.context, Some(read_context.clone_ref(py)));
+            if let Err(e) = Self::watch(slf, Direction::Read) {
+                report(slf.getattr(intern!(py, "_start_reading")), &[], read_context, e);
+            }
+        }
+        if let Some(waiter) = waiter {
+            let (waiter, result) = (waiter.into_bound(py), result.into_bound(py));
+            if let Err(e) = set_result_unless_cancelled(&waiter, &result) {
+                let callback = set_result_function(py).cloned();
+                report(callback, &[waiter, result], crate::handle::copy_context(py)?, e);
+            }
+        }
+        escaping.map_or(Ok(()), Err)
     }
 
     /// asyncio's `_maybe_pause_protocol`.
@@ -711,7 +893,7 @@ impl Inner {
             this.phase.set(Phase::Lost);
             this.conn_lost.set(this.conn_lost.get() + 1);
             this.unwatch(Direction::Write);
-            this.call_soon(py, slf.getattr(intern!(py, "_call_connection_lost"))?, py.None().into_bound(py))?;
+            Self::queue_connection_lost(slf, py.None().into_bound(py))?;
         }
         Ok(())
     }
@@ -834,6 +1016,8 @@ impl StreamTransport {
             reading: Cell::new(false),
             writing: Cell::new(false),
             buffer: RefCell::new(WriteBuffer::default()),
+            start: RefCell::new(None),
+            lost: RefCell::new(None),
         };
         inner.set_protocol(protocol)?;
         Ok(StreamTransport { owned: LoopOwner::with_state(lp, inner) })
@@ -843,7 +1027,11 @@ impl StreamTransport {
     /// exists: the loop's `_transports` entry, the server's `_attach`,
     /// then, in order on the loop, `connection_made`, the start of
     /// reading and the waiter's result.
-    fn start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn start(
+        slf: &Bound<'_, Self>,
+        waiter: Option<&Bound<'_, PyAny>>,
+        result: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let this = inner(slf)?;
         let lp = get(py, &this.lp).ok_or_else(|| PyRuntimeError::new_err("the transport is closed"))?;
@@ -856,18 +1044,25 @@ impl StreamTransport {
         }
         register_transport(&lp, this.fd, &this.public(py))?;
         let protocol = get(py, &this.protocol).ok_or_else(|| PyRuntimeError::new_err("no protocol"))?;
+        let waiter = waiter.filter(|w| !w.is_none());
+        let result = result.unwrap_or_else(|| py.None().into_bound(py));
+        if crate::loop_base::queues_natively(&lp)? {
+            let queue = this.core.get().open_loop()?;
+            let start = Start {
+                protocol: protocol.unbind(),
+                context: crate::handle::copy_context(py)?,
+                waiter: waiter.map(|w| w.clone().unbind()),
+                result: result.unbind(),
+            };
+            drop(this.start.replace(Some(start)));
+            queue.call_soon_entry(TransportEntry { transport: slf.clone().unbind(), step: Step::Start });
+            return Ok(());
+        }
         this.call_soon(py, protocol.getattr(intern!(py, "connection_made"))?, this.public(py))?;
         crate::loop_base::call_soon(&lp, slf.getattr(intern!(py, "_start_reading"))?, PyTuple::empty(py))?;
-        if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
-            static SET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-            let set = SET.get_or_try_init(py, || {
-                wrap_pyfunction!(set_result_unless_cancelled, py).map(|f| f.into_any().unbind())
-            })?;
-            crate::loop_base::call_soon(
-                &lp,
-                set.bind(py).clone(),
-                PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
-            )?;
+        if let Some(waiter) = waiter {
+            let set = set_result_function(py)?.clone();
+            crate::loop_base::call_soon(&lp, set, PyTuple::new(py, [waiter.clone(), result])?)?;
         }
         Ok(())
     }
@@ -957,6 +1152,16 @@ pub(crate) fn install_finalizer(cls: &Bound<'_, PyType>) -> PyResult<()> {
     let descr =
         unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyDescr_NewMethod(cls.as_type_ptr(), def)) }?;
     cls.setattr(intern!(py, "__del__"), descr)
+}
+
+/// [`set_result_unless_cancelled`] as a Python function (what asyncio's
+/// transport queues for its waiter).
+fn set_result_function(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static SET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    SET.get_or_try_init(py, || {
+        wrap_pyfunction!(set_result_unless_cancelled, py).map(|f| f.into_any().unbind())
+    })
+    .map(|f| f.bind(py))
 }
 
 /// asyncio's `futures._set_result_unless_cancelled(fut, result)`, the
@@ -1128,7 +1333,7 @@ fn init(
     let native =
         Bound::new(py, StreamTransport::new(py, r#loop, sock, protocol, &extra, server, owner, kind)?)?;
     attrs.set_item(intern!(py, "_native"), &native)?;
-    StreamTransport::start(&native, waiter)
+    StreamTransport::start(&native, waiter, None)
 }
 
 /// A new transport of class `cls` (`evloop._loop._SocketTransport`) over
@@ -1271,8 +1476,20 @@ impl StreamTransport {
         if !this.is_reading() || this.reading.get() {
             return Ok(());
         }
-        put(&this.context, Some(copy_context(slf.py())?));
+        put(&this.context, Some(crate::handle::copy_context(slf.py())?));
         Inner::watch(slf, Direction::Read)
+    }
+
+    /// The queued start, run by the `Handle` debug mode times in place of
+    /// the transport's entry (see [`TransportEntry`]).
+    fn _run_start(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Inner::run_start(slf)
+    }
+
+    /// The queued `_call_connection_lost`, run by the `Handle` debug mode
+    /// times in place of the transport's entry.
+    fn _run_lost(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Inner::run_lost(slf)
     }
 
     /// Sends `data` (bytes, bytearray or memoryview) at once as far as
@@ -1616,6 +1833,16 @@ impl StreamTransport {
                 visit.call(obj)?;
             }
         }
+        if let Ok(start) = this.start.try_borrow()
+            && let Some(start) = &*start
+        {
+            crate::visit_each(&visit, |f| start.visit(f))?;
+        }
+        if let Ok(lost) = this.lost.try_borrow()
+            && let Some(lost) = &*lost
+        {
+            crate::visit_each(&visit, |f| lost.visit(f))?;
+        }
         Ok(())
     }
 
@@ -1637,6 +1864,9 @@ impl StreamTransport {
                 drop(old);
             }
         }
+        let start = this.start.try_borrow_mut().ok().and_then(|mut s| s.take());
+        let lost = this.lost.try_borrow_mut().ok().and_then(|mut l| l.take());
+        drop((start, lost));
     }
 }
 

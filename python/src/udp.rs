@@ -207,8 +207,7 @@ impl DatagramTransport {
         if this.closing.get() || this.reading.get() || this.sock.borrow().is_none() {
             return Ok(());
         }
-        let context = py.import(intern!(py, "contextvars"))?.call_method0(intern!(py, "copy_context"))?;
-        drop(this.context.replace(Some(context.unbind())));
+        drop(this.context.replace(Some(crate::handle::copy_context(py)?)));
         this.watch(slf, Direction::Read)?;
         this.reading.set(true);
         Ok(())
