@@ -500,47 +500,37 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
     async def create_connection(self, protocol_factory, host=None, port=None, **options):
         # asyncio's (inherited) for everything but the common call: an
         # IP-literal host, an int port and every option at its default,
-        # outside debug mode. That one skips asyncio's resolving and
-        # connecting coroutines: the socket and its connect are native
-        # (Core.open_connection), then the transport is made and awaited
-        # as asyncio's _create_connection_transport does. Where the steps
-        # asyncio's path calls are replaced (a subclass's or a mock's
-        # sock_connect, a patched socket module), that path runs.
+        # outside debug mode. That one is one native operation
+        # (python/src/connect.rs): the socket, its connect, then the
+        # protocol and the transport, awaited as one future done with
+        # (transport, protocol) once connection_made ran (asyncio's
+        # coroutine awaits the connect, then the transport's waiter).
+        # Where the steps asyncio's path calls are replaced (a subclass's
+        # or a mock's sock_connect or _make_socket_transport, a patched
+        # socket module), that path runs.
         if (
             self._debug
             or base_events.socket is not socket
             or "sock_connect" in self.__dict__
+            or "_make_socket_transport" in self.__dict__
             or type(self).sock_connect is not EventLoop.sock_connect
             or (options and not _default_connect_options(options))
         ):
             return await super().create_connection(protocol_factory, host, port, **options)
-        opened = self._core.open_connection(host, port)
-        if opened is None:
+        cls = self._native_transport_class()
+        opening = cls and self._core.create_connection(host, port, protocol_factory, cls)
+        if opening is None:
             return await super().create_connection(protocol_factory, host, port, **options)
-        sock, connecting = opened
         try:
-            if connecting is not None:
-                await connecting
-            protocol = protocol_factory()
+            return await opening.future
         except BaseException:
-            sock.close()
+            # Cancelled (or closed): the socket or the transport goes, as
+            # asyncio's create_connection closes them.
+            opening.abandon()
             raise
         finally:
             # As asyncio: break the cycle through the traceback.
-            connecting = None
-        waiter = self.create_future()
-        cls = "_make_socket_transport" not in self.__dict__ and self._native_transport_class()
-        if cls:
-            # evloop's own transport, made without its Python __init__.
-            transport = _evloop.new_stream_transport(cls, self, sock, protocol, waiter)
-        else:
-            transport = self._make_socket_transport(sock, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
+            opening = None
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _SocketTransport(self, sock, protocol, waiter, extra, server)

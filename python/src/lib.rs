@@ -29,6 +29,7 @@ use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit, intern};
 
 mod accept;
+mod connect;
 mod handle;
 mod loop_base;
 mod pysock;
@@ -604,23 +605,25 @@ impl Core {
         sock::connect(py, self, sock, address)
     }
 
-    /// The socket half of `create_connection(factory, host, port)` for an
-    /// IP-literal `host` (a `str`) and an `int` port: a non-blocking TCP
-    /// `socket.socket` of the address's family and its connect started,
-    /// as `(sock, None)` if it connected at once or `(sock, future)`.
-    /// `None` for anything else (host names, other types): asyncio's
-    /// resolving path takes those.
+    /// `create_connection(protocol_factory, host, port)` for an IP-literal
+    /// `host` (a `str`) and an `int` port, natively ([`connect`]): a
+    /// connect in progress whose `future` is done with `(transport,
+    /// protocol)`, the transport of class `cls`. `None` for anything else
+    /// (host names, other types): asyncio's resolving path takes those.
     ///
     /// # Errors
     ///
-    /// What `socket()` or `connect()` raised (the socket is closed then).
-    fn open_connection<'py>(
-        &self,
-        py: Python<'py>,
+    /// What `socket()` or `connect()` raised at once, or what the factory
+    /// or the transport raised if the connect completed at once (the
+    /// socket is closed then).
+    fn create_connection<'py>(
+        slf: &Bound<'py, Core>,
         host: &Bound<'py, PyAny>,
         port: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<(Bound<'py, PyAny>, Py<PyAny>)>> {
-        sock::open_connection(py, self, host, port)
+        protocol_factory: &Bound<'py, PyAny>,
+        cls: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, connect::Opening>>> {
+        connect::create_connection(slf.py(), slf, host, port, protocol_factory, cls)
     }
 
     /// asyncio's `sock_accept`.
@@ -969,7 +972,13 @@ impl Core {
         Ok(())
     }
 
-    fn watch_anew(&self, lp: &EventLoop, fd: RawFd, direction: Direction, watcher: Watcher) -> PyResult<()> {
+    pub(crate) fn watch_anew(
+        &self,
+        lp: &EventLoop,
+        fd: RawFd,
+        direction: Direction,
+        watcher: Watcher,
+    ) -> PyResult<()> {
         match direction {
             Direction::Read => lp.add_reader(fd, fd_callback(fd, direction)),
             Direction::Write => lp.add_writer(fd, fd_callback(fd, direction)),
@@ -977,6 +986,25 @@ impl Core {
         .map_err(core_error)?;
         drop(self.set_watcher(fd, direction, Some(watcher)));
         Ok(())
+    }
+
+    /// Drops the pending `sock_*` operation on `sock` that watches `fd` in
+    /// `direction`, if there is one (its registration too).
+    pub(crate) fn drop_op_of(&self, fd: RawFd, direction: Direction, sock: &Bound<'_, PyAny>) {
+        let id = match self.state().watchers.borrow().get(&(fd, direction)) {
+            Some(Watcher::Op(op)) if op.is_for(sock) => Some(op.id()),
+            _ => None,
+        };
+        let Some(removed) = id.and_then(|id| self.state().take_op(fd, direction, id)) else { return };
+        if let Ok(lp) = self.lp.check()
+            && !lp.is_closed()
+        {
+            match direction {
+                Direction::Read => lp.remove_reader(fd),
+                Direction::Write => lp.remove_writer(fd),
+            };
+        }
+        drop(removed); // after the map's borrow: decrefs may run Python code
     }
 
     /// Sets or removes the watcher of `fd` in `direction`; returns the old
@@ -1093,7 +1121,6 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::StreamTransport>()?;
     m.add_class::<transport::EngineMethod>()?;
     m.add_function(wrap_pyfunction!(transport::init_stream_transport, m)?)?;
-    m.add_function(wrap_pyfunction!(transport::py_new_stream_transport, m)?)?;
     m.add_function(wrap_pyfunction!(transport::install_finalizer, m)?)?;
     m.add_class::<udp::DatagramTransport>()?;
     loop_base::add_call_soon(m.py())?;

@@ -74,6 +74,14 @@ pub(crate) enum Op {
     Connect {
         address: Py<PyAny>,
     },
+    /// evloop's `create_connection` ([`crate::connect`]): a connect whose
+    /// success makes the protocol and transport. No done callback: a
+    /// cancelled one is dropped (its socket closed) by the coroutine's
+    /// `abandon` or, first, when the fd is next ready.
+    Open {
+        address: Py<PyAny>,
+        opening: Py<crate::connect::Opening>,
+    },
     Accept,
     /// asyncio's `_sock_sendfile_native_impl`: `sendfile(2)` from the
     /// regular file `file` (its fd `file_fd`) at `offset`, at most `count`
@@ -99,9 +107,11 @@ impl Op {
             | Op::RecvFrom { .. }
             | Op::RecvFromInto { .. }
             | Op::Accept => Direction::Read,
-            Op::SendAll { .. } | Op::SendTo { .. } | Op::Connect { .. } | Op::SendFile { .. } => {
-                Direction::Write
-            }
+            Op::SendAll { .. }
+            | Op::SendTo { .. }
+            | Op::Connect { .. }
+            | Op::Open { .. }
+            | Op::SendFile { .. } => Direction::Write,
         }
     }
 }
@@ -185,6 +195,10 @@ impl SockOp {
                 visit(address);
             }
             Op::Connect { address } => visit(address),
+            Op::Open { address, opening } => {
+                visit(address);
+                visit(opening.as_any());
+            }
             Op::SendFile { file, .. } => visit(file),
             Op::Recv { .. } | Op::SendAll { .. } | Op::Accept => {}
         }
@@ -215,7 +229,7 @@ fn base_socket_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     BASE.import(py, "_socket", "socket")
 }
 
-fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+pub(crate) fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     static FUTURE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     FUTURE.import(py, "asyncio", "Future")
 }
@@ -540,7 +554,7 @@ fn try_op(py: Python<'_>, state: &RunState, sock: &Bound<'_, PyAny>, op: &Op) ->
         Op::SendTo { data, address } => {
             python_try(py, sock.call_method1(intern!(py, "sendto"), (data, 0, address)))
         }
-        Op::Connect { address } => {
+        Op::Connect { address } | Op::Open { address, .. } => {
             // Tried again once writable: the connect's outcome is SO_ERROR.
             let so_error: Result<i32, Try> = if is_plain_socket(sock)? {
                 with_fd(py, fileno(sock)?, |s| s.take_error())
@@ -844,9 +858,16 @@ pub(crate) fn on_ready(py: Python<'_>, state: &Rc<RunState>, op: Rc<SockOp>) {
     };
     let Some(sock) = sock.filter(|_| !over) else {
         // Cancelled meanwhile: nothing is read. A done callback removes a
-        // strongly held operation; a weakly held one goes now.
+        // strongly held operation; a weakly held one goes now, and so
+        // does a connection's, with its socket.
         if let SockObject::Weak(_) = op.sock {
             forget(state, op.fd, op.op.direction(), op.id, op.sock.get(py).as_ref());
+        }
+        if let (Op::Open { .. }, Some(sock)) = (&op.op, op.sock.get(py)) {
+            forget(state, op.fd, op.op.direction(), op.id, Some(&sock));
+            if let Err(e) = close(&sock) {
+                report(py, state, fut, e);
+            }
         }
         return;
     };
@@ -861,11 +882,17 @@ pub(crate) fn on_ready(py: Python<'_>, state: &Rc<RunState>, op: Rc<SockOp>) {
         }
         Try::Done(v) => {
             forget(state, op.fd, op.op.direction(), op.id, Some(&sock));
-            fut.call_method1(intern!(py, "set_result"), (v,))
+            match &op.op {
+                Op::Open { opening, .. } => opening.get().connected(py),
+                _ => fut.call_method1(intern!(py, "set_result"), (v,)).map(drop),
+            }
         }
         Try::Failed(e) => {
             forget(state, op.fd, op.op.direction(), op.id, Some(&sock));
-            fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))
+            match &op.op {
+                Op::Open { opening, .. } => opening.get().failed(py, e),
+                _ => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)).map(drop),
+            }
         }
     };
     if let Err(e) = settle {
@@ -980,14 +1007,17 @@ pub(crate) fn connect(
     }
 }
 
-/// `Core.open_connection` (see there): the connected-or-connecting
-/// socket of an IP-literal host and int port, or `None`.
-pub(crate) fn open_connection<'py>(
+/// The socket of `create_connection(factory, host, port)` for an
+/// IP-literal `host` (a `str`) and an `int` port: a non-blocking TCP
+/// `socket.socket` of the address's family, with the address to connect
+/// to as asyncio's resolver gives it for a literal (what `connect` is
+/// called with, and what its errors name); `None` for anything else.
+pub(crate) fn literal_socket<'py>(
     py: Python<'py>,
     core: &crate::Core,
     host: &Bound<'py, PyAny>,
     port: &Bound<'py, PyAny>,
-) -> PyResult<Option<(Bound<'py, PyAny>, Py<PyAny>)>> {
+) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyTuple>)>> {
     use std::net::IpAddr;
     let Ok(text) = host.cast::<pyo3::types::PyString>() else { return Ok(None) };
     let Ok(ip) = text.to_str()?.parse::<IpAddr>() else { return Ok(None) };
@@ -998,8 +1028,6 @@ pub(crate) fn open_connection<'py>(
     let Ok(number) = port.extract::<u16>() else { return Ok(None) };
     let port = number.into_pyobject(py)?.into_any();
     core.open_loop()?;
-    // The address as asyncio's resolver gives it for a literal: what
-    // `connect` is called with, and what its errors name.
     let (family, address) = match ip {
         IpAddr::V4(_) => (libc::AF_INET, PyTuple::new(py, [host.clone(), port])?),
         IpAddr::V6(_) => {
@@ -1013,19 +1041,37 @@ pub(crate) fn open_connection<'py>(
     // cost a getsockname(2) to check the fd.
     let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK;
     let sock = new_socket(py, family, ty, libc::IPPROTO_TCP, None)?;
-    match connect(py, core, &sock, address.as_any()) {
-        Ok(connecting) => Ok(Some((sock, connecting))),
-        Err(e) => {
-            close(&sock)?;
-            Err(e)
-        }
-    }
+    Ok(Some((sock, address)))
+}
+
+/// Makes `op` (an [`Op::Open`] whose connect is in progress on the fresh
+/// socket `sock`) the socket's write watcher, for `fut`.
+pub(crate) fn wait_open(
+    core: &crate::Core,
+    sock: &Bound<'_, PyAny>,
+    fut: &Bound<'_, PyAny>,
+    op: Op,
+) -> PyResult<()> {
+    let lp = core.open_loop()?;
+    let fd = fileno(sock)?;
+    let sock_op = Rc::new(SockOp {
+        id: next_id(),
+        fd,
+        sock: SockObject::Strong(sock.clone().unbind()),
+        fut: fut.clone().unbind(),
+        op,
+    });
+    core.watch_anew(lp, fd, Direction::Write, Watcher::Op(sock_op))
 }
 
 /// The first try of a connect: straight `connect(2)` for a plain socket
 /// and an IP-literal address in its family's tuple form, Python's
 /// `connect` otherwise (host names, Unix paths, other objects).
-fn connect_now(py: Python<'_>, sock: &Bound<'_, PyAny>, address: &Bound<'_, PyAny>) -> PyResult<Try> {
+pub(crate) fn connect_now(
+    py: Python<'_>,
+    sock: &Bound<'_, PyAny>,
+    address: &Bound<'_, PyAny>,
+) -> PyResult<Try> {
     if is_plain_socket(sock)?
         && let Some(addr) = crate::pysock::from_python(address, Kind::of(sock)?.family)
     {

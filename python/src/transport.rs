@@ -1307,22 +1307,22 @@ pub(crate) fn init_stream_transport(
     server: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let kind = crate::sock::plain_kind(sock)?;
-    init(owner, r#loop, sock, protocol, waiter, extra, server, kind.as_ref())
+    let native = init(owner, r#loop, sock, protocol, extra, server, kind.as_ref())?;
+    StreamTransport::start(&native, waiter, None)
 }
 
-/// [`init_stream_transport`] with the socket's kind known (`None`: not a
-/// plain `socket.socket`).
-#[allow(clippy::too_many_arguments)]
-fn init(
-    owner: &Bound<'_, PyAny>,
-    r#loop: &Bound<'_, PyAny>,
-    sock: &Bound<'_, PyAny>,
-    protocol: &Bound<'_, PyAny>,
-    waiter: Option<&Bound<'_, PyAny>>,
-    extra: Option<Bound<'_, PyDict>>,
-    server: Option<&Bound<'_, PyAny>>,
+/// Makes `owner`'s engine and fills `owner`'s attributes (see
+/// [`init_stream_transport`]) with the socket's kind known (`None`: not
+/// a plain `socket.socket`); the caller starts the engine.
+fn init<'py>(
+    owner: &Bound<'py, PyAny>,
+    r#loop: &Bound<'py, PyAny>,
+    sock: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    extra: Option<Bound<'py, PyDict>>,
+    server: Option<&Bound<'py, PyAny>>,
     kind: Option<&Kind>,
-) -> PyResult<()> {
+) -> PyResult<Bound<'py, StreamTransport>> {
     let py = owner.py();
     let extra = extra.unwrap_or_else(|| PyDict::new(py));
     let attrs = owner.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
@@ -1333,7 +1333,7 @@ fn init(
     let native =
         Bound::new(py, StreamTransport::new(py, r#loop, sock, protocol, &extra, server, owner, kind)?)?;
     attrs.set_item(intern!(py, "_native"), &native)?;
-    StreamTransport::start(&native, waiter, None)
+    Ok(native)
 }
 
 /// A new transport of class `cls` (`evloop._loop._SocketTransport`) over
@@ -1355,21 +1355,21 @@ pub(crate) fn new_stream_transport<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let owner = cls.call_method1(intern!(py, "__new__"), (cls,))?;
-    init(&owner, r#loop, sock, protocol, None, Some(extra), server, kind)?;
+    let native = init(&owner, r#loop, sock, protocol, Some(extra), server, kind)?;
+    StreamTransport::start(&native, None, None)?;
     Ok(owner)
 }
 
-/// `new_stream_transport(cls, loop, sock, protocol, waiter)`: a client
-/// connection's transport of class `cls`, made as `cls(loop, sock,
-/// protocol, waiter)` would be, without running its Python `__init__`
-/// (evloop's `create_connection` for an IP literal).
+/// A client connection's transport of class `cls` over the connected
+/// `sock`, made as `cls(loop, sock, protocol, waiter)` would be, without
+/// running its Python `__init__`, except that `waiter` is done with
+/// `(transport, protocol)` (what `create_connection` returns) once
+/// `connection_made` ran ([`crate::connect`]).
 ///
 /// # Errors
 ///
 /// As [`init_stream_transport`].
-#[pyfunction]
-#[pyo3(name = "new_stream_transport")]
-pub(crate) fn py_new_stream_transport<'py>(
+pub(crate) fn new_client_transport<'py>(
     cls: &Bound<'py, PyAny>,
     r#loop: &Bound<'py, PyAny>,
     sock: &Bound<'py, PyAny>,
@@ -1379,7 +1379,9 @@ pub(crate) fn py_new_stream_transport<'py>(
     let py = cls.py();
     let kind = crate::sock::plain_kind(sock)?;
     let owner = cls.call_method1(intern!(py, "__new__"), (cls,))?;
-    init(&owner, r#loop, sock, protocol, Some(waiter), None, None, kind.as_ref())?;
+    let native = init(&owner, r#loop, sock, protocol, None, None, kind.as_ref())?;
+    let result = PyTuple::new(py, [&owner, protocol])?;
+    StreamTransport::start(&native, Some(waiter), Some(result.into_any()))?;
     Ok(owner)
 }
 

@@ -279,3 +279,68 @@ def test_evloop_binds_a_transports_methods_on_first_use(loop):
         return before, size, after is not None, same
 
     assert loop.run_until_complete(main()) == (False, 0, True, True)
+
+
+@pytest.mark.parametrize("where", ["protocol_factory", "connection_made"])
+def test_a_call_cancelled_once_the_transport_is_made_closes_it(loop, where):
+    # Cancelled from inside the call's own steps: the transport that was
+    # made gets connection_made, then connection_lost, and its socket is
+    # closed; the call raises CancelledError.
+    events = []
+
+    class Cancelling(asyncio.Protocol):
+        def __init__(self):
+            if where == "protocol_factory":
+                task.cancel()
+
+        def connection_made(self, transport):
+            events.append("made")
+            self.sock = transport.get_extra_info("socket")
+            if where == "connection_made":
+                task.cancel()
+
+        def connection_lost(self, exc):
+            events.append(("lost", exc))
+            lost.set_result(self.sock)
+
+    async def main():
+        nonlocal task, lost
+        lost = loop.create_future()
+        server = await loop.create_server(Server, "127.0.0.1", 0)
+        task = loop.create_task(loop.create_connection(Cancelling, *server.sockets[0].getsockname()))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        sock = await lost  # closed just after connection_lost
+        server.close()
+        await server.wait_closed()
+        return sock.fileno()
+
+    task = lost = None
+    assert loop.run_until_complete(main()) == -1
+    assert events == ["made", ("lost", None)]
+
+
+def test_the_factory_and_connection_made_see_the_callers_context(loop):
+    import contextvars
+
+    var = contextvars.ContextVar("var")
+    seen = []
+
+    class Seeing(asyncio.Protocol):
+        def __init__(self):
+            seen.append(("factory", var.get(None)))
+
+        def connection_made(self, transport):
+            seen.append(("made", var.get(None)))
+            self.transport = transport
+
+    async def main():
+        server = await loop.create_server(Server, "127.0.0.1", 0)
+        var.set("caller's")
+        transport, _ = await loop.create_connection(Seeing, *server.sockets[0].getsockname())
+        transport.close()
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())
+    assert seen == [("factory", "caller's"), ("made", "caller's")]
