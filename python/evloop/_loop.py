@@ -514,11 +514,11 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
             or "sock_connect" in self.__dict__
             or "_make_socket_transport" in self.__dict__
             or type(self).sock_connect is not EventLoop.sock_connect
+            or type(self)._make_socket_transport is not EventLoop._make_socket_transport
             or (options and not _default_connect_options(options))
         ):
             return await super().create_connection(protocol_factory, host, port, **options)
-        cls = self._native_transport_class()
-        opening = cls and self._core.create_connection(host, port, protocol_factory, cls)
+        opening = self._core.create_connection(host, port, protocol_factory, _SocketTransport)
         if opening is None:
             return await super().create_connection(protocol_factory, host, port, **options)
         try:

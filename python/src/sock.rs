@@ -252,19 +252,8 @@ impl Kind {
     /// `TypeError` if `sock` is not a socket object.
     pub(crate) fn of(sock: &Bound<'_, PyAny>) -> PyResult<Kind> {
         let py = sock.py();
-        // Each field's descriptor's `__get__` with the offset of its C
-        // `int` (`None` if it is not a plain int member), read once.
-        type Field = (Py<PyAny>, Option<isize>);
-        static FIELDS: PyOnceLock<[Field; 3]> = PyOnceLock::new();
         let base = base_socket_type(py)?;
-        let fields = FIELDS.get_or_try_init(py, || {
-            let dict = base.getattr(intern!(py, "__dict__"))?;
-            let field = |name: &str| -> PyResult<Field> {
-                let descr = dict.get_item(name)?;
-                Ok((descr.getattr("__get__")?.unbind(), int_member_offset(&descr)))
-            };
-            Ok::<_, PyErr>([field("family")?, field("type")?, field("proto")?])
-        })?;
+        let fields = socket_fields(py)?;
         let native = sock.is_instance(base)?;
         let read = |(get, offset): &Field| -> PyResult<i32> {
             match offset {
@@ -272,9 +261,7 @@ impl Kind {
                 // subclass, which shares its layout), whose member
                 // descriptor says a C `int` lives at `offset` in every
                 // instance; the object is alive (borrowed) and the GIL held.
-                Some(offset) if native => {
-                    Ok(unsafe { sock.as_ptr().cast::<u8>().offset(*offset).cast::<i32>().read_unaligned() })
-                }
+                Some(offset) if native => Ok(unsafe { read_int_field(sock, *offset) }),
                 _ => get.bind(py).call1((sock,))?.extract(),
             }
         };
@@ -333,6 +320,40 @@ pub(crate) fn new_socket<'py>(
     Ok(sock)
 }
 
+/// A `_socket.socket` field: its member descriptor's `__get__`, and the
+/// offset of its C `int` (`None` if it is not a plain int member).
+type Field = (Py<PyAny>, Option<isize>);
+
+/// `_socket.socket`'s `family`, `type` and `proto` fields, read once.
+fn socket_fields(py: Python<'_>) -> PyResult<&[Field; 3]> {
+    static FIELDS: PyOnceLock<[Field; 3]> = PyOnceLock::new();
+    FIELDS.get_or_try_init(py, || {
+        let dict = base_socket_type(py)?.getattr(intern!(py, "__dict__"))?;
+        let field = |name: &str| -> PyResult<Field> {
+            let descr = dict.get_item(name)?;
+            Ok((descr.getattr("__get__")?.unbind(), int_member_offset(&descr)))
+        };
+        Ok::<_, PyErr>([field("family")?, field("type")?, field("proto")?])
+    })
+}
+
+/// Where a plain socket object keeps its fd, if known: CPython's socket
+/// object holds it (a C `int` on Unix) just before its family. Taken as
+/// true only once a first open socket's `fileno()` agreed with it.
+static FD_OFFSET: PyOnceLock<Option<isize>> = PyOnceLock::new();
+
+/// Reads the C `int` at `offset` in `sock`.
+///
+/// # Safety
+///
+/// `sock` is a `_socket.socket` object (or a subclass's: same layout)
+/// and `offset` the offset of a C `int` field of that layout.
+unsafe fn read_int_field(sock: &Bound<'_, PyAny>, offset: isize) -> i32 {
+    // SAFETY: as the caller promises; the object is alive (borrowed) and
+    // the GIL held.
+    unsafe { sock.as_ptr().cast::<u8>().offset(offset).cast::<i32>().read_unaligned() }
+}
+
 /// The offset in its instances of the C `int` a member descriptor
 /// (`_socket.socket.family`…) reads; `None` for any other kind of
 /// descriptor or member (then its `__get__` is called instead).
@@ -388,8 +409,33 @@ pub(crate) fn is_plain_socket(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(sock.get_type().is(socket_type(sock.py())?))
 }
 
+/// `sock.fileno()`; for a plain `socket.socket`, read from the object
+/// (see [`FD_OFFSET`]) without the method call.
 pub(crate) fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    sock.call_method0(intern!(sock.py(), "fileno"))?.extract()
+    let py = sock.py();
+    if !is_plain_socket(sock)? {
+        return sock.call_method0(intern!(py, "fileno"))?.extract();
+    }
+    if let Some(known) = FD_OFFSET.get(py) {
+        return match known {
+            // SAFETY: a plain socket object, and an offset checked
+            // against a socket of its type (below).
+            Some(offset) => Ok(unsafe { read_int_field(sock, *offset) }),
+            None => sock.call_method0(intern!(py, "fileno"))?.extract(),
+        };
+    }
+    let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+    if fd >= 0 {
+        let guess = socket_fields(py)?[0].1.and_then(|family| family.checked_sub(4));
+        // SAFETY: the guess lies inside the object (before its family
+        // field, after its header): the `int` read there is only
+        // compared, and kept as the fd's place if it is the fd.
+        let header = std::mem::size_of::<pyo3::ffi::PyObject>() as isize;
+        let agrees =
+            guess.filter(|&at| at >= header).is_some_and(|at| unsafe { read_int_field(sock, at) } == fd);
+        let _ = FD_OFFSET.set(py, guess.filter(|_| agrees));
+    }
+    Ok(fd)
 }
 
 /// The OSError Python's socket module raises for `errno`

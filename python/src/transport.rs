@@ -362,6 +362,55 @@ fn server_tracks_clients(py: Python<'_>) -> bool {
     *TRACKS.get_or_init(py, || py.version_info() >= (3, 13))
 }
 
+/// Whether `server` is exactly asyncio's `Server` of a Python whose
+/// `_attach`/`_detach` only count its connections (3.11, 3.12): then
+/// [`attach`] and [`detach`] do what those methods do, without their
+/// Python frames.
+fn counting_server(server: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = server.py();
+    if server_tracks_clients(py) {
+        return Ok(false);
+    }
+    static SERVER: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    Ok(server.get_type().is(cached_type(py, &SERVER, "asyncio.base_events", "Server")?))
+}
+
+/// `server._attach(...)`: one more connection (asyncio's method where it
+/// would assert, or does more).
+fn attach(server: &Bound<'_, PyAny>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = server.py();
+    if counting_server(server)? && !server.getattr(intern!(py, "_sockets"))?.is_none() {
+        let count: isize = server.getattr(intern!(py, "_active_count"))?.extract()?;
+        return server.setattr(intern!(py, "_active_count"), count + 1);
+    }
+    if server_tracks_clients(py) {
+        server.call_method1(intern!(py, "_attach"), (transport,)).map(drop)
+    } else {
+        server.call_method0(intern!(py, "_attach")).map(drop)
+    }
+}
+
+/// `server._detach(...)`: one connection less; the server's waiters are
+/// woken when it was the last one of a closed server.
+fn detach(server: &Bound<'_, PyAny>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = server.py();
+    if counting_server(server)? {
+        let count: isize = server.getattr(intern!(py, "_active_count"))?.extract()?;
+        if count > 0 {
+            server.setattr(intern!(py, "_active_count"), count - 1)?;
+            if count == 1 && server.getattr(intern!(py, "_sockets"))?.is_none() {
+                server.call_method0(intern!(py, "_wakeup"))?;
+            }
+            return Ok(());
+        }
+    }
+    if server_tracks_clients(py) {
+        server.call_method1(intern!(py, "_detach"), (transport,)).map(drop)
+    } else {
+        server.call_method0(intern!(py, "_detach")).map(drop)
+    }
+}
+
 /// The socket `fd` of a transport whose socket object is held.
 fn sock_ref<'a>(fd: &'a BorrowedFd<'_>) -> SockRef<'a> {
     SockRef::from(fd)
@@ -933,10 +982,7 @@ impl Inner {
         put(&this.context, None);
         let server = this.server.borrow_mut().take();
         let detached = match &server {
-            Some(server) if server_tracks_clients(py) => {
-                server.bind(py).call_method1(intern!(py, "_detach"), (this.public(py),)).map(drop)
-            }
-            Some(server) => server.bind(py).call_method0(intern!(py, "_detach")).map(drop),
+            Some(server) => detach(server.bind(py), &this.public(py)),
             None => Ok(()),
         };
         drop(server);
@@ -1036,11 +1082,7 @@ impl StreamTransport {
         let this = inner(slf)?;
         let lp = get(py, &this.lp).ok_or_else(|| PyRuntimeError::new_err("the transport is closed"))?;
         if let Some(server) = get(py, &this.server) {
-            if server_tracks_clients(py) {
-                server.call_method1(intern!(py, "_attach"), (this.public(py),))?;
-            } else {
-                server.call_method0(intern!(py, "_attach"))?;
-            }
+            attach(&server, &this.public(py))?;
         }
         register_transport(&lp, this.fd, &this.public(py))?;
         let protocol = get(py, &this.protocol).ok_or_else(|| PyRuntimeError::new_err("no protocol"))?;
@@ -1083,7 +1125,7 @@ impl StreamTransport {
 /// thread: the garbage collector may finalise on any.
 fn finalize(transport: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = transport.py();
-    let attrs = transport.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+    let attrs = instance_dict(transport)?;
     let Some(sock) = attrs.get_item(intern!(py, "_rawsock"))? else { return Ok(()) };
     if sock.is_none() || crate::sock::fileno(&sock)? == -1 {
         return Ok(()); // closed once the connection was lost
@@ -1204,8 +1246,13 @@ impl EngineMethod {
             return Ok(slf.clone().into_any()); // looked up on the class
         };
         let name = slf.get().name.bind(py);
-        let method = instance.getattr(intern!(py, "_native"))?.getattr(name)?;
-        instance.getattr(intern!(py, "__dict__"))?.set_item(name, &method)?;
+        let attrs = instance_dict(instance)?;
+        let native = match attrs.get_item(intern!(py, "_native"))? {
+            Some(native) => native,
+            None => instance.getattr(intern!(py, "_native"))?,
+        };
+        let method = native.getattr(name)?;
+        attrs.set_item(name, &method)?;
         Ok(method)
     }
 
@@ -1325,7 +1372,7 @@ fn init<'py>(
 ) -> PyResult<Bound<'py, StreamTransport>> {
     let py = owner.py();
     let extra = extra.unwrap_or_else(|| PyDict::new(py));
-    let attrs = owner.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+    let attrs = instance_dict(owner)?;
     attrs.set_item(intern!(py, "_extra"), &extra)?;
     attrs.set_item(intern!(py, "_rawsock"), sock)?;
     attrs.set_item(intern!(py, "_thread"), thread_ident(py)?)?;
@@ -1383,6 +1430,24 @@ pub(crate) fn new_client_transport<'py>(
     let result = PyTuple::new(py, [&owner, protocol])?;
     StreamTransport::start(&native, Some(waiter), Some(result.into_any()))?;
     Ok(owner)
+}
+
+/// `obj.__dict__` (made if it is not there yet), without looking up the
+/// `__dict__` descriptor on its type.
+///
+/// # Errors
+///
+/// `AttributeError` for an object without one.
+fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    // SAFETY: a live object, with the GIL held; returns a new reference
+    // (the dict) or NULL with an exception set.
+    let dict = unsafe {
+        Bound::from_owned_ptr_or_err(
+            obj.py(),
+            pyo3::ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()),
+        )
+    }?;
+    Ok(dict.cast_into::<PyDict>()?)
 }
 
 /// `threading.get_ident()`.

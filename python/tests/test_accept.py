@@ -329,3 +329,32 @@ def test_a_failing_protocol_factory_leaves_the_server_serving(loop):
         warnings.simplefilter("ignore", ResourceWarning)
         loop.run_until_complete(asyncio.wait_for(main(), 5))
     assert made == ["failed", "served"]
+
+
+def test_a_server_counts_its_connections_as_asyncio_does(loop):
+    # Python 3.12's wait_closed waits for the connections a closed server
+    # still has (3.11's returns at once); evloop keeps asyncio's count.
+    import sys
+
+    accepted = []
+
+    class Keep(asyncio.Protocol):
+        def connection_made(self, transport):
+            accepted.append(transport)
+
+    async def main():
+        server = await loop.create_server(Keep, "127.0.0.1", 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, *server.sockets[0].getsockname())
+        while not accepted:
+            await asyncio.sleep(0)
+        server.close()
+        waiting = asyncio.ensure_future(server.wait_closed())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        before = waiting.done()
+        accepted[0].close()
+        await asyncio.wait_for(waiting, 5)
+        tr.close()
+        return before
+
+    assert loop.run_until_complete(main()) is (sys.version_info < (3, 12))
