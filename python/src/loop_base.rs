@@ -262,7 +262,34 @@ pub(crate) fn call_soon<'py>(
 fn keeps_call_soon(pyloop: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = pyloop.py();
     let Some(own) = CALL_SOON.get(py) else { return Ok(false) };
-    Ok(pyloop.get_type().getattr(intern!(py, "call_soon"))?.is(own))
+    let ty = pyloop.get_type();
+    let tag = version_tag(&ty);
+    if tag != 0 && KEEPS_CALL_SOON.with(|k| k.get()) == (ty.as_type_ptr() as usize, tag) {
+        return Ok(true);
+    }
+    let keeps = ty.getattr(intern!(py, "call_soon"))?.is(own);
+    // The lookup gave the type a version tag if it had none.
+    let tag = version_tag(&ty);
+    if keeps && tag != 0 {
+        KEEPS_CALL_SOON.with(|k| k.set((ty.as_type_ptr() as usize, tag)));
+    }
+    Ok(keeps)
+}
+
+thread_local! {
+    /// The last loop class found to keep `LoopBase.call_soon`, with the
+    /// version tag it had then: CPython gives a type a new tag (never one
+    /// used before) whenever it or a base class changes, so a class whose
+    /// tag is unchanged still keeps it, without looking it up again.
+    static KEEPS_CALL_SOON: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The version tag of `ty` (0: none valid; a changed type's tag is reset
+/// to 0 at once).
+fn version_tag(ty: &Bound<'_, pyo3::types::PyType>) -> u32 {
+    // SAFETY: a live type object, with the GIL held; the field is a plain
+    // integer CPython keeps up to date under the GIL.
+    unsafe { (*ty.as_type_ptr()).tp_version_tag }
 }
 
 /// Whether native code may queue its own entries on the core of `pyloop`

@@ -675,3 +675,35 @@ def test_a_transports_finalizer_warns_only_while_its_socket_is_open(loop):
     tr.abort()
     loop.run_until_complete(asyncio.sleep(0))
     b.close()
+
+
+def test_a_call_soon_given_to_the_loop_class_later_sees_the_transports_calls(loop_factory):
+    # The loop remembers that its class keeps the native call_soon; a
+    # class changed afterwards gets the transports' calls through its own.
+    first = loop_factory()
+    cls = type(first)
+    first.close()
+
+    class Sub(cls):
+        pass
+
+    seen = []
+
+    def recording(self, callback, *args, context=None):
+        seen.append(getattr(callback, "__name__", repr(callback)))
+        return super(Sub, self).call_soon(callback, *args, context=context)
+
+    lp = Sub()
+    try:
+
+        async def one():
+            server, peer, client = await connected_pair(lp)
+            await shut(server, client, peer)
+
+        lp.run_until_complete(one())
+        assert "connection_made" not in seen
+        Sub.call_soon = recording
+        lp.run_until_complete(one())
+        assert "connection_made" in seen
+    finally:
+        lp.close()
