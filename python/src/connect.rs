@@ -21,7 +21,6 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 use pyo3::{PyTraverseError, PyVisit, intern};
 
 use crate::sock::{self, Op, Try};
@@ -155,10 +154,7 @@ pub(crate) fn create_connection<'py>(
         sock::close(&sock)?;
         return Err(e);
     }
-    let pyloop = core.get().pyloop(py)?;
-    let kwargs = PyDict::new(py);
-    kwargs.set_item(intern!(py, "loop"), &pyloop)?;
-    let future = sock::future_type(py)?.call((), Some(&kwargs))?;
+    let future = crate::loop_base::new_future(core.get().pyloop(py)?.bind(py))?;
     let opening = Bound::new(
         py,
         Opening {

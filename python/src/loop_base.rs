@@ -307,6 +307,36 @@ pub(crate) fn queues_natively(pyloop: &Bound<'_, PyAny>) -> PyResult<bool> {
     }
 }
 
+/// `asyncio.Future(loop=pyloop)`, by vectorcall (no keyword dict).
+///
+/// # Errors
+///
+/// What the constructor raises.
+pub(crate) fn new_future<'py>(pyloop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    static FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static KWNAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    let py = pyloop.py();
+    let future =
+        FUTURE.get_or_try_init(py, || py.import("asyncio.futures")?.getattr("Future").map(Bound::unbind))?;
+    let kwnames = KWNAMES.get_or_try_init(py, || PyTuple::new(py, ["loop"]).map(Bound::unbind))?;
+    // The slot before the arguments is ours to lend
+    // (PY_VECTORCALL_ARGUMENTS_OFFSET); the keyword's value follows.
+    let mut args = [std::ptr::null_mut(), pyloop.as_ptr()];
+    // SAFETY: `future` is a live callable, `args[1..]` holds one live
+    // object (the value of the one keyword named by the live tuple
+    // `kwnames`), no positional argument; the GIL is held. The result
+    // is a new reference or NULL with an exception set.
+    unsafe {
+        let obj = ffi::PyObject_Vectorcall(
+            future.as_ptr(),
+            args.as_mut_ptr().add(1),
+            ffi::PY_VECTORCALL_ARGUMENTS_OFFSET,
+            kwnames.as_ptr(),
+        );
+        Bound::from_owned_ptr_or_err(py, obj)
+    }
+}
+
 /// `name(*lead, *args, context=context)` on the Python loop: its debug-mode
 /// version of a scheduling call.
 fn call_debug<'py>(
@@ -366,28 +396,7 @@ impl LoopBase {
     /// asyncio's `create_future()`: `asyncio.Future(loop=self)`, without a
     /// Python frame (every `await` on a stream reader makes one).
     fn create_future<'py>(slf: &Bound<'py, LoopBase>) -> PyResult<Bound<'py, PyAny>> {
-        static FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        static KWNAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
-        let py = slf.py();
-        let future = FUTURE
-            .get_or_try_init(py, || py.import("asyncio.futures")?.getattr("Future").map(Bound::unbind))?;
-        let kwnames = KWNAMES.get_or_try_init(py, || PyTuple::new(py, ["loop"]).map(Bound::unbind))?;
-        // The slot before the arguments is ours to lend
-        // (PY_VECTORCALL_ARGUMENTS_OFFSET); the keyword's value follows.
-        let mut args = [std::ptr::null_mut(), slf.as_ptr()];
-        // SAFETY: `future` is a live callable, `args[1..]` holds one live
-        // object (the value of the one keyword named by the live tuple
-        // `kwnames`), no positional argument; the GIL is held. The result
-        // is a new reference or NULL with an exception set.
-        unsafe {
-            let obj = ffi::PyObject_Vectorcall(
-                future.as_ptr(),
-                args.as_mut_ptr().add(1),
-                ffi::PY_VECTORCALL_ARGUMENTS_OFFSET,
-                kwnames.as_ptr(),
-            );
-            Bound::from_owned_ptr_or_err(py, obj)
-        }
+        new_future(slf.as_any())
     }
 
     /// asyncio's `time()`: seconds on the loop's monotonic clock (see

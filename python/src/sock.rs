@@ -229,11 +229,6 @@ fn base_socket_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     BASE.import(py, "_socket", "socket")
 }
 
-pub(crate) fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
-    static FUTURE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    FUTURE.import(py, "asyncio", "Future")
-}
-
 /// A socket object's family, type and protocol, as the C object holds
 /// them: read through `_socket.socket`'s member descriptors, because
 /// `socket.socket`'s `family` and `type` properties make enums of them
@@ -854,9 +849,7 @@ pub(crate) fn wait(
     let pyloop = core.pyloop(py)?;
     let fd = fileno(sock)?;
     ensure_no_transport(pyloop.bind(py), fd)?;
-    let kwargs = PyDict::new(py);
-    kwargs.set_item(intern!(py, "loop"), &pyloop)?;
-    let fut = future_type(py)?.call((), Some(&kwargs))?;
+    let fut = crate::loop_base::new_future(pyloop.bind(py))?;
     let direction = op.direction();
     let id = next_id();
     let holds_nothing = matches!(op, Op::Recv { .. } | Op::RecvFrom { .. } | Op::Accept);
