@@ -75,7 +75,7 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         # Natively (python/src/transport.rs, init_stream_transport): sets
-        # _extra, _rawsock and _thread (what __repr__ and __del__ read,
+        # _extra, _rawsock and _thread (what __repr__ reads,
         # which the GC may call on any thread, where the native half
         # cannot be touched), makes the engine (_native) and starts it as
         # asyncio's constructor does. The native accept loop makes its transports the same way
@@ -127,15 +127,15 @@ class _SocketTransport(transports._FlowControlMixin, transports.Transport):
             info.append(f"write=<{state}, bufsize={native.get_write_buffer_size()}>")
         return "<{}>".format(" ".join(info))
 
-    # __del__ (python/src/transport.rs, finalize): native, installed
-    # below. A transport collected with its socket open warns
-    # (ResourceWarning) and closes it, as asyncio's.
+    # No __del__: a transport collected with its socket open is freed by
+    # the GC with its engine, whose finalizer warns (ResourceWarning) and
+    # closes the socket, as asyncio's __del__ does (python/src/transport.rs,
+    # warn_unclosed); a closed one is freed without a finalizer call.
 
 
 for _name in _SocketTransport._ENGINE_METHODS:
     setattr(_SocketTransport, _name, _evloop.EngineMethod(_name))
 del _name
-_evloop.install_finalizer(_SocketTransport)
 
 
 class _DatagramTransport(transports.Transport, transports.DatagramTransport):

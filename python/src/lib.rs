@@ -1121,8 +1121,8 @@ fn _evloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::StreamTransport>()?;
     m.add_class::<transport::EngineMethod>()?;
     m.add_function(wrap_pyfunction!(transport::init_stream_transport, m)?)?;
-    m.add_function(wrap_pyfunction!(transport::install_finalizer, m)?)?;
     m.add_class::<udp::DatagramTransport>()?;
     loop_base::add_call_soon(m.py())?;
+    transport::install_finalizer(m.py());
     Ok(())
 }

@@ -6,9 +6,9 @@
 //! on it. The Python class is `evloop._loop._SocketTransport`, a real
 //! `asyncio.Transport` (and `_FlowControlMixin`, which asyncio's sendfile
 //! fallback checks for) that makes this engine and binds its methods into
-//! the instance once (repr, `__del__`'s ResourceWarning and asyncio's class
-//! attributes are Python); everything that runs per event or per call is
-//! here.
+//! the instance once (repr and asyncio's class attributes are Python; an
+//! unclosed transport's ResourceWarning is this engine's finalizer);
+//! everything that runs per event or per call is here.
 //!
 //! Behaviour is asyncio's `_SelectorSocketTransport`, call for call: one
 //! `recv` per readiness event (into the protocol's own buffer for a
@@ -1110,90 +1110,77 @@ impl StreamTransport {
     }
 }
 
-// ===== _SocketTransport.__del__ as a C method =====
+// ===== the finalizer of an unclosed transport =====
 //
-// Every transport is finalised, so its `__del__` is a C method of the
-// Python class made by hand (as `LoopBase.call_soon` is): no Python frame
-// per connection for what is nearly always a check that finds the socket
-// closed.
+// An open transport's engine and its Python transport refer to each other
+// (the engine holds it until the connection is lost), so a transport
+// dropped unclosed is freed by the cyclic GC only, which calls the
+// engine's `tp_finalize` first. A transport whose connection was lost is
+// freed by reference counting, which calls no finalizer: the Python class
+// has no `__del__`, so freeing it costs no finalizer call.
 
-/// `__del__` of a `_SocketTransport`: a transport collected with its
-/// socket still open warns (`ResourceWarning: unclosed transport <...>`,
-/// the transport as its source) and closes the socket, as asyncio's do.
-/// What it reads (`_rawsock`, in the instance dictionary) is set before
-/// anything else when the transport is made, and `__repr__` answers on any
-/// thread: the garbage collector may finalise on any.
-fn finalize(transport: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = transport.py();
-    let attrs = instance_dict(transport)?;
-    let Some(sock) = attrs.get_item(intern!(py, "_rawsock"))? else { return Ok(()) };
-    if sock.is_none() || crate::sock::fileno(&sock)? == -1 {
-        return Ok(()); // closed once the connection was lost
-    }
+/// An engine the GC is about to free: if its connection was not lost, warns
+/// as asyncio's transport does (`ResourceWarning: unclosed transport
+/// <...>`, the Python transport as its source) and closes the socket if
+/// it is still open. Off
+/// the loop's thread nothing is done (the GC frees such an engine on its
+/// own thread only: see `__traverse__`).
+fn warn_unclosed(engine: &Bound<'_, StreamTransport>) -> PyResult<()> {
+    let py = engine.py();
+    let Ok(this) = inner(engine) else { return Ok(()) };
+    // The transport holds its socket until the connection is lost
+    // (asyncio's `_sock is not None`); the socket's own finalizer may have
+    // closed it already, earlier in the same collection.
+    let Some(sock) = get(py, &this.sock) else { return Ok(()) };
+    let transport = this.public(py);
     static WARN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let warn = WARN.import(py, "warnings", "warn")?;
     let message = format!("unclosed transport {}", transport.repr()?);
     let kwargs = PyDict::new(py);
-    kwargs.set_item(intern!(py, "source"), transport)?;
+    kwargs.set_item(intern!(py, "source"), &transport)?;
     let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
     warn.call((message, category), Some(&kwargs))?;
-    sock.call_method0(intern!(py, "close")).map(drop)
+    if crate::sock::fileno(&sock)? < 0 {
+        return Ok(());
+    }
+    crate::sock::close(&sock)
 }
 
-/// The C function of `_SocketTransport.__del__` (`METH_NOARGS`).
+/// The engine type's `tp_finalize` (see [`warn_unclosed`]): what it
+/// raises is reported as unraisable, the exception being raised (if any)
+/// is kept.
 ///
 /// # Safety
 ///
-/// Called by CPython only, as a method with that flag: the GIL held and
-/// `slf` a live object borrowed for the call.
-unsafe extern "C" fn finalize_c(
-    slf: *mut pyo3::ffi::PyObject,
-    _unused: *mut pyo3::ffi::PyObject,
-) -> *mut pyo3::ffi::PyObject {
-    // SAFETY: CPython calls C methods with the GIL held; the token does
+/// Called by CPython only, as `tp_finalize` of `StreamTransport`: the GIL
+/// held and `obj` a live `StreamTransport` object.
+unsafe extern "C" fn engine_finalize(obj: *mut pyo3::ffi::PyObject) {
+    // SAFETY: CPython calls finalizers with the GIL held; the token does
     // not outlive this call.
     let py = unsafe { Python::assume_attached() };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    // Never unwind into CPython.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let raised = PyErr::take(py);
         // SAFETY: a live object borrowed for the call (see above).
-        let transport = unsafe { Bound::from_borrowed_ptr(py, slf) };
-        finalize(&transport)
-    }));
-    match outcome {
-        Ok(Ok(())) => py.None().into_ptr(),
-        Ok(Err(e)) => {
+        let engine = unsafe { Bound::from_borrowed_ptr(py, obj) };
+        if let Ok(engine) = engine.cast::<StreamTransport>()
+            && let Err(e) = warn_unclosed(engine)
+        {
+            e.write_unraisable(py, Some(engine.as_any()));
+        }
+        if let Some(e) = raised {
             e.restore(py);
-            std::ptr::null_mut()
         }
-        // Never unwind into CPython.
-        Err(_) => {
-            pyo3::panic::PanicException::new_err("_SocketTransport.__del__ panicked").restore(py);
-            std::ptr::null_mut()
-        }
-    }
+    }));
 }
 
-/// `_evloop.install_finalizer(cls)`: makes the native `__del__` (see
-/// [`finalize`]) the one of `cls`, `evloop._loop._SocketTransport`.
-///
-/// # Errors
-///
-/// What setting the class attribute raises.
-#[pyfunction]
-pub(crate) fn install_finalizer(cls: &Bound<'_, PyType>) -> PyResult<()> {
-    let py = cls.py();
-    // One per call (the module installs it once per class), referred to by
-    // the descriptor for as long as the class lives.
-    let def: &'static mut pyo3::ffi::PyMethodDef = Box::leak(Box::new(pyo3::ffi::PyMethodDef {
-        ml_name: c"__del__".as_ptr(),
-        ml_meth: pyo3::ffi::PyMethodDefPointer { PyCFunction: finalize_c },
-        ml_flags: pyo3::ffi::METH_NOARGS,
-        ml_doc: c"Warns (ResourceWarning) and closes the socket of a transport collected unclosed.".as_ptr(),
-    }));
-    // SAFETY: a live type object and a method definition that outlives
-    // it; returns a new reference or NULL with an exception set.
-    let descr =
-        unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyDescr_NewMethod(cls.as_type_ptr(), def)) }?;
-    cls.setattr(intern!(py, "__del__"), descr)
+/// Gives the engine type its finalizer ([`engine_finalize`]), once, when
+/// the module is initialised.
+pub(crate) fn install_finalizer(py: Python<'_>) {
+    let ty = py.get_type::<StreamTransport>();
+    // SAFETY: a heap type PyO3 made (alive as long as the module), with the
+    // GIL held; `tp_finalize` is read by the GC only, under the GIL.
+    unsafe { (*ty.as_type_ptr()).tp_finalize = Some(engine_finalize) };
 }
 
 /// [`set_result_unless_cancelled`] as a Python function (what asyncio's
@@ -1332,7 +1319,7 @@ fn unregister_transport(pyloop: &Bound<'_, PyAny>, fd: RawFd, transport: &Bound<
 /// `evloop._loop._SocketTransport.__init__`, natively:
 /// `init_stream_transport(owner, loop, sock, protocol, waiter, extra,
 /// server)` makes `owner`'s engine, fills `owner`'s attributes (`_extra`,
-/// `_rawsock` and `_thread` first, which its `__repr__` and `__del__` read
+/// `_rawsock` and `_thread` first, which its `__repr__` reads
 /// whatever happens next; then `_native`, whose methods the class's
 /// [`EngineMethod`]s bind on first use) and starts it: the loop's `_transports` entry, the server's `_attach`,
 /// then, in order on the loop, `connection_made`, the start of reading

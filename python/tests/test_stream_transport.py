@@ -655,25 +655,42 @@ def test_an_unclosed_transport_warns_and_closes_its_socket(loop):
     b.close()
 
 
-def test_a_transports_finalizer_warns_only_while_its_socket_is_open(loop):
+def test_an_unclosed_transport_warns_with_itself_as_the_source(loop):
     async def main():
         a, b = socket.socketpair()
         tr, proto = await loop.connect_accepted_socket(asyncio.Protocol, a)
-        return tr, a.fileno(), b
+        tr.pause_reading()
+        return weakref.ref(tr), repr(tr), b
 
-    tr, fd, b = loop.run_until_complete(main())
-    with pytest.warns(ResourceWarning, match="unclosed transport") as caught:
-        tr.__del__()
-    assert caught[0].source is tr
-    with pytest.raises(OSError):
-        os.fstat(fd)
-    if isinstance(loop, evloop.EventLoop):
-        # asyncio's warns again (it reads _sock, set until the loss).
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            tr.__del__()  # the socket is closed: nothing to say
-    tr.abort()
-    loop.run_until_complete(asyncio.sleep(0))
+    ref, text, b = loop.run_until_complete(main())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            gc.collect()
+    mine = [w for w in caught if str(w.message).startswith("unclosed transport")]
+    assert len(mine) == 1
+    for w in mine:
+        assert w.category is ResourceWarning
+        assert w.source is not None and type(w.source).__name__ in text
+    del caught, mine
+    gc.collect()
+    assert ref() is None
+    b.close()
+
+
+def test_a_transport_freed_after_its_connection_is_lost_does_not_warn(loop):
+    async def main():
+        a, b = socket.socketpair()
+        tr, proto = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        tr.abort()
+        await asyncio.sleep(0)
+        return weakref.ref(tr), b
+
+    ref, b = loop.run_until_complete(main())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gc.collect()
+    assert ref() is None
     b.close()
 
 
