@@ -338,6 +338,9 @@ struct CoreState {
     /// The Python loop (`evloop.EventLoop`) whose engine this is: the
     /// `_loop` of the handles it makes. Visited by the GC.
     pyloop: RefCell<Option<Py<PyAny>>>,
+    /// The parts of the Python loop's `_transports` mapping, read once
+    /// (`transport.rs`). Visited by the GC.
+    transports: RefCell<Option<transport::WeakMapping>>,
 }
 
 /// The core's loop, reached only on its own thread: every method of
@@ -411,7 +414,12 @@ impl Core {
         let epoch = lp.time();
         let epoch_secs: f64 = py.import("time")?.call_method0("monotonic")?.extract()?;
         let is_virtual = virtual_time.is_some();
-        let state = CoreState { state: run_state, virtual_time, pyloop: RefCell::new(None) };
+        let state = CoreState {
+            state: run_state,
+            virtual_time,
+            pyloop: RefCell::new(None),
+            transports: RefCell::new(None),
+        };
         Ok(Core { lp: OwnedLoop(LoopOwner::with_state(lp, state)), epoch, epoch_secs, is_virtual })
     }
 
@@ -824,6 +832,11 @@ impl Core {
         {
             visit.call(pyloop)?;
         }
+        if let Ok(parts) = cs.transports.try_borrow()
+            && let Some(parts) = &*parts
+        {
+            visit_each(&visit, |f| parts.visit(f))?;
+        }
         if let Ok(watchers) = cs.state.watchers.try_borrow() {
             for watcher in watchers.values() {
                 match watcher {
@@ -872,6 +885,8 @@ impl Core {
         drop(watchers);
         let pyloop = cs.pyloop.try_borrow_mut().map(|mut p| p.take());
         drop(pyloop);
+        let transports = cs.transports.try_borrow_mut().map(|mut t| t.take());
+        drop(transports);
     }
 }
 
@@ -891,6 +906,11 @@ pub(crate) fn visit_each(
 }
 
 impl Core {
+    /// Where [`transport`] keeps the parts of the loop's `_transports`.
+    pub(crate) fn transports_cache(&self) -> &RefCell<Option<transport::WeakMapping>> {
+        &self.lp.core_state().transports
+    }
+
     fn state(&self) -> &Rc<RunState> {
         &self.lp.core_state().state
     }

@@ -40,6 +40,23 @@ impl LoopBase {
     }
 }
 
+/// The core of the evloop loop `pyloop` (its `_core`), read natively from
+/// a `LoopBase`.
+///
+/// # Errors
+///
+/// What reading `_core` raises for an object that is not a `LoopBase`
+/// with its core set, or `TypeError` if it is not a core.
+pub(crate) fn core_of(pyloop: &Bound<'_, PyAny>) -> PyResult<Py<Core>> {
+    let py = pyloop.py();
+    if let Ok(base) = pyloop.cast::<LoopBase>()
+        && let Ok(core) = base.get().core()
+    {
+        return Ok(core.clone_ref(py));
+    }
+    Ok(pyloop.getattr(intern!(py, "_core"))?.cast_into::<Core>()?.unbind())
+}
+
 /// The debug mode of `lp` if it is an evloop loop (see
 /// [`LoopBase::_set_native_debug`]); `None` for any other object.
 pub(crate) fn native_debug(lp: &Bound<'_, PyAny>) -> Option<bool> {

@@ -48,7 +48,7 @@ use pyo3::exceptions::{
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTuple, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PySet, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 use socket2::SockRef;
 
@@ -966,7 +966,7 @@ impl Inner {
         };
         // Reported with the rest below: the socket is closed whatever happens.
         let unregistered = match get(py, &this.lp) {
-            Some(lp) => unregister_transport(&lp, this.fd, &this.public(py)),
+            Some(lp) => unregister_transport(this.core.get(), &lp, this.fd, &this.public(py)),
             None => Ok(()),
         };
         let sock = this.sock.borrow_mut().take();
@@ -1022,7 +1022,7 @@ impl StreamTransport {
         owner: &Bound<'_, PyAny>,
         kind: Option<&Kind>,
     ) -> PyResult<Self> {
-        let core = r#loop.getattr(intern!(py, "_core"))?.cast_into::<Core>()?.unbind();
+        let core = crate::loop_base::core_of(r#loop)?;
         let fd = crate::sock::fileno(sock)?;
         if fd < 0 {
             return Err(PyValueError::new_err("the socket is closed"));
@@ -1084,7 +1084,7 @@ impl StreamTransport {
         if let Some(server) = get(py, &this.server) {
             attach(&server, &this.public(py))?;
         }
-        register_transport(&lp, this.fd, &this.public(py))?;
+        register_transport(this.core.get(), &lp, this.fd, &this.public(py))?;
         let protocol = get(py, &this.protocol).ok_or_else(|| PyRuntimeError::new_err("no protocol"))?;
         let waiter = waiter.filter(|w| !w.is_none());
         let result = result.unwrap_or_else(|| py.None().into_bound(py));
@@ -1259,6 +1259,7 @@ impl EngineMethod {
 ///
 /// What the mapping raises.
 pub(crate) fn register_transport(
+    core: &Core,
     pyloop: &Bound<'_, PyAny>,
     fd: RawFd,
     transport: &Bound<'_, PyAny>,
@@ -1267,28 +1268,86 @@ pub(crate) fn register_transport(
     let transports = pyloop.getattr(intern!(py, "_transports"))?;
     static KEYED_REF: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     static REF_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    if settled_weak_mapping(&transports)? {
+    if let Some(parts) = weak_mapping(core, &transports)?
+        && parts.no_pending_removals(py)
+    {
         let keyed_ref = cached_type(py, &KEYED_REF, "weakref", "KeyedRef")?;
         let ref_new = REF_NEW.get_or_try_init(py, || {
             Ok::<_, PyErr>(py.import("weakref")?.getattr("ref")?.getattr("__new__")?.unbind())
         })?;
-        let remove = transports.getattr(intern!(py, "_remove"))?;
-        let weak = ref_new.bind(py).call1((keyed_ref, transport, remove))?;
+        let weak = ref_new.bind(py).call1((keyed_ref, transport, parts.remove.bind(py)))?;
         weak.setattr(intern!(py, "key"), fd)?;
-        let data = transports.getattr(intern!(py, "data"))?;
-        return data.set_item(fd, weak);
+        return parts.data.bind(py).set_item(fd, weak);
     }
     transports.set_item(fd, transport)
 }
 
-/// Whether `transports` is asyncio's `WeakValueDictionary` with no
-/// removals pending, whose `data` [`register_transport`] and
-/// [`unregister_transport`] may write as its own methods would.
-fn settled_weak_mapping(transports: &Bound<'_, PyAny>) -> PyResult<bool> {
+/// The parts of asyncio's `WeakValueDictionary` (a loop's `_transports`)
+/// that [`register_transport`] and [`unregister_transport`] use, read once
+/// per mapping: its `__init__` alone sets them.
+pub(crate) struct WeakMapping {
+    mapping: Py<PyAny>,
+    data: Py<PyDict>,
+    remove: Py<PyAny>,
+    pending_removals: Py<PyList>,
+    iterating: Py<PySet>,
+}
+
+impl WeakMapping {
+    fn no_pending_removals(&self, py: Python<'_>) -> bool {
+        self.pending_removals.bind(py).is_empty()
+    }
+
+    fn settled(&self, py: Python<'_>) -> bool {
+        self.no_pending_removals(py) && self.iterating.bind(py).is_empty()
+    }
+
+    /// The Python objects it holds, for the GC.
+    pub(crate) fn visit(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
+        visit(&self.mapping);
+        visit(self.data.as_any());
+        visit(&self.remove);
+        visit(self.pending_removals.as_any());
+        visit(self.iterating.as_any());
+    }
+}
+
+/// The parts of `transports` if it is asyncio's `WeakValueDictionary`
+/// (the core keeps those of the last one it saw); `None` for any other
+/// mapping. A copy: no borrow of the core's cache outlives this call.
+fn weak_mapping(core: &Core, transports: &Bound<'_, PyAny>) -> PyResult<Option<WeakMapping>> {
     let py = transports.py();
+    let cache = core.transports_cache();
+    let cached =
+        cache.borrow().as_ref().filter(|parts| parts.mapping.is(transports)).map(|parts| WeakMapping {
+            mapping: parts.mapping.clone_ref(py),
+            data: parts.data.clone_ref(py),
+            remove: parts.remove.clone_ref(py),
+            pending_removals: parts.pending_removals.clone_ref(py),
+            iterating: parts.iterating.clone_ref(py),
+        });
+    if cached.is_some() {
+        return Ok(cached);
+    }
     static MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    Ok(transports.get_type().is(cached_type(py, &MAPPING, "weakref", "WeakValueDictionary")?)
-        && !transports.getattr(intern!(py, "_pending_removals"))?.is_truthy()?)
+    if !transports.get_type().is(cached_type(py, &MAPPING, "weakref", "WeakValueDictionary")?) {
+        return Ok(None);
+    }
+    let read = || -> PyResult<WeakMapping> {
+        Ok(WeakMapping {
+            mapping: transports.clone().unbind(),
+            data: transports.getattr(intern!(py, "data"))?.cast_into::<PyDict>()?.unbind(),
+            remove: transports.getattr(intern!(py, "_remove"))?.unbind(),
+            pending_removals: transports
+                .getattr(intern!(py, "_pending_removals"))?
+                .cast_into::<PyList>()?
+                .unbind(),
+            iterating: transports.getattr(intern!(py, "_iterating"))?.cast_into::<PySet>()?.unbind(),
+        })
+    };
+    let old = cache.replace(Some(read()?));
+    drop(old); // after the borrow: a decref may run Python code
+    Ok(Some(read()?))
 }
 
 /// Drops `loop._transports[fd]` when it is `transport`, whose socket is
@@ -1302,13 +1361,18 @@ fn settled_weak_mapping(transports: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// # Errors
 ///
 /// What reading the mapping raises.
-fn unregister_transport(pyloop: &Bound<'_, PyAny>, fd: RawFd, transport: &Bound<'_, PyAny>) -> PyResult<()> {
+fn unregister_transport(
+    core: &Core,
+    pyloop: &Bound<'_, PyAny>,
+    fd: RawFd,
+    transport: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     let py = pyloop.py();
     let Ok(transports) = pyloop.getattr(intern!(py, "_transports")) else { return Ok(()) };
-    if !settled_weak_mapping(&transports)? || transports.getattr(intern!(py, "_iterating"))?.is_truthy()? {
-        return Ok(());
-    }
-    let data = transports.getattr(intern!(py, "data"))?.cast_into::<PyDict>()?;
+    let data = match weak_mapping(core, &transports)? {
+        Some(parts) if parts.settled(py) => parts.data.bind(py).clone(),
+        _ => return Ok(()),
+    };
     let Some(weak) = data.get_item(fd)? else { return Ok(()) };
     if weak.call0()?.is(transport) {
         data.del_item(fd)?;
@@ -1387,8 +1451,7 @@ pub(crate) fn new_stream_transport<'py>(
     server: Option<&Bound<'py, PyAny>>,
     kind: Option<&Kind>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let py = cls.py();
-    let owner = cls.call_method1(intern!(py, "__new__"), (cls,))?;
+    let owner = new_instance(cls)?;
     let native = init(&owner, r#loop, sock, protocol, Some(extra), server, kind)?;
     StreamTransport::start(&native, None, None)?;
     Ok(owner)
@@ -1412,7 +1475,7 @@ pub(crate) fn new_client_transport<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let kind = crate::sock::plain_kind(sock)?;
-    let owner = cls.call_method1(intern!(py, "__new__"), (cls,))?;
+    let owner = new_instance(cls)?;
     let native = init(&owner, r#loop, sock, protocol, None, None, kind.as_ref())?;
     let result = PyTuple::new(py, [&owner, protocol])?;
     StreamTransport::start(&native, Some(waiter), Some(result.into_any()))?;
@@ -1439,11 +1502,30 @@ fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
 
 /// `threading.get_ident()`.
 fn thread_ident(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    static GET_IDENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    GET_IDENT
-        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("threading")?.getattr("get_ident")?.unbind()))?
-        .bind(py)
-        .call0()
+    // SAFETY: a plain query of the calling thread's id (what
+    // `threading.get_ident` returns), with the GIL held.
+    let ident = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
+    Ok(ident.into_pyobject(py)?.into_any())
+}
+
+/// `cls.__new__(cls)`, through the type's `tp_new` slot (what the
+/// `__new__` that lookup finds calls) without looking it up.
+///
+/// # Errors
+///
+/// What `__new__` raises; `TypeError` if `cls` is not a type.
+fn new_instance<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let ty = cls.cast::<PyType>()?;
+    // SAFETY: a live type object, with the GIL held.
+    let Some(tp_new) = (unsafe { (*ty.as_type_ptr()).tp_new }) else {
+        return cls.call_method1(intern!(py, "__new__"), (cls,));
+    };
+    let args = PyTuple::empty(py);
+    // SAFETY: the type's own constructor slot, called as CPython calls it
+    // (the type, an argument tuple, no keywords) with the GIL held; it
+    // returns a new reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, tp_new(ty.as_type_ptr(), args.as_ptr(), std::ptr::null_mut())) }
 }
 
 /// asyncio's `TransportSocket(sock)` (a wrapper whose `close`/`detach`
@@ -1453,7 +1535,7 @@ fn transport_socket<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>
     let py = sock.py();
     static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     let cls = cached_type(py, &TYPE, "asyncio.trsock", "TransportSocket")?;
-    let wrapper = cls.call_method1(intern!(py, "__new__"), (cls,))?;
+    let wrapper = new_instance(cls)?;
     wrapper.setattr(intern!(py, "_sock"), sock)?;
     Ok(wrapper)
 }

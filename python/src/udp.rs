@@ -160,7 +160,7 @@ impl DatagramTransport {
         extra: &Bound<'_, PyDict>,
         owner: Py<PyAny>,
     ) -> PyResult<Self> {
-        let core: Py<Core> = pyloop.bind(py).getattr(intern!(py, "_core"))?.extract()?;
+        let core: Py<Core> = crate::loop_base::core_of(pyloop.bind(py))?;
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         let connected = match extra.get_item(intern!(py, "peername"))? {
             Some(peer) => peer.is_truthy()?,

@@ -344,3 +344,33 @@ def test_the_factory_and_connection_made_see_the_callers_context(loop):
 
     loop.run_until_complete(main())
     assert seen == [("factory", "caller's"), ("made", "caller's")]
+
+
+def test_a_new_transports_mapping_given_to_the_loop_is_the_one_written(loop):
+    import weakref
+
+    async def connect_once():
+        peers = []
+
+        def serve():
+            peers.append(Client())
+            return peers[-1]
+
+        server = await loop.create_server(serve, "127.0.0.1", 0)
+        transport, client = await loop.create_connection(Client, *server.sockets[0].getsockname())
+        fd = transport.get_extra_info("socket").fileno()
+        mapped = loop._transports.get(fd) is transport
+        transport.close()
+        await client.lost
+        await peers[0].lost  # the peer read the end of the stream and closed
+        server.close()
+        await server.wait_closed()
+        return mapped
+
+    first = loop.run_until_complete(connect_once())
+    old = loop._transports
+    loop._transports = weakref.WeakValueDictionary()
+    second = loop.run_until_complete(connect_once())
+    assert (first, second) == (True, True)
+    gc.collect()
+    assert len(old) == 0 and len(loop._transports) == 0
