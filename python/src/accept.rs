@@ -71,6 +71,30 @@ fn accept_as<'py>(listener: &Bound<'py, PyAny>, kind: Option<&Kind>) -> PyResult
     Ok(Some((conn, peer)))
 }
 
+/// The address every connection `listener` accepts has as its own: the
+/// listener's, for an IP listener bound to a given address; `None` for a
+/// wildcard (each connection's is the interface it came in on) or
+/// anything else.
+///
+/// # Errors
+///
+/// Only what reading the socket object raises.
+pub(crate) fn shared_sockname<'py>(listener: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = listener.py();
+    let Some(kind) = native_kind(listener)? else { return Ok(None) };
+    if !matches!(kind.family, libc::AF_INET | libc::AF_INET6) {
+        return Ok(None);
+    }
+    let Ok(local) = with_fd(py, fileno(listener)?, |s| s.local_addr()) else { return Ok(None) };
+    match local.as_socket() {
+        Some(addr) if !addr.ip().is_unspecified() => match crate::pysock::to_python(py, &local) {
+            Some(name) => Ok(Some(name?.into_any())),
+            None => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
 /// Whether `e` is asyncio's "not ready, try again later".
 fn not_ready(py: Python<'_>, e: &PyErr) -> bool {
     e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py)
@@ -111,6 +135,7 @@ fn out_of_resources(py: Python<'_>, e: &PyErr) -> bool {
 ///
 /// Any other accept error (the loop's exception handler reports it), and
 /// `KeyboardInterrupt`/`SystemExit` from the factory or the transport.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn accept_connections<'py>(
     pyloop: &Bound<'py, PyAny>,
     sock: &Bound<'py, PyAny>,
@@ -118,6 +143,7 @@ pub(crate) fn accept_connections<'py>(
     server: &Bound<'py, PyAny>,
     backlog: usize,
     transport: Option<&Bound<'py, PyAny>>,
+    sockname: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = pyloop.py();
     let kind = native_kind(sock)?;
@@ -131,7 +157,12 @@ pub(crate) fn accept_connections<'py>(
             }
             Err(e) => return Err(e),
         };
-        serve(pyloop, &conn, peer, protocol_factory, server, transport, kind.as_ref())?;
+        let extra = PyDict::new(py);
+        extra.set_item(intern!(py, "peername"), peer)?;
+        if let Some(name) = sockname {
+            extra.set_item(intern!(py, "sockname"), name)?;
+        }
+        serve(pyloop, &conn, extra, protocol_factory, server, transport, kind.as_ref())?;
     }
     Ok(None)
 }
@@ -143,7 +174,7 @@ pub(crate) fn accept_connections<'py>(
 fn serve<'py>(
     pyloop: &Bound<'py, PyAny>,
     conn: &Bound<'py, PyAny>,
-    peer: Bound<'py, PyAny>,
+    extra: Bound<'py, PyDict>,
     protocol_factory: &Bound<'py, PyAny>,
     server: &Bound<'py, PyAny>,
     transport: Option<&Bound<'py, PyAny>>,
@@ -154,8 +185,6 @@ fn serve<'py>(
     let made = (|| {
         let p = protocol_factory.call0()?;
         protocol = Some(p.clone());
-        let extra = PyDict::new(py);
-        extra.set_item(intern!(py, "peername"), peer)?;
         match transport {
             Some(cls) => {
                 // A natively accepted connection is a plain socket of the
@@ -213,6 +242,10 @@ pub(crate) struct Listening {
     /// `_start_serving`'s arguments, for the retry after running out of
     /// fds or memory.
     pub(crate) serving: Py<PyTuple>,
+    /// The listener's address when every connection it accepts has that
+    /// one (an IP listener bound to a given address, not a wildcard): the
+    /// `sockname` of its transports, without a `getsockname` each.
+    pub(crate) sockname: Option<Py<PyAny>>,
 }
 
 impl Listening {
@@ -220,6 +253,9 @@ impl Listening {
     pub(crate) fn visit(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
         for obj in [&self.pyloop, &self.sock, &self.protocol_factory, &self.server, &self.context] {
             visit(obj);
+        }
+        if let Some(name) = &self.sockname {
+            visit(name);
         }
         if let Some(t) = &self.transport {
             visit(t);
@@ -243,6 +279,7 @@ pub(crate) fn on_ready(py: Python<'_>, state: &Rc<crate::RunState>, listening: &
             listening.server.bind(py),
             listening.backlog,
             listening.transport.as_ref().map(|t| t.bind(py)),
+            listening.sockname.as_ref().map(|n| n.bind(py)),
         )
     };
     let outcome =

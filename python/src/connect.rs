@@ -41,6 +41,9 @@ pub(crate) struct Opening {
     /// The context the factory and the transport are made in once the
     /// connect completes: a copy of the caller's.
     context: Py<PyAny>,
+    /// The connection's `peername` when the address connected to is it
+    /// (no getpeername(2) then).
+    peername: Option<Py<PyAny>>,
     /// The transport, once made.
     transport: Mutex<Option<Py<PyAny>>>,
 }
@@ -73,6 +76,7 @@ impl Opening {
             sock,
             &protocol,
             self.future.bind(py),
+            self.peername.as_ref().map(|p| p.bind(py)),
         )?;
         let old = self.made().replace(transport.unbind());
         drop(old); // after the lock
@@ -121,6 +125,9 @@ impl Opening {
         for obj in [&self.future, &self.sock, &self.protocol_factory, &self.cls, &self.context] {
             visit.call(obj)?;
         }
+        if let Some(peername) = &self.peername {
+            visit.call(peername)?;
+        }
         visit.call(&self.core)?;
         if let Ok(made) = self.transport.try_lock()
             && let Some(transport) = &*made
@@ -145,7 +152,8 @@ pub(crate) fn create_connection<'py>(
     protocol_factory: &Bound<'py, PyAny>,
     cls: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, Opening>>> {
-    let Some((sock, address)) = sock::literal_socket(py, core.get(), host, port)? else { return Ok(None) };
+    let Some(literal) = sock::literal_socket(py, core.get(), host, port)? else { return Ok(None) };
+    let (sock, address) = (literal.sock, literal.address);
     let started = match sock::connect_now(py, &sock, address.as_any()) {
         Ok(started) => started,
         Err(e) => Try::Failed(e),
@@ -164,6 +172,7 @@ pub(crate) fn create_connection<'py>(
             protocol_factory: protocol_factory.clone().unbind(),
             cls: cls.clone().unbind(),
             context: crate::handle::copy_context(py)?,
+            peername: literal.peername.then(|| address.clone().into_any().unbind()),
             transport: Mutex::new(None),
         },
     )?;

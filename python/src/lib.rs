@@ -656,7 +656,7 @@ impl Core {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.open_loop()?;
         let pyloop = self.pyloop(py)?.into_bound(py);
-        accept::accept_connections(&pyloop, sock, protocol_factory, server, backlog, transport)
+        accept::accept_connections(&pyloop, sock, protocol_factory, server, backlog, transport, None)
     }
 
     /// Serves `sock` (fd `fd`) natively (`EventLoop._start_serving` for a
@@ -690,6 +690,7 @@ impl Core {
             transport,
             context: handle::copy_context(py)?,
             serving,
+            sockname: accept::shared_sockname(sock)?.map(Bound::unbind),
         };
         self.watch_anew(lp, fd, Direction::Read, Watcher::Accept(Rc::new(listening)))
     }

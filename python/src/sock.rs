@@ -1056,7 +1056,7 @@ pub(crate) fn literal_socket<'py>(
     core: &crate::Core,
     host: &Bound<'py, PyAny>,
     port: &Bound<'py, PyAny>,
-) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyTuple>)>> {
+) -> PyResult<Option<LiteralSocket<'py>>> {
     use std::net::IpAddr;
     let Ok(text) = host.cast::<pyo3::types::PyString>() else { return Ok(None) };
     let Ok(ip) = text.to_str()?.parse::<IpAddr>() else { return Ok(None) };
@@ -1080,7 +1080,21 @@ pub(crate) fn literal_socket<'py>(
     // cost a getsockname(2) to check the fd.
     let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK;
     let sock = new_socket(py, family, ty, libc::IPPROTO_TCP, None)?;
-    Ok(Some((sock, address)))
+    // What getpeername(2) gives once connected, as Python formats it: the
+    // address itself when `host` is an IPv4 address written as Python
+    // writes one.
+    let peername = matches!(ip, IpAddr::V4(v4) if v4.to_string() == text.to_str()?);
+    Ok(Some(LiteralSocket { sock, address, peername }))
+}
+
+/// What [`literal_socket`] makes.
+pub(crate) struct LiteralSocket<'py> {
+    pub(crate) sock: Bound<'py, PyAny>,
+    /// The address to connect to.
+    pub(crate) address: Bound<'py, PyTuple>,
+    /// `address` is the connection's `peername` as getpeername(2) would
+    /// give it.
+    pub(crate) peername: bool,
 }
 
 /// Makes `op` (an [`Op::Open`] whose connect is in progress on the fresh

@@ -190,6 +190,9 @@ pub(crate) struct Inner {
     owner: Slot,
     lp: Slot,
     sock: Slot,
+    /// The socket object, kept after the connection is lost (closed):
+    /// what `get_extra_info("socket")` wraps.
+    socket_object: Py<PyAny>,
     protocol: Slot,
     server: Slot,
     /// The future `_make_empty_waiter` made (sendfile waits for it).
@@ -1029,8 +1032,10 @@ impl StreamTransport {
         }
         // `kind` (a plain socket's) makes getsockname/getpeername and
         // TCP_NODELAY native; anything else gets its own methods called.
-        extra.set_item(intern!(py, "socket"), transport_socket(sock)?)?;
-        extra.set_item(intern!(py, "sockname"), address(sock, fd, kind, Side::Local)?)?;
+        // `socket` is made when first asked for (`get_extra_info`).
+        if !extra.contains(intern!(py, "sockname"))? {
+            extra.set_item(intern!(py, "sockname"), address(sock, fd, kind, Side::Local)?)?;
+        }
         if !extra.contains(intern!(py, "peername"))? {
             extra.set_item(intern!(py, "peername"), address(sock, fd, kind, Side::Peer)?)?;
         }
@@ -1043,6 +1048,7 @@ impl StreamTransport {
             owner: RefCell::new(Some(owner.clone().unbind())),
             lp: RefCell::new(Some(r#loop.clone().unbind())),
             sock: RefCell::new(Some(sock.clone().unbind())),
+            socket_object: sock.clone().unbind(),
             protocol: RefCell::new(Some(protocol.clone().unbind())),
             server: RefCell::new(server.map(|s| s.clone().unbind())),
             empty_waiter: RefCell::new(None),
@@ -1461,7 +1467,8 @@ pub(crate) fn new_stream_transport<'py>(
 /// `sock`, made as `cls(loop, sock, protocol, waiter)` would be, without
 /// running its Python `__init__`, except that `waiter` is done with
 /// `(transport, protocol)` (what `create_connection` returns) once
-/// `connection_made` ran ([`crate::connect`]).
+/// `connection_made` ran ([`crate::connect`]); `peername`, if known, is
+/// not asked of the socket.
 ///
 /// # Errors
 ///
@@ -1472,11 +1479,20 @@ pub(crate) fn new_client_transport<'py>(
     sock: &Bound<'py, PyAny>,
     protocol: &Bound<'py, PyAny>,
     waiter: &Bound<'py, PyAny>,
+    peername: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let kind = crate::sock::plain_kind(sock)?;
     let owner = new_instance(cls)?;
-    let native = init(&owner, r#loop, sock, protocol, None, None, kind.as_ref())?;
+    let extra = match peername {
+        Some(name) => {
+            let extra = PyDict::new(py);
+            extra.set_item(intern!(py, "peername"), name)?;
+            Some(extra)
+        }
+        None => None,
+    };
+    let native = init(&owner, r#loop, sock, protocol, extra, None, kind.as_ref())?;
     let result = PyTuple::new(py, [&owner, protocol])?;
     StreamTransport::start(&native, Some(waiter), Some(result.into_any()))?;
     Ok(owner)
@@ -1772,10 +1788,18 @@ impl StreamTransport {
         name: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match self.inner()?.extra.bind(py).get_item(name)? {
-            Some(v) => Ok(v),
-            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        let this = self.inner()?;
+        let extra = this.extra.bind(py);
+        if let Some(v) = extra.get_item(name)? {
+            return Ok(v);
         }
+        if name.is(intern!(py, "socket")) || name.eq(intern!(py, "socket"))? {
+            // asyncio's `TransportSocket(sock)`, made on first request.
+            let wrapper = transport_socket(this.socket_object.bind(py))?;
+            extra.set_item(intern!(py, "socket"), &wrapper)?;
+            return Ok(wrapper);
+        }
+        Ok(default.unwrap_or_else(|| py.None().into_bound(py)))
     }
 
     /// Hands the connection to another protocol; reads from the next one
@@ -1954,6 +1978,7 @@ impl StreamTransport {
         let Some(this) = self.owned.state() else { return Ok(()) };
         visit.call(&this.core)?;
         visit.call(&this.extra)?;
+        visit.call(&this.socket_object)?;
         for slot in [
             &this.owner,
             &this.lp,

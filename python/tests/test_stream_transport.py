@@ -724,3 +724,33 @@ def test_a_call_soon_given_to_the_loop_class_later_sees_the_transports_calls(loo
         assert "connection_made" in seen
     finally:
         lp.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_the_names_of_an_accepted_connection_and_its_socket_after_the_end(loop, host):
+    async def main():
+        accepted = loop.create_future()
+
+        def make():
+            protocol = Recorder()
+            accepted.set_result(protocol)
+            return protocol
+
+        server = await loop.create_server(make, host, 0)
+        port = server.sockets[0].getsockname()[1]
+        _, client = await loop.create_connection(Recorder, "127.0.0.1", port)
+        peer = await accepted
+        await settle(lambda: peer.transport is not None)
+        names = (
+            peer.transport.get_extra_info("sockname"),
+            peer.transport.get_extra_info("peername") == client.transport.get_extra_info("sockname"),
+            client.transport.get_extra_info("peername"),
+        )
+        await shut(server, client, peer)
+        after = client.transport.get_extra_info("socket")
+        return port, names, after.fileno(), client.transport.get_extra_info("peername")
+
+    port, names, fileno, peername_after = loop.run_until_complete(main())
+    assert names == (("127.0.0.1", port), True, ("127.0.0.1", port))
+    assert fileno == -1  # the transport's socket, closed with it
+    assert peername_after == ("127.0.0.1", port)
