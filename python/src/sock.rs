@@ -299,20 +299,122 @@ pub(crate) fn new_socket<'py>(
     fileno: Option<RawFd>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let cls = socket_type(py)?;
-    // `socket.socket.__new__` (`_socket.socket`'s) and `_socket.socket.__init__`.
-    static PARTS: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
-    let (new, init) = PARTS.get_or_try_init(py, || {
-        let init = base_socket_type(py)?.getattr("__init__")?;
-        Ok::<_, PyErr>((cls.getattr("__new__")?.unbind(), init.unbind()))
-    })?;
-    let sock = new.bind(py).call1((cls,))?;
-    match fileno {
-        Some(fd) => init.bind(py).call1((&sock, family, ty, proto, fd))?,
-        None => init.bind(py).call1((&sock, family, ty, proto))?,
+    // `socket.socket.__new__` (`_socket.socket`'s) and `_socket.socket.__init__`,
+    // through their slots.
+    let sock = new_instance(cls.as_any())?;
+    let args = match fileno {
+        Some(fd) => PyTuple::new(py, [family, ty, proto, fd])?,
+        None => PyTuple::new(py, [family, ty, proto])?,
     };
-    sock.setattr(intern!(py, "_io_refs"), 0)?;
-    sock.setattr(intern!(py, "_closed"), false)?;
+    let base = base_socket_type(py)?;
+    // SAFETY: a live type object, with the GIL held.
+    match unsafe { (*base.as_type_ptr()).tp_init } {
+        // SAFETY: `_socket.socket`'s own initialiser on an instance of a
+        // subclass of it, called as CPython calls it (the object, an
+        // argument tuple, no keywords) with the GIL held: -1 means an
+        // exception is set.
+        Some(init) if unsafe { init(sock.as_ptr(), args.as_ptr(), std::ptr::null_mut()) } < 0 => {
+            return Err(PyErr::fetch(py));
+        }
+        Some(_) => {}
+        None => return Err(PyTypeError::new_err("_socket.socket has no initialiser")),
+    }
+    set_socket_slot(&sock, Slot::IoRefs, 0i32.into_pyobject(py)?.into_any())?;
+    set_socket_slot(&sock, Slot::Closed, pyo3::types::PyBool::new(py, false).to_owned().into_any())?;
     Ok(sock)
+}
+
+/// `cls.__new__(cls)`, through the type's `tp_new` slot (what the
+/// `__new__` that lookup finds calls) without looking it up.
+///
+/// # Errors
+///
+/// What `__new__` raises; `TypeError` if `cls` is not a type.
+pub(crate) fn new_instance<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let ty = cls.cast::<PyType>()?;
+    // SAFETY: a live type object, with the GIL held.
+    let Some(tp_new) = (unsafe { (*ty.as_type_ptr()).tp_new }) else {
+        return cls.call_method1(intern!(py, "__new__"), (cls,));
+    };
+    let args = PyTuple::empty(py);
+    // SAFETY: the type's own constructor slot, called as CPython calls it
+    // (the type, an argument tuple, no keywords) with the GIL held; it
+    // returns a new reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, tp_new(ty.as_type_ptr(), args.as_ptr(), std::ptr::null_mut())) }
+}
+
+/// The two slots `socket.socket` adds to `_socket.socket`.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// `_io_refs`: how many `makefile()` objects use the socket.
+    IoRefs,
+    /// `_closed`: `close()` was called.
+    Closed,
+}
+
+/// Where `socket.socket` keeps its `_io_refs` and `_closed` slots, if they
+/// are plain object members (read from their member descriptors once).
+fn socket_slots(py: Python<'_>) -> PyResult<Option<[isize; 2]>> {
+    static SLOTS: PyOnceLock<Option<[isize; 2]>> = PyOnceLock::new();
+    SLOTS
+        .get_or_try_init(py, || {
+            let dict = socket_type(py)?.getattr(intern!(py, "__dict__"))?;
+            let offset = |name: &str| -> PyResult<Option<isize>> {
+                Ok(member_offset(&dict.get_item(name)?, pyo3::ffi::Py_T_OBJECT_EX))
+            };
+            Ok::<_, PyErr>(offset("_io_refs")?.zip(offset("_closed")?).map(|(a, b)| [a, b]))
+        })
+        .copied()
+}
+
+/// `sock.<slot> = value` for a plain `socket.socket`, straight into the
+/// slot (its member descriptor's `__set__` otherwise).
+fn set_socket_slot(sock: &Bound<'_, PyAny>, slot: Slot, value: Bound<'_, PyAny>) -> PyResult<()> {
+    let py = sock.py();
+    let Some(offsets) = socket_slots(py)? else {
+        let name = match slot {
+            Slot::IoRefs => intern!(py, "_io_refs"),
+            Slot::Closed => intern!(py, "_closed"),
+        };
+        return sock.setattr(name, value);
+    };
+    // SAFETY: `sock` is a plain `socket.socket` (the callers check), whose
+    // member descriptor says an object pointer (NULL when unset) lives at
+    // this offset in every instance; the GIL is held. The new reference
+    // is stored, then the old one let go of (an int or a bool: no code
+    // runs), as the descriptor's `__set__` does.
+    unsafe {
+        let place =
+            sock.as_ptr().cast::<u8>().offset(offsets[slot as usize]).cast::<*mut pyo3::ffi::PyObject>();
+        let old = place.read();
+        place.write(value.into_ptr());
+        pyo3::ffi::Py_XDECREF(old);
+    }
+    Ok(())
+}
+
+/// `sock._io_refs` of a plain `socket.socket`, read from its slot.
+fn io_refs(sock: &Bound<'_, PyAny>) -> PyResult<isize> {
+    let py = sock.py();
+    let Some(offsets) = socket_slots(py)? else {
+        return sock.getattr(intern!(py, "_io_refs"))?.extract();
+    };
+    // SAFETY: as in `set_socket_slot`; the value is borrowed only while
+    // it is read (the object holds it), and an unset slot is NULL.
+    let value = unsafe {
+        let place = sock
+            .as_ptr()
+            .cast::<u8>()
+            .offset(offsets[Slot::IoRefs as usize])
+            .cast::<*mut pyo3::ffi::PyObject>();
+        let raw = place.read();
+        if raw.is_null() {
+            return sock.getattr(intern!(py, "_io_refs"))?.extract(); // its AttributeError
+        }
+        Borrowed::from_ptr(py, raw).to_owned()
+    };
+    value.extract()
 }
 
 /// A `_socket.socket` field: its member descriptor's `__get__`, and the
@@ -353,6 +455,13 @@ unsafe fn read_int_field(sock: &Bound<'_, PyAny>, offset: isize) -> i32 {
 /// (`_socket.socket.family`…) reads; `None` for any other kind of
 /// descriptor or member (then its `__get__` is called instead).
 fn int_member_offset(descr: &Bound<'_, PyAny>) -> Option<isize> {
+    member_offset(descr, pyo3::ffi::Py_T_INT)
+}
+
+/// The offset in its instances of the member a member descriptor reads,
+/// if the member is of `type_code`; `None` for any other kind of
+/// descriptor or member.
+fn member_offset(descr: &Bound<'_, PyAny>, type_code: std::os::raw::c_int) -> Option<isize> {
     // The address of CPython's static type object, only compared.
     let member_type = std::ptr::addr_of_mut!(pyo3::ffi::PyMemberDescr_Type);
     if descr.get_type().as_type_ptr() != member_type {
@@ -360,9 +469,9 @@ fn int_member_offset(descr: &Bound<'_, PyAny>) -> Option<isize> {
     }
     // SAFETY: `descr` is exactly a member descriptor (checked above), so
     // its object is a `PyMemberDescrObject` whose `d_member` points at
-    // the static member definition of its type, alive while the type is.
+    // the member definition of its type, alive while the type is.
     let member = unsafe { &*(*descr.as_ptr().cast::<pyo3::ffi::PyMemberDescrObject>()).d_member };
-    (member.type_code == pyo3::ffi::Py_T_INT).then_some(member.offset)
+    (member.type_code == type_code).then_some(member.offset)
 }
 
 /// The [`Kind`] of a plain `socket.socket`; `None` for anything else
@@ -387,9 +496,8 @@ pub(crate) fn close(sock: &Bound<'_, PyAny>) -> PyResult<()> {
     if !is_plain_socket(sock)? {
         return sock.call_method0(intern!(py, "close")).map(drop);
     }
-    sock.setattr(intern!(py, "_closed"), true)?;
-    let io_refs: isize = sock.getattr(intern!(py, "_io_refs"))?.extract()?;
-    if io_refs <= 0 {
+    set_socket_slot(sock, Slot::Closed, pyo3::types::PyBool::new(py, true).to_owned().into_any())?;
+    if io_refs(sock)? <= 0 {
         static CLOSE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let close =
             CLOSE.get_or_try_init(py, || Ok::<_, PyErr>(base_socket_type(py)?.getattr("close")?.unbind()))?;

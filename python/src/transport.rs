@@ -1457,7 +1457,7 @@ pub(crate) fn new_stream_transport<'py>(
     server: Option<&Bound<'py, PyAny>>,
     kind: Option<&Kind>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let owner = new_instance(cls)?;
+    let owner = crate::sock::new_instance(cls)?;
     let native = init(&owner, r#loop, sock, protocol, Some(extra), server, kind)?;
     StreamTransport::start(&native, None, None)?;
     Ok(owner)
@@ -1483,7 +1483,7 @@ pub(crate) fn new_client_transport<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let kind = crate::sock::plain_kind(sock)?;
-    let owner = new_instance(cls)?;
+    let owner = crate::sock::new_instance(cls)?;
     let extra = match peername {
         Some(name) => {
             let extra = PyDict::new(py);
@@ -1524,26 +1524,6 @@ fn thread_ident(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     Ok(ident.into_pyobject(py)?.into_any())
 }
 
-/// `cls.__new__(cls)`, through the type's `tp_new` slot (what the
-/// `__new__` that lookup finds calls) without looking it up.
-///
-/// # Errors
-///
-/// What `__new__` raises; `TypeError` if `cls` is not a type.
-fn new_instance<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = cls.py();
-    let ty = cls.cast::<PyType>()?;
-    // SAFETY: a live type object, with the GIL held.
-    let Some(tp_new) = (unsafe { (*ty.as_type_ptr()).tp_new }) else {
-        return cls.call_method1(intern!(py, "__new__"), (cls,));
-    };
-    let args = PyTuple::empty(py);
-    // SAFETY: the type's own constructor slot, called as CPython calls it
-    // (the type, an argument tuple, no keywords) with the GIL held; it
-    // returns a new reference or NULL with an exception set.
-    unsafe { Bound::from_owned_ptr_or_err(py, tp_new(ty.as_type_ptr(), args.as_ptr(), std::ptr::null_mut())) }
-}
-
 /// asyncio's `TransportSocket(sock)` (a wrapper whose `close`/`detach`
 /// are not there), made without its Python `__init__`, which only sets
 /// its one slot.
@@ -1551,7 +1531,7 @@ fn transport_socket<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>
     let py = sock.py();
     static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     let cls = cached_type(py, &TYPE, "asyncio.trsock", "TransportSocket")?;
-    let wrapper = new_instance(cls)?;
+    let wrapper = crate::sock::new_instance(cls)?;
     wrapper.setattr(intern!(py, "_sock"), sock)?;
     Ok(wrapper)
 }
