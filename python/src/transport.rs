@@ -154,9 +154,13 @@ fn get<'py>(py: Python<'py>, slot: &Slot) -> Option<Bound<'py, PyAny>> {
     slot.borrow().as_ref().map(|o| o.bind(py).clone())
 }
 
-fn put(slot: &Slot, value: Option<Py<PyAny>>) {
+fn put(py: Python<'_>, slot: &Slot, value: Option<Py<PyAny>>) {
     let old = slot.replace(value);
-    drop(old); // after the borrow: a decref may run Python code
+    // After the borrow: a decref may run Python code. With the token: a
+    // plain decref, without `Py`'s check of PyO3's thread-local state.
+    if let Some(old) = old {
+        old.drop_ref(py);
+    }
 }
 
 /// asyncio's stream transport, natively (see the module docs): the engine
@@ -445,9 +449,9 @@ impl Inner {
             (method(intern!(py, "data_received")), None)
         };
         self.buffered.set(buffered);
-        put(&self.protocol, Some(protocol.clone().unbind()));
-        put(&self.on_data, on_data);
-        put(&self.get_buffer, get_buffer);
+        put(py, &self.protocol, Some(protocol.clone().unbind()));
+        put(py, &self.on_data, on_data);
+        put(py, &self.get_buffer, get_buffer);
         Ok(())
     }
 
@@ -640,7 +644,7 @@ impl Inner {
                 Some(c) => c,
                 None => crate::handle::copy_context(py)?,
             };
-            put(&this.context, Some(read_context.clone_ref(py)));
+            put(py, &this.context, Some(read_context.clone_ref(py)));
             if let Err(e) = Self::watch(slf, Direction::Read) {
                 report(slf.getattr(intern!(py, "_start_reading")), &[], read_context, e);
             }
@@ -978,18 +982,18 @@ impl Inner {
             None => Ok(()),
         };
         drop(sock);
-        put(&this.protocol, None);
-        put(&this.on_data, None);
-        put(&this.get_buffer, None);
-        put(&this.lp, None);
-        put(&this.context, None);
+        put(py, &this.protocol, None);
+        put(py, &this.on_data, None);
+        put(py, &this.get_buffer, None);
+        put(py, &this.lp, None);
+        put(py, &this.context, None);
         let server = this.server.borrow_mut().take();
         let detached = match &server {
             Some(server) => detach(server.bind(py), &this.public(py)),
             None => Ok(()),
         };
         drop(server);
-        put(&this.owner, None);
+        put(py, &this.owner, None);
         let waiter = this.empty_waiter.borrow().as_ref().map(|w| w.clone_ref(py));
         if let Some(waiter) = waiter {
             let waiter = waiter.bind(py);
@@ -1608,7 +1612,7 @@ impl StreamTransport {
         if !this.is_reading() || this.reading.get() {
             return Ok(());
         }
-        put(&this.context, Some(crate::handle::copy_context(slf.py())?));
+        put(slf.py(), &this.context, Some(crate::handle::copy_context(slf.py())?));
         Inner::watch(slf, Direction::Read)
     }
 
@@ -1855,13 +1859,13 @@ impl StreamTransport {
         if this.buffer.borrow().is_empty() {
             fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
         }
-        put(&this.empty_waiter, Some(fut.clone().unbind()));
+        put(py, &this.empty_waiter, Some(fut.clone().unbind()));
         Ok(fut.unbind())
     }
 
-    fn _reset_empty_waiter(&self) -> PyResult<()> {
+    fn _reset_empty_waiter(&self, py: Python<'_>) -> PyResult<()> {
         let this = self.inner()?;
-        put(&this.empty_waiter, None);
+        put(py, &this.empty_waiter, None);
         Ok(())
     }
 
