@@ -209,8 +209,11 @@ pub(crate) struct Inner {
     eof: Cell<bool>,
     /// `pause_reading()` was called (and not resumed).
     paused: Cell<bool>,
-    /// The protocol is a `BufferedProtocol`.
+    /// The protocol is a `BufferedProtocol` (known once
+    /// `read_methods_known`).
     buffered: Cell<bool>,
+    /// `buffered`, `on_data` and `get_buffer` are the protocol's.
+    read_methods_known: Cell<bool>,
     /// The last read filled at least [`DIRECT_READ`] bytes: the next one
     /// reads straight into its `bytes` (bulk transfers), not through the
     /// scratch buffer.
@@ -438,9 +441,25 @@ impl Inner {
         Some(f(sock_ref(&borrowed)))
     }
 
-    /// Makes `protocol` the one reads go to.
+    /// Makes `protocol` the one reads go to (its read methods are looked
+    /// up at the first read: a connection that never reads, such as a
+    /// server's that answers and closes in `connection_made`, looks up
+    /// none).
     fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
+        put(py, &self.protocol, Some(protocol.clone().unbind()));
+        put(py, &self.on_data, None);
+        put(py, &self.get_buffer, None);
+        self.read_methods_known.set(false);
+        Ok(())
+    }
+
+    /// Looks up the protocol's read methods, once per protocol.
+    fn know_read_methods(&self, py: Python<'_>) -> PyResult<()> {
+        if self.read_methods_known.get() {
+            return Ok(());
+        }
+        let Some(protocol) = get(py, &self.protocol) else { return Ok(()) };
         let buffered = protocol.is_instance(buffered_protocol_type(py)?)?;
         let method = |name: &Bound<'_, PyString>| protocol.getattr(name).ok().map(Bound::unbind);
         let (on_data, get_buffer) = if buffered {
@@ -449,9 +468,9 @@ impl Inner {
             (method(intern!(py, "data_received")), None)
         };
         self.buffered.set(buffered);
-        put(py, &self.protocol, Some(protocol.clone().unbind()));
         put(py, &self.on_data, on_data);
         put(py, &self.get_buffer, get_buffer);
+        self.read_methods_known.set(true);
         Ok(())
     }
 
@@ -761,6 +780,7 @@ impl Inner {
         if this.phase.get() == Phase::Lost {
             return Ok(());
         }
+        this.know_read_methods(slf.py())?;
         if this.buffered.get() { Self::read_into_buffer(slf) } else { Self::read_data(slf, state) }
     }
 
@@ -1061,6 +1081,7 @@ impl StreamTransport {
             eof: Cell::new(false),
             paused: Cell::new(false),
             buffered: Cell::new(false),
+            read_methods_known: Cell::new(false),
             big_reads: Cell::new(false),
             on_data: RefCell::new(None),
             get_buffer: RefCell::new(None),
