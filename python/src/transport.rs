@@ -1164,13 +1164,22 @@ fn warn_unclosed(engine: &Bound<'_, StreamTransport>) -> PyResult<()> {
     // closed it already, earlier in the same collection.
     let Some(sock) = get(py, &this.sock) else { return Ok(()) };
     let transport = this.public(py);
-    static WARN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let warn = WARN.import(py, "warnings", "warn")?;
-    let message = format!("unclosed transport {}", transport.repr()?);
-    let kwargs = PyDict::new(py);
-    kwargs.set_item(intern!(py, "source"), &transport)?;
-    let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
-    warn.call((message, category), Some(&kwargs))?;
+    // SAFETY: a live object (the source, also the one argument of the
+    // format's `%R`), a NUL-terminated format, the GIL held; -1 means an
+    // exception is set (a warnings filter turned it into an error). The C
+    // API works while the interpreter shuts down, when importing
+    // `warnings` would not.
+    let warned = unsafe {
+        pyo3::ffi::PyErr_ResourceWarning(
+            transport.as_ptr(),
+            1,
+            c"unclosed transport %R".as_ptr(),
+            transport.as_ptr(),
+        )
+    };
+    if warned < 0 {
+        return Err(PyErr::fetch(py));
+    }
     if crate::sock::fileno(&sock)? < 0 {
         return Ok(());
     }
@@ -1264,13 +1273,10 @@ impl EngineMethod {
             return Ok(slf.clone().into_any()); // looked up on the class
         };
         let name = slf.get().name.bind(py);
-        let attrs = instance_dict(instance)?;
-        let native = match attrs.get_item(intern!(py, "_native"))? {
-            Some(native) => native,
-            None => instance.getattr(intern!(py, "_native"))?,
-        };
-        let method = native.getattr(name)?;
-        attrs.set_item(name, &method)?;
+        let method = instance.getattr(intern!(py, "_native"))?.getattr(name)?;
+        // Into the instance (this descriptor has no `__set__`): later
+        // lookups find it there first.
+        instance.setattr(name, &method)?;
         Ok(method)
     }
 
@@ -1454,14 +1460,15 @@ fn init<'py>(
 ) -> PyResult<Bound<'py, StreamTransport>> {
     let py = owner.py();
     let extra = extra.unwrap_or_else(|| PyDict::new(py));
-    let attrs = instance_dict(owner)?;
-    attrs.set_item(intern!(py, "_extra"), &extra)?;
-    attrs.set_item(intern!(py, "_rawsock"), sock)?;
-    attrs.set_item(intern!(py, "_thread"), thread_ident(py)?)?;
+    // `_extra` is asyncio's `BaseTransport` slot; the others are the
+    // instance's own attributes.
+    owner.setattr(intern!(py, "_extra"), &extra)?;
+    owner.setattr(intern!(py, "_rawsock"), sock)?;
+    owner.setattr(intern!(py, "_thread"), thread_ident(py)?)?;
     let server = server.filter(|s| !s.is_none());
     let native =
         Bound::new(py, StreamTransport::new(py, r#loop, sock, protocol, &extra, server, owner, kind)?)?;
-    attrs.set_item(intern!(py, "_native"), &native)?;
+    owner.setattr(intern!(py, "_native"), &native)?;
     Ok(native)
 }
 
@@ -1521,24 +1528,6 @@ pub(crate) fn new_client_transport<'py>(
     let result = PyTuple::new(py, [&owner, protocol])?;
     StreamTransport::start(&native, Some(waiter), Some(result.into_any()))?;
     Ok(owner)
-}
-
-/// `obj.__dict__` (made if it is not there yet), without looking up the
-/// `__dict__` descriptor on its type.
-///
-/// # Errors
-///
-/// `AttributeError` for an object without one.
-fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-    // SAFETY: a live object, with the GIL held; returns a new reference
-    // (the dict) or NULL with an exception set.
-    let dict = unsafe {
-        Bound::from_owned_ptr_or_err(
-            obj.py(),
-            pyo3::ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()),
-        )
-    }?;
-    Ok(dict.cast_into::<PyDict>()?)
 }
 
 /// `threading.get_ident()`.

@@ -236,3 +236,26 @@ def test_entry_points():
     )
     out, err = proc.communicate(timeout=60)
     assert out.split() == ["evloop._loop"] * 4, err
+
+
+def test_transports_left_open_at_exit_end_quietly(factory_expr):
+    # A program that exits with connections open: the interpreter's
+    # shutdown frees them; nothing but ResourceWarnings (ignored by
+    # default) may come out, and the exit status is 0.
+    proc = child(
+        f"""
+        import asyncio, evloop
+        loop = {factory_expr}()
+        async def main():
+            server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+            tr, _ = await loop.create_connection(asyncio.Protocol, *server.sockets[0].getsockname())
+            for _ in range(5):
+                await asyncio.sleep(0)
+            print(sorted(tr._extra), flush=True)
+        loop.run_until_complete(main())
+        """
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip() == "['peername', 'sockname']" or out.strip() == "['peername', 'socket', 'sockname']"
+    assert "Exception ignored" not in err, err

@@ -754,3 +754,17 @@ def test_the_names_of_an_accepted_connection_and_its_socket_after_the_end(loop, 
     assert names == (("127.0.0.1", port), True, ("127.0.0.1", port))
     assert fileno == -1  # the transport's socket, closed with it
     assert peername_after == ("127.0.0.1", port)
+
+
+def test_the_extra_dict_is_asyncios_slot(loop):
+    # asyncio's BaseTransport keeps `_extra` in a slot; code that reads it
+    # (as asyncio's own get_extra_info does) finds the names there.
+    async def main():
+        server, peer, client = await connected_pair(loop)
+        extra = client.transport._extra
+        names = (extra["sockname"], extra["peername"])
+        await shut(server, client, peer)
+        return names, client.transport.get_extra_info("sockname")
+
+    (sockname, peername), asked = loop.run_until_complete(main())
+    assert sockname == asked and peername[0] == "127.0.0.1"
