@@ -508,17 +508,12 @@ class EventLoop(_evloop.LoopBase, unix_events._UnixSelectorEventLoop):
         # Where the steps asyncio's path calls are replaced (a subclass's
         # or a mock's sock_connect or _make_socket_transport, a patched
         # socket module), that path runs.
-        if (
-            self._debug
-            or base_events.socket is not socket
-            or "sock_connect" in self.__dict__
-            or "_make_socket_transport" in self.__dict__
-            or type(self).sock_connect is not EventLoop.sock_connect
-            or type(self)._make_socket_transport is not EventLoop._make_socket_transport
-            or (options and not _default_connect_options(options))
-        ):
+        # (Debug mode and a loop or loop class with its own sock_connect or
+        # _make_socket_transport are checked natively, the class's verdict
+        # remembered until the class changes.)
+        if base_events.socket is not socket or (options and not _default_connect_options(options)):
             return await super().create_connection(protocol_factory, host, port, **options)
-        opening = self._core.create_connection(host, port, protocol_factory, _SocketTransport)
+        opening = self._core.create_connection(self, host, port, protocol_factory, _SocketTransport)
         if opening is None:
             return await super().create_connection(protocol_factory, host, port, **options)
         try:

@@ -144,14 +144,19 @@ impl Opening {
 }
 
 /// `Core.create_connection` (see there).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn create_connection<'py>(
     py: Python<'py>,
     core: &Bound<'py, Core>,
+    pyloop: &Bound<'py, PyAny>,
     host: &Bound<'py, PyAny>,
     port: &Bound<'py, PyAny>,
     protocol_factory: &Bound<'py, PyAny>,
     cls: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, Opening>>> {
+    if !replaces_asyncios_steps(pyloop)? {
+        return Ok(None);
+    }
     let Some(literal) = sock::literal_socket(py, core.get(), host, port)? else { return Ok(None) };
     let (sock, address) = (literal.sock, literal.address);
     let started = match sock::connect_now(py, &sock, address.as_any()) {
@@ -194,4 +199,26 @@ pub(crate) fn create_connection<'py>(
         }
     }
     Ok(Some(opening))
+}
+
+/// Whether asyncio's `create_connection` steps that the native one
+/// replaces are evloop's own on `pyloop`: not in debug mode (whose
+/// coroutine logs), and neither the loop (a mock set on the instance) nor
+/// its class gives its own `sock_connect` or `_make_socket_transport`.
+fn replaces_asyncios_steps(pyloop: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = pyloop.py();
+    if crate::loop_base::native_debug(pyloop) != Some(false) {
+        return Ok(false);
+    }
+    // SAFETY: a live object, with the GIL held; returns a new reference
+    // or NULL with an exception set (an object without a `__dict__`).
+    let attrs = unsafe {
+        Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyObject_GenericGetDict(pyloop.as_ptr(), std::ptr::null_mut()))
+    };
+    if let Ok(attrs) = attrs.and_then(|a| Ok(a.cast_into::<pyo3::types::PyDict>()?))
+        && (attrs.contains(intern!(py, "sock_connect"))? || attrs.contains(intern!(py, "_make_socket_transport"))?)
+    {
+        return Ok(false);
+    }
+    crate::loop_base::keeps_connect_steps(pyloop)
 }

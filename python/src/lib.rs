@@ -613,11 +613,13 @@ impl Core {
         sock::connect(py, self, sock, address)
     }
 
-    /// `create_connection(protocol_factory, host, port)` for an IP-literal
-    /// `host` (a `str`) and an `int` port, natively ([`connect`]): a
-    /// connect in progress whose `future` is done with `(transport,
-    /// protocol)`, the transport of class `cls`. `None` for anything else
-    /// (host names, other types): asyncio's resolving path takes those.
+    /// `loop.create_connection(protocol_factory, host, port)` for an
+    /// IP-literal `host` (a `str`) and an `int` port, natively
+    /// ([`connect`]): a connect in progress whose `future` is done with
+    /// `(transport, protocol)`, the transport of class `cls`. `None` for
+    /// anything else (host names, other types, debug mode, a loop or loop
+    /// class with its own `sock_connect` or `_make_socket_transport`):
+    /// asyncio's path takes those.
     ///
     /// # Errors
     ///
@@ -626,12 +628,13 @@ impl Core {
     /// socket is closed then).
     fn create_connection<'py>(
         slf: &Bound<'py, Core>,
+        r#loop: &Bound<'py, PyAny>,
         host: &Bound<'py, PyAny>,
         port: &Bound<'py, PyAny>,
         protocol_factory: &Bound<'py, PyAny>,
         cls: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, connect::Opening>>> {
-        connect::create_connection(slf.py(), slf, host, port, protocol_factory, cls)
+        connect::create_connection(slf.py(), slf, r#loop, host, port, protocol_factory, cls)
     }
 
     /// asyncio's `sock_accept`.

@@ -279,26 +279,56 @@ pub(crate) fn call_soon<'py>(
 fn keeps_call_soon(pyloop: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = pyloop.py();
     let Some(own) = CALL_SOON.get(py) else { return Ok(false) };
-    let ty = pyloop.get_type();
-    let tag = version_tag(&ty);
-    if tag != 0 && KEEPS_CALL_SOON.with(|k| k.get()) == (ty.as_type_ptr() as usize, tag) {
+    class_verdict(&KEEPS_CALL_SOON, &pyloop.get_type(), |ty| Ok(ty.getattr(intern!(py, "call_soon"))?.is(own)))
+}
+
+/// Whether the class of `pyloop` keeps `evloop.EventLoop`'s own
+/// `sock_connect` and `_make_socket_transport` (the steps of asyncio's
+/// `create_connection` that evloop's native one replaces).
+///
+/// # Errors
+///
+/// What importing `evloop._loop` or the lookups raise.
+pub(crate) fn keeps_connect_steps(pyloop: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = pyloop.py();
+    static OWN: PyOnceLock<[Py<PyAny>; 2]> = PyOnceLock::new();
+    let own = OWN.get_or_try_init(py, || {
+        let cls = py.import("evloop._loop")?.getattr("EventLoop")?;
+        Ok::<_, PyErr>([cls.getattr("sock_connect")?.unbind(), cls.getattr("_make_socket_transport")?.unbind()])
+    })?;
+    class_verdict(&KEEPS_CONNECT_STEPS, &pyloop.get_type(), |ty| {
+        Ok(ty.getattr(intern!(py, "sock_connect"))?.is(&own[0])
+            && ty.getattr(intern!(py, "_make_socket_transport"))?.is(&own[1]))
+    })
+}
+
+/// `check(ty)`, remembered in `cache` for the last class it held for,
+/// with the version tag the class had then: CPython gives a type a new
+/// tag (never one used before) whenever it or a base class changes, so a
+/// class whose tag is unchanged still passes, without looking again.
+fn class_verdict(
+    cache: &'static std::thread::LocalKey<std::cell::Cell<(usize, u32)>>,
+    ty: &Bound<'_, pyo3::types::PyType>,
+    check: impl FnOnce(&Bound<'_, pyo3::types::PyType>) -> PyResult<bool>,
+) -> PyResult<bool> {
+    let tag = version_tag(ty);
+    if tag != 0 && cache.with(|k| k.get()) == (ty.as_type_ptr() as usize, tag) {
         return Ok(true);
     }
-    let keeps = ty.getattr(intern!(py, "call_soon"))?.is(own);
-    // The lookup gave the type a version tag if it had none.
-    let tag = version_tag(&ty);
-    if keeps && tag != 0 {
-        KEEPS_CALL_SOON.with(|k| k.set((ty.as_type_ptr() as usize, tag)));
+    let passes = check(ty)?;
+    // The lookups gave the type a version tag if it had none.
+    let tag = version_tag(ty);
+    if passes && tag != 0 {
+        cache.with(|k| k.set((ty.as_type_ptr() as usize, tag)));
     }
-    Ok(keeps)
+    Ok(passes)
 }
 
 thread_local! {
-    /// The last loop class found to keep `LoopBase.call_soon`, with the
-    /// version tag it had then: CPython gives a type a new tag (never one
-    /// used before) whenever it or a base class changes, so a class whose
-    /// tag is unchanged still keeps it, without looking it up again.
+    /// The last loop class found to keep `LoopBase.call_soon`.
     static KEEPS_CALL_SOON: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
+    /// The last loop class found to keep evloop's connect steps.
+    static KEEPS_CONNECT_STEPS: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// The version tag of `ty` (0: none valid; a changed type's tag is reset

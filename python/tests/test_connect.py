@@ -374,3 +374,39 @@ def test_a_new_transports_mapping_given_to_the_loop_is_the_one_written(loop):
     assert (first, second) == (True, True)
     gc.collect()
     assert len(old) == 0 and len(loop._transports) == 0
+
+
+def test_a_sock_connect_given_to_the_loop_class_later_is_used(loop_factory):
+    # The native path remembers that the loop class keeps the loop's own
+    # connect steps; a class given its own sock_connect afterwards is seen.
+    first = loop_factory()
+    cls = type(first)
+    first.close()
+
+    class Sub(cls):
+        pass
+
+    used = []
+
+    async def own_connect(self, sock, address):
+        used.append(address)
+        return await cls.sock_connect(self, sock, address)
+
+    lp = Sub()
+    try:
+
+        async def once():
+            server = await lp.create_server(asyncio.Protocol, "127.0.0.1", 0)
+            transport, client = await lp.create_connection(Client, *server.sockets[0].getsockname())
+            transport.close()
+            await client.lost
+            server.close()
+            await server.wait_closed()
+
+        lp.run_until_complete(once())
+        assert used == []
+        Sub.sock_connect = own_connect
+        lp.run_until_complete(once())
+        assert len(used) == 1
+    finally:
+        lp.close()
