@@ -213,10 +213,14 @@ fn replaces_asyncios_steps(pyloop: &Bound<'_, PyAny>) -> PyResult<bool> {
     // SAFETY: a live object, with the GIL held; returns a new reference
     // or NULL with an exception set (an object without a `__dict__`).
     let attrs = unsafe {
-        Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyObject_GenericGetDict(pyloop.as_ptr(), std::ptr::null_mut()))
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyObject_GenericGetDict(pyloop.as_ptr(), std::ptr::null_mut()),
+        )
     };
     if let Ok(attrs) = attrs.and_then(|a| Ok(a.cast_into::<pyo3::types::PyDict>()?))
-        && (attrs.contains(intern!(py, "sock_connect"))? || attrs.contains(intern!(py, "_make_socket_transport"))?)
+        && (attrs.contains(intern!(py, "sock_connect"))?
+            || attrs.contains(intern!(py, "_make_socket_transport"))?)
     {
         return Ok(false);
     }

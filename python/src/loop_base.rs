@@ -279,7 +279,9 @@ pub(crate) fn call_soon<'py>(
 fn keeps_call_soon(pyloop: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = pyloop.py();
     let Some(own) = CALL_SOON.get(py) else { return Ok(false) };
-    class_verdict(&KEEPS_CALL_SOON, &pyloop.get_type(), |ty| Ok(ty.getattr(intern!(py, "call_soon"))?.is(own)))
+    class_verdict(&KEEPS_CALL_SOON, &pyloop.get_type(), |ty| {
+        Ok(ty.getattr(intern!(py, "call_soon"))?.is(own))
+    })
 }
 
 /// Whether the class of `pyloop` keeps `evloop.EventLoop`'s own
@@ -294,7 +296,10 @@ pub(crate) fn keeps_connect_steps(pyloop: &Bound<'_, PyAny>) -> PyResult<bool> {
     static OWN: PyOnceLock<[Py<PyAny>; 2]> = PyOnceLock::new();
     let own = OWN.get_or_try_init(py, || {
         let cls = py.import("evloop._loop")?.getattr("EventLoop")?;
-        Ok::<_, PyErr>([cls.getattr("sock_connect")?.unbind(), cls.getattr("_make_socket_transport")?.unbind()])
+        Ok::<_, PyErr>([
+            cls.getattr("sock_connect")?.unbind(),
+            cls.getattr("_make_socket_transport")?.unbind(),
+        ])
     })?;
     class_verdict(&KEEPS_CONNECT_STEPS, &pyloop.get_type(), |ty| {
         Ok(ty.getattr(intern!(py, "sock_connect"))?.is(&own[0])

@@ -62,7 +62,7 @@ pub(crate) fn accepted_to_python<'py>(py: Python<'py>, addr: &SockAddr) -> PyRes
 /// An IPv4 address as Python writes it (`"127.0.0.1"`), the `str` of the
 /// last address converted kept for the next: a server's peers, a client's
 /// own address and its server's all tend to repeat one host.
-fn v4_host(py: Python<'_>, ip: Ipv4Addr) -> Bound<'_, PyString> {
+pub(crate) fn v4_host(py: Python<'_>, ip: Ipv4Addr) -> Bound<'_, PyString> {
     static LAST: Mutex<Option<(Ipv4Addr, Py<PyString>)>> = Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((cached, host)) = &*last

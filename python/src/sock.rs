@@ -1191,7 +1191,10 @@ pub(crate) fn literal_socket<'py>(
     // What getpeername(2) gives once connected, as Python formats it: the
     // address itself when `host` is an IPv4 address written as Python
     // writes one.
-    let peername = matches!(ip, IpAddr::V4(v4) if v4.to_string() == text.to_str()?);
+    let peername = match ip {
+        IpAddr::V4(v4) => crate::pysock::v4_host(py, v4).to_str()? == text.to_str()?,
+        IpAddr::V6(_) => false,
+    };
     Ok(Some(LiteralSocket { sock, address, peername }))
 }
 
