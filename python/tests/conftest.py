@@ -27,3 +27,11 @@ def loop(loop_factory):
         return
     lp.run_until_complete(lp.shutdown_asyncgens())
     lp.close()
+
+
+@pytest.fixture
+def loop_class(loop_factory):
+    """The class of the loops `loop_factory` makes (for subclassing)."""
+    lp = loop_factory()
+    lp.close()
+    return type(lp)

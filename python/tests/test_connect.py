@@ -376,12 +376,10 @@ def test_a_new_transports_mapping_given_to_the_loop_is_the_one_written(loop):
     assert len(old) == 0 and len(loop._transports) == 0
 
 
-def test_a_sock_connect_given_to_the_loop_class_later_is_used(loop_factory):
+def test_a_sock_connect_given_to_the_loop_class_later_is_used(loop_class):
     # The native path remembers that the loop class keeps the loop's own
     # connect steps; a class given its own sock_connect afterwards is seen.
-    first = loop_factory()
-    cls = type(first)
-    first.close()
+    cls = loop_class
 
     class Sub(cls):
         pass

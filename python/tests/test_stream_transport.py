@@ -694,12 +694,10 @@ def test_a_transport_freed_after_its_connection_is_lost_does_not_warn(loop):
     b.close()
 
 
-def test_a_call_soon_given_to_the_loop_class_later_sees_the_transports_calls(loop_factory):
+def test_a_call_soon_given_to_the_loop_class_later_sees_the_transports_calls(loop_class):
     # The loop remembers that its class keeps the native call_soon; a
     # class changed afterwards gets the transports' calls through its own.
-    first = loop_factory()
-    cls = type(first)
-    first.close()
+    cls = loop_class
 
     class Sub(cls):
         pass
