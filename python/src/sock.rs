@@ -385,8 +385,7 @@ fn set_socket_slot(sock: &Bound<'_, PyAny>, slot: Slot, value: Bound<'_, PyAny>)
     // is stored, then the old one let go of (an int or a bool: no code
     // runs), as the descriptor's `__set__` does.
     unsafe {
-        let place =
-            sock.as_ptr().cast::<u8>().offset(offsets[slot as usize]).cast::<*mut pyo3::ffi::PyObject>();
+        let place = field::<*mut pyo3::ffi::PyObject>(sock, offsets[slot as usize]);
         let old = place.read();
         place.write(value.into_ptr());
         pyo3::ffi::Py_XDECREF(old);
@@ -403,12 +402,7 @@ fn io_refs(sock: &Bound<'_, PyAny>) -> PyResult<isize> {
     // SAFETY: as in `set_socket_slot`; the value is borrowed only while
     // it is read (the object holds it), and an unset slot is NULL.
     let value = unsafe {
-        let place = sock
-            .as_ptr()
-            .cast::<u8>()
-            .offset(offsets[Slot::IoRefs as usize])
-            .cast::<*mut pyo3::ffi::PyObject>();
-        let raw = place.read();
+        let raw = field::<*mut pyo3::ffi::PyObject>(sock, offsets[Slot::IoRefs as usize]).read();
         if raw.is_null() {
             return sock.getattr(intern!(py, "_io_refs"))?.extract(); // its AttributeError
         }
@@ -448,7 +442,18 @@ static FD_OFFSET: PyOnceLock<Option<isize>> = PyOnceLock::new();
 unsafe fn read_int_field(sock: &Bound<'_, PyAny>, offset: isize) -> i32 {
     // SAFETY: as the caller promises; the object is alive (borrowed) and
     // the GIL held.
-    unsafe { sock.as_ptr().cast::<u8>().offset(offset).cast::<i32>().read_unaligned() }
+    unsafe { field::<i32>(sock, offset).read_unaligned() }
+}
+
+/// Where the field at `offset` in `obj` is, as a `T`.
+///
+/// # Safety
+///
+/// `offset` lies inside `obj`'s layout, where a `T` is kept; the pointer
+/// is used only while `obj` is alive and the GIL held.
+unsafe fn field<T>(obj: &Bound<'_, PyAny>, offset: isize) -> *mut T {
+    // SAFETY: inside the object (as the caller promises).
+    unsafe { obj.as_ptr().cast::<u8>().offset(offset).cast::<T>() }
 }
 
 /// The offset in its instances of the C `int` a member descriptor

@@ -1339,6 +1339,16 @@ impl WeakMapping {
         self.no_pending_removals(py) && self.iterating.bind(py).is_empty()
     }
 
+    fn clone_ref(&self, py: Python<'_>) -> WeakMapping {
+        WeakMapping {
+            mapping: self.mapping.clone_ref(py),
+            data: self.data.clone_ref(py),
+            remove: self.remove.clone_ref(py),
+            pending_removals: self.pending_removals.clone_ref(py),
+            iterating: self.iterating.clone_ref(py),
+        }
+    }
+
     /// The Python objects it holds, for the GC.
     pub(crate) fn visit(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
         visit(&self.mapping);
@@ -1356,13 +1366,7 @@ fn weak_mapping(core: &Core, transports: &Bound<'_, PyAny>) -> PyResult<Option<W
     let py = transports.py();
     let cache = core.transports_cache();
     let cached =
-        cache.borrow().as_ref().filter(|parts| parts.mapping.is(transports)).map(|parts| WeakMapping {
-            mapping: parts.mapping.clone_ref(py),
-            data: parts.data.clone_ref(py),
-            remove: parts.remove.clone_ref(py),
-            pending_removals: parts.pending_removals.clone_ref(py),
-            iterating: parts.iterating.clone_ref(py),
-        });
+        cache.borrow().as_ref().filter(|parts| parts.mapping.is(transports)).map(|p| p.clone_ref(py));
     if cached.is_some() {
         return Ok(cached);
     }
@@ -1370,21 +1374,20 @@ fn weak_mapping(core: &Core, transports: &Bound<'_, PyAny>) -> PyResult<Option<W
     if !transports.get_type().is(cached_type(py, &MAPPING, "weakref", "WeakValueDictionary")?) {
         return Ok(None);
     }
-    let read = || -> PyResult<WeakMapping> {
-        Ok(WeakMapping {
-            mapping: transports.clone().unbind(),
-            data: transports.getattr(intern!(py, "data"))?.cast_into::<PyDict>()?.unbind(),
-            remove: transports.getattr(intern!(py, "_remove"))?.unbind(),
-            pending_removals: transports
-                .getattr(intern!(py, "_pending_removals"))?
-                .cast_into::<PyList>()?
-                .unbind(),
-            iterating: transports.getattr(intern!(py, "_iterating"))?.cast_into::<PySet>()?.unbind(),
-        })
+    let parts = WeakMapping {
+        mapping: transports.clone().unbind(),
+        data: transports.getattr(intern!(py, "data"))?.cast_into::<PyDict>()?.unbind(),
+        remove: transports.getattr(intern!(py, "_remove"))?.unbind(),
+        pending_removals: transports
+            .getattr(intern!(py, "_pending_removals"))?
+            .cast_into::<PyList>()?
+            .unbind(),
+        iterating: transports.getattr(intern!(py, "_iterating"))?.cast_into::<PySet>()?.unbind(),
     };
-    let old = cache.replace(Some(read()?));
+    let copy = parts.clone_ref(py);
+    let old = cache.replace(Some(parts));
     drop(old); // after the borrow: a decref may run Python code
-    Ok(Some(read()?))
+    Ok(Some(copy))
 }
 
 /// Drops `loop._transports[fd]` when it is `transport`, whose socket is
