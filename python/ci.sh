@@ -6,7 +6,7 @@
 #
 #   python/ci.sh                      # CPython 3.11 and 3.12 (pyenv), else python3
 #   PYTHONS="python3.12" python/ci.sh # chosen interpreters
-#   PROFILE=release python/ci.sh      # optimised build (default: dev)
+#   PROFILE=release python/ci.sh      # optimised build, the wheel profile (default: dev)
 #   CPYTHON_SUITE=0 python/ci.sh      # pytest only
 set -euo pipefail
 
@@ -47,8 +47,9 @@ for py in $PYTHONS; do
     # fastapi, uvicorn, hypercorn, httpx, aiohttp: tests/test_web.py.
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         "maturin>=1.5,<2" "pytest>=7" fastapi uvicorn hypercorn httpx aiohttp
-    build_flags=()
-    [[ "$profile" == "release" ]] && build_flags+=(--release)
+    # An explicit profile: pyproject.toml's default is the LTO `wheel` one.
+    build_flags=(--profile dev)
+    [[ "$profile" == "release" ]] && build_flags=(--profile wheel)
     "$venv/bin/maturin" build --quiet "${build_flags[@]}" \
         --manifest-path "$here/Cargo.toml" --interpreter "$venv/bin/python" --out "$work/wheels-$version"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$work/wheels-$version"/*.whl

@@ -43,10 +43,10 @@ if ! "$venv/bin/python" -c 'import uvloop, rloop, uvicorn, httptools, fastapi, m
         "maturin>=1.5,<2" uvloop rloop uvicorn httptools fastapi
 fi
 
-log "building evloop (release)"
+log "building evloop (the wheel profile: release with fat LTO)"
 wheels="$(mktemp -d)"
 trap 'rm -rf "$wheels"' EXIT
-"$venv/bin/maturin" build --quiet --release --manifest-path "$root/python/Cargo.toml" \
+"$venv/bin/maturin" build --quiet --profile wheel --manifest-path "$root/python/Cargo.toml" \
     --interpreter "$venv/bin/python" --out "$wheels"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheels"/*.whl
 
