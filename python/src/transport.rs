@@ -72,6 +72,17 @@ const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// ([`crate::sock::recv_bytes_direct`]).
 const DIRECT_READ: usize = 32 * 1024;
 
+/// A read of at least this many bytes (and under [`DIRECT_READ`]) makes
+/// the next one go straight into a `bytes` object of [`MEDIUM_SIZE`]
+/// bytes, shrunk to what came: no copy out of the scratch buffer, and no
+/// `FIONREAD` either (a block that size comes from the heap, not from
+/// `mmap`, so shrinking it is cheap).
+const MEDIUM_READ: usize = 4 * 1024;
+
+/// The most a read after a medium one takes (a full one makes the next
+/// read a big one).
+const MEDIUM_SIZE: usize = 64 * 1024;
+
 /// Where a transport is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -214,10 +225,10 @@ pub(crate) struct Inner {
     buffered: Cell<bool>,
     /// `buffered`, `on_data` and `get_buffer` are the protocol's.
     read_methods_known: Cell<bool>,
-    /// The last read filled at least [`DIRECT_READ`] bytes: the next one
-    /// reads straight into its `bytes` (bulk transfers), not through the
-    /// scratch buffer.
-    big_reads: Cell<bool>,
+    /// How many bytes the last read got: from [`MEDIUM_READ`] on, the next
+    /// one reads straight into its `bytes`, not through the scratch buffer
+    /// (sized by `FIONREAD` from [`DIRECT_READ`] on: bulk transfers).
+    last_read: Cell<usize>,
     /// The protocol's `data_received` (`buffer_updated` for a
     /// `BufferedProtocol`) and `get_buffer`, looked up once per protocol
     /// (as uvloop does) rather than at every read; `None` if the protocol
@@ -795,9 +806,12 @@ impl Inner {
         // so the allocator's mmap threshold adapts to it instead of every
         // read mapping and unmapping a `MAX_SIZE` block). Nothing queued
         // (the end of the stream, an error) takes the ordinary read.
-        let queued = if this.big_reads.get() { crate::sock::queued(py, this.fd) } else { 0 };
+        let last = this.last_read.get();
+        let queued = if last >= DIRECT_READ { crate::sock::queued(py, this.fd) } else { 0 };
         let read = if queued > 0 {
             crate::sock::recv_bytes_direct(py, this.fd, queued.min(MAX_SIZE))
+        } else if (MEDIUM_READ..DIRECT_READ).contains(&last) {
+            crate::sock::recv_bytes_direct(py, this.fd, MEDIUM_SIZE)
         } else {
             crate::sock::recv_bytes(py, state, this.fd, MAX_SIZE)
         };
@@ -806,7 +820,7 @@ impl Inner {
             Ok(None) => return Ok(()),
             Err(e) => return Self::callback_failed(slf, e, "Fatal read error on socket transport"),
         };
-        this.big_reads.set(data.as_bytes().len() >= DIRECT_READ);
+        this.last_read.set(data.as_bytes().len());
         if data.as_bytes().is_empty() {
             return Self::on_eof(slf);
         }
@@ -1082,7 +1096,7 @@ impl StreamTransport {
             paused: Cell::new(false),
             buffered: Cell::new(false),
             read_methods_known: Cell::new(false),
-            big_reads: Cell::new(false),
+            last_read: Cell::new(0),
             on_data: RefCell::new(None),
             get_buffer: RefCell::new(None),
             protocol_paused: Cell::new(false),

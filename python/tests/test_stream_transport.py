@@ -183,6 +183,34 @@ def test_the_end_of_the_stream_right_after_bulk_data_is_seen(loop):
     assert loop.run_until_complete(main()) == (True, ["eof", "lost"], {"data"})
 
 
+def test_reads_of_every_size_in_turn_lose_and_reorder_nothing(loop):
+    # Reads move between the transport's three ways of reading (through
+    # its scratch buffer, straight into a `bytes` after a medium read,
+    # sized by FIONREAD after a big one) by the size of the last read:
+    # one message at a time, each read whole before the next is sent,
+    # walks through every change of way, then the end of the stream.
+    sizes = [1, 5000, 20000, 65536, 70000, 300000, 10, 8000, 3, 40000, 0]
+
+    async def main():
+        server, peer, client = await connected_pair(loop)
+        sent = b""
+        for i, size in enumerate(sizes):
+            message = bytes((i * 7 + j) % 251 for j in range(size))
+            client.transport.write(message)
+            sent += message
+            await settle(lambda: len(peer.data()) == len(sent), rounds=20000)
+        client.transport.close()
+        await asyncio.wait_for(peer.closed, 10)
+        server.close()
+        await server.wait_closed()
+        kinds = [e[0] for e in peer.events]
+        chunks = [e for e in peer.events if e[0] == "data"]
+        return (peer.data() == sent, kinds[-2:],
+                all(e[1] for e in chunks))
+
+    assert loop.run_until_complete(main()) == (True, ["eof", "lost"], True)
+
+
 def test_flow_control_pauses_above_high_and_resumes_at_low(loop):
     async def main():
         server, peer, client = await connected_pair(loop)
