@@ -805,7 +805,8 @@ impl Inner {
         // of the size queued (no second copy; allocated at its final size,
         // so the allocator's mmap threshold adapts to it instead of every
         // read mapping and unmapping a `MAX_SIZE` block). Nothing queued
-        // (the end of the stream, an error) takes the ordinary read.
+        // (the end of the stream, an error) takes the ordinary read. After
+        // a medium read, the next goes into a `MEDIUM_SIZE` one, shrunk.
         let last = this.last_read.get();
         let queued = if last >= DIRECT_READ { crate::sock::queued(py, this.fd) } else { 0 };
         let read = if queued > 0 {
