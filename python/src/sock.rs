@@ -857,11 +857,9 @@ unsafe extern "C" {
 
 /// `recv` of at most `max` bytes straight into a new `bytes` object,
 /// shrunk to what came: the kernel's copy is the only one (the scratch
-/// path copies a second time). For the big reads of bulk transfers, with
-/// `max` what is queued (a block allocated big and shrunk would leave
-/// glibc's mmap threshold below it: a map, page faults and an unmap per
-/// read); small reads cost less through the scratch buffer, whose `bytes`
-/// is allocated at its final size.
+/// path copies a second time). For the medium and big reads of bulk
+/// transfers; small reads cost less through the scratch buffer, whose
+/// `bytes` is allocated at its final size.
 pub(crate) fn recv_bytes_direct<'py>(
     py: Python<'py>,
     fd: RawFd,
@@ -907,15 +905,27 @@ pub(crate) fn recv_bytes_direct<'py>(
     Ok(Some(unsafe { Bound::from_owned_ptr(py, obj).cast_into_unchecked() }))
 }
 
-/// How many bytes are queued for reading on the socket `fd` (`FIONREAD`);
-/// 0 when none are, or when asking fails (the ordinary read then finds out
-/// why).
-pub(crate) fn queued(py: Python<'_>, fd: RawFd) -> usize {
-    with_fd(py, fd, |s| rustix::io::ioctl_fionread(&*s).map_err(io::Error::from))
-        .ok()
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(0)
+/// Makes sure glibc's malloc serves blocks of up to [`BIG_BLOCK`] bytes
+/// from its heap, once per process, before the first big read.
+///
+/// glibc maps each block above its mmap threshold (128 KiB at start) fresh
+/// from the kernel and unmaps it when freed, raising the threshold to the
+/// size of a mapped block freed. A big read's `bytes` is shrunk to what
+/// came before it is freed, so on its own it would keep the threshold
+/// below its size, and every big read would map, fault in and unmap its
+/// block again: a fresh process echoing 100 KiB messages ran at a fifth of
+/// its speed. Freeing one block of that size once lifts the threshold
+/// past it, as any program's big temporary would (a no-op where the
+/// threshold is already higher, fixed by `mallopt`, or another allocator
+/// is in use).
+pub(crate) fn big_blocks_from_the_heap() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(BIG_BLOCK))));
 }
+
+/// A little more than a `MAX_SIZE` `bytes` object takes (the transports'
+/// big reads), page-rounded: what [`big_blocks_from_the_heap`] frees.
+const BIG_BLOCK: usize = 256 * 1024 + 4096;
 
 /// `recv` of at most `n` bytes into `vec`'s spare capacity.
 fn recv_spare(py: Python<'_>, fd: RawFd, vec: &mut Vec<u8>, n: usize) -> Result<(), Try> {
