@@ -660,6 +660,7 @@ impl Core {
         self.open_loop()?;
         let pyloop = self.pyloop(py)?.into_bound(py);
         accept::accept_connections(&pyloop, sock, protocol_factory, server, backlog, transport, None)
+            .map(|(_, exhausted)| exhausted)
     }
 
     /// Serves `sock` (fd `fd`) natively (`EventLoop._start_serving` for a
@@ -694,6 +695,7 @@ impl Core {
             context: handle::copy_context(py)?,
             serving,
             sockname: accept::shared_sockname(sock)?.map(Bound::unbind),
+            took_one_at: std::cell::Cell::new(None),
         };
         self.watch_anew(lp, fd, Direction::Read, Watcher::Accept(Rc::new(listening)))
     }

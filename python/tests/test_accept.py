@@ -112,6 +112,82 @@ def test_a_listener_of_a_socket_subclass_gets_its_own_accept_called(loop):
     assert calls[-1] == "accept"
 
 
+def test_a_server_takes_a_lone_connection_with_one_accept_and_a_burst_whole(loop):
+    # evloop takes a lone connection with one accept() and no second one
+    # that finds none (EAGAIN costs the kernel a socket made and freed);
+    # a listener ready again at the next poll gets asyncio's batch, which
+    # drains it. asyncio always batches until the listener is drained.
+    calls = []
+
+    class Counting(socket.socket):
+        def accept(self):
+            try:
+                pair = super().accept()
+            except BlockingIOError:
+                calls.append("none")
+                raise
+            calls.append("one")
+            return pair
+
+    listener = Counting(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.setblocking(False)
+    made = []
+    clients = []
+
+    class Served(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.append(transport)
+            if waiter is not None and len(made) >= wanted and not waiter.done():
+                waiter.set_result(None)
+
+    waiter, wanted = None, 0
+
+    async def until(n):
+        nonlocal waiter, wanted
+        waiter, wanted = loop.create_future(), n
+        if len(made) < n:
+            await asyncio.wait_for(waiter, 10)
+
+    async def main():
+        server = await loop.create_server(Served, sock=listener)
+        address = listener.getsockname()
+        for i in range(1, 4):  # lone connections, each served before the next
+            clients.append(socket.create_connection(address))
+            await until(i)
+            # A pass that waits (a timer): the loop polls, and the listener
+            # is not ready at that poll. (With callbacks ready the loop
+            # polls only every 250 µs: the next connection could otherwise
+            # come at the next poll, which makes it a burst.)
+            await asyncio.sleep(0.001)
+        lone = list(calls)
+        calls.clear()
+        for _ in range(20):  # a burst: all waiting before the loop looks
+            clients.append(socket.create_connection(address))
+        await until(23)
+        server.close()
+        for t in made:
+            t.close()
+        await server.wait_closed()
+        return lone
+
+    try:
+        lone = loop.run_until_complete(main())
+    finally:
+        for c in clients:
+            c.close()
+    assert len(made) == 23
+    assert calls.count("one") == 20
+    if isinstance(loop, evloop.EventLoop):
+        assert lone == ["one"] * 3
+        # One taken alone, then the rest in one batch that ends drained.
+        assert calls == ["one"] * 20 + ["none"]
+    else:
+        assert lone == ["one", "none"] * 3
+        assert calls == ["one"] * 20 + ["none"]
+
+
 def test_a_cancelled_sock_accept_leaves_the_connection_for_the_next(loop):
     listener = listening()
     client = socket.socket()
