@@ -27,10 +27,34 @@ struct Fields {
     event_loop: Option<Py<PyAny>>,
     context: Option<Py<PyAny>>,
     cancelled: bool,
+    /// What debug mode adds, boxed: a handle is made per `call_soon`, and
+    /// 16 bytes less put it in a smaller size class of CPython's allocator
+    /// (96 bytes with its GC header, not 112: fewer cache lines per queued
+    /// handle).
+    debug: Option<Box<DebugFields>>,
+}
+
+/// A handle's debug-mode fields.
+#[derive(Default)]
+struct DebugFields {
     /// Set by `cancel()` in debug mode: the repr the handle had.
     repr: Option<Py<PyAny>>,
     /// Debug mode: where the handle was made (asyncio's frame summary).
     source_traceback: Option<Py<PyAny>>,
+}
+
+impl Fields {
+    fn repr(&self) -> Option<&Py<PyAny>> {
+        self.debug.as_ref()?.repr.as_ref()
+    }
+
+    fn source_traceback(&self) -> Option<&Py<PyAny>> {
+        self.debug.as_ref()?.source_traceback.as_ref()
+    }
+
+    fn debug_mut(&mut self) -> &mut DebugFields {
+        self.debug.get_or_insert_with(Box::default)
+    }
 }
 
 /// asyncio's `Handle`: a callback with its arguments and context, queued
@@ -66,8 +90,7 @@ impl Handle {
                 event_loop: Some(event_loop),
                 context: Some(context),
                 cancelled: false,
-                repr: None,
-                source_traceback: None,
+                debug: None,
             }),
         })
     }
@@ -84,9 +107,10 @@ impl Handle {
     /// alone refers to it; skipped if the fields are locked elsewhere.
     pub(crate) fn visit_fields(&self, visit: &mut dyn FnMut(&Py<PyAny>)) {
         let Ok(f) = self.fields.try_lock() else { return };
-        for obj in
-            [&f.callback, &f.event_loop, &f.context, &f.repr, &f.source_traceback].into_iter().flatten()
-        {
+        for obj in [&f.callback, &f.event_loop, &f.context].into_iter().flatten() {
+            visit(obj);
+        }
+        for obj in [f.repr(), f.source_traceback()].into_iter().flatten() {
             visit(obj);
         }
         if let Some(args) = &f.args {
@@ -142,7 +166,7 @@ impl Handle {
                 f.cancelled,
                 f.callback.as_ref().map(|c| c.clone_ref(py)),
                 f.args.as_ref().map(|a| a.clone_ref(py)),
-                f.source_traceback.as_ref().map(|t| t.clone_ref(py)),
+                f.source_traceback().map(|t| t.clone_ref(py)),
             )
         };
         let mut info = vec![name.to_owned()];
@@ -166,7 +190,7 @@ impl Handle {
     }
 
     fn saved_repr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.lock().repr.as_ref().map(|r| r.clone_ref(py))
+        self.lock().repr().map(|r| r.clone_ref(py))
     }
 
     fn event_loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -211,7 +235,10 @@ impl Handle {
                 return Ok(false);
             }
             f.cancelled = true;
-            let old_repr = if repr.is_some() { std::mem::replace(&mut f.repr, repr) } else { None };
+            let old_repr = match repr {
+                Some(repr) => f.debug_mut().repr.replace(repr),
+                None => None,
+            };
             (f.callback.take(), f.args.take(), old_repr)
         };
         drop(taken); // after the lock: the decrefs may run Python code
@@ -307,10 +334,7 @@ impl Handle {
         ctx.set_item(intern!(py, "handle"), slf)?;
         let (tb, event_loop) = {
             let f = slf.get().lock();
-            (
-                f.source_traceback.as_ref().map(|t| t.clone_ref(py)),
-                f.event_loop.as_ref().map(|l| l.clone_ref(py)),
-            )
+            (f.source_traceback().map(|t| t.clone_ref(py)), f.event_loop.as_ref().map(|l| l.clone_ref(py)))
         };
         if let Some(tb) = tb
             && tb.bind(py).is_truthy()?
@@ -391,13 +415,19 @@ impl Handle {
 
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.lock().source_traceback.as_ref().map(|t| t.clone_ref(py))
+        self.lock().source_traceback().map(|t| t.clone_ref(py))
     }
 
     #[setter(_source_traceback)]
     fn set_source_traceback(&self, tb: Option<Py<PyAny>>) {
-        let old = std::mem::replace(&mut self.lock().source_traceback, tb);
-        drop(old);
+        let old = {
+            let mut f = self.lock();
+            match tb {
+                Some(tb) => f.debug_mut().source_traceback.replace(tb),
+                None => f.debug.as_mut().and_then(|d| d.source_traceback.take()),
+            }
+        };
+        drop(old); // after the lock: the decref may run Python code
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -610,7 +640,6 @@ fn format_callback_source(
     helpers.call_method1(intern!(py, "_format_callback_source"), (callback, args))?.extract()
 }
 
-/// `contextvars.copy_context()`.
 /// `contextvars.copy_context()`.
 pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // SAFETY: called with the GIL held (`py`); returns a new reference or
