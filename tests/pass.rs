@@ -127,6 +127,68 @@ fn a_poll_first_hook_waits_only_when_nothing_is_ready() {
     drop(b);
 }
 
+/// `before_pass` runs at the start of every pass, before the timeout is
+/// computed: what it queues runs in that pass without blocking, and an
+/// interrupt there ends the run before the pass polls.
+#[test]
+fn before_pass_runs_first_in_every_pass_and_may_queue_or_interrupt() {
+    #[derive(Default)]
+    struct Flags {
+        /// `stats().iterations` at each call.
+        calls: RefCell<Vec<u64>>,
+        queue_once: Cell<bool>,
+        interrupt_once: Cell<bool>,
+        ran: Cell<bool>,
+    }
+    struct Before(Rc<Flags>);
+    impl WaitHook for Before {
+        fn before_pass(&self, lp: &EventLoop) {
+            let flags = &self.0;
+            flags.calls.borrow_mut().push(lp.stats().iterations);
+            if flags.queue_once.replace(false) {
+                let f = flags.clone();
+                lp.call_soon(move || f.ran.set(true));
+            }
+            if flags.interrupt_once.replace(false) {
+                lp.interrupt();
+            }
+        }
+    }
+    let _dog = Watchdog::new(
+        "before_pass_runs_first_in_every_pass_and_may_queue_or_interrupt",
+        Duration::from_secs(30),
+    );
+    let flags = Rc::new(Flags::default());
+    let lp = EventLoop::builder().wait_hook(Before(flags.clone())).build().unwrap();
+    let _strict = fail_on_callback_errors(&lp);
+    let rec = Recorder::new();
+    chain(&lp, &rec, 3, Rc::new(|_| {}));
+    lp.run_until_idle().unwrap();
+    assert_eq!(rec.len(), 3);
+    // Once per pass, before the pass is counted.
+    let iterations = lp.stats().iterations;
+    assert_eq!(*flags.calls.borrow(), (0..iterations).collect::<Vec<_>>());
+
+    // An fd that never becomes readable: a pass with nothing ready would
+    // block on it for good. What the hook queues runs in the same pass.
+    let (_a, b) = socketpair();
+    lp.add_reader(b.as_raw_fd(), || unreachable!("never readable")).unwrap();
+    flags.queue_once.set(true);
+    lp.run_once(None).unwrap();
+    assert!(flags.ran.get());
+    assert_eq!(lp.stats().iterations, iterations + 1);
+
+    // An interrupt ends the run before the pass polls or runs anything.
+    flags.interrupt_once.set(true);
+    let r = rec.clone();
+    lp.call_soon(move || r.push("too early".to_string()));
+    assert!(matches!(lp.run_forever(), Err(Error::Interrupted)));
+    assert_eq!(rec.len(), 3);
+    lp.run_until_idle().unwrap(); // the callback runs next time
+    assert_eq!(rec.len(), 4);
+    assert!(lp.remove_reader(b.as_raw_fd()));
+}
+
 /// The hook may run the wait on another thread (`BlockingWait` is `Send`),
 /// and another thread's call wakes it.
 #[test]

@@ -113,6 +113,12 @@ pub(crate) struct RunState {
     /// bytes into their `bytes` object (borrowed only while no Python code
     /// runs).
     scratch: RefCell<Vec<u8>>,
+    /// The number of the loop's current pass (counted by the wait hook's
+    /// `before_pass`): what tells a transport that wrote twice in a pass.
+    pub(crate) pass: Cell<u64>,
+    /// The transports holding corked writes, sent at the end of the pass
+    /// ([`transport::uncork_all`]).
+    pub(crate) corked: RefCell<Vec<Py<transport::StreamTransport>>>,
 }
 
 impl RunState {
@@ -175,6 +181,11 @@ thread_local! {
 
 pub(crate) fn active() -> Option<Rc<RunState>> {
     ACTIVE.with(|a| a.borrow().clone())
+}
+
+/// Whether `state`'s loop is the one running on this thread.
+pub(crate) fn is_running(state: &Rc<RunState>) -> bool {
+    ACTIVE.with(|a| a.borrow().as_ref().is_some_and(|s| Rc::ptr_eq(s, state)))
 }
 
 /// Runs `f` with the GIL token and the active run state: the way into
@@ -244,6 +255,17 @@ impl WaitHook for GilWaitHook {
     /// at the interpreter's switch interval, as from any busy loop).
     fn poll_first(&self) -> bool {
         true
+    }
+
+    /// The end of the previous pass: the writes it corked go out.
+    fn before_pass(&self, lp: &EventLoop) {
+        let state = &self.state;
+        if !state.corked.borrow().is_empty()
+            && let Some(e) = in_pass(|py, _| transport::uncork_all(py, state))
+        {
+            interrupt_with(state, e, Some(lp));
+        }
+        state.pass.set(state.pass.get() + 1);
     }
 
     fn after_poll(&self, lp: &EventLoop) {
@@ -759,8 +781,14 @@ impl Core {
         self.lp.check()?;
         let previous = ACTIVE.with(|a| a.replace(Some(self.state().clone())));
         let outcome = self.run_passes(py, pyloop);
+        // The last pass's corked writes go out before the run returns (the
+        // caller may read the peer's socket next).
+        let escaped = transport::uncork_all(py, self.state());
         ACTIVE.with(|a| *a.borrow_mut() = previous);
-        outcome
+        match (outcome, escaped) {
+            (Ok(()), Some(e)) => Err(e),
+            (outcome, _) => outcome,
+        }
     }
 
     /// Closes the core: pending callbacks and timers are dropped unrun, fd

@@ -87,6 +87,10 @@ const MEDIUM_READ: usize = 4 * 1024;
 /// read a big one).
 const MEDIUM_SIZE: usize = 64 * 1024;
 
+/// The most a transport's corked writes hold in all: a write that would
+/// go over sends them and itself at once (one `sendmsg`).
+const CORK_LIMIT: usize = 16 * 1024;
+
 /// Where a transport is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -158,6 +162,9 @@ enum Sent {
     /// Some or all of it is buffered; `start_writer` if the buffer was
     /// empty before (the writer is to be registered).
     Buffered { start_writer: bool },
+    /// Buffered until the end of the pass (corked); `first`: the
+    /// transport is to be put on the run's list of corked transports.
+    Corked { first: bool },
     /// `send` failed: a fatal error.
     Failed(io::Error),
 }
@@ -251,6 +258,18 @@ pub(crate) struct Inner {
     reading: Cell<bool>,
     writing: Cell<bool>,
     buffer: RefCell<WriteBuffer>,
+    /// The loop pass (`RunState::pass`) of the last write made while the
+    /// loop ran, and how many writes that pass made.
+    last_write_pass: Cell<u64>,
+    writes_in_pass: Cell<u32>,
+    /// The transport wrote more than once in one pass lately (an HTTP
+    /// server's head and body): its small writes are corked, buffered
+    /// until the end of the pass and sent then in one `send`. A corked
+    /// pass with a single write turns it off.
+    coalesce: Cell<bool>,
+    /// How many writes the buffer holds corked; 0: none is (nothing in
+    /// the buffer waits for the end of the pass).
+    corked: Cell<u32>,
     /// What the queued start entry runs ([`TransportEntry`]).
     start: RefCell<Option<Start>>,
     /// What the queued `_call_connection_lost` entry runs.
@@ -597,6 +616,7 @@ impl Inner {
         if !this.buffer.borrow().is_empty() {
             this.buffer.borrow_mut().clear();
         }
+        this.corked.set(0);
         this.unwatch(Direction::Write);
         this.unwatch(Direction::Read);
         this.phase.set(Phase::Lost);
@@ -751,12 +771,114 @@ impl Inner {
         Sent::Buffered { start_writer: true }
     }
 
+    /// A write of `data` by the protocol or the user: corked while the
+    /// transport's loop runs, if the transport writes more than once per
+    /// pass and `data` is small (see `coalesce`); otherwise
+    /// [`send_or_buffer`](Inner::send_or_buffer). No Python code runs.
+    fn write_data(&self, data: &[u8]) -> Sent {
+        let state = self.core.get().state();
+        if crate::is_running(state) {
+            let pass = state.pass.get();
+            if self.last_write_pass.replace(pass) == pass {
+                self.writes_in_pass.set(self.writes_in_pass.get().saturating_add(1));
+                self.coalesce.set(true);
+            } else {
+                self.writes_in_pass.set(1);
+            }
+            let corked = self.corked.get();
+            if corked > 0 {
+                if self.buffer.borrow().len() + data.len() > CORK_LIMIT {
+                    self.corked.set(0);
+                    return self.send_after_buffered(data);
+                }
+                self.buffer.borrow_mut().push(data);
+                self.corked.set(corked + 1);
+                return Sent::Corked { first: false };
+            }
+            if self.coalesce.get() && data.len() <= CORK_LIMIT && self.buffer.borrow().is_empty() {
+                self.buffer.borrow_mut().push(data);
+                self.corked.set(1);
+                return Sent::Corked { first: true };
+            }
+        } else if self.corked.replace(0) > 0 {
+            // Not reached (a run sends its corked writes before it ends);
+            // kept safe: the corked bytes go first.
+            return self.send_after_buffered(data);
+        }
+        self.send_or_buffer(data)
+    }
+
+    /// The corked buffer and then `data` go out in one `sendmsg`, the rest
+    /// buffered (the writer to be registered).
+    fn send_after_buffered(&self, data: &[u8]) -> Sent {
+        let sent = {
+            let buffer = self.buffer.borrow();
+            let parts = [io::IoSlice::new(buffer.pending()), io::IoSlice::new(data)];
+            self.with_socket(|s| s.send_vectored_with_flags(&parts, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT))
+        };
+        let n = match sent {
+            Some(Ok(n)) => n,
+            Some(Err(e)) if would_block(&e) => 0,
+            Some(Err(e)) => return Sent::Failed(e),
+            None => 0,
+        };
+        let mut buffer = self.buffer.borrow_mut();
+        let held = buffer.len();
+        if n < held {
+            buffer.consume(n);
+            buffer.push(data);
+        } else {
+            buffer.clear();
+            if n - held == data.len() {
+                return Sent::All;
+            }
+            buffer.push(&data[n - held..]);
+        }
+        Sent::Buffered { start_writer: true }
+    }
+
+    /// The end of the pass for a corked transport (or something that
+    /// reads the buffer: its size, `close`, `write_eof`, `abort`…): its
+    /// corked writes go out in one `send`, the rest buffered as an
+    /// unsent write's (the writer, flow control, or the fatal error).
+    fn uncork(slf: &Bound<'_, StreamTransport>) -> PyResult<()> {
+        let this = inner(slf)?;
+        let corked = this.corked.replace(0);
+        if corked == 0 || this.phase.get() == Phase::Lost {
+            return Ok(());
+        }
+        if this.writes_in_pass.get() == 1 {
+            this.coalesce.set(false);
+        }
+        let sent = {
+            let buffer = this.buffer.borrow();
+            this.with_socket(|s| s.send_with_flags(buffer.pending(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT))
+        };
+        let sent = match sent {
+            Some(Ok(n)) => {
+                let mut buffer = this.buffer.borrow_mut();
+                buffer.consume(n);
+                if buffer.is_empty() { Sent::All } else { Sent::Buffered { start_writer: true } }
+            }
+            Some(Err(e)) if !would_block(&e) => Sent::Failed(e),
+            _ => Sent::Buffered { start_writer: true },
+        };
+        Self::after_send(slf, sent)
+    }
+
     /// The Python half of a write, once `send_or_buffer` is done with the
     /// caller's bytes: the writer's registration, flow control, or the
     /// fatal error.
     fn after_send(slf: &Bound<'_, StreamTransport>, sent: Sent) -> PyResult<()> {
         match sent {
             Sent::All => Ok(()),
+            Sent::Corked { first } => {
+                if first {
+                    let this = inner(slf)?;
+                    this.core.get().state().corked.borrow_mut().push(slf.clone().unbind());
+                }
+                Ok(())
+            }
             Sent::Buffered { start_writer } => {
                 if start_writer {
                     Self::watch(slf, Direction::Write)?;
@@ -980,6 +1102,10 @@ impl Inner {
         if this.is_closing() {
             return Ok(());
         }
+        Self::uncork(slf)?;
+        if this.is_closing() {
+            return Ok(()); // the send failed: the transport is lost
+        }
         this.phase.set(Phase::Closing);
         this.unwatch(Direction::Read);
         if this.buffer.borrow().is_empty() {
@@ -1100,6 +1226,10 @@ impl StreamTransport {
             buffered: Cell::new(false),
             read_methods_known: Cell::new(false),
             last_read: Cell::new(0),
+            last_write_pass: Cell::new(0),
+            writes_in_pass: Cell::new(0),
+            coalesce: Cell::new(false),
+            corked: Cell::new(0),
             on_data: RefCell::new(None),
             get_buffer: RefCell::new(None),
             protocol_paused: Cell::new(false),
@@ -1670,7 +1800,7 @@ impl StreamTransport {
             if !this.writable(py, "write")? || bytes.as_bytes().is_empty() {
                 return Ok(());
             }
-            let sent = this.send_or_buffer(bytes.as_bytes());
+            let sent = this.write_data(bytes.as_bytes());
             return Inner::after_send(slf, sent);
         }
         if !(data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
@@ -1687,13 +1817,13 @@ impl StreamTransport {
             return Err(PyTypeError::new_err("a C-contiguous bytes-like object is required"));
         }
         // SAFETY: a C-contiguous export of `len_bytes()` bytes, held until
-        // `send_or_buffer` returns; no Python code runs meanwhile (the GIL
+        // `write_data` returns; no Python code runs meanwhile (the GIL
         // is held), so nothing writes to or resizes it.
         let bytes = unsafe { std::slice::from_raw_parts(view.buf_ptr().cast::<u8>(), view.len_bytes()) };
         if bytes.is_empty() {
             return Ok(());
         }
-        let sent = this.send_or_buffer(bytes);
+        let sent = this.write_data(bytes);
         drop(view);
         Inner::after_send(slf, sent)
     }
@@ -1724,16 +1854,20 @@ impl StreamTransport {
         if joined.is_empty() || !this.writable(py, "writelines")? {
             return Ok(());
         }
-        let sent = this.send_or_buffer(&joined);
+        let sent = this.write_data(&joined);
         Inner::after_send(slf, sent)
     }
 
     /// Closes the write side once the buffer is flushed
     /// (`shutdown(SHUT_WR)`); reading goes on.
-    fn write_eof(&self) -> PyResult<()> {
-        let this = self.inner()?;
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = inner(slf)?;
         if this.is_closing() || this.eof.get() {
             return Ok(());
+        }
+        Inner::uncork(slf)?;
+        if this.is_closing() {
+            return Ok(()); // the send failed: the transport is lost
         }
         this.eof.set(true);
         if this.buffer.borrow().is_empty() { this.shutdown_write() } else { Ok(()) }
@@ -1755,6 +1889,8 @@ impl StreamTransport {
     /// Closes at once, dropping whatever is buffered;
     /// `connection_lost(None)` runs on the loop's next pass.
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        // What was written before went out on asyncio's loop already.
+        Inner::uncork(slf)?;
         Inner::force_close(slf, None)
     }
 
@@ -1831,8 +1967,9 @@ impl StreamTransport {
     }
 
     /// Bytes buffered, not sent yet.
-    fn get_write_buffer_size(&self) -> PyResult<usize> {
-        let this = self.inner()?;
+    fn get_write_buffer_size(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        let this = inner(slf)?;
+        Inner::uncork(slf)?;
         Ok(this.buffer.borrow().len())
     }
 
@@ -1861,6 +1998,7 @@ impl StreamTransport {
         }
         this.high_water.set(high as usize);
         this.low_water.set(low as usize);
+        Inner::uncork(slf)?;
         Inner::maybe_pause_protocol(slf)
     }
 
@@ -1879,11 +2017,13 @@ impl StreamTransport {
 
     /// A future done once the buffer is empty (sendfile waits for it
     /// before sending on the socket itself).
-    fn _make_empty_waiter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let this = self.inner()?;
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = inner(slf)?;
         if this.empty_waiter.borrow().is_some() {
             return Err(PyRuntimeError::new_err("Empty waiter is already set"));
         }
+        Inner::uncork(slf)?;
         let lp = get(py, &this.lp).ok_or_else(|| PyRuntimeError::new_err("the transport is closed"))?;
         let fut = lp.call_method0(intern!(py, "create_future"))?;
         if this.buffer.borrow().is_empty() {
@@ -2068,6 +2208,30 @@ pub(crate) fn on_ready(
     };
     if let Err(e) = outcome {
         escaped(py, state, this, e);
+    }
+}
+
+/// The end of a pass (or of a run): every corked transport of the run
+/// sends its writes ([`Inner::uncork`]), those that protocol callbacks
+/// cork meanwhile too. A failure goes to the loop's exception handler
+/// as a callback's would; the first `KeyboardInterrupt`/`SystemExit` is
+/// returned, for the caller to end the run with.
+pub(crate) fn uncork_all(py: Python<'_>, state: &Rc<RunState>) -> Option<PyErr> {
+    let mut base = None;
+    loop {
+        let corked = std::mem::take(&mut *state.corked.borrow_mut());
+        if corked.is_empty() {
+            return base;
+        }
+        for transport in corked {
+            let transport = transport.bind(py);
+            let Err(e) = Inner::uncork(transport) else { continue };
+            if is_base(py, &e) {
+                base.get_or_insert(e);
+            } else if let Ok(this) = inner(transport) {
+                escaped(py, state, this, e);
+            }
+        }
     }
 }
 

@@ -704,6 +704,12 @@ impl EventLoop {
             // A child of fork() returned into the parent's loop.
             return Err(Error::Forked);
         }
+        if let Some(hook) = self.inner.pass.hook.as_deref() {
+            hook.before_pass(self);
+            if self.inner.interrupted.replace(false) {
+                return Err(Error::Interrupted); // by the hook's before_pass
+            }
+        }
         let (wait, may_jump) = self.compute_timeout(max_wait);
         self.poll_io(wait)?;
         if self.inner.interrupted.replace(false) {
@@ -822,15 +828,19 @@ impl EventLoop {
             // blocking first: when something is ready already (a busy
             // server, a ping-pong on one loop) its wait is skipped.
             let found = hook.poll_first() && inner.selector.borrow_mut().wait(Some(Duration::ZERO))?;
-            if !found {
+            if found {
+                // Nothing blocked: no idle time, and the poll's start is
+                // its time (one clock read per pass, not two).
+                inner.pass.last_poll.set(Some(started));
+            } else {
                 let wait = inner.selector.borrow_mut().begin_wait(timeout)?;
                 let done = hook.blocking_wait(wait);
                 inner.selector.borrow_mut().finish_wait(done)?;
+                let ended = Instant::now();
+                inner.pass.last_poll.set(Some(ended));
+                inner.stats.add_idle_time(ended - started);
             }
-            let ended = Instant::now();
-            inner.pass.last_poll.set(Some(ended));
             inner.stats.polls.set(inner.stats.polls.get() + 1);
-            inner.stats.add_idle_time(ended - started);
             true
         };
         hook.after_poll(self);

@@ -148,4 +148,15 @@ pub trait WaitHook: 'static {
     fn after_poll(&self, lp: &EventLoop) {
         let _ = lp;
     }
+
+    /// Called at the start of every pass, before its timeout is computed
+    /// (what it queues makes the pass poll without blocking): the end of
+    /// the previous pass, for work a hook batches over one pass (the
+    /// Python binding sends the small writes a pass made to a transport
+    /// here, in one `send`). No borrow of the loop is alive. Calling
+    /// [`EventLoop::interrupt`] here ends the `run_*` call before the pass
+    /// polls.
+    fn before_pass(&self, lp: &EventLoop) {
+        let _ = lp;
+    }
 }
