@@ -178,7 +178,7 @@ impl Handle {
                 Some(a) => a.into_any(),
                 None => py.None(),
             };
-            info.push(format_callback_source(py, cb.bind(py), args.bind(py))?);
+            info.push(format_callback_source(py, cb.bind(py), args.bind(py), self.is_debug(py))?);
         }
         if let Some(tb) = tb.map(|t| t.into_bound(py))
             && tb.is_truthy()?
@@ -327,7 +327,7 @@ impl Handle {
         if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
             return Err(err);
         }
-        let source = format_callback_source(py, callback, args.as_any())?;
+        let source = format_callback_source(py, callback, args.as_any(), slf.get().is_debug(py))?;
         let ctx = PyDict::new(py);
         ctx.set_item(intern!(py, "message"), format!("Exception in callback {source}"))?;
         ctx.set_item(intern!(py, "exception"), err.value(py))?;
@@ -630,14 +630,24 @@ fn py_float_repr(py: Python<'_>, x: f64) -> PyResult<String> {
     Ok(x.into_pyobject(py)?.repr()?.to_string())
 }
 
-/// asyncio's `format_helpers._format_callback_source`.
+/// asyncio's `format_helpers._format_callback_source`; from Python 3.13
+/// on it shows the arguments only when told the loop is in debug mode,
+/// as asyncio's handles tell it.
 fn format_callback_source(
     py: Python<'_>,
     callback: &Bound<'_, PyAny>,
     args: &Bound<'_, PyAny>,
+    debug: bool,
 ) -> PyResult<String> {
     let helpers = py.import(intern!(py, "asyncio.format_helpers"))?;
-    helpers.call_method1(intern!(py, "_format_callback_source"), (callback, args))?.extract()
+    let format = helpers.getattr(intern!(py, "_format_callback_source"))?;
+    if py.version_info() >= (3, 13) {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "debug"), debug)?;
+        format.call((callback, args), Some(&kwargs))?.extract()
+    } else {
+        format.call1((callback, args))?.extract()
+    }
 }
 
 /// `contextvars.copy_context()`.
