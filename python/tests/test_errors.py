@@ -3,6 +3,7 @@ SystemExit, debug mode's slow-callback report."""
 
 import asyncio
 import logging
+import sys
 
 import pytest
 
@@ -154,7 +155,9 @@ def test_handler_sees_the_whole_handle_nobody_else_holds(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     [(text, args)] = seen
-    assert text.startswith("<Handle ") and "boom(1) at " in text, text
+    # Outside debug mode, Python 3.13's reprs leave the arguments out.
+    shown = "boom() at " if sys.version_info >= (3, 13) else "boom(1) at "
+    assert text.startswith("<Handle ") and shown in text, text
     assert args == (1,)
 
 

@@ -118,7 +118,9 @@ def test_handle_api_and_reprs(loop):
     # evloop's handles are native (as uvloop's): asyncio's API, not its class.
     h = loop.call_soon(cb, 1)
     assert isinstance(h, (asyncio.Handle, evloop.Handle))
-    assert re.match(r"<Handle .*cb\(1\)", repr(h)), repr(h)
+    # Outside debug mode, Python 3.13's reprs leave the arguments out.
+    shown = r"cb\(\)" if sys.version_info >= (3, 13) else r"cb\(1\)"
+    assert re.match(r"<Handle .*" + shown, repr(h)), repr(h)
     assert h._callback is cb and h._args == (1,) and h._loop is loop
     assert not h.cancelled()
     t = loop.call_later(10, cb, 2)

@@ -4,6 +4,7 @@ and expects the same. More in test_stream_transport.py."""
 
 import asyncio
 import contextvars
+import sys
 
 import pytest
 
@@ -195,7 +196,8 @@ def test_a_failing_connection_made_is_reported_and_the_connection_goes_on(loop):
     assert len(reported) == 1
     ctx = reported[0]
     assert ctx["message"].startswith("Exception in callback ")
-    assert "Failing.connection_made(<" in ctx["message"]
+    # Outside debug mode, Python 3.13's reprs leave the arguments out.
+    assert ("Failing.connection_made()" if sys.version_info >= (3, 13) else "Failing.connection_made(<") in ctx["message"]
     assert type(ctx["exception"]) is ValueError
     assert "handle" in ctx and "Failing.connection_made" in repr(ctx["handle"])
 
@@ -282,7 +284,8 @@ def test_a_failing_connection_lost_is_reported_as_its_handle(loop):
 
     assert loop.run_until_complete(main())
     assert len(reported) == 1
-    assert "_call_connection_lost(None)" in reported[0]["message"]
+    shown = "_call_connection_lost()" if sys.version_info >= (3, 13) else "_call_connection_lost(None)"
+    assert shown in reported[0]["message"]
     assert type(reported[0]["exception"]) is ValueError
     assert "handle" in reported[0]
 

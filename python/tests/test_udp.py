@@ -6,10 +6,19 @@ import asyncio
 import gc
 import os
 import socket
+import sys
 import warnings
 import weakref
 
+import evloop
 import pytest
+
+
+def skip_asyncio_313(loop, why):
+    """asyncio's own datagram transport on Python 3.13 does not do what
+    these tests hold evloop to (and evloop does): its variant is skipped."""
+    if sys.version_info >= (3, 13) and not isinstance(loop, evloop.EventLoop):
+        pytest.skip(f"asyncio's datagram transport on 3.13: {why}")
 
 
 class Recorder(asyncio.DatagramProtocol):
@@ -224,6 +233,7 @@ def fill(transport):
 
 
 def test_buffer_full_then_drained_with_flow_control(loop, tmp_path):
+    skip_asyncio_313(loop, "its buffer size stays above 0 once all is sent")
     peer, endpoint = unix_pair(tmp_path, loop)
 
     async def main():
@@ -251,6 +261,7 @@ def test_buffer_full_then_drained_with_flow_control(loop, tmp_path):
 
 
 def test_close_with_pending_sends_sends_them_first(loop, tmp_path):
+    skip_asyncio_313(loop, "its buffer size stays above 0 once all is sent")
     peer, endpoint = unix_pair(tmp_path, loop)
 
     async def main():
@@ -321,6 +332,7 @@ def test_a_failing_datagram_received_goes_to_the_exception_handler(loop):
 
 
 def test_thousand_endpoints_leave_no_fd_and_no_protocol(loop):
+    skip_asyncio_313(loop, "the process ends with one fd fewer than it started")
     async def main():
         refs = []
         for _ in range(1000):
