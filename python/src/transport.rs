@@ -267,9 +267,9 @@ pub(crate) struct Inner {
     /// until the end of the pass and sent then in one `send`. A corked
     /// pass with a single write turns it off.
     coalesce: Cell<bool>,
-    /// How many writes the buffer holds corked; 0: none is (nothing in
-    /// the buffer waits for the end of the pass).
-    corked: Cell<u32>,
+    /// The buffer holds corked writes only (waiting for the end of the
+    /// pass; no writer registered).
+    corked: Cell<bool>,
     /// What the queued start entry runs ([`TransportEntry`]).
     start: RefCell<Option<Start>>,
     /// What the queued `_call_connection_lost` entry runs.
@@ -616,7 +616,7 @@ impl Inner {
         if !this.buffer.borrow().is_empty() {
             this.buffer.borrow_mut().clear();
         }
-        this.corked.set(0);
+        this.corked.set(false);
         this.unwatch(Direction::Write);
         this.unwatch(Direction::Read);
         this.phase.set(Phase::Lost);
@@ -777,7 +777,8 @@ impl Inner {
     /// [`send_or_buffer`](Inner::send_or_buffer). No Python code runs.
     fn write_data(&self, data: &[u8]) -> Sent {
         let state = self.core.get().state();
-        if crate::is_running(state) {
+        let running = crate::is_running(state);
+        if running {
             let pass = state.pass.get();
             if self.last_write_pass.replace(pass) == pass {
                 self.writes_in_pass.set(self.writes_in_pass.get().saturating_add(1));
@@ -785,31 +786,28 @@ impl Inner {
             } else {
                 self.writes_in_pass.set(1);
             }
-            let corked = self.corked.get();
-            if corked > 0 {
-                if self.buffer.borrow().len() + data.len() > CORK_LIMIT {
-                    self.corked.set(0);
-                    return self.send_after_buffered(data);
-                }
+        }
+        let fits = data.len() <= CORK_LIMIT.saturating_sub(self.buffer.borrow().len());
+        if self.corked.get() {
+            // A run sends its corked writes before it ends: not running,
+            // they go now, first, as they do when this one does not fit.
+            if running && fits {
                 self.buffer.borrow_mut().push(data);
-                self.corked.set(corked + 1);
                 return Sent::Corked { first: false };
             }
-            if self.coalesce.get() && data.len() <= CORK_LIMIT && self.buffer.borrow().is_empty() {
-                self.buffer.borrow_mut().push(data);
-                self.corked.set(1);
-                return Sent::Corked { first: true };
-            }
-        } else if self.corked.replace(0) > 0 {
-            // Not reached (a run sends its corked writes before it ends);
-            // kept safe: the corked bytes go first.
+            self.corked.set(false);
             return self.send_after_buffered(data);
+        }
+        if running && self.coalesce.get() && fits && self.buffer.borrow().is_empty() {
+            self.buffer.borrow_mut().push(data);
+            self.corked.set(true);
+            return Sent::Corked { first: true };
         }
         self.send_or_buffer(data)
     }
 
-    /// The corked buffer and then `data` go out in one `sendmsg`, the rest
-    /// buffered (the writer to be registered).
+    /// The buffer (corked writes) and then `data` go out in one `sendmsg`,
+    /// the rest buffered (the writer to be registered).
     fn send_after_buffered(&self, data: &[u8]) -> Sent {
         let sent = {
             let buffer = self.buffer.borrow();
@@ -843,26 +841,13 @@ impl Inner {
     /// unsent write's (the writer, flow control, or the fatal error).
     fn uncork(slf: &Bound<'_, StreamTransport>) -> PyResult<()> {
         let this = inner(slf)?;
-        let corked = this.corked.replace(0);
-        if corked == 0 || this.phase.get() == Phase::Lost {
+        if !this.corked.replace(false) || this.phase.get() == Phase::Lost {
             return Ok(());
         }
         if this.writes_in_pass.get() == 1 {
             this.coalesce.set(false);
         }
-        let sent = {
-            let buffer = this.buffer.borrow();
-            this.with_socket(|s| s.send_with_flags(buffer.pending(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT))
-        };
-        let sent = match sent {
-            Some(Ok(n)) => {
-                let mut buffer = this.buffer.borrow_mut();
-                buffer.consume(n);
-                if buffer.is_empty() { Sent::All } else { Sent::Buffered { start_writer: true } }
-            }
-            Some(Err(e)) if !would_block(&e) => Sent::Failed(e),
-            _ => Sent::Buffered { start_writer: true },
-        };
+        let sent = this.send_after_buffered(&[]);
         Self::after_send(slf, sent)
     }
 
@@ -1229,7 +1214,7 @@ impl StreamTransport {
             last_write_pass: Cell::new(0),
             writes_in_pass: Cell::new(0),
             coalesce: Cell::new(false),
-            corked: Cell::new(0),
+            corked: Cell::new(false),
             on_data: RefCell::new(None),
             get_buffer: RefCell::new(None),
             protocol_paused: Cell::new(false),
